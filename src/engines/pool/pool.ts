@@ -1,0 +1,76 @@
+// A small pool of ready workers: each has already restored the interpreter snapshot and waits for
+// its configuration. A worker is handed out once and never returns: one worker, one sandbox.
+import type { WorkerProcess } from "./worker-process.js";
+
+export class WorkerPool {
+  private readonly ready: WorkerProcess[] = [];
+  private starting = 0;
+  private closed = false;
+  /** Set when a start failed; cleared by the next take(), so a broken setup does not spin. */
+  private failing = false;
+
+  constructor(
+    private readonly spawnWorker: () => Promise<WorkerProcess>,
+    private size: number,
+  ) {}
+
+  get targetSize(): number {
+    return this.size;
+  }
+
+  get readyCount(): number {
+    return this.ready.length;
+  }
+
+  resize(size: number): void {
+    this.size = size;
+    while (this.ready.length > size) this.ready.pop()!.kill(new Error("pool shrunk"));
+    this.fill();
+  }
+
+  /** A ready, live worker, or undefined when none is ready yet. Starts a replacement. */
+  take(): WorkerProcess | undefined {
+    let w: WorkerProcess | undefined;
+    while ((w = this.ready.shift()) && !w.alive);
+    this.failing = false;
+    this.fill();
+    if (w) w.ref();
+    return w;
+  }
+
+  /** Start workers until `size` are ready or starting. One at a time: start-up is CPU-bound. */
+  fill(): void {
+    if (this.closed || this.failing || this.starting > 0 || this.ready.length >= this.size) return;
+    this.starting++;
+    void this.spawnWorker()
+      .then(async (w) => {
+        w.unref();
+        await w.ready;
+        if (this.closed || this.ready.length >= this.size) w.kill(new Error("pool closed"));
+        else this.ready.push(w);
+      })
+      .catch(() => {
+        this.failing = true; // a worker that failed to start is not pooled; retry on the next take()
+      })
+      .finally(() => {
+        this.starting--;
+        this.fill();
+      });
+  }
+
+  /** Resolves once the pool holds `size` ready workers (or is closed). */
+  async warm(timeoutMs = 60_000): Promise<void> {
+    this.fill();
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && !this.failing && this.ready.length < this.size && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = this.ready.splice(0);
+    for (const w of all) w.kill(new Error("pool closed"));
+    await Promise.all(all.map((w) => w.exited$()));
+  }
+}

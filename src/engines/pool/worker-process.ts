@@ -1,0 +1,194 @@
+// Host side of one worker process: spawn, framed messages in and out, interrupts on the control
+// pipe, hard kill, and the outer limits (memory by RSS, output bytes). Everything the worker says
+// is checked against the protocol schema; a worker that breaks the protocol is killed.
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import type { Writable } from "node:stream";
+import { AgentboxError, ProtocolError, WorkerCrashedError } from "../../errors.js";
+import { encodeFrame, FrameDecoder, FrameError, PROTOCOL_VERSION } from "../../protocol/frames.js";
+import { workerMessageSchema, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
+
+export interface WorkerSpawnSpec {
+  script: string;
+  args: string[];
+  nodeFlags: string[];
+}
+
+type Reply = Extract<WorkerMessage, { type: "reply" | "result" }>;
+type OutputListener = (stream: "stdout" | "stderr", data: string) => void;
+
+const STDERR_KEEP_BYTES = 16 * 1024;
+const PAGE_BYTES = 4096;
+
+export class WorkerProcess {
+  readonly child: ChildProcess;
+  readonly ready: Promise<Extract<WorkerMessage, { type: "ready" }>>;
+  private readonly pending = new Map<number, { resolve: (m: Reply) => void; reject: (e: Error) => void; onOutput?: OutputListener | undefined }>();
+  private readonly decoder = new FrameDecoder();
+  private stderrTail = "";
+  private deathError: Error | undefined;
+  private killReason: Error | undefined;
+  private exited = false;
+  private readonly exitPromise: Promise<void>;
+  private readyResolve!: (m: Extract<WorkerMessage, { type: "ready" }>) => void;
+  private readyReject!: (e: Error) => void;
+  private rssTimer: NodeJS.Timeout | undefined;
+
+  constructor(spec: WorkerSpawnSpec) {
+    this.ready = new Promise((res, rej) => {
+      this.readyResolve = res;
+      this.readyReject = rej;
+    });
+    this.ready.catch(() => undefined);
+    this.child = spawn(process.execPath, [...spec.nodeFlags, spec.script, ...spec.args], {
+      stdio: ["pipe", "pipe", "pipe", "pipe"],
+      // Nothing of the host's environment: no secrets, no proxies, a fixed time zone.
+      env: { TZ: "UTC", LANG: "C.UTF-8" },
+      cwd: "/",
+    });
+    this.exitPromise = new Promise((resolve) => this.child.once("exit", () => resolve()));
+    this.child.stdout!.on("data", (chunk: Buffer) => this.onData(chunk));
+    this.child.stderr!.on("data", (chunk: Buffer) => {
+      this.stderrTail = (this.stderrTail + chunk.toString("utf8")).slice(-STDERR_KEEP_BYTES);
+    });
+    for (const s of [this.child.stdin, this.child.stdio[3]] as (Writable | null)[]) s?.on("error", () => undefined);
+    this.child.on("error", (e) => this.onExit(new WorkerCrashedError(`worker failed to start: ${e.message}`, { cause: e })));
+    this.child.on("exit", (code, signal) => {
+      const detail = this.stderrTail.trim().split("\n").slice(-5).join("\n");
+      this.onExit(new WorkerCrashedError(`worker exited (${signal ?? `code ${code}`})${detail ? `: ${detail}` : ""}`));
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get alive(): boolean {
+    return !this.exited && !this.killReason;
+  }
+
+  /** Why this worker can no longer serve, once it cannot. */
+  get failure(): Error | undefined {
+    return this.killReason ?? this.deathError;
+  }
+
+  /** Keep the host process's event loop free of this worker (for idle pool workers). */
+  unref(): void {
+    this.child.unref();
+    for (const s of [this.child.stdout, this.child.stderr, this.child.stdin, this.child.stdio[3]]) {
+      (s as unknown as { unref?: () => void } | null)?.unref?.();
+    }
+  }
+
+  ref(): void {
+    this.child.ref();
+    for (const s of [this.child.stdout, this.child.stderr, this.child.stdin, this.child.stdio[3]]) {
+      (s as unknown as { ref?: () => void } | null)?.ref?.();
+    }
+  }
+
+  /** Send a message and wait for the reply or result with the same id. */
+  request(msg: HostMessage, onOutput?: OutputListener): Promise<Reply> {
+    const failure = this.failure;
+    if (failure) return Promise.reject(failure);
+    return new Promise((resolve, reject) => {
+      this.pending.set(msg.id, { resolve, reject, onOutput });
+      this.child.stdin!.write(encodeFrame(msg));
+    });
+  }
+
+  /** Ask the worker to interrupt run `runId` (KeyboardInterrupt inside Python). */
+  interrupt(runId: number, reason: number): void {
+    const b = Buffer.alloc(5);
+    b[0] = reason;
+    b.writeUInt32LE(runId >>> 0, 1);
+    (this.child.stdio[3] as Writable | null)?.write(b);
+  }
+
+  /** Kill the process now; pending requests fail with `reason`. */
+  kill(reason: Error): void {
+    if (!this.killReason) this.killReason = reason;
+    if (!this.exited) this.child.kill("SIGKILL");
+    this.failPending(reason);
+  }
+
+  /** Resolves once the process has exited. */
+  exited$(): Promise<void> {
+    return this.exitPromise;
+  }
+
+  /** Poll the worker's resident memory while `active`; kill with `makeError()` above `capBytes`. */
+  watchRss(capBytes: number, makeError: () => AgentboxError, intervalMs = 50): void {
+    this.stopRssWatch();
+    const pid = this.child.pid;
+    if (pid === undefined || process.platform !== "linux") return;
+    this.rssTimer = setInterval(() => {
+      let rss: number;
+      try {
+        rss = Number(readFileSync(`/proc/${pid}/statm`, "utf8").split(" ")[1]) * PAGE_BYTES;
+      } catch {
+        return;
+      }
+      if (rss > capBytes) this.kill(makeError());
+    }, intervalMs);
+    this.rssTimer.unref();
+  }
+
+  stopRssWatch(): void {
+    if (this.rssTimer) clearInterval(this.rssTimer);
+    this.rssTimer = undefined;
+  }
+
+  private onData(chunk: Buffer): void {
+    let raw: unknown[];
+    try {
+      raw = this.decoder.push(chunk);
+    } catch (e) {
+      return this.kill(new ProtocolError(`worker sent a malformed frame: ${(e as FrameError).message}`));
+    }
+    for (const r of raw) {
+      const parsed = workerMessageSchema.safeParse(r);
+      if (!parsed.success) {
+        return this.kill(new ProtocolError(`worker sent an invalid message: ${parsed.error.issues[0]?.message ?? "schema mismatch"}`));
+      }
+      this.dispatch(parsed.data);
+    }
+  }
+
+  private dispatch(m: WorkerMessage): void {
+    switch (m.type) {
+      case "ready":
+        if (m.v !== PROTOCOL_VERSION) return this.kill(new ProtocolError(`worker speaks protocol v${m.v}, host v${PROTOCOL_VERSION}`));
+        return this.readyResolve(m);
+      case "output":
+        this.pending.get(m.id)?.onOutput?.(m.stream, m.data);
+        return;
+      case "fatal":
+        return this.kill(new WorkerCrashedError(`worker failed: ${m.message}`));
+      case "reply":
+      case "result": {
+        const p = this.pending.get(m.id);
+        if (!p) return this.kill(new ProtocolError(`worker answered unknown request ${m.id}`));
+        this.pending.delete(m.id);
+        p.resolve(m);
+      }
+    }
+  }
+
+  private onExit(err: Error): void {
+    if (this.exited) return;
+    this.exited = true;
+    this.stopRssWatch();
+    this.deathError = err;
+    const reason = this.killReason ?? err;
+    this.readyReject(reason);
+    this.failPending(reason);
+  }
+
+  private failPending(reason: Error): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) p.reject(reason);
+    this.readyReject(reason);
+  }
+}

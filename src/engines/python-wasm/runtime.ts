@@ -1,0 +1,108 @@
+// Where the Python engine's files are, how its worker processes are started (Node flags, the
+// permission model's allow-list), and the memory snapshot every worker restores from.
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { TierUnavailableError } from "../../errors.js";
+import type { WorkerMount } from "../../protocol/messages.js";
+import { WorkerProcess, type WorkerSpawnSpec } from "../pool/worker-process.js";
+
+/** Package root: this file sits at {src,dist}/engines/python-wasm/, three levels below it. */
+export const PACKAGE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const DIST = path.join(PACKAGE_ROOT, "dist");
+export const WORKER_SCRIPT = path.join(DIST, "worker", "python-worker.js");
+export const PYODIDE_DIR = path.dirname(createRequire(import.meta.url).resolve("pyodide/package.json"));
+export const PYODIDE_VERSION = (JSON.parse(fs.readFileSync(path.join(PYODIDE_DIR, "package.json"), "utf8")) as { version: string }).version;
+
+/** JS heap of a worker; the guest's memory is Wasm memory, capped separately. */
+const WORKER_HEAP_MB = 192;
+
+const major = Number(process.versions.node.split(".")[0]);
+const PERMISSION_FLAG = major >= 22 ? "--permission" : "--experimental-permission";
+
+export function cacheDir(): string {
+  if (process.env.AGENTBOX_CACHE_DIR) return path.resolve(process.env.AGENTBOX_CACHE_DIR);
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
+  return path.join(base, "agentbox");
+}
+
+/** The snapshot file name carries everything that changes its contents. */
+export function snapshotPath(): string {
+  assertBuilt();
+  const h = createHash("sha256")
+    .update(PYODIDE_VERSION)
+    .update(process.version)
+    .update(fs.readFileSync(path.join(DIST, "worker", "python-guest.js")))
+    .update(fs.readFileSync(WORKER_SCRIPT))
+    .digest("hex")
+    .slice(0, 16);
+  return path.join(cacheDir(), `pyodide-${PYODIDE_VERSION}-${h}.snapshot`);
+}
+
+function assertBuilt(): void {
+  if (!fs.existsSync(WORKER_SCRIPT)) {
+    throw new TierUnavailableError(`the worker script ${WORKER_SCRIPT} is missing; run \`npm run build\` in ${PACKAGE_ROOT}`);
+  }
+}
+
+/** Node flags for a worker: no code generation, read-only access to the engine's files only. */
+export function workerFlags(extraRead: string[] = [], extraWrite: string[] = []): string[] {
+  const read = [PYODIDE_DIR, DIST, path.join(PACKAGE_ROOT, "package.json"), ...extraRead];
+  return [
+    "--disallow-code-generation-from-strings",
+    PERMISSION_FLAG,
+    ...read.map((p) => `--allow-fs-read=${p}`),
+    ...extraWrite.map((p) => `--allow-fs-write=${p}`),
+    "--allow-worker", // the interrupter thread
+    `--max-old-space-size=${WORKER_HEAP_MB}`,
+    "--no-warnings",
+  ];
+}
+
+let snapshotReady: Promise<string> | undefined;
+
+/** Make the memory snapshot once per machine (cached on disk), once per process at most. */
+export function ensureSnapshot(): Promise<string> {
+  snapshotReady ??= makeSnapshot().catch((e: unknown) => {
+    snapshotReady = undefined;
+    throw e;
+  });
+  return snapshotReady;
+}
+
+async function makeSnapshot(): Promise<string> {
+  assertBuilt();
+  const file = snapshotPath();
+  if (fs.existsSync(file)) return file;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const w = new WorkerProcess({
+    script: WORKER_SCRIPT,
+    args: ["make-snapshot", PYODIDE_DIR, file],
+    nodeFlags: workerFlags([path.dirname(file)], [path.dirname(file)]),
+  });
+  try {
+    await w.ready;
+  } catch (e) {
+    throw new TierUnavailableError(`could not build the Python snapshot: ${(e as Error).message}`);
+  }
+  await w.exited$();
+  if (!fs.existsSync(file)) throw new TierUnavailableError(`the Python snapshot was not written to ${file}`);
+  return file;
+}
+
+/** Start a worker that restores the snapshot; `mounts` widen its permissions to those paths. */
+export async function spawnPythonWorker(mounts: WorkerMount[] = []): Promise<WorkerProcess> {
+  const snap = await ensureSnapshot();
+  const spec: WorkerSpawnSpec = {
+    script: WORKER_SCRIPT,
+    args: ["serve", PYODIDE_DIR, snap],
+    nodeFlags: workerFlags(
+      [snap, ...mounts.map((m) => m.hostPath)],
+      mounts.filter((m) => !m.readOnly).map((m) => m.hostPath),
+    ),
+  };
+  return new WorkerProcess(spec);
+}

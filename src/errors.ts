@@ -1,0 +1,119 @@
+// The error classes every surface of agentbox throws. One root (`AgentboxError`) with a stable
+// string `code`, one subclass per cause; messages name the option or limit and its value.
+// A guest exception (Python raising) is never one of these: it comes back in `result.error`.
+
+/** The limits a run or a sandbox can hit, named after the option that sets them. */
+export type LimitName = "timeoutMs" | "memoryMb" | "outputBytes" | "vfsBytes" | "vfsFiles";
+
+export type AgentboxErrorCode =
+  | "INVALID_OPTIONS"
+  | "TIMEOUT"
+  | "MEMORY_LIMIT"
+  | "OUTPUT_LIMIT"
+  | "FS_QUOTA"
+  | "FS_ERROR"
+  | "SANDBOX_CLOSED"
+  | "TIER_UNAVAILABLE"
+  | "WORKER_CRASHED"
+  | "PROTOCOL_ERROR"
+  | "ABORTED";
+
+export class AgentboxError extends Error {
+  readonly code: AgentboxErrorCode;
+  constructor(code: AgentboxErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Options failed validation; `issues` lists each bad field by its dotted path. */
+export class InvalidOptionsError extends AgentboxError {
+  readonly issues: readonly { path: string; message: string }[];
+  constructor(issues: readonly { path: string; message: string }[]) {
+    super("INVALID_OPTIONS", `invalid options: ${issues.map((i) => `${i.path || "(root)"}: ${i.message}`).join("; ")}`);
+    this.issues = issues;
+  }
+}
+
+/** Base of the errors that say a limit was enforced; `limit` names the option, `value` its setting. */
+export abstract class LimitError extends AgentboxError {
+  readonly limit: LimitName;
+  readonly value: number;
+  constructor(code: AgentboxErrorCode, limit: LimitName, value: number, message: string) {
+    super(code, message);
+    this.limit = limit;
+    this.value = value;
+  }
+}
+
+export class TimeoutError extends LimitError {
+  constructor(timeoutMs: number, detail = "the worker did not stop after the interrupt and was killed") {
+    super("TIMEOUT", "timeoutMs", timeoutMs, `time limit of ${timeoutMs} ms reached (limits.timeoutMs); ${detail}`);
+  }
+}
+
+export class MemoryLimitError extends LimitError {
+  constructor(memoryMb: number, detail = "the worker was killed") {
+    super("MEMORY_LIMIT", "memoryMb", memoryMb, `memory limit of ${memoryMb} MB reached (limits.memoryMb); ${detail}`);
+  }
+}
+
+export class OutputLimitError extends LimitError {
+  constructor(outputBytes: number, detail = "the worker kept writing and was killed") {
+    super("OUTPUT_LIMIT", "outputBytes", outputBytes, `output limit of ${outputBytes} bytes reached (limits.outputBytes); ${detail}`);
+  }
+}
+
+export class FileSystemQuotaError extends LimitError {
+  constructor(limit: "vfsBytes" | "vfsFiles", value: number, path: string) {
+    const what = limit === "vfsBytes" ? `${value} bytes` : `${value} files`;
+    super("FS_QUOTA", limit, value, `file system quota of ${what} reached (limits.${limit}) while writing ${JSON.stringify(path)}`);
+  }
+}
+
+/** A file operation from the host failed inside the sandbox (no such file, not a directory, ...). */
+export class FileSystemError extends AgentboxError {
+  readonly path: string;
+  readonly errno: string;
+  constructor(path: string, errno: string, message: string) {
+    super("FS_ERROR", `${message}: ${JSON.stringify(path)}`);
+    this.path = path;
+    this.errno = errno;
+  }
+}
+
+export class SandboxClosedError extends AgentboxError {
+  readonly reason: string;
+  constructor(reason: string) {
+    super("SANDBOX_CLOSED", `sandbox is closed (${reason}); create a new one with Sandbox.create()`);
+    this.reason = reason;
+  }
+}
+
+export class TierUnavailableError extends AgentboxError {
+  constructor(message: string) {
+    super("TIER_UNAVAILABLE", message);
+  }
+}
+
+/** The worker process died or misbehaved in a way no limit explains. The sandbox is closed. */
+export class WorkerCrashedError extends AgentboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("WORKER_CRASHED", message, options);
+  }
+}
+
+/** The worker sent something that is not a valid protocol frame. The sandbox is closed. */
+export class ProtocolError extends AgentboxError {
+  constructor(message: string) {
+    super("PROTOCOL_ERROR", message);
+  }
+}
+
+/** The caller's AbortSignal fired. */
+export class AbortedError extends AgentboxError {
+  constructor(message = "run aborted by the caller's signal") {
+    super("ABORTED", message);
+  }
+}

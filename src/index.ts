@@ -1,0 +1,21 @@
+// agentbox: the public API. Re-exports only; everything else is internal.
+export { Sandbox, SandboxFiles } from "./sandbox/sandbox.js";
+export type { RunResult } from "./sandbox/result.js";
+export type { SandboxOptionsInput as SandboxOptions, RunOptionsInput as RunOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions } from "./policy/options.js";
+export type { DirEntry as EntryInfo, GuestError } from "./protocol/messages.js";
+export {
+  AgentboxError,
+  InvalidOptionsError,
+  LimitError,
+  TimeoutError,
+  MemoryLimitError,
+  OutputLimitError,
+  FileSystemQuotaError,
+  FileSystemError,
+  SandboxClosedError,
+  TierUnavailableError,
+  WorkerCrashedError,
+  ProtocolError,
+  AbortedError,
+} from "./errors.js";
+export type { AgentboxErrorCode, LimitName } from "./errors.js";

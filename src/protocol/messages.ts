@@ -1,0 +1,86 @@
+// Host↔worker messages: a discriminated union per direction, versioned by PROTOCOL_VERSION.
+// Host→worker messages are built by the host (typed, trusted). Worker→host messages come from a
+// process that runs guest code, so they are hostile input: every one is checked against
+// `workerMessageSchema` (sizes capped, unknown shapes rejected) before the host acts on it.
+import { z } from "zod";
+
+export const LIMIT_NAMES = ["timeoutMs", "memoryMb", "outputBytes", "vfsBytes", "vfsFiles"] as const;
+
+export interface WorkerLimits {
+  memoryBytes: number;
+  outputBytes: number;
+  vfsBytes: number;
+  vfsFiles: number;
+}
+
+export interface WorkerMount {
+  hostPath: string;
+  guestPath: string;
+  readOnly: boolean;
+}
+
+export type FsOp = "write" | "read" | "list" | "remove" | "exists" | "mkdir";
+
+export type HostMessage =
+  | { type: "configure"; id: number; seed: number; clock: "virtual" | "real"; env: Record<string, string>; limits: WorkerLimits; mounts: WorkerMount[] }
+  | { type: "run"; id: number; code: string }
+  | { type: "fs"; id: number; op: FsOp; path: string; data?: string; recursive?: boolean };
+
+/** Bytes of control pipe (fd 3) the host writes to interrupt a run; each byte is a reason. */
+export const INTERRUPT_REASON = { timeout: 1, abort: 2 } as const;
+
+const id = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
+const shortText = z.string().max(64 * 1024);
+
+export const guestErrorSchema = z.strictObject({
+  name: z.string().max(256),
+  message: shortText,
+  traceback: z.string().max(256 * 1024),
+});
+
+export const dirEntrySchema = z.strictObject({
+  name: z.string().max(4096),
+  path: z.string().max(8192),
+  type: z.enum(["file", "dir", "symlink"]),
+  size: z.int().min(0),
+});
+
+export const workerMessageSchema = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("ready"),
+    v: z.int(),
+    pythonVersion: z.string().max(256),
+    pyodideVersion: z.string().max(64),
+  }),
+  z.strictObject({
+    type: z.literal("output"),
+    id,
+    stream: z.enum(["stdout", "stderr"]),
+    data: z.string().max(1024 * 1024),
+  }),
+  z.strictObject({
+    type: z.literal("result"),
+    id,
+    value: z.string().nullable(),
+    error: guestErrorSchema.nullable(),
+    limitHit: z.enum(LIMIT_NAMES).nullable(),
+    durationMs: z.number().min(0),
+    vfsDigest: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
+  z.strictObject({
+    type: z.literal("reply"),
+    id,
+    ok: z.boolean(),
+    data: z.string().optional(),
+    exists: z.boolean().optional(),
+    entries: z.array(dirEntrySchema).max(1_000_000).optional(),
+    errno: z.string().max(32).optional(),
+    message: shortText.optional(),
+    limit: z.enum(["vfsBytes", "vfsFiles"]).optional(),
+  }),
+  z.strictObject({ type: z.literal("fatal"), message: shortText }),
+]);
+
+export type WorkerMessage = z.infer<typeof workerMessageSchema>;
+export type GuestError = z.infer<typeof guestErrorSchema>;
+export type DirEntry = z.infer<typeof dirEntrySchema>;

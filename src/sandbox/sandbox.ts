@@ -1,0 +1,172 @@
+// The Sandbox façade: the one API every surface uses. It validates options, picks an engine,
+// serialises operations on one sandbox, and turns engine answers into the public result shape.
+import { randomInt } from "node:crypto";
+import { InvalidOptionsError, SandboxClosedError } from "../errors.js";
+import type { Engine } from "../engines/engine.js";
+import { WorkerPool } from "../engines/pool/pool.js";
+import { PythonWasmEngine } from "../engines/python-wasm/engine.js";
+import { spawnPythonWorker } from "../engines/python-wasm/runtime.js";
+import {
+  normalizeGuestPath,
+  parseOptions,
+  poolOptionsSchema,
+  runOptionsSchema,
+  sandboxOptionsSchema,
+  type PoolOptionsInput,
+  type RunOptionsInput,
+  type SandboxOptions,
+  type SandboxOptionsInput,
+} from "../policy/options.js";
+import type { DirEntry } from "../protocol/messages.js";
+import type { RunResult } from "./result.js";
+
+let pool: WorkerPool | undefined;
+let poolSize = poolOptionsSchema.parse({}).size;
+
+function sharedPool(): WorkerPool | undefined {
+  if (poolSize === 0) return undefined;
+  pool ??= new WorkerPool(() => spawnPythonWorker(), poolSize);
+  return pool;
+}
+
+/** Read-only view of a sandbox's file system, E2B-style. Paths are absolute guest paths. */
+export class SandboxFiles {
+  constructor(private readonly sb: Sandbox) {}
+
+  /** Write a file, creating parent directories. Counts against limits.vfsBytes / vfsFiles. */
+  write(path: string, data: string | Uint8Array): Promise<void> {
+    const p = normalizeGuestPath(path);
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    return this.sb.exclusive((e) => e.writeFile(p, bytes));
+  }
+
+  read(path: string): Promise<string>;
+  read(path: string, opts: { format: "text" }): Promise<string>;
+  read(path: string, opts: { format: "bytes" }): Promise<Uint8Array>;
+  async read(path: string, opts?: { format: "text" | "bytes" }): Promise<string | Uint8Array> {
+    const p = normalizeGuestPath(path);
+    const bytes = await this.sb.exclusive((e) => e.readFile(p));
+    return opts?.format === "bytes" ? bytes : new TextDecoder().decode(bytes);
+  }
+
+  /** Entries of a directory, sorted by name in code-point order. */
+  list(path: string): Promise<DirEntry[]> {
+    const p = normalizeGuestPath(path);
+    return this.sb.exclusive((e) => e.list(p));
+  }
+
+  /** Remove a file, link or directory (with its contents). */
+  remove(path: string): Promise<void> {
+    const p = normalizeGuestPath(path);
+    return this.sb.exclusive((e) => e.remove(p));
+  }
+
+  exists(path: string): Promise<boolean> {
+    const p = normalizeGuestPath(path);
+    return this.sb.exclusive((e) => e.exists(p));
+  }
+
+  makeDir(path: string): Promise<void> {
+    const p = normalizeGuestPath(path);
+    return this.sb.exclusive((e) => e.makeDir(p));
+  }
+}
+
+export class Sandbox {
+  /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it). */
+  readonly seed: number;
+  readonly options: SandboxOptions;
+  readonly files: SandboxFiles;
+  private queue: Promise<unknown> = Promise.resolve();
+  private killed: string | undefined;
+
+  private constructor(
+    private readonly engine: Engine,
+    options: SandboxOptions,
+    seed: number,
+  ) {
+    this.options = options;
+    this.seed = seed;
+    this.files = new SandboxFiles(this);
+  }
+
+  /** Create a sandbox. Options are validated up front; errors name the field. */
+  static async create(opts: SandboxOptionsInput = {}): Promise<Sandbox> {
+    const options = parseOptions(sandboxOptionsSchema, opts);
+    const seed = options.seed ?? randomInt(0, 2 ** 48 - 1);
+    const clock = options.clock ?? (options.seed !== undefined ? "virtual" : "real");
+    const mounts = options.mounts.map((m) => ({ ...m, guestPath: normalizeGuestPath(m.guestPath, "mounts.guestPath") }));
+    const engine = await PythonWasmEngine.start(
+      { seed, clock, env: options.env, limits: options.limits, mounts },
+      options.pool ? sharedPool() : undefined,
+    );
+    return new Sandbox(engine, options, seed);
+  }
+
+  /** Size the shared pool of ready workers (0 turns it off) and optionally wait until it is full. */
+  static async configurePool(opts: PoolOptionsInput & { wait?: boolean } = {}): Promise<void> {
+    const { wait, ...rest } = opts;
+    poolSize = parseOptions(poolOptionsSchema, rest).size;
+    if (poolSize === 0) {
+      await pool?.close();
+      pool = undefined;
+      return;
+    }
+    const p = sharedPool()!;
+    p.resize(poolSize);
+    if (wait) await p.warm();
+  }
+
+  /** Stop the shared pool's idle workers (sandboxes already created are not affected). */
+  static async shutdownPool(): Promise<void> {
+    const p = pool;
+    pool = undefined;
+    await p?.close();
+  }
+
+  /** Run code with REPL semantics: globals persist; a trailing expression's repr is `value`. */
+  async runCode(code: string, opts: RunOptionsInput = {}): Promise<RunResult> {
+    const o = parseOptions(runOptionsSchema, opts);
+    if (typeof code !== "string") throw new InvalidOptionsError([{ path: "code", message: "must be a string" }]);
+    const timeoutMs = o.timeoutMs ?? this.options.limits.timeoutMs;
+    const r = await this.exclusive((e) => e.run(code, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr }));
+    const result: RunResult = {
+      stdout: r.stdout,
+      stderr: r.stderr,
+      exitCode: r.error ? 1 : 0,
+      durationMs: r.durationMs,
+      vfsDigest: r.vfsDigest,
+      seed: this.seed,
+    };
+    if (r.value !== null) result.value = r.value;
+    if (r.error) result.error = r.error;
+    if (r.limitHit) result.limitHit = r.limitHit;
+    return result;
+  }
+
+  /** True once the sandbox can no longer run code (killed, or its worker died). */
+  get closed(): boolean {
+    return this.killed !== undefined || this.engine.closedReason !== undefined;
+  }
+
+  /** Stop the sandbox and its worker. Idempotent. */
+  async kill(): Promise<void> {
+    this.killed ??= "killed by the caller";
+    await this.engine.dispose(this.killed);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill();
+  }
+
+  /** Run `fn` after every earlier operation on this sandbox has finished. @internal */
+  exclusive<T>(fn: (engine: Engine) => Promise<T>): Promise<T> {
+    const next = this.queue.then(() => {
+      const reason = this.killed ?? this.engine.closedReason;
+      if (reason !== undefined) throw new SandboxClosedError(reason);
+      return fn(this.engine);
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+}

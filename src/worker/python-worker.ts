@@ -1,0 +1,495 @@
+// Entry point of a Python worker process: CPython (Pyodide) in WebAssembly, one sandbox per
+// process. The host starts it with Node's tightest flags (no code generation from strings, the
+// permission model, a heap cap), so even a guest that reached JavaScript would find little.
+//
+//   node [flags] python-worker.js serve <pyodideDir> [snapshotFile]
+//   node [flags] python-worker.js make-snapshot <pyodideDir> <snapshotFile>
+//
+// Protocol: frames (see protocol/frames.ts) on stdin/stdout; the control pipe (fd 3) carries
+// interrupt requests; stderr is for diagnostics only.
+import fs from "node:fs";
+import { createHash, createCipheriv, randomBytes } from "node:crypto";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { Worker } from "node:worker_threads";
+import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
+import type { FsOp, HostMessage, WorkerLimits, WorkerMount } from "../protocol/messages.js";
+import { compareCodePoints, ERRNO, errnoName, MemfsAccounting, QUOTA_MARK, type EmFs, type EmNode } from "../vfs/memfs.js";
+import { CLOSE_BRIDGE, configureSource, SETUP } from "./python-guest.js";
+
+const HOME = "/home/user";
+/** Virtual clock: starts here (2026-01-01T00:00:00Z) and advances this much per read. */
+const VIRTUAL_EPOCH_MS = 1_767_225_600_000;
+const VIRTUAL_TICK_MS = 1;
+const OUTPUT_FLUSH_BYTES = 32 * 1024;
+const OUTPUT_FLUSH_MS = 20;
+
+const realNow = performance.now.bind(performance);
+const realDateNow = Date.now;
+
+// ---------------------------------------------------------------------------------------------
+// Output to the host. Synchronous writes: the main thread is busy inside Python during a run.
+
+function send(message: unknown): void {
+  const frame = encodeFrame(message);
+  let off = 0;
+  while (off < frame.length) {
+    try {
+      off += fs.writeSync(1, frame, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EAGAIN") continue;
+      process.exit(70); // host went away
+    }
+  }
+}
+
+function fatal(message: string): never {
+  try {
+    send({ type: "fatal", message: message.slice(0, 60_000) });
+  } finally {
+    process.exit(70);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State the Wasm import hooks read. Mutable: a pooled worker is configured after it restored.
+
+const hooks = {
+  memCapBytes: 1024 * 1024 * 1024,
+  memHit: false,
+  clock: "real" as "real" | "virtual",
+  virtualMs: VIRTUAL_EPOCH_MS,
+  /** null until configured: real entropy while booting. */
+  rng: null as null | ((view: Uint8Array) => void),
+  memory: null as { buffer: ArrayBuffer } | null,
+};
+
+function seededRng(seed: number): (view: Uint8Array) => void {
+  // AES-256-CTR keystream keyed by the seed: fast, and as unpredictable as the seed is secret.
+  const key = createHash("sha256").update(`agentbox-seed:${seed}`).digest();
+  const cipher = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
+  return (view) => {
+    const out = cipher.update(Buffer.alloc(view.length));
+    view.set(out);
+  };
+}
+
+function virtualNow(): number {
+  hooks.virtualMs += VIRTUAL_TICK_MS;
+  return hooks.virtualMs;
+}
+
+type Imports = Record<string, Record<string, unknown>>;
+type Fn = (...args: number[]) => number;
+
+/** Wraps the Wasm imports Pyodide hands to the instance: memory cap, entropy, no sockets/shell. */
+function hookImports(imports: Imports): void {
+  const env = imports.env!;
+  const wasi = imports.wasi_snapshot_preview1!;
+  const resize = env.emscripten_resize_heap as Fn;
+  env.emscripten_resize_heap = (requested: number) => {
+    if (requested >>> 0 > hooks.memCapBytes) {
+      hooks.memHit = true;
+      return 0;
+    }
+    return resize(requested);
+  };
+  env.emscripten_get_heap_max = () => hooks.memCapBytes;
+  const randomGet = wasi.random_get as Fn;
+  wasi.random_get = (ptr: number, len: number) => {
+    if (!hooks.rng || !hooks.memory) return randomGet(ptr, len);
+    hooks.rng(new Uint8Array(hooks.memory.buffer, ptr >>> 0, len >>> 0));
+    return 0;
+  };
+  // No sockets and no shell, whatever Python asks for: EACCES / failure.
+  env.__syscall_socket = () => -ERRNO.EACCES;
+  env.__syscall_socketpair = () => -ERRNO.EACCES;
+  env._emscripten_system = () => -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pyodide types we use (the package's own .d.ts is not imported: the worker loads it by path).
+
+interface PyProxyFn {
+  (...args: unknown[]): unknown;
+  destroy(): void;
+}
+interface Pyodide {
+  version: string;
+  FS: EmFs & {
+    readFile(p: string): Uint8Array;
+    writeFile(p: string, data: Uint8Array): void;
+    mkdirTree(p: string): void;
+    readdir(p: string): string[];
+    lstat(p: string): { mode: number; size: number };
+    stat(p: string): { mode: number; size: number };
+    unlink(p: string): void;
+    rmdir(p: string): void;
+    analyzePath(p: string): { exists: boolean };
+    mount(type: unknown, opts: unknown, mountpoint: string): void;
+    lookupPath(p: string, opts?: { follow?: boolean }): { node: EmNode };
+  };
+  runPython(code: string, opts?: { globals?: unknown }): unknown;
+  globals: { get(name: string): PyProxyFn };
+  pyimport(name: string): Record<string, PyProxyFn> & { destroy(): void };
+  setStdout(opts: { write: (buf: Uint8Array) => number }): void;
+  setStderr(opts: { write: (buf: Uint8Array) => number }): void;
+  setStdin(opts: { error: boolean }): void;
+  setInterruptBuffer(buf: Int32Array): void;
+  unregisterJsModule(name: string): void;
+  makeMemorySnapshot(): Uint8Array;
+}
+
+async function boot(pyodideDir: string, snapshot: Uint8Array | undefined, makeSnapshot: boolean): Promise<Pyodide> {
+  // Under the permission model process.binding is denied; NODEFS only needs the fs constants.
+  const proc = process as unknown as { binding: (name: string) => unknown };
+  proc.binding = (name: string) => {
+    if (name === "constants") return { fs: fs.constants };
+    throw new Error(`process.binding(${name}) is not available in the sandbox worker`);
+  };
+  const pyodideMjs = pathToFileURL(path.join(pyodideDir, "pyodide.mjs")).href;
+  const asmMjs = pathToFileURL(path.join(pyodideDir, "pyodide.asm.mjs")).href;
+  const { loadPyodide } = (await import(pyodideMjs)) as { loadPyodide: (o: Record<string, unknown>) => Promise<Pyodide> };
+  const asm = (await import(asmMjs)) as { default: (settings: Record<string, unknown>) => Promise<unknown> };
+  const createPyodideModule = (settings: Record<string, unknown>) => {
+    type Instance = { exports: Record<string, unknown> };
+    type Ready = (instance: Instance, module: unknown) => void;
+    const instantiate = settings.instantiateWasm as (imports: Imports, cb: Ready) => unknown;
+    settings.instantiateWasm = (imports: Imports, cb: Ready) => {
+      hookImports(imports);
+      return instantiate(imports, (instance, module) => {
+        hooks.memory = instance.exports.memory as { buffer: ArrayBuffer };
+        cb(instance, module);
+      });
+    };
+    return asm.default(settings);
+  };
+  const bootLog: string[] = [];
+  const py = await loadPyodide({
+    indexURL: pyodideDir + path.sep,
+    createPyodideModule,
+    jsglobals: Object.freeze(Object.create(null) as object),
+    env: { HOME, PYTHONHASHSEED: "0", LANG: "C.UTF-8", TZ: "UTC" },
+    stdout: (s: string) => bootLog.push(s),
+    stderr: (s: string) => bootLog.push(s),
+    checkAPIVersion: true,
+    ...(makeSnapshot ? { _makeSnapshot: true } : {}),
+    ...(snapshot ? { _loadSnapshot: snapshot } : {}),
+  });
+  if (!snapshot) py.runPython(SETUP, { globals: py.globals.get("dict")() });
+  return py;
+}
+
+/** Everything after boot that must hold for every sandbox: bridge closed, streams, interrupts. */
+function harden(py: Pyodide): void {
+  py.unregisterJsModule("js");
+  py.unregisterJsModule("pyodide_js");
+  py.runPython(CLOSE_BRIDGE, { globals: py.globals.get("dict")() });
+  // Emscripten's glue looked these up at load; the guest has no way to them, and now neither does anyone.
+  delete (globalThis as Record<string, unknown>).require;
+  py.setStdin({ error: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-run output capture with the output limit enforced at the source.
+
+const words = new Int32Array(new SharedArrayBuffer(12)); // [signal, reason, current run id]
+const REASON_OUTPUT = 100;
+
+class OutputCapture {
+  runId = 0;
+  bytes = 0;
+  cap = Infinity;
+  hit = false;
+  private pending: { stream: "stdout" | "stderr"; text: string } | undefined;
+  private lastFlush = 0;
+  private readonly decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+
+  start(runId: number, cap: number): void {
+    this.runId = runId;
+    this.bytes = 0;
+    this.cap = cap;
+    this.hit = false;
+    this.lastFlush = realNow();
+  }
+
+  write(stream: "stdout" | "stderr", buf: Uint8Array): number {
+    if (this.runId === 0 || this.hit) return buf.length;
+    let chunk = buf;
+    if (this.bytes + chunk.length > this.cap) {
+      chunk = chunk.subarray(0, Math.max(0, this.cap - this.bytes));
+      this.hit = true;
+      Atomics.store(words, 1, REASON_OUTPUT);
+      Atomics.store(words, 0, 2); // interrupt the guest: it is flooding
+    }
+    this.bytes += chunk.length;
+    const text = this.decoders[stream].decode(chunk, { stream: !this.hit });
+    if (this.pending && this.pending.stream !== stream) this.flush();
+    if (this.pending) this.pending.text += text;
+    else this.pending = { stream, text };
+    if (this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
+    return buf.length;
+  }
+
+  flush(): void {
+    const p = this.pending;
+    this.pending = undefined;
+    this.lastFlush = realNow();
+    if (!p || p.text.length === 0) return;
+    for (let i = 0; i < p.text.length; i += 256 * 1024) {
+      send({ type: "output", id: this.runId, stream: p.stream, data: p.text.slice(i, i + 256 * 1024) });
+    }
+  }
+
+  end(): void {
+    for (const s of ["stdout", "stderr"] as const) {
+      const rest = this.decoders[s].decode();
+      if (rest) this.write(s, new TextEncoder().encode(rest));
+    }
+    this.flush();
+    this.runId = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class WorkerSession {
+  private readonly output = new OutputCapture();
+  private accounting!: MemfsAccounting;
+  private limits: WorkerLimits = { memoryBytes: hooks.memCapBytes, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
+  private configured = false;
+  private runFn!: PyProxyFn;
+
+  constructor(private readonly py: Pyodide) {}
+
+  start(): void {
+    const { py } = this;
+    py.setStdout({ write: (b) => this.output.write("stdout", b) });
+    py.setStderr({ write: (b) => this.output.write("stderr", b) });
+    py.setInterruptBuffer(words);
+    const mod = py.pyimport("_agentbox");
+    this.runFn = mod.run!;
+    this.accounting = new MemfsAccounting(py.FS, { vfsBytes: 0, vfsFiles: 0 });
+    this.accounting.install();
+    startInterrupter();
+    const version = String(py.runPython("import sys; sys.version"));
+    send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: version, pyodideVersion: py.version });
+  }
+
+  handle(msg: HostMessage): void {
+    if (msg.type === "configure") return this.configure(msg);
+    if (!this.configured) return fatal("first message must be configure");
+    if (msg.type === "run") return this.run(msg.id, msg.code);
+    if (msg.type === "fs") return this.fsOp(msg.id, msg.op, msg.path, msg.data, msg.recursive);
+  }
+
+  private configure(msg: Extract<HostMessage, { type: "configure" }>): void {
+    if (this.configured) return fatal("configure sent twice");
+    this.limits = msg.limits;
+    hooks.memCapBytes = msg.limits.memoryBytes;
+    hooks.rng = seededRng(msg.seed);
+    if (msg.clock === "virtual") {
+      hooks.clock = "virtual";
+      Date.now = virtualNow;
+      performance.now = () => virtualNow() - VIRTUAL_EPOCH_MS;
+    }
+    const g = this.py.globals.get("dict")() as PyProxyFn;
+    this.py.runPython(configureSource({ HOME, LANG: "C.UTF-8", TZ: "UTC", ...msg.env }, HOME), { globals: g });
+    g.destroy();
+    for (const m of msg.mounts) this.mount(m);
+    // Quotas apply from here on: what the host writes counts like what the guest writes.
+    this.accounting.quota = { vfsBytes: msg.limits.vfsBytes, vfsFiles: msg.limits.vfsFiles };
+    this.configured = true;
+    hooks.memHit = false;
+    send({ type: "reply", id: msg.id, ok: true });
+  }
+
+  private mount(m: WorkerMount): void {
+    const FS = this.py.FS as unknown as Record<string, unknown> & Pyodide["FS"];
+    FS.mkdirTree(m.guestPath);
+    const NODEFS = (FS.filesystems as unknown as Record<string, NodeFsOps>).NODEFS!;
+    guardNodefs(NODEFS, FS.ErrnoError);
+    FS.mount(NODEFS, { root: m.hostPath, readOnly: m.readOnly }, m.guestPath);
+  }
+
+  private run(id: number, code: string): void {
+    const t0 = realNow();
+    Atomics.store(words, 2, id);
+    Atomics.store(words, 1, 0);
+    Atomics.store(words, 0, 0);
+    hooks.memHit = false;
+    this.accounting.takeLimitHit();
+    this.output.start(id, this.limits.outputBytes);
+    let value: string | null = null;
+    let error: { name: string; message: string; traceback: string } | null = null;
+    try {
+      const raw = this.runFn(code, Math.max(0, this.limits.outputBytes)) as string;
+      const parsed = JSON.parse(raw) as { value: string | null; error: typeof error };
+      value = parsed.value;
+      error = parsed.error;
+    } catch (e) {
+      // An exception escaped the runner itself (e.g. KeyboardInterrupt between statements).
+      const err = e as { type?: string; message?: string };
+      if (typeof err.type !== "string") return fatal(`interpreter failed: ${String((e as Error)?.stack ?? e)}`);
+      const text = String(err.message ?? "");
+      const last = text.split("\n").filter(Boolean).pop() ?? "";
+      error = { name: err.type, message: last.startsWith(`${err.type}: `) ? last.slice(err.type.length + 2) : last, traceback: text };
+    }
+    const reason = Atomics.load(words, 1);
+    Atomics.store(words, 2, 0);
+    Atomics.store(words, 0, 0);
+    if (value !== null) {
+      const room = Math.max(0, this.limits.outputBytes - this.output.bytes);
+      if (Buffer.byteLength(value) > room) {
+        value = Buffer.from(value).subarray(0, room).toString("utf8");
+        this.output.hit = true;
+      }
+    }
+    this.output.end();
+    const vfsHit = this.accounting.takeLimitHit();
+    const limitHit =
+      this.output.hit || reason === REASON_OUTPUT ? "outputBytes"
+      : reason === 1 ? "timeoutMs"
+      : hooks.memHit ? "memoryMb"
+      : vfsHit ?? null;
+    send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.accounting.digest() });
+  }
+
+  private fsOp(id: number, op: FsOp, p: string, data: string | undefined, recursive: boolean | undefined): void {
+    const FS = this.py.FS;
+    try {
+      if (!p.startsWith("/") || p.includes("\0")) throw new FS.ErrnoError(ERRNO.EINVAL);
+      switch (op) {
+        case "write": {
+          const dir = path.posix.dirname(p);
+          if (dir !== "/") FS.mkdirTree(dir);
+          FS.writeFile(p, Buffer.from(data ?? "", "base64"));
+          return send({ type: "reply", id, ok: true });
+        }
+        case "read":
+          return send({ type: "reply", id, ok: true, data: Buffer.from(FS.readFile(p)).toString("base64") });
+        case "exists":
+          return send({ type: "reply", id, ok: true, exists: FS.analyzePath(p).exists });
+        case "mkdir":
+          FS.mkdirTree(p);
+          return send({ type: "reply", id, ok: true });
+        case "list": {
+          const names = FS.readdir(p).filter((n) => n !== "." && n !== "..").sort(compareCodePoints);
+          const entries = names.map((name) => {
+            const full = p === "/" ? `/${name}` : `${p}/${name}`;
+            const st = FS.lstat(full);
+            const type = FS.isDir(st.mode) ? "dir" : FS.isLink(st.mode) ? "symlink" : "file";
+            return { name, path: full, type, size: type === "file" ? st.size : 0 };
+          });
+          return send({ type: "reply", id, ok: true, entries });
+        }
+        case "remove":
+          removeTree(FS, p, recursive ?? true);
+          return send({ type: "reply", id, ok: true });
+      }
+    } catch (e) {
+      const err = e as { errno?: number; message?: string } & Record<symbol, unknown>;
+      const limit = err[QUOTA_MARK] as "vfsBytes" | "vfsFiles" | undefined;
+      if (err.errno === undefined) return fatal(`file operation failed: ${String((e as Error)?.stack ?? e)}`);
+      send({ type: "reply", id, ok: false, errno: errnoName(err.errno), message: describeErrno(err.errno), ...(limit ? { limit } : {}) });
+    }
+  }
+}
+
+function removeTree(FS: Pyodide["FS"], p: string, recursive: boolean): void {
+  const st = FS.lstat(p);
+  if (!FS.isDir(st.mode)) return FS.unlink(p);
+  if (recursive) {
+    for (const name of FS.readdir(p)) if (name !== "." && name !== "..") removeTree(FS, `${p}/${name}`, true);
+  }
+  FS.rmdir(p);
+}
+
+function describeErrno(errno: number): string {
+  const name = errnoName(errno);
+  const text: Record<string, string> = {
+    ENOENT: "no such file or directory",
+    EEXIST: "file exists",
+    ENOTDIR: "not a directory",
+    EISDIR: "is a directory",
+    ENOTEMPTY: "directory not empty",
+    ENOSPC: "file system byte quota reached",
+    EDQUOT: "file system file-count quota reached",
+    EROFS: "read-only file system",
+    EINVAL: "invalid path",
+  };
+  return text[name] ?? `file system error ${name}`;
+}
+
+// Read-only mounts: NODEFS knows nothing of them, so refuse every mutating operation up front.
+interface NodeFsOps {
+  node_ops: Record<string, (...a: unknown[]) => unknown>;
+  stream_ops: Record<string, (...a: unknown[]) => unknown>;
+  guarded?: boolean;
+}
+function guardNodefs(NODEFS: NodeFsOps, ErrnoError: new (n: number) => Error): void {
+  if (NODEFS.guarded) return;
+  NODEFS.guarded = true;
+  const ro = (node: unknown) => Boolean((node as { mount?: { opts?: { readOnly?: boolean } } }).mount?.opts?.readOnly);
+  for (const op of ["setattr", "mknod", "rename", "unlink", "rmdir", "symlink"]) {
+    const orig = NODEFS.node_ops[op]!;
+    NODEFS.node_ops[op] = (...a: unknown[]) => {
+      if (ro(a[0])) throw new ErrnoError(ERRNO.EROFS);
+      if (op === "symlink") throw new ErrnoError(ERRNO.EPERM); // no links planted in host directories
+      return orig(...a);
+    };
+  }
+  const open = NODEFS.stream_ops.open!;
+  NODEFS.stream_ops.open = (stream: unknown) => {
+    const s = stream as { node: unknown; flags: number };
+    if (ro(s.node) && (s.flags & 3 || s.flags & (64 | 512 | 1024))) throw new ErrnoError(ERRNO.EROFS);
+    return open(stream);
+  };
+  const write = NODEFS.stream_ops.write!;
+  NODEFS.stream_ops.write = (stream: unknown, ...rest: unknown[]) => {
+    if (ro((stream as { node: unknown }).node)) throw new ErrnoError(ERRNO.EROFS);
+    return write(stream, ...rest);
+  };
+}
+
+function startInterrupter(): void {
+  const url = new URL("./interrupter.js", import.meta.url);
+  const t = new Worker(url, { workerData: { sab: words.buffer, fd: 3 } });
+  t.unref();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const [mode, pyodideDir, snapshotFile] = process.argv.slice(2);
+  if (!pyodideDir || (mode !== "serve" && mode !== "make-snapshot")) fatal("usage: python-worker.js serve|make-snapshot <pyodideDir> [snapshot]");
+  if (mode === "make-snapshot") {
+    if (!snapshotFile) fatal("make-snapshot needs a file");
+    const py = await boot(pyodideDir, undefined, true);
+    const bytes = py.makeMemorySnapshot();
+    const tmp = `${snapshotFile}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+    fs.writeFileSync(tmp, bytes);
+    fs.renameSync(tmp, snapshotFile);
+    send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: "", pyodideVersion: py.version });
+    return;
+  }
+  const snapshot = snapshotFile ? new Uint8Array(fs.readFileSync(snapshotFile)) : undefined;
+  const py = await boot(pyodideDir, snapshot, false);
+  harden(py);
+  const session = new WorkerSession(py);
+  session.start();
+  const decoder = new FrameDecoder();
+  process.stdin.on("data", (chunk: Buffer) => {
+    let msgs: unknown[];
+    try {
+      msgs = decoder.push(chunk);
+    } catch (e) {
+      return fatal(`bad frame from host: ${(e as Error).message}`);
+    }
+    for (const m of msgs) session.handle(m as HostMessage);
+  });
+  process.stdin.on("end", () => process.exit(0));
+}
+
+void realDateNow;
+main().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));
