@@ -23,6 +23,8 @@ export interface EngineRunResult {
 export interface Engine {
   /** Why the engine can no longer be used, or undefined while it can. */
   readonly closedReason: string | undefined;
+  /** OS process id of the engine's worker, when it has one. */
+  readonly pid: number | undefined;
   run(code: string, opts: EngineRunOptions): Promise<EngineRunResult>;
   writeFile(path: string, data: Uint8Array): Promise<void>;
   readFile(path: string): Promise<Uint8Array>;

@@ -144,6 +144,11 @@ export class Sandbox {
     return result;
   }
 
+  /** OS process id of the worker serving this sandbox. */
+  get pid(): number | undefined {
+    return this.engine.pid;
+  }
+
   /** True once the sandbox can no longer run code (killed, or its worker died). */
   get closed(): boolean {
     return this.killed !== undefined || this.engine.closedReason !== undefined;

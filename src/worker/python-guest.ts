@@ -67,13 +67,7 @@ _blocked = ("js", "pyodide_js", "pyodide.http", "pyodide.webloop", "pyodide._pac
 for _name in list(sys.modules):
     if _name in _blocked or _name.startswith(tuple(b + "." for b in _blocked)):
         del sys.modules[_name]
-# Anything already imported that captured a reference to them loses it too.
-for _mod in list(sys.modules.values()):
-    _d = getattr(_mod, "__dict__", None)
-    if isinstance(_d, dict):
-        for _k in [k for k, v in _d.items() if type(v).__name__.startswith("Js") and type(v).__module__ == "pyodide.ffi"]:
-            del _d[_k]
-del _name, _mod, _d, _blocked
+del _name, _blocked
 gc.collect()
 `;
 

@@ -105,6 +105,11 @@ function hookImports(imports: Imports): void {
   env.__syscall_socket = () => -ERRNO.EACCES;
   env.__syscall_socketpair = () => -ERRNO.EACCES;
   env._emscripten_system = () => -1;
+  // Emscripten's "run this JavaScript" helpers, reachable through ctypes: refuse quietly instead of
+  // letting the (code-generation-disabled) eval throw through the interpreter.
+  env.emscripten_run_script = Object.assign(() => undefined, { sig: "vp" });
+  env.emscripten_run_script_int = Object.assign(() => 0, { sig: "ip" });
+  env.emscripten_run_script_string = Object.assign(() => 0, { sig: "pp" });
 }
 
 // ---------------------------------------------------------------------------------------------
