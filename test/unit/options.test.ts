@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { InvalidOptionsError } from "../../src/errors.js";
+import { normalizeGuestPath, parseOptions, runOptionsSchema, sandboxOptionsSchema } from "../../src/policy/options.js";
+
+describe("sandbox options", () => {
+  it("fills defaults", () => {
+    const o = parseOptions(sandboxOptionsSchema, {});
+    assert.equal(o.tier, "nano");
+    assert.equal(o.language, "python");
+    assert.equal(o.limits.memoryMb, 256);
+    assert.equal(o.limits.timeoutMs, 30_000);
+    assert.equal(o.limits.outputBytes, 1024 * 1024);
+    assert.deepEqual(o.mounts, []);
+    assert.equal(o.seed, undefined);
+  });
+
+  it("keeps given limits and fills the rest", () => {
+    const o = parseOptions(sandboxOptionsSchema, { limits: { memoryMb: 128 } });
+    assert.equal(o.limits.memoryMb, 128);
+    assert.equal(o.limits.timeoutMs, 30_000);
+  });
+
+  it("names the bad field", () => {
+    assert.throws(
+      () => parseOptions(sandboxOptionsSchema, { limits: { memoryMb: -1 } }),
+      (e: unknown) => e instanceof InvalidOptionsError && e.issues[0]?.path === "limits.memoryMb" && /limits\.memoryMb/.test(e.message),
+    );
+  });
+
+  it("rejects unknown keys, at the top and inside limits", () => {
+    assert.throws(() => parseOptions(sandboxOptionsSchema, { langauge: "python" }), /langauge/);
+    assert.throws(() => parseOptions(sandboxOptionsSchema, { limits: { memMb: 5 } }), /memMb/);
+  });
+
+  it("rejects a language it does not run, a negative seed, a fractional timeout", () => {
+    assert.throws(() => parseOptions(sandboxOptionsSchema, { language: "cobol" }), /language/);
+    assert.throws(() => parseOptions(sandboxOptionsSchema, { seed: -3 }), /seed/);
+    assert.throws(() => parseOptions(sandboxOptionsSchema, { limits: { timeoutMs: 1.5 } }), /limits\.timeoutMs/);
+  });
+
+  it("validates mounts: absolute host path, read-only by default", () => {
+    const o = parseOptions(sandboxOptionsSchema, { mounts: [{ hostPath: "/srv/data", guestPath: "/data" }] });
+    assert.equal(o.mounts[0]?.readOnly, true);
+    assert.throws(() => parseOptions(sandboxOptionsSchema, { mounts: [{ hostPath: "rel", guestPath: "/data" }] }), /mounts\.0\.hostPath/);
+  });
+
+  it("validates env names", () => {
+    assert.throws(() => parseOptions(sandboxOptionsSchema, { env: { "BAD NAME": "x" } }), /env/);
+  });
+
+  it("run options: timeout must be positive, callbacks must be functions", () => {
+    assert.throws(() => parseOptions(runOptionsSchema, { timeoutMs: 0 }), /timeoutMs/);
+    assert.throws(() => parseOptions(runOptionsSchema, { onStdout: "x" }), /onStdout/);
+    assert.doesNotThrow(() => parseOptions(runOptionsSchema, { signal: new AbortController().signal, onStdout: () => undefined }));
+  });
+});
+
+describe("guest paths", () => {
+  it("normalises . and .. without climbing above /", () => {
+    assert.equal(normalizeGuestPath("/data/./a/../b.txt"), "/data/b.txt");
+    assert.equal(normalizeGuestPath("/../../etc/passwd"), "/etc/passwd");
+    assert.equal(normalizeGuestPath("/data/"), "/data");
+    assert.equal(normalizeGuestPath("/"), "/");
+  });
+
+  it("rejects relative paths and NUL bytes", () => {
+    assert.throws(() => normalizeGuestPath("data/x"), InvalidOptionsError);
+    assert.throws(() => normalizeGuestPath("/data/\0x"), InvalidOptionsError);
+    assert.throws(() => normalizeGuestPath(""), InvalidOptionsError);
+  });
+});
