@@ -31,7 +31,7 @@ export interface EmNode {
   parent: EmNode;
   mount: { mountpoint: string };
   mounted: unknown;
-  contents?: Record<string, EmNode> | Uint8Array | null;
+  contents?: Record<string, EmNode> | ArrayBufferView | null;
   usedBytes?: number;
   link?: string;
 }
@@ -192,7 +192,9 @@ export class MemfsAccounting {
       const perm = (node.mode & 0o7777).toString(8);
       if (this.fs.isFile(node.mode)) {
         const base = this.base.has(node) && !this.dirty.has(node);
-        const body = node.contents instanceof Uint8Array ? node.contents.subarray(0, node.usedBytes ?? 0) : new Uint8Array(0);
+        const c = node.contents;
+        // MEMFS keeps file data in whatever typed array it was given (Int8Array from the heap, ...).
+        const body = ArrayBuffer.isView(c) ? new Uint8Array(c.buffer, c.byteOffset, Math.min(c.byteLength, node.usedBytes ?? 0)) : new Uint8Array(0);
         const content = base ? `base:${body.length}` : createHash("sha256").update(body).digest("hex");
         h.update(`f ${JSON.stringify(path)} ${perm} ${content}\n`);
       } else if (this.fs.isLink(node.mode)) {
@@ -234,7 +236,7 @@ export class MemfsAccounting {
   private walk(node: EmNode, path: string, visit: (node: EmNode, path: string) => void): void {
     if (SKIP_DIGEST.has(path)) return;
     visit(node, path);
-    if (!this.fs.isDir(node.mode) || node.mounted || !node.contents || node.contents instanceof Uint8Array) return;
+    if (!this.fs.isDir(node.mode) || node.mounted || !node.contents || ArrayBuffer.isView(node.contents)) return;
     const children = node.contents;
     for (const name of Object.keys(children).sort(compareCodePoints)) {
       this.walk(children[name]!, path === "/" ? `/${name}` : `${path}/${name}`, visit);

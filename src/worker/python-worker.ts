@@ -328,7 +328,8 @@ class WorkerSession {
     let value: string | null = null;
     let error: { name: string; message: string; traceback: string } | null = null;
     try {
-      const raw = this.runFn(code, Math.max(0, this.limits.outputBytes)) as string;
+      // One more character than fits, so a value that was cut is seen as over the limit below.
+      const raw = this.runFn(code, this.limits.outputBytes + 1) as string;
       const parsed = JSON.parse(raw) as { value: string | null; error: typeof error };
       value = parsed.value;
       error = parsed.error;

@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { Sandbox } from "../../src/index.js";
+
+const DETERMINISM_PROGRAM = `
+import random, os, uuid, secrets, time, datetime, hashlib
+print(random.random(), random.randint(0, 10**9))
+print(os.urandom(8).hex(), uuid.uuid4(), secrets.token_hex(8))
+print(time.time(), datetime.datetime.now().isoformat())
+print(hash("abc"), hash(("x", 1)), {"b", "a", "c"} == {"a", "b", "c"})
+print(list({str(i): i for i in range(5)}), sorted({"z", "y", "x"}))
+os.makedirs("/work", exist_ok=True)
+with open("/work/out.txt", "w") as f:
+    f.write(str(random.random()))
+print(os.path.getmtime("/work/out.txt"))
+`;
+
+describe("python: memory", () => {
+  it("stops Wasm memory at the cap: Python sees MemoryError and the sandbox lives on", async () => {
+    await using sb = await Sandbox.create({ limits: { memoryMb: 96 } });
+    const r = await sb.runCode("x = bytearray(200 * 1024 * 1024)");
+    assert.equal(r.error?.name, "MemoryError");
+    assert.equal(r.limitHit, "memoryMb");
+    assert.equal((await sb.runCode("y = bytearray(8 * 1024 * 1024)\nlen(y)")).value, String(8 * 1024 * 1024));
+  });
+
+  it("a slow memory bomb hits the same cap", async () => {
+    await using sb = await Sandbox.create({ limits: { memoryMb: 96, timeoutMs: 20_000 } });
+    const r = await sb.runCode("chunks = []\nwhile True:\n    chunks.append(bytearray(1024 * 1024))");
+    assert.equal(r.error?.name, "MemoryError");
+    assert.equal(r.limitHit, "memoryMb");
+  });
+});
+
+describe("python: output limit", () => {
+  it("cuts output at limits.outputBytes and interrupts the flood", async () => {
+    await using sb = await Sandbox.create({ limits: { outputBytes: 10_000, timeoutMs: 10_000 } });
+    const r = await sb.runCode("while True:\n    print('y' * 100)");
+    assert.equal(r.limitHit, "outputBytes");
+    assert.ok(Buffer.byteLength(r.stdout) <= 10_000, `stdout has ${r.stdout.length} bytes`);
+    assert.ok(r.stdout.length > 9_000);
+    assert.equal((await sb.runCode("print('still here')")).stdout, "still here\n");
+  });
+
+  it("counts a huge value against the output limit", async () => {
+    await using sb = await Sandbox.create({ limits: { outputBytes: 1000 } });
+    const r = await sb.runCode("'x' * 100_000");
+    assert.equal(r.limitHit, "outputBytes");
+    assert.ok(r.value!.length <= 1000);
+  });
+});
+
+describe("python: determinism", () => {
+  it("same code and seed give identical output and VFS digest in one process", async () => {
+    const outs = [];
+    for (let i = 0; i < 2; i++) {
+      await using sb = await Sandbox.create({ seed: 1234 });
+      const r = await sb.runCode(DETERMINISM_PROGRAM);
+      assert.equal(r.error, undefined, r.error?.traceback);
+      outs.push([r.stdout, r.vfsDigest]);
+    }
+    assert.deepEqual(outs[0], outs[1]);
+    await using other = await Sandbox.create({ seed: 1235 });
+    const r = await other.runCode(DETERMINISM_PROGRAM);
+    assert.notEqual(r.stdout, outs[0]![0]);
+    assert.notEqual(r.vfsDigest, outs[0]![1]);
+  });
+
+  it("same seed gives byte-identical output in a fresh host process", () => {
+    const bin = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
+    const run = () => spawnSync(process.execPath, [bin, "run", "-c", DETERMINISM_PROGRAM, "--seed", "99", "--json"], { encoding: "utf8" });
+    const a = run();
+    const b = run();
+    assert.equal(a.status, 0, a.stderr);
+    const ja = JSON.parse(a.stdout);
+    const jb = JSON.parse(b.stdout);
+    assert.equal(ja.stdout, jb.stdout);
+    assert.equal(ja.stderr, jb.stderr);
+    assert.equal(ja.vfsDigest, jb.vfsDigest);
+    assert.match(ja.stdout, /^0\.\d+ \d+\n/);
+  });
+
+  it("the virtual clock starts at 2026-01-01 UTC and moves forward", async () => {
+    await using sb = await Sandbox.create({ seed: 5 });
+    const r = await sb.runCode("import time, datetime\nt1 = time.time(); t2 = time.time()\n(datetime.datetime.fromtimestamp(t1, datetime.timezone.utc).year, t2 > t1)");
+    assert.equal(r.value, "(2026, True)");
+    const slept = await sb.runCode("import time\nt = time.monotonic(); time.sleep(5); time.monotonic() - t >= 5");
+    assert.equal(slept.value, "True", slept.error?.traceback);
+  });
+
+  it("without a seed a fresh one is drawn and reported; the clock is real", async () => {
+    await using a = await Sandbox.create();
+    await using b = await Sandbox.create();
+    assert.notEqual(a.seed, b.seed);
+    const ra = await a.runCode("import os\nos.urandom(16).hex()");
+    assert.equal(ra.seed, a.seed);
+    assert.notEqual(ra.value, (await b.runCode("import os\nos.urandom(16).hex()")).value);
+    const year = new Date().getUTCFullYear();
+    assert.equal((await a.runCode("import datetime\ndatetime.datetime.now(datetime.timezone.utc).year")).value, String(year));
+    await using again = await Sandbox.create({ seed: a.seed });
+    assert.equal((await again.runCode("import os\nos.urandom(16).hex()")).value, ra.value, "the reported seed reproduces the randomness");
+  });
+});
