@@ -274,7 +274,8 @@ class WorkerSession {
     py.setInterruptBuffer(words);
     const mod = py.pyimport("_agentbox");
     this.runFn = mod.run!;
-    this.accounting = new MemfsAccounting(py.FS, { vfsBytes: 0, vfsFiles: 0 });
+    // No quota until configured: mount points and the home directory are made first.
+    this.accounting = new MemfsAccounting(py.FS, { vfsBytes: Infinity, vfsFiles: Infinity });
     this.accounting.install();
     startInterrupter();
     const version = String(py.runPython("import sys; sys.version"));
@@ -492,7 +493,13 @@ async function main(): Promise<void> {
     } catch (e) {
       return fatal(`bad frame from host: ${(e as Error).message}`);
     }
-    for (const m of msgs) session.handle(m as HostMessage);
+    for (const m of msgs) {
+      try {
+        session.handle(m as HostMessage);
+      } catch (e) {
+        fatal(`request failed: ${String((e as Error)?.stack ?? e)}`);
+      }
+    }
   });
   process.stdin.on("end", () => process.exit(0));
 }
