@@ -4,7 +4,7 @@
 // A request is 5 bytes: a reason byte and the run id (uint32 LE). A request for a run that has
 // already ended is dropped, so a late timeout never interrupts the next run.
 import net from "node:net";
-import { workerData } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 
 const { sab, fd } = workerData as { sab: SharedArrayBuffer; fd: number };
 const words = new Int32Array(sab); // [signal, reason, current run id]
@@ -26,3 +26,6 @@ control.on("data", (chunk: Buffer) => {
   }
   carry = Buffer.from(data);
 });
+
+// The worker announces itself ready only after this: a run must never start without its interrupter.
+parentPort?.postMessage("listening");

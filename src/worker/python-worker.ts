@@ -267,7 +267,7 @@ class WorkerSession {
 
   constructor(private readonly py: Pyodide) {}
 
-  start(): void {
+  async start(): Promise<void> {
     const { py } = this;
     py.setStdout({ write: (b) => this.output.write("stdout", b) });
     py.setStderr({ write: (b) => this.output.write("stderr", b) });
@@ -277,7 +277,7 @@ class WorkerSession {
     // No quota until configured: mount points and the home directory are made first.
     this.accounting = new MemfsAccounting(py.FS, { vfsBytes: Infinity, vfsFiles: Infinity });
     this.accounting.install();
-    startInterrupter();
+    await startInterrupter();
     const version = String(py.runPython("import sys; sys.version"));
     send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: version, pyodideVersion: py.version });
   }
@@ -459,10 +459,12 @@ function guardNodefs(NODEFS: NodeFsOps, ErrnoError: new (n: number) => Error): v
   };
 }
 
-function startInterrupter(): void {
+function startInterrupter(): Promise<void> {
   const url = new URL("./interrupter.js", import.meta.url);
   const t = new Worker(url, { workerData: { sab: words.buffer, fd: 3 } });
   t.unref();
+  t.on("error", (e) => fatal(`interrupter thread failed: ${e.message}`));
+  return new Promise((resolve) => t.once("message", () => resolve()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,7 +486,7 @@ async function main(): Promise<void> {
   const py = await boot(pyodideDir, snapshot, false);
   harden(py);
   const session = new WorkerSession(py);
-  session.start();
+  await session.start();
   const decoder = new FrameDecoder();
   process.stdin.on("data", (chunk: Buffer) => {
     let msgs: unknown[];
