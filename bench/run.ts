@@ -34,7 +34,7 @@ async function baselineOnce(): Promise<number> {
       out += d.toString();
       if (out.includes("1\n")) resolve(performance.now() - t0);
     });
-    c.on("exit", (code) => (code === 0 ? undefined : reject(new Error(`baseline exited ${code}`))));
+    c.on("exit", (code) => reject(new Error(`baseline exited (${code}) without printing 1: ${JSON.stringify(out)}`)));
   });
 }
 
@@ -45,14 +45,18 @@ function rssMb(pid: number | undefined): number {
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
+  const progress = (s: string) => process.stderr.write(`bench: ${s}\n`);
+  progress("preparing the snapshot");
   // Make sure the snapshot exists before timing anything.
   await Sandbox.configurePool({ size: 0 });
   await (await Sandbox.create({ pool: false })).kill();
 
+  progress(`baseline x${N.baseline}`);
   const base: number[] = [];
   for (let i = 0; i < N.baseline; i++) base.push(await baselineOnce());
   rows.push(stats("baseline: cold loadPyodide() + print(1), fresh process", "ms", base));
 
+  progress(`cold create x${N.cold}`);
   const cold: number[] = [];
   for (let i = 0; i < N.cold; i++) {
     const t0 = performance.now();
@@ -63,6 +67,7 @@ async function main(): Promise<void> {
   }
   rows.push(stats("agentbox cold (pool 0): create → first print(1) result", "ms", cold));
 
+  progress(`pooled create x${N.pooled}`);
   await Sandbox.configurePool({ size: 2, wait: true });
   const pooled: number[] = [];
   for (let i = 0; i < N.pooled; i++) {
@@ -126,4 +131,7 @@ async function main(): Promise<void> {
   console.log(`wrote ${file}`);
 }
 
-await main();
+await main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -70,7 +70,10 @@ export class WorkerPool {
   async close(): Promise<void> {
     this.closed = true;
     const all = this.ready.splice(0);
-    for (const w of all) w.kill(new Error("pool closed"));
+    for (const w of all) {
+      w.ref(); // idle workers are unref'd; waiting for their exit must keep the loop alive
+      w.kill(new Error("pool closed"));
+    }
     await Promise.all(all.map((w) => w.exited$()));
   }
 }
