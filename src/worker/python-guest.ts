@@ -48,6 +48,7 @@ def _make_agentbox():
         return json.dumps({"value": value, "error": error})
 
     mod.run = run
+    mod.reset = lambda: state.update(n=0)
     mod.format_error = _format_error
     return mod
 

@@ -278,8 +278,21 @@ class WorkerSession {
     this.accounting = new MemfsAccounting(py.FS, { vfsBytes: Infinity, vfsFiles: Infinity });
     this.accounting.install();
     await startInterrupter();
+    this.warmUp();
     const version = String(py.runPython("import sys; sys.version"));
     send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: version, pyodideVersion: py.version });
+  }
+
+  /**
+   * V8 compiles Wasm functions on first call: exercise the paths a first run takes (compile, run,
+   * print, repr, errors, the seeded cipher) while idle, so a pooled sandbox's first run is fast.
+   */
+  private warmUp(): void {
+    seededRng(0)(new Uint8Array(64));
+    const warm = "import os, random\nos.environ.copy()\nrandom.Random(1).random()\nprint('warm')\n[x * 2 for x in range(10)]\n";
+    this.runFn(warm, 1000);
+    this.runFn("def f():\n    raise ValueError('warm')\nf()", 1000);
+    this.py.runPython("import _agentbox; _agentbox.reset()", { globals: this.py.globals.get("dict")() });
   }
 
   handle(msg: HostMessage): void {

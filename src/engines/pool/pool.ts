@@ -2,6 +2,8 @@
 // its configuration. A worker is handed out once and never returns: one worker, one sandbox.
 import type { WorkerProcess } from "./worker-process.js";
 
+const REFILL_DELAY_MS = 250;
+
 export class WorkerPool {
   private readonly ready: WorkerProcess[] = [];
   private starting = 0;
@@ -33,7 +35,9 @@ export class WorkerPool {
     let w: WorkerProcess | undefined;
     while ((w = this.ready.shift()) && !w.alive);
     this.failing = false;
-    this.fill();
+    // Refill a moment later: starting a worker takes a core for ~0.3 s, and the sandbox just
+    // handed out should not compete with it for its first runs.
+    setTimeout(() => this.fill(), REFILL_DELAY_MS).unref();
     if (w) w.ref();
     return w;
   }
