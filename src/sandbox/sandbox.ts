@@ -25,7 +25,7 @@ let poolSize = poolOptionsSchema.parse({}).size;
 
 function sharedPool(): WorkerPool | undefined {
   if (poolSize === 0) return undefined;
-  pool ??= new WorkerPool(() => spawnPythonWorker(), poolSize);
+  pool ??= new WorkerPool(() => spawnPythonWorker([], true), poolSize);
   return pool;
 }
 

@@ -265,7 +265,10 @@ class WorkerSession {
   private configured = false;
   private runFn!: PyProxyFn;
 
-  constructor(private readonly py: Pyodide) {}
+  constructor(
+    private readonly py: Pyodide,
+    private readonly warm: boolean,
+  ) {}
 
   async start(): Promise<void> {
     const { py } = this;
@@ -278,7 +281,7 @@ class WorkerSession {
     this.accounting = new MemfsAccounting(py.FS, { vfsBytes: Infinity, vfsFiles: Infinity });
     this.accounting.install();
     await startInterrupter();
-    this.warmUp();
+    if (this.warm) this.warmUp();
     const version = String(py.runPython("import sys; sys.version"));
     send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: version, pyodideVersion: py.version });
   }
@@ -483,7 +486,7 @@ function startInterrupter(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const [mode, pyodideDir, snapshotFile] = process.argv.slice(2);
+  const [mode, pyodideDir, snapshotFile, flag] = process.argv.slice(2);
   if (!pyodideDir || (mode !== "serve" && mode !== "make-snapshot")) fatal("usage: python-worker.js serve|make-snapshot <pyodideDir> [snapshot]");
   if (mode === "make-snapshot") {
     if (!snapshotFile) fatal("make-snapshot needs a file");
@@ -498,7 +501,7 @@ async function main(): Promise<void> {
   const snapshot = snapshotFile ? new Uint8Array(fs.readFileSync(snapshotFile)) : undefined;
   const py = await boot(pyodideDir, snapshot, false);
   harden(py);
-  const session = new WorkerSession(py);
+  const session = new WorkerSession(py, flag === "warm");
   await session.start();
   const decoder = new FrameDecoder();
   process.stdin.on("data", (chunk: Buffer) => {

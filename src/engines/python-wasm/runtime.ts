@@ -94,11 +94,12 @@ async function makeSnapshot(): Promise<string> {
 }
 
 /** Start a worker that restores the snapshot; `mounts` widen its permissions to those paths. */
-export async function spawnPythonWorker(mounts: WorkerMount[] = []): Promise<WorkerProcess> {
+/** `warm`: exercise the interpreter before reporting ready (pool workers, which wait anyway). */
+export async function spawnPythonWorker(mounts: WorkerMount[] = [], warm = false): Promise<WorkerProcess> {
   const snap = await ensureSnapshot();
   const spec: WorkerSpawnSpec = {
     script: WORKER_SCRIPT,
-    args: ["serve", PYODIDE_DIR, snap],
+    args: ["serve", PYODIDE_DIR, snap, ...(warm ? ["warm"] : [])],
     nodeFlags: workerFlags(
       [snap, ...mounts.map((m) => m.hostPath)],
       mounts.filter((m) => !m.readOnly).map((m) => m.hostPath),
