@@ -25,7 +25,6 @@ const OUTPUT_FLUSH_BYTES = 32 * 1024;
 const OUTPUT_FLUSH_MS = 20;
 
 const realNow = performance.now.bind(performance);
-const realDateNow = Date.now;
 
 // ---------------------------------------------------------------------------------------------
 // Output to the host. Synchronous writes: the main thread is busy inside Python during a run.
@@ -57,7 +56,6 @@ function fatal(message: string): never {
 const hooks = {
   memCapBytes: 1024 * 1024 * 1024,
   memHit: false,
-  clock: "real" as "real" | "virtual",
   virtualMs: VIRTUAL_EPOCH_MS,
   /** null until configured: real entropy while booting. */
   rng: null as null | ((view: Uint8Array) => void),
@@ -311,7 +309,6 @@ class WorkerSession {
     hooks.memCapBytes = msg.limits.memoryBytes;
     hooks.rng = seededRng(msg.seed);
     if (msg.clock === "virtual") {
-      hooks.clock = "virtual";
       Date.now = virtualNow;
       performance.now = () => virtualNow() - VIRTUAL_EPOCH_MS;
     }
@@ -522,5 +519,4 @@ async function main(): Promise<void> {
   process.stdin.on("end", () => process.exit(0));
 }
 
-void realDateNow;
 main().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));
