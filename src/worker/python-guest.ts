@@ -47,8 +47,36 @@ def _make_agentbox():
             pass
         return json.dumps({"value": value, "error": error})
 
+    def configure(env_json, home):
+        # Per-sandbox set-up, called directly (no parse) so a pooled worker answers fast.
+        import os, random, __main__
+        os.environ.clear()
+        os.environ.update(json.loads(env_json))
+        os.makedirs(home, exist_ok=True)
+        os.chdir(home)
+        # os.urandom is the sandbox's seeded source, so this reseeds deterministically.
+        random.seed(int.from_bytes(os.urandom(32), "big"))
+        keep = ("__name__", "__doc__", "__builtins__", "__loader__", "__spec__", "__package__")
+        for k in [k for k in __main__.__dict__ if k not in keep]:
+            del __main__.__dict__[k]
+        state.update(n=0)
+        linecache.cache.clear()
+
+    def close_bridge():
+        import gc
+        blocked = ("js", "pyodide_js", "pyodide.http", "pyodide.webloop", "pyodide._package_loader", "pyodide.ffi.wrappers",
+                   "pyodide.console", "micropip", "pyodide_http", "pyodide.canvas", "_pyodide._importhook_js")
+        prefixes = tuple(b + "." for b in blocked)
+        removed = [name for name in list(sys.modules) if name in blocked or name.startswith(prefixes)]
+        for name in removed:
+            del sys.modules[name]
+        if removed:
+            gc.collect()
+        return len(removed)
+
     mod.run = run
-    mod.reset = lambda: state.update(n=0)
+    mod.configure = configure
+    mod.close_bridge = close_bridge
     mod.format_error = _format_error
     return mod
 
@@ -60,30 +88,9 @@ import os, io, re, csv, math, json, datetime, collections, itertools, functools,
 import pyodide.code
 `;
 
-/** Removes every module that can hand the guest a JavaScript object; then sets the guest up. */
-export const CLOSE_BRIDGE = String.raw`
-import sys, gc
-_blocked = ("js", "pyodide_js", "pyodide.http", "pyodide.webloop", "pyodide._package_loader", "pyodide.ffi.wrappers",
-            "pyodide.console", "micropip", "pyodide_http", "pyodide.canvas", "_pyodide._importhook_js")
-for _name in list(sys.modules):
-    if _name in _blocked or _name.startswith(tuple(b + "." for b in _blocked)):
-        del sys.modules[_name]
-del _name, _blocked
-gc.collect()
-`;
-
-/** Per-sandbox configuration, run after CLOSE_BRIDGE with values substituted as JSON literals. */
-export function configureSource(env: Record<string, string>, home: string): string {
-  return String.raw`
-import os, sys, random, __main__
-os.environ.clear()
-os.environ.update(${JSON.stringify(env)})
-os.makedirs(${JSON.stringify(home)}, exist_ok=True)
-os.chdir(${JSON.stringify(home)})
-# os.urandom is the sandbox's seeded source, so this reseeds deterministically.
-random.seed(int.from_bytes(os.urandom(32), "big"))
-for _k in [k for k in __main__.__dict__ if k not in ("__name__", "__doc__", "__builtins__", "__loader__", "__spec__", "__package__")]:
-    del __main__.__dict__[_k]
-del _k
-`;
-}
+/**
+ * Removes every module that can hand the guest a JavaScript object, after every restore (Pyodide
+ * re-imports some of them when it boots from a snapshot; `pyodide._package_loader` must exist then,
+ * so this cannot happen before the snapshot), then a full collection frees their JsProxy objects.
+ */
+export const CLOSE_BRIDGE = "import _agentbox; _agentbox.close_bridge()";

@@ -15,7 +15,7 @@ import { Worker } from "node:worker_threads";
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { FsOp, HostMessage, WorkerLimits, WorkerMount } from "../protocol/messages.js";
 import { compareCodePoints, ERRNO, errnoName, MemfsAccounting, QUOTA_MARK, type EmFs, type EmNode } from "../vfs/memfs.js";
-import { CLOSE_BRIDGE, configureSource, SETUP } from "./python-guest.js";
+import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
 
 const HOME = "/home/user";
 /** Virtual clock: starts here (2026-01-01T00:00:00Z) and advances this much per read. */
@@ -29,8 +29,12 @@ const realNow = performance.now.bind(performance);
 // ---------------------------------------------------------------------------------------------
 // Output to the host. Synchronous writes: the main thread is busy inside Python during a run.
 
+/** While set (during warm-up), frames are built but not written. */
+let muted = false;
+
 function send(message: unknown): void {
   const frame = encodeFrame(message);
+  if (muted) return;
   let off = 0;
   while (off < frame.length) {
     try {
@@ -143,7 +147,7 @@ interface Pyodide {
   makeMemorySnapshot(): Uint8Array;
 }
 
-async function boot(pyodideDir: string, snapshot: Uint8Array | undefined, makeSnapshot: boolean): Promise<Pyodide> {
+async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | undefined, makeSnapshot: boolean): Promise<Pyodide> {
   // Under the permission model process.binding is denied; NODEFS only needs the fs constants.
   const proc = process as unknown as { binding: (name: string) => unknown };
   proc.binding = (name: string) => {
@@ -168,6 +172,7 @@ async function boot(pyodideDir: string, snapshot: Uint8Array | undefined, makeSn
     return asm.default(settings);
   };
   const bootLog: string[] = [];
+  const snapshot = await snapshotBytes;
   const py = await loadPyodide({
     indexURL: pyodideDir + path.sep,
     createPyodideModule,
@@ -256,30 +261,43 @@ class OutputCapture {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Rounds of warm-up a pooled worker runs before it reports ready. */
+const WARM_ROUNDS = 30;
+
+function guestEnv(env: Record<string, string>): Record<string, string> {
+  return { HOME, LANG: "C.UTF-8", TZ: "UTC", ...env };
+}
+
 class WorkerSession {
   private readonly output = new OutputCapture();
   private accounting!: MemfsAccounting;
   private limits: WorkerLimits = { memoryBytes: hooks.memCapBytes, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
   private configured = false;
   private runFn!: PyProxyFn;
+  private configureFn!: PyProxyFn;
 
   constructor(
     private readonly py: Pyodide,
     private readonly warm: boolean,
   ) {}
 
-  async start(): Promise<void> {
+  /** `interrupter`: resolves once the interrupt thread listens (started early, in parallel). */
+  async start(interrupter: Promise<void>): Promise<void> {
     const { py } = this;
     py.setStdout({ write: (b) => this.output.write("stdout", b) });
     py.setStderr({ write: (b) => this.output.write("stderr", b) });
     py.setInterruptBuffer(words);
     const mod = py.pyimport("_agentbox");
     this.runFn = mod.run!;
+    this.configureFn = mod.configure!;
     // No quota until configured: mount points and the home directory are made first.
     this.accounting = new MemfsAccounting(py.FS, { vfsBytes: Infinity, vfsFiles: Infinity });
     this.accounting.install();
-    await startInterrupter();
-    if (this.warm) this.warmUp();
+    await interrupter;
+    if (this.warm) {
+      this.warmUp();
+      await settle();
+    }
     const version = String(py.runPython("import sys; sys.version"));
     send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: version, pyodideVersion: py.version });
   }
@@ -291,9 +309,27 @@ class WorkerSession {
   private warmUp(): void {
     seededRng(0)(new Uint8Array(64));
     const warm = "import os, random\nos.environ.copy()\nrandom.Random(1).random()\nprint('warm')\n[x * 2 for x in range(10)]\n";
-    this.runFn(warm, 1000);
-    this.runFn("def f():\n    raise ValueError('warm')\nf()", 1000);
-    this.py.runPython("import _agentbox; _agentbox.reset()", { globals: this.py.globals.get("dict")() });
+    const env = JSON.stringify(guestEnv({}));
+    const frames = new FrameDecoder();
+    muted = true;
+    this.configured = true;
+    // Several rounds through the same code paths a first request takes (frame decode, run,
+    // output, digest, file ops): V8 optimises hot JS and Wasm functions only after some use.
+    for (let i = 0; i < WARM_ROUNDS; i++) {
+      const msgs = frames.push(encodeFrame({ type: "run", id: 1, code: warm }));
+      for (const m of msgs) this.handle(m as HostMessage);
+      this.handle({ type: "run", id: 1, code: "print(1)" });
+      this.handle({ type: "run", id: 1, code: "1" });
+      this.handle({ type: "fs", id: 1, op: "write", path: "/tmp/.warm", data: "d2FybQ==" });
+      this.handle({ type: "fs", id: 1, op: "read", path: "/tmp/.warm" });
+      this.handle({ type: "fs", id: 1, op: "list", path: "/tmp" });
+      this.handle({ type: "fs", id: 1, op: "remove", path: "/tmp/.warm" });
+      this.configureFn(env, HOME);
+    }
+    this.handle({ type: "run", id: 1, code: "def f():\n    raise ValueError('warm')\nf()" });
+    this.configureFn(env, HOME);
+    this.configured = false;
+    muted = false;
   }
 
   handle(msg: HostMessage): void {
@@ -312,9 +348,7 @@ class WorkerSession {
       Date.now = virtualNow;
       performance.now = () => virtualNow() - VIRTUAL_EPOCH_MS;
     }
-    const g = this.py.globals.get("dict")() as PyProxyFn;
-    this.py.runPython(configureSource({ HOME, LANG: "C.UTF-8", TZ: "UTC", ...msg.env }, HOME), { globals: g });
-    g.destroy();
+    this.configureFn(JSON.stringify(guestEnv(msg.env)), HOME);
     for (const m of msg.mounts) this.mount(m);
     // Quotas apply from here on: what the host writes counts like what the guest writes.
     this.accounting.quota = { vfsBytes: msg.limits.vfsBytes, vfsFiles: msg.limits.vfsFiles };
@@ -472,6 +506,25 @@ function guardNodefs(NODEFS: NodeFsOps, ErrnoError: new (n: number) => Error): v
   };
 }
 
+/**
+ * Wait until the process is idle. After warm-up, V8 compiles the hot Wasm functions with its
+ * optimising tier on helper threads for a few hundred ms; a pooled worker that reported ready
+ * before that finished would spend its first request competing with it for the CPU. Measured by
+ * the process's own CPU time (all threads), so it needs no V8 internals.
+ */
+async function settle(maxMs = 3000, windowMs = 20): Promise<void> {
+  const deadline = realNow() + maxMs;
+  let quietWindows = 0;
+  while (quietWindows < 2 && realNow() < deadline) {
+    const cpu0 = process.cpuUsage();
+    const t0 = realNow();
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    const used = process.cpuUsage(cpu0);
+    const busyMs = (used.user + used.system) / 1000;
+    quietWindows = busyMs < 0.15 * (realNow() - t0) ? quietWindows + 1 : 0;
+  }
+}
+
 function startInterrupter(): Promise<void> {
   const url = new URL("./interrupter.js", import.meta.url);
   const t = new Worker(url, { workerData: { sab: words.buffer, fd: 3 } });
@@ -495,11 +548,13 @@ async function main(): Promise<void> {
     send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: "", pyodideVersion: py.version });
     return;
   }
-  const snapshot = snapshotFile ? new Uint8Array(fs.readFileSync(snapshotFile)) : undefined;
+  // The interrupt thread and the snapshot read run while the main thread loads the engine.
+  const interrupter = startInterrupter();
+  const snapshot = snapshotFile ? fs.promises.readFile(snapshotFile) : undefined;
   const py = await boot(pyodideDir, snapshot, false);
   harden(py);
   const session = new WorkerSession(py, flag === "warm");
-  await session.start();
+  await session.start(interrupter);
   const decoder = new FrameDecoder();
   process.stdin.on("data", (chunk: Buffer) => {
     let msgs: unknown[];
