@@ -1,14 +1,18 @@
 // The `agentbox` command line: a thin layer over the public API (parse, call, print, exit code).
 //   agentbox run FILE | -c CODE [--memory MB] [--timeout 5s] [--seed N] [--mount host:guest[:rw]] [--json]
 // Exit codes: 0 ok, 1 the guest raised, 2 a limit was hit, 64 bad usage, 70 internal failure.
+// Each command is a function (argv after the command name, io) → exit code, listed in COMMANDS.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { AgentboxError, InvalidOptionsError, LimitError, Sandbox, type Mount, type RunResult } from "../index.js";
 
-const USAGE = `usage: agentbox run (FILE | -c CODE) [options]
+const USAGE = `usage: agentbox <command> [options]
 
-options:
+commands:
+  run (FILE | -c CODE)   run code in a fresh sandbox and print its output
+
+run options:
   -c, --code CODE        Python code to run instead of a file
   --memory MB            memory limit in MiB (default 256)
   --timeout DURATION     time limit: 500ms, 5s, 2m or plain milliseconds (default 30s)
@@ -45,12 +49,37 @@ function parseInteger(name: string, s: string): number {
   return Number(s);
 }
 
-interface Io {
+export interface Io {
   stdout: (s: string) => void;
   stderr: (s: string) => void;
 }
 
+export type Command = (argv: string[], io: Io) => Promise<number>;
+
+/** Every subcommand. A new surface (serve, mcp, image, exec) adds its entry here. */
+const COMMANDS: Record<string, Command> = {
+  run: runCommand,
+};
+
 export async function main(argv: string[], io: Io = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) }): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined) {
+    io.stderr(`agentbox: missing command\n\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  if (cmd === "-h" || cmd === "--help" || cmd === "help") {
+    io.stdout(`${USAGE}\n`);
+    return EXIT.ok;
+  }
+  const command = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!command) {
+    io.stderr(`agentbox: unknown command ${JSON.stringify(cmd)}\n\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  return command(rest, io);
+}
+
+async function runCommand(argv: string[], io: Io): Promise<number> {
   let args: ReturnType<typeof parse>;
   try {
     args = parse(argv);
@@ -65,8 +94,7 @@ export async function main(argv: string[], io: Io = { stdout: (s) => process.std
   const json = Boolean(args.values.json);
   let sb: Sandbox | undefined;
   try {
-    const [cmd, ...rest] = args.positionals;
-    if (cmd !== "run") throw new UsageError(cmd ? `unknown command ${JSON.stringify(cmd)}` : "missing command");
+    const rest = args.positionals;
     const inline = args.values.code;
     if ((inline === undefined) === (rest.length === 0)) throw new UsageError("give exactly one of FILE or -c CODE");
     if (rest.length > 1) throw new UsageError("give one FILE");

@@ -34,8 +34,10 @@ export const mountSchema = z.strictObject({
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are [A-Za-z_][A-Za-z0-9_]*");
 
 export const sandboxOptionsSchema = z.strictObject({
-  tier: z.literal("nano").default("nano"),
-  language: z.literal("python").default("python"),
+  /** "nano": WebAssembly in a worker process. "heavy": a real Linux userland (gVisor / microVM). */
+  tier: z.enum(["nano", "heavy"]).default("nano"),
+  /** What runCode() runs. */
+  language: z.enum(["python", "javascript", "typescript"]).default("python"),
   limits: limitsSchema.default(limitsSchema.parse({})),
   /** Seed of every source of randomness the guest has. Omitted: a fresh one, reported in results. */
   seed: z.int().min(0).max(MAX_SEED).optional(),

@@ -3,9 +3,8 @@
 import { randomInt } from "node:crypto";
 import { InvalidOptionsError, SandboxClosedError } from "../errors.js";
 import type { Engine } from "../engines/engine.js";
-import { WorkerPool } from "../engines/pool/pool.js";
-import { PythonWasmEngine } from "../engines/python-wasm/engine.js";
-import { spawnPythonWorker } from "../engines/python-wasm/runtime.js";
+import { closePools, resizePools, warmPools } from "../engines/pools.js";
+import { prewarm, startEngine } from "../engines/start.js";
 import {
   normalizeGuestPath,
   parseOptions,
@@ -19,15 +18,6 @@ import {
 } from "../policy/options.js";
 import type { DirEntry } from "../protocol/messages.js";
 import type { RunResult } from "./result.js";
-
-let pool: WorkerPool | undefined;
-let poolSize = poolOptionsSchema.parse({}).size;
-
-function sharedPool(): WorkerPool | undefined {
-  if (poolSize === 0) return undefined;
-  pool ??= new WorkerPool(() => spawnPythonWorker([], true), poolSize);
-  return pool;
-}
 
 /** Read-only view of a sandbox's file system, E2B-style. Paths are absolute guest paths. */
 export class SandboxFiles {
@@ -96,32 +86,25 @@ export class Sandbox {
     const seed = options.seed ?? randomInt(0, 2 ** 48 - 1);
     const clock = options.clock ?? (options.seed !== undefined ? "virtual" : "real");
     const mounts = options.mounts.map((m) => ({ ...m, guestPath: normalizeGuestPath(m.guestPath, "mounts.guestPath") }));
-    const engine = await PythonWasmEngine.start(
-      { seed, clock, env: options.env, limits: options.limits, mounts },
-      options.pool ? sharedPool() : undefined,
-    );
+    const engine = await startEngine({ options, seed, clock, mounts });
     return new Sandbox(engine, options, seed);
   }
 
-  /** Size the shared pool of ready workers (0 turns it off) and optionally wait until it is full. */
+  /**
+   * Size the shared pools of ready workers (one pool per nano-tier language; 0 turns pooling
+   * off). The Python pool starts filling now; `wait` resolves once the pools are full.
+   */
   static async configurePool(opts: PoolOptionsInput & { wait?: boolean } = {}): Promise<void> {
     const { wait, ...rest } = opts;
-    poolSize = parseOptions(poolOptionsSchema, rest).size;
-    if (poolSize === 0) {
-      await pool?.close();
-      pool = undefined;
-      return;
-    }
-    const p = sharedPool()!;
-    p.resize(poolSize);
-    if (wait) await p.warm();
+    const { size } = parseOptions(poolOptionsSchema, rest);
+    await resizePools(size);
+    if (size > 0) prewarm("python");
+    if (wait) await warmPools();
   }
 
-  /** Stop the shared pool's idle workers (sandboxes already created are not affected). */
+  /** Stop the shared pools' idle workers (sandboxes already created are not affected). */
   static async shutdownPool(): Promise<void> {
-    const p = pool;
-    pool = undefined;
-    await p?.close();
+    await closePools();
   }
 
   /** Run code with REPL semantics: globals persist; a trailing expression's repr is `value`. */

@@ -1,0 +1,100 @@
+// Python nano tier: agentbox's start-up and round-trip costs next to the cold Pyodide baseline.
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Sandbox } from "../src/index.js";
+import { stats, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
+
+async function baselineOnce(): Promise<number> {
+  const script = fileURLToPath(new URL("./baseline-pyodide.mjs", import.meta.url));
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    c.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (out.includes("1\n")) resolve(performance.now() - t0);
+    });
+    c.on("exit", (code) => reject(new Error(`baseline exited (${code}) without printing 1: ${JSON.stringify(out)}`)));
+  });
+}
+
+function rssMb(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+async function run({ quick, progress }: SectionContext): Promise<SectionResult> {
+  const N = { baseline: quick ? 2 : 5, cold: quick ? 3 : 10, pooled: quick ? 5 : 20, roundTrip: quick ? 200 : 2000 };
+  const rows: Row[] = [];
+  progress("python: preparing the snapshot");
+  // Make sure the snapshot exists before timing anything.
+  await Sandbox.configurePool({ size: 0 });
+  await (await Sandbox.create({ pool: false })).kill();
+
+  progress(`python: baseline x${N.baseline}`);
+  const base: number[] = [];
+  for (let i = 0; i < N.baseline; i++) base.push(await baselineOnce());
+  rows.push(stats("baseline: cold loadPyodide() + print(1), fresh process", "ms", base));
+
+  progress(`python: cold create x${N.cold}`);
+  const cold: number[] = [];
+  for (let i = 0; i < N.cold; i++) {
+    const t0 = performance.now();
+    const sb = await Sandbox.create({ pool: false });
+    await sb.runCode("print(1)");
+    cold.push(performance.now() - t0);
+    await sb.kill();
+  }
+  rows.push(stats("agentbox cold (pool 0): create → first print(1) result", "ms", cold));
+
+  progress(`python: pooled create x${N.pooled}`);
+  await Sandbox.configurePool({ size: 2, wait: true });
+  const pooled: number[] = [];
+  for (let i = 0; i < N.pooled; i++) {
+    await Sandbox.configurePool({ size: 2, wait: true });
+    const t0 = performance.now();
+    const sb = await Sandbox.create();
+    await sb.runCode("print(1)");
+    pooled.push(performance.now() - t0);
+    await sb.kill();
+  }
+  rows.push(stats("agentbox pooled: create → first print(1) result", "ms", pooled));
+  await Sandbox.configurePool({ size: 0 });
+
+  const sb = await Sandbox.create({ pool: false });
+  for (let i = 0; i < 200; i++) await sb.runCode("1"); // warm the JIT on both sides
+  const rt: number[] = [];
+  const tAll = performance.now();
+  for (let i = 0; i < N.roundTrip; i++) {
+    const t0 = performance.now();
+    await sb.runCode("x = 1");
+    rt.push(performance.now() - t0);
+  }
+  const runsPerSec = N.roundTrip / ((performance.now() - tAll) / 1000);
+  rows.push(stats("runCode round trip on a live sandbox (`x = 1`)", "ms", rt));
+  await new Promise((r) => setTimeout(r, 500));
+  const idleRss = rssMb(sb.pid);
+  await sb.kill();
+
+  const med = (name: string) => rows.find((r) => r.name.startsWith(name))!.median;
+  const summary = {
+    runsPerSecond: Math.round(runsPerSec),
+    idleWorkerRssMb: Math.round(idleRss),
+    coldSpeedupVsBaseline: +(med("baseline") / med("agentbox cold")).toFixed(1),
+    targets: {
+      pooledCreateP50LE5ms: med("agentbox pooled") <= 5,
+      coldAtLeast5xFaster: med("baseline") / med("agentbox cold") >= 5,
+      roundTripP50LE1ms: med("runCode round trip") <= 1,
+    },
+  };
+  const notes = [
+    `runs per second, one sandbox, sequential: ${summary.runsPerSecond}`,
+    `RSS of one idle sandbox's worker: ${summary.idleWorkerRssMb} MB`,
+    `cold create is ${summary.coldSpeedupVsBaseline}x faster than the baseline`,
+    `targets: ${JSON.stringify(summary.targets)}`,
+  ];
+  return { rows, notes, summary };
+}
+
+export const python: Section = { name: "python", run };

@@ -1,0 +1,31 @@
+// Picks and starts the engine for a sandbox's tier and language. The one place that knows every
+// engine: add a case here when a new one lands.
+import { TierUnavailableError } from "../errors.js";
+import type { Mount, SandboxOptions } from "../policy/options.js";
+import type { Engine } from "./engine.js";
+import { poolFor } from "./pools.js";
+import { PythonWasmEngine } from "./python-wasm/engine.js";
+import { spawnPythonWorker } from "./python-wasm/runtime.js";
+
+/** What every engine gets besides the options: resolved seed, clock and normalised mounts. */
+export interface EngineStart {
+  options: SandboxOptions;
+  seed: number;
+  clock: "virtual" | "real";
+  mounts: Mount[];
+}
+
+export async function startEngine(s: EngineStart): Promise<Engine> {
+  const { options: o } = s;
+  const common = { seed: s.seed, clock: s.clock, env: o.env, limits: o.limits, mounts: s.mounts };
+  if (o.tier === "nano" && o.language === "python") {
+    const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true)) : undefined;
+    return PythonWasmEngine.start(common, pool);
+  }
+  throw new TierUnavailableError(`tier "${o.tier}" with language "${o.language}" is not available in this build`);
+}
+
+/** Start one pooled worker of `kind` now, so the first sandbox of that kind does not wait. */
+export function prewarm(kind: "python"): void {
+  if (kind === "python") poolFor("python", () => spawnPythonWorker([], true))?.fill();
+}
