@@ -91,6 +91,8 @@ export class MemfsAccounting {
   private readonly base = new WeakMap<EmNode, number>();
   private readonly dirty = new WeakSet<EmNode>();
   private usage: VfsUsage = { bytes: 0, files: 0 };
+  /** Net growth of read-write host mounts (see chargeExternal), never below zero. */
+  private external: VfsUsage = { bytes: 0, files: 0 };
   private generation = 0;
   private digestCache: { generation: number; digest: string } | undefined;
   /** Set when a quota refused a write since the last `takeLimitHit()`. */
@@ -111,7 +113,7 @@ export class MemfsAccounting {
 
     const createNode = memfs.createNode.bind(memfs);
     memfs.createNode = (parent, name, mode, dev) => {
-      if (parent && this.usage.files + 1 > this.quota.vfsFiles) this.refuse("vfsFiles");
+      if (parent && this.totalFiles() + 1 > this.quota.vfsFiles) this.refuse("vfsFiles");
       const node = createNode(parent, name, mode, dev);
       if (parent) {
         this.usage.files += 1;
@@ -125,7 +127,7 @@ export class MemfsAccounting {
       const node = stream.node;
       const before = this.charge(node);
       const after = Math.max(0, Math.max(node.usedBytes ?? 0, position + length) - (this.base.get(node) ?? 0));
-      if (after > before && this.usage.bytes + (after - before) > this.quota.vfsBytes) this.refuse("vfsBytes");
+      if (after > before && this.totalBytes() + (after - before) > this.quota.vfsBytes) this.refuse("vfsBytes");
       const n = write(stream, buffer, offset, length, position, canOwn);
       this.usage.bytes += this.charge(node) - before;
       this.touch(node);
@@ -139,7 +141,7 @@ export class MemfsAccounting {
       if (attr.size !== undefined && fs.isFile(node.mode)) {
         const before = this.charge(node);
         const after = Math.max(0, attr.size - (this.base.get(node) ?? 0));
-        if (after > before && this.usage.bytes + (after - before) > this.quota.vfsBytes) this.refuse("vfsBytes");
+        if (after > before && this.totalBytes() + (after - before) > this.quota.vfsBytes) this.refuse("vfsBytes");
         setattr(node, attr);
         this.usage.bytes += this.charge(node) - before;
         this.touch(node);
@@ -171,7 +173,26 @@ export class MemfsAccounting {
   }
 
   getUsage(): VfsUsage {
-    return { ...this.usage };
+    return { bytes: this.totalBytes(), files: this.totalFiles() };
+  }
+
+  /**
+   * Count growth that happens outside MEMFS — writes through a read-write host mount — against
+   * the same quota. Positive amounts are refused (ErrnoError with QUOTA_MARK) when they do not
+   * fit; negative amounts (deletes, truncation) give room back, down to zero.
+   */
+  chargeExternal(bytes: number, files: number): void {
+    if (bytes > 0 && this.totalBytes() + bytes > this.quota.vfsBytes) this.refuse("vfsBytes");
+    if (files > 0 && this.totalFiles() + files > this.quota.vfsFiles) this.refuse("vfsFiles");
+    this.external = { bytes: Math.max(0, this.external.bytes + bytes), files: Math.max(0, this.external.files + files) };
+  }
+
+  private totalBytes(): number {
+    return this.usage.bytes + this.external.bytes;
+  }
+
+  private totalFiles(): number {
+    return this.usage.files + this.external.files;
   }
 
   /** Which quota refused a write since the last call, if any. */

@@ -7,6 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { networkIsolation } from "../../src/engines/pool/netns.js";
 import { Sandbox } from "../../src/index.js";
 import "../helpers.js";
 
@@ -85,6 +86,20 @@ describe("security: processes, network, host files", () => {
     } finally {
       server.close();
     }
+  });
+  it("the worker process itself lives in a network namespace of its own (second wall)", async (t) => {
+    const iso = networkIsolation();
+    if (iso.mode === "none") {
+      t.skip(`network namespaces unavailable here: ${iso.reason}`);
+      return;
+    }
+    const hostNs = fs.readlinkSync("/proc/self/ns/net");
+    const workerNs = fs.readlinkSync(`/proc/${sb.pid}/ns/net`);
+    assert.match(workerNs, /^net:\[\d+\]$/);
+    assert.notEqual(workerNs, hostNs);
+    // Only a down loopback inside: no interface with an address.
+    const ifaces = fs.readFileSync(`/proc/${sb.pid}/net/dev`, "utf8").split("\n").slice(2).filter(Boolean).map((l) => l.split(":")[0]!.trim());
+    assert.deepEqual(ifaces, ["lo"]);
   });
   it("/etc/passwd is not there", async () => {
     await mustFail("open('/etc/passwd').read()", /FileNotFoundError/);

@@ -7,6 +7,7 @@ import type { Writable } from "node:stream";
 import { AgentboxError, ProtocolError, WorkerCrashedError } from "../../errors.js";
 import { encodeFrame, FrameDecoder, FrameError, PROTOCOL_VERSION } from "../../protocol/frames.js";
 import { workerMessageSchema, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
+import { networkIsolation } from "./netns.js";
 
 export interface WorkerSpawnSpec {
   script: string;
@@ -40,7 +41,9 @@ export class WorkerProcess {
       this.readyReject = rej;
     });
     this.ready.catch(() => undefined);
-    this.child = spawn(process.execPath, [...spec.nodeFlags, spec.script, ...spec.args], {
+    // `unshare --net -- node ...` execs node in place: the child's pid is the worker's pid.
+    const [cmd, ...prefix] = [...networkIsolation().prefix, process.execPath];
+    this.child = spawn(cmd!, [...prefix, ...spec.nodeFlags, spec.script, ...spec.args], {
       stdio: ["pipe", "pipe", "pipe", "pipe"],
       // Nothing of the host's environment: no secrets, no proxies, a fixed time zone.
       env: { TZ: "UTC", LANG: "C.UTF-8" },
