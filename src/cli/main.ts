@@ -1,16 +1,22 @@
 // The `agentbox` command line: a thin layer over the public API (parse, call, print, exit code).
 //   agentbox run FILE | -c CODE [--memory MB] [--timeout 5s] [--seed N] [--mount host:guest[:rw]] [--json]
+//   agentbox serve [--host H] [--port P] [--keys FILE] ...   (HTTP API, src/server/)
+//   agentbox mcp [--memory MB] [--timeout 5s] ...             (MCP over stdio, src/mcp/)
 // Exit codes: 0 ok, 1 the guest raised, 2 a limit was hit, 64 bad usage, 70 internal failure.
 // Each command is a function (argv after the command name, io) → exit code, listed in COMMANDS.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { AgentboxError, InvalidOptionsError, LimitError, Sandbox, type Mount, type RunResult } from "../index.js";
+import { runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
+import { loadKeys, startServer, type RunningServer } from "../server/index.js";
 
 const USAGE = `usage: agentbox <command> [options]
 
 commands:
   run (FILE | -c CODE)   run code in a fresh sandbox and print its output
+  serve                  serve sandboxes over HTTP (see serve options)
+  mcp                    MCP server over stdio with run/file tools (takes the run limit options)
 
 run options:
   -c, --code CODE        Python code to run instead of a file
@@ -21,6 +27,16 @@ run options:
   --env NAME=VALUE       environment variable for the guest; repeatable
   --json                 print one JSON object with the whole result
   -h, --help             this help
+
+serve options:
+  --host HOST            address to listen on (default 127.0.0.1; non-loopback needs API keys)
+  --port PORT            port (default 8787; 0 picks a free one)
+  --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs"}]}
+                         (else $AGENTBOX_API_KEYS_FILE, or $AGENTBOX_API_KEYS: the same JSON or key1,key2)
+  --max-sandboxes N      live sandboxes across all keys (default 16); creates past it queue
+  --queue-timeout DURATION  how long a create waits for a slot before 429 (default 30s)
+  --pool N               ready workers kept warm (default 2)
+  --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
 
 exit codes: 0 ok, 1 the code raised, 2 a limit was hit, 64 bad usage, 70 internal error`;
 
@@ -59,6 +75,8 @@ export type Command = (argv: string[], io: Io) => Promise<number>;
 /** Every subcommand. A new surface (serve, mcp, image, exec) adds its entry here. */
 const COMMANDS: Record<string, Command> = {
   run: runCommand,
+  serve: serveCommand,
+  mcp: mcpCommand,
 };
 
 export async function main(argv: string[], io: Io = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) }): Promise<number> {
@@ -162,4 +180,80 @@ function parse(argv: string[]) {
       help: { type: "boolean", short: "h" },
     },
   });
+}
+
+/** `agentbox serve`: run the HTTP API until SIGTERM/SIGINT, then kill every sandbox and exit 0. */
+async function serveCommand(argv: string[], io: Io): Promise<number> {
+  let server: RunningServer;
+  try {
+    const { values: v } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        host: { type: "string" },
+        port: { type: "string" },
+        keys: { type: "string" },
+        "max-sandboxes": { type: "string" },
+        "queue-timeout": { type: "string" },
+        pool: { type: "string" },
+        "mount-root": { type: "string", multiple: true },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+    if (v.help) {
+      io.stdout(`${USAGE}\n`);
+      return EXIT.ok;
+    }
+    const keys = loadKeys(v.keys);
+    server = await startServer({
+      host: v.host ?? "127.0.0.1",
+      port: v.port !== undefined ? parseInteger("port", v.port) : 8787,
+      keys,
+      ...(v["max-sandboxes"] !== undefined ? { maxSandboxes: parseInteger("max-sandboxes", v["max-sandboxes"]) } : {}),
+      ...(v["queue-timeout"] !== undefined ? { queueTimeoutMs: parseDuration(v["queue-timeout"]) } : {}),
+      ...(v.pool !== undefined ? { poolSize: parseInteger("pool", v.pool) } : {}),
+      mountRoots: v["mount-root"] ?? [],
+      log: (line) => io.stderr(`agentbox serve: ${line}\n`),
+    });
+    io.stdout(`agentbox: listening on ${server.url} (${keys.open ? "no API keys: loopback only, one anonymous user" : `${keys.size} API keys`})\n`);
+  } catch (e) {
+    io.stderr(`agentbox serve: ${(e as Error).message}\n`);
+    return EXIT.usage;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+  io.stderr("agentbox serve: shutting down: killing every sandbox\n");
+  await server.close();
+  return EXIT.ok;
+}
+
+/** `agentbox mcp`: MCP over stdio; the run limit options set every session sandbox's options. */
+async function mcpCommand(argv: string[], io: Io): Promise<number> {
+  let sandbox: NonNullable<McpSessionOptions["sandbox"]>;
+  try {
+    const { values: v, positionals } = parse(argv);
+    if (v.help) {
+      io.stderr(`${USAGE}\n`);
+      return EXIT.ok;
+    }
+    if (positionals.length > 0 || v.code !== undefined || v.json) throw new UsageError("mcp takes only --memory, --timeout, --seed, --mount, --env");
+    const env: Record<string, string> = {};
+    for (const kv of v.env ?? []) {
+      const i = kv.indexOf("=");
+      if (i <= 0) throw new UsageError(`--env: expected NAME=VALUE, got ${JSON.stringify(kv)}`);
+      env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    const limits: { memoryMb?: number; timeoutMs?: number } = {};
+    if (v.memory !== undefined) limits.memoryMb = parseInteger("memory", v.memory);
+    if (v.timeout !== undefined) limits.timeoutMs = parseDuration(v.timeout);
+    sandbox = { limits, env, mounts: (v.mount ?? []).map(parseMount), ...(v.seed !== undefined ? { seed: parseInteger("seed", v.seed) } : {}) };
+  } catch (e) {
+    io.stderr(`agentbox mcp: ${(e as Error).message}\n`);
+    return EXIT.usage;
+  }
+  await runStdioMcpServer({ sandbox, version: "0.1.0" });
+  return EXIT.ok;
 }

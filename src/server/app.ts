@@ -1,0 +1,285 @@
+// The HTTP API as a Hono app over web-standard Request/Response: routes, auth, body limits and
+// the error table. It parses input, calls the Sandbox API through the registry, and shapes output;
+// no sandbox logic lives here.
+import { realpathSync } from "node:fs";
+import path from "node:path";
+import { Hono, type Context } from "hono";
+import { streamSSE } from "hono/streaming";
+import { LimitError, type RunResult, type Sandbox } from "../index.js";
+import { normalizeGuestPath, parseOptions } from "../policy/options.js";
+import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
+import type { KeyRing, Principal } from "./keys.js";
+import type { ServerMetrics } from "./metrics.js";
+import type { Entry, SandboxRegistry } from "./registry.js";
+import { createSandboxRequest, keepAliveRequest, openApiDocument, runRequest } from "./schemas.js";
+
+export interface AppOptions {
+  keys: KeyRing;
+  registry: SandboxRegistry;
+  metrics: ServerMetrics;
+  version: string;
+  /** Largest JSON request body (code included). */
+  maxJsonBytes: number;
+  /** Largest file upload. */
+  maxUploadBytes: number;
+  /** Host directories (real paths) under which clients may ask for read-only mounts. */
+  mountRoots: string[];
+  log: (line: string) => void;
+}
+
+type Env = { Variables: { who: Principal } };
+
+export function createApp(o: AppOptions): Hono<Env> {
+  const app = new Hono<Env>();
+  const { registry, metrics } = o;
+  const openapi = JSON.stringify(openApiDocument(o.version));
+
+  app.use(async (c, next) => {
+    await next();
+    metrics.httpRequests.inc({ status: String(c.res.status) });
+  });
+
+  app.onError((e, c) => {
+    const { status, body, headers } = toHttp(e);
+    if (status >= 500 && !(e instanceof HttpError)) o.log(`error: ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
+    return c.json(body, status as 400, headers);
+  });
+  app.notFound((c) => c.json(toHttp(notFound(`no route ${c.req.method} ${c.req.path}`)).body, 404));
+
+  app.get("/healthz", (c) => c.json({ status: "ok", sandboxes: registry.size, queued: registry.queued }));
+  app.get("/openapi.json", (c) => c.body(openapi, 200, { "content-type": "application/json" }));
+
+  // Everything below needs a key (unless the server runs without keys on loopback).
+  app.use(async (c, next) => {
+    const h = c.req.header("authorization");
+    const m = h === undefined ? undefined : /^Bearer[ ]+(\S+)\s*$/i.exec(h);
+    const who = o.keys.authenticate(m?.[1]);
+    if (!who) {
+      throw new HttpError(401, "UNAUTHORIZED", h === undefined ? "missing Authorization: Bearer <API key>" : "unknown API key (or not a Bearer token)", {}, { "www-authenticate": "Bearer" });
+    }
+    c.set("who", who);
+    await next();
+  });
+
+  app.get("/metrics", async (c) => c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }));
+
+  app.post("/sandboxes", async (c) => {
+    const who = c.get("who");
+    const body = await readJson(c, o.maxJsonBytes);
+    const { idleTimeoutMs, ...opts } = parseOptions(createSandboxRequest, body);
+    const asked = (body as { limits?: { memoryMb?: unknown; timeoutMs?: unknown } }).limits ?? {};
+    const q = who.quota;
+    if (asked.memoryMb !== undefined && opts.limits.memoryMb > q.maxMemoryMb) {
+      throw invalid("limits.memoryMb", `${opts.limits.memoryMb} is over this API key's quota of ${q.maxMemoryMb} (maxMemoryMb)`);
+    }
+    if (asked.timeoutMs !== undefined && opts.limits.timeoutMs > q.maxRunMs) {
+      throw invalid("limits.timeoutMs", `${opts.limits.timeoutMs} is over this API key's quota of ${q.maxRunMs} (maxRunMs)`);
+    }
+    opts.limits.memoryMb = Math.min(opts.limits.memoryMb, q.maxMemoryMb);
+    opts.limits.timeoutMs = Math.min(opts.limits.timeoutMs, q.maxRunMs);
+    opts.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
+    const entry = await registry.create(who, { ...opts, pool: true }, idleTimeoutMs);
+    return c.json(info(entry), 201);
+  });
+
+  app.get("/sandboxes", (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(info) }));
+
+  app.get("/sandboxes/:id", (c) => c.json(info(find(c))));
+
+  app.delete("/sandboxes/:id", async (c) => {
+    await registry.remove(find(c));
+    return c.body(null, 204);
+  });
+
+  app.post("/sandboxes/:id/keepalive", async (c) => {
+    const entry = find(c);
+    const body = await readJson(c, o.maxJsonBytes, true);
+    const { idleTimeoutMs } = parseOptions(keepAliveRequest, body);
+    registry.touch(entry, idleTimeoutMs);
+    return c.json(info(entry));
+  });
+
+  app.post("/sandboxes/:id/run", async (c) => {
+    const entry = find(c);
+    const req = await runArgs(c, entry);
+    const r = await registry.use(entry, (sb) => observedRun(sb, req.code, { timeoutMs: req.timeoutMs }));
+    return c.json(r);
+  });
+
+  app.post("/sandboxes/:id/run/stream", async (c) => {
+    const entry = find(c);
+    const req = await runArgs(c, entry);
+    return streamSSE(c, async (stream) => {
+      const ac = new AbortController();
+      stream.onAbort(() => ac.abort());
+      // Chunks arrive through synchronous callbacks; chain the writes to keep their order.
+      let chain: Promise<unknown> = Promise.resolve();
+      const send = (event: string, data: unknown) => {
+        chain = chain.then(() => stream.writeSSE({ event, data: JSON.stringify(data) })).catch(() => undefined);
+      };
+      try {
+        const r = await registry.use(entry, (sb) =>
+          observedRun(sb, req.code, { timeoutMs: req.timeoutMs, signal: ac.signal, onStdout: (s) => send("stdout", s), onStderr: (s) => send("stderr", s) }),
+        );
+        send("result", r);
+      } catch (e) {
+        const { status, body } = toHttp(e);
+        send("error", { ...body, status });
+      }
+      await chain;
+    });
+  });
+
+  app.put("/sandboxes/:id/files", async (c) => {
+    const entry = find(c);
+    const p = guestPath(c);
+    const data = await readBody(c, o.maxUploadBytes);
+    await registry.use(entry, (sb) => sb.files.write(p, data));
+    return c.body(null, 204);
+  });
+
+  app.get("/sandboxes/:id/files", async (c) => {
+    const entry = find(c);
+    const p = guestPath(c);
+    const bytes = await registry.use(entry, (sb) => sb.files.read(p, { format: "bytes" }));
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/octet-stream" });
+  });
+
+  app.delete("/sandboxes/:id/files", async (c) => {
+    const entry = find(c);
+    const p = guestPath(c);
+    await registry.use(entry, (sb) => sb.files.remove(p));
+    return c.body(null, 204);
+  });
+
+  app.get("/sandboxes/:id/files/list", async (c) => {
+    const entry = find(c);
+    const p = guestPath(c);
+    return c.json({ entries: await registry.use(entry, (sb) => sb.files.list(p)) });
+  });
+
+  app.get("/sandboxes/:id/files/exists", async (c) => {
+    const entry = find(c);
+    const p = guestPath(c);
+    return c.json({ exists: await registry.use(entry, (sb) => sb.files.exists(p)) });
+  });
+
+  app.post("/sandboxes/:id/files/mkdir", async (c) => {
+    const entry = find(c);
+    const p = guestPath(c);
+    await registry.use(entry, (sb) => sb.files.makeDir(p));
+    return c.body(null, 204);
+  });
+
+  /** The caller's sandbox, or 404 — the same 404 whether it does not exist or belongs to another key. */
+  function find(c: Context<Env>): Entry {
+    const id = c.req.param("id") ?? "";
+    const e = registry.get(c.get("who").name, id);
+    if (!e) throw notFound(`no sandbox ${JSON.stringify(id)} for this API key`);
+    if (e.sandbox.closed && c.req.method !== "GET" && c.req.method !== "DELETE") {
+      throw new HttpError(410, "SANDBOX_CLOSED", `sandbox ${id} is closed; delete it and create a new one`);
+    }
+    return e;
+  }
+
+  async function runArgs(c: Context<Env>, _entry: Entry) {
+    const req = parseOptions(runRequest, await readJson(c, o.maxJsonBytes));
+    const max = c.get("who").quota.maxRunMs;
+    if (req.timeoutMs !== undefined && req.timeoutMs > max) throw invalid("timeoutMs", `${req.timeoutMs} is over this API key's quota of ${max} (maxRunMs)`);
+    return req;
+  }
+
+  async function observedRun(sb: Sandbox, code: string, opts: Parameters<Sandbox["runCode"]>[1]): Promise<RunResult> {
+    const t0 = performance.now();
+    try {
+      const r = await sb.runCode(code, opts);
+      metrics.runs.inc({ outcome: r.limitHit ? "limit" : r.error ? "guest_error" : "ok" });
+      if (r.limitHit) metrics.limitFailures.inc({ limit: r.limitHit });
+      return r;
+    } catch (e) {
+      metrics.runs.inc({ outcome: e instanceof LimitError ? "limit" : "failed" });
+      if (e instanceof LimitError) metrics.limitFailures.inc({ limit: e.limit });
+      throw e;
+    } finally {
+      metrics.runSeconds.observe((performance.now() - t0) / 1000);
+    }
+  }
+
+  return app;
+}
+
+function info(e: Entry) {
+  const o = e.sandbox.options;
+  return {
+    id: e.id,
+    tier: o.tier,
+    language: o.language,
+    limits: o.limits,
+    seed: e.sandbox.seed,
+    status: e.sandbox.closed ? "closed" : "running",
+    createdAt: new Date(e.createdAt).toISOString(),
+    lastActiveAt: new Date(e.lastActiveAt).toISOString(),
+    idleTimeoutMs: e.idleTimeoutMs,
+    expiresAt: new Date(e.lastActiveAt + e.idleTimeoutMs).toISOString(),
+  };
+}
+
+/** `?path=` as a normalised absolute guest path; `..` segments are refused outright. */
+function guestPath(c: Context<Env>): string {
+  const p = c.req.query("path");
+  if (p === undefined) throw invalid("path", "query parameter ?path= is required");
+  if (p.split("/").includes("..")) throw invalid("path", `must not contain ".." segments, got ${JSON.stringify(p)}`);
+  return normalizeGuestPath(p);
+}
+
+function checkMount(m: { hostPath: string; readOnly: boolean }, i: number, roots: string[]): void {
+  const field = `mounts.${i}.hostPath`;
+  if (roots.length === 0) throw invalid(`mounts.${i}`, "this server allows no mounts (start it with --mount-root DIR)");
+  if (!m.readOnly) throw invalid(`mounts.${i}.readOnly`, "the HTTP API grants read-only mounts only");
+  let real: string;
+  try {
+    real = realpathSync(m.hostPath);
+  } catch {
+    throw invalid(field, `${JSON.stringify(m.hostPath)} does not exist`);
+  }
+  if (!roots.some((r) => real === r || real.startsWith(r.endsWith(path.sep) ? r : r + path.sep))) {
+    throw invalid(field, `${JSON.stringify(m.hostPath)} is not under a directory this server allows (--mount-root)`);
+  }
+}
+
+/** The request body as bytes, refusing (413) past `max` whatever Content-Length claims. */
+async function readBody(c: Context, max: number): Promise<Uint8Array> {
+  const declared = Number(c.req.header("content-length"));
+  const tooBig = () => new HttpError(413, "BODY_TOO_LARGE", `request body is over the server's limit of ${max} bytes`, { value: max });
+  if (Number.isFinite(declared) && declared > max) throw tooBig();
+  const body = c.req.raw.body;
+  if (!body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    n += value.byteLength;
+    if (n > max) {
+      await reader.cancel().catch(() => undefined);
+      throw tooBig();
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks);
+}
+
+async function readJson(c: Context, max: number, optional = false): Promise<unknown> {
+  const bytes = await readBody(c, max);
+  if (bytes.byteLength === 0 && optional) return {};
+  const text = new TextDecoder().decode(bytes);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new HttpError(400, "INVALID_JSON", `request body is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new HttpError(400, "INVALID_JSON", "request body must be a JSON object");
+  return v;
+}

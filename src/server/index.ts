@@ -1,0 +1,89 @@
+// agentbox/server: start the HTTP API on a Node HTTP server. `agentbox serve` is a thin wrapper
+// around startServer(); tests and embedders call it directly (port 0 picks a free port).
+import { readFileSync, realpathSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
+import { Sandbox } from "../index.js";
+import { createApp } from "./app.js";
+import { KeyRing } from "./keys.js";
+import { ServerMetrics } from "./metrics.js";
+import { SandboxRegistry } from "./registry.js";
+
+export { KeyRing, loadKeys, type Principal, type Quota } from "./keys.js";
+export { openApiDocument } from "./schemas.js";
+
+export interface ServerOptions {
+  host?: string;
+  /** 0 picks a free port (see `RunningServer.port`). */
+  port?: number;
+  /** No keys: allowed on loopback only; every request is one anonymous principal. */
+  keys?: KeyRing;
+  /** Live sandboxes across all keys (default 16: ~200 MB of worker each). */
+  maxSandboxes?: number;
+  /** Creates that may wait for a free slot (default 256) and for how long (default 30 s). */
+  maxQueue?: number;
+  queueTimeoutMs?: number;
+  /** Ready workers kept by the shared pool (default 2; 0 turns it off). */
+  poolSize?: number;
+  maxJsonBytes?: number;
+  maxUploadBytes?: number;
+  /** Host directories under which clients may ask for read-only mounts (default none). */
+  mountRoots?: string[];
+  log?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  /** Kill every sandbox the server owns, stop the pool, close the socket. Idempotent. */
+  close(): Promise<void>;
+}
+
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+
+export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const keys = opts.keys ?? KeyRing.none();
+  if (keys.open && !isLoopback(host)) {
+    throw new Error(`refusing to listen on ${host} without API keys: give --keys FILE or AGENTBOX_API_KEYS, or listen on 127.0.0.1`);
+  }
+  const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
+  const ref: { registry?: SandboxRegistry } = {};
+  const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0);
+  const registry = (ref.registry = new SandboxRegistry({ maxSandboxes: opts.maxSandboxes ?? 16, maxQueue: opts.maxQueue ?? 256, queueTimeoutMs: opts.queueTimeoutMs ?? 30_000 }, metrics));
+  const app = createApp({
+    keys,
+    registry,
+    metrics,
+    version: VERSION,
+    maxJsonBytes: opts.maxJsonBytes ?? 4 * 1024 * 1024,
+    maxUploadBytes: opts.maxUploadBytes ?? 64 * 1024 * 1024,
+    mountRoots: (opts.mountRoots ?? []).map((r) => realpathSync(r)),
+    log,
+  });
+  await Sandbox.configurePool({ size: opts.poolSize ?? 2 });
+
+  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, hostname: host, port: opts.port ?? 8787 }, () => resolve(s));
+    s.once("error", reject);
+  });
+  server.on("error", (e) => log(`server error: ${e.message}`));
+  const port = (server.address() as AddressInfo).port;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    port,
+    close: () =>
+      (closing ??= (async () => {
+        const closed = new Promise<void>((r) => server.close(() => r()));
+        await registry.closeAll(); // running requests end with their sandbox's error
+        await Sandbox.shutdownPool();
+        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+        await closed;
+      })()),
+  };
+}

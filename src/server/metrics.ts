@@ -1,0 +1,32 @@
+// Prometheus metrics of one server (its own registry, so several servers in one process — tests —
+// do not collide): live sandboxes, runs by outcome, failures by limit, start latency.
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly sandboxesCreated: Counter;
+  readonly sandboxesExpired: Counter;
+  readonly runs: Counter<"outcome">;
+  readonly limitFailures: Counter<"limit">;
+  readonly startSeconds: Histogram;
+  readonly runSeconds: Histogram;
+  readonly httpRequests: Counter<"status">;
+
+  constructor(live: () => number, queued: () => number) {
+    const registers = [this.registry];
+    new Gauge({ name: "agentbox_sandboxes_live", help: "Sandboxes the server holds (running or closed, not yet deleted).", registers, collect() { this.set(live()); } });
+    new Gauge({ name: "agentbox_create_queue_length", help: "Create requests waiting for a free sandbox slot.", registers, collect() { this.set(queued()); } });
+    this.sandboxesCreated = new Counter({ name: "agentbox_sandboxes_created_total", help: "Sandboxes created.", registers });
+    this.sandboxesExpired = new Counter({ name: "agentbox_sandboxes_expired_total", help: "Sandboxes killed after their idle timeout.", registers });
+    this.runs = new Counter({ name: "agentbox_runs_total", help: "runCode calls by outcome: ok, guest_error (the code raised), limit (a limit stopped it), failed (host error).", labelNames: ["outcome"], registers });
+    this.limitFailures = new Counter({ name: "agentbox_run_limit_failures_total", help: "Runs stopped or trimmed by a limit, by limit name.", labelNames: ["limit"], registers });
+    this.startSeconds = new Histogram({
+      name: "agentbox_sandbox_start_seconds",
+      help: "Time from a create request holding its slot to a ready sandbox.",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.runSeconds = new Histogram({ name: "agentbox_run_seconds", help: "Wall time of runCode calls seen by the server.", buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers });
+    this.httpRequests = new Counter({ name: "agentbox_http_requests_total", help: "HTTP requests by status code.", labelNames: ["status"], registers });
+  }
+}

@@ -1,0 +1,203 @@
+// The server's sandboxes: who owns each, per-key and global caps, idle expiry, and shutdown.
+// A global cap bounds live sandboxes (each is a worker process of ~200 MB); a create past it
+// waits in a FIFO queue for a slot (bounded in length and time), then is refused with 429.
+import { randomBytes } from "node:crypto";
+import { Sandbox, type SandboxOptions } from "../index.js";
+import { HttpError } from "./http-errors.js";
+import type { Principal } from "./keys.js";
+import type { ServerMetrics } from "./metrics.js";
+
+export interface RegistryOptions {
+  /** Live sandboxes across all keys. */
+  maxSandboxes: number;
+  /** Create requests that may wait for a slot; more are refused at once. */
+  maxQueue: number;
+  /** How long a create waits for a slot before 429. */
+  queueTimeoutMs: number;
+}
+
+export interface Entry {
+  readonly id: string;
+  readonly owner: string;
+  readonly sandbox: Sandbox;
+  readonly createdAt: number;
+  lastActiveAt: number;
+  idleTimeoutMs: number;
+  /** Operations in progress; an entry never expires while one runs. */
+  busy: number;
+  timer: NodeJS.Timeout | undefined;
+  /** Whether it still holds a global slot and counts against its key (released once closed). */
+  holdsSlot: boolean;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class SandboxRegistry {
+  private readonly entries = new Map<string, Entry>();
+  private readonly perKey = new Map<string, number>();
+  private readonly waiters: Waiter[] = [];
+  private readonly pending = new Set<Promise<unknown>>();
+  private slotsUsed = 0;
+  private closing = false;
+
+  constructor(
+    private readonly opts: RegistryOptions,
+    private readonly metrics: ServerMetrics,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get queued(): number {
+    return this.waiters.length;
+  }
+
+  async create(who: Principal, options: SandboxOptions, idleTimeoutMs: number): Promise<Entry> {
+    if (this.closing) throw shuttingDown();
+    const held = this.perKey.get(who.name) ?? 0;
+    if (held >= who.quota.maxSandboxes) {
+      throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may hold ${who.quota.maxSandboxes} live sandboxes (quota maxSandboxes); delete one first`, { quota: "maxSandboxes", value: who.quota.maxSandboxes });
+    }
+    this.perKey.set(who.name, held + 1);
+    let slot = false;
+    const work = (async () => {
+      await this.acquireSlot();
+      slot = true;
+      if (this.closing) throw shuttingDown();
+      const t0 = performance.now();
+      const sandbox = await Sandbox.create(options);
+      this.metrics.startSeconds.observe((performance.now() - t0) / 1000);
+      this.metrics.sandboxesCreated.inc();
+      if (this.closing) {
+        await sandbox.kill();
+        throw shuttingDown();
+      }
+      const now = Date.now();
+      const entry: Entry = { id: `sb_${randomBytes(12).toString("hex")}`, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, busy: 0, timer: undefined, holdsSlot: true };
+      this.entries.set(entry.id, entry);
+      this.arm(entry);
+      return entry;
+    })();
+    this.pending.add(work);
+    try {
+      return await work;
+    } catch (e) {
+      this.perKey.set(who.name, (this.perKey.get(who.name) ?? 1) - 1);
+      if (slot) this.releaseSlot();
+      throw e;
+    } finally {
+      this.pending.delete(work);
+    }
+  }
+
+  /** The entry, if it exists and belongs to `owner`; otherwise undefined (callers answer 404 either way). */
+  get(owner: string, id: string): Entry | undefined {
+    const e = this.entries.get(id);
+    return e && e.owner === owner ? e : undefined;
+  }
+
+  list(owner: string): Entry[] {
+    return [...this.entries.values()].filter((e) => e.owner === owner).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+  }
+
+  /** Run an operation on a sandbox: counts as activity, holds off expiry while it runs. */
+  async use<T>(entry: Entry, fn: (sb: Sandbox) => Promise<T>): Promise<T> {
+    entry.busy++;
+    entry.lastActiveAt = Date.now();
+    try {
+      return await fn(entry.sandbox);
+    } finally {
+      entry.busy--;
+      entry.lastActiveAt = Date.now();
+      if (entry.sandbox.closed) this.release(entry);
+      if (this.entries.has(entry.id)) this.arm(entry);
+    }
+  }
+
+  /** Reset the idle timer, optionally with a new timeout. */
+  touch(entry: Entry, idleTimeoutMs?: number): void {
+    if (idleTimeoutMs !== undefined) entry.idleTimeoutMs = idleTimeoutMs;
+    entry.lastActiveAt = Date.now();
+    this.arm(entry);
+  }
+
+  async remove(entry: Entry): Promise<void> {
+    clearTimeout(entry.timer);
+    this.entries.delete(entry.id);
+    try {
+      await entry.sandbox.kill();
+    } finally {
+      this.release(entry);
+    }
+  }
+
+  /** Stop taking creates, refuse the queue, kill every sandbox (and any still starting). */
+  async closeAll(): Promise<void> {
+    this.closing = true;
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(shuttingDown());
+    }
+    await Promise.allSettled([...this.entries.values()].map((e) => this.remove(e)));
+    await Promise.allSettled([...this.pending]);
+    await Promise.allSettled([...this.entries.values()].map((e) => this.remove(e)));
+  }
+
+  private arm(entry: Entry): void {
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => {
+      if (entry.busy > 0 || !this.entries.has(entry.id)) return; // re-armed when the operation ends
+      this.metrics.sandboxesExpired.inc();
+      this.remove(entry).catch(() => undefined);
+    }, entry.idleTimeoutMs);
+    entry.timer.unref();
+  }
+
+  private release(entry: Entry): void {
+    if (!entry.holdsSlot) return;
+    entry.holdsSlot = false;
+    this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 1) - 1);
+    this.releaseSlot();
+  }
+
+  private acquireSlot(): Promise<void> {
+    if (this.slotsUsed < this.opts.maxSandboxes && this.waiters.length === 0) {
+      this.slotsUsed++;
+      return Promise.resolve();
+    }
+    if (this.waiters.length >= this.opts.maxQueue) return Promise.reject(capacity(this.opts));
+    return new Promise((resolve, reject) => {
+      const w: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(capacity(this.opts));
+        }, this.opts.queueTimeoutMs),
+      };
+      this.waiters.push(w);
+    });
+  }
+
+  private releaseSlot(): void {
+    const next = this.waiters.shift();
+    if (next) {
+      clearTimeout(next.timer);
+      next.resolve(); // the slot passes straight to the next waiter
+    } else this.slotsUsed--;
+  }
+}
+
+function capacity(o: RegistryOptions): HttpError {
+  return new HttpError(429, "CAPACITY", `the server is at its limit of ${o.maxSandboxes} live sandboxes and no slot freed within ${o.queueTimeoutMs} ms; retry later`, {}, { "retry-after": "1" });
+}
+
+function shuttingDown(): HttpError {
+  return new HttpError(503, "SHUTTING_DOWN", "the server is shutting down");
+}

@@ -1,0 +1,46 @@
+// `agentbox serve` as a process: SIGTERM kills every sandbox it owns and leaves no worker behind;
+// without keys it refuses a non-loopback address.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { describe, it } from "node:test";
+import { isAlive, waitGone } from "../helpers.js";
+import { BIN, childPids, spawnServer } from "../server-helpers.js";
+
+describe("agentbox serve (process)", () => {
+  it("SIGTERM kills every sandbox it owns, exits 0 and leaves no worker process", async () => {
+    const key = "sigterm-test-key-0123456789";
+    const { proc, url, stderr } = await spawnServer(["--pool", "1"], { AGENTBOX_API_KEYS: key });
+    const auth = { authorization: `Bearer ${key}`, "content-type": "application/json" };
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const r = await fetch(`${url}/sandboxes`, { method: "POST", headers: auth, body: "{}" });
+      assert.equal(r.status, 201, await r.clone().text());
+      ids.push(((await r.json()) as { id: string }).id);
+    }
+    // A run still in progress when the signal arrives must not keep anything alive either.
+    const busy = fetch(`${url}/sandboxes/${ids[0]}/run`, { method: "POST", headers: auth, body: JSON.stringify({ code: "while True: pass" }) }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const workers = childPids(proc.pid);
+    assert.ok(workers.length >= 2, `expected at least 2 workers, saw ${workers.length}`);
+    proc.kill("SIGTERM");
+    const [code] = (await once(proc, "exit")) as [number | null];
+    assert.equal(code, 0, stderr());
+    await busy;
+    for (const p of workers) await waitGone(p);
+    assert.deepEqual(workers.filter(isAlive), []);
+    assert.match(stderr(), /shutting down/);
+  });
+
+  it("refuses a non-loopback address without API keys (exit 64, says why)", () => {
+    const r = spawnSync(process.execPath, [BIN, "serve", "--host", "0.0.0.0", "--port", "0"], { encoding: "utf8", timeout: 30_000, env: { ...process.env, AGENTBOX_API_KEYS: "", AGENTBOX_API_KEYS_FILE: "" } });
+    assert.equal(r.status, 64);
+    assert.match(r.stderr, /refusing to listen on 0\.0\.0\.0 without API keys/);
+  });
+
+  it("rejects a malformed key file with a message naming the field", () => {
+    const r = spawnSync(process.execPath, [BIN, "serve", "--port", "0"], { encoding: "utf8", timeout: 30_000, env: { ...process.env, AGENTBOX_API_KEYS: '{"keys":[{"name":"a","key":"short"}]}' } });
+    assert.equal(r.status, 64);
+    assert.match(r.stderr, /keys\.0\.key/);
+  });
+});
