@@ -3,7 +3,7 @@
 // ends; every tool goes through the public Sandbox API. `agentbox mcp` serves it over stdio.
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
-import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { CallToolResult, JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { AgentboxError, Sandbox, type RunResult, type SandboxOptions } from "../index.js";
 
@@ -136,7 +136,10 @@ export async function runStdioMcpServer(opts: McpSessionOptions = {}): Promise<v
   const transport = new StdioServerTransport();
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
+  let stopping = false;
   const stop = () => {
+    if (stopping) return;
+    stopping = true;
     void mcp
       .close()
       .then(() => mcp.server.close())
@@ -145,12 +148,38 @@ export async function runStdioMcpServer(opts: McpSessionOptions = {}): Promise<v
         done();
       });
   };
-  process.stdin.once("end", stop);
-  process.stdin.once("close", stop);
+  // Requests not yet answered: a client that writes its requests and hangs up still gets the answers.
+  let unanswered = 0;
+  let hungUp = false;
+  const maybeStop = () => {
+    if (hungUp && unanswered === 0) stop();
+  };
+  const hangUp = () => {
+    hungUp = true;
+    maybeStop();
+  };
+  await mcp.server.connect(transport);
+  const onmessage = transport.onmessage;
+  transport.onmessage = (m: JSONRPCMessage) => {
+    if ("method" in m && "id" in m) unanswered++;
+    onmessage?.(m);
+  };
+  const send = transport.send.bind(transport);
+  transport.send = async (m: JSONRPCMessage) => {
+    await send(m);
+    if (!("method" in m) && "id" in m) {
+      unanswered--;
+      maybeStop();
+    }
+  };
+  const onclose = transport.onclose;
+  transport.onclose = () => {
+    onclose?.();
+    hangUp();
+  };
+  process.stdin.once("end", hangUp);
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
-  transport.onclose = stop;
-  await mcp.server.connect(transport);
   await finished;
 }
 
