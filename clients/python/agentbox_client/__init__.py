@@ -1,0 +1,64 @@
+"""agentbox client: run untrusted code in sandboxes on an agentbox server, over its HTTP API.
+
+    from agentbox_client import Sandbox
+
+    with Sandbox.create(limits={"memoryMb": 128, "timeoutMs": 5000}, seed=1) as sb:
+        sb.files.write("/data/x.csv", "a,b\\n1,2\\n")
+        r = sb.run_code("import csv\\nlen(list(csv.reader(open('/data/x.csv'))))")
+        r.value  # "2"
+
+The server is $AGENTBOX_URL (default http://127.0.0.1:8787); the key is $AGENTBOX_API_KEY.
+Standard library only.
+"""
+
+from .errors import (
+    AbortedError,
+    AgentboxError,
+    AuthenticationError,
+    BadRequestError,
+    CapacityError,
+    FileSystemError,
+    FileSystemQuotaError,
+    InvalidOptionsError,
+    LimitError,
+    MemoryLimitError,
+    NotFoundError,
+    OutputLimitError,
+    ProtocolError,
+    QuotaExceededError,
+    SandboxClosedError,
+    TierUnavailableError,
+    TimeoutError,
+    WorkerCrashedError,
+)
+from .sandbox import Connection, EntryInfo, GuestError, Limits, Mount, RunResult, Sandbox, SandboxFiles, SandboxInfo
+
+__all__ = [
+    "AbortedError",
+    "AgentboxError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CapacityError",
+    "Connection",
+    "EntryInfo",
+    "FileSystemError",
+    "FileSystemQuotaError",
+    "GuestError",
+    "InvalidOptionsError",
+    "LimitError",
+    "Limits",
+    "MemoryLimitError",
+    "Mount",
+    "NotFoundError",
+    "OutputLimitError",
+    "ProtocolError",
+    "QuotaExceededError",
+    "RunResult",
+    "Sandbox",
+    "SandboxClosedError",
+    "SandboxFiles",
+    "SandboxInfo",
+    "TierUnavailableError",
+    "TimeoutError",
+    "WorkerCrashedError",
+]

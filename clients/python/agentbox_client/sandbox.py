@@ -1,0 +1,339 @@
+"""The Sandbox class: the TypeScript API (create, run_code, files, kill) over the HTTP API.
+
+Standard library only: ``http.client`` for requests, a small Server-Sent Events reader for
+streamed runs. One connection per request keeps the client thread-safe and simple.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, TypedDict, Union, overload
+
+from .errors import AgentboxError, error_from_body
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+
+
+class Limits(TypedDict, total=False):
+    """Per-sandbox limits; units are in the names, as in the TypeScript API."""
+
+    memoryMb: int
+    timeoutMs: int
+    graceMs: int
+    outputBytes: int
+    vfsBytes: int
+    vfsFiles: int
+
+
+class Mount(TypedDict, total=False):
+    hostPath: str
+    guestPath: str
+    readOnly: bool
+
+
+@dataclass(frozen=True)
+class GuestError:
+    """The guest's exception: part of a result, not a raised error."""
+
+    name: str
+    message: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: float
+    vfs_digest: str
+    seed: int
+    value: Optional[str] = None
+    error: Optional[GuestError] = None
+    limit_hit: Optional[str] = None
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "RunResult":
+        e = d.get("error")
+        return RunResult(
+            stdout=str(d["stdout"]),
+            stderr=str(d["stderr"]),
+            exit_code=int(d["exitCode"]),
+            duration_ms=float(d["durationMs"]),
+            vfs_digest=str(d["vfsDigest"]),
+            seed=int(d["seed"]),
+            value=d.get("value"),
+            error=GuestError(str(e["name"]), str(e["message"]), str(e["traceback"])) if isinstance(e, dict) else None,
+            limit_hit=d.get("limitHit"),
+        )
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    name: str
+    path: str
+    type: Literal["file", "dir", "symlink"]
+    size: int
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    id: str
+    tier: str
+    language: str
+    limits: Dict[str, int]
+    seed: int
+    status: Literal["running", "closed"]
+    created_at: str
+    last_active_at: str
+    idle_timeout_ms: int
+    expires_at: str
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "SandboxInfo":
+        return SandboxInfo(
+            id=str(d["id"]),
+            tier=str(d["tier"]),
+            language=str(d["language"]),
+            limits=dict(d["limits"]),
+            seed=int(d["seed"]),
+            status=d["status"],
+            created_at=str(d["createdAt"]),
+            last_active_at=str(d["lastActiveAt"]),
+            idle_timeout_ms=int(d["idleTimeoutMs"]),
+            expires_at=str(d["expiresAt"]),
+        )
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the server is and which key to use. Defaults: $AGENTBOX_URL, $AGENTBOX_API_KEY."""
+
+    base_url: str = field(default_factory=lambda: os.environ.get("AGENTBOX_URL", DEFAULT_URL))
+    api_key: Optional[str] = field(default_factory=lambda: os.environ.get("AGENTBOX_API_KEY"))
+    timeout_s: float = 120.0
+
+    def _open(self, method: str, path: str, body: Optional[bytes], content_type: Optional[str], accept: str) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        u = urllib.parse.urlsplit(self.base_url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"base_url must be http(s)://host[:port], got {self.base_url!r}")
+        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        conn = cls(u.hostname, u.port, timeout=self.timeout_s)
+        headers = {"accept": accept}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        if content_type:
+            headers["content-type"] = content_type
+        try:
+            conn.request(method, u.path.rstrip("/") + path, body=body, headers=headers)
+            resp = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+        if resp.status >= 400:
+            raw = resp.read()
+            conn.close()
+            try:
+                parsed: Any = json.loads(raw)
+            except ValueError:
+                parsed = None
+            raise error_from_body(resp.status, parsed)
+        return conn, resp
+
+    def request(self, method: str, path: str, *, json_body: Any = None, data: Optional[bytes] = None) -> bytes:
+        body = json.dumps(json_body).encode() if json_body is not None else data
+        ctype = "application/json" if json_body is not None else ("application/octet-stream" if data is not None else None)
+        conn, resp = self._open(method, path, body, ctype, "application/json")
+        try:
+            return resp.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, json_body: Any = None) -> Any:
+        raw = self.request(method, path, json_body=json_body)
+        return json.loads(raw) if raw else None
+
+    def events(self, path: str, json_body: Any) -> Iterator[Tuple[str, Any]]:
+        """POST and yield (event, data) pairs of a Server-Sent Events response as they arrive."""
+        conn, resp = self._open("POST", path, json.dumps(json_body).encode(), "application/json", "text/event-stream")
+        try:
+            event, data = "message", []
+            while True:
+                raw = resp.readline()
+                if not raw:
+                    return
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line == "":
+                    if data:
+                        yield event, json.loads("\n".join(data))
+                    event, data = "message", []
+                elif line.startswith(":"):
+                    continue
+                else:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "event":
+                        event = value
+                    elif name == "data":
+                        data.append(value)
+        finally:
+            conn.close()
+
+
+def _q(path: str) -> str:
+    return urllib.parse.urlencode({"path": path})
+
+
+class SandboxFiles:
+    """The sandbox's file system. Paths are absolute guest paths."""
+
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sb = sandbox
+
+    def write(self, path: str, data: Union[str, bytes]) -> None:
+        """Write a file, creating parent directories."""
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        self._sb._conn.request("PUT", f"{self._sb._base}/files?{_q(path)}", data=raw)
+
+    @overload
+    def read(self, path: str) -> str: ...
+    @overload
+    def read(self, path: str, format: Literal["text"]) -> str: ...
+    @overload
+    def read(self, path: str, format: Literal["bytes"]) -> bytes: ...
+    def read(self, path: str, format: Literal["text", "bytes"] = "text") -> Union[str, bytes]:
+        raw = self._sb._conn.request("GET", f"{self._sb._base}/files?{_q(path)}")
+        return raw if format == "bytes" else raw.decode("utf-8")
+
+    def list(self, path: str = "/") -> List[EntryInfo]:
+        """Entries of a directory, sorted by name in code-point order."""
+        d = self._sb._conn.json("GET", f"{self._sb._base}/files/list?{_q(path)}")
+        return [EntryInfo(str(e["name"]), str(e["path"]), e["type"], int(e["size"])) for e in d["entries"]]
+
+    def remove(self, path: str) -> None:
+        self._sb._conn.request("DELETE", f"{self._sb._base}/files?{_q(path)}")
+
+    def exists(self, path: str) -> bool:
+        return bool(self._sb._conn.json("GET", f"{self._sb._base}/files/exists?{_q(path)}")["exists"])
+
+    def make_dir(self, path: str) -> None:
+        self._sb._conn.request("POST", f"{self._sb._base}/files/mkdir?{_q(path)}")
+
+
+class Sandbox:
+    """A sandbox on an agentbox server. Use ``Sandbox.create(...)``, ideally in a ``with`` block."""
+
+    def __init__(self, info: SandboxInfo, conn: Connection) -> None:
+        self.info = info
+        self._conn = conn
+        self._base = f"/sandboxes/{urllib.parse.quote(info.id, safe='')}"
+        self.files = SandboxFiles(self)
+        self._killed = False
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def seed(self) -> int:
+        return self.info.seed
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        language: str = "python",
+        tier: str = "nano",
+        limits: Optional[Limits] = None,
+        seed: Optional[int] = None,
+        clock: Optional[Literal["virtual", "real"]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        mounts: Optional[List[Mount]] = None,
+        idle_timeout_ms: Optional[int] = None,
+        base_url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        timeout_s: float = 120.0,
+    ) -> "Sandbox":
+        """Create a sandbox. Options are validated by the server; errors name the field."""
+        conn = _connection(base_url, api_key, timeout_s)
+        body: Dict[str, Any] = {"language": language, "tier": tier}
+        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("idleTimeoutMs", idle_timeout_ms)):
+            if v is not None:
+                body[k] = dict(v) if isinstance(v, Mapping) else v
+        return cls(SandboxInfo.from_json(conn.json("POST", "/sandboxes", body)), conn)
+
+    @classmethod
+    def connect(cls, sandbox_id: str, *, base_url: Optional[str] = None, api_key: Optional[str] = None, timeout_s: float = 120.0) -> "Sandbox":
+        """Attach to an existing sandbox of this key."""
+        conn = _connection(base_url, api_key, timeout_s)
+        return cls(SandboxInfo.from_json(conn.json("GET", f"/sandboxes/{urllib.parse.quote(sandbox_id, safe='')}")), conn)
+
+    @staticmethod
+    def list(*, base_url: Optional[str] = None, api_key: Optional[str] = None) -> List[SandboxInfo]:
+        """This key's sandboxes."""
+        conn = _connection(base_url, api_key, 120.0)
+        return [SandboxInfo.from_json(s) for s in conn.json("GET", "/sandboxes")["sandboxes"]]
+
+    def run_code(
+        self,
+        code: str,
+        *,
+        timeout_ms: Optional[int] = None,
+        on_stdout: Optional[Callable[[str], None]] = None,
+        on_stderr: Optional[Callable[[str], None]] = None,
+    ) -> RunResult:
+        """Run code with REPL semantics. With on_stdout/on_stderr, output is streamed as it happens."""
+        body: Dict[str, Any] = {"code": code}
+        if timeout_ms is not None:
+            body["timeoutMs"] = timeout_ms
+        if on_stdout is None and on_stderr is None:
+            return RunResult.from_json(self._conn.json("POST", f"{self._base}/run", body))
+        for event, data in self._conn.events(f"{self._base}/run/stream", body):
+            if event == "stdout" and on_stdout is not None:
+                on_stdout(data)
+            elif event == "stderr" and on_stderr is not None:
+                on_stderr(data)
+            elif event == "result":
+                return RunResult.from_json(data)
+            elif event == "error":
+                raise error_from_body(int(data.get("status", 500)), data)
+        raise AgentboxError("the event stream ended without a result", code="PROTOCOL_ERROR")
+
+    def refresh(self) -> SandboxInfo:
+        self.info = SandboxInfo.from_json(self._conn.json("GET", self._base))
+        return self.info
+
+    def keep_alive(self, idle_timeout_ms: Optional[int] = None) -> SandboxInfo:
+        """Restart the idle timer (optionally with a new idle timeout)."""
+        body = {} if idle_timeout_ms is None else {"idleTimeoutMs": idle_timeout_ms}
+        self.info = SandboxInfo.from_json(self._conn.json("POST", f"{self._base}/keepalive", body))
+        return self.info
+
+    def kill(self) -> None:
+        """Stop the sandbox. Idempotent: a sandbox already gone is not an error."""
+        if self._killed:
+            return
+        try:
+            self._conn.request("DELETE", self._base)
+        except AgentboxError as e:
+            if e.status != 404:
+                raise
+        self._killed = True
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def __repr__(self) -> str:
+        return f"Sandbox(id={self.id!r}, language={self.info.language!r})"
+
+
+def _connection(base_url: Optional[str], api_key: Optional[str], timeout_s: float) -> Connection:
+    c = Connection(timeout_s=timeout_s)
+    return Connection(base_url=base_url or c.base_url, api_key=api_key if api_key is not None else c.api_key, timeout_s=timeout_s)

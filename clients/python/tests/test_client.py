@@ -1,0 +1,188 @@
+"""Tests of the Python client against a real agentbox server.
+
+The server is $AGENTBOX_TEST_URL with keys $AGENTBOX_TEST_KEY and $AGENTBOX_TEST_KEY2 (how
+`npm test` runs these, through test/integration/python-client.test.ts). Without them, the tests
+start `node bin/agentbox.js serve --port 0` from this repository themselves (needs `npm run build`).
+
+    cd clients/python && python3 -m unittest -v
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agentbox_client import (  # noqa: E402
+    AuthenticationError,
+    FileSystemError,
+    InvalidOptionsError,
+    NotFoundError,
+    QuotaExceededError,
+    Sandbox,
+    SandboxClosedError,
+    TimeoutError,
+)
+
+URL = ""
+KEY = ""
+KEY2 = ""
+_server: Optional[subprocess.Popen[bytes]] = None
+
+
+def setUpModule() -> None:
+    global URL, KEY, KEY2, _server
+    if os.environ.get("AGENTBOX_TEST_URL"):
+        URL, KEY, KEY2 = os.environ["AGENTBOX_TEST_URL"], os.environ["AGENTBOX_TEST_KEY"], os.environ["AGENTBOX_TEST_KEY2"]
+        return
+    KEY, KEY2 = "py-client-key-one-0123456789", "py-client-key-two-0123456789"
+    keys = {"keys": [{"name": "one", "key": KEY, "maxSandboxes": 4, "maxRunMs": 60000}, {"name": "two", "key": KEY2, "maxSandboxes": 1}]}
+    repo = Path(__file__).resolve().parents[3]
+    _server = subprocess.Popen(
+        ["node", str(repo / "bin" / "agentbox.js"), "serve", "--port", "0", "--pool", "1"],
+        env={**os.environ, "AGENTBOX_API_KEYS": json.dumps(keys)},
+        stdout=subprocess.PIPE,
+    )
+    assert _server.stdout is not None
+    line = _server.stdout.readline().decode()
+    m = re.search(r"listening on (http://\S+)", line)
+    if not m:
+        raise RuntimeError(f"server did not start: {line!r}")
+    URL = m.group(1)
+
+
+def tearDownModule() -> None:
+    if _server is not None:
+        _server.terminate()
+        _server.wait(timeout=30)
+
+
+def create(**kw: object) -> Sandbox:
+    return Sandbox.create(base_url=URL, api_key=KEY, **kw)  # type: ignore[arg-type]
+
+
+class RunTests(unittest.TestCase):
+    def test_run_code_keeps_state_and_returns_value_and_seed(self) -> None:
+        with create(seed=7, limits={"memoryMb": 128}) as sb:
+            self.assertTrue(sb.id.startswith("sb_"))
+            self.assertEqual(sb.seed, 7)
+            self.assertEqual(sb.info.limits["memoryMb"], 128)
+            r = sb.run_code("x = 41\nprint('hi')")
+            self.assertEqual(r.stdout, "hi\n")
+            self.assertEqual(r.exit_code, 0)
+            self.assertIsNone(r.value)
+            r = sb.run_code("x + 1")
+            self.assertEqual(r.value, "42")
+            self.assertEqual(r.seed, 7)
+            self.assertRegex(r.vfs_digest, r"^[0-9a-f]{64}$")
+
+    def test_guest_exception_is_a_result(self) -> None:
+        with create() as sb:
+            r = sb.run_code("raise ValueError('nope')")
+            self.assertEqual(r.exit_code, 1)
+            assert r.error is not None
+            self.assertEqual(r.error.name, "ValueError")
+            self.assertIn("nope", r.error.traceback)
+
+    def test_streaming_callbacks_get_chunks_while_the_run_goes_on(self) -> None:
+        chunks: List[Tuple[str, str, float]] = []
+        with create(clock="real") as sb:
+            t0 = time.monotonic()
+            r = sb.run_code(
+                "import sys, time\nprint('first')\ntime.sleep(0.3)\nprint('oops', file=sys.stderr)\ntime.sleep(0.6)\nprint('last')\n'done'",
+                on_stdout=lambda s: chunks.append(("out", s, time.monotonic() - t0)),
+                on_stderr=lambda s: chunks.append(("err", s, time.monotonic() - t0)),
+            )
+            finished = time.monotonic() - t0
+        self.assertEqual(r.value, "'done'")
+        self.assertEqual("".join(c[1] for c in chunks if c[0] == "out"), r.stdout)
+        self.assertEqual("".join(c[1] for c in chunks if c[0] == "err"), "oops\n")
+        self.assertEqual(chunks[0][1], "first\n")
+        self.assertGreater(finished - chunks[0][2], 0.4, "the first chunk came with the result, not before it")
+
+    def test_limits_soft_timeout_is_a_result_hard_timeout_raises_and_closes(self) -> None:
+        with create(limits={"timeoutMs": 300, "graceMs": 100}) as sb:
+            self.assertEqual(sb.run_code("while True: pass").limit_hit, "timeoutMs")
+            with self.assertRaises(TimeoutError) as cm:
+                sb.run_code("while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass")
+            self.assertIsInstance(cm.exception, builtins.TimeoutError)
+            self.assertEqual(cm.exception.limit, "timeoutMs")
+            self.assertEqual(cm.exception.status, 422)
+            with self.assertRaises(SandboxClosedError):
+                sb.run_code("1")
+            self.assertEqual(sb.refresh().status, "closed")
+
+
+class FilesTests(unittest.TestCase):
+    def test_binary_round_trip_list_exists_remove(self) -> None:
+        with create() as sb:
+            data = bytes(range(256))
+            sb.files.write("/data/all.bin", data)
+            self.assertEqual(sb.files.read("/data/all.bin", format="bytes"), data)
+            sb.files.write("/data/t.txt", "héllo")
+            self.assertEqual(sb.files.read("/data/t.txt"), "héllo")
+            sb.files.make_dir("/data/sub")
+            self.assertEqual([(e.name, e.type) for e in sb.files.list("/data")], [("all.bin", "file"), ("sub", "dir"), ("t.txt", "file")])
+            self.assertEqual(sb.run_code("open('/data/all.bin','rb').read() == bytes(range(256))").value, "True")
+            self.assertTrue(sb.files.exists("/data/t.txt"))
+            sb.files.remove("/data/t.txt")
+            self.assertFalse(sb.files.exists("/data/t.txt"))
+            with self.assertRaises(FileSystemError) as cm:
+                sb.files.read("/data/t.txt")
+            self.assertEqual(cm.exception.errno, "ENOENT")
+            self.assertEqual(cm.exception.status, 404)
+            with self.assertRaises(InvalidOptionsError):
+                sb.files.read("/../etc/passwd")
+
+
+class LifecycleTests(unittest.TestCase):
+    def test_invalid_options_name_the_field(self) -> None:
+        with self.assertRaises(InvalidOptionsError) as cm:
+            create(limits={"memoryMb": 1})
+        self.assertEqual(cm.exception.status, 400)
+        self.assertEqual(cm.exception.issues[0]["path"], "limits.memoryMb")
+
+    def test_context_manager_kills_and_kill_is_idempotent(self) -> None:
+        with create() as sb:
+            sid = sb.id
+            self.assertIn(sid, [s.id for s in Sandbox.list(base_url=URL, api_key=KEY)])
+        with self.assertRaises(NotFoundError):
+            Sandbox.connect(sid, base_url=URL, api_key=KEY)
+        sb.kill()  # already gone: no error
+
+    def test_keep_alive_and_connect(self) -> None:
+        with create(idle_timeout_ms=5000) as sb:
+            self.assertEqual(sb.info.idle_timeout_ms, 5000)
+            self.assertEqual(sb.keep_alive(60000).idle_timeout_ms, 60000)
+            again = Sandbox.connect(sb.id, base_url=URL, api_key=KEY)
+            sb.run_code("y = 'shared'")
+            self.assertEqual(again.run_code("y").value, "'shared'")
+
+    def test_keys_are_isolated_and_checked(self) -> None:
+        with create() as sb:
+            with self.assertRaises(NotFoundError):
+                Sandbox.connect(sb.id, base_url=URL, api_key=KEY2)
+            self.assertEqual(Sandbox.list(base_url=URL, api_key=KEY2), [])
+        with self.assertRaises(AuthenticationError):
+            Sandbox.list(base_url=URL, api_key="not-a-key-0123456789")
+
+    def test_quota_exceeded(self) -> None:
+        one = Sandbox.create(base_url=URL, api_key=KEY2)
+        try:
+            with self.assertRaises(QuotaExceededError):
+                Sandbox.create(base_url=URL, api_key=KEY2)
+        finally:
+            one.kill()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,46 @@
+// The Python client's own unittest suite (clients/python/tests) against a real `agentbox serve`
+// started here; afterwards neither key has a sandbox left and the server exits cleanly.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { isAlive, waitGone } from "../helpers.js";
+import { childPids, spawnServer } from "../server-helpers.js";
+
+const CLIENT_DIR = fileURLToPath(new URL("../../clients/python", import.meta.url));
+const hasPython = spawnSync("python3", ["--version"]).status === 0;
+
+describe("Python client (clients/python)", () => {
+  it("passes its unittest suite against a live server", { skip: !hasPython && "python3 not found" }, async () => {
+    const KEY = "py-client-key-one-0123456789";
+    const KEY2 = "py-client-key-two-0123456789";
+    const keys = { keys: [{ name: "one", key: KEY, maxSandboxes: 4, maxRunMs: 60_000 }, { name: "two", key: KEY2, maxSandboxes: 1 }] };
+    const { proc, url, stderr } = await spawnServer(["--pool", "1"], { AGENTBOX_API_KEYS: JSON.stringify(keys) });
+    try {
+      const py = spawn("python3", ["-m", "unittest", "-v"], {
+        cwd: CLIENT_DIR,
+        env: { ...process.env, AGENTBOX_TEST_URL: url, AGENTBOX_TEST_KEY: KEY, AGENTBOX_TEST_KEY2: KEY2, PYTHONDONTWRITEBYTECODE: "1" },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      py.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      py.stderr.on("data", (d: Buffer) => (out += d.toString()));
+      const [code] = (await once(py, "exit")) as [number | null];
+      assert.equal(code, 0, out);
+      assert.match(out, /Ran \d+ tests/);
+      assert.match(out, /\nOK\n/);
+      for (const k of [KEY, KEY2]) {
+        const r = await fetch(`${url}/sandboxes`, { headers: { authorization: `Bearer ${k}` } });
+        assert.deepEqual(((await r.json()) as { sandboxes: unknown[] }).sandboxes, [], "the client's context managers killed every sandbox");
+      }
+    } finally {
+      const workers = childPids(proc.pid);
+      proc.kill("SIGTERM");
+      const [code] = (await once(proc, "exit")) as [number | null];
+      assert.equal(code, 0, stderr());
+      for (const p of workers) await waitGone(p);
+      assert.deepEqual(workers.filter(isAlive), []);
+    }
+  });
+});
