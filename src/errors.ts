@@ -16,7 +16,8 @@ export type AgentboxErrorCode =
   | "TIER_UNAVAILABLE"
   | "WORKER_CRASHED"
   | "PROTOCOL_ERROR"
-  | "ABORTED";
+  | "ABORTED"
+  | "IMAGE_BUILD";
 
 export class AgentboxError extends Error {
   readonly code: AgentboxErrorCode;
@@ -115,5 +116,12 @@ export class ProtocolError extends AgentboxError {
 export class AbortedError extends AgentboxError {
   constructor(message = "run aborted by the caller's signal") {
     super("ABORTED", message);
+  }
+}
+
+/** Building a heavy-tier image failed (apt could not resolve or fetch a package, ...). */
+export class ImageBuildError extends AgentboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("IMAGE_BUILD", message, options);
   }
 }

@@ -1,7 +1,10 @@
 // agentbox: the public API. Re-exports only; everything else is internal.
-export { Sandbox, SandboxFiles } from "./sandbox/sandbox.js";
+export { Sandbox, SandboxFiles, SandboxCommands, SandboxSnapshot } from "./sandbox/sandbox.js";
+export type { CommandResult } from "./sandbox/sandbox.js";
+export { buildImage, listImages, removeImage } from "./engines/heavy/image.js";
+export type { ImageInfo, BuildOptions as ImageBuildOptions } from "./engines/heavy/image.js";
 export type { RunResult } from "./sandbox/result.js";
-export type { SandboxOptionsInput as SandboxOptions, RunOptionsInput as RunOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions } from "./policy/options.js";
+export type { SandboxOptionsInput as SandboxOptions, RunOptionsInput as RunOptions, CommandOptionsInput as CommandOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions } from "./policy/options.js";
 export type { DirEntry as EntryInfo, GuestError } from "./protocol/messages.js";
 export {
   AgentboxError,
@@ -17,5 +20,6 @@ export {
   WorkerCrashedError,
   ProtocolError,
   AbortedError,
+  ImageBuildError,
 } from "./errors.js";
 export type { AgentboxErrorCode, LimitName } from "./errors.js";

@@ -20,6 +20,33 @@ export interface EngineRunResult {
   vfsDigest: string;
 }
 
+export interface EngineExecOptions {
+  timeoutMs: number;
+  signal?: AbortSignal | undefined;
+  onStdout?: ((chunk: string) => void) | undefined;
+  onStderr?: ((chunk: string) => void) | undefined;
+  cwd?: string | undefined;
+  env?: Record<string, string> | undefined;
+  stdin?: Uint8Array | undefined;
+}
+
+export interface EngineExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** Name of the signal that ended the command (e.g. "SIGKILL"), or null. */
+  signal: string | null;
+  durationMs: number;
+}
+
+/** A saved engine state that can start any number of independent engines. */
+export interface EngineSnapshot {
+  /** Start a new engine from this snapshot. */
+  restore(): Promise<Engine>;
+  /** Delete the saved state. Idempotent. */
+  remove(): Promise<void>;
+}
+
 export interface Engine {
   /** Why the engine can no longer be used, or undefined while it can. */
   readonly closedReason: string | undefined;
@@ -32,6 +59,10 @@ export interface Engine {
   remove(path: string): Promise<void>;
   exists(path: string): Promise<boolean>;
   makeDir(path: string): Promise<void>;
+  /** Run a command (heavy tier); engines without processes leave it out. */
+  exec?(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult>;
+  /** Save the engine's whole state; the engine keeps running. Optional capability. */
+  snapshot?(): Promise<EngineSnapshot>;
   /** Ends the engine and everything it started. Idempotent. */
   dispose(reason?: string): Promise<void>;
 }

@@ -1,19 +1,18 @@
 // Pools of ready workers, one per engine kind ("python", "javascript", ...), all sized by
 // Sandbox.configurePool(). An engine asks for its pool by kind and says how to start a worker.
-import type { WorkerPool } from "./pool/pool.js";
+import type { Poolable, WorkerPool } from "./pool/pool.js";
 import { WorkerPool as Pool } from "./pool/pool.js";
-import type { WorkerProcess } from "./pool/worker-process.js";
 
-const pools = new Map<string, WorkerPool>();
+const pools = new Map<string, WorkerPool<Poolable>>();
 let size = 2;
 
 /** The shared pool for `kind`, created on first use; undefined while pooling is off (size 0). */
-export function poolFor(kind: string, spawn: () => Promise<WorkerProcess>): WorkerPool | undefined {
+export function poolFor<W extends Poolable>(kind: string, spawn: () => Promise<W>): WorkerPool<W> | undefined {
   if (size === 0) return undefined;
-  let p = pools.get(kind);
+  let p = pools.get(kind) as WorkerPool<W> | undefined;
   if (!p) {
-    p = new Pool(spawn, size);
-    pools.set(kind, p);
+    p = new Pool<W>(spawn, size);
+    pools.set(kind, p as unknown as WorkerPool<Poolable>);
   }
   return p;
 }

@@ -1,8 +1,10 @@
 // Picks and starts the engine for a sandbox's tier and language. The one place that knows every
 // engine: add a case here when a new one lands.
-import { TierUnavailableError } from "../errors.js";
+import { InvalidOptionsError, TierUnavailableError } from "../errors.js";
 import type { Mount, SandboxOptions } from "../policy/options.js";
 import type { Engine } from "./engine.js";
+import { GvisorBox } from "./heavy-gvisor/box.js";
+import { boxSpec, GvisorEngine, specKey } from "./heavy-gvisor/engine.js";
 import { poolFor } from "./pools.js";
 import { PythonWasmEngine } from "./python-wasm/engine.js";
 import { spawnPythonWorker } from "./python-wasm/runtime.js";
@@ -22,7 +24,19 @@ export async function startEngine(s: EngineStart): Promise<Engine> {
     const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true)) : undefined;
     return PythonWasmEngine.start(common, pool);
   }
+  if (o.tier === "heavy") return startHeavy(s);
   throw new TierUnavailableError(`tier "${o.tier}" with language "${o.language}" is not available in this build`);
+}
+
+function startHeavy(s: EngineStart): Promise<Engine> {
+  const { options: o } = s;
+  if (o.language !== "python") throw new TierUnavailableError(`the heavy tier's runCode runs Python; language "${o.language}" is not available there (use commands.run)`);
+  if (s.mounts.length > 0) throw new InvalidOptionsError([{ path: "mounts", message: "mounts are not supported on the heavy tier yet" }]);
+  if (o.backend === "microvm") throw new TierUnavailableError('the heavy tier\'s microVM backend is not built yet; use backend "gvisor" (or "auto")');
+  const config = { limits: o.limits, env: o.env, seed: s.seed, packages: o.packages };
+  const spec = boxSpec(config);
+  const pool = o.pool ? poolFor(specKey(spec), () => GvisorBox.start(spec)) : undefined;
+  return GvisorEngine.start(config, pool);
 }
 
 /** Start one pooled worker of `kind` now, so the first sandbox of that kind does not wait. */

@@ -22,6 +22,10 @@ export const limitsSchema = z.strictObject({
   vfsBytes: z.int().min(0).max(4096 * MiB).default(64 * MiB),
   /** Files, directories and links the guest may create. */
   vfsFiles: z.int().min(0).max(1_000_000).default(10_000),
+  /** Heavy tier: CPU time per wall-clock time (cgroup quota), e.g. 0.5 or 2. */
+  cpus: z.number().min(0.01).max(64).default(1),
+  /** Heavy tier: size of each writable file system (/home/user and /tmp), in MiB; writes past it get ENOSPC. */
+  diskMb: z.int().min(1).max(64 * 1024).default(256),
 });
 
 export const mountSchema = z.strictObject({
@@ -47,8 +51,25 @@ export const sandboxOptionsSchema = z.strictObject({
   /** Environment variables the guest sees in os.environ; nothing of the host's leaks in. */
   env: z.record(envName, z.string().refine((v) => !v.includes("\0"), "must not contain NUL")).default({}),
   mounts: z.array(mountSchema).max(32).default([]),
+  /** Heavy tier: which backend runs the sandbox. "auto" picks gVisor (the only one built so far). */
+  backend: z.enum(["auto", "gvisor", "microvm"]).default("auto"),
+  /** Heavy tier: extra Debian packages; selects the image built by `agentbox image build --packages`. */
+  packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]{0,99}$/, "must be a Debian package name")).max(256).default([]),
   /** Take a ready worker from the shared pool when one fits (no mounts). */
   pool: z.boolean().default(true),
+});
+
+export const commandOptionsSchema = z.strictObject({
+  timeoutMs: z.int().min(1).max(24 * 3600 * 1000).optional(),
+  signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, "must be an AbortSignal").optional(),
+  onStdout: z.custom<(chunk: string) => void>((v) => typeof v === "function", "must be a function").optional(),
+  onStderr: z.custom<(chunk: string) => void>((v) => typeof v === "function", "must be a function").optional(),
+  /** Working directory in the guest (default /home/user). */
+  cwd: z.string().min(1).refine((p) => p.startsWith("/") && !p.includes("\0"), "must be an absolute guest path").optional(),
+  /** Extra environment variables for this command. */
+  env: z.record(envName, z.string().refine((v) => !v.includes("\0"), "must not contain NUL")).optional(),
+  /** Bytes fed to the command's standard input. */
+  stdin: z.union([z.string(), z.instanceof(Uint8Array)]).optional(),
 });
 
 export const runOptionsSchema = z.strictObject({
@@ -71,6 +92,7 @@ export type SandboxOptionsInput = z.input<typeof sandboxOptionsSchema>;
 export type SandboxOptions = z.output<typeof sandboxOptionsSchema>;
 export type RunOptionsInput = z.input<typeof runOptionsSchema>;
 export type RunOptions = z.output<typeof runOptionsSchema>;
+export type CommandOptionsInput = z.input<typeof commandOptionsSchema>;
 export type PoolOptionsInput = z.input<typeof poolOptionsSchema>;
 
 /** Parse with a schema, turning failures into one InvalidOptionsError naming every bad field. */

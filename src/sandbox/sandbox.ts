@@ -1,16 +1,18 @@
 // The Sandbox façade: the one API every surface uses. It validates options, picks an engine,
 // serialises operations on one sandbox, and turns engine answers into the public result shape.
 import { randomInt } from "node:crypto";
-import { InvalidOptionsError, SandboxClosedError } from "../errors.js";
-import type { Engine } from "../engines/engine.js";
+import { InvalidOptionsError, SandboxClosedError, TierUnavailableError } from "../errors.js";
+import type { Engine, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
 import { prewarm, startEngine } from "../engines/start.js";
 import {
+  commandOptionsSchema,
   normalizeGuestPath,
   parseOptions,
   poolOptionsSchema,
   runOptionsSchema,
   sandboxOptionsSchema,
+  type CommandOptionsInput,
   type PoolOptionsInput,
   type RunOptionsInput,
   type SandboxOptions,
@@ -62,11 +64,69 @@ export class SandboxFiles {
   }
 }
 
+/** What commands.run() returns: the command's exit code and everything it wrote. */
+export interface CommandResult {
+  /** The command's exit status; 128 + N when signal N ended it. */
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** Name of the signal that ended the command, e.g. "SIGKILL". */
+  signal?: string;
+  durationMs: number;
+}
+
+/** Processes in the sandbox, E2B-style (heavy tier). */
+export class SandboxCommands {
+  constructor(private readonly sb: Sandbox) {}
+
+  /**
+   * Run a command and wait for it. A string runs with `/bin/bash -c`; an array is an argv.
+   * Output streams to onStdout/onStderr as it comes. Past `timeoutMs` (default
+   * limits.timeoutMs) the command is killed and TimeoutError thrown; the sandbox lives on.
+   */
+  run(cmd: string | readonly string[], opts: CommandOptionsInput = {}): Promise<CommandResult> {
+    const o = parseOptions(commandOptionsSchema, opts);
+    const argv = typeof cmd === "string" ? ["/bin/bash", "-c", cmd] : [...cmd];
+    if (argv.length === 0 || argv.some((a) => typeof a !== "string" || a.includes("\0"))) {
+      throw new InvalidOptionsError([{ path: "cmd", message: "must be a string or a non-empty array of strings without NUL" }]);
+    }
+    const timeoutMs = o.timeoutMs ?? this.sb.options.limits.timeoutMs;
+    return this.sb.exclusive(async (e) => {
+      if (!e.exec) throw new TierUnavailableError(`commands.run needs a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${this.sb.options.tier}")`);
+      const stdin = typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin;
+      const r = await e.exec(argv, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin });
+      const result: CommandResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
+      if (r.signal) result.signal = r.signal;
+      return result;
+    });
+  }
+}
+
+/** A saved sandbox (heavy tier): `Sandbox.restore(snap)` starts independent copies of it. */
+export class SandboxSnapshot {
+  /** @internal */
+  constructor(
+    /** @internal */ readonly engineSnapshot: EngineSnapshot,
+    readonly options: SandboxOptions,
+    readonly seed: number,
+  ) {}
+
+  /** Delete the saved state (restoring afterwards fails). Idempotent. */
+  remove(): Promise<void> {
+    return this.engineSnapshot.remove();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.remove();
+  }
+}
+
 export class Sandbox {
   /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it). */
   readonly seed: number;
   readonly options: SandboxOptions;
   readonly files: SandboxFiles;
+  readonly commands: SandboxCommands;
   private queue: Promise<unknown> = Promise.resolve();
   private killed: string | undefined;
 
@@ -78,6 +138,14 @@ export class Sandbox {
     this.options = options;
     this.seed = seed;
     this.files = new SandboxFiles(this);
+    this.commands = new SandboxCommands(this);
+  }
+
+  /** Start a new, independent sandbox from a snapshot; the snapshot can be restored again. */
+  static async restore(snapshot: SandboxSnapshot): Promise<Sandbox> {
+    if (!(snapshot instanceof SandboxSnapshot)) throw new InvalidOptionsError([{ path: "snapshot", message: "must be a SandboxSnapshot from sb.snapshot()" }]);
+    const engine = await snapshot.engineSnapshot.restore();
+    return new Sandbox(engine, snapshot.options, snapshot.seed);
   }
 
   /** Create a sandbox. Options are validated up front; errors name the field. */
@@ -125,6 +193,14 @@ export class Sandbox {
     if (r.error) result.error = r.error;
     if (r.limitHit) result.limitHit = r.limitHit;
     return result;
+  }
+
+  /** Save the whole sandbox (processes, memory, files); this sandbox keeps running. Heavy tier. */
+  snapshot(): Promise<SandboxSnapshot> {
+    return this.exclusive(async (e) => {
+      if (!e.snapshot) throw new TierUnavailableError(`snapshot() needs the heavy tier: create the sandbox with { tier: "heavy" } (this one is tier "${this.options.tier}")`);
+      return new SandboxSnapshot(await e.snapshot(), this.options, this.seed);
+    });
   }
 
   /** OS process id of the worker serving this sandbox. */

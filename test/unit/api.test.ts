@@ -10,6 +10,7 @@ describe("public API", () => {
       "AgentboxError",
       "FileSystemError",
       "FileSystemQuotaError",
+      "ImageBuildError",
       "InvalidOptionsError",
       "LimitError",
       "MemoryLimitError",
@@ -17,10 +18,15 @@ describe("public API", () => {
       "ProtocolError",
       "Sandbox",
       "SandboxClosedError",
+      "SandboxCommands",
       "SandboxFiles",
+      "SandboxSnapshot",
       "TierUnavailableError",
       "TimeoutError",
       "WorkerCrashedError",
+      "buildImage",
+      "listImages",
+      "removeImage",
     ]);
   });
 

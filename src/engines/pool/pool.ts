@@ -2,17 +2,27 @@
 // its configuration. A worker is handed out once and never returns: one worker, one sandbox.
 import type { WorkerProcess } from "./worker-process.js";
 
+/** What a pool can hold: a started worker (or heavy-tier sandbox) that says when it is ready. */
+export interface Poolable {
+  readonly alive: boolean;
+  readonly ready: Promise<unknown>;
+  unref(): void;
+  ref(): void;
+  kill(reason: Error): void;
+  exited$(): Promise<void>;
+}
+
 const REFILL_DELAY_MS = 250;
 
-export class WorkerPool {
-  private readonly ready: WorkerProcess[] = [];
+export class WorkerPool<W extends Poolable = WorkerProcess> {
+  private readonly ready: W[] = [];
   private starting = 0;
   private closed = false;
   /** Set when a start failed; cleared by the next take(), so a broken setup does not spin. */
   private failing = false;
 
   constructor(
-    private readonly spawnWorker: () => Promise<WorkerProcess>,
+    private readonly spawnWorker: () => Promise<W>,
     private size: number,
   ) {}
 
@@ -31,8 +41,8 @@ export class WorkerPool {
   }
 
   /** A ready, live worker, or undefined when none is ready yet. Starts a replacement. */
-  take(): WorkerProcess | undefined {
-    let w: WorkerProcess | undefined;
+  take(): W | undefined {
+    let w: W | undefined;
     while ((w = this.ready.shift()) && !w.alive);
     this.failing = false;
     // Refill a moment later: starting a worker takes a core for ~0.3 s, and the sandbox just

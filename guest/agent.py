@@ -1,0 +1,460 @@
+#!/usr/bin/python3
+# agentbox guest agent: runs inside a heavy-tier sandbox (gVisor today, a microVM later) and
+# serves the host over its stdin/stdout with agentbox's framed protocol (a 4-byte big-endian
+# length, then UTF-8 JSON). It execs commands with streamed output, kills them, reads and writes
+# files, and drives a Python REPL (a child process started as `agent.py --repl`) for runCode.
+# Standard library only. The host trusts nothing said here: this process shares the sandbox
+# with the code it runs, so the host checks every frame.
+import base64
+import json
+import os
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 << 20
+MAX_FILE = 40 << 20  # base64 of a file read must fit in one frame
+CHUNK = 64 << 10
+REPL_ARGV = [sys.executable, "-I", os.path.abspath(__file__), "--repl"]
+
+
+def read_exact(fd, n):
+    buf = bytearray()
+    while len(buf) < n:
+        b = os.read(fd, n - len(buf))
+        if not b:
+            return None
+        buf += b
+    return bytes(buf)
+
+
+def read_frame(fd):
+    head = read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = struct.unpack(">I", head)
+    if n > MAX_FRAME:
+        raise ValueError("frame too large")
+    body = read_exact(fd, n)
+    if body is None:
+        return None
+    return json.loads(body)
+
+
+class Channel:
+    def __init__(self, fd):
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, msg):
+        body = json.dumps(msg, separators=(",", ":")).encode()
+        data = struct.pack(">I", len(body)) + body
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+
+def b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------
+# The REPL child: globals persist across runs; a trailing expression's repr is the value.
+
+
+def repl_main():
+    import ast
+    import io
+    import linecache
+    import traceback
+
+    req_fd, resp_fd = int(sys.argv[2]), int(sys.argv[3])
+    chan = Channel(resp_fd)
+    state = {"run": None, "n": 0}
+
+    class ChanWriter(io.TextIOBase):
+        def __init__(self, stream):
+            self.stream = stream
+            self.buf = []
+            self.size = 0
+
+        def writable(self):
+            return True
+
+        def write(self, s):
+            if not isinstance(s, str):
+                raise TypeError("write() argument must be str, not %s" % type(s).__name__)
+            self.buf.append(s)
+            self.size += len(s)
+            if "\n" in s or self.size > 8192:
+                self.flush()
+            return len(s)
+
+        def flush(self):
+            if self.buf:
+                data = "".join(self.buf).encode("utf-8", "surrogateescape")
+                self.buf, self.size = [], 0
+                for i in range(0, len(data), CHUNK):
+                    chan.send({"type": "output", "stream": self.stream, "data": b64(data[i:i + CHUNK])})
+
+        @property
+        def encoding(self):
+            return "utf-8"
+
+    sys.stdout = ChanWriter("stdout")
+    sys.stderr = ChanWriter("stderr")
+
+    # SIGINT (the host's interrupt) raises KeyboardInterrupt only while a run is in progress.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    import __main__
+    sys.path.insert(0, "")
+
+    def format_error(exc):
+        tb = exc.__traceback__
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
+            tb = tb.tb_next
+        try:
+            text = "".join(traceback.format_exception(type(exc), exc, tb))
+        except BaseException:
+            text = type(exc).__name__ + "\n"
+        try:
+            message = str(exc)
+        except BaseException:
+            message = "<unprintable>"
+        return {"name": type(exc).__name__, "message": message[:65536], "traceback": text[-262144:]}
+
+    def run(code, value_cap):
+        state["n"] += 1
+        filename = "<cell-%d>" % state["n"]
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        g = __main__.__dict__
+        value, error = None, None
+        try:
+            tree = ast.parse(code, filename, "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, filename, "exec"), g)
+            if last is not None:
+                result = eval(compile(last, filename, "eval"), g)
+                if result is not None:
+                    value = repr(result)[:value_cap]
+        except BaseException as exc:  # the guest's exception is a result, not a crash
+            error = format_error(exc)
+        for w in (sys.stdout, sys.stderr):
+            try:
+                w.flush()
+            except BaseException:
+                pass
+        return value, error
+
+    chan.send({"type": "ready"})
+    while True:
+        msg = read_frame(req_fd)
+        if msg is None:
+            return
+        if msg.get("type") == "configure":
+            os.environ.clear()
+            os.environ.update(msg.get("env") or {})
+            if msg.get("seed") is not None:
+                import random
+                random.seed(msg["seed"])
+            continue
+        t0 = time.monotonic()
+        state["run"] = msg.get("id")
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            value, error = run(msg.get("code", ""), int(msg.get("valueCap", 1 << 20)))
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except KeyboardInterrupt as exc:  # arrived between the run and here
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            value, error = None, format_error(exc)
+        finally:
+            state["run"] = None
+        chan.send({"type": "result", "value": value, "error": error, "durationMs": (time.monotonic() - t0) * 1000})
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent.
+
+
+class Agent:
+    def __init__(self, chan):
+        self.chan = chan
+        self.procs = {}  # exec id -> Popen
+        self.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8", "USER": "user"}
+        self.seed = None
+        self.repl = None
+        self.repl_lock = threading.Lock()
+        self.repl_run = None  # (id, done-event) of the run in progress
+        self.repl_ready = None
+
+    # ---- REPL -------------------------------------------------------------------------------
+    def start_repl(self):
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        p = subprocess.Popen(
+            REPL_ARGV + [str(req_r), str(resp_w)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd="/home/user", env=self.env, pass_fds=(req_r, resp_w), start_new_session=True,
+        )
+        os.close(req_r)
+        os.close(resp_w)
+        repl = {"proc": p, "req": req_w, "resp": resp_r, "ready": threading.Event()}
+        self.repl = repl
+        threading.Thread(target=self.repl_reader, args=(repl,), daemon=True).start()
+        for stream, pipe in (("stdout", p.stdout), ("stderr", p.stderr)):
+            threading.Thread(target=self.repl_pump, args=(repl, stream, pipe), daemon=True).start()
+        if self.seed is not None or self.env:
+            self.repl_send(repl, {"type": "configure", "env": self.env, "seed": self.seed})
+        return repl
+
+    def repl_send(self, repl, msg):
+        body = json.dumps(msg).encode()
+        try:
+            os.write(repl["req"], struct.pack(">I", len(body)) + body)
+        except OSError:
+            pass
+
+    def repl_pump(self, repl, stream, pipe):
+        fd = pipe.fileno()
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except OSError:
+                return
+            if not data:
+                return
+            run = self.repl_run
+            if run is not None and self.repl is repl:
+                self.chan.send({"type": "output", "id": run[0], "stream": stream, "data": b64(data)})
+
+    def repl_reader(self, repl):
+        while True:
+            try:
+                msg = read_frame(repl["resp"])
+            except Exception:
+                msg = None
+            if msg is None or not isinstance(msg, dict):
+                repl["proc"].kill()
+                self.finish_run(repl, {"value": None, "error": {"name": "ReplExited", "message": "the Python REPL exited; its state was lost", "traceback": ""}, "durationMs": 0})
+                return
+            kind = msg.get("type")
+            if kind == "ready":
+                repl["ready"].set()
+            elif kind == "output":
+                run = self.repl_run
+                if run is not None:
+                    self.chan.send({"type": "output", "id": run[0], "stream": msg.get("stream"), "data": msg.get("data")})
+            elif kind == "result":
+                self.finish_run(repl, msg)
+
+    def finish_run(self, repl, msg):
+        run = self.repl_run
+        if run is None or self.repl is not repl:
+            return
+        self.repl_run = None
+        time.sleep(0)  # let the fd pumps forward what the run wrote straight to fd 1/2
+        self.chan.send({"type": "result", "id": run[0], "value": msg.get("value"), "error": msg.get("error"), "durationMs": msg.get("durationMs", 0)})
+
+    def do_run(self, msg):
+        with self.repl_lock:
+            repl = self.repl
+            if repl is None or repl["proc"].poll() is not None:
+                repl = self.start_repl()
+        if not repl["ready"].wait(30):
+            self.chan.send({"type": "result", "id": msg["id"], "value": None, "error": {"name": "ReplExited", "message": "the Python REPL did not start", "traceback": ""}, "durationMs": 0})
+            return
+        self.repl_run = (msg["id"],)
+        self.repl_send(repl, {"type": "run", "id": msg["id"], "code": msg.get("code", ""), "valueCap": msg.get("valueCap", 1 << 20)})
+
+    def do_interrupt(self, msg):
+        run, repl = self.repl_run, self.repl
+        if run is None or repl is None or run[0] != msg.get("target"):
+            return
+        if msg.get("hard"):
+            # The run ignored the interrupt: end the REPL (its state is lost); the next run starts a new one.
+            with self.repl_lock:
+                self.repl = None
+            try:
+                os.killpg(repl["proc"].pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.repl_run = None
+            self.chan.send({"type": "result", "id": run[0], "value": None, "error": {"name": "KeyboardInterrupt", "message": "the run was stopped and the REPL restarted; its state was lost", "traceback": ""}, "durationMs": 0, "restarted": True})
+        else:
+            try:
+                repl["proc"].send_signal(signal.SIGINT)
+            except OSError:
+                pass
+
+    # ---- exec -------------------------------------------------------------------------------
+    def do_exec(self, msg):
+        mid = msg["id"]
+        env = dict(self.env)
+        env.update(msg.get("env") or {})
+        stdin = msg.get("stdin")
+        try:
+            p = subprocess.Popen(
+                msg["argv"], cwd=msg.get("cwd") or "/home/user", env=env,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            )
+        except OSError as e:
+            self.chan.send({"type": "exit", "id": mid, "exitCode": 127, "signal": None, "error": "%s: %s" % (errno_name(e), e.strerror or str(e))})
+            return
+        self.procs[mid] = p
+        pumps = [threading.Thread(target=self.pump, args=(mid, s, pipe), daemon=True) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
+        for t in pumps:
+            t.start()
+        if stdin is not None:
+            def feed():
+                try:
+                    p.stdin.write(base64.b64decode(stdin))
+                    p.stdin.close()
+                except (OSError, ValueError):
+                    pass
+            threading.Thread(target=feed, daemon=True).start()
+        threading.Thread(target=self.wait_exit, args=(mid, p, pumps), daemon=True).start()
+
+    def pump(self, mid, stream, pipe):
+        fd = pipe.fileno()
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except OSError:
+                return
+            if not data or mid not in self.procs:
+                return
+            self.chan.send({"type": "output", "id": mid, "stream": stream, "data": b64(data)})
+
+    def wait_exit(self, mid, p, pumps):
+        rc = p.wait()
+        for t in pumps:  # output still in the pipes; a background child holding them is not waited for
+            t.join(0.2)
+        self.procs.pop(mid, None)
+        sig = None
+        if rc < 0:
+            try:
+                sig = signal.Signals(-rc).name
+            except ValueError:
+                sig = str(-rc)
+            rc = 128 - rc
+        self.chan.send({"type": "exit", "id": mid, "exitCode": rc, "signal": sig})
+
+    def do_kill(self, msg):
+        p = self.procs.get(msg.get("target"))
+        if p is not None:
+            try:
+                os.killpg(p.pid, getattr(signal, "SIG" + msg.get("signal", "KILL"), signal.SIGKILL))
+            except OSError:
+                pass
+        self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
+
+    # ---- files ------------------------------------------------------------------------------
+    def do_fs(self, msg):
+        mid, op, path = msg["id"], msg.get("op"), msg.get("path", "")
+        try:
+            reply = {"type": "reply", "id": mid, "ok": True}
+            if op == "write":
+                parent = os.path.dirname(path)
+                if parent:
+                    os.makedirs(parent, exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(base64.b64decode(msg.get("data", "")))
+            elif op == "read":
+                with open(path, "rb") as f:
+                    if os.fstat(f.fileno()).st_size > MAX_FILE:
+                        raise OSError(27, "file too large to read through the agent (over %d bytes)" % MAX_FILE)
+                    data = f.read(MAX_FILE + 1)
+                if len(data) > MAX_FILE:
+                    raise OSError(27, "file too large to read through the agent")
+                reply["data"] = b64(data)
+            elif op == "list":
+                entries = []
+                for name in sorted(os.listdir(path)):
+                    full = os.path.join(path, name)
+                    try:
+                        st = os.lstat(full)
+                    except OSError:
+                        continue
+                    kind = "symlink" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "file"
+                    entries.append({"name": name, "path": full, "type": kind, "size": st.st_size if kind == "file" else 0})
+                reply["entries"] = entries
+            elif op == "remove":
+                st = os.lstat(path)
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            elif op == "exists":
+                reply["exists"] = os.path.lexists(path)
+            elif op == "mkdir":
+                os.makedirs(path, exist_ok=True)
+            else:
+                raise OSError(22, "unknown file operation")
+        except OSError as e:
+            reply = {"type": "reply", "id": mid, "ok": False, "errno": errno_name(e), "message": e.strerror or str(e)}
+        except ValueError as e:
+            reply = {"type": "reply", "id": mid, "ok": False, "errno": "EINVAL", "message": str(e)}
+        self.chan.send(reply)
+
+    def do_configure(self, msg):
+        self.env.update(msg.get("env") or {})
+        self.seed = msg.get("seed")
+        with self.repl_lock:
+            if self.repl is not None:
+                self.repl_send(self.repl, {"type": "configure", "env": self.env, "seed": self.seed})
+        self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
+
+    def serve(self, fd):
+        with self.repl_lock:
+            self.start_repl()  # in the background: the first run waits for it
+        self.chan.send({"type": "ready", "v": PROTOCOL_VERSION, "agent": "agentbox-agent", "python": sys.version.split()[0]})
+        handlers = {
+            "ping": lambda m: self.chan.send({"type": "pong", "id": m["id"]}),
+            "exec": self.do_exec, "kill": self.do_kill, "run": self.do_run, "interrupt": self.do_interrupt,
+            "fs": self.do_fs, "configure": self.do_configure,
+        }
+        while True:
+            msg = read_frame(fd)
+            if msg is None:
+                break
+            h = handlers.get(msg.get("type"))
+            if h is not None:
+                h(msg)
+        for p in list(self.procs.values()):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def errno_name(e):
+    import errno as errno_mod
+    return errno_mod.errorcode.get(e.errno or 0, "EIO")
+
+
+def main():
+    if "--repl" in sys.argv:
+        return repl_main()
+    # The channel is the original stdin/stdout; stray writes to fd 1 must not corrupt it.
+    chan_in, chan_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    Agent(Channel(chan_out)).serve(chan_in)
+
+
+if __name__ == "__main__":
+    main()

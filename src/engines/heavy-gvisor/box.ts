@@ -1,0 +1,352 @@
+// One running gVisor sandbox: its OCI bundle and runsc state in a private temp directory, its
+// cgroup, the `runsc run` (or `runsc restore`) process whose stdio is the guest agent's channel,
+// and the end of all of them. A box is what the pool keeps ready; the engine drives one.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { MemoryLimitError, TierUnavailableError, WorkerCrashedError } from "../../errors.js";
+import { AgentClient } from "../heavy/agent-client.js";
+import { AGENT_GUEST_PATH, type ImageInfo } from "../heavy/image.js";
+import { SandboxCgroup } from "./cgroups.js";
+
+const MiB = 1024 * 1024;
+const STDERR_KEEP = 8 * 1024;
+/** RLIMIT_NPROC of the guest user: stops fork bombs (a pids cgroup this low crashes gVisor). */
+export const GUEST_MAX_PROCESSES = 256;
+const GUEST_UID = 1000;
+const START_TIMEOUT_MS = 30_000;
+
+/** What shapes a box at start-up; boxes with equal specs are interchangeable (pool key). */
+export interface BoxSpec {
+  image: ImageInfo;
+  memoryMb: number;
+  cpus: number;
+  diskMb: number;
+}
+
+export function specKey(s: BoxSpec): string {
+  return `gvisor:${s.image.id}:${s.memoryMb}:${s.cpus}:${s.diskMb}`;
+}
+
+let runscPath: string | undefined;
+let unavailable: string | undefined;
+
+/** Why the gVisor backend cannot run here, or undefined when it can. */
+export function gvisorUnavailableReason(): string | undefined {
+  if (runscPath || unavailable) return unavailable;
+  if (process.platform !== "linux") return (unavailable = "gVisor runs on Linux only");
+  const candidates = [process.env.AGENTBOX_RUNSC, ...(process.env.PATH ?? "").split(":").map((d) => path.join(d || ".", "runsc")), "/usr/bin/runsc", "/usr/sbin/runsc"];
+  runscPath = candidates.find((c) => c && fs.existsSync(c));
+  if (!runscPath) return (unavailable = "runsc (gVisor) is not installed; install it with `sudo apt-get install runsc` (Debian/Ubuntu)");
+  if (process.getuid?.() !== 0) {
+    runscPath = undefined;
+    return (unavailable = "the gVisor backend needs root (runsc makes namespaces and cgroups); run as root");
+  }
+  return undefined;
+}
+
+function runsc(): string {
+  const why = gvisorUnavailableReason();
+  if (why) throw new TierUnavailableError(why);
+  return runscPath!;
+}
+
+/** Every box alive in this process, ended synchronously if the process exits with them. */
+const live = new Set<GvisorBox>();
+process.once("exit", () => {
+  for (const b of live) b.endSync();
+});
+
+export class GvisorBox {
+  readonly client: AgentClient;
+  readonly containerId: string;
+  private readonly child: ChildProcess;
+  private stderrTail = "";
+  private exited = false;
+  private readonly exitPromise: Promise<void>;
+  private killReason: Error | undefined;
+  private deathError: Error | undefined;
+  private disposing: Promise<void> | undefined;
+  /** Called once when the box dies or its channel fails, with the error that explains it. */
+  onDeath: ((e: Error) => void) | undefined;
+
+  private constructor(
+    readonly spec: BoxSpec,
+    readonly dir: string,
+    readonly cgroup: SandboxCgroup,
+    restoreFrom: string | undefined,
+  ) {
+    this.containerId = randomBytes(16).toString("hex"); // fixed length: runsc matches id prefixes
+    fs.writeFileSync(path.join(dir, "container.id"), this.containerId);
+    const args = [`--root=${path.join(dir, "state")}`, "--network=none"];
+    if (restoreFrom) args.push("restore", `--image-path=${restoreFrom}`, "--bundle", path.join(dir, "bundle"), this.containerId);
+    else args.push("run", "--bundle", path.join(dir, "bundle"), this.containerId);
+    this.child = spawn(runsc(), args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" }, cwd: "/" });
+    live.add(this);
+    this.exitPromise = new Promise((resolve) => this.child.once("close", () => resolve()));
+    this.client = new AgentClient(this.child.stdout!, this.child.stdin!);
+    this.client.onFail = (e) => void this.onFailure(e);
+    this.child.stderr!.on("data", (c: Buffer) => {
+      this.stderrTail = (this.stderrTail + c.toString("utf8")).slice(-STDERR_KEEP);
+    });
+    this.child.on("error", (e) => this.client.fail(new WorkerCrashedError(`runsc failed to start: ${e.message}`, { cause: e })));
+    this.child.on("exit", () => {
+      this.exited = true;
+      this.client.fail(new WorkerCrashedError("the sandbox exited"));
+    });
+  }
+
+  /** Start a fresh box; resolves once its agent said ready. */
+  static async start(spec: BoxSpec): Promise<GvisorBox> {
+    const box = GvisorBox.prepare(spec, undefined);
+    await box.waitReady(box.client.ready);
+    return box;
+  }
+
+  /** Restore a box from a checkpoint image; resolves once its agent answers. */
+  static async restore(spec: BoxSpec, imagePath: string): Promise<GvisorBox> {
+    const box = GvisorBox.prepare(spec, imagePath);
+    await box.waitReady(box.client.request({ type: "ping", id: box.client.newId() }));
+    return box;
+  }
+
+  private static prepare(spec: BoxSpec, restoreFrom: string | undefined): GvisorBox {
+    runsc();
+    if (!swept) {
+      swept = true;
+      sweepStale();
+    }
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), DIR_PREFIX));
+    fs.writeFileSync(path.join(dir, "owner.pid"), String(process.pid));
+    let cgroup: SandboxCgroup;
+    try {
+      cgroup = SandboxCgroup.create(cgroupName(dir), spec.memoryMb * MiB, spec.cpus);
+    } catch (e) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw new TierUnavailableError(`cannot create a cgroup for the sandbox (${(e as Error).message}); the gVisor backend needs root and a writable /sys/fs/cgroup`);
+    }
+    fs.mkdirSync(path.join(dir, "bundle"));
+    fs.mkdirSync(path.join(dir, "state"));
+    fs.writeFileSync(path.join(dir, "bundle", "config.json"), JSON.stringify(ociConfig(spec, cgroup.relPath)));
+    return new GvisorBox(spec, dir, cgroup, restoreFrom);
+  }
+
+  private async waitReady(p: Promise<unknown>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        p,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new WorkerCrashedError(`the sandbox did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+        }),
+      ]);
+    } catch (e) {
+      await Promise.race([this.exitPromise, new Promise((r) => setTimeout(r, 1000))]);
+      const detail = this.stderrTail.trim().split("\n").slice(-3).join("\n");
+      const err = this.deathError ?? (detail ? new WorkerCrashedError(`the sandbox failed to start: ${detail}`) : (e as Error));
+      await this.dispose(err);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get alive(): boolean {
+    return !this.exited && !this.killReason && !this.client.failed;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Resolves once the agent is ready (for the pool). */
+  get ready(): Promise<unknown> {
+    return this.client.ready;
+  }
+
+  /** Why the box died, once it has (memory limit, crash, protocol violation, kill). */
+  get failure(): Error | undefined {
+    return this.killReason ?? this.deathError;
+  }
+
+  unref(): void {
+    this.child.unref();
+    for (const s of [this.child.stdout, this.child.stderr, this.child.stdin]) (s as unknown as { unref?: () => void } | null)?.unref?.();
+  }
+
+  ref(): void {
+    this.child.ref();
+    for (const s of [this.child.stdout, this.child.stderr, this.child.stdin]) (s as unknown as { ref?: () => void } | null)?.ref?.();
+  }
+
+  kill(reason: Error): void {
+    void this.dispose(reason);
+  }
+
+  exited$(): Promise<void> {
+    return this.disposing ?? this.exitPromise;
+  }
+
+  /** The channel failed or the process ended: find out why (the OOM killer, or something else). */
+  private async onFailure(e: Error): Promise<void> {
+    if (this.deathError || this.killReason) return;
+    // The channel usually ends before the process does; wait a moment for the exit so the
+    // OOM count is final.
+    await Promise.race([this.exitPromise, new Promise((r) => setTimeout(r, 1000))]);
+    if (this.killReason) return;
+    if (this.cgroup.oomKills() > 0) this.deathError = new MemoryLimitError(this.spec.memoryMb, "the sandbox's memory cgroup ran out and the sandbox was killed");
+    else if (e instanceof WorkerCrashedError) {
+      const detail = this.stderrTail.trim().split("\n").slice(-3).join("\n");
+      this.deathError = new WorkerCrashedError(`the sandbox exited${detail ? `: ${detail}` : ""}`);
+    } else this.deathError = e;
+    this.onDeath?.(this.deathError);
+    void this.dispose(this.deathError);
+  }
+
+  /** Checkpoint the box into `imagePath`. The box's container stops; the caller restores from it. */
+  async checkpoint(imagePath: string): Promise<void> {
+    this.killReason ??= new WorkerCrashedError("checkpointed");
+    const r = await runscCmd(this.dir, ["checkpoint", `--image-path=${imagePath}`, this.containerId]);
+    if (r.code !== 0) throw new WorkerCrashedError(`runsc checkpoint failed: ${r.stderr.trim().split("\n").slice(-2).join(" ")}`);
+    await this.dispose(this.killReason);
+  }
+
+  /** End the container, the runsc processes, the state dir and the cgroup. Idempotent. */
+  dispose(reason: Error): Promise<void> {
+    this.killReason ??= reason;
+    this.disposing ??= (async () => {
+      this.client.fail(this.killReason!);
+      if (!this.exited) {
+        await runscCmd(this.dir, ["kill", "--all", this.containerId, "KILL"]);
+        const gone = await Promise.race([this.exitPromise.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
+        if (!gone) {
+          this.child.kill("SIGKILL");
+          await this.exitPromise;
+        }
+      } else await this.exitPromise;
+      await runscCmd(this.dir, ["delete", "--force", this.containerId]);
+      for (let i = 0; i < 50 && !this.cgroup.remove(); i++) await new Promise((r) => setTimeout(r, 20));
+      fs.rmSync(this.dir, { recursive: true, force: true });
+      live.delete(this);
+    })();
+    return this.disposing;
+  }
+
+  /** Last-resort synchronous end, for process exit. */
+  endSync(): void {
+    if (!this.exited) {
+      spawnSync(runscPath ?? "runsc", [`--root=${path.join(this.dir, "state")}`, "kill", "--all", this.containerId, "KILL"], { timeout: 2000, stdio: "ignore" });
+      this.child.kill("SIGKILL");
+      spawnSync(runscPath ?? "runsc", [`--root=${path.join(this.dir, "state")}`, "delete", "--force", this.containerId], { timeout: 2000, stdio: "ignore" });
+    }
+    this.cgroup.remove();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+const DIR_PREFIX = "agentbox-gvisor-";
+let swept = false;
+
+function cgroupName(dir: string): string {
+  return `sb-${path.basename(dir).slice(DIR_PREFIX.length)}`;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Remove what sandboxes of host processes that died without cleaning up (SIGKILL) left behind:
+ * their containers, state dirs and cgroups. Their guests already ended with the channel.
+ */
+export function sweepStale(): number {
+  let n = 0;
+  let names: string[];
+  try {
+    names = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith(DIR_PREFIX));
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    const dir = path.join(os.tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number(fs.readFileSync(path.join(dir, "owner.pid"), "utf8"));
+    } catch {
+      continue; // being created right now, or not ours
+    }
+    if (!Number.isInteger(owner) || pidAlive(owner)) continue;
+    try {
+      const cid = fs.readFileSync(path.join(dir, "container.id"), "utf8").trim();
+      if (/^[0-9a-f]{32}$/.test(cid)) {
+        const root = `--root=${path.join(dir, "state")}`;
+        spawnSync(runscPath ?? "runsc", [root, "kill", "--all", cid, "KILL"], { timeout: 5000, stdio: "ignore" });
+        spawnSync(runscPath ?? "runsc", [root, "delete", "--force", cid], { timeout: 5000, stdio: "ignore" });
+      }
+    } catch {
+      // no container was started
+    }
+    SandboxCgroup.forName(cgroupName(dir)).remove();
+    fs.rmSync(dir, { recursive: true, force: true });
+    n++;
+  }
+  return n;
+}
+
+function runscCmd(dir: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(runscPath ?? "runsc", [`--root=${path.join(dir, "state")}`, ...args], { stdio: ["ignore", "ignore", "pipe"], env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
+    let stderr = "";
+    c.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4096)));
+    c.on("error", (e) => resolve({ code: null, stderr: e.message }));
+    c.on("close", (code) => resolve({ code, stderr }));
+  });
+}
+
+/** The OCI bundle: read-only shared root, size-capped tmpfs scratch, no capabilities, limits. */
+function ociConfig(spec: BoxSpec, cgroupsPath: string): object {
+  const tmpfs = (destination: string, mode: string, owner: boolean) => ({
+    destination,
+    type: "tmpfs",
+    source: "tmpfs",
+    options: ["nosuid", "nodev", `size=${spec.diskMb}m`, `mode=${mode}`, ...(owner ? [`uid=${GUEST_UID}`, `gid=${GUEST_UID}`] : [])],
+  });
+  const noCaps = { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] };
+  return {
+    ociVersion: "1.0.0",
+    process: {
+      user: { uid: GUEST_UID, gid: GUEST_UID },
+      args: ["/usr/bin/python3", "-I", "-S", AGENT_GUEST_PATH],
+      env: ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/user", "LANG=C.UTF-8", "USER=user"],
+      cwd: "/home/user",
+      terminal: false,
+      capabilities: noCaps,
+      noNewPrivileges: true,
+      rlimits: [
+        { type: "RLIMIT_NPROC", hard: GUEST_MAX_PROCESSES, soft: GUEST_MAX_PROCESSES },
+        { type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 },
+        { type: "RLIMIT_CORE", hard: 0, soft: 0 },
+      ],
+    },
+    root: { path: spec.image.rootfs, readonly: true },
+    hostname: "sandbox",
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc" },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs" },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      tmpfs("/tmp", "1777", false),
+      tmpfs("/home/user", "0755", true),
+    ],
+    linux: {
+      cgroupsPath,
+      namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
+    },
+  };
+}

@@ -1,0 +1,57 @@
+// Host↔guest-agent messages for the heavy tier (guest/agent.py), versioned by
+// AGENT_PROTOCOL_VERSION and carried in the same length-prefixed JSON frames as the nano tier
+// (protocol/frames.ts). Backend-neutral: gVisor carries them over the sandbox's stdio, a microVM
+// over a virtio-serial port. The agent shares its sandbox with the code it runs, so every
+// message from it is hostile input: checked against `agentMessageSchema`, sizes capped.
+import { z } from "zod";
+import { dirEntrySchema, guestErrorSchema, type FsOp } from "./messages.js";
+
+export const AGENT_PROTOCOL_VERSION = 1;
+/** Cap on one frame from the agent: a file read (base64) of up to 40 MiB must fit. */
+export const AGENT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
+
+export type AgentRequest =
+  | { type: "ping"; id: number }
+  | { type: "configure"; id: number; env: Record<string, string>; seed: number | null }
+  | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string }
+  | { type: "kill"; id: number; target: number; signal: "KILL" | "TERM" | "INT" }
+  | { type: "run"; id: number; code: string; valueCap: number }
+  /** Stop run `target`: SIGINT (KeyboardInterrupt) first; `hard` ends the REPL process. */
+  | { type: "interrupt"; id: number; target: number; hard: boolean }
+  | { type: "fs"; id: number; op: FsOp; path: string; data?: string };
+
+const id = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
+const base64 = z.string().max(AGENT_MAX_FRAME_BYTES).regex(/^[A-Za-z0-9+/]*={0,2}$/);
+
+export const agentMessageSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("ready"), v: z.int(), agent: z.string().max(64), python: z.string().max(64) }),
+  z.strictObject({ type: z.literal("pong"), id }),
+  z.strictObject({ type: z.literal("output"), id, stream: z.enum(["stdout", "stderr"]), data: base64.max(1024 * 1024) }),
+  z.strictObject({
+    type: z.literal("exit"),
+    id,
+    exitCode: z.int().min(0).max(512),
+    signal: z.string().max(32).nullable(),
+    error: z.string().max(4096).optional(),
+  }),
+  z.strictObject({
+    type: z.literal("result"),
+    id,
+    value: z.string().max(AGENT_MAX_FRAME_BYTES).nullable(),
+    error: guestErrorSchema.nullable(),
+    durationMs: z.number().min(0).max(1e10),
+    restarted: z.boolean().optional(),
+  }),
+  z.strictObject({
+    type: z.literal("reply"),
+    id,
+    ok: z.boolean(),
+    data: base64.optional(),
+    exists: z.boolean().optional(),
+    entries: z.array(dirEntrySchema).max(1_000_000).optional(),
+    errno: z.string().max(32).optional(),
+    message: z.string().max(64 * 1024).optional(),
+  }),
+]);
+
+export type AgentMessage = z.infer<typeof agentMessageSchema>;
