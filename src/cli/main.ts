@@ -1,5 +1,5 @@
 // The `agentbox` command line: a thin layer over the public API (parse, call, print, exit code).
-//   agentbox run FILE | -c CODE [--memory MB] [--timeout 5s] [--seed N] [--mount host:guest[:rw]] [--json]
+//   agentbox run FILE | -c CODE [--language python|javascript|typescript] [--memory MB] [--timeout 5s] [--seed N] [--mount host:guest[:rw]] [--json]
 //   agentbox serve [--host H] [--port P] [--keys FILE] ...   (HTTP API, src/server/)
 //   agentbox mcp [--memory MB] [--timeout 5s] ...             (MCP over stdio, src/mcp/)
 // Exit codes: 0 ok, 1 the guest raised, 2 a limit was hit, 64 bad usage, 70 internal failure.
@@ -19,7 +19,9 @@ commands:
   mcp                    MCP server over stdio with run/file tools (takes the run limit options)
 
 run options:
-  -c, --code CODE        Python code to run instead of a file
+  -c, --code CODE        code to run instead of a file
+  --language LANG        python, javascript or typescript (default: from the file's extension,
+                         .py / .js .mjs .cjs / .ts .mts .cts; python for -c)
   --memory MB            memory limit in MiB (default 256)
   --timeout DURATION     time limit: 500ms, 5s, 2m or plain milliseconds (default 30s)
   --seed N               seed for randomness and the virtual clock (reproducible runs)
@@ -35,6 +37,7 @@ serve options:
                          (else $AGENTBOX_API_KEYS_FILE, or $AGENTBOX_API_KEYS: the same JSON or key1,key2)
   --max-sandboxes N      live sandboxes across all keys (default 16); creates past it queue
   --queue-timeout DURATION  how long a create waits for a slot before 429 (default 30s)
+  --max-starts N         sandboxes starting at once (default: number of CPUs); others wait their turn
   --pool N               ready workers kept warm (default 2)
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
 
@@ -63,6 +66,27 @@ export function parseMount(s: string): Mount {
 function parseInteger(name: string, s: string): number {
   if (!/^\d+$/.test(s)) throw new UsageError(`--${name}: expected a non-negative integer, got ${JSON.stringify(s)}`);
   return Number(s);
+}
+
+const LANGUAGES = ["python", "javascript", "typescript"] as const;
+type Language = (typeof LANGUAGES)[number];
+const EXTENSIONS: Record<string, Language> = {
+  ".py": "python",
+  ".js": "javascript",
+  ".mjs": "javascript",
+  ".cjs": "javascript",
+  ".ts": "typescript",
+  ".mts": "typescript",
+  ".cts": "typescript",
+};
+
+/** The language to run: --language if given, else from the file's extension, else python. */
+export function pickLanguage(flag: string | undefined, file: string | undefined): Language {
+  if (flag !== undefined) {
+    if (!(LANGUAGES as readonly string[]).includes(flag)) throw new UsageError(`--language: expected one of ${LANGUAGES.join(", ")}, got ${JSON.stringify(flag)}`);
+    return flag as Language;
+  }
+  return (file !== undefined && EXTENSIONS[path.extname(file).toLowerCase()]) || "python";
 }
 
 export interface Io {
@@ -136,9 +160,10 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
     if (args.values.timeout !== undefined) limits.timeoutMs = parseDuration(args.values.timeout);
     const seed = args.values.seed !== undefined ? parseInteger("seed", args.values.seed) : undefined;
     const mounts = (args.values.mount ?? []).map(parseMount);
+    const language = pickLanguage(args.values.language, rest[0]);
 
     await Sandbox.configurePool({ size: 0 });
-    sb = await Sandbox.create({ limits, env, mounts, pool: false, ...(seed !== undefined ? { seed } : {}) });
+    sb = await Sandbox.create({ language, limits, env, mounts, pool: false, ...(seed !== undefined ? { seed } : {}) });
     const r = await sb.runCode(code, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     else printTail(r, io);
@@ -171,6 +196,7 @@ function parse(argv: string[]) {
     strict: true,
     options: {
       code: { type: "string", short: "c" },
+      language: { type: "string" },
       memory: { type: "string" },
       timeout: { type: "string" },
       seed: { type: "string" },
@@ -195,6 +221,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         keys: { type: "string" },
         "max-sandboxes": { type: "string" },
         "queue-timeout": { type: "string" },
+        "max-starts": { type: "string" },
         pool: { type: "string" },
         "mount-root": { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
@@ -211,6 +238,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       keys,
       ...(v["max-sandboxes"] !== undefined ? { maxSandboxes: parseInteger("max-sandboxes", v["max-sandboxes"]) } : {}),
       ...(v["queue-timeout"] !== undefined ? { queueTimeoutMs: parseDuration(v["queue-timeout"]) } : {}),
+      ...(v["max-starts"] !== undefined ? { maxConcurrentStarts: Math.max(1, parseInteger("max-starts", v["max-starts"])) } : {}),
       ...(v.pool !== undefined ? { poolSize: parseInteger("pool", v.pool) } : {}),
       mountRoots: v["mount-root"] ?? [],
       log: (line) => io.stderr(`agentbox serve: ${line}\n`),

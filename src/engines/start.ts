@@ -8,6 +8,8 @@ import { boxSpec, GvisorEngine, specKey } from "./heavy-gvisor/engine.js";
 import { poolFor } from "./pools.js";
 import { PythonWasmEngine } from "./python-wasm/engine.js";
 import { spawnPythonWorker } from "./python-wasm/runtime.js";
+import { QuickJsWasmEngine } from "./quickjs-wasm/engine.js";
+import { spawnJsWorker } from "./quickjs-wasm/runtime.js";
 
 /** What every engine gets besides the options: resolved seed, clock and normalised mounts. */
 export interface EngineStart {
@@ -23,6 +25,11 @@ export async function startEngine(s: EngineStart): Promise<Engine> {
   if (o.tier === "nano" && o.language === "python") {
     const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true)) : undefined;
     return PythonWasmEngine.start(common, pool);
+  }
+  if (o.tier === "nano" && (o.language === "javascript" || o.language === "typescript")) {
+    // One pool for both: a worker learns at configure time whether it strips types.
+    const pool = o.pool ? poolFor("javascript", () => spawnJsWorker(true)) : undefined;
+    return QuickJsWasmEngine.start({ ...common, language: o.language }, pool);
   }
   if (o.tier === "heavy") return startHeavy(s);
   throw new TierUnavailableError(`tier "${o.tier}" with language "${o.language}" is not available in this build`);

@@ -22,7 +22,17 @@ export interface WorkerMount {
 export type FsOp = "write" | "read" | "list" | "remove" | "exists" | "mkdir";
 
 export type HostMessage =
-  | { type: "configure"; id: number; seed: number; clock: "virtual" | "real"; env: Record<string, string>; limits: WorkerLimits; mounts: WorkerMount[] }
+  | {
+      type: "configure";
+      id: number;
+      seed: number;
+      clock: "virtual" | "real";
+      env: Record<string, string>;
+      limits: WorkerLimits;
+      mounts: WorkerMount[];
+      /** JavaScript workers: whether run code is TypeScript to type-strip first. */
+      language?: "javascript" | "typescript";
+    }
   | { type: "run"; id: number; code: string }
   | { type: "fs"; id: number; op: FsOp; path: string; data?: string; recursive?: boolean };
 
@@ -49,8 +59,10 @@ export const workerMessageSchema = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("ready"),
     v: z.int(),
-    pythonVersion: z.string().max(256),
-    pyodideVersion: z.string().max(64),
+    pythonVersion: z.string().max(256).optional(),
+    pyodideVersion: z.string().max(64).optional(),
+    /** Name and version of a non-Python engine (e.g. "quickjs 0.32.0"). */
+    engine: z.string().max(256).optional(),
   }),
   z.strictObject({
     type: z.literal("output"),

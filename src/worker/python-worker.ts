@@ -8,51 +8,18 @@
 // Protocol: frames (see protocol/frames.ts) on stdin/stdout; the control pipe (fd 3) carries
 // interrupt requests; stderr is for diagnostics only.
 import fs from "node:fs";
-import { createHash, createCipheriv, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { Worker } from "node:worker_threads";
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { FsOp, HostMessage, WorkerLimits, WorkerMount } from "../protocol/messages.js";
 import { compareCodePoints, ERRNO, errnoName, MemfsAccounting, QUOTA_MARK, type EmFs, type EmNode } from "../vfs/memfs.js";
+import { fatal, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
 
 const HOME = "/home/user";
-/** Virtual clock: starts here (2026-01-01T00:00:00Z) and advances this much per read. */
-const VIRTUAL_EPOCH_MS = 1_767_225_600_000;
-const VIRTUAL_TICK_MS = 1;
 const OUTPUT_FLUSH_BYTES = 32 * 1024;
 const OUTPUT_FLUSH_MS = 20;
-
-const realNow = performance.now.bind(performance);
-
-// ---------------------------------------------------------------------------------------------
-// Output to the host. Synchronous writes: the main thread is busy inside Python during a run.
-
-/** While set (during warm-up), frames are built but not written. */
-let muted = false;
-
-function send(message: unknown): void {
-  const frame = encodeFrame(message);
-  if (muted) return;
-  let off = 0;
-  while (off < frame.length) {
-    try {
-      off += fs.writeSync(1, frame, off);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "EAGAIN") continue;
-      process.exit(70); // host went away
-    }
-  }
-}
-
-function fatal(message: string): never {
-  try {
-    send({ type: "fatal", message: message.slice(0, 60_000) });
-  } finally {
-    process.exit(70);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // State the Wasm import hooks read. Mutable: a pooled worker is configured after it restored.
@@ -65,16 +32,6 @@ const hooks = {
   rng: null as null | ((view: Uint8Array) => void),
   memory: null as { buffer: ArrayBuffer } | null,
 };
-
-function seededRng(seed: number): (view: Uint8Array) => void {
-  // AES-256-CTR keystream keyed by the seed: fast, and as unpredictable as the seed is secret.
-  const key = createHash("sha256").update(`agentbox-seed:${seed}`).digest();
-  const cipher = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
-  return (view) => {
-    const out = cipher.update(Buffer.alloc(view.length));
-    view.set(out);
-  };
-}
 
 function virtualNow(): number {
   hooks.virtualMs += VIRTUAL_TICK_MS;
@@ -311,7 +268,7 @@ class WorkerSession {
     const warm = "import os, random\nos.environ.copy()\nrandom.Random(1).random()\nprint('warm')\n[x * 2 for x in range(10)]\n";
     const env = JSON.stringify(guestEnv({}));
     const frames = new FrameDecoder();
-    muted = true;
+    setMuted(true);
     this.configured = true;
     // Several rounds through the same code paths a first request takes (frame decode, run,
     // output, digest, file ops): V8 optimises hot JS and Wasm functions only after some use.
@@ -329,7 +286,7 @@ class WorkerSession {
     this.handle({ type: "run", id: 1, code: "def f():\n    raise ValueError('warm')\nf()" });
     this.configureFn(env, HOME);
     this.configured = false;
-    muted = false;
+    setMuted(false);
   }
 
   handle(msg: HostMessage): void {
@@ -361,7 +318,7 @@ class WorkerSession {
     const FS = this.py.FS as unknown as Record<string, unknown> & Pyodide["FS"];
     FS.mkdirTree(m.guestPath);
     const NODEFS = (FS.filesystems as unknown as Record<string, NodeFsOps>).NODEFS!;
-    guardNodefs(NODEFS, FS.ErrnoError);
+    guardNodefs(NODEFS, FS.ErrnoError, this.accounting);
     FS.mount(NODEFS, { root: m.hostPath, readOnly: m.readOnly }, m.guestPath);
   }
 
@@ -475,62 +432,128 @@ function describeErrno(errno: number): string {
   return text[name] ?? `file system error ${name}`;
 }
 
-// Read-only mounts: NODEFS knows nothing of them, so refuse every mutating operation up front.
+// Mounts. Read-only: NODEFS knows nothing of them, so every mutating operation is refused up
+// front. Read-write: the host directory's net growth is charged to the sandbox's VFS quota.
 interface NodeFsOps {
   node_ops: Record<string, (...a: unknown[]) => unknown>;
   stream_ops: Record<string, (...a: unknown[]) => unknown>;
+  realPath(node: unknown): string;
   guarded?: boolean;
 }
-function guardNodefs(NODEFS: NodeFsOps, ErrnoError: new (n: number) => Error): void {
+interface NodeFsNode {
+  mode: number;
+  mount?: { opts?: { readOnly?: boolean } };
+}
+interface NodeFsStream {
+  node: NodeFsNode;
+  flags: number;
+  nfd?: number;
+}
+const O_ACCMODE = 3;
+const O_CREAT = 64;
+const O_TRUNC = 512;
+const O_APPEND = 1024;
+
+type Op = (...a: unknown[]) => unknown;
+
+function guardNodefs(NODEFS: NodeFsOps, ErrnoError: new (n: number) => Error, meter: MemfsAccounting): void {
   if (NODEFS.guarded) return;
   NODEFS.guarded = true;
-  const ro = (node: unknown) => Boolean((node as { mount?: { opts?: { readOnly?: boolean } } }).mount?.opts?.readOnly);
-  for (const op of ["setattr", "mknod", "rename", "unlink", "rmdir", "symlink"]) {
-    const orig = NODEFS.node_ops[op]!;
-    NODEFS.node_ops[op] = (...a: unknown[]) => {
-      if (ro(a[0])) throw new ErrnoError(ERRNO.EROFS);
-      if (op === "symlink") throw new ErrnoError(ERRNO.EPERM); // no links planted in host directories
+  const ro = (node: unknown) => Boolean((node as NodeFsNode).mount?.opts?.readOnly);
+  /** Size of a host path, 0 when absent or not a regular file. */
+  const sizeAt = (p: string) => {
+    try {
+      const st = fs.lstatSync(p);
+      return st.isFile() ? st.size : 0;
+    } catch {
+      return 0;
+    }
+  };
+  const child = (parent: unknown, name: unknown) => path.join(NODEFS.realPath(parent), String(name));
+  const wrap = (table: Record<string, Op>, op: string, f: (orig: Op, ...a: unknown[]) => unknown) => {
+    const orig = table[op]!;
+    table[op] = (...a: unknown[]) => f(orig, ...a);
+  };
+  const { node_ops: nodeOps, stream_ops: streamOps } = NODEFS;
+
+  // Accounting first, so the read-only check below wraps it and runs before it.
+  wrap(nodeOps, "mknod", (orig, ...a) => {
+    meter.chargeExternal(0, 1);
+    try {
       return orig(...a);
-    };
-  }
-  const open = NODEFS.stream_ops.open!;
-  NODEFS.stream_ops.open = (stream: unknown) => {
-    const s = stream as { node: unknown; flags: number };
-    if (ro(s.node) && (s.flags & 3 || s.flags & (64 | 512 | 1024))) throw new ErrnoError(ERRNO.EROFS);
-    return open(stream);
+    } catch (e) {
+      meter.chargeExternal(0, -1);
+      throw e;
+    }
+  });
+  wrap(nodeOps, "unlink", (orig, parent, name) => {
+    const size = sizeAt(child(parent, name));
+    const r = orig(parent, name);
+    meter.chargeExternal(-size, -1);
+    return r;
+  });
+  wrap(nodeOps, "rmdir", (orig, parent, name) => {
+    const r = orig(parent, name);
+    meter.chargeExternal(0, -1);
+    return r;
+  });
+  wrap(nodeOps, "rename", (orig, node, newDir, newName) => {
+    const target = child(newDir, newName);
+    const replaced = fs.existsSync(target) ? sizeAt(target) : -1;
+    const r = orig(node, newDir, newName);
+    if (replaced >= 0) meter.chargeExternal(-replaced, -1);
+    return r;
+  });
+  const resize = (orig: Op, before: number, size: number, ...a: unknown[]) => {
+    if (size > before) meter.chargeExternal(size - before, 0);
+    const r = orig(...a);
+    if (size < before) meter.chargeExternal(size - before, 0);
+    return r;
   };
-  const write = NODEFS.stream_ops.write!;
-  NODEFS.stream_ops.write = (stream: unknown, ...rest: unknown[]) => {
-    if (ro((stream as { node: unknown }).node)) throw new ErrnoError(ERRNO.EROFS);
-    return write(stream, ...rest);
-  };
-}
+  wrap(nodeOps, "setattr", (orig, node, attr) => {
+    const size = (attr as { size?: number }).size;
+    if (size === undefined) return orig(node, attr);
+    return resize(orig, sizeAt(NODEFS.realPath(node)), size, node, attr);
+  });
+  wrap(streamOps, "setattr", (orig, stream, attr) => {
+    const s = stream as NodeFsStream;
+    const size = (attr as { size?: number }).size;
+    if (size === undefined || s.nfd === undefined) return orig(stream, attr);
+    if (ro(s.node)) throw new ErrnoError(ERRNO.EROFS);
+    return resize(orig, fs.fstatSync(s.nfd).size, size, stream, attr);
+  });
+  wrap(streamOps, "open", (orig, stream) => {
+    const s = stream as NodeFsStream;
+    const truncated = s.flags & O_TRUNC ? sizeAt(NODEFS.realPath(s.node)) : 0;
+    const r = orig(stream);
+    if (truncated > 0) meter.chargeExternal(-truncated, 0);
+    return r;
+  });
+  wrap(streamOps, "write", (orig, stream, buffer, offset, length, position) => {
+    const s = stream as NodeFsStream;
+    const size = s.nfd !== undefined ? fs.fstatSync(s.nfd).size : 0;
+    const growth = Math.max(0, Number(position) + Number(length) - size);
+    if (growth > 0) meter.chargeExternal(growth, 0);
+    return orig(stream, buffer, offset, length, position);
+  });
 
-/**
- * Wait until the process is idle. After warm-up, V8 compiles the hot Wasm functions with its
- * optimising tier on helper threads for a few hundred ms; a pooled worker that reported ready
- * before that finished would spend its first request competing with it for the CPU. Measured by
- * the process's own CPU time (all threads), so it needs no V8 internals.
- */
-async function settle(maxMs = 3000, windowMs = 20): Promise<void> {
-  const deadline = realNow() + maxMs;
-  let quietWindows = 0;
-  while (quietWindows < 2 && realNow() < deadline) {
-    const cpu0 = process.cpuUsage();
-    const t0 = realNow();
-    await new Promise((resolve) => setTimeout(resolve, windowMs));
-    const used = process.cpuUsage(cpu0);
-    const busyMs = (used.user + used.system) / 1000;
-    quietWindows = busyMs < 0.15 * (realNow() - t0) ? quietWindows + 1 : 0;
+  // Read-only mounts refuse every mutation; no mount gets symlinks planted in host directories.
+  for (const op of ["setattr", "mknod", "rename", "unlink", "rmdir", "symlink"]) {
+    wrap(nodeOps, op, (orig, ...a) => {
+      if (ro(a[0])) throw new ErrnoError(ERRNO.EROFS);
+      if (op === "symlink") throw new ErrnoError(ERRNO.EPERM);
+      return orig(...a);
+    });
   }
-}
-
-function startInterrupter(): Promise<void> {
-  const url = new URL("./interrupter.js", import.meta.url);
-  const t = new Worker(url, { workerData: { sab: words.buffer, fd: 3 } });
-  t.unref();
-  t.on("error", (e) => fatal(`interrupter thread failed: ${e.message}`));
-  return new Promise((resolve) => t.once("message", () => resolve()));
+  wrap(streamOps, "open", (orig, stream) => {
+    const s = stream as NodeFsStream;
+    if (ro(s.node) && (s.flags & O_ACCMODE || s.flags & (O_CREAT | O_TRUNC | O_APPEND))) throw new ErrnoError(ERRNO.EROFS);
+    return orig(stream);
+  });
+  wrap(streamOps, "write", (orig, stream, ...a) => {
+    if (ro((stream as NodeFsStream).node)) throw new ErrnoError(ERRNO.EROFS);
+    return orig(stream, ...a);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,7 +572,7 @@ async function main(): Promise<void> {
     return;
   }
   // The interrupt thread and the snapshot read run while the main thread loads the engine.
-  const interrupter = startInterrupter();
+  const interrupter = startInterrupter(words);
   const snapshot = snapshotFile ? fs.promises.readFile(snapshotFile) : undefined;
   const py = await boot(pyodideDir, snapshot, false);
   harden(py);

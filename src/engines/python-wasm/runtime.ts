@@ -5,23 +5,15 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { TierUnavailableError } from "../../errors.js";
 import type { WorkerMount } from "../../protocol/messages.js";
+import { DIST, lockedDownFlags, PACKAGE_ROOT } from "../pool/flags.js";
 import { WorkerProcess, type WorkerSpawnSpec } from "../pool/worker-process.js";
 
-/** Package root: this file sits at {src,dist}/engines/python-wasm/, three levels below it. */
-export const PACKAGE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
-const DIST = path.join(PACKAGE_ROOT, "dist");
+export { PACKAGE_ROOT };
 export const WORKER_SCRIPT = path.join(DIST, "worker", "python-worker.js");
 export const PYODIDE_DIR = path.dirname(createRequire(import.meta.url).resolve("pyodide/package.json"));
 export const PYODIDE_VERSION = (JSON.parse(fs.readFileSync(path.join(PYODIDE_DIR, "package.json"), "utf8")) as { version: string }).version;
-
-/** JS heap of a worker; the guest's memory is Wasm memory, capped separately. */
-const WORKER_HEAP_MB = 192;
-
-const major = Number(process.versions.node.split(".")[0]);
-const PERMISSION_FLAG = major >= 22 ? "--permission" : "--experimental-permission";
 
 export function cacheDir(): string {
   if (process.env.AGENTBOX_CACHE_DIR) return path.resolve(process.env.AGENTBOX_CACHE_DIR);
@@ -48,22 +40,9 @@ function assertBuilt(): void {
   }
 }
 
-/** Node flags for a worker: no code generation, read-only access to the engine's files only. */
+/** Node flags for a Python worker: read-only access to Pyodide, our dist/ and `extraRead`. */
 export function workerFlags(extraRead: string[] = [], extraWrite: string[] = []): string[] {
-  const read = [PYODIDE_DIR, DIST, path.join(PACKAGE_ROOT, "package.json"), ...extraRead];
-  return [
-    "--disallow-code-generation-from-strings",
-    PERMISSION_FLAG,
-    ...read.map((p) => `--allow-fs-read=${p}`),
-    ...extraWrite.map((p) => `--allow-fs-write=${p}`),
-    "--allow-worker", // the interrupter thread
-    `--max-old-space-size=${WORKER_HEAP_MB}`,
-    "--no-warnings",
-    // JS optimisation and GC on the main thread only: with V8's concurrent helpers a cold worker's
-    // first request waited 70-100 ms behind them on a 2-core machine; steady-state speed of guest
-    // code is the same (measured). Wasm tier-up still runs on a helper thread.
-    "--single-threaded",
-  ];
+  return lockedDownFlags([PYODIDE_DIR, ...extraRead], extraWrite);
 }
 
 let snapshotReady: Promise<string> | undefined;

@@ -1,0 +1,175 @@
+// The host half of a nano-tier engine, shared by every engine whose guest runs in a worker
+// process (Python, JavaScript): it configures a worker, runs code with the outer half of every
+// limit (deadline → interrupt → grace → hard kill, RSS cap, output cap), and maps what the worker
+// answers onto the Engine interface. A worker serves one sandbox and is never reused.
+import {
+  AbortedError,
+  FileSystemError,
+  FileSystemQuotaError,
+  MemoryLimitError,
+  OutputLimitError,
+  TimeoutError,
+  WorkerCrashedError,
+  type LimitName,
+} from "../../errors.js";
+import type { Limits } from "../../policy/options.js";
+import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
+import type { Engine, EngineRunOptions, EngineRunResult } from "../engine.js";
+import type { WorkerProcess } from "./worker-process.js";
+
+const MiB = 1024 * 1024;
+/** RSS allowed above the Wasm memory cap: Node itself, the JS heap, file contents. */
+const RSS_OVERHEAD_BYTES = 384 * MiB;
+/** The worker cuts output at the limit; the host allows this much slack before it kills. */
+const OUTPUT_SLACK_BYTES = 64 * 1024;
+
+type Reply = Extract<WorkerMessage, { type: "reply" }>;
+
+export type ConfigureMessage = Extract<HostMessage, { type: "configure" }>;
+
+export class WorkerEngine implements Engine {
+  private nextId = 0;
+  private closed: string | undefined;
+
+  protected constructor(
+    private readonly worker: WorkerProcess,
+    private readonly config: { limits: Limits },
+  ) {}
+
+  /** The configure message for `limits` and the rest (id filled in by configure()). */
+  static configureMessage(c: Omit<ConfigureMessage, "type" | "id" | "limits"> & { limits: Limits }): Omit<ConfigureMessage, "id"> {
+    const { limits } = c;
+    return {
+      ...c,
+      type: "configure",
+      limits: { memoryBytes: limits.memoryMb * MiB, outputBytes: limits.outputBytes, vfsBytes: limits.vfsBytes, vfsFiles: limits.vfsFiles },
+    };
+  }
+
+  /** Wait for the worker and send its configuration; on failure the worker is ended. */
+  protected async configure(msg: Omit<ConfigureMessage, "id">): Promise<void> {
+    try {
+      await this.worker.ready;
+      await this.call({ ...msg, id: ++this.nextId });
+    } catch (e) {
+      await this.dispose("start failed");
+      throw e;
+    }
+  }
+
+  get closedReason(): string | undefined {
+    return this.closed;
+  }
+
+  get pid(): number | undefined {
+    return this.worker.pid;
+  }
+
+  async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
+    const { limits } = this.config;
+    const id = ++this.nextId;
+    const w = this.worker;
+    let stdout = "";
+    let stderr = "";
+    let outBytes = 0;
+    const timers: NodeJS.Timeout[] = [];
+    const hardStop = (err: Error) => {
+      w.kill(err);
+      this.closed ??= err.message;
+    };
+    const interruptThenKill = (reason: number, err: () => Error) => {
+      w.interrupt(id, reason);
+      timers.push(setTimeout(() => hardStop(err()), limits.graceMs));
+    };
+    timers.push(setTimeout(() => interruptThenKill(INTERRUPT_REASON.timeout, () => new TimeoutError(opts.timeoutMs)), opts.timeoutMs));
+    const onAbort = () => interruptThenKill(INTERRUPT_REASON.abort, () => new AbortedError("run aborted by the caller's signal; the worker did not stop and was killed"));
+    if (opts.signal?.aborted) throw new AbortedError();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    w.watchRss(limits.memoryMb * MiB + 2 * limits.vfsBytes + RSS_OVERHEAD_BYTES, () => new MemoryLimitError(limits.memoryMb, "the worker's resident memory passed its cap and it was killed"));
+
+    const onOutput = (stream: "stdout" | "stderr", data: string) => {
+      outBytes += Buffer.byteLength(data);
+      if (outBytes > limits.outputBytes + OUTPUT_SLACK_BYTES) return hardStop(new OutputLimitError(limits.outputBytes));
+      if (stream === "stdout") {
+        stdout += data;
+        opts.onStdout?.(data);
+      } else {
+        stderr += data;
+        opts.onStderr?.(data);
+      }
+    };
+    try {
+      const m = await this.call({ type: "run", id, code }, onOutput);
+      if (m.type !== "result") throw new WorkerCrashedError("worker answered a run with a non-result message");
+      return {
+        stdout,
+        stderr,
+        value: m.value,
+        error: m.error,
+        limitHit: m.limitHit as LimitName | null,
+        durationMs: m.durationMs,
+        vfsDigest: m.vfsDigest,
+      };
+    } catch (e) {
+      this.closed ??= (e as Error).message;
+      await this.dispose(this.closed);
+      throw e;
+    } finally {
+      for (const t of timers) clearTimeout(t);
+      opts.signal?.removeEventListener("abort", onAbort);
+      w.stopRssWatch();
+    }
+  }
+
+  async writeFile(path: string, data: Uint8Array): Promise<void> {
+    await this.fsCall({ op: "write", path, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64") });
+  }
+
+  async readFile(path: string): Promise<Uint8Array> {
+    const r = await this.fsCall({ op: "read", path });
+    return new Uint8Array(Buffer.from(r.data ?? "", "base64"));
+  }
+
+  async list(path: string): Promise<DirEntry[]> {
+    return (await this.fsCall({ op: "list", path })).entries ?? [];
+  }
+
+  async remove(path: string): Promise<void> {
+    await this.fsCall({ op: "remove", path, recursive: true });
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return (await this.fsCall({ op: "exists", path })).exists ?? false;
+  }
+
+  async makeDir(path: string): Promise<void> {
+    await this.fsCall({ op: "mkdir", path });
+  }
+
+  async dispose(reason = "killed"): Promise<void> {
+    this.closed ??= reason;
+    this.worker.kill(new WorkerCrashedError(`sandbox closed: ${reason}`));
+    await this.worker.exited$();
+  }
+
+  private async fsCall(req: Omit<Extract<HostMessage, { type: "fs" }>, "type" | "id">): Promise<Reply> {
+    const m = await this.call({ type: "fs", id: ++this.nextId, ...req } as HostMessage);
+    if (m.type !== "reply") throw new WorkerCrashedError("worker answered a file operation with a run result");
+    if (m.ok) return m;
+    if (m.limit) throw new FileSystemQuotaError(m.limit, this.config.limits[m.limit], req.path);
+    throw new FileSystemError(req.path, m.errno ?? "EIO", m.message ?? "file system error");
+  }
+
+  private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void): Promise<Extract<WorkerMessage, { type: "reply" | "result" }>> {
+    try {
+      const m = await this.worker.request(msg, onOutput);
+      if (m.type === "reply" && !m.ok && msg.type === "configure") throw new WorkerCrashedError(`worker refused its configuration: ${m.message ?? m.errno}`);
+      return m;
+    } catch (e) {
+      if (e instanceof WorkerCrashedError && /out of memory/i.test(e.message)) {
+        throw new MemoryLimitError(this.config.limits.memoryMb, "the worker ran out of memory and died");
+      }
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,221 @@
+// JavaScript that runs inside QuickJS (never in the worker's own realm) once per sandbox, before
+// any guest code: console, seeded Math.random / crypto, TextEncoder/TextDecoder, timers, and the
+// `fs` module over the sandbox's VFS. It is handed one object of host functions, keeps it in its
+// closure (the guest never sees it) and returns the hooks the worker calls: value display, error
+// description and the timer queue. Host functions take and return only strings, numbers,
+// booleans and ArrayBuffers; the worker checks every argument.
+//
+// The guest's `fs` module (import fs from "fs" | "node:fs"; "fs/promises" for the async form):
+//   readFileSync(path[, "utf8" | { encoding }])  → string with an encoding, else Uint8Array
+//   writeFileSync(path, string | ArrayBuffer | TypedArray[, { flag: "a" }]), appendFileSync
+//   readdirSync(path[, { withFileTypes }]) (sorted), existsSync, statSync, mkdirSync(path[, { recursive }]),
+//   rmSync(path[, { recursive, force }]), rmdirSync, unlinkSync, renameSync, copyFileSync
+// Errors carry a Node-style `code` (ENOENT, EEXIST, ENOSPC for the byte quota, EDQUOT for files).
+
+/** Names the guest's fs module exports (also used to build `import { x } from "fs"`). */
+export const FS_EXPORTS = [
+  "readFileSync",
+  "writeFileSync",
+  "appendFileSync",
+  "readdirSync",
+  "existsSync",
+  "statSync",
+  "mkdirSync",
+  "rmSync",
+  "rmdirSync",
+  "unlinkSync",
+  "renameSync",
+  "copyFileSync",
+] as const;
+
+/** Global through which rewritten `import` statements reach the built-in modules. */
+export const MODULE_GLOBAL = "__agentbox_module";
+
+export const PRELUDE = String.raw`(function (host) {
+  "use strict";
+  const G = globalThis;
+  const hide = (obj, name, value) => Object.defineProperty(obj, name, { value, writable: true, configurable: true, enumerable: false });
+  const jsonStringify = JSON.stringify;
+  const toStr = String;
+
+  function show(v, max) {
+    let s;
+    switch (typeof v) {
+      case "undefined": return undefined;
+      case "string": s = jsonStringify(v); break;
+      case "number": s = Object.is(v, -0) ? "-0" : toStr(v); break;
+      case "bigint": s = toStr(v) + "n"; break;
+      case "boolean": s = toStr(v); break;
+      case "symbol": s = v.toString(); break;
+      case "function": s = "[Function: " + (v.name || "(anonymous)") + "]"; break;
+      default:
+        if (v === null) { s = "null"; break; }
+        if (v instanceof Error) { s = toStr(v); break; }
+        try { s = jsonStringify(v, (k, x) => typeof x === "bigint" ? toStr(x) : x); } catch (e) { s = undefined; }
+        if (s === undefined) { try { s = toStr(v); } catch (e) { s = "[object]"; } }
+    }
+    return max !== undefined && s.length > max ? s.slice(0, max) : s;
+  }
+
+  function describe(e) {
+    try {
+      if (e instanceof Error) return jsonStringify([toStr(e.name), toStr(e.message), toStr(e.stack || "")]);
+    } catch (x) { /* a hostile getter: fall through */ }
+    return jsonStringify(["Error", "Uncaught " + show(e, 4096), ""]);
+  }
+
+  // console: formatted here, written through the host (which counts bytes against the limit).
+  const fmt = (args) => {
+    const room = host.outputRoom();
+    let out = "";
+    for (let i = 0; i < args.length && out.length <= room; i++) {
+      const a = args[i];
+      out += (i ? " " : "") + (typeof a === "string" ? a : (show(a, room + 1) ?? "undefined"));
+    }
+    return out.length > room + 1 ? out.slice(0, room + 1) : out;
+  };
+  const writer = (stream) => function () { host.write(stream, fmt(Array.prototype.slice.call(arguments)) + "\n"); };
+  const console = {};
+  for (const k of ["log", "info", "debug", "dir", "table"]) console[k] = writer(0);
+  for (const k of ["error", "warn", "trace"]) console[k] = writer(1);
+  hide(G, "console", console);
+
+  // Randomness: the sandbox's seeded stream.
+  Math.random = function random() { return host.random(); };
+  const getRandomValues = (ta) => {
+    if (!ArrayBuffer.isView(ta) || ta instanceof DataView || ta instanceof Float32Array || ta instanceof Float64Array) {
+      throw new TypeError("crypto.getRandomValues: expected an integer TypedArray");
+    }
+    if (ta.byteLength > 65536) throw new RangeError("crypto.getRandomValues: at most 65536 bytes per call");
+    new Uint8Array(ta.buffer, ta.byteOffset, ta.byteLength).set(new Uint8Array(host.randomBytes(ta.byteLength)));
+    return ta;
+  };
+  const randomUUID = () => {
+    const b = getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" + h.slice(16, 20) + "-" + h.slice(20);
+  };
+  hide(G, "crypto", { getRandomValues, randomUUID });
+
+  // UTF-8 text (QuickJS has no TextEncoder/TextDecoder).
+  const bytesOf = (d) => {
+    if (d instanceof ArrayBuffer) return d.slice(0);
+    if (ArrayBuffer.isView(d)) return d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength);
+    throw new TypeError("expected an ArrayBuffer or a TypedArray");
+  };
+  class TextEncoder {
+    get encoding() { return "utf-8"; }
+    encode(s = "") { return new Uint8Array(host.encode(toStr(s))); }
+  }
+  class TextDecoder {
+    constructor(label = "utf-8") {
+      if (!/^utf-?8$/i.test(toStr(label))) throw new RangeError("TextDecoder: only utf-8 is supported");
+    }
+    get encoding() { return "utf-8"; }
+    decode(d) { return d === undefined ? "" : host.decode(bytesOf(d)); }
+  }
+  hide(G, "TextEncoder", TextEncoder);
+  hide(G, "TextDecoder", TextDecoder);
+  hide(G, "queueMicrotask", (fn) => { Promise.resolve().then(fn); });
+
+  // Timers: a queue the worker drains while a run waits, in due-time order, on the sandbox clock.
+  let timerSeq = 0;
+  const timers = new Map();
+  const addTimer = (fn, ms, args, every) => {
+    if (typeof fn !== "function") throw new TypeError("timer callback must be a function");
+    const delay = Math.max(0, Number(ms) || 0);
+    const id = ++timerSeq;
+    timers.set(id, { id, due: Date.now() + delay, fn, args, every: every ? Math.max(1, delay) : -1, seq: id });
+    return id;
+  };
+  hide(G, "setTimeout", function setTimeout(fn, ms, ...args) { return addTimer(fn, ms, args, false); });
+  hide(G, "setInterval", function setInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true); });
+  hide(G, "clearTimeout", function clearTimeout(id) { timers.delete(id); });
+  hide(G, "clearInterval", function clearInterval(id) { timers.delete(id); });
+  const nextTimer = () => {
+    let best;
+    for (const t of timers.values()) if (!best || t.due < best.due || (t.due === best.due && t.seq < best.seq)) best = t;
+    return best;
+  };
+  const fireTimer = () => {
+    const t = nextTimer();
+    if (!t) return false;
+    host.advanceTo(t.due);
+    if (t.every >= 0) {
+      t.due = Date.now() + t.every;
+      t.seq = ++timerSeq;
+    } else timers.delete(t.id);
+    t.fn.apply(undefined, t.args);
+    return true;
+  };
+
+  // fs over the sandbox's VFS.
+  const fsError = (e, op, path) => {
+    const m = /^([A-Z]+): /.exec(toStr(e && e.message));
+    if (m) {
+      e.code = m[1];
+      e.syscall = op;
+      e.path = path;
+    }
+    return e;
+  };
+  const call = (op, path, a, b) => {
+    if (typeof path !== "string") throw new TypeError('The "path" argument must be of type string');
+    try {
+      return host.fs(op, path, a, b);
+    } catch (e) {
+      throw fsError(e, op, path);
+    }
+  };
+  const encodingOf = (o) => (typeof o === "string" ? o : o && typeof o === "object" ? o.encoding : undefined);
+  const dataOf = (d) => (typeof d === "string" ? d : d instanceof ArrayBuffer || ArrayBuffer.isView(d) ? bytesOf(d) : toStr(d));
+  const stats = (s) => ({ size: s.size, isFile: () => s.type === "file", isDirectory: () => s.type === "dir", isSymbolicLink: () => false });
+  const fs = {
+    readFileSync(path, o) {
+      const enc = encodingOf(o);
+      if (enc !== undefined && enc !== null && !/^utf-?8$/i.test(toStr(enc))) throw new TypeError("fs: only the utf8 encoding is supported");
+      return enc ? call("readText", path) : new Uint8Array(call("read", path));
+    },
+    writeFileSync(path, data, o) { call(o && typeof o === "object" && o.flag === "a" ? "append" : "write", path, dataOf(data)); },
+    appendFileSync(path, data) { call("append", path, dataOf(data)); },
+    readdirSync(path, o) {
+      const list = JSON.parse(call("list", path));
+      return o && o.withFileTypes ? list.map((e) => ({ name: e.name, ...stats(e) })) : list.map((e) => e.name);
+    },
+    existsSync(path) { return typeof path === "string" && call("exists", path); },
+    statSync(path) { return stats(JSON.parse(call("stat", path))); },
+    mkdirSync(path, o) { call("mkdir", path, Boolean(o && o.recursive)); },
+    rmSync(path, o) {
+      try { call("rm", path, Boolean(o && o.recursive)); } catch (e) { if (!(o && o.force && e.code === "ENOENT")) throw e; }
+    },
+    rmdirSync(path) { call("rmdir", path); },
+    unlinkSync(path) { call("unlink", path); },
+    renameSync(from, to) {
+      if (typeof to !== "string") throw new TypeError('The "newPath" argument must be of type string');
+      call("rename", from, to);
+    },
+    copyFileSync(from, to) { fs.writeFileSync(to, fs.readFileSync(from)); },
+  };
+  const promises = {};
+  for (const k of Object.keys(fs)) {
+    if (k === "existsSync") continue;
+    const f = fs[k];
+    promises[k.slice(0, -4)] = (...a) => new Promise((res) => res(f(...a)));
+  }
+  fs.promises = promises;
+  const modules = {
+    fs: { default: fs, ...fs },
+    "fs/promises": { default: promises, ...promises },
+  };
+  hide(G, ${JSON.stringify(MODULE_GLOBAL)}, function (name) {
+    const key = toStr(name).replace(/^node:/, "");
+    if (!Object.prototype.hasOwnProperty.call(modules, key)) {
+      throw new Error("Cannot find module '" + toStr(name) + "': this sandbox has only 'fs' and 'fs/promises' (no host modules)");
+    }
+    return modules[key];
+  });
+
+  return { show, describe, fireTimer, pendingTimers: () => timers.size };
+})`;

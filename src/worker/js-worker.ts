@@ -1,0 +1,670 @@
+// Entry point of a JavaScript/TypeScript worker process: QuickJS compiled to WebAssembly, one
+// sandbox per process. Guest code runs only inside QuickJS, never in this process's own realm (no
+// eval, no Function, no vm: code generation from strings is disabled for the process anyway). The
+// guest reaches the worker only through a handful of host functions taking plain values.
+//
+//   node [flags] js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> [warm]
+//
+// Protocol: frames (see protocol/frames.ts) on stdin/stdout; the control pipe (fd 3) carries
+// interrupt requests; stderr is for diagnostics only.
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule } from "quickjs-emscripten-core";
+import type { transform as SucraseTransform } from "sucrase";
+import { FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
+import type { FsOp, HostMessage, WorkerLimits } from "../protocol/messages.js";
+import { MemTree, VfsError } from "../vfs/tree.js";
+import { fatal, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
+import { CellSyntaxError, rewriteCell } from "./js-cell.js";
+import { PRELUDE } from "./js-guest.js";
+
+const HOME = "/home/user";
+/** QuickJS's C stack budget: larger values let deep recursion overflow the worker's own stack. */
+const MAX_STACK_BYTES = 256 * 1024;
+/** QuickJS's JS_EVAL_FLAG_ASYNC: a global script with top-level await; evaluates to a promise. */
+const EVAL_FLAG_ASYNC = 1 << 7;
+/** Time the worker gives itself to describe a result after a run was stopped. */
+const EPILOGUE_MS = 200;
+const OUTPUT_FLUSH_BYTES = 32 * 1024;
+const OUTPUT_FLUSH_MS = 20;
+const REASON_TIMEOUT = 1;
+const REASON_OUTPUT = 100;
+const WARM_ROUNDS = 30;
+/** Frames kept in a traceback (deep recursion would otherwise give thousands). */
+const MAX_FRAMES = 40;
+
+const words = new Int32Array(new SharedArrayBuffer(12)); // [signal, reason, current run id]
+
+const clock = { virtual: false, virtualMs: VIRTUAL_EPOCH_MS };
+/** The guest's Wasm memory cap (limits.memoryMb), enforced where Emscripten grows the memory. */
+const memCap = { bytes: 256 * 1024 * 1024, hit: false };
+const WASM_PAGE = 65536;
+
+/** The slice of the WebAssembly JS API used here (the project's TS lib has no DOM types). */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+declare const WebAssembly: {
+  Memory: new (d: { initial: number; maximum: number }) => WasmMemory;
+  compile(bytes: Uint8Array): Promise<object>;
+};
+
+/**
+ * A Wasm memory whose growth stops at `memCap`. QuickJS's own malloc limit undercounts in this
+ * build (no malloc_usable_size), so the cap is on the memory itself: Emscripten's heap growth calls
+ * `grow` and treats a throw as "no memory", so QuickJS raises its out-of-memory error.
+ */
+function cappedMemory(): WasmMemory {
+  const mem = new WebAssembly.Memory({ initial: 256, maximum: 32768 });
+  const grow = mem.grow.bind(mem);
+  Object.defineProperty(mem, "grow", {
+    value: (pages: number) => {
+      if (mem.buffer.byteLength + pages * WASM_PAGE > memCap.bytes) {
+        memCap.hit = true;
+        throw new RangeError("memory cap reached");
+      }
+      return grow(pages);
+    },
+  });
+  return mem;
+}
+function virtualNow(): number {
+  clock.virtualMs += VIRTUAL_TICK_MS;
+  return clock.virtualMs;
+}
+
+type GuestError = { name: string; message: string; traceback: string };
+
+// ---------------------------------------------------------------------------------------------
+// Output with the limit enforced at the source; batched into frames.
+
+class Output {
+  runId = 0;
+  bytes = 0;
+  cap = Infinity;
+  hit = false;
+  private pending: { stream: "stdout" | "stderr"; text: string } | undefined;
+  private lastFlush = 0;
+
+  start(runId: number, cap: number): void {
+    this.runId = runId;
+    this.bytes = 0;
+    this.cap = cap;
+    this.hit = false;
+    this.lastFlush = realNow();
+  }
+
+  /** Characters that may still be written (a bound: a character is at least one byte). */
+  get room(): number {
+    return Math.max(0, this.cap - this.bytes);
+  }
+
+  write(stream: "stdout" | "stderr", text: string): void {
+    if (this.runId === 0 || this.hit) return;
+    let n = Buffer.byteLength(text);
+    if (this.bytes + n > this.cap) {
+      text = cutUtf8(text, this.cap - this.bytes);
+      n = Buffer.byteLength(text);
+      this.hit = true;
+      Atomics.store(words, 1, REASON_OUTPUT);
+      Atomics.store(words, 0, 2); // stop the guest: it is flooding
+    }
+    this.bytes += n;
+    if (this.pending && this.pending.stream !== stream) this.flush();
+    if (this.pending) this.pending.text += text;
+    else this.pending = { stream, text };
+    if (this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
+  }
+
+  flush(): void {
+    const p = this.pending;
+    this.pending = undefined;
+    this.lastFlush = realNow();
+    if (!p || p.text.length === 0) return;
+    for (let i = 0; i < p.text.length; i += 256 * 1024) {
+      send({ type: "output", id: this.runId, stream: p.stream, data: p.text.slice(i, i + 256 * 1024) });
+    }
+  }
+
+  end(): void {
+    this.flush();
+    this.runId = 0;
+  }
+}
+
+/** The longest prefix of `s` that fits in `bytes` bytes of UTF-8, never splitting a character. */
+function cutUtf8(s: string, bytes: number): string {
+  const b = Buffer.from(s).subarray(0, Math.max(0, bytes));
+  return new TextDecoder().decode(b).replace(/\uFFFD$/, "");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type Transform = typeof SucraseTransform;
+
+interface Hooks {
+  show: QuickJSHandle;
+  describe: QuickJSHandle;
+  fireTimer: QuickJSHandle;
+  pendingTimers: QuickJSHandle;
+}
+
+class JsSession {
+  private readonly output = new Output();
+  private tree = new MemTree({ vfsBytes: Infinity, vfsFiles: Infinity }, ["/tmp", HOME], HOME);
+  private limits: WorkerLimits = { memoryBytes: 256 * 1024 * 1024, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
+  private rng: (view: Uint8Array) => void = seededRng(0);
+  private rt: QuickJSRuntime | undefined;
+  private ctx: QuickJSContext | undefined;
+  private hooks: Hooks | undefined;
+  private configured = false;
+  private typescript = false;
+  private cell = 0;
+  /** After a run was stopped, the worker still calls into the guest (describe, show) until this. */
+  private epilogueUntil = 0;
+
+  constructor(
+    private readonly qjs: QuickJSWASMModule,
+    private readonly loadSucrase: () => Transform,
+  ) {}
+
+  async start(interrupter: Promise<void>, warm: boolean): Promise<void> {
+    await interrupter;
+    if (warm) {
+      this.warmUp();
+      await settle();
+    }
+    send({ type: "ready", v: PROTOCOL_VERSION, engine: "quickjs (quickjs-emscripten 0.32)" });
+  }
+
+  /** Exercise the first-request paths (context, prelude, run, output, fs, TypeScript) while idle. */
+  private warmUp(): void {
+    setMuted(true);
+    const msg: Extract<HostMessage, { type: "configure" }> = { type: "configure", id: 1, seed: 0, clock: "real", env: {}, limits: this.limits, mounts: [], language: "typescript" };
+    for (let i = 0; i < WARM_ROUNDS; i++) {
+      this.configure({ ...msg, limits: { ...this.limits, vfsBytes: 1 << 20, vfsFiles: 100 } }, true);
+      this.handle({ type: "run", id: 1, code: "const x: number = 1;\nconsole.log('warm', [x], Math.random());\nx + 1" });
+      this.handle({ type: "run", id: 1, code: "import fs from 'fs';\nfs.writeFileSync('/tmp/w', 'w');\nawait Promise.resolve(fs.readdirSync('/tmp'))" });
+      this.handle({ type: "run", id: 1, code: "function f(): never { throw new Error('warm') }\nf()" });
+      this.handle({ type: "fs", id: 1, op: "write", path: "/tmp/.warm", data: "d2FybQ==" });
+      this.handle({ type: "fs", id: 1, op: "read", path: "/tmp/.warm" });
+      this.handle({ type: "fs", id: 1, op: "list", path: "/tmp" });
+      this.handle({ type: "fs", id: 1, op: "remove", path: "/tmp/.warm" });
+    }
+    this.dropContext();
+    this.tree = new MemTree({ vfsBytes: Infinity, vfsFiles: Infinity }, ["/tmp", HOME], HOME);
+    this.configured = false;
+    this.cell = 0;
+    setMuted(false);
+  }
+
+  handle(msg: HostMessage): void {
+    if (msg.type === "configure") return this.configure(msg);
+    if (!this.configured) return fatal("first message must be configure");
+    if (msg.type === "run") return this.run(msg.id, msg.code);
+    if (msg.type === "fs") return this.fsOp(msg.id, msg.op, msg.path, msg.data, msg.recursive);
+  }
+
+  private configure(msg: Extract<HostMessage, { type: "configure" }>, warming = false): void {
+    if (this.configured && !warming) return fatal("configure sent twice");
+    if (msg.mounts.length > 0) return send({ type: "reply", id: msg.id, ok: false, errno: "EINVAL", message: "the JavaScript engine has no mounts" });
+    this.dropContext();
+    this.limits = msg.limits;
+    memCap.bytes = msg.limits.memoryBytes;
+    this.typescript = msg.language === "typescript";
+    this.rng = seededRng(msg.seed);
+    clock.virtual = msg.clock === "virtual";
+    clock.virtualMs = VIRTUAL_EPOCH_MS;
+    if (clock.virtual) Date.now = virtualNow; // QuickJS's Date reads the clock through Date.now
+    this.tree = new MemTree({ vfsBytes: msg.limits.vfsBytes, vfsFiles: msg.limits.vfsFiles }, ["/tmp", HOME], HOME);
+    if (this.typescript) this.loadSucrase();
+    this.makeContext();
+    this.configured = true;
+    send({ type: "reply", id: msg.id, ok: true });
+  }
+
+  private makeContext(): void {
+    const rt = this.qjs.newRuntime();
+    rt.setMemoryLimit(this.limits.memoryBytes);
+    rt.setMaxStackSize(MAX_STACK_BYTES);
+    rt.setInterruptHandler(() => Atomics.load(words, 0) !== 0 || (this.epilogueUntil > 0 && realNow() > this.epilogueUntil));
+    const ctx = rt.newContext();
+    this.rt = rt;
+    this.ctx = ctx;
+    const host = this.hostFunctions(ctx);
+    const fn = ctx.unwrapResult(ctx.evalCode(PRELUDE, "<agentbox>", { type: "global", strict: true }));
+    const hooks = ctx.unwrapResult(ctx.callFunction(fn, ctx.undefined, host));
+    fn.dispose();
+    host.dispose();
+    this.hooks = {
+      show: ctx.getProp(hooks, "show"),
+      describe: ctx.getProp(hooks, "describe"),
+      fireTimer: ctx.getProp(hooks, "fireTimer"),
+      pendingTimers: ctx.getProp(hooks, "pendingTimers"),
+    };
+    hooks.dispose();
+  }
+
+  private dropContext(): void {
+    if (this.hooks) for (const h of Object.values(this.hooks)) h.dispose();
+    this.hooks = undefined;
+    this.ctx?.dispose();
+    this.rt?.dispose();
+    this.ctx = undefined;
+    this.rt = undefined;
+  }
+
+  /** The object of host functions the prelude keeps in its closure. Every argument is checked. */
+  private hostFunctions(ctx: QuickJSContext): QuickJSHandle {
+    const host = ctx.newObject();
+    const str = (h: QuickJSHandle | undefined, what: string): string => {
+      if (!h || ctx.typeof(h) !== "string") throw ctx.newError({ name: "TypeError", message: `${what} must be a string` });
+      return ctx.getString(h);
+    };
+    const num = (h: QuickJSHandle | undefined, what: string): number => {
+      if (!h || ctx.typeof(h) !== "number") throw ctx.newError({ name: "TypeError", message: `${what} must be a number` });
+      return ctx.getNumber(h);
+    };
+    const bytes = (h: QuickJSHandle | undefined): Uint8Array => {
+      if (h && ctx.typeof(h) === "string") return Buffer.from(ctx.getString(h), "utf8");
+      if (!h || ctx.typeof(h) !== "object") throw ctx.newError({ name: "TypeError", message: "data must be a string or an ArrayBuffer" });
+      const lt = ctx.getArrayBuffer(h);
+      try {
+        return new Uint8Array(lt.value); // a copy out of the guest's memory
+      } finally {
+        lt.dispose();
+      }
+    };
+    const arrayBuffer = (b: Uint8Array) => ctx.newArrayBuffer(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+    const fns: Record<string, (...a: QuickJSHandle[]) => QuickJSHandle | void> = {
+      write: (stream, text) => {
+        this.output.write(num(stream, "stream") === 1 ? "stderr" : "stdout", str(text, "text"));
+      },
+      outputRoom: () => ctx.newNumber(this.output.room),
+      random: () => {
+        const b = new Uint8Array(8);
+        this.rng(b);
+        const v = new DataView(b.buffer);
+        return ctx.newNumber((v.getUint32(0) * 2 ** 21 + (v.getUint32(4) >>> 11)) / 2 ** 53);
+      },
+      randomBytes: (n) => {
+        const len = num(n, "length");
+        if (!Number.isInteger(len) || len < 0 || len > 65536) throw ctx.newError({ name: "RangeError", message: "randomBytes: 0..65536 bytes" });
+        const b = new Uint8Array(len);
+        this.rng(b);
+        return arrayBuffer(b);
+      },
+      encode: (s) => arrayBuffer(Buffer.from(str(s, "text"), "utf8")),
+      decode: (b) => ctx.newString(Buffer.from(bytes(b)).toString("utf8")),
+      advanceTo: (due) => {
+        const t = num(due, "time");
+        if (clock.virtual) clock.virtualMs = Math.max(clock.virtualMs, Math.floor(t));
+        else sleepUntil(t);
+      },
+      fs: (op, p, a, b) => this.guestFs(ctx, str(op, "op"), str(p, "path"), a, b, bytes),
+    };
+    for (const [name, f] of Object.entries(fns)) {
+      const h = ctx.newFunction(name, f);
+      ctx.setProp(host, name, h);
+      h.dispose();
+    }
+    return host;
+  }
+
+  private guestFs(ctx: QuickJSContext, op: string, p: string, a: QuickJSHandle | undefined, b: QuickJSHandle | undefined, bytes: (h: QuickJSHandle | undefined) => Uint8Array): QuickJSHandle | void {
+    const t = this.tree;
+    try {
+      switch (op) {
+        case "read": {
+          const d = t.readFile(p);
+          return ctx.newArrayBuffer(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength) as ArrayBuffer);
+        }
+        case "readText":
+          return ctx.newString(Buffer.from(t.readFile(p)).toString("utf8"));
+        case "write":
+        case "append":
+          return t.writeFile(p, bytes(a), { append: op === "append" });
+        case "list":
+          return ctx.newString(JSON.stringify(t.list(p)));
+        case "stat":
+          return ctx.newString(JSON.stringify(t.stat(p)));
+        case "exists":
+          return t.exists(p) ? ctx.true : ctx.false;
+        case "mkdir":
+          return t.mkdir(p, Boolean(a && ctx.dump(a) === true));
+        case "rm":
+          return t.remove(p, Boolean(a && ctx.dump(a) === true));
+        case "rmdir":
+          return t.rmdir(p);
+        case "unlink":
+          return t.unlink(p);
+        case "rename": {
+          if (!b && a && ctx.typeof(a) === "string") return t.rename(p, ctx.getString(a));
+          throw new VfsError("EINVAL", p);
+        }
+        default:
+          throw new VfsError("EINVAL", p);
+      }
+    } catch (e) {
+      if (e instanceof VfsError) throw ctx.newError({ name: "Error", message: `${e.code}: ${e.description}, '${p}'` });
+      throw e;
+    }
+  }
+
+  private run(id: number, code: string): void {
+    const t0 = realNow();
+    const ctx = this.ctx!;
+    const rt = this.rt!;
+    Atomics.store(words, 2, id);
+    Atomics.store(words, 1, 0);
+    Atomics.store(words, 0, 0);
+    this.epilogueUntil = 0;
+    this.tree.takeLimitHit();
+    memCap.hit = false;
+    this.output.start(id, this.limits.outputBytes);
+    const file = `cell-${++this.cell}.${this.typescript ? "ts" : "js"}`;
+    let value: string | null = null;
+    let error: GuestError | null = null;
+    let source: string | undefined;
+    try {
+      source = rewriteCell(this.typescript ? this.stripTypes(code) : code);
+    } catch (e) {
+      if (!(e instanceof CellSyntaxError)) throw e;
+      error = { name: "SyntaxError", message: `${e.message} (line ${e.line}, column ${e.column})`, traceback: `SyntaxError: ${e.message}\n    at ${file}:${e.line}:${e.column}\n` };
+    }
+    if (source !== undefined) {
+      const r = ctx.evalCode(source, file, EVAL_FLAG_ASYNC);
+      if (r.error) {
+        error = this.describe(r.error);
+        r.error.dispose();
+      } else {
+        const settled = this.drive(r.value);
+        r.value.dispose();
+        if (settled.error) error = settled.error;
+        else if (settled.value) {
+          value = this.show(settled.value);
+          settled.value.dispose();
+        }
+        // Timers still queued run now, as a script's would before it exits.
+        if (!error) error = this.drainTimers();
+      }
+    }
+    const reason = Atomics.load(words, 1);
+    const interrupted = Atomics.load(words, 0) !== 0;
+    Atomics.store(words, 2, 0);
+    Atomics.store(words, 0, 0);
+    this.epilogueUntil = 0;
+    rt.executePendingJobs(0);
+    if (value !== null) {
+      const room = Math.max(0, this.limits.outputBytes - this.output.bytes);
+      if (Buffer.byteLength(value) > room) {
+        value = cutUtf8(value, room);
+        this.output.hit = true;
+      }
+    }
+    this.output.end();
+    const vfsHit = this.tree.takeLimitHit();
+    const memHit = memCap.hit || (error !== null && error.name === "InternalError" && /out of memory/.test(error.message));
+    const limitHit =
+      this.output.hit || reason === REASON_OUTPUT ? "outputBytes"
+      : interrupted && reason === REASON_TIMEOUT ? "timeoutMs"
+      : memHit ? "memoryMb"
+      : vfsHit ?? null;
+    send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.tree.digest() });
+  }
+
+  /** Run jobs and timers until `promise` (the cell's) settles; unwraps `{ value }` and a returned promise. */
+  private drive(promise: QuickJSHandle): { value?: QuickJSHandle; error?: GuestError } {
+    const ctx = this.ctx!;
+    let p: QuickJSHandle = promise.dup();
+    let unwrapCompletion = true;
+    for (;;) {
+      const jobs = this.rt!.executePendingJobs(-1);
+      if (jobs.error) {
+        p.dispose();
+        const err = this.describe(jobs.error);
+        jobs.error.dispose();
+        return { error: err };
+      }
+      const state = ctx.getPromiseState(p);
+      if (state.type === "pending") {
+        if (Atomics.load(words, 0) !== 0) {
+          p.dispose();
+          return { error: this.stopped() };
+        }
+        const fired = this.fireTimer();
+        if (fired === true) continue;
+        p.dispose();
+        if (fired) return { error: fired };
+        return { error: { name: "Error", message: "top-level await never settled: the awaited promise is still pending and no timers are left", traceback: "" } };
+      }
+      p.dispose();
+      if (state.type === "rejected") {
+        const err = this.describe(state.error);
+        state.error.dispose();
+        return { error: err };
+      }
+      let v = state.value;
+      if (unwrapCompletion) {
+        // The async script's promise resolves to { value: completion }.
+        unwrapCompletion = false;
+        const inner = ctx.getProp(v, "value");
+        v.dispose();
+        v = inner;
+      }
+      // A cell whose last expression is a promise (e.g. `main()`) gives that promise's value.
+      if (ctx.typeof(v) === "object" && isPromise(ctx, v)) {
+        p = v;
+        continue;
+      }
+      if (ctx.typeof(v) === "undefined") {
+        v.dispose();
+        return {};
+      }
+      return { value: v };
+    }
+  }
+
+  /** true: a timer ran; false: none left; else the error the timer threw. */
+  private fireTimer(): boolean | GuestError {
+    const ctx = this.ctx!;
+    const r = ctx.callFunction(this.hooks!.fireTimer, ctx.undefined);
+    if (r.error) {
+      const err = Atomics.load(words, 0) !== 0 ? this.stopped() : this.describe(r.error);
+      r.error.dispose();
+      return err;
+    }
+    const fired = ctx.dump(r.value) === true;
+    r.value.dispose();
+    return fired;
+  }
+
+  private drainTimers(): GuestError | null {
+    for (;;) {
+      const jobs = this.rt!.executePendingJobs(-1);
+      if (jobs.error) {
+        const err = this.describe(jobs.error);
+        jobs.error.dispose();
+        return err;
+      }
+      if (Atomics.load(words, 0) !== 0) return this.stopped();
+      const fired = this.fireTimer();
+      if (fired === false) return null;
+      if (fired !== true) return fired;
+    }
+  }
+
+  /** The error a stopped run reports (QuickJS's own uncatchable "interrupted"). */
+  private stopped(): GuestError {
+    return { name: "InternalError", message: "interrupted", traceback: "InternalError: interrupted\n" };
+  }
+
+  private describe(handle: QuickJSHandle): GuestError {
+    const ctx = this.ctx!;
+    if (Atomics.load(words, 0) !== 0) {
+      // The run was stopped; QuickJS's interrupt error needs no guest code to read.
+      const name = safeString(ctx, handle, "name");
+      const message = safeString(ctx, handle, "message");
+      if (name === "InternalError" && message === "interrupted") return this.stopped();
+    }
+    const r = this.inEpilogue(() => ctx.callFunction(this.hooks!.describe, ctx.undefined, handle));
+    if (r.error) {
+      r.error.dispose();
+      const name = safeString(ctx, handle, "name") ?? "Error";
+      const message = safeString(ctx, handle, "message") ?? "(the thrown value could not be described)";
+      return { name, message, traceback: `${name}: ${message}\n` };
+    }
+    const parsed = JSON.parse(ctx.getString(r.value)) as [string, string, string];
+    let [name, message] = parsed;
+    const rawStack = parsed[2];
+    r.value.dispose();
+    if (name === "InternalError" && message === "stack overflow") {
+      // QuickJS's stack limit (MAX_STACK_BYTES): reported the way other engines do.
+      name = "RangeError";
+      message = "Maximum call stack size exceeded";
+    }
+    // Frames inside the prelude (fs, console, timers) are ours, not the user's.
+    const stack = rawStack
+      .split("\n")
+      .filter((l) => !l.includes("(<agentbox>:"))
+      .slice(0, MAX_FRAMES)
+      .join("\n");
+    const cap = (s: string, n: number) => (s.length > n ? s.slice(0, n) : s);
+    return { name: cap(name, 256), message: cap(message, 60_000), traceback: cap(`${name}: ${message}\n${stack}`, 200_000) };
+  }
+
+  private show(handle: QuickJSHandle): string | null {
+    const ctx = this.ctx!;
+    const room = ctx.newNumber(this.output.room + 1);
+    const r = this.inEpilogue(() => ctx.callFunction(this.hooks!.show, ctx.undefined, handle, room));
+    room.dispose();
+    if (r.error) {
+      r.error.dispose();
+      return "[value could not be displayed]";
+    }
+    const s = ctx.typeof(r.value) === "string" ? ctx.getString(r.value) : null;
+    r.value.dispose();
+    return s;
+  }
+
+  /** Call into the guest after its run, with a short deadline of its own. */
+  private inEpilogue<T>(fn: () => T): T {
+    const stopped = Atomics.load(words, 0) !== 0;
+    if (stopped) Atomics.store(words, 0, 0);
+    this.epilogueUntil = realNow() + EPILOGUE_MS;
+    try {
+      return fn();
+    } finally {
+      this.epilogueUntil = 0;
+      if (stopped) Atomics.store(words, 0, 2);
+    }
+  }
+
+  private stripTypes(code: string): string {
+    try {
+      return this.loadSucrase()(code, { transforms: ["typescript"], disableESTransforms: true, keepUnusedImports: false }).code;
+    } catch (e) {
+      const err = e as Error & { loc?: { line: number; column: number } };
+      if (!err.loc) throw new CellSyntaxError(err.message, 1, 1);
+      // Sucrase's columns are 1-based already; its message ends in "(line:column)".
+      throw new CellSyntaxError(err.message.replace(/ \(\d+:\d+\)$/, ""), err.loc.line, err.loc.column);
+    }
+  }
+
+  private fsOp(id: number, op: FsOp, p: string, data: string | undefined, recursive: boolean | undefined): void {
+    const t = this.tree;
+    try {
+      if (!p.startsWith("/")) throw new VfsError("EINVAL", p);
+      switch (op) {
+        case "write":
+          t.writeFile(p, Buffer.from(data ?? "", "base64"), { parents: true });
+          return send({ type: "reply", id, ok: true });
+        case "read":
+          return send({ type: "reply", id, ok: true, data: Buffer.from(t.readFile(p)).toString("base64") });
+        case "exists":
+          return send({ type: "reply", id, ok: true, exists: t.exists(p) });
+        case "mkdir":
+          t.mkdir(p, true);
+          return send({ type: "reply", id, ok: true });
+        case "list":
+          return send({ type: "reply", id, ok: true, entries: t.list(p) });
+        case "remove":
+          t.remove(p, recursive ?? true);
+          return send({ type: "reply", id, ok: true });
+      }
+    } catch (e) {
+      if (!(e instanceof VfsError)) return fatal(`file operation failed: ${String((e as Error)?.stack ?? e)}`);
+      send({ type: "reply", id, ok: false, errno: e.code, message: e.description, ...(e.limit ? { limit: e.limit } : {}) });
+    }
+  }
+}
+
+function isPromise(ctx: QuickJSContext, h: QuickJSHandle): boolean {
+  const state = ctx.getPromiseState(h);
+  // getPromiseState treats a non-promise as an already-fulfilled value (the same handle).
+  if (state.type === "fulfilled" && state.notAPromise) return false;
+  if (state.type === "fulfilled") state.value.dispose();
+  if (state.type === "rejected") state.error.dispose();
+  return true;
+}
+
+/** A string property read without running guest code (own data properties only). */
+function safeString(ctx: QuickJSContext, h: QuickJSHandle, key: string): string | undefined {
+  if (ctx.typeof(h) !== "object") return undefined;
+  try {
+    const v = ctx.getProp(h, key);
+    const s = ctx.typeof(v) === "string" ? ctx.getString(v).slice(0, 4096) : undefined;
+    v.dispose();
+    return s;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Block until `dueMs` (wall clock) or an interrupt, whichever is first. */
+function sleepUntil(dueMs: number): void {
+  for (;;) {
+    const left = dueMs - Date.now();
+    if (left <= 0 || Atomics.load(words, 0) !== 0) return;
+    Atomics.wait(words, 0, 0, Math.min(left, 10));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const [mode, coreEntry, variantEntry, sucraseEntry, flag] = process.argv.slice(2);
+  if (mode !== "serve" || !coreEntry || !variantEntry || !sucraseEntry) fatal("usage: js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> [warm]");
+  const interrupter = startInterrupter(words);
+  const core = (await import(pathToFileURL(coreEntry).href)) as typeof import("quickjs-emscripten-core");
+  type SyncVariant = Parameters<typeof core.newVariant>[0] & Parameters<typeof core.newQuickJSWASMModuleFromVariant>[0];
+  const variant = ((await import(pathToFileURL(variantEntry).href)) as { default: SyncVariant }).default;
+  const wasmModule = await WebAssembly.compile(await fs.promises.readFile(path.join(path.dirname(variantEntry), "emscripten-module.wasm")));
+  const qjs = await core.newQuickJSWASMModuleFromVariant(core.newVariant(variant, { wasmModule: wasmModule as never, wasmMemory: cappedMemory() as never }));
+  let transform: Transform | undefined;
+  const loadSucrase = () => (transform ??= (createRequire(import.meta.url)(sucraseEntry) as { transform: Transform }).transform);
+  const session = new JsSession(qjs, loadSucrase);
+  await session.start(interrupter, flag === "warm");
+  const decoder = new FrameDecoder();
+  process.stdin.on("data", (chunk: Buffer) => {
+    let msgs: unknown[];
+    try {
+      msgs = decoder.push(chunk);
+    } catch (e) {
+      return fatal(`bad frame from host: ${(e as Error).message}`);
+    }
+    for (const m of msgs) {
+      try {
+        session.handle(m as HostMessage);
+      } catch (e) {
+        fatal(`request failed: ${String((e as Error)?.stack ?? e)}`);
+      }
+    }
+  });
+  process.stdin.on("end", () => process.exit(0));
+}
+
+main().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));
