@@ -217,5 +217,5 @@ export const PRELUDE = String.raw`(function (host) {
     return modules[key];
   });
 
-  return { show, describe, fireTimer, pendingTimers: () => timers.size };
+  return { show, describe, fireTimer, clearTimers: () => timers.clear() };
 })`;

@@ -149,7 +149,7 @@ interface Hooks {
   show: QuickJSHandle;
   describe: QuickJSHandle;
   fireTimer: QuickJSHandle;
-  pendingTimers: QuickJSHandle;
+  clearTimers: QuickJSHandle;
 }
 
 class JsSession {
@@ -243,7 +243,7 @@ class JsSession {
       show: ctx.getProp(hooks, "show"),
       describe: ctx.getProp(hooks, "describe"),
       fireTimer: ctx.getProp(hooks, "fireTimer"),
-      pendingTimers: ctx.getProp(hooks, "pendingTimers"),
+      clearTimers: ctx.getProp(hooks, "clearTimers"),
     };
     hooks.dispose();
   }
@@ -390,10 +390,15 @@ class JsSession {
         }
         // Timers still queued run now, as a script's would before it exits.
         if (!error) error = this.drainTimers();
+        if (error) value = null;
       }
     }
     const reason = Atomics.load(words, 1);
     const interrupted = Atomics.load(words, 0) !== 0;
+    if (interrupted) {
+      // A stopped run's timers die with it: a runaway interval must not resume in the next run.
+      this.inEpilogue(() => ctx.callFunction(this.hooks!.clearTimers, ctx.undefined)).dispose();
+    }
     Atomics.store(words, 2, 0);
     Atomics.store(words, 0, 0);
     this.epilogueUntil = 0;
