@@ -51,4 +51,30 @@ describe("mounts", () => {
     assert.ok(link.error, "no symlinks planted in host directories");
     assert.equal(fs.existsSync(path.join(root, "rw", "evil")), false);
   });
+
+  it("what the guest adds to a read-write mount counts against the VFS quotas", async () => {
+    const dir = path.join(root, "rw-quota");
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, "existing.bin"), Buffer.alloc(300_000)); // already there: free
+    await using sb = await Sandbox.create({
+      limits: { vfsBytes: 200_000, vfsFiles: 5 },
+      mounts: [{ hostPath: dir, guestPath: "/mnt/q", readOnly: false }],
+    });
+    // Rewriting a file in place ("w" truncates) does not add up.
+    for (let i = 0; i < 5; i++) {
+      const r = await sb.runCode("open('/mnt/q/a.bin', 'wb').write(b'x' * 150_000)");
+      assert.equal(r.error, undefined, r.error?.traceback);
+    }
+    const full = await sb.runCode("with open('/mnt/q/b.bin', 'wb') as f:\n    f.write(b'y' * 100_000)");
+    assert.equal(full.limitHit, "vfsBytes");
+    assert.match(full.error?.name ?? "", /OSError/);
+    assert.ok(fs.statSync(path.join(dir, "b.bin")).size <= 50_000, "the write past the quota did not reach the host disk");
+    // Deleting gives the room back.
+    const freed = await sb.runCode("import os\nos.remove('/mnt/q/a.bin')\nos.remove('/mnt/q/b.bin')\nopen('/mnt/q/c.bin', 'wb').write(b'z' * 150_000)");
+    assert.equal(freed.error, undefined, freed.error?.traceback);
+    // File count: the quota is shared with the in-memory VFS.
+    const many = await sb.runCode("import os\nfor i in range(10):\n    open(f'/mnt/q/f{i}', 'w').close()");
+    assert.equal(many.limitHit, "vfsFiles");
+    assert.ok(fs.readdirSync(dir).length <= 7, `created ${fs.readdirSync(dir).length} entries`);
+  });
 });
