@@ -55,11 +55,20 @@ class Channel:
     def send(self, msg):
         body = json.dumps(msg, separators=(",", ":")).encode()
         data = struct.pack(">I", len(body)) + body
-        with self.lock:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+        # An interrupt (SIGINT -> KeyboardInterrupt) must not cut a frame in half: hold it until
+        # the frame is out. Only the main thread may change the signal mask's effect here.
+        masked = threading.current_thread() is threading.main_thread()
+        if masked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with self.lock:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def b64(data):
@@ -353,10 +362,8 @@ class Agent:
     def do_kill(self, msg):
         p = self.procs.get(msg.get("target"))
         if p is not None:
-            try:
-                os.killpg(p.pid, getattr(signal, "SIG" + msg.get("signal", "KILL"), signal.SIGKILL))
-            except OSError:
-                pass
+            sig = getattr(signal, "SIG" + msg.get("signal", "KILL"), signal.SIGKILL)
+            threading.Thread(target=kill_session, args=(p.pid, sig), daemon=True).start()
         self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
 
     # ---- files ------------------------------------------------------------------------------
@@ -436,6 +443,31 @@ class Agent:
                 os.killpg(p.pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def kill_session(sid, sig):
+    """Signal every process of a command's session, again until none is left (a fork bomb
+    keeps forking while it is being killed; only setsid() leaves the session)."""
+    for _ in range(200):
+        found = False
+        try:
+            os.killpg(sid, sig)
+        except OSError:
+            pass
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid:  # fields after the name: state ppid pgrp session
+                    found = True
+                    os.kill(int(name), sig)
+            except (OSError, ValueError, IndexError):
+                pass
+        if not found or sig != signal.SIGKILL:
+            return
+        time.sleep(0.01)
 
 
 def errno_name(e):

@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { AgentboxError, InvalidOptionsError, LimitError, Sandbox, type Mount, type RunResult } from "../index.js";
 import { runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
 import { loadKeys, startServer, type RunningServer } from "../server/index.js";
+import { execCommand, imageCommand } from "./heavy.js";
 
 const USAGE = `usage: agentbox <command> [options]
 
@@ -17,11 +18,15 @@ commands:
   run (FILE | -c CODE)   run code in a fresh sandbox and print its output
   serve                  serve sandboxes over HTTP (see serve options)
   mcp                    MCP server over stdio with run/file tools (takes the run limit options)
+  exec --tier heavy -- CMD...  run a command in a fresh heavy-tier sandbox (agentbox exec -h)
+  image build|list|rm    the heavy tier's Debian images (agentbox image -h)
 
 run options:
   -c, --code CODE        code to run instead of a file
   --language LANG        python, javascript or typescript (default: from the file's extension,
                          .py / .js .mjs .cjs / .ts .mts .cts; python for -c)
+  --tier TIER            nano (WebAssembly, default) or heavy (Debian userland in gVisor;
+                         run \`agentbox image build\` once first)
   --memory MB            memory limit in MiB (default 256)
   --timeout DURATION     time limit: 500ms, 5s, 2m or plain milliseconds (default 30s)
   --seed N               seed for randomness and the virtual clock (reproducible runs)
@@ -101,6 +106,8 @@ const COMMANDS: Record<string, Command> = {
   run: runCommand,
   serve: serveCommand,
   mcp: mcpCommand,
+  exec: (argv, io) => execCommand(argv, io, { parseDuration }),
+  image: imageCommand,
 };
 
 export async function main(argv: string[], io: Io = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) }): Promise<number> {
@@ -163,7 +170,9 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
     const language = pickLanguage(args.values.language, rest[0]);
 
     await Sandbox.configurePool({ size: 0 });
-    sb = await Sandbox.create({ language, limits, env, mounts, pool: false, ...(seed !== undefined ? { seed } : {}) });
+    const tier = args.values.tier ?? "nano";
+    if (tier !== "nano" && tier !== "heavy") throw new UsageError(`--tier: expected nano or heavy, got ${JSON.stringify(tier)}`);
+    sb = await Sandbox.create({ tier, language, limits, env, mounts, pool: false, ...(seed !== undefined ? { seed } : {}) });
     const r = await sb.runCode(code, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     else printTail(r, io);
@@ -197,6 +206,7 @@ function parse(argv: string[]) {
     options: {
       code: { type: "string", short: "c" },
       language: { type: "string" },
+      tier: { type: "string" },
       memory: { type: "string" },
       timeout: { type: "string" },
       seed: { type: "string" },

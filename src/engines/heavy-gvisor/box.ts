@@ -24,6 +24,8 @@ export interface BoxSpec {
   memoryMb: number;
   cpus: number;
   diskMb: number;
+  /** Replaces the agent's command line (tests: a hostile guest on the channel). */
+  agentArgv?: string[];
 }
 
 export function specKey(s: BoxSpec): string {
@@ -323,7 +325,7 @@ function ociConfig(spec: BoxSpec, cgroupsPath: string): object {
     ociVersion: "1.0.0",
     process: {
       user: { uid: GUEST_UID, gid: GUEST_UID },
-      args: ["/usr/bin/python3", "-I", "-S", AGENT_GUEST_PATH],
+      args: spec.agentArgv ?? ["/usr/bin/python3", "-I", "-S", AGENT_GUEST_PATH],
       env: ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/user", "LANG=C.UTF-8", "USER=user"],
       cwd: "/home/user",
       terminal: false,

@@ -1,0 +1,161 @@
+// The heavy tier's commands: `agentbox exec --tier heavy -- CMD...` (one command in a fresh
+// sandbox) and `agentbox image build|list|rm`. Thin: parse, call the public API, print.
+import { parseArgs } from "node:util";
+import { buildImage, InvalidOptionsError, LimitError, listImages, removeImage, Sandbox, type AgentboxError } from "../index.js";
+
+export const EXEC_USAGE = `usage: agentbox exec [--tier heavy] [options] -- CMD [ARG...]
+
+  run one command in a fresh heavy-tier sandbox (a Debian userland in gVisor) and print its output
+
+options:
+  --memory MB            memory limit of the sandbox in MiB (default 256)
+  --timeout DURATION     time limit of the command: 500ms, 5s, 2m (default 30s)
+  --cpus N               CPU quota, e.g. 0.5 or 2 (default 1)
+  --disk MB              size of /home/user and of /tmp in MiB (default 256)
+  --packages A,B         extra Debian packages (the image built with \`image build --packages A,B\`)
+  --env NAME=VALUE       environment variable; repeatable
+  --json                 print one JSON object with exitCode, stdout and stderr
+exit codes: 0 the command exited 0, 1 it exited non-zero, 2 a limit was hit, 64 bad usage, 70 internal error`;
+
+export const IMAGE_USAGE = `usage: agentbox image build [--packages A,B] [--force] | image list [--json] | image rm ID
+
+  build   build the heavy tier's root file system from Debian packages (python3, bash, coreutils,
+          plus --packages) with the guest agent; cached under the user's cache directory
+  list    the images built on this machine
+  rm      remove an image by id (or a unique prefix)`;
+
+interface Io {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+}
+
+type Parsers = { parseDuration: (s: string) => number };
+
+class UsageError extends Error {}
+
+function packagesOf(s: string | undefined): string[] {
+  return s ? s.split(",").map((p) => p.trim()).filter(Boolean) : [];
+}
+
+function positiveNumber(name: string, s: string): number {
+  const n = Number(s);
+  if (!/^\d+(\.\d+)?$/.test(s) || !(n > 0)) throw new UsageError(`--${name}: expected a positive number, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+export async function execCommand(argv: string[], io: Io, p: Parsers): Promise<number> {
+  let sb: Sandbox | undefined;
+  let json = false;
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv,
+        allowPositionals: true,
+        strict: true,
+        options: {
+          tier: { type: "string" },
+          memory: { type: "string" },
+          timeout: { type: "string" },
+          cpus: { type: "string" },
+          disk: { type: "string" },
+          packages: { type: "string" },
+          env: { type: "string", multiple: true },
+          json: { type: "boolean" },
+          help: { type: "boolean", short: "h" },
+        },
+      });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const v = parsed.values;
+    if (v.help) {
+      io.stdout(`${EXEC_USAGE}\n`);
+      return 0;
+    }
+    json = Boolean(v.json);
+    if (v.tier !== undefined && v.tier !== "heavy") throw new UsageError(`--tier: exec needs the heavy tier (a real Linux userland), got ${JSON.stringify(v.tier)}`);
+    const cmd = parsed.positionals;
+    if (cmd.length === 0) throw new UsageError("give the command after --, e.g. agentbox exec --tier heavy -- ls -l /");
+    const env: Record<string, string> = {};
+    for (const kv of v.env ?? []) {
+      const i = kv.indexOf("=");
+      if (i <= 0) throw new UsageError(`--env: expected NAME=VALUE, got ${JSON.stringify(kv)}`);
+      env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    const limits: Record<string, number> = {};
+    if (v.memory !== undefined) limits.memoryMb = positiveNumber("memory", v.memory);
+    if (v.timeout !== undefined) {
+      try {
+        limits.timeoutMs = p.parseDuration(v.timeout);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    }
+    if (v.cpus !== undefined) limits.cpus = positiveNumber("cpus", v.cpus);
+    if (v.disk !== undefined) limits.diskMb = positiveNumber("disk", v.disk);
+    await Sandbox.configurePool({ size: 0 });
+    sb = await Sandbox.create({ tier: "heavy", limits, env, packages: packagesOf(v.packages), pool: false });
+    const r = await sb.commands.run(cmd, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
+    if (json) io.stdout(`${JSON.stringify(r)}\n`);
+    return r.exitCode === 0 ? 0 : 1;
+  } catch (e) {
+    const code = e instanceof UsageError || e instanceof InvalidOptionsError ? 64 : e instanceof LimitError ? 2 : 70;
+    if (json) {
+      const err = e as AgentboxError;
+      io.stdout(`${JSON.stringify({ error: { name: err.name, code: err.code ?? "USAGE", message: err.message }, exitCode: code })}\n`);
+    } else io.stderr(`agentbox: ${(e as Error).message}\n${code === 64 ? `\n${EXEC_USAGE}\n` : ""}`);
+    return code;
+  } finally {
+    await sb?.kill();
+  }
+}
+
+export async function imageCommand(argv: string[], io: Io): Promise<number> {
+  const [sub, ...rest] = argv;
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { packages: { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+      });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const v = parsed.values;
+    if (v.help || sub === "-h" || sub === "--help") {
+      io.stdout(`${IMAGE_USAGE}\n`);
+      return 0;
+    }
+    if (sub === "build") {
+      if (parsed.positionals.length > 0) throw new UsageError("image build takes no positional arguments");
+      const img = await buildImage({ packages: packagesOf(v.packages), force: Boolean(v.force), onProgress: (l) => io.stderr(`image: ${l}\n`) });
+      io.stdout(`${img.id}\n`);
+      return 0;
+    }
+    if (sub === "list") {
+      const all = listImages();
+      if (v.json) io.stdout(`${JSON.stringify(all)}\n`);
+      else {
+        for (const i of all) io.stdout(`${i.id}  ${(i.sizeBytes / 2 ** 20).toFixed(0).padStart(5)} MB  ${i.createdAt}  ${i.packages.length ? i.packages.join(",") : "(base)"}\n`);
+      }
+      return 0;
+    }
+    if (sub === "rm") {
+      if (parsed.positionals.length !== 1) throw new UsageError("image rm takes one image id");
+      if (!removeImage(parsed.positionals[0]!)) {
+        io.stderr(`agentbox: no single image matches ${JSON.stringify(parsed.positionals[0])} (see \`agentbox image list\`)\n`);
+        return 1;
+      }
+      return 0;
+    }
+    throw new UsageError(sub === undefined ? "missing image subcommand" : `unknown image subcommand ${JSON.stringify(sub)}`);
+  } catch (e) {
+    const code = e instanceof UsageError || e instanceof InvalidOptionsError ? 64 : 70;
+    io.stderr(`agentbox: ${(e as Error).message}\n${code === 64 ? `\n${IMAGE_USAGE}\n` : ""}`);
+    return code;
+  }
+}
