@@ -2,6 +2,7 @@
 // around startServer(); tests and embedders call it directly (port 0 picks a free port).
 import { readFileSync, realpathSync } from "node:fs";
 import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
 import { serve } from "@hono/node-server";
 import { Sandbox } from "../index.js";
 import { createApp } from "./app.js";
@@ -23,6 +24,8 @@ export interface ServerOptions {
   /** Creates that may wait for a free slot (default 256) and for how long (default 30 s). */
   maxQueue?: number;
   queueTimeoutMs?: number;
+  /** Sandboxes starting at once (default: the number of CPUs); the rest wait their turn. */
+  maxConcurrentStarts?: number;
   /** Ready workers kept by the shared pool (default 2; 0 turns it off). */
   poolSize?: number;
   maxJsonBytes?: number;
@@ -54,7 +57,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
   const ref: { registry?: SandboxRegistry } = {};
   const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0);
-  const registry = (ref.registry = new SandboxRegistry({ maxSandboxes: opts.maxSandboxes ?? 16, maxQueue: opts.maxQueue ?? 256, queueTimeoutMs: opts.queueTimeoutMs ?? 30_000 }, metrics));
+  const registry = (ref.registry = new SandboxRegistry({ maxSandboxes: opts.maxSandboxes ?? 16, maxQueue: opts.maxQueue ?? 256, queueTimeoutMs: opts.queueTimeoutMs ?? 30_000, maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism() }, metrics));
   const app = createApp({
     keys,
     registry,

@@ -212,7 +212,6 @@ describe("HTTP API", () => {
     await bad(404, "NOT_FOUND", "GET", "/sandboxes/sb_nope", {});
     await bad(404, "NOT_FOUND", "POST", "/sandboxes/sb_nope/run", { json: { code: "1" } });
     await bad(404, "NOT_FOUND", "GET", "/no/such/route", {}, /no route GET \/no\/such\/route/);
-    await bad(501, "TIER_UNAVAILABLE", "POST", "/sandboxes", { json: { tier: "heavy" } });
     const id = (await api("POST", "/sandboxes", { json: {} })).json.id as string;
     try {
       await bad(400, "INVALID_OPTIONS", "POST", `/sandboxes/${id}/run`, { json: { code: 42 } }, /code/);
