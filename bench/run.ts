@@ -4,11 +4,12 @@
 import { writeFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
+import { javascript } from "./javascript.js";
 import type { Row, Section } from "./lib.js";
 import { python } from "./python.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python];
+const SECTIONS: Section[] = [python, javascript];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
