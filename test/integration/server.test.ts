@@ -158,6 +158,25 @@ describe("HTTP API", () => {
     }
   });
 
+  it("a client that drops a stream interrupts its run; the sandbox stays usable", async () => {
+    const id = (await api("POST", "/sandboxes", { json: {} })).json.id as string;
+    try {
+      const ac = new AbortController();
+      const res = await fetch(`${srv.url}/sandboxes/${id}/run/stream`, { method: "POST", headers: { authorization: `Bearer ${KEY_A}` }, body: JSON.stringify({ code: "while True: pass" }), signal: ac.signal });
+      assert.equal(res.status, 200);
+      setTimeout(() => ac.abort(), 200);
+      await assert.rejects(async () => {
+        for await (const _ of res.body!) void _;
+      });
+      const t0 = performance.now();
+      const next = await api("POST", `/sandboxes/${id}/run`, { json: { code: "1 + 1" } });
+      assert.equal(next.json.value, "2");
+      assert.ok(performance.now() - t0 < 5000, "the dropped run was interrupted, not left to its 20 s timeout");
+    } finally {
+      await api("DELETE", `/sandboxes/${id}`);
+    }
+  });
+
   it("files: binary-safe upload/download, list, exists, mkdir, delete; traversal and missing files are 4xx", async () => {
     const id = (await api("POST", "/sandboxes", { json: {} })).json.id as string;
     try {
