@@ -7,9 +7,10 @@ import { fileURLToPath } from "node:url";
 import { javascript } from "./javascript.js";
 import type { Row, Section } from "./lib.js";
 import { python } from "./python.js";
+import { server } from "./server.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript];
+const SECTIONS: Section[] = [python, javascript, server];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
