@@ -161,7 +161,8 @@ class Connection:
         """POST and yield (event, data) pairs of a Server-Sent Events response as they arrive."""
         conn, resp = self._open("POST", path, json.dumps(json_body).encode(), "application/json", "text/event-stream")
         try:
-            event, data = "message", []
+            event = "message"
+            data: List[str] = []
             while True:
                 raw = resp.readline()
                 if not raw:
@@ -170,7 +171,7 @@ class Connection:
                 if line == "":
                     if data:
                         yield event, json.loads("\n".join(data))
-                    event, data = "message", []
+                    event, data = "message", []  # next event
                 elif line.startswith(":"):
                     continue
                 else:
