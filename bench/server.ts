@@ -171,7 +171,7 @@ async function run({ quick, progress }: SectionContext): Promise<SectionResult> 
   const notes = [
     `${requests} requests in ${summary.wallSeconds} s: ${summary.requestsPerSecond} req/s, ${summary.runsPerSecond} runs/s`,
     `latency p50/p95/p99 ms — all: ${Object.values(summary.latencyMs.all).join("/")}, create: ${Object.values(summary.latencyMs.create).join("/")}, run: ${Object.values(summary.latencyMs.run).join("/")}`,
-    `mean sandbox start inside the server (after the slot): ${summary.meanServerStartMs} ms; peak worker processes: ${peakWorkers}`,
+    `mean sandbox start inside the server (after the slot, incl. waiting for a start turn): ${summary.meanServerStartMs} ms; peak worker processes: ${peakWorkers}`,
     `errors: ${errors.length}${errors.length ? ` (first: ${errors[0]})` : ""}; workers after all deletes: ${afterDeletes} (pool); leaked after SIGTERM: ${leaked}; server exit code: ${code}`,
     `checks: ${JSON.stringify(summary.checks)}`,
   ];

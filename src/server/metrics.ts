@@ -22,7 +22,7 @@ export class ServerMetrics {
     this.limitFailures = new Counter({ name: "agentbox_run_limit_failures_total", help: "Runs stopped or trimmed by a limit, by limit name.", labelNames: ["limit"], registers });
     this.startSeconds = new Histogram({
       name: "agentbox_sandbox_start_seconds",
-      help: "Time from a create request holding its slot to a ready sandbox.",
+      help: "Time from a create request holding its slot to a ready sandbox (incl. waiting for a start turn).",
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
