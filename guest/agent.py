@@ -79,13 +79,16 @@ def b64(data):
 # The REPL child: globals persist across runs; a trailing expression's repr is the value.
 
 
-def repl_main():
+def repl_main(fds=None):
     import ast
     import io
     import linecache
     import traceback
 
-    req_fd, resp_fd = int(sys.argv[2]), int(sys.argv[3])
+    req_fd, resp_fd = fds if fds else (int(sys.argv[2]), int(sys.argv[3]))
+    if "site" not in sys.modules:  # forked from the agent, which runs with -S
+        import site
+        site.main()
     chan = Channel(resp_fd)
     state = {"run": None, "n": 0}
 
@@ -208,9 +211,15 @@ class Agent:
         self.repl_ready = None
 
     # ---- REPL -------------------------------------------------------------------------------
-    def start_repl(self):
+    def start_repl(self, fork=False):
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
+        if fork:
+            repl = self.fork_repl(req_r, req_w, resp_r, resp_w)
+            start_thread(self.repl_reader, repl)
+            for stream, fd in (("stdout", repl["out"]), ("stderr", repl["err"])):
+                start_thread(self.repl_pump, repl, stream, fd)
+            return repl
         p = subprocess.Popen(
             REPL_ARGV + [str(req_r), str(resp_w)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd="/home/user", env=self.env, pass_fds=(req_r, resp_w), start_new_session=True,
@@ -219,12 +228,64 @@ class Agent:
         os.close(resp_w)
         repl = {"proc": p, "req": req_w, "resp": resp_r, "ready": threading.Event()}
         self.repl = repl
-        threading.Thread(target=self.repl_reader, args=(repl,), daemon=True).start()
+        start_thread(self.repl_reader, repl)
         for stream, pipe in (("stdout", p.stdout), ("stderr", p.stderr)):
-            threading.Thread(target=self.repl_pump, args=(repl, stream, pipe), daemon=True).start()
+            start_thread(self.repl_pump, repl, stream, pipe.fileno())
         if self.seed is not None or self.env:
             self.repl_send(repl, {"type": "configure", "env": self.env, "seed": self.seed})
         return repl
+
+    def fork_repl(self, req_r, req_w, resp_r, resp_w):
+        """The first REPL is a fork of the agent (single-threaded at that point): a fork costs
+        ~10 ms in gVisor, a new interpreter ~90 ms. Restarts exec a fresh interpreter."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the REPL child
+            try:
+                os.setsid()
+                os.chdir("/home/user")
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                for fd in (null, out_r, out_w, err_r, err_w, req_w, resp_r, self.chan.fd, self.chan_in):
+                    if fd > 2:
+                        os.close(fd)
+                os.environ.clear()
+                os.environ.update(self.env)
+                repl_main((req_r, resp_w))
+            finally:
+                os._exit(0)
+        for fd in (req_r, resp_w, out_w, err_w):
+            os.close(fd)
+
+        class Forked:
+
+            def __init__(self):
+                self.pid = pid
+                self.returncode = None
+
+            def poll(self):
+                if self.returncode is None:
+                    try:
+                        done, status = os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        done, status = pid, 0
+                    if done:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+                return self.returncode
+
+            def kill(self):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+            def send_signal(self, sig):
+                os.kill(pid, sig)
+
+        return {"proc": Forked(), "req": req_w, "resp": resp_r, "out": out_r, "err": err_r, "ready": threading.Event()}
 
     def repl_send(self, repl, msg):
         body = json.dumps(msg).encode()
@@ -233,8 +294,7 @@ class Agent:
         except OSError:
             pass
 
-    def repl_pump(self, repl, stream, pipe):
-        fd = pipe.fileno()
+    def repl_pump(self, repl, stream, fd):
         while True:
             try:
                 data = os.read(fd, CHUNK)
@@ -321,9 +381,7 @@ class Agent:
             self.chan.send({"type": "exit", "id": mid, "exitCode": 127, "signal": None, "error": "%s: %s" % (errno_name(e), e.strerror or str(e))})
             return
         self.procs[mid] = p
-        pumps = [threading.Thread(target=self.pump, args=(mid, s, pipe), daemon=True) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
-        for t in pumps:
-            t.start()
+        pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
         if stdin is not None:
             def feed():
                 try:
@@ -331,8 +389,8 @@ class Agent:
                     p.stdin.close()
                 except (OSError, ValueError):
                     pass
-            threading.Thread(target=feed, daemon=True).start()
-        threading.Thread(target=self.wait_exit, args=(mid, p, pumps), daemon=True).start()
+            start_thread(feed)
+        start_thread(self.wait_exit, mid, p, pumps)
 
     def pump(self, mid, stream, pipe):
         fd = pipe.fileno()
@@ -348,7 +406,8 @@ class Agent:
     def wait_exit(self, mid, p, pumps):
         rc = p.wait()
         for t in pumps:  # output still in the pipes; a background child holding them is not waited for
-            t.join(0.2)
+            if t is not None:
+                t.join(0.2)
         self.procs.pop(mid, None)
         sig = None
         if rc < 0:
@@ -363,7 +422,7 @@ class Agent:
         p = self.procs.get(msg.get("target"))
         if p is not None:
             sig = getattr(signal, "SIG" + msg.get("signal", "KILL"), signal.SIGKILL)
-            threading.Thread(target=kill_session, args=(p.pid, sig), daemon=True).start()
+            start_thread(kill_session, p.pid, sig)
         self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
 
     # ---- files ------------------------------------------------------------------------------
@@ -423,8 +482,9 @@ class Agent:
         self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
 
     def serve(self, fd):
+        self.chan_in = fd
         with self.repl_lock:
-            self.start_repl()  # in the background: the first run waits for it
+            self.start_repl(fork=True)  # in the background: the first run waits for it
         self.chan.send({"type": "ready", "v": PROTOCOL_VERSION, "agent": "agentbox-agent", "python": sys.version.split()[0]})
         handlers = {
             "ping": lambda m: self.chan.send({"type": "pong", "id": m["id"]}),
@@ -436,13 +496,40 @@ class Agent:
             if msg is None:
                 break
             h = handlers.get(msg.get("type"))
-            if h is not None:
+            if h is None:
+                continue
+            try:
                 h(msg)
+            except Exception as e:  # e.g. no process or thread left to start: answer, stay up
+                kind = msg.get("type")
+                reason = "%s: %s" % (type(e).__name__, e)
+                if kind == "exec":
+                    self.procs.pop(msg.get("id"), None)
+                    self.chan.send({"type": "exit", "id": msg["id"], "exitCode": 126, "signal": None, "error": reason[:4000]})
+                elif kind == "run":
+                    self.repl_run = None
+                    self.chan.send({"type": "result", "id": msg["id"], "value": None, "error": {"name": "AgentError", "message": reason[:60000], "traceback": ""}, "durationMs": 0})
+                elif kind in ("fs", "configure", "kill"):
+                    self.chan.send({"type": "reply", "id": msg["id"], "ok": False, "errno": "EAGAIN", "message": reason[:60000]})
         for p in list(self.procs.values()):
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def start_thread(target, *args):
+    """Start a daemon thread; under a fork bomb (RLIMIT_NPROC counts threads) retry for a
+    while, then run the work inline rather than let the agent die."""
+    for _ in range(100):
+        try:
+            t = threading.Thread(target=target, args=args, daemon=True)
+            t.start()
+            return t
+        except RuntimeError:
+            time.sleep(0.02)
+    target(*args)
+    return None
 
 
 def kill_session(sid, sig):

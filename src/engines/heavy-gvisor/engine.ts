@@ -118,7 +118,7 @@ export class GvisorEngine implements Engine {
       if (stopped) throw stopped;
       if (m.type !== "exit") throw new WorkerCrashedError("the guest agent answered a command with the wrong message");
       const { stdout, stderr } = out.finish();
-      if (m.error && m.exitCode === 127) return { exitCode: 127, stdout, stderr: stderr + `agentbox: cannot run ${argv[0] ?? ""}: ${m.error}\n`, signal: null, durationMs: performance.now() - t0 };
+      if (m.error) return { exitCode: m.exitCode, stdout, stderr: stderr + `agentbox: cannot run ${argv[0] ?? ""}: ${m.error}\n`, signal: null, durationMs: performance.now() - t0 };
       return { exitCode: m.exitCode, stdout, stderr, signal: m.signal, durationMs: performance.now() - t0 };
     } finally {
       clearTimeout(timer);
