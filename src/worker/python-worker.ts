@@ -31,6 +31,9 @@ const hooks = {
   /** null until configured: real entropy while booting. */
   rng: null as null | ((view: Uint8Array) => void),
   memory: null as { buffer: ArrayBuffer } | null,
+  /** Called on every clock read from the guest: a blocked guest (sleep, polling) still reads the
+   *  clock, so buffered output gets out while it waits. */
+  onClock: null as null | (() => void),
 };
 
 function virtualNow(): number {
@@ -54,6 +57,13 @@ function hookImports(imports: Imports): void {
     return resize(requested);
   };
   env.emscripten_get_heap_max = () => hooks.memCapBytes;
+  for (const [mod, name] of [[env, "emscripten_get_now"], [env, "emscripten_date_now"], [wasi, "clock_time_get"]] as const) {
+    const clock = mod[name] as Fn;
+    mod[name] = (...a: number[]) => {
+      hooks.onClock?.();
+      return clock(...a);
+    };
+  }
   const randomGet = wasi.random_get as Fn;
   wasi.random_get = (ptr: number, len: number) => {
     if (!hooks.rng || !hooks.memory) return randomGet(ptr, len);
@@ -168,6 +178,7 @@ class OutputCapture {
   hit = false;
   private pending: { stream: "stdout" | "stderr"; text: string } | undefined;
   private lastFlush = 0;
+  private sentAny = false;
   private readonly decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
 
   start(runId: number, cap: number): void {
@@ -175,7 +186,13 @@ class OutputCapture {
     this.bytes = 0;
     this.cap = cap;
     this.hit = false;
+    this.sentAny = false;
     this.lastFlush = realNow();
+  }
+
+  /** Flush what waits if the last flush is old enough (called from the guest's clock reads). */
+  tick(): void {
+    if (this.pending && realNow() - this.lastFlush >= OUTPUT_FLUSH_MS) this.flush();
   }
 
   write(stream: "stdout" | "stderr", buf: Uint8Array): number {
@@ -192,7 +209,9 @@ class OutputCapture {
     if (this.pending && this.pending.stream !== stream) this.flush();
     if (this.pending) this.pending.text += text;
     else this.pending = { stream, text };
-    if (this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
+    // The first output of a run goes out at once (a caller streaming it sees the run is alive);
+    // after that, writes are coalesced for up to OUTPUT_FLUSH_MS or OUTPUT_FLUSH_BYTES.
+    if (!this.sentAny || this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
     return buf.length;
   }
 
@@ -201,6 +220,7 @@ class OutputCapture {
     this.pending = undefined;
     this.lastFlush = realNow();
     if (!p || p.text.length === 0) return;
+    this.sentAny = true;
     for (let i = 0; i < p.text.length; i += 256 * 1024) {
       send({ type: "output", id: this.runId, stream: p.stream, data: p.text.slice(i, i + 256 * 1024) });
     }
@@ -243,6 +263,7 @@ class WorkerSession {
     const { py } = this;
     py.setStdout({ write: (b) => this.output.write("stdout", b) });
     py.setStderr({ write: (b) => this.output.write("stderr", b) });
+    hooks.onClock = () => this.output.tick();
     py.setInterruptBuffer(words);
     const mod = py.pyimport("_agentbox");
     this.runFn = mod.run!;

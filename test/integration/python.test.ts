@@ -40,6 +40,24 @@ describe("python: REPL semantics", () => {
     assert.equal(errs.join(""), r.stderr);
   });
 
+  it("streams output while the guest is still running, even when it then blocks", async () => {
+    await using sb = await Sandbox.create({ clock: "real" });
+    const arrivals: { at: number; text: string }[] = [];
+    const r = await sb.runCode("import time\nprint('before')\nprint('also before')\ntime.sleep(0.6)\nprint('after')", {
+      onStdout: (text) => arrivals.push({ at: performance.now(), text }),
+    });
+    const endedAt = performance.now();
+    assert.equal(r.stdout, "before\nalso before\nafter\n");
+    // Everything printed before the sleep reached the caller while the guest slept.
+    let seen = "";
+    let lastBeforeSleep = 0;
+    for (const a of arrivals) {
+      if (seen.length < "before\nalso before\n".length) lastBeforeSleep = a.at;
+      seen += a.text;
+    }
+    assert.ok(endedAt - lastBeforeSleep > 300, `pre-sleep output arrived only ${Math.round(endedAt - lastBeforeSleep)} ms before the end`);
+  });
+
   it("returns a guest exception as a result with name, message and a traceback of the user's code", async () => {
     await using sb = await Sandbox.create();
     const r = await sb.runCode("def g():\n    raise ValueError('bad value')\ng()");
