@@ -47,11 +47,23 @@ export interface EngineSnapshot {
   remove(): Promise<void>;
 }
 
+/** Reported by engines whose backend or accelerator is chosen at start (e.g. the microVM). */
+export interface EngineInfo {
+  backend: "gvisor" | "microvm";
+  /** microVM: hardware virtualisation ("kvm") or software emulation ("tcg", slow). */
+  accel?: "kvm" | "tcg";
+  /** Why KVM is not used, when it is not. */
+  accelReason?: string;
+  hypervisor?: string;
+}
+
 export interface Engine {
   /** Why the engine can no longer be used, or undefined while it can. */
   readonly closedReason: string | undefined;
   /** OS process id of the engine's worker, when it has one. */
   readonly pid: number | undefined;
+  /** What runs the sandbox, when the engine says more than its tier (heavy-tier backend, accelerator). */
+  readonly info?: EngineInfo;
   run(code: string, opts: EngineRunOptions): Promise<EngineRunResult>;
   writeFile(path: string, data: Uint8Array): Promise<void>;
   readFile(path: string): Promise<Uint8Array>;

@@ -5,6 +5,7 @@ import type { Mount, SandboxOptions } from "../policy/options.js";
 import type { Engine } from "./engine.js";
 import { GvisorBox } from "./heavy-gvisor/box.js";
 import { boxSpec, GvisorEngine, specKey } from "./heavy-gvisor/engine.js";
+import { MicrovmEngine, microvmOnKvm } from "./microvm/engine.js";
 import { poolFor } from "./pools.js";
 import { PythonWasmEngine } from "./python-wasm/engine.js";
 import { spawnPythonWorker } from "./python-wasm/runtime.js";
@@ -35,14 +36,17 @@ export async function startEngine(s: EngineStart): Promise<Engine> {
   throw new TierUnavailableError(`tier "${o.tier}" with language "${o.language}" is not available in this build`);
 }
 
-function startHeavy(s: EngineStart): Promise<Engine> {
+async function startHeavy(s: EngineStart): Promise<Engine> {
   const { options: o } = s;
   if (o.language !== "python") throw new TierUnavailableError(`the heavy tier's runCode runs Python; language "${o.language}" is not available there (use commands.run)`);
   if (s.mounts.length > 0) throw new InvalidOptionsError([{ path: "mounts", message: "mounts are not supported on the heavy tier yet" }]);
-  if (o.backend === "microvm") throw new TierUnavailableError('the heavy tier\'s microVM backend is not built yet; use backend "gvisor" (or "auto")');
+  // "auto" takes the microVM only where KVM boots it (TCG is for testing); gVisor otherwise.
+  if (o.backend === "microvm" || (o.backend === "auto" && (await microvmOnKvm(o.packages)))) {
+    return MicrovmEngine.start({ limits: o.limits, env: o.env, seed: s.seed, packages: o.packages }, o.pool);
+  }
   const config = { limits: o.limits, env: o.env, seed: s.seed, packages: o.packages };
   const spec = boxSpec(config);
-  const pool = o.pool ? poolFor(specKey(spec), () => GvisorBox.start(spec)) : undefined;
+  const pool = o.pool ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true })) : undefined;
   return GvisorEngine.start(config, pool);
 }
 

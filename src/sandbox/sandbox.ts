@@ -2,7 +2,7 @@
 // serialises operations on one sandbox, and turns engine answers into the public result shape.
 import { randomInt } from "node:crypto";
 import { InvalidOptionsError, SandboxClosedError, TierUnavailableError } from "../errors.js";
-import type { Engine, EngineSnapshot } from "../engines/engine.js";
+import type { Engine, EngineInfo, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
 import { prewarm, startEngine } from "../engines/start.js";
 import {
@@ -121,6 +121,8 @@ export class SandboxSnapshot {
   }
 }
 
+export type SandboxInfo = { tier: "nano" } | ({ tier: "heavy" } & EngineInfo);
+
 export class Sandbox {
   /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it). */
   readonly seed: number;
@@ -201,6 +203,12 @@ export class Sandbox {
       if (!e.snapshot) throw new TierUnavailableError(`snapshot() needs the heavy tier: create the sandbox with { tier: "heavy" } (this one is tier "${this.options.tier}")`);
       return new SandboxSnapshot(await e.snapshot(), this.options, this.seed);
     });
+  }
+
+  /** What runs this sandbox: tier, and for the heavy tier the backend (and the microVM's accelerator). */
+  get info(): SandboxInfo {
+    if (this.options.tier !== "heavy") return { tier: this.options.tier };
+    return { tier: "heavy", ...(this.engine.info ?? { backend: "gvisor" }) };
   }
 
   /** OS process id of the worker serving this sandbox. */

@@ -25,6 +25,7 @@ describe("public API", () => {
       "TimeoutError",
       "WorkerCrashedError",
       "buildImage",
+      "buildMicrovmArtefacts",
       "listImages",
       "removeImage",
     ]);

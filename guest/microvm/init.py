@@ -1,0 +1,202 @@
+#!/usr/bin/python3
+# agentbox microVM supervisor: PID 1 inside the guest's real root (started by the initramfs
+# init through switch_root), running as root. It
+#   - opens the two virtio-serial ports once (a port allows one open at a time),
+#   - starts the unchanged guest agent (/opt/agentbox/agent.py) as the unprivileged user with
+#     the agent port as its stdin and stdout and rlimits against fork bombs,
+#   - serves the control port: after a snapshot restore the host sends fresh entropy and the
+#     current time, which only root can apply (RNDRESEEDCRNG, clock_settime),
+#   - reaps orphans, and reboots the VM (QEMU runs with -no-reboot, so it exits) when the agent
+#     ends, so a dead agent never leaves a VM idling.
+# Control frames are the project's framing: a 4-byte big-endian length, then UTF-8 JSON.
+import base64
+import fcntl
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import socket
+import time
+
+AGENT = "/opt/agentbox/agent.py"
+GUEST_UID = 1000
+MAX_PROCESSES = 256
+MAX_CTL_FRAME = 64 << 10
+RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
+RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+
+
+def log(msg):
+    try:
+        with open("/dev/console", "w") as c:
+            c.write("agentbox-init: %s\n" % msg)
+    except OSError:
+        pass
+
+
+def reboot():
+    try:
+        with open("/proc/sysrq-trigger", "w") as f:
+            f.write("b")
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def find_port(name):
+    base = "/sys/class/virtio-ports"
+    for _ in range(500):
+        try:
+            for d in sorted(os.listdir(base)):
+                try:
+                    with open(os.path.join(base, d, "name")) as f:
+                        if f.read().strip() == name:
+                            return "/dev/" + d
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        time.sleep(0.01)
+    log("no virtio port named %s" % name)
+    reboot()
+
+
+def start_agent(port_fd):
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setsid()
+        os.dup2(port_fd, 0)
+        os.dup2(port_fd, 1)
+        for fd in range(3, 256):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.setgroups([])
+        os.setgid(GUEST_UID)
+        os.setuid(GUEST_UID)
+        os.chdir("/home/user")
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8", "USER": "user"}
+        os.execve("/usr/bin/python3", ["python3", "-I", "-S", AGENT], env)
+    except BaseException as e:  # noqa: BLE001 - the child must never return into the supervisor
+        log("cannot start the agent: %r" % (e,))
+    os._exit(127)
+
+
+def read_exact(fd, n):
+    buf = bytearray()
+    while len(buf) < n:
+        b = os.read(fd, n - len(buf))
+        if not b:
+            return None
+        buf += b
+    return bytes(buf)
+
+
+def send(fd, msg):
+    body = json.dumps(msg, separators=(",", ":")).encode()
+    data = struct.pack(">I", len(body)) + body
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def refresh(msg):
+    """Fresh entropy and the host's clock for a VM restored from a snapshot (clones must differ)."""
+    entropy = base64.b64decode(msg.get("entropy", ""))
+    if len(entropy) < 32:
+        raise ValueError("too little entropy")
+    with open("/dev/urandom", "wb", buffering=0) as f:
+        # Mix the bytes in and credit them, then force the CRNG to reseed from the pool now
+        # instead of at its next periodic reseed (up to a minute later).
+        fcntl.ioctl(f, RNDADDENTROPY, struct.pack("ii", len(entropy) * 8, len(entropy)) + entropy)
+        fcntl.ioctl(f, RNDRESEEDCRNG)
+    t = msg.get("timeMs")
+    if isinstance(t, (int, float)) and t > 0:
+        time.clock_settime(time.CLOCK_REALTIME, t / 1000.0)
+
+
+def serve_control(fd, msg):
+    mid = msg.get("id")
+    kind = msg.get("type")
+    try:
+        if kind == "ping":
+            send(fd, {"type": "pong", "id": mid})
+        elif kind == "refresh":
+            refresh(msg)
+            send(fd, {"type": "ok", "id": mid})
+        else:
+            send(fd, {"type": "error", "id": mid, "message": "unknown request"})
+    except (OSError, ValueError) as e:
+        send(fd, {"type": "error", "id": mid, "message": str(e)[:200]})
+
+
+def main():
+    try:
+        socket.sethostname("sandbox")
+    except OSError:
+        pass
+    agent_fd = os.open(find_port("agentbox.agent"), os.O_RDWR | os.O_CLOEXEC)
+    ctl_fd = os.open(find_port("agentbox.ctl"), os.O_RDWR | os.O_CLOEXEC)
+    os.set_inheritable(agent_fd, True)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    agent = start_agent(agent_fd)
+    os.close(agent_fd)
+    buf = b""
+    while True:
+        try:
+            ready, _, _ = select.select([ctl_fd, wake_r], [], [])
+        except InterruptedError:
+            ready = []
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 512)
+            except OSError:
+                pass
+        while True:  # reap every exited child, orphans included
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == agent:
+                log("the agent exited (status %d); rebooting" % status)
+                reboot()
+        if ctl_fd in ready:
+            data = os.read(ctl_fd, 65536)
+            if not data:
+                time.sleep(0.05)  # the host side is not connected
+                continue
+            buf += data
+            while len(buf) >= 4:
+                (n,) = struct.unpack(">I", buf[:4])
+                if n > MAX_CTL_FRAME:
+                    buf = b""
+                    break
+                if len(buf) < 4 + n:
+                    break
+                body, buf = buf[4:4 + n], buf[4 + n:]
+                try:
+                    msg = json.loads(body)
+                except ValueError:
+                    continue
+                if isinstance(msg, dict):
+                    serve_control(ctl_fd, msg)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException as e:  # noqa: BLE001 - PID 1 must not just die
+        log("supervisor failed: %r" % (e,))
+        reboot()

@@ -1,0 +1,76 @@
+// The hypervisor seam of the microVM backend: what the VM controller needs from a VMM (launch a
+// VM from boot artefacts or from a saved state, pause, save, resume, kill). QEMU `-M microvm`
+// implements it (qemu.ts); Firecracker would be a second implementation of the same interface.
+import type { Duplex } from "node:stream";
+import type { MicrovmArtefacts } from "./artefacts.js";
+
+export type Accel = "kvm" | "tcg";
+
+/** How a snapshot holds guest RAM: inside the state stream, or in a file mapped copy-on-write. */
+export type RamMode = "streamed" | "shared";
+
+/** What shapes a VM; VMs with equal specs can restore each other's snapshots. */
+export interface VmSpec {
+  artefacts: MicrovmArtefacts;
+  accel: Accel;
+  /** Guest RAM (`-m`), MiB. */
+  memoryMb: number;
+  /** Virtual CPUs. */
+  vcpus: number;
+  /** CPU time per wall-clock time for the VMM process (cgroup quota). */
+  cpus: number;
+  /** Size of each guest tmpfs (/tmp, /home/user), MiB. */
+  diskMb: number;
+}
+
+/** A saved VM: the VMM's state stream (and the RAM file in "shared" mode). */
+export interface SavedState {
+  /** Directory holding `state.bin` (and `ram.bin` in shared mode). */
+  dir: string;
+  ram: RamMode;
+}
+
+export interface LaunchOptions {
+  spec: VmSpec;
+  /** A private directory for sockets and logs; the caller removes it. */
+  dir: string;
+  /** Restore from this state instead of booting. */
+  restore?: SavedState | undefined;
+  /** Back guest RAM by a shared file in `dir` (so a later save can leave RAM out of the stream). */
+  sharedRamFile?: string | undefined;
+}
+
+/** Why a VMM process ended. */
+export interface VmExit {
+  code: number | null;
+  signal: string | null;
+  /** The VMM's last word on the guest (QMP SHUTDOWN reason), e.g. "guest-reset", "guest-panic". */
+  guestReason: string | undefined;
+  /** Tails of the guest console and the VMM's stderr, for error messages (never for control). */
+  console: string;
+  stderr: string;
+}
+
+export interface VmProcess {
+  readonly pid: number | undefined;
+  /** Byte streams to the guest agent and to the guest supervisor's control port. */
+  readonly agent: Duplex;
+  readonly control: Duplex;
+  /** Resolves when the VMM process has ended. */
+  readonly exited: Promise<VmExit>;
+  readonly hasExited: boolean;
+  /** Start the vCPUs of a restored (paused) VM. */
+  resume(): Promise<void>;
+  /** Pause the VM and write its state into `into` (RAM left out when `ram` is "shared"). */
+  save(into: SavedState): Promise<void>;
+  /** Resident memory of the VMM process, bytes (0 when unknown). */
+  rssBytes(): number;
+  /** End the VMM and release what it holds (cgroup). Idempotent. */
+  kill(): Promise<VmExit>;
+}
+
+export interface Hypervisor {
+  readonly name: string;
+  /** Start a VM; resolves once the VMM runs and its channels are connected. */
+  launch(opts: LaunchOptions): Promise<VmProcess>;
+}
