@@ -169,6 +169,10 @@ def repl_main(fds=None):
                 pass
         return value, error
 
+    # A forked REPL shares its pages with the agent; gVisor's copy-on-write faults are slow, so
+    # take them now (a full collection touches every object) rather than in the first run.
+    import gc
+    gc.collect()
     chan.send({"type": "ready"})
     while True:
         msg = read_frame(req_fd)

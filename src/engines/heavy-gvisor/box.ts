@@ -100,10 +100,21 @@ export class GvisorBox {
     });
   }
 
-  /** Start a fresh box; resolves once its agent said ready. */
-  static async start(spec: BoxSpec): Promise<GvisorBox> {
+  /**
+   * Start a fresh box; resolves once its agent said ready. `warm` (pooled boxes) also runs one
+   * empty REPL cell first, so the first runCode of the sandbox it becomes finds the REPL started
+   * and its pages already faulted in.
+   */
+  static async start(spec: BoxSpec, opts: { warm?: boolean } = {}): Promise<GvisorBox> {
     const box = GvisorBox.prepare(spec, undefined);
-    await box.waitReady(box.client.ready);
+    await box.waitReady(
+      box.client.ready.then(async () => {
+        if (opts.warm) {
+          await box.client.request({ type: "run", id: box.client.newId(), code: "None", valueCap: 16 });
+          await box.client.request({ type: "exec", id: box.client.newId(), argv: ["true"] });
+        }
+      }),
+    );
     return box;
   }
 
