@@ -41,6 +41,9 @@ export function rewriteCell(code: string): string {
       locations: true,
     });
   } catch (e) {
+    // acorn recurses per nesting level: a cell nested deeper than the thread's stack allows is a
+    // syntax error of the user's code, not a worker failure.
+    if (e instanceof RangeError) throw new CellSyntaxError("code nested too deeply to parse", 1, 1);
     const err = e as SyntaxError & { loc?: { line: number; column: number } };
     const message = err.message.replace(/ \(\d+:\d+\)$/, "");
     throw new CellSyntaxError(message, err.loc?.line ?? 1, (err.loc?.column ?? 0) + 1);

@@ -6,11 +6,14 @@
 //   node [flags] js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> [warm]
 //
 // Protocol: frames (see protocol/frames.ts) on stdin/stdout; the control pipe (fd 3) carries
-// interrupt requests; stderr is for diagnostics only.
+// interrupt requests; stderr is for diagnostics only. The main thread only relays frames from the
+// host: QuickJS runs on an engine thread with a large native stack (see ENGINE_STACK_MB), which
+// writes its frames to stdout itself.
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { isMainThread, MessageChannel, receiveMessageOnPort, Worker, workerData, type MessagePort } from "node:worker_threads";
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule } from "quickjs-emscripten-core";
 import type { transform as SucraseTransform } from "sucrase";
 import { FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
@@ -145,6 +148,23 @@ function cutUtf8(s: string, bytes: number): string {
 
 type Transform = typeof SucraseTransform;
 
+/** Messages from the host as the engine thread sees them: by event when idle, on demand in a run. */
+class HostInbox {
+  constructor(
+    readonly port: MessagePort,
+    private readonly wake: Int32Array,
+  ) {}
+
+  /** The next queued message, waiting up to `waitMs` for one (0: do not wait). */
+  take(waitMs: number): unknown {
+    const seen = Atomics.load(this.wake, 0);
+    const m = receiveMessageOnPort(this.port);
+    if (m || waitMs <= 0) return m?.message;
+    Atomics.wait(this.wake, 0, seen, waitMs);
+    return receiveMessageOnPort(this.port)?.message;
+  }
+}
+
 interface Hooks {
   show: QuickJSHandle;
   describe: QuickJSHandle;
@@ -169,6 +189,7 @@ class JsSession {
   constructor(
     private readonly qjs: QuickJSWASMModule,
     private readonly loadSucrase: () => Transform,
+    private readonly inbox: HostInbox,
   ) {}
 
   async start(interrupter: Promise<void>, warm: boolean): Promise<void> {
@@ -640,19 +661,33 @@ function sleepUntil(dueMs: number): void {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
-  const [mode, coreEntry, variantEntry, sucraseEntry, flag] = process.argv.slice(2);
-  if (mode !== "serve" || !coreEntry || !variantEntry || !sucraseEntry) fatal("usage: js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> [warm]");
-  const interrupter = startInterrupter(words);
-  const core = (await import(pathToFileURL(coreEntry).href)) as typeof import("quickjs-emscripten-core");
-  type SyncVariant = Parameters<typeof core.newVariant>[0] & Parameters<typeof core.newQuickJSWASMModuleFromVariant>[0];
-  const variant = ((await import(pathToFileURL(variantEntry).href)) as { default: SyncVariant }).default;
-  const wasmModule = await WebAssembly.compile(await fs.promises.readFile(path.join(path.dirname(variantEntry), "emscripten-module.wasm")));
-  const qjs = await core.newQuickJSWASMModuleFromVariant(core.newVariant(variant, { wasmModule: wasmModule as never, wasmMemory: cappedMemory() as never }));
-  let transform: Transform | undefined;
-  const loadSucrase = () => (transform ??= (createRequire(import.meta.url)(sucraseEntry) as { transform: Transform }).transform);
-  const session = new JsSession(qjs, loadSucrase);
-  await session.start(interrupter, flag === "warm");
+/**
+ * Native stack of the engine thread. QuickJS's own stack check (MAX_STACK_BYTES) measures the
+ * Emscripten stack in Wasm memory, but the Wasm frames of QuickJS's C code run on this thread's
+ * native stack, which recursive C paths (JSON, Array join, the parser) use 16-32 times faster: with
+ * Node's ~1 MB main-thread stack a 1,000-deep `[[[…]]]` in eval or String() overflowed it first
+ * (measured: QuickJS's check wins in every path from 8 MB up; 64 MB leaves a wide margin). A
+ * thread's stack size can be set (`resourceLimits.stackSizeMb` sizes both the thread and V8's
+ * limit); the main thread's cannot. Only touched pages cost memory.
+ */
+const ENGINE_STACK_MB = 64;
+
+/**
+ * The main thread: reads frames from the host and hands them to the engine thread through a
+ * message port, bumping `wake` so the engine thread can also wait for them synchronously while it
+ * is inside a run. Exits with the engine thread.
+ */
+function shell(): void {
+  const wake = new Int32Array(new SharedArrayBuffer(4));
+  const { port1, port2 } = new MessageChannel();
+  const engine = new Worker(new URL(import.meta.url), {
+    argv: process.argv.slice(2),
+    workerData: { port: port2, wake: wake.buffer },
+    transferList: [port2],
+    resourceLimits: { stackSizeMb: ENGINE_STACK_MB },
+  });
+  engine.on("error", (e) => fatal(`engine thread failed: ${String(e?.stack ?? e)}`));
+  engine.on("exit", (code) => process.exit(code));
   const decoder = new FrameDecoder();
   process.stdin.on("data", (chunk: Buffer) => {
     let msgs: unknown[];
@@ -661,15 +696,45 @@ async function main(): Promise<void> {
     } catch (e) {
       return fatal(`bad frame from host: ${(e as Error).message}`);
     }
-    for (const m of msgs) {
-      try {
-        session.handle(m as HostMessage);
-      } catch (e) {
-        fatal(`request failed: ${String((e as Error)?.stack ?? e)}`);
-      }
-    }
+    for (const m of msgs) port1.postMessage(m);
+    Atomics.add(wake, 0, 1);
+    Atomics.notify(wake, 0);
   });
   process.stdin.on("end", () => process.exit(0));
 }
 
-main().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));
+/** A V8 stack overflow that escaped from inside QuickJS's Wasm code (not a guest exception). */
+function isNativeStackOverflow(e: unknown): boolean {
+  return e instanceof RangeError && /Maximum call stack size exceeded/.test(e.message) && /wasm-function/.test(e.stack ?? "");
+}
+
+async function engineMain(): Promise<void> {
+  const [mode, coreEntry, variantEntry, sucraseEntry, flag] = process.argv.slice(2);
+  if (mode !== "serve" || !coreEntry || !variantEntry || !sucraseEntry) fatal("usage: js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> [warm]");
+  const { port, wake } = workerData as { port: MessagePort; wake: SharedArrayBuffer };
+  const interrupter = startInterrupter(words);
+  const core = (await import(pathToFileURL(coreEntry).href)) as typeof import("quickjs-emscripten-core");
+  type SyncVariant = Parameters<typeof core.newVariant>[0] & Parameters<typeof core.newQuickJSWASMModuleFromVariant>[0];
+  const variant = ((await import(pathToFileURL(variantEntry).href)) as { default: SyncVariant }).default;
+  const wasmModule = await WebAssembly.compile(await fs.promises.readFile(path.join(path.dirname(variantEntry), "emscripten-module.wasm")));
+  const qjs = await core.newQuickJSWASMModuleFromVariant(core.newVariant(variant, { wasmModule: wasmModule as never, wasmMemory: cappedMemory() as never }));
+  let transform: Transform | undefined;
+  const loadSucrase = () => (transform ??= (createRequire(import.meta.url)(sucraseEntry) as { transform: Transform }).transform);
+  const session = new JsSession(qjs, loadSucrase, new HostInbox(port, new Int32Array(wake)));
+  await session.start(interrupter, flag === "warm");
+  port.on("message", (m: unknown) => {
+    try {
+      session.handle(m as HostMessage);
+    } catch (e) {
+      if (isNativeStackOverflow(e)) {
+        // Unwinding through Wasm skipped QuickJS's own clean-up: its heap and stack pointer can no
+        // longer be trusted, so the sandbox ends here rather than run on a broken engine.
+        fatal("the guest's code or data nested deeper than the engine's native stack allows; the engine's state is lost and the sandbox was closed");
+      }
+      fatal(`request failed: ${String((e as Error)?.stack ?? e)}`);
+    }
+  });
+}
+
+if (isMainThread) shell();
+else engineMain().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));
