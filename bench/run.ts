@@ -6,12 +6,13 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { javascript } from "./javascript.js";
 import { heavy } from "./heavy.js";
+import { microvm } from "./microvm.js";
 import type { Row, Section } from "./lib.js";
 import { python } from "./python.js";
 import { server } from "./server.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript, server, heavy];
+const SECTIONS: Section[] = [python, javascript, server, heavy, microvm];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
