@@ -28,6 +28,8 @@ run options:
   --tier TIER            nano (WebAssembly, default) or heavy (Debian userland in gVisor;
                          run \`agentbox image build\` once first)
   --memory MB            memory limit in MiB (default 256)
+  --backend B            heavy tier: auto (the microVM where KVM boots it, else gVisor), gvisor or
+                         microvm (QEMU; software emulation where KVM is unusable: slow)
   --timeout DURATION     time limit: 500ms, 5s, 2m or plain milliseconds (default 30s)
   --seed N               seed for randomness and the virtual clock (reproducible runs)
   --mount HOST:GUEST[:rw]  make a host directory visible (read-only unless :rw); repeatable
@@ -172,7 +174,9 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
     await Sandbox.configurePool({ size: 0 });
     const tier = args.values.tier ?? "nano";
     if (tier !== "nano" && tier !== "heavy") throw new UsageError(`--tier: expected nano or heavy, got ${JSON.stringify(tier)}`);
-    sb = await Sandbox.create({ tier, language, limits, env, mounts, pool: false, ...(seed !== undefined ? { seed } : {}) });
+    const backend = args.values.backend ?? "auto";
+    if (backend !== "auto" && backend !== "gvisor" && backend !== "microvm") throw new UsageError(`--backend: expected auto, gvisor or microvm, got ${JSON.stringify(backend)}`);
+    sb = await Sandbox.create({ tier, language, limits, env, mounts, backend, pool: false, ...(seed !== undefined ? { seed } : {}) });
     const r = await sb.runCode(code, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     else printTail(r, io);
@@ -209,6 +213,7 @@ function parse(argv: string[]) {
       tier: { type: "string" },
       memory: { type: "string" },
       timeout: { type: "string" },
+      backend: { type: "string" },
       seed: { type: "string" },
       mount: { type: "string", multiple: true },
       env: { type: "string", multiple: true },

@@ -90,7 +90,7 @@ export function requireMicrovmArtefacts(packages: readonly string[] = []): Micro
   if (found) return found;
   const extra = [...new Set(packages)].sort();
   throw new TierUnavailableError(
-    `the microVM backend's kernel and disk are not built; run \`npx agentbox image build --backend microvm${extra.length ? ` --packages ${extra.join(",")}` : ""}\``,
+    `the heavy tier's image${extra.length ? ` with packages ${extra.join(",")}` : ""} is not built; run \`npx agentbox image build${extra.length ? ` --packages ${extra.join(",")}` : ""}\` (the microVM's kernel and disk are made from it on first use)`,
   );
 }
 

@@ -16,7 +16,8 @@ import type { Engine, EngineExecOptions, EngineExecResult, EngineRunOptions, Eng
 import type { OutputListener } from "../heavy/agent-client.js";
 import { poolFor } from "../pools.js";
 import { detectAccel, type AccelChoice } from "./accel.js";
-import { findMicrovmArtefacts, requireMicrovmArtefacts } from "./artefacts.js";
+import { buildMicrovmArtefacts, findMicrovmArtefacts, requireMicrovmArtefacts } from "./artefacts.js";
+import { findImage } from "../heavy/image.js";
 import type { Accel, Hypervisor, SavedState, VmSpec } from "./hypervisor.js";
 import { QemuHypervisor, qemuBinary, qemuUnavailableReason } from "./qemu.js";
 import { baseRamMode, baseSnapshot, dropBaseSnapshot } from "./snapshots.js";
@@ -48,7 +49,8 @@ let warnedTcg = false;
 /** The VM spec for a sandbox's limits (finds the artefacts, detects the accelerator). */
 export async function microvmSpec(config: Pick<MicrovmEngineConfig, "limits" | "packages">): Promise<{ spec: VmSpec; accel: AccelChoice }> {
   qemuBinary();
-  const artefacts = requireMicrovmArtefacts(config.packages);
+  // With the image built, the kernel and disk are made on first use (seconds; cached after).
+  const artefacts = findMicrovmArtefacts(config.packages) ?? (findImage(config.packages) ? await buildMicrovmArtefacts({ packages: config.packages }) : requireMicrovmArtefacts(config.packages));
   const accel = await detectAccel(artefacts);
   const { limits } = config;
   const vcpus = Math.max(1, Math.min(Math.ceil(limits.cpus), os.availableParallelism()));
