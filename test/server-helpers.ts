@@ -1,7 +1,11 @@
-// Helpers shared by the server, MCP and Python-client tests: child processes and a spawned server.
+// Helpers shared by the server, MCP and Python-client tests: child processes, a spawned server,
+// and the gVisor sandboxes a process owns.
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { SandboxCgroup } from "../src/engines/heavy-gvisor/cgroups.js";
 
 export const BIN = fileURLToPath(new URL("../bin/agentbox.js", import.meta.url));
 
@@ -36,4 +40,24 @@ export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}): 
     proc.once("exit", (code) => reject(new Error(`serve exited (${code}) before listening: ${err}`)));
   });
   return { proc, url, stderr: () => err };
+}
+
+/**
+ * The gVisor sandboxes a process owns right now, from their private dirs (`owner.pid`): what
+ * `leftovers()` of test/heavy.ts checks after the process killed them (or was killed).
+ */
+export function heavyBoxesOf(pid: number): { containerId: string; dir: string; cgroupDirs: string[] }[] {
+  const prefix = "agentbox-gvisor-";
+  const out: { containerId: string; dir: string; cgroupDirs: string[] }[] = [];
+  for (const name of readdirSync(tmpdir()).filter((d) => d.startsWith(prefix))) {
+    const dir = path.join(tmpdir(), name);
+    try {
+      if (Number(readFileSync(path.join(dir, "owner.pid"), "utf8")) !== pid) continue;
+      const containerId = readFileSync(path.join(dir, "container.id"), "utf8").trim();
+      out.push({ containerId, dir, cgroupDirs: SandboxCgroup.forName(`sb-${name.slice(prefix.length)}`).existing() });
+    } catch {
+      // being created or removed right now
+    }
+  }
+  return out;
 }

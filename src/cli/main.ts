@@ -17,7 +17,8 @@ const USAGE = `usage: agentbox <command> [options]
 commands:
   run (FILE | -c CODE)   run code in a fresh sandbox and print its output
   serve                  serve sandboxes over HTTP (see serve options)
-  mcp                    MCP server over stdio with run/file tools (takes the run limit options)
+  mcp                    MCP server over stdio with run/file tools (takes the run limit options;
+                         --tier heavy: Python in a Debian userland plus a run_command tool)
   exec --tier heavy -- CMD...  run a command in a fresh heavy-tier sandbox (agentbox exec -h)
   image build|list|rm    the heavy tier's Debian images (agentbox image -h)
 
@@ -27,9 +28,9 @@ run options:
                          .py / .js .mjs .cjs / .ts .mts .cts; python for -c)
   --tier TIER            nano (WebAssembly, default) or heavy (Debian userland in gVisor;
                          run \`agentbox image build\` once first)
-  --memory MB            memory limit in MiB (default 256)
   --backend B            heavy tier: auto (the microVM where KVM boots it, else gVisor), gvisor or
                          microvm (QEMU; software emulation where KVM is unusable: slow)
+  --memory MB            memory limit in MiB (default 256)
   --timeout DURATION     time limit: 500ms, 5s, 2m or plain milliseconds (default 30s)
   --seed N               seed for randomness and the virtual clock (reproducible runs)
   --mount HOST:GUEST[:rw]  make a host directory visible (read-only unless :rw); repeatable
@@ -42,7 +43,8 @@ serve options:
   --port PORT            port (default 8787; 0 picks a free one)
   --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs"}]}
                          (else $AGENTBOX_API_KEYS_FILE, or $AGENTBOX_API_KEYS: the same JSON or key1,key2)
-  --max-sandboxes N      live sandboxes across all keys (default 16); creates past it queue
+  --max-sandboxes N      live sandboxes across all keys and tiers (default 16); creates past it queue
+  --max-heavy N          live heavy-tier sandboxes (default 8; each also counts in --max-sandboxes)
   --queue-timeout DURATION  how long a create waits for a slot before 429 (default 30s)
   --max-starts N         sandboxes starting at once (default: number of CPUs); others wait their turn
   --pool N               ready workers kept warm (default 2)
@@ -211,9 +213,9 @@ function parse(argv: string[]) {
       code: { type: "string", short: "c" },
       language: { type: "string" },
       tier: { type: "string" },
+      backend: { type: "string" },
       memory: { type: "string" },
       timeout: { type: "string" },
-      backend: { type: "string" },
       seed: { type: "string" },
       mount: { type: "string", multiple: true },
       env: { type: "string", multiple: true },
@@ -235,6 +237,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         port: { type: "string" },
         keys: { type: "string" },
         "max-sandboxes": { type: "string" },
+        "max-heavy": { type: "string" },
         "queue-timeout": { type: "string" },
         "max-starts": { type: "string" },
         pool: { type: "string" },
@@ -252,6 +255,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       port: v.port !== undefined ? parseInteger("port", v.port) : 8787,
       keys,
       ...(v["max-sandboxes"] !== undefined ? { maxSandboxes: parseInteger("max-sandboxes", v["max-sandboxes"]) } : {}),
+      ...(v["max-heavy"] !== undefined ? { maxHeavySandboxes: parseInteger("max-heavy", v["max-heavy"]) } : {}),
       ...(v["queue-timeout"] !== undefined ? { queueTimeoutMs: parseDuration(v["queue-timeout"]) } : {}),
       ...(v["max-starts"] !== undefined ? { maxConcurrentStarts: Math.max(1, parseInteger("max-starts", v["max-starts"])) } : {}),
       ...(v.pool !== undefined ? { poolSize: parseInteger("pool", v.pool) } : {}),
@@ -282,7 +286,9 @@ async function mcpCommand(argv: string[], io: Io): Promise<number> {
       io.stderr(`${USAGE}\n`);
       return EXIT.ok;
     }
-    if (positionals.length > 0 || v.code !== undefined || v.json) throw new UsageError("mcp takes only --memory, --timeout, --seed, --mount, --env");
+    if (positionals.length > 0 || v.code !== undefined || v.json || v.language !== undefined) throw new UsageError("mcp takes only --tier, --memory, --timeout, --seed, --mount, --env");
+    const tier = v.tier ?? "nano";
+    if (tier !== "nano" && tier !== "heavy") throw new UsageError(`--tier: expected nano or heavy, got ${JSON.stringify(tier)}`);
     const env: Record<string, string> = {};
     for (const kv of v.env ?? []) {
       const i = kv.indexOf("=");
@@ -292,7 +298,7 @@ async function mcpCommand(argv: string[], io: Io): Promise<number> {
     const limits: { memoryMb?: number; timeoutMs?: number } = {};
     if (v.memory !== undefined) limits.memoryMb = parseInteger("memory", v.memory);
     if (v.timeout !== undefined) limits.timeoutMs = parseDuration(v.timeout);
-    sandbox = { limits, env, mounts: (v.mount ?? []).map(parseMount), ...(v.seed !== undefined ? { seed: parseInteger("seed", v.seed) } : {}) };
+    sandbox = { tier, limits, env, mounts: (v.mount ?? []).map(parseMount), ...(v.seed !== undefined ? { seed: parseInteger("seed", v.seed) } : {}) };
   } catch (e) {
     io.stderr(`agentbox mcp: ${(e as Error).message}\n`);
     return EXIT.usage;

@@ -5,13 +5,20 @@ import { realpathSync } from "node:fs";
 import path from "node:path";
 import { Hono, type Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import { LimitError, type RunResult, type Sandbox } from "../index.js";
+import { LimitError, OutputLimitError, TimeoutError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import type { KeyRing, Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
-import { createSandboxRequest, keepAliveRequest, openApiDocument, runRequest } from "./schemas.js";
+import { commandRequest, createSandboxRequest, keepAliveRequest, openApiDocument, runRequest, type CommandRequest, type CommandResultBody } from "./schemas.js";
+
+/** Where a streamed operation's chunks go. */
+interface Sink {
+  signal: AbortSignal;
+  onStdout: (chunk: string) => void;
+  onStderr: (chunk: string) => void;
+}
 
 export interface AppOptions {
   keys: KeyRing;
@@ -46,7 +53,7 @@ export function createApp(o: AppOptions): Hono<Env> {
   });
   app.notFound((c) => c.json(toHttp(notFound(`no route ${c.req.method} ${c.req.path}`)).body, 404));
 
-  app.get("/healthz", (c) => c.json({ status: "ok", sandboxes: registry.size, queued: registry.queued }));
+  app.get("/healthz", (c) => c.json({ status: "ok", sandboxes: registry.size, heavySandboxes: registry.heavy, queued: registry.queued }));
   app.get("/openapi.json", (c) => c.body(openapi, 200, { "content-type": "application/json" }));
 
   // Everything below needs a key (unless the server runs without keys on loopback).
@@ -109,25 +116,19 @@ export function createApp(o: AppOptions): Hono<Env> {
   app.post("/sandboxes/:id/run/stream", async (c) => {
     const entry = find(c);
     const req = await runArgs(c, entry);
-    return streamSSE(c, async (stream) => {
-      const ac = new AbortController();
-      stream.onAbort(() => ac.abort());
-      // Chunks arrive through synchronous callbacks; chain the writes to keep their order.
-      let chain: Promise<unknown> = Promise.resolve();
-      const send = (event: string, data: unknown) => {
-        chain = chain.then(() => stream.writeSSE({ event, data: JSON.stringify(data) })).catch(() => undefined);
-      };
-      try {
-        const r = await registry.use(entry, (sb) =>
-          observedRun(sb, req.code, { timeoutMs: req.timeoutMs, signal: ac.signal, onStdout: (s) => send("stdout", s), onStderr: (s) => send("stderr", s) }),
-        );
-        send("result", r);
-      } catch (e) {
-        const { status, body } = toHttp(e);
-        send("error", { ...body, status });
-      }
-      await chain;
-    });
+    return sse(c, (sink) => registry.use(entry, (sb) => observedRun(sb, req.code, { timeoutMs: req.timeoutMs, ...sink })));
+  });
+
+  app.post("/sandboxes/:id/commands", async (c) => {
+    const entry = find(c);
+    const req = await commandArgs(c);
+    return c.json(await registry.use(entry, (sb) => observedCommand(sb, req)));
+  });
+
+  app.post("/sandboxes/:id/commands/stream", async (c) => {
+    const entry = find(c);
+    const req = await commandArgs(c);
+    return sse(c, (sink) => registry.use(entry, (sb) => observedCommand(sb, req, sink)));
   });
 
   app.put("/sandboxes/:id/files", async (c) => {
@@ -189,6 +190,54 @@ export function createApp(o: AppOptions): Hono<Env> {
     return req;
   }
 
+  async function commandArgs(c: Context<Env>): Promise<CommandRequest> {
+    const req = parseOptions(commandRequest, await readJson(c, o.maxJsonBytes));
+    const max = c.get("who").quota.maxRunMs;
+    if (req.timeoutMs !== undefined && req.timeoutMs > max) throw invalid("timeoutMs", `${req.timeoutMs} is over this API key's quota of ${max} (maxRunMs)`);
+    return req;
+  }
+
+  /**
+   * commands.run with the output also kept here: a timeout or output limit that the sandbox
+   * survives (the library throws; the command was killed) becomes a result with `limitHit` and
+   * the output so far, as a soft limit of runCode does. A limit that closed the sandbox is thrown (422).
+   */
+  async function observedCommand(sb: Sandbox, req: CommandRequest, sink?: Sink): Promise<CommandResultBody> {
+    const t0 = performance.now();
+    let stdout = "";
+    let stderr = "";
+    const opts: CommandOptions = {
+      onStdout: (s) => {
+        stdout += s;
+        sink?.onStdout(s);
+      },
+      onStderr: (s) => {
+        stderr += s;
+        sink?.onStderr(s);
+      },
+    };
+    if (sink) opts.signal = sink.signal;
+    if (req.timeoutMs !== undefined) opts.timeoutMs = req.timeoutMs;
+    if (req.cwd !== undefined) opts.cwd = req.cwd;
+    if (req.env !== undefined) opts.env = req.env;
+    if (req.stdin !== undefined) opts.stdin = req.stdin;
+    if (req.stdinBase64 !== undefined) opts.stdin = new Uint8Array(Buffer.from(req.stdinBase64, "base64"));
+    try {
+      const r = await sb.commands.run(req.cmd, opts);
+      metrics.commands.inc({ outcome: r.exitCode === 0 ? "ok" : "nonzero" });
+      const body: CommandResultBody = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
+      if (r.signal) body.signal = r.signal;
+      return body;
+    } catch (e) {
+      metrics.commands.inc({ outcome: e instanceof LimitError ? "limit" : "failed" });
+      if (e instanceof LimitError) metrics.limitFailures.inc({ limit: e.limit });
+      if ((e instanceof TimeoutError || e instanceof OutputLimitError) && !sb.closed) {
+        return { exitCode: 137, stdout, stderr, signal: "SIGKILL", durationMs: performance.now() - t0, limitHit: e instanceof TimeoutError ? "timeoutMs" : "outputBytes" };
+      }
+      throw e;
+    }
+  }
+
   async function observedRun(sb: Sandbox, code: string, opts: Parameters<Sandbox["runCode"]>[1]): Promise<RunResult> {
     const t0 = performance.now();
     try {
@@ -206,6 +255,29 @@ export function createApp(o: AppOptions): Hono<Env> {
   }
 
   return app;
+}
+
+/**
+ * Answer with Server-Sent Events: `stdout`/`stderr` chunks as they come, then one `result` or
+ * `error`. A dropped connection aborts the operation through the sink's signal.
+ */
+function sse<C extends Context>(c: C, op: (sink: Sink) => Promise<unknown>): Response {
+  return streamSSE(c, async (stream) => {
+    const ac = new AbortController();
+    stream.onAbort(() => ac.abort());
+    // Chunks arrive through synchronous callbacks; chain the writes to keep their order.
+    let chain: Promise<unknown> = Promise.resolve();
+    const send = (event: string, data: unknown) => {
+      chain = chain.then(() => stream.writeSSE({ event, data: JSON.stringify(data) })).catch(() => undefined);
+    };
+    try {
+      send("result", await op({ signal: ac.signal, onStdout: (s) => send("stdout", s), onStderr: (s) => send("stderr", s) }));
+    } catch (e) {
+      const { status, body } = toHttp(e);
+      send("error", { ...body, status });
+    }
+    await chain;
+  });
 }
 
 function info(e: Entry) {

@@ -19,8 +19,10 @@ export interface ServerOptions {
   port?: number;
   /** No keys: allowed on loopback only; every request is one anonymous principal. */
   keys?: KeyRing;
-  /** Live sandboxes across all keys (default 16: ~200 MB of worker each). */
+  /** Live sandboxes across all keys and tiers (default 16: ~200 MB of worker each). */
   maxSandboxes?: number;
+  /** Live heavy-tier sandboxes across all keys (default 8); each also counts in maxSandboxes. */
+  maxHeavySandboxes?: number;
   /** Creates that may wait for a free slot (default 256) and for how long (default 30 s). */
   maxQueue?: number;
   queueTimeoutMs?: number;
@@ -56,8 +58,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }
   const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
   const ref: { registry?: SandboxRegistry } = {};
-  const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0);
-  const registry = (ref.registry = new SandboxRegistry({ maxSandboxes: opts.maxSandboxes ?? 16, maxQueue: opts.maxQueue ?? 256, queueTimeoutMs: opts.queueTimeoutMs ?? 30_000, maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism() }, metrics));
+  const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0, () => ref.registry?.heavy ?? 0);
+  const registry = (ref.registry = new SandboxRegistry({ maxSandboxes: opts.maxSandboxes ?? 16, maxHeavySandboxes: opts.maxHeavySandboxes ?? 8, maxQueue: opts.maxQueue ?? 256, queueTimeoutMs: opts.queueTimeoutMs ?? 30_000, maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism() }, metrics));
   const app = createApp({
     keys,
     registry,

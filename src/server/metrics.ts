@@ -1,5 +1,5 @@
 // Prometheus metrics of one server (its own registry, so several servers in one process — tests —
-// do not collide): live sandboxes, runs by outcome, failures by limit, start latency.
+// do not collide): live sandboxes, runs and commands by outcome, failures by limit, start latency.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export class ServerMetrics {
@@ -10,11 +10,13 @@ export class ServerMetrics {
   readonly limitFailures: Counter<"limit">;
   readonly startSeconds: Histogram;
   readonly runSeconds: Histogram;
+  readonly commands: Counter<"outcome">;
   readonly httpRequests: Counter<"status">;
 
-  constructor(live: () => number, queued: () => number) {
+  constructor(live: () => number, queued: () => number, heavyLive: () => number = () => 0) {
     const registers = [this.registry];
     new Gauge({ name: "agentbox_sandboxes_live", help: "Sandboxes the server holds (running or closed, not yet deleted).", registers, collect() { this.set(live()); } });
+    new Gauge({ name: "agentbox_heavy_sandboxes_live", help: "Heavy-tier sandboxes holding a heavy slot (running).", registers, collect() { this.set(heavyLive()); } });
     new Gauge({ name: "agentbox_create_queue_length", help: "Create requests waiting for a free sandbox slot.", registers, collect() { this.set(queued()); } });
     this.sandboxesCreated = new Counter({ name: "agentbox_sandboxes_created_total", help: "Sandboxes created.", registers });
     this.sandboxesExpired = new Counter({ name: "agentbox_sandboxes_expired_total", help: "Sandboxes killed after their idle timeout.", registers });
@@ -27,6 +29,7 @@ export class ServerMetrics {
       registers,
     });
     this.runSeconds = new Histogram({ name: "agentbox_run_seconds", help: "Wall time of runCode calls seen by the server.", buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers });
+    this.commands = new Counter({ name: "agentbox_commands_total", help: "commands.run calls by outcome: ok (exit 0), nonzero (another exit code), limit (a limit stopped it), failed (host error).", labelNames: ["outcome"], registers });
     this.httpRequests = new Counter({ name: "agentbox_http_requests_total", help: "HTTP requests by status code.", labelNames: ["status"], registers });
   }
 }

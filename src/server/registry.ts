@@ -1,6 +1,8 @@
 // The server's sandboxes: who owns each, per-key and global caps, idle expiry, and shutdown.
-// A global cap bounds live sandboxes (each is a worker process of ~200 MB); a create past it
-// waits in a FIFO queue for a slot (bounded in length and time), then is refused with 429.
+// A global cap bounds live sandboxes of every tier (each is a worker process of ~200 MB, or a
+// gVisor sandbox of ~120 MB plus its guest's memory); heavy sandboxes also take a slot of their
+// own, smaller cap (runsc processes, a cgroup, a guest that may fill limits.memoryMb). A create
+// past a cap waits in that cap's FIFO queue (bounded in length and time), then is refused with 429.
 import { randomBytes } from "node:crypto";
 import { Sandbox, type SandboxOptions } from "../index.js";
 import { HttpError } from "./http-errors.js";
@@ -8,8 +10,10 @@ import type { Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 
 export interface RegistryOptions {
-  /** Live sandboxes across all keys. */
+  /** Live sandboxes across all keys and tiers. */
   maxSandboxes: number;
+  /** Live heavy-tier sandboxes across all keys (each also holds one of the maxSandboxes slots). */
+  maxHeavySandboxes: number;
   /** Create requests that may wait for a slot; more are refused at once. */
   maxQueue: number;
   /** How long a create waits for a slot before 429. */
@@ -28,7 +32,7 @@ export interface Entry {
   /** Operations in progress; an entry never expires while one runs. */
   busy: number;
   timer: NodeJS.Timeout | undefined;
-  /** Whether it still holds a global slot and counts against its key (released once closed). */
+  /** Whether it still holds its slots and counts against its key (released once closed). */
   holdsSlot: boolean;
 }
 
@@ -38,12 +42,60 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
+/** A counting semaphore with a bounded FIFO queue whose waiters give up after a deadline. */
+class Slots {
+  used = 0;
+  readonly waiters: Waiter[] = [];
+
+  constructor(
+    private readonly max: number,
+    private readonly maxQueue: number,
+    private readonly refuse: () => HttpError,
+  ) {}
+
+  /** Take a slot, waiting until `deadline` (Date.now() ms) at most. */
+  acquire(deadline: number): Promise<void> {
+    if (this.used < this.max && this.waiters.length === 0) {
+      this.used++;
+      return Promise.resolve();
+    }
+    if (this.waiters.length >= this.maxQueue) return Promise.reject(this.refuse());
+    return new Promise((resolve, reject) => {
+      const w: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(this.refuse());
+        }, Math.max(0, deadline - Date.now())),
+      };
+      this.waiters.push(w);
+    });
+  }
+
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) {
+      clearTimeout(next.timer);
+      next.resolve(); // the slot passes straight to the next waiter
+    } else this.used--;
+  }
+
+  rejectAll(e: () => Error): void {
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(e());
+    }
+  }
+}
+
 export class SandboxRegistry {
   private readonly entries = new Map<string, Entry>();
   private readonly perKey = new Map<string, number>();
-  private readonly waiters: Waiter[] = [];
+  private readonly slots: Slots;
+  private readonly heavySlots: Slots;
   private readonly pending = new Set<Promise<unknown>>();
-  private slotsUsed = 0;
   private starting = 0;
   private readonly startWaiters: (() => void)[] = [];
   private closing = false;
@@ -51,14 +103,22 @@ export class SandboxRegistry {
   constructor(
     private readonly opts: RegistryOptions,
     private readonly metrics: ServerMetrics,
-  ) {}
+  ) {
+    this.slots = new Slots(opts.maxSandboxes, opts.maxQueue, () => capacity(`${opts.maxSandboxes} live sandboxes`, opts.queueTimeoutMs));
+    this.heavySlots = new Slots(opts.maxHeavySandboxes, opts.maxQueue, () => capacity(`${opts.maxHeavySandboxes} live heavy-tier sandboxes`, opts.queueTimeoutMs));
+  }
 
   get size(): number {
     return this.entries.size;
   }
 
+  /** Live heavy-tier sandboxes (holding a heavy slot). */
+  get heavy(): number {
+    return [...this.entries.values()].filter((e) => e.holdsSlot && e.sandbox.options.tier === "heavy").length;
+  }
+
   get queued(): number {
-    return this.waiters.length;
+    return this.slots.waiters.length + this.heavySlots.waiters.length;
   }
 
   async create(who: Principal, options: SandboxOptions, idleTimeoutMs: number): Promise<Entry> {
@@ -68,9 +128,17 @@ export class SandboxRegistry {
       throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may hold ${who.quota.maxSandboxes} live sandboxes (quota maxSandboxes); delete one first`, { quota: "maxSandboxes", value: who.quota.maxSandboxes });
     }
     this.perKey.set(who.name, held + 1);
+    const heavy = options.tier === "heavy";
     let slot = false;
+    let heavySlot = false;
     const work = (async () => {
-      await this.acquireSlot();
+      // Heavy first: a heavy create waiting for its own cap does not sit on a global slot.
+      const deadline = Date.now() + this.opts.queueTimeoutMs;
+      if (heavy) {
+        await this.heavySlots.acquire(deadline);
+        heavySlot = true;
+      }
+      await this.slots.acquire(deadline);
       slot = true;
       if (this.closing) throw shuttingDown();
       const t0 = performance.now();
@@ -92,7 +160,8 @@ export class SandboxRegistry {
       return await work;
     } catch (e) {
       this.perKey.set(who.name, (this.perKey.get(who.name) ?? 1) - 1);
-      if (slot) this.releaseSlot();
+      if (slot) this.slots.release();
+      if (heavySlot) this.heavySlots.release();
       throw e;
     } finally {
       this.pending.delete(work);
@@ -143,10 +212,8 @@ export class SandboxRegistry {
   /** Stop taking creates, refuse the queue, kill every sandbox (and any still starting). */
   async closeAll(): Promise<void> {
     this.closing = true;
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(shuttingDown());
-    }
+    this.heavySlots.rejectAll(shuttingDown);
+    this.slots.rejectAll(shuttingDown);
     await Promise.allSettled([...this.entries.values()].map((e) => this.remove(e)));
     await Promise.allSettled([...this.pending]);
     await Promise.allSettled([...this.entries.values()].map((e) => this.remove(e)));
@@ -166,7 +233,8 @@ export class SandboxRegistry {
     if (!entry.holdsSlot) return;
     entry.holdsSlot = false;
     this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 1) - 1);
-    this.releaseSlot();
+    this.slots.release();
+    if (entry.sandbox.options.tier === "heavy") this.heavySlots.release();
   }
 
   private async throttledStart(options: SandboxOptions): Promise<Sandbox> {
@@ -183,38 +251,10 @@ export class SandboxRegistry {
       else this.starting--;
     }
   }
-
-  private acquireSlot(): Promise<void> {
-    if (this.slotsUsed < this.opts.maxSandboxes && this.waiters.length === 0) {
-      this.slotsUsed++;
-      return Promise.resolve();
-    }
-    if (this.waiters.length >= this.opts.maxQueue) return Promise.reject(capacity(this.opts));
-    return new Promise((resolve, reject) => {
-      const w: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          const i = this.waiters.indexOf(w);
-          if (i >= 0) this.waiters.splice(i, 1);
-          reject(capacity(this.opts));
-        }, this.opts.queueTimeoutMs),
-      };
-      this.waiters.push(w);
-    });
-  }
-
-  private releaseSlot(): void {
-    const next = this.waiters.shift();
-    if (next) {
-      clearTimeout(next.timer);
-      next.resolve(); // the slot passes straight to the next waiter
-    } else this.slotsUsed--;
-  }
 }
 
-function capacity(o: RegistryOptions): HttpError {
-  return new HttpError(429, "CAPACITY", `the server is at its limit of ${o.maxSandboxes} live sandboxes and no slot freed within ${o.queueTimeoutMs} ms; retry later`, {}, { "retry-after": "1" });
+function capacity(what: string, queueTimeoutMs: number): HttpError {
+  return new HttpError(429, "CAPACITY", `the server is at its limit of ${what} and no slot freed within ${queueTimeoutMs} ms; retry later`, {}, { "retry-after": "1" });
 }
 
 function shuttingDown(): HttpError {

@@ -2,7 +2,7 @@
 // Request bodies are parsed by these very schemas (built on the library's own option schemas),
 // so the document cannot drift from what the server accepts.
 import { z } from "zod";
-import { runOptionsSchema, sandboxOptionsSchema } from "../policy/options.js";
+import { commandOptionsSchema, runOptionsSchema, sandboxOptionsSchema } from "../policy/options.js";
 import { dirEntrySchema, guestErrorSchema, LIMIT_NAMES } from "../protocol/messages.js";
 
 const idleTimeoutMs = z.int().min(1000).max(24 * 3600 * 1000);
@@ -22,6 +22,37 @@ export const runRequest = z.strictObject({
   code: z.string(),
   timeoutMs: runOptionsSchema.shape.timeoutMs,
 });
+
+/** POST /sandboxes/{id}/commands: `commands.run` of a heavy-tier sandbox over JSON. */
+export const commandRequest = z
+  .strictObject({
+    /** A string runs with `/bin/bash -c`; an array is the argv itself. */
+    cmd: z.union([z.string().min(1), z.array(z.string()).min(1)]).refine((c) => !(Array.isArray(c) ? c : [c]).some((a) => a.includes("\0")), "must not contain NUL"),
+    /** Kill the command after this long (default: the sandbox's limits.timeoutMs). */
+    timeoutMs: commandOptionsSchema.shape.timeoutMs,
+    cwd: commandOptionsSchema.shape.cwd,
+    env: commandOptionsSchema.shape.env,
+    /** Standard input as UTF-8 text ... */
+    stdin: z.string().optional(),
+    /** ... or as base64 bytes (binary-safe); not both. */
+    stdinBase64: z.base64().optional(),
+  })
+  .refine((r) => r.stdin === undefined || r.stdinBase64 === undefined, { message: "give stdin or stdinBase64, not both", path: ["stdinBase64"] });
+
+export const commandResult = z.strictObject({
+  /** The command's exit status; 128 + N when signal N ended it (a limit kills with SIGKILL: 137). */
+  exitCode: z.int(),
+  stdout: z.string(),
+  stderr: z.string(),
+  /** Name of the signal that ended the command, e.g. "SIGKILL". */
+  signal: z.string().optional(),
+  durationMs: z.number(),
+  /** Set when a limit stopped the command and the sandbox lived on: the output is what came before. */
+  limitHit: z.enum(["timeoutMs", "outputBytes"]).optional(),
+});
+
+export type CommandRequest = z.output<typeof commandRequest>;
+export type CommandResultBody = z.output<typeof commandResult>;
 
 export const sandboxInfo = z.strictObject({
   id: z.string(),
@@ -68,6 +99,8 @@ const schemas = {
   SandboxInfo: [sandboxInfo, "output"],
   SandboxList: [z.strictObject({ sandboxes: z.array(sandboxInfo) }), "output"],
   RunResult: [runResult, "output"],
+  CommandRequest: [commandRequest, "input"],
+  CommandResult: [commandResult, "output"],
   DirEntry: [dirEntrySchema, "output"],
   DirListing: [z.strictObject({ entries: z.array(dirEntrySchema) }), "output"],
   Exists: [z.strictObject({ exists: z.boolean() }), "output"],
@@ -148,6 +181,29 @@ export function openApiDocument(version: string): Record<string, unknown> {
           summary: "run code, streaming output as Server-Sent Events",
           description: "Events: `stdout` and `stderr` (data: a JSON string, one chunk as the guest wrote it), then exactly one of `result` (data: RunResult JSON) or `error` (data: Error JSON). Closing the connection interrupts the run.",
           requestBody: { required: true, ...json("RunRequest") },
+          responses: { "200": { description: "event stream", content: { "text/event-stream": { schema: { type: "string" } } } }, "400": err("invalid body"), ...common },
+        },
+      },
+      "/sandboxes/{id}/commands": {
+        parameters: sb,
+        post: {
+          summary: "run a command in a heavy-tier sandbox (bash -c for a string, argv for an array) and return its exit code and output",
+          requestBody: { required: true, ...json("CommandRequest") },
+          responses: {
+            "200": { description: "the command's result, whatever its exit code; a timeout or output limit the sandbox survived is a result with limitHit (the command was killed)", ...json("CommandResult") },
+            "400": err("invalid body, or timeoutMs over this key's quota (maxRunMs)"),
+            "422": err("a limit killed the sandbox (e.g. its memory cgroup ran out: error.limit names it; the sandbox is closed)"),
+            "501": err("the sandbox is not heavy-tier (create it with \"tier\": \"heavy\")"),
+            ...common,
+          },
+        },
+      },
+      "/sandboxes/{id}/commands/stream": {
+        parameters: sb,
+        post: {
+          summary: "run a command in a heavy-tier sandbox, streaming its output as Server-Sent Events",
+          description: "Events: `stdout` and `stderr` (data: a JSON string, one chunk as the command wrote it), then exactly one of `result` (data: CommandResult JSON) or `error` (data: Error JSON with `status`). Closing the connection kills the command.",
+          requestBody: { required: true, ...json("CommandRequest") },
           responses: { "200": { description: "event stream", content: { "text/event-stream": { schema: { type: "string" } } } }, "400": err("invalid body"), ...common },
         },
       },

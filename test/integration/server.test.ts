@@ -1,10 +1,11 @@
 // The HTTP API against a real server on a random loopback port: auth, isolation between keys,
-// runs and streaming, files, limits and quotas, error bodies, idle expiry, capacity, OpenAPI.
+// runs and streaming, files, limits and quotas, error bodies, idle expiry, capacity, OpenAPI,
+// commands on a nano sandbox (501; the heavy tier's commands are in server-heavy.test.ts).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { z } from "zod";
 import { KeyRing, startServer, type RunningServer } from "../../src/server/index.js";
-import { createSandboxRequest } from "../../src/server/schemas.js";
+import { commandRequest, createSandboxRequest } from "../../src/server/schemas.js";
 import { isAlive, waitGone } from "../helpers.js";
 import { childPids } from "../server-helpers.js";
 
@@ -273,6 +274,34 @@ describe("HTTP API", () => {
     }
   });
 
+  it("commands: a nano sandbox answers 501 TIER_UNAVAILABLE naming the heavy tier; bad bodies are 400", async () => {
+    const id = (await api("POST", "/sandboxes", { json: {} })).json.id as string;
+    try {
+      for (const path of [`/sandboxes/${id}/commands`, `/sandboxes/${id}/commands/stream`]) {
+        const r = await api("POST", path, { json: { cmd: "true" } });
+        if (path.endsWith("stream")) {
+          assert.equal(r.status, 200); // the error comes as the stream's one event
+          assert.match(r.text, /event: error\ndata: .*"code":"TIER_UNAVAILABLE".*"status":501/);
+          continue;
+        }
+        assert.equal(r.status, 501, r.text);
+        assert.equal(r.json.error.code, "TIER_UNAVAILABLE");
+        assert.match(r.json.error.message, /tier: "heavy"/);
+      }
+      for (const [json, field] of [[{}, "cmd"], [{ cmd: [] }, "cmd"], [{ cmd: 42 }, "cmd"], [{ cmd: "a\0b" }, "cmd"], [{ cmd: "true", stdin: "a", stdinBase64: "YQ==" }, "stdinBase64"], [{ cmd: "true", cwd: "rel" }, "cwd"], [{ cmd: "true", extra: 1 }, ""]] as const) {
+        const r = await api("POST", `/sandboxes/${id}/commands`, { json });
+        assert.equal(r.status, 400, JSON.stringify(json));
+        assert.equal(r.json.error.code, "INVALID_OPTIONS");
+        assert.ok(r.json.error.issues.some((i: { path: string }) => i.path === field), `${JSON.stringify(json)}: ${r.text}`);
+      }
+      const over = await api("POST", `/sandboxes/${id}/commands`, { json: { cmd: "true", timeoutMs: 25_000 } });
+      assert.match(over.json.error.message, /maxRunMs/);
+      assert.equal((await api("POST", `/sandboxes/${id}/commands`, { key: KEY_B, json: { cmd: "true" } })).status, 404);
+    } finally {
+      await api("DELETE", `/sandboxes/${id}`);
+    }
+  });
+
   it("per-key quota: past maxSandboxes a create is 429 QUOTA_EXCEEDED; deleting frees it", async () => {
     const first = await api("POST", "/sandboxes", { key: KEY_B, json: {} });
     assert.equal(first.status, 201);
@@ -328,6 +357,10 @@ describe("HTTP API", () => {
     const { $schema: _s, ...expected } = z.toJSONSchema(createSandboxRequest, { io: "input", target: "draft-2020-12" });
     assert.deepEqual(doc.components.schemas.CreateSandboxRequest, JSON.parse(JSON.stringify(expected)));
     assert.deepEqual(doc.components.schemas.CreateSandboxRequest.properties.tier.enum, ["nano", "heavy"]);
+    assert.ok(doc.paths["/sandboxes/{id}/commands"].post && doc.paths["/sandboxes/{id}/commands/stream"].post);
+    const { $schema: _c, ...cmd } = z.toJSONSchema(commandRequest, { io: "input", target: "draft-2020-12" });
+    assert.deepEqual(doc.components.schemas.CommandRequest, JSON.parse(JSON.stringify(cmd)));
+    assert.deepEqual(Object.keys(doc.components.schemas.CommandResult.properties).sort(), ["durationMs", "exitCode", "limitHit", "signal", "stderr", "stdout"]);
   });
 });
 
