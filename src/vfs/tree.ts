@@ -5,7 +5,21 @@
 import { createHash } from "node:crypto";
 import { compareCodePoints, type VfsQuota, type VfsUsage } from "./memfs.js";
 
-export type VfsErrorCode = "ENOENT" | "EEXIST" | "ENOTDIR" | "EISDIR" | "ENOTEMPTY" | "ENOSPC" | "EDQUOT" | "EINVAL" | "EBUSY";
+export type VfsErrorCode =
+  | "ENOENT"
+  | "EEXIST"
+  | "ENOTDIR"
+  | "EISDIR"
+  | "ENOTEMPTY"
+  | "ENOSPC"
+  | "EDQUOT"
+  | "EINVAL"
+  | "EBUSY"
+  | "EROFS"
+  | "EACCES"
+  | "EXDEV"
+  | "EFBIG"
+  | "EIO";
 
 const DESCRIPTIONS: Record<VfsErrorCode, string> = {
   ENOENT: "no such file or directory",
@@ -17,6 +31,11 @@ const DESCRIPTIONS: Record<VfsErrorCode, string> = {
   EDQUOT: "file system file-count quota reached (limits.vfsFiles)",
   EINVAL: "invalid argument",
   EBUSY: "resource busy",
+  EROFS: "read-only file system (a read-only mount)",
+  EACCES: "permission denied (the path leads outside its mount)",
+  EXDEV: "cross-device link not permitted (between a mount and the rest of the file system)",
+  EFBIG: "file too large to read into the sandbox (limits.memoryMb)",
+  EIO: "input/output error",
 };
 
 export class VfsError extends Error {
@@ -47,7 +66,8 @@ type Node = FileNode | DirNode;
 export interface TreeEntry {
   name: string;
   path: string;
-  type: "file" | "dir";
+  /** "symlink" only inside host mounts (the in-memory tree has no links). */
+  type: "file" | "dir" | "symlink";
   size: number;
 }
 
@@ -66,6 +86,8 @@ export function splitPath(p: string, cwd = "/"): string[] {
 export class MemTree {
   private readonly root: DirNode = { kind: "dir", children: new Map() };
   private usage: VfsUsage = { bytes: 0, files: 0 };
+  /** Net growth of read-write host mounts (see chargeExternal), never below zero. */
+  private external: VfsUsage = { bytes: 0, files: 0 };
   private limitHit: "vfsBytes" | "vfsFiles" | undefined;
   private digestCache: string | undefined;
 
@@ -90,7 +112,18 @@ export class MemTree {
   }
 
   getUsage(): VfsUsage {
-    return { ...this.usage };
+    return { bytes: this.usage.bytes + this.external.bytes, files: this.usage.files + this.external.files };
+  }
+
+  /**
+   * Growth outside the tree (read-write host mounts) counted against the same quotas, checked
+   * before the host write; negative amounts give room back, never below zero (deleting files that
+   * were already in the directory buys no extra room).
+   */
+  chargeExternal(bytes: number, files: number, p: string): void {
+    if (files > 0) this.charge(p, files, 0);
+    if (bytes > 0) this.charge(p, 0, bytes);
+    this.external = { bytes: Math.max(0, this.external.bytes + bytes), files: Math.max(0, this.external.files + files) };
   }
 
   /** Which quota refused a write since the last call, if any. */
@@ -122,7 +155,7 @@ export class MemTree {
     const oldSize = old?.data.length ?? 0;
     const newSize = opts.append ? oldSize + data.length : data.length;
     if (!old) this.charge(p, 1, 0);
-    if (newSize > oldSize && this.usage.bytes + (newSize - oldSize) > this.quota.vfsBytes) {
+    if (newSize > oldSize && this.usage.bytes + this.external.bytes + (newSize - oldSize) > this.quota.vfsBytes) {
       this.refuse("vfsBytes", p);
     }
     let bytes: Uint8Array;
@@ -295,8 +328,8 @@ export class MemTree {
   }
 
   private charge(p: string, files: number, bytes: number): void {
-    if (this.usage.files + files > this.quota.vfsFiles) this.refuse("vfsFiles", p);
-    if (this.usage.bytes + bytes > this.quota.vfsBytes) this.refuse("vfsBytes", p);
+    if (files > 0 && this.usage.files + this.external.files + files > this.quota.vfsFiles) this.refuse("vfsFiles", p);
+    if (bytes > 0 && this.usage.bytes + this.external.bytes + bytes > this.quota.vfsBytes) this.refuse("vfsBytes", p);
   }
 
   private release(n: Node): void {

@@ -10,7 +10,10 @@
 //   writeFileSync(path, string | ArrayBuffer | TypedArray[, { flag: "a" }]), appendFileSync
 //   readdirSync(path[, { withFileTypes }]) (sorted), existsSync, statSync, mkdirSync(path[, { recursive }]),
 //   rmSync(path[, { recursive, force }]), rmdirSync, unlinkSync, renameSync, copyFileSync
-// Errors carry a Node-style `code` (ENOENT, EEXIST, ENOSPC for the byte quota, EDQUOT for files).
+// Errors carry a Node-style `code` (ENOENT, EEXIST, ENOSPC for the byte quota, EDQUOT for files;
+// in host mounts also EROFS for a read-only mount, EACCES for a path leading outside its mount,
+// EXDEV for a rename between a mount and the rest). Mounted host directories appear at their
+// guest paths; readdirSync with withFileTypes reports their symlinks (isSymbolicLink()).
 
 /** Names the guest's fs module exports (also used to build `import { x } from "fs"`). */
 export const FS_EXPORTS = [
@@ -171,7 +174,7 @@ export const PRELUDE = String.raw`(function (host) {
   };
   const encodingOf = (o) => (typeof o === "string" ? o : o && typeof o === "object" ? o.encoding : undefined);
   const dataOf = (d) => (typeof d === "string" ? d : d instanceof ArrayBuffer || ArrayBuffer.isView(d) ? bytesOf(d) : toStr(d));
-  const stats = (s) => ({ size: s.size, isFile: () => s.type === "file", isDirectory: () => s.type === "dir", isSymbolicLink: () => false });
+  const stats = (s) => ({ size: s.size, isFile: () => s.type === "file", isDirectory: () => s.type === "dir", isSymbolicLink: () => s.type === "symlink" });
   const fs = {
     readFileSync(path, o) {
       const enc = encodingOf(o);

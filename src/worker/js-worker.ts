@@ -18,6 +18,7 @@ import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule }
 import type { transform as SucraseTransform } from "sucrase";
 import { FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { FsOp, HostMessage, WorkerLimits } from "../protocol/messages.js";
+import { MountedTree } from "../vfs/mounted.js";
 import { MemTree, VfsError } from "../vfs/tree.js";
 import { fatal, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CellSyntaxError, rewriteCell } from "./js-cell.js";
@@ -174,7 +175,7 @@ interface Hooks {
 
 class JsSession {
   private readonly output = new Output();
-  private tree = new MemTree({ vfsBytes: Infinity, vfsFiles: Infinity }, ["/tmp", HOME], HOME);
+  private tree = emptyTree();
   private limits: WorkerLimits = { memoryBytes: 256 * 1024 * 1024, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
   private rng: (view: Uint8Array) => void = seededRng(0);
   private rt: QuickJSRuntime | undefined;
@@ -216,7 +217,7 @@ class JsSession {
       this.handle({ type: "fs", id: 1, op: "remove", path: "/tmp/.warm" });
     }
     this.dropContext();
-    this.tree = new MemTree({ vfsBytes: Infinity, vfsFiles: Infinity }, ["/tmp", HOME], HOME);
+    this.tree = emptyTree();
     this.configured = false;
     this.cell = 0;
     setMuted(false);
@@ -231,7 +232,6 @@ class JsSession {
 
   private configure(msg: Extract<HostMessage, { type: "configure" }>, warming = false): void {
     if (this.configured && !warming) return fatal("configure sent twice");
-    if (msg.mounts.length > 0) return send({ type: "reply", id: msg.id, ok: false, errno: "EINVAL", message: "the JavaScript engine has no mounts" });
     this.dropContext();
     this.limits = msg.limits;
     memCap.bytes = msg.limits.memoryBytes;
@@ -240,7 +240,13 @@ class JsSession {
     clock.virtual = msg.clock === "virtual";
     clock.virtualMs = VIRTUAL_EPOCH_MS;
     if (clock.virtual) Date.now = virtualNow; // QuickJS's Date reads the clock through Date.now
-    this.tree = new MemTree({ vfsBytes: msg.limits.vfsBytes, vfsFiles: msg.limits.vfsFiles }, ["/tmp", HOME], HOME);
+    // Mount points are made before quotas apply (free, like /tmp and the home directory).
+    const tree = new MemTree({ vfsBytes: msg.limits.vfsBytes, vfsFiles: msg.limits.vfsFiles }, ["/tmp", HOME, ...msg.mounts.map((m) => m.guestPath)], HOME);
+    try {
+      this.tree = new MountedTree(tree, msg.mounts, msg.limits.memoryBytes);
+    } catch (e) {
+      return send({ type: "reply", id: msg.id, ok: false, errno: "ENOENT", message: `a mount's host directory cannot be opened: ${(e as Error).message}` });
+    }
     if (this.typescript) this.loadSucrase();
     this.makeContext();
     this.configured = true;
@@ -363,7 +369,7 @@ class JsSession {
         case "unlink":
           return t.unlink(p);
         case "rename": {
-          if (!b && a && ctx.typeof(a) === "string") return t.rename(p, ctx.getString(a));
+          if ((!b || ctx.typeof(b) === "undefined") && a && ctx.typeof(a) === "string") return t.rename(p, ctx.getString(a));
           throw new VfsError("EINVAL", p);
         }
         default:
@@ -626,6 +632,10 @@ class JsSession {
       send({ type: "reply", id, ok: false, errno: e.code, message: e.description, ...(e.limit ? { limit: e.limit } : {}) });
     }
   }
+}
+
+function emptyTree(): MountedTree {
+  return new MountedTree(new MemTree({ vfsBytes: Infinity, vfsFiles: Infinity }, ["/tmp", HOME], HOME), [], Infinity);
 }
 
 function isPromise(ctx: QuickJSContext, h: QuickJSHandle): boolean {

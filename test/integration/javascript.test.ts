@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { FileSystemError, FileSystemQuotaError, Sandbox, SandboxClosedError, TierUnavailableError, TimeoutError } from "../../src/index.js";
+import { FileSystemError, FileSystemQuotaError, Sandbox, SandboxClosedError, TimeoutError } from "../../src/index.js";
 import { isAlive, waitGone } from "../helpers.js";
 
 describe("javascript: REPL semantics", () => {
@@ -109,13 +109,6 @@ describe("javascript: files", () => {
     const many = await sb.runCode("for (let i = 0; i < 100; i++) fs.writeFileSync('/tmp/f' + i, '')");
     assert.equal(many.limitHit, "vfsFiles");
     assert.match(many.error!.message, /^EDQUOT/);
-  });
-
-  it("refuses mounts with a clear error", async () => {
-    await assert.rejects(
-      Sandbox.create({ language: "javascript", mounts: [{ hostPath: "/tmp", guestPath: "/mnt" }] }),
-      (e: unknown) => e instanceof TierUnavailableError && /mounts/.test(e.message),
-    );
   });
 });
 

@@ -1,7 +1,9 @@
 // The nano-tier JavaScript/TypeScript engine, host side: QuickJS in Wasm in a worker process.
-// Picks a worker (pooled or fresh) and configures it; running code, the outer limits (deadline →
-// interrupt → grace → hard kill, RSS cap, output cap) and file operations are WorkerEngine's.
-import { TierUnavailableError } from "../../errors.js";
+// Picks a worker (pooled, or fresh for mounts: a worker's permissions are fixed at spawn) and
+// configures it; running code, the outer limits (deadline → interrupt → grace → hard kill, RSS
+// cap, output cap) and file operations are WorkerEngine's.
+import fs from "node:fs";
+import { InvalidOptionsError } from "../../errors.js";
 import type { Limits, Mount } from "../../policy/options.js";
 import type { WorkerPool } from "../pool/pool.js";
 import { WorkerEngine } from "../pool/worker-engine.js";
@@ -18,14 +20,28 @@ export interface JsEngineConfig {
 
 export class QuickJsWasmEngine extends WorkerEngine {
   static async start(config: JsEngineConfig, pool: WorkerPool | undefined): Promise<QuickJsWasmEngine> {
-    if (config.mounts.length > 0) {
-      throw new TierUnavailableError(`mounts are not available for language "${config.language}" yet; use the "python" language or copy files in with sb.files.write()`);
-    }
-    const worker = pool?.take() ?? (await spawnJsWorker());
+    const mounts = config.mounts.map((m, i) => ({ ...m, hostPath: realDir(m.hostPath, i) }));
+    const fromPool = mounts.length === 0 ? pool?.take() : undefined;
+    const worker = fromPool ?? (await spawnJsWorker(false, mounts));
     const engine = new QuickJsWasmEngine(worker, config);
     await engine.configure(
-      WorkerEngine.configureMessage({ seed: config.seed, clock: config.clock, env: config.env, limits: config.limits, mounts: [], language: config.language }),
+      WorkerEngine.configureMessage({ seed: config.seed, clock: config.clock, env: config.env, limits: config.limits, mounts, language: config.language }),
     );
     return engine;
   }
+}
+
+/**
+ * A mount's host directory as a real path: the permission grant and the worker's containment
+ * checks both work on it, so a symlinked hostPath grants what it points to, and only that.
+ */
+function realDir(hostPath: string, i: number): string {
+  let real: string;
+  try {
+    real = fs.realpathSync(hostPath);
+  } catch (e) {
+    throw new InvalidOptionsError([{ path: `mounts.${i}.hostPath`, message: `cannot be opened: ${(e as Error).message}` }]);
+  }
+  if (!fs.statSync(real).isDirectory()) throw new InvalidOptionsError([{ path: `mounts.${i}.hostPath`, message: "must be a directory" }]);
+  return real;
 }

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { TierUnavailableError } from "../../errors.js";
+import type { WorkerMount } from "../../protocol/messages.js";
 import { DIST, lockedDownFlags, PACKAGE_ROOT } from "../pool/flags.js";
 import { WorkerProcess } from "../pool/worker-process.js";
 
@@ -77,12 +78,18 @@ function resolvePaths(): Paths {
   return paths;
 }
 
-/** Start a JavaScript worker. `warm`: exercise its paths before reporting ready (pool workers). */
-export async function spawnJsWorker(warm = false): Promise<WorkerProcess> {
+/**
+ * Start a JavaScript worker. `warm`: exercise its paths before reporting ready (pool workers).
+ * `mounts` widen its permissions to those host directories (write only for read-write ones).
+ */
+export async function spawnJsWorker(warm = false, mounts: WorkerMount[] = []): Promise<WorkerProcess> {
   const p = resolvePaths();
   return new WorkerProcess({
     script: JS_WORKER_SCRIPT,
     args: ["serve", p.core, p.variant, p.sucrase, ...(warm ? ["warm"] : [])],
-    nodeFlags: lockedDownFlags(p.read),
+    nodeFlags: lockedDownFlags(
+      [...p.read, ...mounts.map((m) => m.hostPath)],
+      mounts.filter((m) => !m.readOnly).map((m) => m.hostPath),
+    ),
   });
 }
