@@ -3,7 +3,8 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "bench/results/**"] },
+  // examples/ are guest programs (they run inside a sandbox), not project code.
+  { ignores: ["dist/**", "node_modules/**", "bench/results/**", "examples/**", "clients/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
