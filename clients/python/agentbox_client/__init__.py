@@ -7,6 +7,9 @@
         r = sb.run_code("import csv\\nlen(list(csv.reader(open('/data/x.csv'))))")
         r.value  # "2"
 
+    with Sandbox.create(tier="heavy") as sb:   # a Debian userland (gVisor)
+        sb.commands.run("echo hi | tr a-z A-Z", on_stdout=print).exit_code  # 0
+
 The server is $AGENTBOX_URL (default http://127.0.0.1:8787); the key is $AGENTBOX_API_KEY.
 Standard library only.
 """
@@ -31,7 +34,7 @@ from .errors import (
     TimeoutError,
     WorkerCrashedError,
 )
-from .sandbox import Connection, EntryInfo, GuestError, Limits, Mount, RunResult, Sandbox, SandboxFiles, SandboxInfo
+from .sandbox import CommandResult, Connection, EntryInfo, GuestError, Limits, Mount, RunResult, Sandbox, SandboxCommands, SandboxFiles, SandboxInfo
 
 __all__ = [
     "AbortedError",
@@ -39,6 +42,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CapacityError",
+    "CommandResult",
     "Connection",
     "EntryInfo",
     "FileSystemError",
@@ -56,6 +60,7 @@ __all__ = [
     "RunResult",
     "Sandbox",
     "SandboxClosedError",
+    "SandboxCommands",
     "SandboxFiles",
     "SandboxInfo",
     "TierUnavailableError",

@@ -1,4 +1,4 @@
-"""The Sandbox class: the TypeScript API (create, run_code, files, kill) over the HTTP API.
+"""The Sandbox class: the TypeScript API (create, run_code, files, commands, kill) over the HTTP API.
 
 Standard library only: ``http.client`` for requests, a small Server-Sent Events reader for
 streamed runs. One connection per request keeps the client thread-safe and simple.
@@ -6,12 +6,13 @@ streamed runs. One connection per request keeps the client thread-safe and simpl
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, TypedDict, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union, overload
 
 from .errors import AgentboxError, error_from_body
 
@@ -27,6 +28,8 @@ class Limits(TypedDict, total=False):
     outputBytes: int
     vfsBytes: int
     vfsFiles: int
+    cpus: float  # heavy tier: CPU time per wall-clock time
+    diskMb: int  # heavy tier: size of /home/user and /tmp
 
 
 class Mount(TypedDict, total=False):
@@ -68,6 +71,31 @@ class RunResult:
             seed=int(d["seed"]),
             value=d.get("value"),
             error=GuestError(str(e["name"]), str(e["message"]), str(e["traceback"])) if isinstance(e, dict) else None,
+            limit_hit=d.get("limitHit"),
+        )
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What ``commands.run`` returns. ``limit_hit`` ("timeoutMs" or "outputBytes") means a limit
+    killed the command (exit code 137, SIGKILL) and the output is what it wrote before; the
+    sandbox lives on."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_ms: float
+    signal: Optional[str] = None
+    limit_hit: Optional[str] = None
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "CommandResult":
+        return CommandResult(
+            exit_code=int(d["exitCode"]),
+            stdout=str(d["stdout"]),
+            stderr=str(d["stderr"]),
+            duration_ms=float(d["durationMs"]),
+            signal=d.get("signal"),
             limit_hit=d.get("limitHit"),
         )
 
@@ -225,6 +253,60 @@ class SandboxFiles:
         self._sb._conn.request("POST", f"{self._sb._base}/files/mkdir?{_q(path)}")
 
 
+class SandboxCommands:
+    """Processes in the sandbox (heavy tier; a nano sandbox raises TierUnavailableError)."""
+
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sb = sandbox
+
+    def run(
+        self,
+        cmd: Union[str, Sequence[str]],
+        *,
+        on_stdout: Optional[Callable[[str], None]] = None,
+        on_stderr: Optional[Callable[[str], None]] = None,
+        timeout_ms: Optional[int] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Union[str, bytes, None] = None,
+    ) -> CommandResult:
+        """Run a command and wait for it: a string runs with ``/bin/bash -c``, a sequence is the argv.
+
+        Output streams to on_stdout/on_stderr as it comes (Server-Sent Events). Past ``timeout_ms``
+        (default: the sandbox's limits.timeoutMs) the command is killed and the result has
+        ``limit_hit == "timeoutMs"``; a non-zero exit code is a result too, not an error.
+        """
+        body: Dict[str, Any] = {"cmd": cmd if isinstance(cmd, str) else list(cmd)}
+        if timeout_ms is not None:
+            body["timeoutMs"] = timeout_ms
+        if cwd is not None:
+            body["cwd"] = cwd
+        if env is not None:
+            body["env"] = dict(env)
+        if isinstance(stdin, str):
+            body["stdin"] = stdin
+        elif stdin is not None:
+            body["stdinBase64"] = base64.b64encode(bytes(stdin)).decode("ascii")
+        path = f"{self._sb._base}/commands"
+        if on_stdout is None and on_stderr is None:
+            return CommandResult.from_json(self._sb._conn.json("POST", path, body))
+        return CommandResult.from_json(_stream(self._sb._conn, f"{path}/stream", body, on_stdout, on_stderr))
+
+
+def _stream(conn: Connection, path: str, body: Any, on_stdout: Optional[Callable[[str], None]], on_stderr: Optional[Callable[[str], None]]) -> Any:
+    """Follow a streamed operation: chunks to the callbacks, then the ``result`` data (or raise its ``error``)."""
+    for event, data in conn.events(path, body):
+        if event == "stdout" and on_stdout is not None:
+            on_stdout(data)
+        elif event == "stderr" and on_stderr is not None:
+            on_stderr(data)
+        elif event == "result":
+            return data
+        elif event == "error":
+            raise error_from_body(int(data.get("status", 500)), data)
+    raise AgentboxError("the event stream ended without a result", code="PROTOCOL_ERROR")
+
+
 class Sandbox:
     """A sandbox on an agentbox server. Use ``Sandbox.create(...)``, ideally in a ``with`` block."""
 
@@ -233,6 +315,7 @@ class Sandbox:
         self._conn = conn
         self._base = f"/sandboxes/{urllib.parse.quote(info.id, safe='')}"
         self.files = SandboxFiles(self)
+        self.commands = SandboxCommands(self)
         self._killed = False
 
     @property
@@ -254,15 +337,21 @@ class Sandbox:
         clock: Optional[Literal["virtual", "real"]] = None,
         env: Optional[Mapping[str, str]] = None,
         mounts: Optional[List[Mount]] = None,
+        backend: Optional[Literal["auto", "gvisor", "microvm"]] = None,
+        packages: Optional[List[str]] = None,
         idle_timeout_ms: Optional[int] = None,
         base_url: Optional[str] = None,
         api_key: Optional[str] = None,
         timeout_s: float = 120.0,
     ) -> "Sandbox":
-        """Create a sandbox. Options are validated by the server; errors name the field."""
+        """Create a sandbox. Options are validated by the server; errors name the field.
+
+        ``tier="heavy"`` gives a Debian userland (gVisor) with ``commands.run``; ``backend`` and
+        ``packages`` (extra Debian packages of a built image) apply to it.
+        """
         conn = _connection(base_url, api_key, timeout_s)
         body: Dict[str, Any] = {"language": language, "tier": tier}
-        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("idleTimeoutMs", idle_timeout_ms)):
+        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("backend", backend), ("packages", packages), ("idleTimeoutMs", idle_timeout_ms)):
             if v is not None:
                 body[k] = dict(v) if isinstance(v, Mapping) else v
         return cls(SandboxInfo.from_json(conn.json("POST", "/sandboxes", body)), conn)
@@ -293,16 +382,7 @@ class Sandbox:
             body["timeoutMs"] = timeout_ms
         if on_stdout is None and on_stderr is None:
             return RunResult.from_json(self._conn.json("POST", f"{self._base}/run", body))
-        for event, data in self._conn.events(f"{self._base}/run/stream", body):
-            if event == "stdout" and on_stdout is not None:
-                on_stdout(data)
-            elif event == "stderr" and on_stderr is not None:
-                on_stderr(data)
-            elif event == "result":
-                return RunResult.from_json(data)
-            elif event == "error":
-                raise error_from_body(int(data.get("status", 500)), data)
-        raise AgentboxError("the event stream ended without a result", code="PROTOCOL_ERROR")
+        return RunResult.from_json(_stream(self._conn, f"{self._base}/run/stream", body, on_stdout, on_stderr))
 
     def refresh(self) -> SandboxInfo:
         self.info = SandboxInfo.from_json(self._conn.json("GET", self._base))
@@ -332,7 +412,7 @@ class Sandbox:
         self.kill()
 
     def __repr__(self) -> str:
-        return f"Sandbox(id={self.id!r}, language={self.info.language!r})"
+        return f"Sandbox(id={self.id!r}, tier={self.info.tier!r}, language={self.info.language!r})"
 
 
 def _connection(base_url: Optional[str], api_key: Optional[str], timeout_s: float) -> Connection:

@@ -18,7 +18,7 @@ import sys
 import time
 import unittest
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import ClassVar, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,6 +30,7 @@ from agentbox_client import (  # noqa: E402
     QuotaExceededError,
     Sandbox,
     SandboxClosedError,
+    TierUnavailableError,
     TimeoutError,
 )
 
@@ -144,7 +145,72 @@ class FilesTests(unittest.TestCase):
                 sb.files.read("/../etc/passwd")
 
 
+class CommandsTests(unittest.TestCase):
+    """commands.run on one heavy-tier sandbox; skipped (reason printed) where the server has no heavy tier."""
+
+    sb: ClassVar[Sandbox]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        try:
+            cls.sb = create(tier="heavy", limits={"memoryMb": 256})
+        except TierUnavailableError as e:
+            raise unittest.SkipTest(f"the server reports the heavy tier unavailable: {e}") from None
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.sb.kill()
+
+    def test_exit_code_and_output(self) -> None:
+        r = self.sb.commands.run("echo hi | tr a-z A-Z; echo oops >&2; exit 3")
+        self.assertEqual((r.exit_code, r.stdout, r.stderr, r.limit_hit), (3, "HI\n", "oops\n", None))
+        self.assertGreater(r.duration_ms, 0)
+        self.assertEqual(self.sb.info.tier, "heavy")
+
+    def test_argv_cwd_env_stdin_and_shared_files(self) -> None:
+        r = self.sb.commands.run(["sh", "-c", 'printf "%s|%s|" "$(pwd)" "$X"; wc -c'], cwd="/tmp", env={"X": "x1"}, stdin=bytes([0, 1, 255]))
+        self.assertEqual(r.stdout.split(), ["/tmp|x1|3"])
+        self.assertEqual(self.sb.commands.run("cat", stdin="héllo").stdout, "héllo")
+        self.sb.files.write("/home/user/n.txt", "41")
+        self.assertEqual(self.sb.commands.run("python3 -c 'print(int(open(\"n.txt\").read()) + 1)'").stdout, "42\n")
+
+    def test_streaming_callbacks_get_chunks_while_the_command_runs(self) -> None:
+        chunks: List[Tuple[str, str, float]] = []
+        t0 = time.monotonic()
+        r = self.sb.commands.run(
+            "echo first; sleep 0.6; echo err >&2; echo last",
+            on_stdout=lambda s: chunks.append(("out", s, time.monotonic() - t0)),
+            on_stderr=lambda s: chunks.append(("err", s, time.monotonic() - t0)),
+        )
+        finished = time.monotonic() - t0
+        self.assertEqual(r.exit_code, 0)
+        self.assertEqual("".join(c[1] for c in chunks if c[0] == "out"), r.stdout)
+        self.assertEqual("".join(c[1] for c in chunks if c[0] == "err"), "err\n")
+        self.assertEqual(chunks[0][1], "first\n")
+        self.assertGreater(finished - chunks[0][2], 0.4, "the first chunk came with the result, not before it")
+
+    def test_timeout_kills_the_command_and_the_sandbox_lives_on(self) -> None:
+        r = self.sb.commands.run("echo before; sleep 30", timeout_ms=400)
+        self.assertEqual((r.limit_hit, r.exit_code, r.signal, r.stdout), ("timeoutMs", 137, "SIGKILL", "before\n"))
+        streamed: List[str] = []
+        r = self.sb.commands.run("sleep 30", timeout_ms=300, on_stdout=streamed.append)
+        self.assertEqual(r.limit_hit, "timeoutMs")
+        self.assertEqual(self.sb.commands.run("echo alive").stdout, "alive\n")
+        with self.assertRaises(InvalidOptionsError) as cm:
+            self.sb.commands.run("true", timeout_ms=120_000)  # over the key's maxRunMs
+        self.assertEqual(cm.exception.issues[0]["path"], "timeoutMs")
+
+
 class LifecycleTests(unittest.TestCase):
+    def test_commands_on_a_nano_sandbox_raise_tier_unavailable(self) -> None:
+        with create() as sb:
+            with self.assertRaises(TierUnavailableError) as cm:
+                sb.commands.run("true")
+            self.assertEqual(cm.exception.status, 501)
+            self.assertIn('tier: "heavy"', cm.exception.message)
+            with self.assertRaises(TierUnavailableError):
+                sb.commands.run("true", on_stdout=print)
+
     def test_invalid_options_name_the_field(self) -> None:
         with self.assertRaises(InvalidOptionsError) as cm:
             create(limits={"memoryMb": 1})
