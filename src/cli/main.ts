@@ -41,7 +41,7 @@ run options:
 serve options:
   --host HOST            address to listen on (default 127.0.0.1; non-loopback needs API keys)
   --port PORT            port (default 8787; 0 picks a free one)
-  --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs"}]}
+  --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs","maxCpus","maxDiskMb"}]}
                          (else $AGENTBOX_API_KEYS_FILE, or $AGENTBOX_API_KEYS: the same JSON or key1,key2)
   --max-sandboxes N      live sandboxes across all keys and tiers (default 16); creates past it queue
   --max-heavy N          live heavy-tier sandboxes (default 8; each also counts in --max-sandboxes)

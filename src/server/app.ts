@@ -75,16 +75,21 @@ export function createApp(o: AppOptions): Hono<Env> {
     const who = c.get("who");
     const body = await readJson(c, o.maxJsonBytes);
     const { idleTimeoutMs, ...opts } = parseOptions(createSandboxRequest, body);
-    const asked = (body as { limits?: { memoryMb?: unknown; timeoutMs?: unknown } }).limits ?? {};
+    const asked = (body as { limits?: Record<string, unknown> }).limits ?? {};
     const q = who.quota;
-    if (asked.memoryMb !== undefined && opts.limits.memoryMb > q.maxMemoryMb) {
-      throw invalid("limits.memoryMb", `${opts.limits.memoryMb} is over this API key's quota of ${q.maxMemoryMb} (maxMemoryMb)`);
+    // Asked past the key's quota: 400 naming the field. Left to the default: capped to the quota.
+    const capped = [
+      ["memoryMb", "maxMemoryMb"],
+      ["timeoutMs", "maxRunMs"],
+      ["cpus", "maxCpus"],
+      ["diskMb", "maxDiskMb"],
+    ] as const;
+    for (const [limit, quota] of capped) {
+      if (asked[limit] !== undefined && opts.limits[limit] > q[quota]) {
+        throw invalid(`limits.${limit}`, `${opts.limits[limit]} is over this API key's quota of ${q[quota]} (${quota})`);
+      }
+      opts.limits[limit] = Math.min(opts.limits[limit], q[quota]);
     }
-    if (asked.timeoutMs !== undefined && opts.limits.timeoutMs > q.maxRunMs) {
-      throw invalid("limits.timeoutMs", `${opts.limits.timeoutMs} is over this API key's quota of ${q.maxRunMs} (maxRunMs)`);
-    }
-    opts.limits.memoryMb = Math.min(opts.limits.memoryMb, q.maxMemoryMb);
-    opts.limits.timeoutMs = Math.min(opts.limits.timeoutMs, q.maxRunMs);
     opts.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
     const entry = await registry.create(who, { ...opts, pool: true }, idleTimeoutMs);
     return c.json(info(entry), 201);

@@ -12,6 +12,10 @@ export const quotaSchema = z.strictObject({
   maxMemoryMb: z.int().min(48).max(4096).default(1024),
   /** Largest limits.timeoutMs (and per-run timeoutMs) this key may ask for. */
   maxRunMs: z.int().min(1).max(24 * 3600 * 1000).default(300_000),
+  /** Largest limits.cpus (heavy tier: CPU quota) a sandbox of this key may ask for. */
+  maxCpus: z.number().min(0.01).max(64).default(2),
+  /** Largest limits.diskMb (heavy tier: each writable file system) a sandbox of this key may ask for. */
+  maxDiskMb: z.int().min(1).max(64 * 1024).default(1024),
 });
 
 const keyEntrySchema = quotaSchema.extend({
@@ -51,7 +55,7 @@ export class KeyRing {
       if (names.has(k.name)) throw new Error(`API keys: name ${JSON.stringify(k.name)} appears twice`);
       names.add(k.name);
       const digest = k.key !== undefined ? sha256(k.key) : Buffer.from(k.sha256!, "hex");
-      return { name: k.name, quota: { maxSandboxes: k.maxSandboxes, maxMemoryMb: k.maxMemoryMb, maxRunMs: k.maxRunMs }, digest };
+      return { name: k.name, quota: { maxSandboxes: k.maxSandboxes, maxMemoryMb: k.maxMemoryMb, maxRunMs: k.maxRunMs, maxCpus: k.maxCpus, maxDiskMb: k.maxDiskMb }, digest };
     });
     return new KeyRing(keys, keys.length === 0);
   }

@@ -105,6 +105,19 @@ describe("HTTP API: heavy tier (gVisor)", { skip: skipHeavy }, () => {
     assert.match(m.text, /agentbox_heavy_sandboxes_live 1/);
   });
 
+  it("a client that drops a command's stream kills the command; the sandbox stays usable", async () => {
+    const ac = new AbortController();
+    const res = await fetch(`${srv.url}/sandboxes/${id}/commands/stream`, { method: "POST", headers: { authorization: `Bearer ${KEY}` }, body: JSON.stringify({ cmd: "sleep 15" }), signal: ac.signal });
+    assert.equal(res.status, 200);
+    setTimeout(() => ac.abort(), 200);
+    await assert.rejects(async () => {
+      for await (const _ of res.body!) void _;
+    });
+    const t0 = performance.now();
+    assert.equal((await api(srv.url, "POST", `/sandboxes/${id}/commands`, { cmd: "echo next" })).json.stdout, "next\n");
+    assert.ok(performance.now() - t0 < 5000, "the dropped command was killed, not left to run 15 s");
+  });
+
   it("heavy sandboxes have their own cap: past it a heavy create waits, then 429; nano creates are not held up", async () => {
     const t0 = performance.now();
     const second = await api(srv.url, "POST", "/sandboxes", { tier: "heavy" });

@@ -227,6 +227,8 @@ describe("HTTP API", () => {
     assert.deepEqual(types.json.error.issues.map((i: { path: string }) => i.path).sort(), ["", "limits.memoryMb", "tier"]);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { limits: { memoryMb: 512 } } }, /limits\.memoryMb: 512 is over this API key's quota of 256 \(maxMemoryMb\)/);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { limits: { timeoutMs: 60_000 } } }, /maxRunMs/);
+    await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { tier: "heavy", limits: { cpus: 4 } } }, /limits\.cpus: 4 is over this API key's quota of 2 \(maxCpus\)/);
+    await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { tier: "heavy", limits: { diskMb: 2048 } } }, /maxDiskMb/);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { mounts: [{ hostPath: "/etc", guestPath: "/etc2" }] } }, /allows no mounts/);
     await bad(413, "BODY_TOO_LARGE", "POST", "/sandboxes", { json: { env: { X: "y".repeat(70 * 1024) } } });
     await bad(404, "NOT_FOUND", "GET", "/sandboxes/sb_nope", {});
