@@ -23,6 +23,11 @@ export interface EngineStart {
 export async function startEngine(s: EngineStart): Promise<Engine> {
   const { options: o } = s;
   const common = { seed: s.seed, clock: s.clock, env: o.env, limits: o.limits, mounts: s.mounts };
+  const js = o.tier === "nano" && (o.language === "javascript" || o.language === "typescript");
+  if (o.network && !js) {
+    // Python would need a bridge from its socket layer to the host's fetch; not built (see the README).
+    throw new InvalidOptionsError([{ path: "network", message: `a network grant is available on the nano tier for "javascript" and "typescript" only, not tier "${o.tier}" with "${o.language}"` }]);
+  }
   if (o.tier === "nano" && o.language === "python") {
     const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true)) : undefined;
     return PythonWasmEngine.start(common, pool);
@@ -30,7 +35,7 @@ export async function startEngine(s: EngineStart): Promise<Engine> {
   if (o.tier === "nano" && (o.language === "javascript" || o.language === "typescript")) {
     // One pool for both: a worker learns at configure time whether it strips types.
     const pool = o.pool ? poolFor("javascript", () => spawnJsWorker(true)) : undefined;
-    return QuickJsWasmEngine.start({ ...common, language: o.language }, pool);
+    return QuickJsWasmEngine.start({ ...common, language: o.language, network: o.network }, pool);
   }
   if (o.tier === "heavy") return startHeavy(s);
   throw new TierUnavailableError(`tier "${o.tier}" with language "${o.language}" is not available in this build`);

@@ -3,6 +3,7 @@
 import path from "node:path";
 import { z } from "zod";
 import { InvalidOptionsError } from "../errors.js";
+import { networkSchema } from "./network.js";
 
 const MiB = 1024 * 1024;
 
@@ -51,6 +52,8 @@ export const sandboxOptionsSchema = z.strictObject({
   /** Environment variables the guest sees in os.environ; nothing of the host's leaks in. */
   env: z.record(envName, z.string().refine((v) => !v.includes("\0"), "must not contain NUL")).default({}),
   mounts: z.array(mountSchema).max(32).default([]),
+  /** JavaScript/TypeScript nano tier: a guest `fetch` limited to these hosts (see policy/network.ts). Default: no network. */
+  network: networkSchema.optional(),
   /** Heavy tier: which backend runs the sandbox. "auto" picks gVisor (the only one built so far). */
   backend: z.enum(["auto", "gvisor", "microvm"]).default("auto"),
   /** Heavy tier: extra Debian packages; selects the image built by `agentbox image build --packages`. */

@@ -3,6 +3,7 @@
 // process that runs guest code, so they are hostile input: every one is checked against
 // `workerMessageSchema` (sizes capped, unknown shapes rejected) before the host acts on it.
 import { z } from "zod";
+import { FETCH_LIMITS } from "./caps.js";
 
 export const LIMIT_NAMES = ["timeoutMs", "memoryMb", "outputBytes", "vfsBytes", "vfsFiles"] as const;
 
@@ -32,9 +33,18 @@ export type HostMessage =
       mounts: WorkerMount[];
       /** JavaScript workers: whether run code is TypeScript to type-strip first. */
       language?: "javascript" | "typescript";
+      /** JavaScript workers: a network grant exists, so the guest gets `fetch` (the host checks every URL). */
+      network?: { maxRequestBytes: number };
     }
   | { type: "run"; id: number; code: string }
-  | { type: "fs"; id: number; op: FsOp; path: string; data?: string; recursive?: boolean };
+  | { type: "fs"; id: number; op: FsOp; path: string; data?: string; recursive?: boolean }
+  | FetchResult;
+
+/** The host's answer to a worker's `fetch` (run `id`, request `req`); body base64. */
+export type FetchResult =
+  | { type: "fetchResult"; id: number; req: number; ok: true; status: number; statusText: string; url: string; redirected: boolean; headers: [string, string][]; body: string }
+  | { type: "fetchResult"; id: number; req: number; ok: false; error: { name: "TypeError" | "RangeError"; message: string } };
+
 
 /** Bytes of control pipe (fd 3) the host writes to interrupt a run; each byte is a reason. */
 export const INTERRUPT_REASON = { timeout: 1, abort: 2 } as const;
@@ -91,6 +101,15 @@ export const workerMessageSchema = z.discriminatedUnion("type", [
     limit: z.enum(["vfsBytes", "vfsFiles"]).optional(),
   }),
   z.strictObject({ type: z.literal("fatal"), message: shortText }),
+  z.strictObject({
+    type: z.literal("fetch"),
+    id,
+    req: z.int().min(1).max(2 ** 31),
+    url: z.string().max(FETCH_LIMITS.urlChars),
+    method: z.string().regex(/^[A-Z]{1,16}$/),
+    headers: z.array(z.tuple([z.string().max(FETCH_LIMITS.headerNameChars), z.string().max(FETCH_LIMITS.headerValueChars)])).max(FETCH_LIMITS.headers),
+    body: z.string().max(90 * 1024 * 1024).regex(/^[A-Za-z0-9+/]*={0,2}$/).optional(),
+  }),
 ]);
 
 export type WorkerMessage = z.infer<typeof workerMessageSchema>;

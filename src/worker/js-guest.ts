@@ -145,7 +145,7 @@ export const PRELUDE = String.raw`(function (host) {
   const fireTimer = () => {
     const t = nextTimer();
     if (!t) return false;
-    host.advanceTo(t.due);
+    if (!host.advanceTo(t.due)) return true; // woken early by a fetch answer: deliver it first
     if (t.every >= 0) {
       t.due = Date.now() + t.every;
       t.seq = ++timerSeq;
@@ -220,5 +220,82 @@ export const PRELUDE = String.raw`(function (host) {
     return modules[key];
   });
 
-  return { show, describe, fireTimer, clearTimers: () => timers.clear() };
+  // fetch: only with a network grant. The host checks every URL and does the request; the guest
+  // gets status, headers and the whole body (text/arrayBuffer/json).
+  const requests = new Map();
+  const jsonParse = JSON.parse;
+  let makeResponse;
+  if (host.fetch) {
+    const norm = (n) => toStr(n).toLowerCase();
+    class Headers {
+      constructor(init) {
+        hide(this, "_map", new Map());
+        if (init === undefined || init === null) return;
+        const pairs = init instanceof Headers ? Array.from(init) : Array.isArray(init) ? init : Object.keys(init).map((k) => [k, init[k]]);
+        for (const p of pairs) {
+          if (!p || p.length !== 2) throw new TypeError("Headers: each entry must be a [name, value] pair");
+          this.append(p[0], p[1]);
+        }
+      }
+      get(n) { const v = this._map.get(norm(n)); return v === undefined ? null : v; }
+      has(n) { return this._map.has(norm(n)); }
+      set(n, v) { this._map.set(norm(n), toStr(v)); }
+      append(n, v) { const k = norm(n); const old = this._map.get(k); this._map.set(k, old === undefined ? toStr(v) : old + ", " + toStr(v)); }
+      delete(n) { this._map.delete(norm(n)); }
+      forEach(fn, self) { for (const [k, v] of this) fn.call(self, v, k, this); }
+      *entries() { yield* Array.from(this._map.entries()).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)); }
+      keys() { return Array.from(this.entries(), (e) => e[0])[Symbol.iterator](); }
+      values() { return Array.from(this.entries(), (e) => e[1])[Symbol.iterator](); }
+      [Symbol.iterator]() { return this.entries(); }
+    }
+    class Response {
+      constructor(meta, body) {
+        this.status = meta.status;
+        this.statusText = meta.statusText;
+        this.ok = meta.status >= 200 && meta.status < 300;
+        this.url = meta.url;
+        this.redirected = meta.redirected;
+        this.headers = new Headers(meta.headers);
+        this.bodyUsed = false;
+        hide(this, "_body", body);
+      }
+      arrayBuffer() {
+        if (this.bodyUsed) return Promise.reject(new TypeError("Response: body already read"));
+        this.bodyUsed = true;
+        return Promise.resolve(this._body.slice(0));
+      }
+      text() { return this.arrayBuffer().then((b) => host.decode(b)); }
+      json() { return this.text().then((t) => jsonParse(t)); }
+    }
+    const fetch = function fetch(input, init) {
+      return new Promise((resolve, reject) => {
+        const o = init === undefined || init === null ? {} : init;
+        const url = typeof input === "string" ? input : input && typeof input.url === "string" ? input.url : toStr(input);
+        const method = toStr(o.method === undefined ? "GET" : o.method).toUpperCase();
+        const headers = Array.from(new Headers(o.headers));
+        let body;
+        if (o.body !== undefined && o.body !== null) {
+          if (method === "GET" || method === "HEAD") throw new TypeError("fetch: a " + method + " request cannot have a body");
+          body = typeof o.body === "string" ? host.encode(o.body) : bytesOf(o.body);
+          if (typeof o.body === "string" && !headers.some((h) => h[0] === "content-type")) headers.push(["content-type", "text/plain;charset=UTF-8"]);
+        }
+        const req = host.fetch(url, method, jsonStringify(headers), body);
+        requests.set(req, { resolve, reject });
+      });
+    };
+    hide(G, "fetch", fetch);
+    hide(G, "Headers", Headers);
+    hide(G, "Response", Response);
+    makeResponse = (meta, body) => new Response(meta, body);
+  }
+  const fetchDone = (req, meta, body) => {
+    const r = requests.get(req);
+    if (!r) return;
+    requests.delete(req);
+    const m = jsonParse(meta);
+    if (m.error) r.reject(m.error.name === "RangeError" ? new RangeError(m.error.message) : new TypeError(m.error.message));
+    else r.resolve(makeResponse(m, body));
+  };
+
+  return { show, describe, fireTimer, fetchDone, clearTimers: () => { timers.clear(); requests.clear(); } };
 })`;

@@ -17,6 +17,7 @@ import { isMainThread, MessageChannel, receiveMessageOnPort, Worker, workerData,
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule } from "quickjs-emscripten-core";
 import type { transform as SucraseTransform } from "sucrase";
 import { FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
+import { FETCH_LIMITS } from "../protocol/caps.js";
 import type { FsOp, HostMessage, WorkerLimits } from "../protocol/messages.js";
 import { MountedTree } from "../vfs/mounted.js";
 import { MemTree, VfsError } from "../vfs/tree.js";
@@ -171,7 +172,9 @@ interface Hooks {
   describe: QuickJSHandle;
   fireTimer: QuickJSHandle;
   clearTimers: QuickJSHandle;
+  fetchDone: QuickJSHandle;
 }
+
 
 class JsSession {
   private readonly output = new Output();
@@ -183,6 +186,13 @@ class JsSession {
   private hooks: Hooks | undefined;
   private configured = false;
   private typescript = false;
+  /** The network grant's worker-side part (present: the guest has `fetch`). */
+  private network: { maxRequestBytes: number } | undefined;
+  private fetchSeq = 0;
+  /** Requests of the run in progress still waiting for the host's answer. */
+  private readonly fetches = new Set<number>();
+  /** Host messages that arrived while a run waited for fetch results; handled after the run. */
+  private readonly backlog: HostMessage[] = [];
   private cell = 0;
   /** After a run was stopped, the worker still calls into the guest (describe, show) until this. */
   private epilogueUntil = 0;
@@ -224,6 +234,7 @@ class JsSession {
   }
 
   handle(msg: HostMessage): void {
+    if (msg.type === "fetchResult") return; // for a run that has ended
     if (msg.type === "configure") return this.configure(msg);
     if (!this.configured) return fatal("first message must be configure");
     if (msg.type === "run") return this.run(msg.id, msg.code);
@@ -236,6 +247,7 @@ class JsSession {
     this.limits = msg.limits;
     memCap.bytes = msg.limits.memoryBytes;
     this.typescript = msg.language === "typescript";
+    this.network = msg.network;
     this.rng = seededRng(msg.seed);
     clock.virtual = msg.clock === "virtual";
     clock.virtualMs = VIRTUAL_EPOCH_MS;
@@ -271,6 +283,7 @@ class JsSession {
       describe: ctx.getProp(hooks, "describe"),
       fireTimer: ctx.getProp(hooks, "fireTimer"),
       clearTimers: ctx.getProp(hooks, "clearTimers"),
+      fetchDone: ctx.getProp(hooks, "fetchDone"),
     };
     hooks.dispose();
   }
@@ -329,10 +342,35 @@ class JsSession {
       advanceTo: (due) => {
         const t = num(due, "time");
         if (clock.virtual) clock.virtualMs = Math.max(clock.virtualMs, Math.floor(t));
-        else sleepUntil(t);
+        else if (!this.sleepUntil(t)) return ctx.false; // a host message came first
+        return ctx.true;
       },
       fs: (op, p, a, b) => this.guestFs(ctx, str(op, "op"), str(p, "path"), a, b, bytes),
     };
+    if (this.network) {
+      const cap = this.network.maxRequestBytes;
+      fns.fetch = (url, method, headers, body) => {
+        const u = str(url, "url");
+        const m = str(method, "method");
+        const h = JSON.parse(str(headers, "headers")) as unknown;
+        const data = body && ctx.typeof(body) !== "undefined" ? bytes(body) : undefined;
+        const fail = (name: string, message: string) => ctx.newError({ name, message: `fetch: ${message}` });
+        if (u.length > FETCH_LIMITS.urlChars) throw fail("TypeError", `URL longer than ${FETCH_LIMITS.urlChars} characters`);
+        if (!/^[A-Z]{1,16}$/.test(m)) throw fail("TypeError", `invalid method ${JSON.stringify(m.slice(0, 32))}`);
+        const pairs = Array.isArray(h) ? h : [];
+        if (pairs.length > FETCH_LIMITS.headers) throw fail("TypeError", `more than ${FETCH_LIMITS.headers} headers`);
+        for (const pair of pairs) {
+          const ok = Array.isArray(pair) && pair.length === 2 && typeof pair[0] === "string" && typeof pair[1] === "string";
+          if (!ok || pair[0].length > FETCH_LIMITS.headerNameChars || pair[1].length > FETCH_LIMITS.headerValueChars) throw fail("TypeError", "invalid or oversized header");
+        }
+        if (data && data.length > cap) throw fail("RangeError", `the request body of ${data.length} bytes is larger than network.maxRequestBytes (${cap})`);
+        if (this.fetches.size >= FETCH_LIMITS.inFlight) throw fail("RangeError", `more than ${FETCH_LIMITS.inFlight} requests in flight`);
+        const req = ++this.fetchSeq;
+        this.fetches.add(req);
+        send({ type: "fetch", id: Atomics.load(words, 2), req, url: u, method: m, headers: pairs as [string, string][], ...(data ? { body: Buffer.from(data).toString("base64") } : {}) });
+        return ctx.newNumber(req);
+      };
+    }
     for (const [name, f] of Object.entries(fns)) {
       const h = ctx.newFunction(name, f);
       ctx.setProp(host, name, h);
@@ -426,6 +464,8 @@ class JsSession {
       // A stopped run's timers die with it: a runaway interval must not resume in the next run.
       this.inEpilogue(() => ctx.callFunction(this.hooks!.clearTimers, ctx.undefined)).dispose();
     }
+    // Requests still unanswered belong to this run: their answers will be dropped.
+    this.fetches.clear();
     Atomics.store(words, 2, 0);
     Atomics.store(words, 0, 0);
     this.epilogueUntil = 0;
@@ -446,6 +486,12 @@ class JsSession {
       : memHit ? "memoryMb"
       : vfsHit ?? null;
     send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.tree.digest() });
+    if (this.backlog.length > 0) {
+      const later = this.backlog.splice(0);
+      setImmediate(() => {
+        for (const m of later) this.handle(m);
+      });
+    }
   }
 
   /** Run jobs and timers until `promise` (the cell's) settles; unwraps `{ value }` and a returned promise. */
@@ -467,10 +513,10 @@ class JsSession {
           p.dispose();
           return { error: this.stopped() };
         }
-        const fired = this.fireTimer();
-        if (fired === true) continue;
+        const progress = this.step();
+        if (progress === true) continue;
         p.dispose();
-        if (fired) return { error: fired };
+        if (progress) return { error: progress };
         return { error: { name: "Error", message: "top-level await never settled: the awaited promise is still pending and no timers are left", traceback: "" } };
       }
       p.dispose();
@@ -500,6 +546,73 @@ class JsSession {
     }
   }
 
+  /**
+   * One step of a waiting run: deliver fetch answers that arrived, else run the next timer, else
+   * wait for an answer. true: progress; false: nothing left to wait for; else a timer's error.
+   * On the virtual clock, virtual time does not pass while a request is out: answers come first.
+   */
+  private step(): boolean | GuestError {
+    if (this.deliverAnswers()) return true;
+    if (this.fetches.size > 0 && clock.virtual) return this.awaitAnswer();
+    const fired = this.fireTimer();
+    if (fired !== false) return fired;
+    if (this.fetches.size > 0) return this.awaitAnswer();
+    return false;
+  }
+
+  /** Block (watching the interrupt word) until a host message arrives; true either way. */
+  private awaitAnswer(): true {
+    while (Atomics.load(words, 0) === 0) {
+      const m = this.inbox.take(10) as HostMessage | undefined;
+      if (m) {
+        this.accept(m);
+        return true;
+      }
+    }
+    return true;
+  }
+
+  /** Deliver every fetch answer already queued; true if there was any message. */
+  private deliverAnswers(): boolean {
+    let any = false;
+    for (let m = this.inbox.take(0) as HostMessage | undefined; m; m = this.inbox.take(0) as HostMessage | undefined) {
+      this.accept(m);
+      any = true;
+    }
+    return any;
+  }
+
+  private accept(m: HostMessage): void {
+    if (m.type !== "fetchResult") {
+      this.backlog.push(m);
+      return;
+    }
+    if (!this.fetches.delete(m.req)) return; // stale
+    const ctx = this.ctx!;
+    const meta = ctx.newString(JSON.stringify(m.ok ? { status: m.status, statusText: m.statusText, url: m.url, redirected: m.redirected, headers: m.headers } : { error: m.error }));
+    let body: QuickJSHandle = ctx.undefined;
+    if (m.ok) {
+      try {
+        const b = Buffer.from(m.body, "base64");
+        body = ctx.newArrayBuffer(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+      } catch {
+        meta.dispose();
+        const err = ctx.newString(JSON.stringify({ error: { name: "RangeError", message: "fetch: the response body does not fit in the sandbox's memory (limits.memoryMb)" } }));
+        return this.callFetchDone(m.req, err, ctx.undefined);
+      }
+    }
+    this.callFetchDone(m.req, meta, body);
+  }
+
+  private callFetchDone(req: number, meta: QuickJSHandle, body: QuickJSHandle): void {
+    const ctx = this.ctx!;
+    const n = ctx.newNumber(req);
+    const r = ctx.callFunction(this.hooks!.fetchDone, ctx.undefined, n, meta, body);
+    for (const h of [n, meta, body]) if (h.alive && h !== ctx.undefined) h.dispose();
+    if (r.error) r.error.dispose();
+    else r.value.dispose();
+  }
+
   /** true: a timer ran; false: none left; else the error the timer threw. */
   private fireTimer(): boolean | GuestError {
     const ctx = this.ctx!;
@@ -523,9 +636,9 @@ class JsSession {
         return err;
       }
       if (Atomics.load(words, 0) !== 0) return this.stopped();
-      const fired = this.fireTimer();
-      if (fired === false) return null;
-      if (fired !== true) return fired;
+      const progress = this.step();
+      if (progress === false) return null;
+      if (progress !== true) return progress;
     }
   }
 
@@ -595,6 +708,26 @@ class JsSession {
     }
   }
 
+  /**
+   * Block until `dueMs` (wall clock) or an interrupt. With requests out, a host message ends the
+   * wait early (false): the run delivers it before the timer.
+   */
+  private sleepUntil(dueMs: number): boolean {
+    for (;;) {
+      const left = dueMs - Date.now();
+      if (left <= 0 || Atomics.load(words, 0) !== 0) return true;
+      if (this.fetches.size === 0) {
+        Atomics.wait(words, 0, 0, Math.min(left, 10));
+        continue;
+      }
+      const m = this.inbox.take(Math.min(left, 10)) as HostMessage | undefined;
+      if (m) {
+        this.accept(m);
+        return false;
+      }
+    }
+  }
+
   private stripTypes(code: string): string {
     try {
       return this.loadSucrase()(code, { transforms: ["typescript"], disableESTransforms: true, keepUnusedImports: false }).code;
@@ -660,14 +793,6 @@ function safeString(ctx: QuickJSContext, h: QuickJSHandle, key: string): string 
   }
 }
 
-/** Block until `dueMs` (wall clock) or an interrupt, whichever is first. */
-function sleepUntil(dueMs: number): void {
-  for (;;) {
-    const left = dueMs - Date.now();
-    if (left <= 0 || Atomics.load(words, 0) !== 0) return;
-    Atomics.wait(words, 0, 0, Math.min(left, 10));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 

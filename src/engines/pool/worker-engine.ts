@@ -8,13 +8,16 @@ import {
   FileSystemQuotaError,
   MemoryLimitError,
   OutputLimitError,
+  ProtocolError,
   TimeoutError,
   WorkerCrashedError,
   type LimitName,
 } from "../../errors.js";
+import type { NetworkGrant } from "../../policy/network.js";
 import type { Limits } from "../../policy/options.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
 import type { Engine, EngineRunOptions, EngineRunResult } from "../engine.js";
+import { FetchBroker } from "./fetch-broker.js";
 import type { WorkerProcess } from "./worker-process.js";
 
 const MiB = 1024 * 1024;
@@ -31,10 +34,15 @@ export class WorkerEngine implements Engine {
   private nextId = 0;
   private closed: string | undefined;
 
+  /** The host half of a network grant (JavaScript sandboxes with `network`). */
+  private readonly broker: FetchBroker | undefined;
+
   protected constructor(
     private readonly worker: WorkerProcess,
-    private readonly config: { limits: Limits },
-  ) {}
+    private readonly config: { limits: Limits; network?: NetworkGrant | undefined },
+  ) {
+    this.broker = config.network ? new FetchBroker(config.network) : undefined;
+  }
 
   /** The configure message for `limits` and the rest (id filled in by configure()). */
   static configureMessage(c: Omit<ConfigureMessage, "type" | "id" | "limits"> & { limits: Limits }): Omit<ConfigureMessage, "id"> {
@@ -85,6 +93,15 @@ export class WorkerEngine implements Engine {
     const onAbort = () => interruptThenKill(INTERRUPT_REASON.abort, () => new AbortedError("run aborted by the caller's signal; the worker did not stop and was killed"));
     if (opts.signal?.aborted) throw new AbortedError();
     opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const broker = this.broker;
+    if (broker) {
+      // In-flight requests end with the run (endRun); the interrupt at the deadline wins the race.
+      const deadline = Date.now() + opts.timeoutMs + limits.graceMs;
+      w.onFetch = (m) => {
+        if (m.id !== id) return hardStop(new ProtocolError(`worker sent a fetch for run ${m.id} during run ${id}`));
+        broker.handle(m, deadline, (r) => w.send(r));
+      };
+    }
     w.watchRss(limits.memoryMb * MiB + 2 * limits.vfsBytes + RSS_OVERHEAD_BYTES, () => new MemoryLimitError(limits.memoryMb, "the worker's resident memory passed its cap and it was killed"));
 
     const onOutput = (stream: "stdout" | "stderr", data: string) => {
@@ -118,6 +135,8 @@ export class WorkerEngine implements Engine {
       for (const t of timers) clearTimeout(t);
       opts.signal?.removeEventListener("abort", onAbort);
       w.stopRssWatch();
+      w.onFetch = undefined;
+      broker?.endRun();
     }
   }
 

@@ -34,6 +34,8 @@ export class WorkerProcess {
   private readyResolve!: (m: Extract<WorkerMessage, { type: "ready" }>) => void;
   private readyReject!: (e: Error) => void;
   private rssTimer: NodeJS.Timeout | undefined;
+  /** Set by the engine while a run may use the network grant; a fetch without it breaks the protocol. */
+  onFetch: ((m: Extract<WorkerMessage, { type: "fetch" }>) => void) | undefined;
 
   constructor(spec: WorkerSpawnSpec) {
     this.ready = new Promise((res, rej) => {
@@ -98,6 +100,12 @@ export class WorkerProcess {
       this.pending.set(msg.id, { resolve, reject, onOutput });
       this.child.stdin!.write(encodeFrame(msg));
     });
+  }
+
+  /** Send a message that needs no answer (e.g. a fetch result); dropped once the worker has failed. */
+  send(msg: HostMessage): void {
+    if (this.failure) return;
+    this.child.stdin!.write(encodeFrame(msg));
   }
 
   /** Ask the worker to interrupt run `runId` (KeyboardInterrupt inside Python). */
@@ -168,6 +176,9 @@ export class WorkerProcess {
         return;
       case "fatal":
         return this.kill(new WorkerCrashedError(`worker failed: ${m.message}`));
+      case "fetch":
+        if (!this.onFetch) return this.kill(new ProtocolError("worker sent a fetch request outside a run with a network grant"));
+        return this.onFetch(m);
       case "reply":
       case "result": {
         const p = this.pending.get(m.id);

@@ -4,6 +4,7 @@
 // cap, output cap) and file operations are WorkerEngine's.
 import fs from "node:fs";
 import { InvalidOptionsError } from "../../errors.js";
+import type { NetworkGrant } from "../../policy/network.js";
 import type { Limits, Mount } from "../../policy/options.js";
 import type { WorkerPool } from "../pool/pool.js";
 import { WorkerEngine } from "../pool/worker-engine.js";
@@ -16,6 +17,8 @@ export interface JsEngineConfig {
   env: Record<string, string>;
   limits: Limits;
   mounts: Mount[];
+  /** A guest `fetch` through the host, limited to these hosts; absent: no network. */
+  network?: NetworkGrant | undefined;
 }
 
 export class QuickJsWasmEngine extends WorkerEngine {
@@ -25,7 +28,15 @@ export class QuickJsWasmEngine extends WorkerEngine {
     const worker = fromPool ?? (await spawnJsWorker(false, mounts));
     const engine = new QuickJsWasmEngine(worker, config);
     await engine.configure(
-      WorkerEngine.configureMessage({ seed: config.seed, clock: config.clock, env: config.env, limits: config.limits, mounts, language: config.language }),
+      WorkerEngine.configureMessage({
+        seed: config.seed,
+        clock: config.clock,
+        env: config.env,
+        limits: config.limits,
+        mounts,
+        language: config.language,
+        ...(config.network ? { network: { maxRequestBytes: config.network.maxRequestBytes } } : {}),
+      }),
     );
     return engine;
   }
