@@ -1,7 +1,7 @@
 // The heavy tier's commands: `agentbox exec --tier heavy -- CMD...` (one command in a fresh
 // sandbox) and `agentbox image build|list|rm`. Thin: parse, call the public API, print.
 import { parseArgs } from "node:util";
-import { buildImage, InvalidOptionsError, LimitError, listImages, removeImage, Sandbox, type AgentboxError } from "../index.js";
+import { buildImage, buildMicrovmArtefacts, InvalidOptionsError, LimitError, listImages, removeImage, Sandbox, type AgentboxError } from "../index.js";
 
 export const EXEC_USAGE = `usage: agentbox exec [--tier heavy] [options] -- CMD [ARG...]
 
@@ -13,14 +13,17 @@ options:
   --cpus N               CPU quota, e.g. 0.5 or 2 (default 1)
   --disk MB              size of /home/user and of /tmp in MiB (default 256)
   --packages A,B         extra Debian packages (the image built with \`image build --packages A,B\`)
+  --backend B            auto (the microVM where KVM boots it, else gVisor), gvisor or microvm
+                         (a QEMU microVM; under software emulation where KVM is unusable: slow)
   --env NAME=VALUE       environment variable; repeatable
   --json                 print one JSON object with exitCode, stdout and stderr
 exit codes: 0 the command exited 0, 1 it exited non-zero, 2 a limit was hit, 64 bad usage, 70 internal error`;
 
-export const IMAGE_USAGE = `usage: agentbox image build [--packages A,B] [--force] | image list [--json] | image rm ID
+export const IMAGE_USAGE = `usage: agentbox image build [--backend gvisor|microvm] [--packages A,B] [--force] | image list [--json] | image rm ID
 
   build   build the heavy tier's root file system from Debian packages (python3, bash, coreutils,
-          plus --packages) with the guest agent; cached under the user's cache directory
+          plus --packages) with the guest agent; cached under the user's cache directory.
+          --backend microvm also makes the microVM's kernel, initramfs and ext4 root disk from it
   list    the images built on this machine
   rm      remove an image by id (or a unique prefix)`;
 
@@ -60,6 +63,7 @@ export async function execCommand(argv: string[], io: Io, p: Parsers): Promise<n
           cpus: { type: "string" },
           disk: { type: "string" },
           packages: { type: "string" },
+          backend: { type: "string" },
           env: { type: "string", multiple: true },
           json: { type: "boolean" },
           help: { type: "boolean", short: "h" },
@@ -75,6 +79,8 @@ export async function execCommand(argv: string[], io: Io, p: Parsers): Promise<n
     }
     json = Boolean(v.json);
     if (v.tier !== undefined && v.tier !== "heavy") throw new UsageError(`--tier: exec needs the heavy tier (a real Linux userland), got ${JSON.stringify(v.tier)}`);
+    const backend = v.backend ?? "auto";
+    if (backend !== "auto" && backend !== "gvisor" && backend !== "microvm") throw new UsageError(`--backend: expected auto, gvisor or microvm, got ${JSON.stringify(backend)}`);
     const cmd = parsed.positionals;
     if (cmd.length === 0) throw new UsageError("give the command after --, e.g. agentbox exec --tier heavy -- ls -l /");
     const env: Record<string, string> = {};
@@ -95,7 +101,7 @@ export async function execCommand(argv: string[], io: Io, p: Parsers): Promise<n
     if (v.cpus !== undefined) limits.cpus = positiveNumber("cpus", v.cpus);
     if (v.disk !== undefined) limits.diskMb = positiveNumber("disk", v.disk);
     await Sandbox.configurePool({ size: 0 });
-    sb = await Sandbox.create({ tier: "heavy", limits, env, packages: packagesOf(v.packages), pool: false });
+    sb = await Sandbox.create({ tier: "heavy", backend, limits, env, packages: packagesOf(v.packages), pool: false });
     const r = await sb.commands.run(cmd, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     return r.exitCode === 0 ? 0 : 1;
@@ -120,7 +126,7 @@ export async function imageCommand(argv: string[], io: Io): Promise<number> {
         args: rest,
         allowPositionals: true,
         strict: true,
-        options: { packages: { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+        options: { packages: { type: "string" }, backend: { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
       });
     } catch (e) {
       throw new UsageError((e as Error).message);
@@ -132,6 +138,12 @@ export async function imageCommand(argv: string[], io: Io): Promise<number> {
     }
     if (sub === "build") {
       if (parsed.positionals.length > 0) throw new UsageError("image build takes no positional arguments");
+      if (v.backend !== undefined && v.backend !== "gvisor" && v.backend !== "microvm") throw new UsageError(`--backend: expected gvisor or microvm, got ${JSON.stringify(v.backend)}`);
+      if (v.backend === "microvm") {
+        const a = await buildMicrovmArtefacts({ packages: packagesOf(v.packages), force: Boolean(v.force), onProgress: (l) => io.stderr(`microvm: ${l}\n`) });
+        io.stdout(`${a.imageId} microvm:${a.id}\n`);
+        return 0;
+      }
       const img = await buildImage({ packages: packagesOf(v.packages), force: Boolean(v.force), onProgress: (l) => io.stderr(`image: ${l}\n`) });
       io.stdout(`${img.id}\n`);
       return 0;

@@ -1,20 +1,21 @@
-// The heavy tier on the microVM backend (QEMU microvm; TCG where KVM cannot boot the guest):
-// commands, the Python REPL, files, limits, snapshots restored into independent clones, and a
-// clean end. Every sandbox is restored from the base snapshot made by the first one.
+// The heavy tier on the microVM backend (QEMU microvm; TCG where KVM cannot boot the guest): the
+// shared heavy-tier conformance cases (test/heavy-conformance.ts), then what only a VM has: the
+// accelerator it reports and clones that get their own entropy and clock. Every sandbox is
+// restored from the one base snapshot the first one makes (same memory, CPUs and disk).
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { Sandbox, TimeoutError } from "../../src/index.js";
-import type { MicrovmEngine } from "../../src/engines/microvm/engine.js";
+import { Sandbox } from "../../src/index.js";
 import "../helpers.js";
-import { clean, ensureArtefacts, leftovers, skipMicrovm } from "../microvm.js";
+import { clean, heavyConformance, microvm } from "../heavy-conformance.js";
 
-const engineOf = (sb: Sandbox) => (sb as unknown as { engine: MicrovmEngine }).engine;
-const opts = { tier: "heavy", backend: "microvm", pool: false, limits: { memoryMb: 256, timeoutMs: 20_000 } } as const;
+const opts = microvm.opts;
 
-describe("heavy tier on a microVM", { skip: skipMicrovm }, () => {
+describe("heavy tier on a microVM", { skip: microvm.skip }, () => {
   let sb: Sandbox;
   before(async () => {
-    await ensureArtefacts();
+    await microvm.prepare();
     sb = await Sandbox.create(opts);
   });
   after(async () => {
@@ -29,46 +30,7 @@ describe("heavy tier on a microVM", { skip: skipMicrovm }, () => {
     if (info.accel === "tcg") assert.ok(info.accelReason, "TCG comes with the reason KVM is not used");
   });
 
-  it("runs commands as the unprivileged user in a real Linux kernel", async () => {
-    const r = await sb.commands.run("python3 -c 'print(6*7)'; id -u; uname -s; echo hi | tr a-z A-Z");
-    assert.equal(r.exitCode, 0, r.stderr);
-    assert.equal(r.stdout, "42\n1000\nLinux\nHI\n");
-    const bad = await sb.commands.run("exit 3");
-    assert.equal(bad.exitCode, 3);
-    let streamed = "";
-    const s = await sb.commands.run(["sh", "-c", "echo a; echo b >&2"], { onStdout: (c) => (streamed += c) });
-    assert.equal(streamed, "a\n");
-    assert.equal(s.stderr, "b\n");
-  });
-
-  it("keeps REPL state across runCode calls", async () => {
-    await sb.runCode("x = 41");
-    const r = await sb.runCode("import sqlite3, platform\nprint(platform.system())\nx + 1");
-    assert.equal(r.value, "42");
-    assert.equal(r.stdout, "Linux\n");
-    const e = await sb.runCode("1/0");
-    assert.equal(e.error?.name, "ZeroDivisionError");
-  });
-
-  it("moves files in and out, binary-safe, listing sorted", async () => {
-    const bytes = new Uint8Array(70_000).map((_, i) => (i * 7) & 0xff);
-    await sb.files.write("/home/user/b.bin", bytes);
-    await sb.files.write("/home/user/a.txt", "hello");
-    assert.deepEqual(await sb.files.read("/home/user/b.bin", { format: "bytes" }), bytes);
-    const names = (await sb.files.list("/home/user")).map((e) => e.name);
-    assert.deepEqual(names, [...names].sort());
-    assert.ok(names.includes("a.txt") && names.includes("b.bin"));
-    await sb.files.remove("/home/user/a.txt");
-    assert.equal(await sb.files.exists("/home/user/a.txt"), false);
-    const r = await sb.commands.run("wc -c < /home/user/b.bin");
-    assert.equal(r.stdout.trim(), "70000");
-  });
-
-  it("a command over its time limit is killed and the sandbox lives on", async () => {
-    await assert.rejects(sb.commands.run("sleep 30", { timeoutMs: 1000 }), TimeoutError);
-    const r = await sb.commands.run("echo still here");
-    assert.equal(r.stdout, "still here\n");
-  });
+  heavyConformance(microvm, () => sb);
 
   it("snapshot: clones keep files and variables, get their own entropy, and all keep running", async () => {
     await sb.runCode("import random\nsaved = 'kept'");
@@ -100,13 +62,52 @@ describe("heavy tier on a microVM", { skip: skipMicrovm }, () => {
     }
   });
 
-  it("kill() ends the VM: no QEMU process, cgroup or directory left", async () => {
-    const s = await Sandbox.create(opts);
-    const res = engineOf(s).resources;
-    assert.ok(res.cgroupDirs.length > 0, "the VMM runs in a cgroup");
-    assert.equal((await s.commands.run("true")).exitCode, 0);
-    await s.kill();
-    await s.kill(); // idempotent
-    assert.deepEqual(leftovers(res), clean);
+  it("the long-lived sandbox ends cleanly", async () => {
+    const res = microvm.resources(sb);
+    await sb.kill();
+    assert.deepEqual(microvm.leftovers(res), clean);
+  });
+});
+
+const BIN = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
+/** Run the built CLI (npm test builds dist/ first). */
+function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"], timeout: 120_000 });
+    let stdout = "";
+    let stderr = "";
+    c.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    c.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+describe("the CLI on the microVM backend", { skip: microvm.skip }, () => {
+  before(() => microvm.prepare());
+
+  it("image build --backend microvm builds (here: finds) the kernel, initramfs and disk", async () => {
+    const r = await cli("image", "build", "--backend", "microvm");
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^[0-9a-f]+ microvm:[0-9a-f]{16}\n$/);
+    const bad = await cli("image", "build", "--backend", "firecracker");
+    assert.equal(bad.status, 64);
+    assert.match(bad.stderr, /--backend: expected gvisor or microvm/);
+  });
+
+  it("exec --tier heavy --backend microvm -- CMD runs the command in a VM", async () => {
+    const r = await cli("exec", "--tier", "heavy", "--backend", "microvm", "--json", "--", "sh", "-c", "echo $(id -u) $(uname -s); exit 3");
+    assert.equal(r.status, 1, r.stderr);
+    const out = JSON.parse(r.stdout) as { exitCode: number; stdout: string };
+    assert.equal(out.exitCode, 3);
+    assert.equal(out.stdout, "1000 Linux\n");
+    const bad = await cli("exec", "--backend", "vmware", "--", "true");
+    assert.equal(bad.status, 64);
+  });
+
+  it("run --tier heavy --backend microvm -c 'print(6*7)' prints 42", async () => {
+    const r = await cli("run", "--tier", "heavy", "--backend", "microvm", "-c", "print(6*7)");
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "42\n");
+    assert.match(r.stderr, /software emulation \(TCG\)|^$/);
   });
 });

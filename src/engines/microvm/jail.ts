@@ -70,6 +70,31 @@ export class VmmCgroup {
     return cg;
   }
 
+  /** The cgroup named `name` (made by an earlier process), to empty and remove it. */
+  static forName(name: string): VmmCgroup | undefined {
+    const layout = cgroupLayout();
+    return layout ? new VmmCgroup(layout, name) : undefined;
+  }
+
+  /** SIGKILL every process still in this cgroup (a VMM whose owner died). */
+  killAll(): void {
+    for (const f of this.procsFiles()) {
+      let pids: string[] = [];
+      try {
+        pids = fs.readFileSync(f, "utf8").split("\n").filter(Boolean);
+      } catch {
+        continue;
+      }
+      for (const pid of pids) {
+        try {
+          process.kill(Number(pid), "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+    }
+  }
+
   /** The `cgroup.procs` files a process writes its pid into to enter this cgroup. */
   procsFiles(): string[] {
     return this.layout === "v1" ? [path.join(this.dir("memory"), "cgroup.procs"), path.join(this.dir("cpu"), "cgroup.procs")] : [path.join(this.dir(), "cgroup.procs")];

@@ -21,6 +21,7 @@ import type { AgentRequest } from "../../protocol/agent.js";
 import { encodeFrame, FrameDecoder } from "../../protocol/frames.js";
 import { AgentClient, type OutputListener } from "../heavy/agent-client.js";
 import type { Hypervisor, SavedState, VmExit, VmProcess, VmSpec } from "./hypervisor.js";
+import { VmmCgroup } from "./jail.js";
 
 export type VmState = "starting" | "ready" | "running" | "snapshotting" | "stopped";
 
@@ -282,8 +283,63 @@ export class MicroVm {
   }
 }
 
+const DIR_PREFIX = "agentbox-vm-";
+let swept = false;
+
+/** A VM's private directory, marked with its owner; the first one of a process sweeps. */
 function privateDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-vm-"));
+  if (!swept) {
+    swept = true;
+    sweepStaleVms();
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), DIR_PREFIX));
+  fs.writeFileSync(path.join(dir, "owner.pid"), String(process.pid));
+  return dir;
+}
+
+/**
+ * Remove what VMs of dead agentbox processes left (a host killed with SIGKILL cannot clean up):
+ * any VMM still in their cgroups is killed, then the cgroups and directories go. The count.
+ */
+export function sweepStaleVms(): number {
+  let n = 0;
+  let names: string[];
+  try {
+    names = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith(DIR_PREFIX));
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    const dir = path.join(os.tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number(fs.readFileSync(path.join(dir, "owner.pid"), "utf8"));
+    } catch {
+      continue; // being created right now, or not ours
+    }
+    if (!Number.isInteger(owner) || owner <= 0 || pidAlive(owner)) continue;
+    const cg = VmmCgroup.forName(name); // the cgroup is named after the directory
+    cg?.killAll();
+    // The kernel lets go of a cgroup a moment after its last process (up to ~1 s here).
+    let removed = !cg || cg.remove();
+    for (let i = 0; i < 50 && !removed; i++) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+      removed = cg!.remove();
+    }
+    if (!removed) continue; // the next sweep tries again
+    fs.rmSync(dir, { recursive: true, force: true });
+    n++;
+  }
+  return n;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 function sleep(ms: number): Promise<void> {
