@@ -49,6 +49,7 @@ serve options:
   --max-starts N         sandboxes starting at once (default: number of CPUs); others wait their turn
   --pool N               ready workers kept warm (default 2)
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
+  --allow-net HOST       clients may grant JS sandboxes fetch() to HOST ([scheme://]host[:port]); repeatable
 
 exit codes: 0 ok, 1 the code raised, 2 a limit was hit, 64 bad usage, 70 internal error`;
 
@@ -242,6 +243,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         "max-starts": { type: "string" },
         pool: { type: "string" },
         "mount-root": { type: "string", multiple: true },
+        "allow-net": { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -260,6 +262,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       ...(v["max-starts"] !== undefined ? { maxConcurrentStarts: Math.max(1, parseInteger("max-starts", v["max-starts"])) } : {}),
       ...(v.pool !== undefined ? { poolSize: parseInteger("pool", v.pool) } : {}),
       mountRoots: v["mount-root"] ?? [],
+      netAllow: v["allow-net"] ?? [],
       log: (line) => io.stderr(`agentbox serve: ${line}\n`),
     });
     io.stdout(`agentbox: listening on ${server.url} (${keys.open ? "no API keys: loopback only, one anonymous user" : `${keys.size} API keys`})\n`);

@@ -12,6 +12,7 @@ import type { KeyRing, Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
 import { commandRequest, createSandboxRequest, keepAliveRequest, openApiDocument, runRequest, type CommandRequest, type CommandResultBody } from "./schemas.js";
+import { parseAllowEntry } from "../policy/network.js";
 
 /** Where a streamed operation's chunks go. */
 interface Sink {
@@ -31,6 +32,8 @@ export interface AppOptions {
   maxUploadBytes: number;
   /** Host directories (real paths) under which clients may ask for read-only mounts. */
   mountRoots: string[];
+  /** `network.allow` entries clients may ask for (operator's --allow-net); empty = no network. */
+  netAllow: string[];
   log: (line: string) => void;
 }
 
@@ -91,6 +94,7 @@ export function createApp(o: AppOptions): Hono<Env> {
       opts.limits[limit] = Math.min(opts.limits[limit], q[quota]);
     }
     opts.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
+    if (opts.network) checkNetwork(opts.network.allow, o.netAllow);
     const entry = await registry.create(who, { ...opts, pool: true }, idleTimeoutMs);
     return c.json(info(entry), 201);
   });
@@ -308,6 +312,19 @@ function guestPath(c: Context<Env>): string {
   if (p === undefined) throw invalid("path", "query parameter ?path= is required");
   if (p.split("/").includes("..")) throw invalid("path", `must not contain ".." segments, got ${JSON.stringify(p)}`);
   return normalizeGuestPath(p);
+}
+
+/**
+ * A network grant is the operator's to give: every entry a client asks for must be one the server
+ * was started with (--allow-net), compared after the same parsing the sandbox applies.
+ */
+function checkNetwork(asked: readonly string[], allowed: readonly string[]): void {
+  if (allowed.length === 0) throw invalid("network", "this server grants no network access (start it with --allow-net HOST)");
+  const canon = (e: string) => JSON.stringify(parseAllowEntry(e));
+  const ok = new Set(allowed.map(canon));
+  asked.forEach((e, i) => {
+    if (!ok.has(canon(e))) throw invalid(`network.allow.${i}`, `${JSON.stringify(e)} is not one of the hosts this server allows (--allow-net)`);
+  });
 }
 
 function checkMount(m: { hostPath: string; readOnly: boolean }, i: number, roots: string[]): void {

@@ -9,6 +9,7 @@ import { createApp } from "./app.js";
 import { KeyRing } from "./keys.js";
 import { ServerMetrics } from "./metrics.js";
 import { SandboxRegistry } from "./registry.js";
+import { parseAllowEntry } from "../policy/network.js";
 
 export { KeyRing, loadKeys, type Principal, type Quota } from "./keys.js";
 export { openApiDocument } from "./schemas.js";
@@ -34,6 +35,8 @@ export interface ServerOptions {
   maxUploadBytes?: number;
   /** Host directories under which clients may ask for read-only mounts (default none). */
   mountRoots?: string[];
+  /** `network.allow` entries clients may request for JS sandboxes (default none: no network). */
+  netAllow?: string[];
   log?: (line: string) => void;
 }
 
@@ -68,6 +71,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     maxJsonBytes: opts.maxJsonBytes ?? 4 * 1024 * 1024,
     maxUploadBytes: opts.maxUploadBytes ?? 64 * 1024 * 1024,
     mountRoots: (opts.mountRoots ?? []).map((r) => realpathSync(r)),
+    netAllow: (opts.netAllow ?? []).map((e) => {
+      const r = parseAllowEntry(e);
+      if (typeof r === "string") throw new Error(`--allow-net: ${r}`);
+      return e;
+    }),
     log,
   });
   await Sandbox.configurePool({ size: opts.poolSize ?? 2 });

@@ -213,6 +213,25 @@ describe("HTTP API", () => {
     }
   });
 
+  it("network grants: only entries the operator allowed (--allow-net), compared after parsing", async () => {
+    const own = await startServer({ port: 0, keys: KeyRing.none(), poolSize: 0, netAllow: ["127.0.0.1:9", "https://api.example.com"], log: () => undefined });
+    try {
+      const post = (json: unknown) =>
+        fetch(`${own.url}/sandboxes`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(json) }).then(async (r) => ({ status: r.status, json: (await r.json()) as { id?: string; error?: { message: string } } }));
+      const ok = await post({ language: "javascript", network: { allow: ["127.0.0.1:9"] } });
+      assert.equal(ok.status, 201, JSON.stringify(ok.json));
+      await fetch(`${own.url}/sandboxes/${ok.json.id}`, { method: "DELETE" });
+      const other = await post({ language: "javascript", network: { allow: ["https://api.example.com", "evil.example.net"] } });
+      assert.equal(other.status, 400);
+      assert.match(other.json.error!.message, /network\.allow\.1.*evil\.example\.net.*--allow-net/);
+      const widened = await post({ language: "javascript", network: { allow: ["api.example.com"] } }); // http too: wider than allowed
+      assert.equal(widened.status, 400);
+    } finally {
+      await own.close();
+    }
+    await assert.rejects(startServer({ port: 0, keys: KeyRing.none(), netAllow: ["http://user@host/"], log: () => undefined }), /--allow-net/);
+  });
+
   it("bad input gets a 4xx JSON error naming the problem", async () => {
     const bad = async (status: number, code: string, method: string, path: string, c: Call, match?: RegExp) => {
       const r = await api(method, path, c);
@@ -230,6 +249,8 @@ describe("HTTP API", () => {
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { tier: "heavy", limits: { cpus: 4 } } }, /limits\.cpus: 4 is over this API key's quota of 2 \(maxCpus\)/);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { tier: "heavy", limits: { diskMb: 2048 } } }, /maxDiskMb/);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { mounts: [{ hostPath: "/etc", guestPath: "/etc2" }] } }, /allows no mounts/);
+    // A client cannot grant itself network access: that is the operator's (--allow-net).
+    await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { language: "javascript", network: { allow: ["example.com"] } } }, /grants no network access/);
     await bad(413, "BODY_TOO_LARGE", "POST", "/sandboxes", { json: { env: { X: "y".repeat(70 * 1024) } } });
     await bad(404, "NOT_FOUND", "GET", "/sandboxes/sb_nope", {});
     await bad(404, "NOT_FOUND", "POST", "/sandboxes/sb_nope/run", { json: { code: "1" } });
