@@ -56,6 +56,25 @@ export function seededRng(seed: number): (view: Uint8Array) => void {
   };
 }
 
+/** Length of the shared interrupt words: [signal, reason, current run id, pending run id, pending reason]. */
+export const INTERRUPT_WORDS = 5;
+
+/**
+ * Mark run `id` as the one in progress. An interrupt the host sent before the run began (its
+ * deadline or abort raced the start) waits in the pending words and takes effect now. Order
+ * matters: the interrupter writes pending, then reads the current id; this writes the current id,
+ * then reads pending — so at least one of the two sees the other and the interrupt is not lost.
+ */
+export function beginRun(words: Int32Array, id: number): void {
+  Atomics.store(words, 0, 0);
+  Atomics.store(words, 1, 0);
+  Atomics.store(words, 2, id);
+  if (Atomics.load(words, 3) === id) {
+    Atomics.store(words, 1, Atomics.load(words, 4));
+    Atomics.store(words, 0, 2);
+  }
+}
+
 /**
  * Start the interrupter thread on the control pipe (fd 3); it flips `words` (see interrupter.ts).
  * Resolves once it listens: a run must never start without its interrupter.

@@ -21,7 +21,7 @@ import { FETCH_LIMITS } from "../protocol/caps.js";
 import type { FsOp, HostMessage, WorkerLimits } from "../protocol/messages.js";
 import { MountedTree } from "../vfs/mounted.js";
 import { MemTree, VfsError } from "../vfs/tree.js";
-import { fatal, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
+import { beginRun, fatal, INTERRUPT_WORDS, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CellSyntaxError, rewriteCell } from "./js-cell.js";
 import { PRELUDE } from "./js-guest.js";
 
@@ -40,7 +40,7 @@ const WARM_ROUNDS = 30;
 /** Frames kept in a traceback (deep recursion would otherwise give thousands). */
 const MAX_FRAMES = 40;
 
-const words = new Int32Array(new SharedArrayBuffer(12)); // [signal, reason, current run id]
+const words = new Int32Array(new SharedArrayBuffer(4 * INTERRUPT_WORDS)); // see beginRun
 
 const clock = { virtual: false, virtualMs: VIRTUAL_EPOCH_MS };
 /** The guest's Wasm memory cap (limits.memoryMb), enforced where Emscripten grows the memory. */
@@ -423,9 +423,7 @@ class JsSession {
     const t0 = realNow();
     const ctx = this.ctx!;
     const rt = this.rt!;
-    Atomics.store(words, 2, id);
-    Atomics.store(words, 1, 0);
-    Atomics.store(words, 0, 0);
+    beginRun(words, id);
     this.epilogueUntil = 0;
     this.tree.takeLimitHit();
     memCap.hit = false;

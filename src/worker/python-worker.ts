@@ -14,7 +14,7 @@ import { pathToFileURL } from "node:url";
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { FsOp, HostMessage, WorkerLimits, WorkerMount } from "../protocol/messages.js";
 import { compareCodePoints, ERRNO, errnoName, MemfsAccounting, QUOTA_MARK, type EmFs, type EmNode } from "../vfs/memfs.js";
-import { fatal, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
+import { beginRun, fatal, INTERRUPT_WORDS, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
 
 const HOME = "/home/user";
@@ -168,7 +168,7 @@ function harden(py: Pyodide): void {
 // ---------------------------------------------------------------------------------------------
 // Per-run output capture with the output limit enforced at the source.
 
-const words = new Int32Array(new SharedArrayBuffer(12)); // [signal, reason, current run id]
+const words = new Int32Array(new SharedArrayBuffer(4 * INTERRUPT_WORDS)); // see beginRun
 const REASON_OUTPUT = 100;
 
 class OutputCapture {
@@ -345,9 +345,7 @@ class WorkerSession {
 
   private run(id: number, code: string): void {
     const t0 = realNow();
-    Atomics.store(words, 2, id);
-    Atomics.store(words, 1, 0);
-    Atomics.store(words, 0, 0);
+    beginRun(words, id);
     hooks.memHit = false;
     this.accounting.takeLimitHit();
     this.output.start(id, this.limits.outputBytes);
