@@ -105,3 +105,98 @@ export async function settle(maxMs = 3000, windowMs = 20): Promise<void> {
     quietWindows = busyMs < 0.15 * (realNow() - t0) ? quietWindows + 1 : 0;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Guest output: the output limit enforced at the source, and batching into frames.
+
+const OUTPUT_FLUSH_BYTES = 32 * 1024;
+const OUTPUT_FLUSH_MS = 20;
+const OUTPUT_FRAME_CHARS = 256 * 1024;
+/** Interrupt reason the worker uses on itself when the guest floods its output. */
+export const REASON_OUTPUT = 100;
+
+/**
+ * One run's stdout/stderr on its way to the host. The first output of a run is sent at once (a
+ * caller streaming it sees the run is alive); after that, writes are coalesced for up to 20 ms or
+ * 32 KB. `tick()` lets a guest that blocks (sleeps, polls) still get what waits out.
+ */
+export class OutputBatcher {
+  runId = 0;
+  bytes = 0;
+  cap = Infinity;
+  hit = false;
+  private pending: { stream: "stdout" | "stderr"; text: string } | undefined;
+  private lastFlush = 0;
+  private sentAny = false;
+
+  /** `words`: the interrupt words; the guest is stopped when it passes the cap. */
+  constructor(private readonly words: Int32Array) {}
+
+  start(runId: number, cap: number): void {
+    this.runId = runId;
+    this.bytes = 0;
+    this.cap = cap;
+    this.hit = false;
+    this.sentAny = false;
+    this.lastFlush = realNow();
+  }
+
+  /** Bytes that may still be written. */
+  get room(): number {
+    return Math.max(0, this.cap - this.bytes);
+  }
+
+  /** False when nothing more is taken (no run, or the cap was hit). */
+  get open(): boolean {
+    return this.runId !== 0 && !this.hit;
+  }
+
+  /** Count `n` more bytes; returns how many fit. Past the cap the guest is interrupted. */
+  admit(n: number): number {
+    if (this.bytes + n <= this.cap) {
+      this.bytes += n;
+      return n;
+    }
+    const fit = this.room;
+    this.bytes += fit;
+    this.hit = true;
+    Atomics.store(this.words, 1, REASON_OUTPUT);
+    Atomics.store(this.words, 0, 2); // interrupt the guest: it is flooding
+    return fit;
+  }
+
+  /** Queue text already admitted. */
+  push(stream: "stdout" | "stderr", text: string): void {
+    if (this.pending && this.pending.stream !== stream) this.flush();
+    if (this.pending) this.pending.text += text;
+    else this.pending = { stream, text };
+    if (!this.sentAny || this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
+  }
+
+  /** Flush what waits if the last flush is old enough. */
+  tick(): void {
+    if (this.pending && realNow() - this.lastFlush >= OUTPUT_FLUSH_MS) this.flush();
+  }
+
+  flush(): void {
+    const p = this.pending;
+    this.pending = undefined;
+    this.lastFlush = realNow();
+    if (!p || p.text.length === 0) return;
+    this.sentAny = true;
+    for (let i = 0; i < p.text.length; i += OUTPUT_FRAME_CHARS) {
+      send({ type: "output", id: this.runId, stream: p.stream, data: p.text.slice(i, i + OUTPUT_FRAME_CHARS) });
+    }
+  }
+
+  end(): void {
+    this.flush();
+    this.runId = 0;
+  }
+}
+
+/** The longest prefix of `s` that fits in `bytes` bytes of UTF-8, never splitting a character. */
+export function cutUtf8(s: string, bytes: number): string {
+  const b = Buffer.from(s).subarray(0, Math.max(0, bytes));
+  return new TextDecoder().decode(b).replace(/\uFFFD$/, "");
+}

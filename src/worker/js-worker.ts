@@ -21,7 +21,7 @@ import { FETCH_LIMITS } from "../protocol/caps.js";
 import type { FsOp, HostMessage, WorkerLimits } from "../protocol/messages.js";
 import { MountedTree } from "../vfs/mounted.js";
 import { MemTree, VfsError } from "../vfs/tree.js";
-import { beginRun, fatal, INTERRUPT_WORDS, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
+import { beginRun, cutUtf8, fatal, INTERRUPT_WORDS, OutputBatcher, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CellSyntaxError, rewriteCell } from "./js-cell.js";
 import { PRELUDE } from "./js-guest.js";
 
@@ -32,10 +32,7 @@ const MAX_STACK_BYTES = 256 * 1024;
 const EVAL_FLAG_ASYNC = 1 << 7;
 /** Time the worker gives itself to describe a result after a run was stopped. */
 const EPILOGUE_MS = 200;
-const OUTPUT_FLUSH_BYTES = 32 * 1024;
-const OUTPUT_FLUSH_MS = 20;
 const REASON_TIMEOUT = 1;
-const REASON_OUTPUT = 100;
 const WARM_ROUNDS = 30;
 /** Frames kept in a traceback (deep recursion would otherwise give thousands). */
 const MAX_FRAMES = 40;
@@ -86,65 +83,16 @@ type GuestError = { name: string; message: string; traceback: string };
 // ---------------------------------------------------------------------------------------------
 // Output with the limit enforced at the source; batched into frames.
 
-class Output {
-  runId = 0;
-  bytes = 0;
-  cap = Infinity;
-  hit = false;
-  private pending: { stream: "stdout" | "stderr"; text: string } | undefined;
-  private lastFlush = 0;
-
-  start(runId: number, cap: number): void {
-    this.runId = runId;
-    this.bytes = 0;
-    this.cap = cap;
-    this.hit = false;
-    this.lastFlush = realNow();
-  }
-
-  /** Characters that may still be written (a bound: a character is at least one byte). */
-  get room(): number {
-    return Math.max(0, this.cap - this.bytes);
-  }
-
+/** QuickJS hands output over as text: cut at the cap without splitting a character. */
+class Output extends OutputBatcher {
   write(stream: "stdout" | "stderr", text: string): void {
-    if (this.runId === 0 || this.hit) return;
-    let n = Buffer.byteLength(text);
-    if (this.bytes + n > this.cap) {
-      text = cutUtf8(text, this.cap - this.bytes);
-      n = Buffer.byteLength(text);
-      this.hit = true;
-      Atomics.store(words, 1, REASON_OUTPUT);
-      Atomics.store(words, 0, 2); // stop the guest: it is flooding
-    }
-    this.bytes += n;
-    if (this.pending && this.pending.stream !== stream) this.flush();
-    if (this.pending) this.pending.text += text;
-    else this.pending = { stream, text };
-    if (this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
-  }
-
-  flush(): void {
-    const p = this.pending;
-    this.pending = undefined;
-    this.lastFlush = realNow();
-    if (!p || p.text.length === 0) return;
-    for (let i = 0; i < p.text.length; i += 256 * 1024) {
-      send({ type: "output", id: this.runId, stream: p.stream, data: p.text.slice(i, i + 256 * 1024) });
-    }
-  }
-
-  end(): void {
-    this.flush();
-    this.runId = 0;
+    if (!this.open) return;
+    const n = Buffer.byteLength(text);
+    const fit = this.admit(n);
+    this.push(stream, fit < n ? cutUtf8(text, fit) : text);
   }
 }
 
-/** The longest prefix of `s` that fits in `bytes` bytes of UTF-8, never splitting a character. */
-function cutUtf8(s: string, bytes: number): string {
-  const b = Buffer.from(s).subarray(0, Math.max(0, bytes));
-  return new TextDecoder().decode(b).replace(/\uFFFD$/, "");
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -177,7 +125,7 @@ interface Hooks {
 
 
 class JsSession {
-  private readonly output = new Output();
+  private readonly output = new Output(words);
   private tree = emptyTree();
   private limits: WorkerLimits = { memoryBytes: 256 * 1024 * 1024, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
   private rng: (view: Uint8Array) => void = seededRng(0);

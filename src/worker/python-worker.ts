@@ -14,12 +14,10 @@ import { pathToFileURL } from "node:url";
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { FsOp, HostMessage, WorkerLimits, WorkerMount } from "../protocol/messages.js";
 import { compareCodePoints, ERRNO, errnoName, MemfsAccounting, QUOTA_MARK, type EmFs, type EmNode } from "../vfs/memfs.js";
-import { beginRun, fatal, INTERRUPT_WORDS, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
+import { beginRun, fatal, INTERRUPT_WORDS, OutputBatcher, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
 
 const HOME = "/home/user";
-const OUTPUT_FLUSH_BYTES = 32 * 1024;
-const OUTPUT_FLUSH_MS = 20;
 
 // ---------------------------------------------------------------------------------------------
 // State the Wasm import hooks read. Mutable: a pooled worker is configured after it restored.
@@ -169,70 +167,24 @@ function harden(py: Pyodide): void {
 // Per-run output capture with the output limit enforced at the source.
 
 const words = new Int32Array(new SharedArrayBuffer(4 * INTERRUPT_WORDS)); // see beginRun
-const REASON_OUTPUT = 100;
 
-class OutputCapture {
-  runId = 0;
-  bytes = 0;
-  cap = Infinity;
-  hit = false;
-  private pending: { stream: "stdout" | "stderr"; text: string } | undefined;
-  private lastFlush = 0;
-  private sentAny = false;
+/** Python hands output over as bytes: cut at the cap in bytes, decoded per stream. */
+class OutputCapture extends OutputBatcher {
   private readonly decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
 
-  start(runId: number, cap: number): void {
-    this.runId = runId;
-    this.bytes = 0;
-    this.cap = cap;
-    this.hit = false;
-    this.sentAny = false;
-    this.lastFlush = realNow();
-  }
-
-  /** Flush what waits if the last flush is old enough (called from the guest's clock reads). */
-  tick(): void {
-    if (this.pending && realNow() - this.lastFlush >= OUTPUT_FLUSH_MS) this.flush();
-  }
-
   write(stream: "stdout" | "stderr", buf: Uint8Array): number {
-    if (this.runId === 0 || this.hit) return buf.length;
-    let chunk = buf;
-    if (this.bytes + chunk.length > this.cap) {
-      chunk = chunk.subarray(0, Math.max(0, this.cap - this.bytes));
-      this.hit = true;
-      Atomics.store(words, 1, REASON_OUTPUT);
-      Atomics.store(words, 0, 2); // interrupt the guest: it is flooding
-    }
-    this.bytes += chunk.length;
-    const text = this.decoders[stream].decode(chunk, { stream: !this.hit });
-    if (this.pending && this.pending.stream !== stream) this.flush();
-    if (this.pending) this.pending.text += text;
-    else this.pending = { stream, text };
-    // The first output of a run goes out at once (a caller streaming it sees the run is alive);
-    // after that, writes are coalesced for up to OUTPUT_FLUSH_MS or OUTPUT_FLUSH_BYTES.
-    if (!this.sentAny || this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
+    if (!this.open) return buf.length;
+    const fit = this.admit(buf.length);
+    this.push(stream, this.decoders[stream].decode(buf.subarray(0, fit), { stream: !this.hit }));
     return buf.length;
   }
 
-  flush(): void {
-    const p = this.pending;
-    this.pending = undefined;
-    this.lastFlush = realNow();
-    if (!p || p.text.length === 0) return;
-    this.sentAny = true;
-    for (let i = 0; i < p.text.length; i += 256 * 1024) {
-      send({ type: "output", id: this.runId, stream: p.stream, data: p.text.slice(i, i + 256 * 1024) });
-    }
-  }
-
-  end(): void {
+  override end(): void {
     for (const s of ["stdout", "stderr"] as const) {
       const rest = this.decoders[s].decode();
       if (rest) this.write(s, new TextEncoder().encode(rest));
     }
-    this.flush();
-    this.runId = 0;
+    super.end();
   }
 }
 
@@ -246,7 +198,7 @@ function guestEnv(env: Record<string, string>): Record<string, string> {
 }
 
 class WorkerSession {
-  private readonly output = new OutputCapture();
+  private readonly output = new OutputCapture(words);
   private accounting!: MemfsAccounting;
   private limits: WorkerLimits = { memoryBytes: hooks.memCapBytes, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
   private configured = false;
