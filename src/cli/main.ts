@@ -35,6 +35,8 @@ run options:
   --seed N               seed for randomness and the virtual clock (reproducible runs)
   --mount HOST:GUEST[:rw]  make a host directory visible (read-only unless :rw); repeatable
   --env NAME=VALUE       environment variable for the guest; repeatable
+  --allow-net HOST       JavaScript/TypeScript: give the guest fetch() to HOST ([scheme://]host[:port],
+                         *.domain for subdomains); repeatable. No network without it.
   --json                 print one JSON object with the whole result
   -h, --help             this help
 
@@ -179,7 +181,9 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
     if (tier !== "nano" && tier !== "heavy") throw new UsageError(`--tier: expected nano or heavy, got ${JSON.stringify(tier)}`);
     const backend = args.values.backend ?? "auto";
     if (backend !== "auto" && backend !== "gvisor" && backend !== "microvm") throw new UsageError(`--backend: expected auto, gvisor or microvm, got ${JSON.stringify(backend)}`);
-    sb = await Sandbox.create({ tier, language, limits, env, mounts, backend, pool: false, ...(seed !== undefined ? { seed } : {}) });
+    const allowNet = args.values["allow-net"] ?? [];
+    const network = allowNet.length > 0 ? { network: { allow: allowNet } } : {};
+    sb = await Sandbox.create({ tier, language, limits, env, mounts, backend, pool: false, ...network, ...(seed !== undefined ? { seed } : {}) });
     const r = await sb.runCode(code, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     else printTail(r, io);
@@ -220,6 +224,7 @@ function parse(argv: string[]) {
       seed: { type: "string" },
       mount: { type: "string", multiple: true },
       env: { type: "string", multiple: true },
+      "allow-net": { type: "string", multiple: true },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },

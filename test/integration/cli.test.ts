@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 
@@ -31,6 +33,34 @@ describe("agentbox CLI", () => {
   it("exit 2 when a limit is hit", () => {
     assert.equal(cli("run", "-c", "while True: pass", "--timeout", "300ms").status, 2);
     assert.equal(cli("run", "-c", "x = bytearray(500 * 2**20)", "--memory", "64").status, 2);
+  });
+
+  it("--allow-net gives a JavaScript guest fetch() to that host only", async () => {
+    const server = http.createServer((_req, res) => res.end("pong")).listen(0, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+    const port = (server.address() as AddressInfo).port;
+    // Asynchronous: the test's own server must keep answering while the CLI runs.
+    const run = (...args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        execFile(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 60_000 }, (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+        );
+      });
+    try {
+      const code = `const r = await fetch("http://127.0.0.1:${port}/"); await r.text()`;
+      const ok = await run("run", "--language", "javascript", "--allow-net", `127.0.0.1:${port}`, "-c", code);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, '"pong"\n');
+      const none = await run("run", "--language", "javascript", "-c", code);
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /'fetch' is not defined/);
+      const other = await run("run", "--language", "javascript", "--allow-net", "127.0.0.1:1", "-c", code);
+      assert.equal(other.code, 1);
+      assert.match(other.stderr, /not in the sandbox's network grant/);
+      assert.equal((await run("run", "--allow-net", `127.0.0.1:${port}`, "-c", "1")).code, 64, "python gets no network grant");
+    } finally {
+      server.close();
+    }
   });
 
   it("exit 64 on bad usage", () => {
