@@ -1,0 +1,192 @@
+// What every heavy-tier backend does with a live guest agent, written once: commands and runCode
+// with host-enforced wall clocks (interrupt or kill in the guest first; the whole sandbox ended by
+// the backend when the guest does not answer), output caps counted on the host, and the file
+// operations. A backend (gVisor box, microVM) supplies the channel, how a request reports the
+// sandbox's death (e.g. MemoryLimitError), and how the sandbox is ended.
+import { AbortedError, FileSystemError, OutputLimitError, TimeoutError, WorkerCrashedError } from "../../errors.js";
+import type { Limits } from "../../policy/options.js";
+import type { AgentMessage, AgentRequest } from "../../protocol/agent.js";
+import type { DirEntry } from "../../protocol/messages.js";
+import type { EngineExecOptions, EngineExecResult, EngineRunOptions, EngineRunResult } from "../engine.js";
+import type { AgentClient, OutputListener } from "./agent-client.js";
+
+/** Time the guest gets to answer a kill before the host ends the whole sandbox. */
+export const GUEST_ANSWER_MS = 2000;
+
+export type AgentFinal = Extract<AgentMessage, { type: "pong" | "exit" | "result" | "reply" }>;
+
+/** The backend side of a session. */
+export interface AgentSessionHost {
+  /** The live sandbox's agent client (read at each call: a backend may swap sandboxes). */
+  readonly client: AgentClient;
+  /** Send a request and wait for its answer; on failure, throw why the sandbox died. */
+  call(msg: AgentRequest, onOutput?: OutputListener): Promise<AgentFinal>;
+  /** End the sandbox because it stopped answering; pending requests fail with `err`. */
+  fail(err: Error): Promise<void>;
+}
+
+export class AgentSession {
+  /**
+   * @param noun what the backend's sandbox is called in messages ("sandbox", "VM").
+   */
+  constructor(
+    private readonly host: AgentSessionHost,
+    private readonly limits: Limits,
+    private readonly noun: string,
+  ) {}
+
+  async exec(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult> {
+    const { limits } = this;
+    const c = this.host.client;
+    const id = c.newId();
+    const out = new OutputCollector(limits.outputBytes, opts.onStdout, opts.onStderr);
+    const t0 = performance.now();
+    let stopped: Error | undefined;
+    let hardTimer: NodeJS.Timeout | undefined;
+    const stop = (err: Error) => {
+      if (stopped) return;
+      stopped = err;
+      c.send({ type: "kill", id: c.newId(), target: id, signal: "KILL" });
+      hardTimer = setTimeout(() => void this.host.fail(err), GUEST_ANSWER_MS);
+    };
+    const timer = setTimeout(() => stop(new TimeoutError(opts.timeoutMs, "the command was killed; the sandbox lives on")), opts.timeoutMs);
+    const onAbort = () => stop(new AbortedError("command aborted by the caller's signal; it was killed"));
+    if (opts.signal?.aborted) throw new AbortedError();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    out.onLimit = () => stop(new OutputLimitError(limits.outputBytes, "the command was killed; the sandbox lives on"));
+    try {
+      const req: AgentRequest = { type: "exec", id, argv };
+      if (opts.cwd !== undefined) req.cwd = opts.cwd;
+      if (opts.env !== undefined) req.env = opts.env;
+      if (opts.stdin !== undefined) req.stdin = Buffer.from(opts.stdin).toString("base64");
+      const m = await this.host.call(req, out.listener);
+      if (stopped) throw stopped;
+      if (m.type !== "exit") throw new WorkerCrashedError("the guest agent answered a command with the wrong message");
+      const { stdout, stderr } = out.finish();
+      // The command could not be started (127) or the agent's handler failed (126).
+      if (m.error) return { exitCode: m.exitCode, stdout, stderr: stderr + `agentbox: cannot run ${argv[0] ?? ""}: ${m.error}\n`, signal: null, durationMs: performance.now() - t0 };
+      return { exitCode: m.exitCode, stdout, stderr, signal: m.signal, durationMs: performance.now() - t0 };
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(hardTimer);
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
+    const { limits } = this;
+    const c = this.host.client;
+    const id = c.newId();
+    const out = new OutputCollector(limits.outputBytes, opts.onStdout, opts.onStderr);
+    let reason: "timeout" | "abort" | "output" | undefined;
+    const timers: NodeJS.Timeout[] = [];
+    const interrupt = (why: "timeout" | "abort" | "output") => {
+      if (reason) return;
+      reason = why;
+      c.send({ type: "interrupt", id: c.newId(), target: id, hard: false });
+      timers.push(setTimeout(() => c.send({ type: "interrupt", id: c.newId(), target: id, hard: true }), limits.graceMs));
+      timers.push(setTimeout(() => void this.host.fail(this.limitError(why, opts.timeoutMs, `the guest did not answer and the ${this.noun} was killed`)), limits.graceMs + GUEST_ANSWER_MS));
+    };
+    timers.push(setTimeout(() => interrupt("timeout"), opts.timeoutMs));
+    const onAbort = () => interrupt("abort");
+    if (opts.signal?.aborted) throw new AbortedError();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    out.onLimit = () => interrupt("output");
+    try {
+      const m = await this.host.call({ type: "run", id, code, valueCap: limits.outputBytes }, out.listener);
+      if (m.type !== "result") throw new WorkerCrashedError("the guest agent answered a run with the wrong message");
+      if (m.restarted && reason) throw this.limitError(reason, opts.timeoutMs, "the run ignored the interrupt; the Python REPL was restarted (its variables are lost), the sandbox lives on");
+      const { stdout, stderr } = out.finish();
+      let value = m.value;
+      let limitHit: EngineRunResult["limitHit"] = reason === "timeout" ? "timeoutMs" : reason === "output" ? "outputBytes" : null;
+      if (value !== null && out.bytes + Buffer.byteLength(value) > limits.outputBytes) {
+        value = Buffer.from(value).subarray(0, Math.max(0, limits.outputBytes - out.bytes)).toString("utf8");
+        limitHit = "outputBytes";
+      }
+      if (reason === "abort") throw new AbortedError();
+      return { stdout, stderr, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: "" };
+    } finally {
+      for (const t of timers) clearTimeout(t);
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async writeFile(p: string, data: Uint8Array): Promise<void> {
+    await this.fs({ op: "write", path: p, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64") });
+  }
+
+  async readFile(p: string): Promise<Uint8Array> {
+    const r = await this.fs({ op: "read", path: p });
+    return new Uint8Array(Buffer.from(r.data ?? "", "base64"));
+  }
+
+  async list(p: string): Promise<DirEntry[]> {
+    const entries = (await this.fs({ op: "list", path: p })).entries ?? [];
+    // The guest sorts; the host does not trust it to.
+    return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async remove(p: string): Promise<void> {
+    await this.fs({ op: "remove", path: p });
+  }
+
+  async exists(p: string): Promise<boolean> {
+    return (await this.fs({ op: "exists", path: p })).exists ?? false;
+  }
+
+  async makeDir(p: string): Promise<void> {
+    await this.fs({ op: "mkdir", path: p });
+  }
+
+  private limitError(reason: "timeout" | "abort" | "output", timeoutMs: number, detail: string): Error {
+    if (reason === "timeout") return new TimeoutError(timeoutMs, detail);
+    if (reason === "output") return new OutputLimitError(this.limits.outputBytes, detail);
+    return new AbortedError(`run aborted by the caller's signal; ${detail}`);
+  }
+
+  private async fs(req: Omit<Extract<AgentRequest, { type: "fs" }>, "type" | "id">) {
+    const m = await this.host.call({ type: "fs", id: this.host.client.newId(), ...req });
+    if (m.type !== "reply") throw new WorkerCrashedError("the guest agent answered a file operation with the wrong message");
+    if (!m.ok) throw new FileSystemError(req.path, m.errno ?? "EIO", m.message ?? "file system error");
+    return m;
+  }
+}
+
+/** Streams a command's output to the caller while counting it against limits.outputBytes. */
+class OutputCollector {
+  bytes = 0;
+  onLimit: (() => void) | undefined;
+  private readonly parts = { stdout: [] as string[], stderr: [] as string[] };
+  private readonly decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+  private hit = false;
+
+  constructor(
+    private readonly cap: number,
+    private readonly onStdout: ((s: string) => void) | undefined,
+    private readonly onStderr: ((s: string) => void) | undefined,
+  ) {}
+
+  readonly listener = (stream: "stdout" | "stderr", data: Buffer): void => {
+    if (this.hit) return;
+    let chunk = data;
+    if (this.bytes + chunk.length > this.cap) {
+      chunk = chunk.subarray(0, this.cap - this.bytes);
+      this.hit = true;
+    }
+    this.bytes += chunk.length;
+    const text = this.decoders[stream].decode(chunk, { stream: true });
+    if (text) {
+      this.parts[stream].push(text);
+      (stream === "stdout" ? this.onStdout : this.onStderr)?.(text);
+    }
+    if (this.hit) this.onLimit?.();
+  };
+
+  finish(): { stdout: string; stderr: string } {
+    for (const s of ["stdout", "stderr"] as const) {
+      const tail = this.decoders[s].decode();
+      if (tail) this.parts[s].push(tail);
+    }
+    return { stdout: this.parts.stdout.join(""), stderr: this.parts.stderr.join("") };
+  }
+}
