@@ -5,6 +5,13 @@
 # files, and drives a Python REPL (a child process started as `agent.py --repl`) for runCode.
 # Standard library only. The host trusts nothing said here: this process shares the sandbox
 # with the code it runs, so the host checks every frame.
+#
+# Privilege separation: started as root (gVisor gives it only CAP_SETUID, CAP_SETGID and
+# CAP_KILL, an empty bounding set and no_new_privs), the agent runs every child -- commands and
+# the REPL -- as GUEST_UID with no supplementary groups and no capabilities, and does file
+# operations with GUEST_UID as its effective uid, so guest code can neither signal nor ptrace
+# the agent nor open its memory or file descriptors. Started as any other user (a backend that
+# drops privileges itself), it runs everything as that user, as before.
 import base64
 import json
 import os
@@ -22,6 +29,37 @@ MAX_FRAME = 64 << 20
 MAX_FILE = 40 << 20  # base64 of a file read must fit in one frame
 CHUNK = 64 << 10
 REPL_ARGV = [sys.executable, "-I", os.path.abspath(__file__), "--repl"]
+GUEST_UID = 1000
+PRIVILEGED = False  # set by main(): running as root, children drop to GUEST_UID
+
+
+def drop_privileges():
+    """In a forked child of a root agent: become GUEST_UID for good (clears every capability)."""
+    if PRIVILEGED:
+        os.setgroups([])
+        os.setgid(GUEST_UID)
+        os.setuid(GUEST_UID)
+
+
+def child_credentials():
+    """Popen arguments that start a child as GUEST_UID (setgroups/setgid/setuid before exec)."""
+    return {"user": GUEST_UID, "group": GUEST_UID, "extra_groups": []} if PRIVILEGED else {}
+
+
+class AsGuest:
+    """File operations with the guest's effective uid: files it creates belong to the guest and
+    permission checks are the guest's. Only the agent's main thread forks, so no child is started
+    while the effective uid is switched."""
+
+    def __enter__(self):
+        if PRIVILEGED:
+            os.setegid(GUEST_UID)
+            os.seteuid(GUEST_UID)
+
+    def __exit__(self, *exc):
+        if PRIVILEGED:
+            os.seteuid(0)
+            os.setegid(0)
 
 
 def read_exact(fd, n):
@@ -226,7 +264,7 @@ class Agent:
             return repl
         p = subprocess.Popen(
             REPL_ARGV + [str(req_r), str(resp_w)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd="/home/user", env=self.env, pass_fds=(req_r, resp_w), start_new_session=True,
+            cwd="/home/user", env=self.env, pass_fds=(req_r, resp_w), start_new_session=True, **child_credentials(),
         )
         os.close(req_r)
         os.close(resp_w)
@@ -247,6 +285,7 @@ class Agent:
         pid = os.fork()
         if pid == 0:  # the REPL child
             try:
+                drop_privileges()
                 os.setsid()
                 os.chdir("/home/user")
                 null = os.open(os.devnull, os.O_RDONLY)
@@ -379,7 +418,7 @@ class Agent:
             p = subprocess.Popen(
                 msg["argv"], cwd=msg.get("cwd") or "/home/user", env=env,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **child_credentials(),
             )
         except OSError as e:
             self.chan.send({"type": "exit", "id": mid, "exitCode": 127, "signal": None, "error": "%s: %s" % (errno_name(e), e.strerror or str(e))})
@@ -433,49 +472,54 @@ class Agent:
     def do_fs(self, msg):
         mid, op, path = msg["id"], msg.get("op"), msg.get("path", "")
         try:
-            reply = {"type": "reply", "id": mid, "ok": True}
-            if op == "write":
-                parent = os.path.dirname(path)
-                if parent:
-                    os.makedirs(parent, exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(base64.b64decode(msg.get("data", "")))
-            elif op == "read":
-                with open(path, "rb") as f:
-                    if os.fstat(f.fileno()).st_size > MAX_FILE:
-                        raise OSError(27, "file too large to read through the agent (over %d bytes)" % MAX_FILE)
-                    data = f.read(MAX_FILE + 1)
-                if len(data) > MAX_FILE:
-                    raise OSError(27, "file too large to read through the agent")
-                reply["data"] = b64(data)
-            elif op == "list":
-                entries = []
-                for name in sorted(os.listdir(path)):
-                    full = os.path.join(path, name)
-                    try:
-                        st = os.lstat(full)
-                    except OSError:
-                        continue
-                    kind = "symlink" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "file"
-                    entries.append({"name": name, "path": full, "type": kind, "size": st.st_size if kind == "file" else 0})
-                reply["entries"] = entries
-            elif op == "remove":
-                st = os.lstat(path)
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-            elif op == "exists":
-                reply["exists"] = os.path.lexists(path)
-            elif op == "mkdir":
-                os.makedirs(path, exist_ok=True)
-            else:
-                raise OSError(22, "unknown file operation")
+            with AsGuest():
+                reply = self.fs_op(mid, op, path, msg)
         except OSError as e:
             reply = {"type": "reply", "id": mid, "ok": False, "errno": errno_name(e), "message": e.strerror or str(e)}
         except ValueError as e:
             reply = {"type": "reply", "id": mid, "ok": False, "errno": "EINVAL", "message": str(e)}
         self.chan.send(reply)
+
+    def fs_op(self, mid, op, path, msg):
+        reply = {"type": "reply", "id": mid, "ok": True}
+        if op == "write":
+            parent = os.path.dirname(path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(msg.get("data", "")))
+        elif op == "read":
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > MAX_FILE:
+                    raise OSError(27, "file too large to read through the agent (over %d bytes)" % MAX_FILE)
+                data = f.read(MAX_FILE + 1)
+            if len(data) > MAX_FILE:
+                raise OSError(27, "file too large to read through the agent")
+            reply["data"] = b64(data)
+        elif op == "list":
+            entries = []
+            for name in sorted(os.listdir(path)):
+                full = os.path.join(path, name)
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue
+                kind = "symlink" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "file"
+                entries.append({"name": name, "path": full, "type": kind, "size": st.st_size if kind == "file" else 0})
+            reply["entries"] = entries
+        elif op == "remove":
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        elif op == "exists":
+            reply["exists"] = os.path.lexists(path)
+        elif op == "mkdir":
+            os.makedirs(path, exist_ok=True)
+        else:
+            raise OSError(22, "unknown file operation")
+        return reply
 
     def do_configure(self, msg):
         self.env.update(msg.get("env") or {})
@@ -567,8 +611,12 @@ def errno_name(e):
 
 
 def main():
+    global PRIVILEGED
     if "--repl" in sys.argv:
         return repl_main()
+    if os.getuid() == 0:
+        PRIVILEGED = True
+        os.setgroups([])
     # The channel is the original stdin/stdout; stray writes to fd 1 must not corrupt it.
     chan_in, chan_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)

@@ -27,6 +27,29 @@ describe("heavy tier security (gVisor)", { skip: skipHeavy }, () => {
     await sb?.kill();
   });
 
+  it("guest code runs as uid 1000 with no capabilities and cannot touch the root agent", async () => {
+    const agent = await sb.commands.run("ps -eo pid=,user=,args= | grep '[a]gent.py' | grep -v -- --repl");
+    const [pid, user] = agent.stdout.trim().split(/\s+/);
+    assert.equal(user, "root", agent.stdout);
+    const r = await sb.commands.run(
+      `id -u; id -G; grep -E '^Cap(Prm|Eff|Bnd|Amb)' /proc/self/status | awk '{print $2}' | sort -u
+       kill -9 ${pid} 2>/dev/null && echo KILLED; kill -STOP ${pid} 2>/dev/null && echo STOPPED
+       head -c 1 /proc/${pid}/mem >/dev/null 2>&1 && echo MEM
+       for f in $(ls /proc/${pid}/fd); do [ "$(readlink /proc/${pid}/fd/$f)" = /dev/null ] && continue; head -c 1 /proc/${pid}/fd/$f >/dev/null 2>&1 && echo FD$f; echo x 2>/dev/null >/proc/${pid}/fd/$f && echo WFD$f; done
+       [ "$(ls /proc/${pid}/fd | wc -l)" -gt 3 ] && echo listed
+       python3 -c "import ctypes; l = ctypes.CDLL(None, use_errno=True); print('nnp', l.prctl(39, 0, 0, 0, 0)); print('ptrace', l.ptrace(16, ${pid}, 0, 0), ctypes.get_errno())"`,
+    );
+    assert.deepEqual(r.stdout.trim().split("\n"), ["1000", "1000", "0000000000000000", "listed", "nnp 1", "ptrace -1 1"]); // EPERM
+    // (gVisor lists the agent's fd numbers and shows its maps and environ, which hold nothing
+    // secret; the fds themselves -- the host channel, the REPL's pipes -- cannot be opened.)
+    const repl = await sb.runCode(`import os, signal\ntry:\n    os.kill(${pid}, signal.SIGKILL)\nexcept OSError as e:\n    r = e.errno\n(os.getuid(), os.getgid(), os.getgroups(), r)`);
+    assert.equal(repl.value, "(1000, 1000, [], 1)");
+    // The host's files API acts as the guest user too.
+    await sb.files.write("/home/user/owned.txt", "x");
+    assert.equal((await sb.commands.run("stat -c %u:%g /home/user/owned.txt")).stdout, "1000:1000\n");
+    assert.equal((await sb.commands.run("echo alive")).stdout, "alive\n");
+  });
+
   it("a guest that floods the agent channel with garbage: ProtocolError, host fine, nothing left", async () => {
     const spec = { ...boxSpec({ limits: limitsSchema.parse({}), env: {}, seed: null, packages: [] }), agentArgv: ["/bin/sh", "-c", "head -c 3000000 /dev/urandom; sleep 100"] };
     const err = await GvisorBox.start(spec).then(

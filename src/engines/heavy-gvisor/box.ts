@@ -331,16 +331,20 @@ function ociConfig(spec: BoxSpec, cgroupsPath: string): object {
     source: "tmpfs",
     options: ["nosuid", "nodev", `size=${spec.diskMb}m`, `mode=${mode}`, ...(owner ? [`uid=${GUEST_UID}`, `gid=${GUEST_UID}`] : [])],
   });
-  const noCaps = { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] };
+  // The agent runs as root with only what it needs to start children as GUEST_UID and to signal
+  // them; the bounding set is empty, so no child (all run as GUEST_UID) can ever hold a capability.
+  // A replaced agent (tests' hostile guests) gets nothing.
+  const agentCaps = spec.agentArgv ? [] : ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"];
+  const caps = { bounding: [], effective: agentCaps, inheritable: [], permitted: agentCaps, ambient: [] };
   return {
     ociVersion: "1.0.0",
     process: {
-      user: { uid: GUEST_UID, gid: GUEST_UID },
+      user: spec.agentArgv ? { uid: GUEST_UID, gid: GUEST_UID } : { uid: 0, gid: 0 },
       args: spec.agentArgv ?? ["/usr/bin/python3", "-I", "-S", AGENT_GUEST_PATH],
       env: ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/user", "LANG=C.UTF-8", "USER=user"],
       cwd: "/home/user",
       terminal: false,
-      capabilities: noCaps,
+      capabilities: caps,
       noNewPrivileges: true,
       rlimits: [
         { type: "RLIMIT_NPROC", hard: GUEST_MAX_PROCESSES, soft: GUEST_MAX_PROCESSES },
