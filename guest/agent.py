@@ -12,34 +12,112 @@
 # operations with GUEST_UID as its effective uid, so guest code can neither signal nor ptrace
 # the agent nor open its memory or file descriptors. Started as any other user (a backend that
 # drops privileges itself), it runs everything as that user, as before.
-import base64
-import json
 import os
-import shutil
-import signal
-import stat
-import struct
-import subprocess
 import sys
-import threading
-import time
+
+GUEST_UID = 1000
+GUEST_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8", "USER": "user"}
+
+
+def become_guest():
+    """In a child of a root agent: become GUEST_UID for good (clears every capability)."""
+    if os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(GUEST_UID)
+        os.setuid(GUEST_UID)
+
+
+def fork_early_repl():
+    """Fork the first REPL before the agent imports anything but os and sys. gVisor makes every
+    import slow; this way the REPL imports what it needs while the agent imports what it needs,
+    in parallel, and the two share almost no pages (copy-on-write faults are slow in gVisor too).
+    A fork costs ~10 ms there, a new interpreter ~90 ms; REPL restarts exec a fresh one."""
+    (req_r, req_w), (resp_r, resp_w), (out_r, out_w), (err_r, err_w) = [os.pipe() for _ in range(4)]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            become_guest()
+            os.setsid()
+            os.chdir(GUEST_ENV["HOME"])
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)  # fds 0 and 1 were the host channel: the REPL must not hold it
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for fd in (null, req_w, resp_r, out_r, out_w, err_r, err_w):
+                if fd > 2:
+                    os.close(fd)
+            os.environ.clear()
+            os.environ.update(GUEST_ENV)
+        except BaseException:
+            os._exit(1)
+        return {"child": (req_r, resp_w)}
+    for fd in (req_r, resp_w, out_w, err_w):
+        os.close(fd)
+    return {"pid": pid, "req": req_w, "resp": resp_r, "out": out_r, "err": err_r}
+
+
+EARLY_REPL = fork_early_repl() if __name__ == "__main__" and "--repl" not in sys.argv else None
+
+import binascii  # noqa: E402 - after the early fork on purpose
+import signal  # noqa: E402
+import stat  # noqa: E402
+import struct  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+# JSON through the C accelerator directly: the json package (and base64) import re, which with its
+# dependencies costs tens of milliseconds to load in gVisor, on the path to the first result.
+try:
+    import _json
+
+    class _ScanContext:
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+        memo = {}
+
+    _scan = _json.make_scanner(_ScanContext())
+
+    def _no_default(o):
+        raise TypeError("%s is not JSON serializable" % type(o).__name__)
+
+    _encode = _json.make_encoder(None, _no_default, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+    def json_loads(text):
+        i = len(text) - len(text.lstrip())
+        try:
+            obj, end = _scan(text, i)
+        except StopIteration:
+            raise ValueError("not JSON") from None
+        if text[end:].strip():
+            raise ValueError("extra data after JSON")
+        return obj
+
+    def json_dumps(obj):
+        return "".join(_encode(obj, 0))
+except (ImportError, AttributeError, TypeError):  # another Python: the package
+    import json
+
+    def json_loads(text):
+        return json.loads(text)
+
+    def json_dumps(obj):
+        return json.dumps(obj, separators=(",", ":"))
+
+
+def b64decode(text):
+    return binascii.a2b_base64(text)
+
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 << 20
 MAX_FILE = 40 << 20  # base64 of a file read must fit in one frame
 CHUNK = 64 << 10
 REPL_ARGV = [sys.executable, "-I", os.path.abspath(__file__), "--repl"]
-GUEST_UID = 1000
 PRIVILEGED = False  # set by main(): running as root, children drop to GUEST_UID
-
-
-def drop_privileges():
-    """In a forked child of a root agent: become GUEST_UID for good (clears every capability)."""
-    if PRIVILEGED:
-        os.setgroups([])
-        os.setgid(GUEST_UID)
-        os.setuid(GUEST_UID)
-
 
 def child_credentials():
     """Popen arguments that start a child as GUEST_UID (setgroups/setgid/setuid before exec)."""
@@ -82,7 +160,7 @@ def read_frame(fd):
     body = read_exact(fd, n)
     if body is None:
         return None
-    return json.loads(body)
+    return json_loads(body.decode("utf-8"))
 
 
 class Channel:
@@ -91,7 +169,7 @@ class Channel:
         self.lock = threading.Lock()
 
     def send(self, msg):
-        body = json.dumps(msg, separators=(",", ":")).encode()
+        body = json_dumps(msg).encode()
         data = struct.pack(">I", len(body)) + body
         # An interrupt (SIGINT -> KeyboardInterrupt) must not cut a frame in half: hold it until
         # the frame is out. Only the main thread may change the signal mask's effect here.
@@ -110,7 +188,7 @@ class Channel:
 
 
 def b64(data):
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,10 +196,8 @@ def b64(data):
 
 
 def repl_main(fds=None):
-    import ast
+    import _ast  # the ast package and traceback/linecache load slowly in gVisor: see format_error
     import io
-    import linecache
-    import traceback
 
     req_fd, resp_fd = fds if fds else (int(sys.argv[2]), int(sys.argv[3]))
     if "site" not in sys.modules:  # forked from the agent, which runs with -S
@@ -129,6 +205,7 @@ def repl_main(fds=None):
         site.main()
     chan = Channel(resp_fd)
     state = {"run": None, "n": 0}
+    cells = {}  # cell file name -> linecache entry
 
     class ChanWriter(io.TextIOBase):
         def __init__(self, stream):
@@ -173,6 +250,9 @@ def repl_main(fds=None):
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
             tb = tb.tb_next
         try:
+            import linecache
+            import traceback
+            linecache.cache.update(cells)
             text = "".join(traceback.format_exception(type(exc), exc, tb))
         except BaseException:
             text = type(exc).__name__ + "\n"
@@ -185,14 +265,16 @@ def repl_main(fds=None):
     def run(code, value_cap):
         state["n"] += 1
         filename = "<cell-%d>" % state["n"]
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        cells[filename] = (len(code), None, code.splitlines(True), filename)
+        if "linecache" in sys.modules:  # for warnings and inspect, once something loaded it
+            sys.modules["linecache"].cache.update(cells)
         g = __main__.__dict__
         value, error = None, None
         try:
-            tree = ast.parse(code, filename, "exec")
+            tree = compile(code, filename, "exec", _ast.PyCF_ONLY_AST)
             last = None
-            if tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = ast.Expression(tree.body.pop().value)
+            if tree.body and isinstance(tree.body[-1], _ast.Expr):
+                last = _ast.Expression(tree.body.pop().value)
             exec(compile(tree, filename, "exec"), g)
             if last is not None:
                 result = eval(compile(last, filename, "eval"), g)
@@ -208,7 +290,7 @@ def repl_main(fds=None):
         return value, error
 
     # A forked REPL shares its pages with the agent; gVisor's copy-on-write faults are slow, so
-    # take them now (a full collection touches every object) rather than in the first run.
+    # take the few left now (a full collection touches every object) rather than in the first run.
     import gc
     gc.collect()
     chan.send({"type": "ready"})
@@ -245,7 +327,7 @@ class Agent:
     def __init__(self, chan):
         self.chan = chan
         self.procs = {}  # exec id -> Popen
-        self.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8", "USER": "user"}
+        self.env = dict(GUEST_ENV)
         self.seed = None
         self.repl = None
         self.repl_lock = threading.Lock()
@@ -253,15 +335,10 @@ class Agent:
         self.repl_ready = None
 
     # ---- REPL -------------------------------------------------------------------------------
-    def start_repl(self, fork=False):
+    def start_repl(self):
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        if fork:
-            repl = self.fork_repl(req_r, req_w, resp_r, resp_w)
-            start_thread(self.repl_reader, repl)
-            for stream, fd in (("stdout", repl["out"]), ("stderr", repl["err"])):
-                start_thread(self.repl_pump, repl, stream, fd)
-            return repl
+        import subprocess
         p = subprocess.Popen(
             REPL_ARGV + [str(req_r), str(resp_w)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd="/home/user", env=self.env, pass_fds=(req_r, resp_w), start_new_session=True, **child_credentials(),
@@ -277,61 +354,16 @@ class Agent:
             self.repl_send(repl, {"type": "configure", "env": self.env, "seed": self.seed})
         return repl
 
-    def fork_repl(self, req_r, req_w, resp_r, resp_w):
-        """The first REPL is a fork of the agent (single-threaded at that point): a fork costs
-        ~10 ms in gVisor, a new interpreter ~90 ms. Restarts exec a fresh interpreter."""
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the REPL child
-            try:
-                drop_privileges()
-                os.setsid()
-                os.chdir("/home/user")
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                for fd in (null, out_r, out_w, err_r, err_w, req_w, resp_r, self.chan.fd, self.chan_in):
-                    if fd > 2:
-                        os.close(fd)
-                os.environ.clear()
-                os.environ.update(self.env)
-                repl_main((req_r, resp_w))
-            finally:
-                os._exit(0)
-        for fd in (req_r, resp_w, out_w, err_w):
-            os.close(fd)
-
-        class Forked:
-
-            def __init__(self):
-                self.pid = pid
-                self.returncode = None
-
-            def poll(self):
-                if self.returncode is None:
-                    try:
-                        done, status = os.waitpid(pid, os.WNOHANG)
-                    except ChildProcessError:
-                        done, status = pid, 0
-                    if done:
-                        self.returncode = os.waitstatus_to_exitcode(status)
-                return self.returncode
-
-            def kill(self):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-
-            def send_signal(self, sig):
-                os.kill(pid, sig)
-
-        return {"proc": Forked(), "req": req_w, "resp": resp_r, "out": out_r, "err": err_r, "ready": threading.Event()}
+    def adopt_early_repl(self, early):
+        """Serve the REPL forked at start-up (fork_early_repl)."""
+        repl = {"proc": Forked(early["pid"]), "req": early["req"], "resp": early["resp"], "ready": threading.Event()}
+        self.repl = repl
+        start_thread(self.repl_reader, repl)
+        for stream in ("out", "err"):
+            start_thread(self.repl_pump, repl, "stdout" if stream == "out" else "stderr", early[stream])
 
     def repl_send(self, repl, msg):
-        body = json.dumps(msg).encode()
+        body = json_dumps(msg).encode()
         try:
             os.write(repl["req"], struct.pack(">I", len(body)) + body)
         except OSError:
@@ -415,6 +447,7 @@ class Agent:
         env.update(msg.get("env") or {})
         stdin = msg.get("stdin")
         try:
+            import subprocess  # on first use: loading it in the background slowed the first run down
             p = subprocess.Popen(
                 msg["argv"], cwd=msg.get("cwd") or "/home/user", env=env,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -428,7 +461,7 @@ class Agent:
         if stdin is not None:
             def feed():
                 try:
-                    p.stdin.write(base64.b64decode(stdin))
+                    p.stdin.write(b64decode(stdin))
                     p.stdin.close()
                 except (OSError, ValueError):
                     pass
@@ -487,7 +520,7 @@ class Agent:
             if parent:
                 os.makedirs(parent, exist_ok=True)
             with open(path, "wb") as f:
-                f.write(base64.b64decode(msg.get("data", "")))
+                f.write(b64decode(msg.get("data", "")))
         elif op == "read":
             with open(path, "rb") as f:
                 if os.fstat(f.fileno()).st_size > MAX_FILE:
@@ -510,6 +543,7 @@ class Agent:
         elif op == "remove":
             st = os.lstat(path)
             if stat.S_ISDIR(st.st_mode):
+                import shutil  # only here: it imports bz2, lzma and re, slow to load in gVisor
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
@@ -530,9 +564,8 @@ class Agent:
         self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
 
     def serve(self, fd):
-        self.chan_in = fd
-        with self.repl_lock:
-            self.start_repl(fork=True)  # in the background: the first run waits for it
+        if EARLY_REPL and "pid" in EARLY_REPL:
+            self.adopt_early_repl(EARLY_REPL)  # starting in the background: the first run waits for it
         self.chan.send({"type": "ready", "v": PROTOCOL_VERSION, "agent": "agentbox-agent", "python": sys.version.split()[0]})
         handlers = {
             "ping": lambda m: self.chan.send({"type": "pong", "id": m["id"]}),
@@ -564,6 +597,33 @@ class Agent:
                 os.killpg(p.pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+class Forked:
+    """The forked REPL, with the part of Popen's interface the agent uses."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = self.pid, 0
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
 
 
 def start_thread(target, *args):
@@ -614,6 +674,12 @@ def main():
     global PRIVILEGED
     if "--repl" in sys.argv:
         return repl_main()
+    if EARLY_REPL and "child" in EARLY_REPL:
+        try:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as the agent's children have it
+            repl_main(EARLY_REPL["child"])
+        finally:
+            os._exit(0)
     if os.getuid() == 0:
         PRIVILEGED = True
         os.setgroups([])
