@@ -2,8 +2,9 @@
 # agentbox microVM supervisor: PID 1 inside the guest's real root (started by the initramfs
 # init through switch_root), running as root. It
 #   - opens the two virtio-serial ports once (a port allows one open at a time),
-#   - starts the unchanged guest agent (/opt/agentbox/agent.py) as the unprivileged user with
-#     the agent port as its stdin and stdout and rlimits against fork bombs,
+#   - starts the guest agent (/opt/agentbox/agent.py) as root with only CAP_SETUID/SETGID/KILL
+#     and no_new_privs (the agent runs every child as the unprivileged user), with the agent port
+#     as its stdin and stdout and rlimits against fork bombs,
 #   - serves the control port: after a snapshot restore the host sends fresh entropy and the
 #     current time, which only root can apply (RNDRESEEDCRNG, clock_settime),
 #   - reaps orphans, and reboots the VM (QEMU runs with -no-reboot, so it exits) when the agent
@@ -63,6 +64,24 @@ def find_port(name):
     reboot()
 
 
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def restrict_capabilities():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):
+        if cap in (CAP_KILL, CAP_SETGID, CAP_SETUID):
+            continue
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: past the last cap
+            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP %d" % cap)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+
+
 def start_agent(port_fd):
     pid = os.fork()
     if pid:
@@ -79,9 +98,11 @@ def start_agent(port_fd):
         resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        os.setgroups([])
-        os.setgid(GUEST_UID)
-        os.setuid(GUEST_UID)
+        # The agent stays root, as on gVisor, with the same narrow powers: a bounding set of only
+        # CAP_SETUID, CAP_SETGID and CAP_KILL (what it keeps after exec) and no_new_privs (no
+        # setuid binary gives anything back). It runs every child as GUEST_UID, so guest code can
+        # neither signal nor ptrace the agent.
+        restrict_capabilities()
         os.chdir("/home/user")
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8", "USER": "user"}
         os.execve("/usr/bin/python3", ["python3", "-I", "-S", AGENT], env)
