@@ -85,6 +85,9 @@ export const runOptionsSchema = z.strictObject({
 export const poolOptionsSchema = z.strictObject({
   /** Ready workers kept for sandboxes without mounts. 0 turns the pool off. */
   size: z.int().min(0).max(64).default(2),
+  /** Heavy tier: ready sandboxes kept per heavy configuration (each holds ~60–100 MB). Default:
+   *  the smaller of `size` and 1, so `size: 0` still turns every pool off. */
+  heavy: z.int().min(0).max(16).optional(),
 });
 
 export type LimitsInput = z.input<typeof limitsSchema>;

@@ -162,12 +162,14 @@ export class Sandbox {
 
   /**
    * Size the shared pools of ready workers (one pool per nano-tier language; 0 turns pooling
-   * off). The Python pool starts filling now; `wait` resolves once the pools are full.
+   * off). `heavy` sizes each heavy-tier pool apart (default: the smaller of `size` and 1, as a
+   * ready heavy sandbox holds ~60–100 MB). The Python pool starts filling now; `wait` resolves
+   * once the pools are full.
    */
   static async configurePool(opts: PoolOptionsInput & { wait?: boolean } = {}): Promise<void> {
     const { wait, ...rest } = opts;
-    const { size } = parseOptions(poolOptionsSchema, rest);
-    await resizePools(size);
+    const { size, heavy } = parseOptions(poolOptionsSchema, rest);
+    await resizePools(size, heavy);
     if (size > 0) prewarm("python");
     if (wait) await warmPools();
   }
