@@ -115,6 +115,7 @@ def b64decode(text):
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 << 20
 MAX_FILE = 40 << 20  # base64 of a file read must fit in one frame
+DIGEST_ROOTS = ("/home/user", "/tmp")  # the sandbox's writable tree: what vfsDigest covers
 CHUNK = 64 << 10
 REPL_ARGV = [sys.executable, "-I", os.path.abspath(__file__), "--repl"]
 PRIVILEGED = False  # set by main(): running as root, children drop to GUEST_UID
@@ -327,6 +328,7 @@ class Agent:
     def __init__(self, chan):
         self.chan = chan
         self.procs = {}  # exec id -> Popen
+        self.digester = Digester()
         self.env = dict(GUEST_ENV)
         self.seed = None
         self.repl = None
@@ -407,7 +409,12 @@ class Agent:
             return
         self.repl_run = None
         time.sleep(0)  # let the fd pumps forward what the run wrote straight to fd 1/2
-        self.chan.send({"type": "result", "id": run[0], "value": msg.get("value"), "error": msg.get("error"), "durationMs": msg.get("durationMs", 0)})
+        result = {"type": "result", "id": run[0], "value": msg.get("value"), "error": msg.get("error"), "durationMs": msg.get("durationMs", 0)}
+        try:
+            result["vfsDigest"] = self.digester.digest()
+        except Exception:  # e.g. under a fork bomb: the run's result matters more
+            pass
+        self.chan.send(result)
 
     def do_run(self, msg):
         with self.repl_lock:
@@ -624,6 +631,76 @@ class Forked:
 
     def send_signal(self, sig):
         os.kill(self.pid, sig)
+
+
+class Digester:
+    """SHA-256 over the sandbox's writable tree (DIGEST_ROOTS): paths in code-point order, type,
+    permission bits, file contents and link targets; never times or owners. File hashes are
+    cached by (device, inode, size, mtime, ctime), so a run that changed little costs little.
+    Runs with the agent's own (root, no DAC override) credentials: what it cannot read is
+    recorded as such, which is just as deterministic."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def digest(self):
+        import hashlib
+        h = hashlib.sha256()
+        seen = {}
+        for root in DIGEST_ROOTS:
+            self.walk(root, h, seen)
+        self.cache = seen
+        return h.hexdigest()
+
+    def walk(self, path, h, seen):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            h.update(("? %s\n" % json_dumps(path)).encode())
+            return
+        perm = "%o" % stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode) and path not in DIGEST_ROOTS and os.path.ismount(path):
+            h.update(("m %s\n" % json_dumps(path)).encode())  # a host mount: listed, not descended
+        elif stat.S_ISDIR(st.st_mode):
+            h.update(("d %s %s\n" % (json_dumps(path), perm)).encode())
+            try:
+                names = sorted(os.listdir(path))
+            except OSError:
+                h.update(b"unlistable\n")
+                return
+            for name in names:
+                self.walk(path + "/" + name, h, seen)
+        elif stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            h.update(("l %s %s\n" % (json_dumps(path), json_dumps(target))).encode())
+        elif stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            content = self.cache.get(key)
+            if content is None:
+                content = self.hash_file(path)
+            if content != "unreadable":
+                seen[key] = content
+            h.update(("f %s %s %s\n" % (json_dumps(path), perm, content)).encode())
+        else:
+            h.update(("o %s %s\n" % (json_dumps(path), perm)).encode())
+
+    @staticmethod
+    def hash_file(path):
+        import hashlib
+        fh = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    b = f.read(1 << 20)
+                    if not b:
+                        break
+                    fh.update(b)
+        except OSError:
+            return "unreadable"
+        return fh.hexdigest()
 
 
 def start_thread(target, *args):

@@ -41,6 +41,8 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
     error: guestErrorSchema.nullable(),
     durationMs: z.number().min(0).max(1e10),
     restarted: z.boolean().optional(),
+    /** SHA-256 of the sandbox's writable tree after the run (/home/user, /tmp). */
+    vfsDigest: z.string().regex(/^[0-9a-f]{64}$/).optional(),
   }),
   z.strictObject({
     type: z.literal("reply"),

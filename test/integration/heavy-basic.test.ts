@@ -2,6 +2,9 @@
 // REPL, files, limits that keep the sandbox alive, pool, snapshots, kill() leaving nothing
 // behind; test/heavy-conformance.ts, also run against the microVM backend).
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { before, describe, it } from "node:test";
 import { InvalidOptionsError, Sandbox } from "../../src/index.js";
 import { DEFAULT_HEAVY_POOL_SIZE, poolSizes } from "../../src/engines/pools.js";
@@ -21,6 +24,45 @@ describe("heavy tier (gVisor)", { skip: skipHeavy }, () => {
   });
 
   heavyConformance(gvisor, () => sb);
+
+  it("mounts: read-only host directories under the scratch; writes refused; nothing else allowed", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-heavy-mount-"));
+    fs.chmodSync(dir, 0o777); // even a world-writable host directory stays read-only to the guest
+    fs.writeFileSync(path.join(dir, "in.txt"), "from host");
+    fs.symlinkSync("/etc/hostname", path.join(dir, "link"));
+    try {
+      await using m = await Sandbox.create({ ...heavy, mounts: [{ hostPath: dir, guestPath: "/home/user/data" }] });
+      assert.equal((await m.runCode("open('/home/user/data/in.txt').read()")).value, "'from host'");
+      const w = await m.commands.run("echo x > /home/user/data/new.txt; touch /home/user/data/in.txt; cat /home/user/data/link");
+      assert.match(w.stderr, /Read-only file system/);
+      assert.equal(w.stdout, "sandbox\n", "a symlink in the mount resolves inside the sandbox (its /etc/hostname)");
+      assert.deepEqual(fs.readdirSync(dir).sort(), ["in.txt", "link"]);
+      assert.equal(fs.readFileSync(path.join(dir, "in.txt"), "utf8"), "from host");
+      const bad = (mounts: unknown) => assert.rejects(Sandbox.create({ ...heavy, mounts } as never), InvalidOptionsError);
+      await bad([{ hostPath: dir, guestPath: "/home/user/data", readOnly: false }]); // read-only only
+      await bad([{ hostPath: dir, guestPath: "/opt/data" }]); // only under /home/user or /tmp
+      await bad([{ hostPath: dir, guestPath: "/home/user" }]);
+      await bad([{ hostPath: path.join(dir, "missing"), guestPath: "/tmp/x" }]);
+      await assert.rejects(Sandbox.create({ ...heavy, backend: "microvm", mounts: [{ hostPath: dir, guestPath: "/tmp/x" }] }), InvalidOptionsError);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("vfsDigest: the writable tree (/home/user, /tmp) after each run; same actions, same digest; mounts listed, not read", async () => {
+    const run = async (code: string[]) => {
+      await using s = await Sandbox.create({ ...heavy, seed: 3 });
+      const out: string[] = [];
+      for (const c of code) out.push((await s.runCode(c)).vfsDigest);
+      return out;
+    };
+    const steps = ["1", "open('/home/user/a.txt', 'w').write('x')", "import os\nos.makedirs('/tmp/d/e')", "open('/home/user/a.txt', 'w').write('y')", "import os\nos.remove('/home/user/a.txt')"];
+    const a = await run(steps);
+    const b = await run(steps);
+    for (const d of a) assert.match(d, /^[0-9a-f]{64}$/);
+    assert.deepEqual(a, b);
+    assert.equal(new Set(a.slice(0, 4)).size, 4, "each change changes the digest");
+  });
 
   it("heavy pools are sized apart from nano ones (configurePool({ heavy }))", async () => {
     try {

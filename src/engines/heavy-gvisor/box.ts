@@ -26,6 +26,8 @@ export interface BoxSpec {
   diskMb: number;
   /** Replaces the agent's command line (tests: a hostile guest on the channel). */
   agentArgv?: string[];
+  /** Host directories bind-mounted read-only (real host paths; guest paths under the tmpfs scratch). */
+  mounts?: { hostPath: string; guestPath: string }[];
 }
 
 export function specKey(s: BoxSpec): string {
@@ -360,6 +362,8 @@ function ociConfig(spec: BoxSpec, cgroupsPath: string): object {
       { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
       tmpfs("/tmp", "1777", false),
       tmpfs("/home/user", "0755", true),
+      // After the tmpfs they live in: their mount points are made there, never in the shared image.
+      ...(spec.mounts ?? []).map((m) => ({ destination: m.guestPath, type: "bind", source: m.hostPath, options: ["rbind", "ro", "nosuid", "nodev", "noexec"] })),
     ],
     linux: {
       cgroupsPath,

@@ -24,11 +24,15 @@ export interface GvisorEngineConfig {
   seed: number | null;
   /** Extra Debian packages: selects the image built with them. */
   packages: string[];
+  /** Read-only host directories, bind-mounted under /home/user or /tmp (checked in start.ts). */
+  mounts?: { hostPath: string; guestPath: string }[];
 }
 
 export function boxSpec(config: GvisorEngineConfig): BoxSpec {
   const { limits } = config;
-  return { image: requireImage(config.packages), memoryMb: limits.memoryMb, cpus: limits.cpus, diskMb: limits.diskMb };
+  const spec: BoxSpec = { image: requireImage(config.packages), memoryMb: limits.memoryMb, cpus: limits.cpus, diskMb: limits.diskMb };
+  if (config.mounts?.length) spec.mounts = config.mounts;
+  return spec;
 }
 
 export { specKey };

@@ -104,7 +104,7 @@ export class AgentSession {
         limitHit = "outputBytes";
       }
       if (reason === "abort") throw new AbortedError();
-      return { stdout, stderr, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: "" };
+      return { stdout, stderr, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: m.vfsDigest ?? "" };
     } finally {
       for (const t of timers) clearTimeout(t);
       opts.signal?.removeEventListener("abort", onAbort);
