@@ -5,7 +5,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { SandboxCgroup } from "../src/engines/heavy-gvisor/cgroups.js";
+import { HostCgroup } from "../src/engines/heavy/cgroups.js";
+import { CGROUP_PARENT } from "../src/engines/heavy-gvisor/box.js";
 
 export const BIN = fileURLToPath(new URL("../bin/agentbox.js", import.meta.url));
 
@@ -54,7 +55,7 @@ export function heavyBoxesOf(pid: number): { containerId: string; dir: string; c
     try {
       if (Number(readFileSync(path.join(dir, "owner.pid"), "utf8")) !== pid) continue;
       const containerId = readFileSync(path.join(dir, "container.id"), "utf8").trim();
-      out.push({ containerId, dir, cgroupDirs: SandboxCgroup.forName(`sb-${name.slice(prefix.length)}`).existing() });
+      out.push({ containerId, dir, cgroupDirs: HostCgroup.forName(CGROUP_PARENT, `sb-${name.slice(prefix.length)}`)?.existing() ?? [] });
     } catch {
       // being created or removed right now
     }

@@ -9,7 +9,7 @@ import path from "node:path";
 import { MemoryLimitError, TierUnavailableError, WorkerCrashedError } from "../../errors.js";
 import { AgentClient } from "../heavy/agent-client.js";
 import { AGENT_GUEST_PATH, type ImageInfo } from "../heavy/image.js";
-import { SandboxCgroup } from "./cgroups.js";
+import { HostCgroup } from "../heavy/cgroups.js";
 
 const MiB = 1024 * 1024;
 const STDERR_KEEP = 8 * 1024;
@@ -79,7 +79,7 @@ export class GvisorBox {
   private constructor(
     readonly spec: BoxSpec,
     readonly dir: string,
-    readonly cgroup: SandboxCgroup,
+    readonly cgroup: HostCgroup,
     restoreFrom: string | undefined,
   ) {
     this.containerId = randomBytes(16).toString("hex"); // fixed length: runsc matches id prefixes
@@ -135,9 +135,9 @@ export class GvisorBox {
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), DIR_PREFIX));
     fs.writeFileSync(path.join(dir, "owner.pid"), String(process.pid));
-    let cgroup: SandboxCgroup;
+    let cgroup: HostCgroup;
     try {
-      cgroup = SandboxCgroup.create(cgroupName(dir), spec.memoryMb * MiB, spec.cpus);
+      cgroup = HostCgroup.create(CGROUP_PARENT, cgroupName(dir), spec.memoryMb * MiB, spec.cpus);
     } catch (e) {
       fs.rmSync(dir, { recursive: true, force: true });
       throw new TierUnavailableError(`cannot create a cgroup for the sandbox (${(e as Error).message}); the gVisor backend needs root and a writable /sys/fs/cgroup`);
@@ -262,6 +262,8 @@ export class GvisorBox {
 }
 
 const DIR_PREFIX = "agentbox-gvisor-";
+/** The cgroup directory (under each hierarchy) that holds gVisor sandboxes. */
+export const CGROUP_PARENT = "agentbox";
 let swept = false;
 
 function cgroupName(dir: string): string {
@@ -308,7 +310,7 @@ export function sweepStale(): number {
     } catch {
       // no container was started
     }
-    SandboxCgroup.forName(cgroupName(dir)).remove();
+    HostCgroup.forName(CGROUP_PARENT, cgroupName(dir))?.remove();
     fs.rmSync(dir, { recursive: true, force: true });
     n++;
   }

@@ -11,7 +11,8 @@ import net from "node:net";
 import path from "node:path";
 import { TierUnavailableError, WorkerCrashedError } from "../../errors.js";
 import type { Hypervisor, LaunchOptions, SavedState, VmExit, VmProcess, VmSpec } from "./hypervisor.js";
-import { jailedArgv, VmmCgroup } from "./jail.js";
+import { HostCgroup } from "../heavy/cgroups.js";
+import { CGROUP_PARENT, jailedArgv } from "./jail.js";
 import { QmpClient } from "./qmp.js";
 
 const MiB = 1024 * 1024;
@@ -109,10 +110,10 @@ export class QemuHypervisor implements Hypervisor {
   async launch(opts: LaunchOptions): Promise<VmProcess> {
     const bin = qemuBinary();
     const { spec } = opts;
-    let cg: VmmCgroup | undefined;
+    let cg: HostCgroup | undefined;
     if (process.getuid?.() === 0) {
       try {
-        cg = VmmCgroup.create(path.basename(opts.dir), (spec.memoryMb + VMM_OVERHEAD_MB[spec.accel]) * MiB, spec.cpus);
+        cg = HostCgroup.create(CGROUP_PARENT, path.basename(opts.dir), (spec.memoryMb + VMM_OVERHEAD_MB[spec.accel]) * MiB, spec.cpus);
       } catch (e) {
         throw new TierUnavailableError(`cannot create a cgroup for the VM (${(e as Error).message}); the microVM backend needs a writable /sys/fs/cgroup`);
       }
@@ -176,7 +177,7 @@ class QemuVm implements VmProcess {
 
   constructor(
     private readonly child: ChildProcess,
-    private readonly cg: VmmCgroup | undefined,
+    private readonly cg: HostCgroup | undefined,
   ) {
     live.add(this);
     child.stdout!.on("data", (d: Buffer) => (this.console = (this.console + d.toString("utf8")).slice(-TAIL_BYTES)));
@@ -203,7 +204,7 @@ class QemuVm implements VmProcess {
   }
 
   /** The cgroup holding this VMM (for tests and leak checks). */
-  get cgroup(): VmmCgroup | undefined {
+  get cgroup(): HostCgroup | undefined {
     return this.cg;
   }
 

@@ -21,7 +21,8 @@ import type { AgentRequest } from "../../protocol/agent.js";
 import { encodeFrame, FrameDecoder } from "../../protocol/frames.js";
 import { AgentClient, type OutputListener } from "../heavy/agent-client.js";
 import type { Hypervisor, SavedState, VmExit, VmProcess, VmSpec } from "./hypervisor.js";
-import { VmmCgroup } from "./jail.js";
+import { HostCgroup } from "../heavy/cgroups.js";
+import { CGROUP_PARENT } from "./jail.js";
 
 export type VmState = "starting" | "ready" | "running" | "snapshotting" | "stopped";
 
@@ -318,7 +319,7 @@ export function sweepStaleVms(): number {
       continue; // being created right now, or not ours
     }
     if (!Number.isInteger(owner) || owner <= 0 || pidAlive(owner)) continue;
-    const cg = VmmCgroup.forName(name); // the cgroup is named after the directory
+    const cg = HostCgroup.forName(CGROUP_PARENT, name); // the cgroup is named after the directory
     cg?.killAll();
     // The kernel lets go of a cgroup a moment after its last process (up to ~1 s here).
     let removed = !cg || cg.remove();
