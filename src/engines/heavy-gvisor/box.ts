@@ -10,6 +10,7 @@ import { MemoryLimitError, TierUnavailableError, WorkerCrashedError } from "../.
 import { AgentClient } from "../heavy/agent-client.js";
 import { AGENT_GUEST_PATH, type ImageInfo } from "../heavy/image.js";
 import { HostCgroup } from "../heavy/cgroups.js";
+import { markOwner, staleDirs } from "../heavy/stale.js";
 
 const MiB = 1024 * 1024;
 const STDERR_KEEP = 8 * 1024;
@@ -134,7 +135,7 @@ export class GvisorBox {
       sweepStale();
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), DIR_PREFIX));
-    fs.writeFileSync(path.join(dir, "owner.pid"), String(process.pid));
+    markOwner(dir);
     let cgroup: HostCgroup;
     try {
       cgroup = HostCgroup.create(CGROUP_PARENT, cgroupName(dir), spec.memoryMb * MiB, spec.cpus);
@@ -270,36 +271,13 @@ function cgroupName(dir: string): string {
   return `sb-${path.basename(dir).slice(DIR_PREFIX.length)}`;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /**
  * Remove what sandboxes of host processes that died without cleaning up (SIGKILL) left behind:
  * their containers, state dirs and cgroups. Their guests already ended with the channel.
  */
 export function sweepStale(): number {
   let n = 0;
-  let names: string[];
-  try {
-    names = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith(DIR_PREFIX));
-  } catch {
-    return 0;
-  }
-  for (const name of names) {
-    const dir = path.join(os.tmpdir(), name);
-    let owner: number;
-    try {
-      owner = Number(fs.readFileSync(path.join(dir, "owner.pid"), "utf8"));
-    } catch {
-      continue; // being created right now, or not ours
-    }
-    if (!Number.isInteger(owner) || pidAlive(owner)) continue;
+  for (const dir of staleDirs(DIR_PREFIX)) {
     try {
       const cid = fs.readFileSync(path.join(dir, "container.id"), "utf8").trim();
       if (/^[0-9a-f]{32}$/.test(cid)) {

@@ -22,6 +22,7 @@ import { encodeFrame, FrameDecoder } from "../../protocol/frames.js";
 import { AgentClient, type OutputListener } from "../heavy/agent-client.js";
 import type { Hypervisor, SavedState, VmExit, VmProcess, VmSpec } from "./hypervisor.js";
 import { HostCgroup } from "../heavy/cgroups.js";
+import { markOwner, staleDirs } from "../heavy/stale.js";
 import { CGROUP_PARENT } from "./jail.js";
 
 export type VmState = "starting" | "ready" | "running" | "snapshotting" | "stopped";
@@ -294,7 +295,7 @@ function privateDir(): string {
     sweepStaleVms();
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), DIR_PREFIX));
-  fs.writeFileSync(path.join(dir, "owner.pid"), String(process.pid));
+  markOwner(dir);
   return dir;
 }
 
@@ -304,22 +305,8 @@ function privateDir(): string {
  */
 export function sweepStaleVms(): number {
   let n = 0;
-  let names: string[];
-  try {
-    names = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith(DIR_PREFIX));
-  } catch {
-    return 0;
-  }
-  for (const name of names) {
-    const dir = path.join(os.tmpdir(), name);
-    let owner: number;
-    try {
-      owner = Number(fs.readFileSync(path.join(dir, "owner.pid"), "utf8"));
-    } catch {
-      continue; // being created right now, or not ours
-    }
-    if (!Number.isInteger(owner) || owner <= 0 || pidAlive(owner)) continue;
-    const cg = HostCgroup.forName(CGROUP_PARENT, name); // the cgroup is named after the directory
+  for (const dir of staleDirs(DIR_PREFIX)) {
+    const cg = HostCgroup.forName(CGROUP_PARENT, path.basename(dir)); // the cgroup is named after the directory
     cg?.killAll();
     // The kernel lets go of a cgroup a moment after its last process (up to ~1 s here).
     let removed = !cg || cg.remove();
@@ -334,14 +321,6 @@ export function sweepStaleVms(): number {
   return n;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
