@@ -114,7 +114,17 @@ def attempt(host, port):
 
   it("a kernel panic at boot: a clear error naming it, no QEMU left", async () => {
     const { spec } = await microvmSpec({ limits: limitsSchema.parse({ memoryMb: 128 }), packages: [] });
-    const before = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith("agentbox-vm-"));
+    // This process's VM directories only: other agentbox processes on the machine make their own.
+    const ours = () =>
+      fs.readdirSync(os.tmpdir()).filter((d) => {
+        if (!d.startsWith("agentbox-vm-")) return false;
+        try {
+          return Number(fs.readFileSync(path.join(os.tmpdir(), d, "owner.pid"), "utf8")) === process.pid;
+        } catch {
+          return false;
+        }
+      });
+    const before = ours();
     const err = await MicroVm.boot(new QemuHypervisor(["rdinit=/no-such-init"]), spec, { timeoutMs: 60_000 }).then(
       async (vm) => {
         await vm.stop(new Error("unexpected"));
@@ -124,8 +134,7 @@ def attempt(host, port):
     );
     assert.ok(err instanceof WorkerCrashedError, String(err));
     assert.match((err as Error).message, /panic/i);
-    const after = fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith("agentbox-vm-"));
-    assert.deepEqual(after.filter((d) => !before.includes(d)), []);
+    assert.deepEqual(ours().filter((d) => !before.includes(d)), []);
   });
 });
 
