@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import { createCipheriv, createHash } from "node:crypto";
 import { Worker } from "node:worker_threads";
-import { encodeFrame } from "../protocol/frames.js";
+import { encodeFrame, FrameDecoder } from "../protocol/frames.js";
 
 /** Virtual clock: starts here (2026-01-01T00:00:00Z) and advances this much per read. */
 export const VIRTUAL_EPOCH_MS = 1_767_225_600_000;
@@ -73,6 +73,24 @@ export function beginRun(words: Int32Array, id: number): void {
     Atomics.store(words, 1, Atomics.load(words, 4));
     Atomics.store(words, 0, 2);
   }
+}
+
+/**
+ * Read the host's frames on stdin: `onMessages` gets each chunk's complete messages (not yet
+ * schema-checked); a malformed frame is fatal; the host closing stdin ends the worker.
+ */
+export function readHostFrames(onMessages: (msgs: unknown[]) => void): void {
+  const decoder = new FrameDecoder();
+  process.stdin.on("data", (chunk: Buffer) => {
+    let msgs: unknown[];
+    try {
+      msgs = decoder.push(chunk);
+    } catch (e) {
+      return fatal(`bad frame from host: ${(e as Error).message}`);
+    }
+    onMessages(msgs);
+  });
+  process.stdin.on("end", () => process.exit(0));
 }
 
 /**

@@ -16,12 +16,12 @@ import { pathToFileURL } from "node:url";
 import { isMainThread, MessageChannel, receiveMessageOnPort, Worker, workerData, type MessagePort } from "node:worker_threads";
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule } from "quickjs-emscripten-core";
 import type { transform as SucraseTransform } from "sucrase";
-import { FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
+import { PROTOCOL_VERSION } from "../protocol/frames.js";
 import { FETCH_LIMITS } from "../protocol/caps.js";
 import type { FsOp, HostMessage, WorkerLimits } from "../protocol/messages.js";
 import { MountedTree } from "../vfs/mounted.js";
 import { MemTree, VfsError } from "../vfs/tree.js";
-import { beginRun, cutUtf8, fatal, INTERRUPT_WORDS, OutputBatcher, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
+import { beginRun, cutUtf8, fatal, INTERRUPT_WORDS, OutputBatcher, readHostFrames, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CellSyntaxError, rewriteCell } from "./js-cell.js";
 import { PRELUDE } from "./js-guest.js";
 
@@ -769,19 +769,11 @@ function shell(): void {
   });
   engine.on("error", (e) => fatal(`engine thread failed: ${String(e?.stack ?? e)}`));
   engine.on("exit", (code) => process.exit(code));
-  const decoder = new FrameDecoder();
-  process.stdin.on("data", (chunk: Buffer) => {
-    let msgs: unknown[];
-    try {
-      msgs = decoder.push(chunk);
-    } catch (e) {
-      return fatal(`bad frame from host: ${(e as Error).message}`);
-    }
+  readHostFrames((msgs) => {
     for (const m of msgs) port1.postMessage(m);
     Atomics.add(wake, 0, 1);
     Atomics.notify(wake, 0);
   });
-  process.stdin.on("end", () => process.exit(0));
 }
 
 /** A V8 stack overflow that escaped from inside QuickJS's Wasm code (not a guest exception). */

@@ -14,7 +14,7 @@ import { pathToFileURL } from "node:url";
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { FsOp, HostMessage, WorkerLimits, WorkerMount } from "../protocol/messages.js";
 import { compareCodePoints, ERRNO, errnoName, MemfsAccounting, QUOTA_MARK, type EmFs, type EmNode } from "../vfs/memfs.js";
-import { beginRun, fatal, INTERRUPT_WORDS, OutputBatcher, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
+import { beginRun, fatal, INTERRUPT_WORDS, OutputBatcher, readHostFrames, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
 import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
 
 const HOME = "/home/user";
@@ -549,14 +549,7 @@ async function main(): Promise<void> {
   harden(py);
   const session = new WorkerSession(py, flag === "warm");
   await session.start(interrupter);
-  const decoder = new FrameDecoder();
-  process.stdin.on("data", (chunk: Buffer) => {
-    let msgs: unknown[];
-    try {
-      msgs = decoder.push(chunk);
-    } catch (e) {
-      return fatal(`bad frame from host: ${(e as Error).message}`);
-    }
+  readHostFrames((msgs) => {
     for (const m of msgs) {
       try {
         session.handle(m as HostMessage);
@@ -565,7 +558,6 @@ async function main(): Promise<void> {
       }
     }
   });
-  process.stdin.on("end", () => process.exit(0));
 }
 
 main().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));

@@ -324,7 +324,8 @@ async function precompile(root: string, progress: (line: string) => void): Promi
   }
 }
 
-function duBytes(dir: string): number {
+/** Bytes of the regular files under `dir`. */
+export function duBytes(dir: string): number {
   let total = 0;
   const walk = (d: string) => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {

@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { ImageBuildError, TierUnavailableError } from "../../errors.js";
 import { cacheDir } from "../cache.js";
-import { buildImage, findImage, type ImageInfo } from "../heavy/image.js";
+import { buildImage, duBytes, findImage, type ImageInfo } from "../heavy/image.js";
 
 const run = promisify(execFile);
 
@@ -329,19 +329,6 @@ async function makeRootDisk(rootfs: string, dest: string): Promise<void> {
   // Room for metadata (inodes, directories, block maps); the disk is read-only at run time.
   const sizeMb = Math.ceil((bytes * 1.25) / 2 ** 20) + 48;
   await exec("mke2fs", ["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "agentbox", "-d", rootfs, dest, `${sizeMb}M`]);
-}
-
-function duBytes(dir: string): number {
-  let total = 0;
-  const walk = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile()) total += fs.statSync(p).size;
-    }
-  };
-  walk(dir);
-  return total;
 }
 
 async function has(cmd: string): Promise<boolean> {
