@@ -23,6 +23,7 @@ import {
 } from "../src/index.js";
 import { sweepStale } from "../src/engines/heavy-gvisor/box.js";
 import { sweepStaleVms } from "../src/engines/microvm/vm.js";
+import { agentboxEnv } from "./helpers.js";
 import { ensureImage, leftovers as gvisorLeftovers, skipHeavy, waitFor } from "./heavy.js";
 import { alive, ensureArtefacts, leftovers as vmLeftovers, skipMicrovm } from "./microvm.js";
 
@@ -433,7 +434,7 @@ def attempt(host, port):
       const sb = await Sandbox.create(${JSON.stringify(opts)});
       console.log(JSON.stringify(sb.engine.resources));
       await sb.commands.run("sleep 300");`;
-    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { env: agentboxEnv(), stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     assert.ok(await waitFor(() => out.includes("\n"), 60_000), "child did not start a sandbox");

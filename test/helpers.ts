@@ -1,6 +1,7 @@
 // Helpers shared by the integration and security tests.
 import { after } from "node:test";
 import { Sandbox } from "../src/index.js";
+import { cacheDir } from "../src/engines/cache.js";
 
 export function isAlive(pid: number | undefined): boolean {
   if (pid === undefined) return false;
@@ -25,3 +26,15 @@ export async function waitGone(pid: number | undefined, ms = 5000): Promise<void
 after(async () => {
   await Sandbox.shutdownPool();
 });
+
+/**
+ * The environment of an agentbox process a test starts, passed explicitly: the test's own
+ * variables with the cache directory named. Clients such as the MCP SDK's stdio transport pass
+ * only a reduced default environment (HOME, PATH, ...) unless given one, and then a server
+ * would look for its images and snapshots somewhere else than this test run built them.
+ */
+export function agentboxEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  return { ...env, AGENTBOX_CACHE_DIR: cacheDir(), ...extra };
+}

@@ -7,6 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HostCgroup } from "../src/engines/heavy/cgroups.js";
 import { CGROUP_PARENT } from "../src/engines/heavy-gvisor/box.js";
+import { agentboxEnv } from "./helpers.js";
 
 export const BIN = fileURLToPath(new URL("../bin/agentbox.js", import.meta.url));
 
@@ -28,7 +29,7 @@ export function childPids(parent = process.pid): number[] {
 
 /** Start `agentbox serve --port 0 ...`; resolves with the process and its URL once it listens. */
 export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; url: string; stderr: () => string }> {
-  const proc = spawn(process.execPath, [BIN, "serve", "--port", "0", ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [BIN, "serve", "--port", "0", ...args], { env: agentboxEnv(env as Record<string, string>), stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
   let out = "";

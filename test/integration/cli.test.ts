@@ -4,10 +4,11 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { agentboxEnv } from "../helpers.js";
 
 const BIN = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
 const EXAMPLE = fileURLToPath(new URL("../../examples/analyze.py", import.meta.url));
-const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 60_000 });
+const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 60_000, env: agentboxEnv() });
 
 describe("agentbox CLI", () => {
   it("runs -c code: exit 0, output on stdout", () => {

@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FileSystemError, FileSystemQuotaError, Sandbox, SandboxClosedError, TimeoutError } from "../../src/index.js";
-import { isAlive, waitGone } from "../helpers.js";
+import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
 
 describe("javascript: REPL semantics", () => {
   it("keeps declarations across runs, returns the last expression as JSON, streams console output", async () => {
@@ -196,7 +196,7 @@ describe("javascript: determinism", () => {
 
   it("same seed → byte-identical result in fresh host processes", () => {
     const bin = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
-    const run = () => spawnSync(process.execPath, [bin, "run", "--language", "javascript", "-c", DETERMINISM_PROGRAM, "--seed", "99", "--json"], { encoding: "utf8" });
+    const run = () => spawnSync(process.execPath, [bin, "run", "--language", "javascript", "-c", DETERMINISM_PROGRAM, "--seed", "99", "--json"], { encoding: "utf8", env: agentboxEnv() });
     const a = run();
     const b = run();
     assert.equal(a.status, 0, a.stderr + a.stdout);
@@ -243,7 +243,7 @@ describe("javascript: lifecycle", () => {
 
 describe("javascript: CLI", () => {
   const bin = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
-  const cli = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 60_000 });
+  const cli = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 60_000, env: agentboxEnv() });
 
   it("runs a .ts file (language from the extension) reproducibly", () => {
     const example = fileURLToPath(new URL("../../examples/analyze.ts", import.meta.url));

@@ -3,6 +3,7 @@ import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Sandbox } from "../../src/index.js";
+import { agentboxEnv } from "../helpers.js";
 
 const DETERMINISM_PROGRAM = `
 import random, os, uuid, secrets, time, datetime, hashlib
@@ -70,7 +71,7 @@ describe("python: determinism", () => {
 
   it("same seed gives byte-identical output in a fresh host process", () => {
     const bin = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
-    const run = () => spawnSync(process.execPath, [bin, "run", "-c", DETERMINISM_PROGRAM, "--seed", "99", "--json"], { encoding: "utf8" });
+    const run = () => spawnSync(process.execPath, [bin, "run", "-c", DETERMINISM_PROGRAM, "--seed", "99", "--json"], { encoding: "utf8", env: agentboxEnv() });
     const a = run();
     const b = run();
     assert.equal(a.status, 0, a.stderr);

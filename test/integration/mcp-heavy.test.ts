@@ -8,7 +8,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { createMcpServer } from "../../src/mcp/index.js";
-import { waitGone } from "../helpers.js";
+import { agentboxEnv, waitGone } from "../helpers.js";
 import { ensureImage, leftovers, skipHeavy, waitFor } from "../heavy.js";
 import { BIN, heavyBoxesOf } from "../server-helpers.js";
 
@@ -22,7 +22,7 @@ describe("agentbox mcp --tier heavy (stdio)", { skip: skipHeavy }, () => {
 
   before(async () => {
     await ensureImage();
-    transport = new StdioClientTransport({ command: process.execPath, args: [BIN, "mcp", "--tier", "heavy", "--timeout", "10s", "--env", "WHO=mcp"], stderr: "pipe" });
+    transport = new StdioClientTransport({ command: process.execPath, args: [BIN, "mcp", "--tier", "heavy", "--timeout", "10s", "--env", "WHO=mcp"], env: agentboxEnv(), stderr: "pipe" });
     transport.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
     client = new Client({ name: "agentbox-test", version: "0.0.0" });
     await client.connect(transport);

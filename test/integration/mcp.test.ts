@@ -5,7 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { isAlive, waitGone } from "../helpers.js";
+import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
 import { BIN, childPids } from "../server-helpers.js";
 
 describe("agentbox mcp (stdio)", () => {
@@ -17,6 +17,7 @@ describe("agentbox mcp (stdio)", () => {
     transport = new StdioClientTransport({
       command: process.execPath,
       args: [BIN, "mcp", "--memory", "128", "--timeout", "5s", "--seed", "3", "--env", "WHO=mcp"],
+      env: agentboxEnv(),
       stderr: "pipe",
     });
     transport.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));

@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { Sandbox } from "../../src/index.js";
-import "../helpers.js";
+import { agentboxEnv } from "../helpers.js";
 import { clean, heavyConformance, microvm } from "../heavy-conformance.js";
 
 const opts = microvm.opts;
@@ -73,7 +73,7 @@ const BIN = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
 /** Run the built CLI (npm test builds dist/ first). */
 function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const c = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"], timeout: 120_000 });
+    const c = spawn(process.execPath, [BIN, ...args], { env: agentboxEnv(), stdio: ["ignore", "pipe", "pipe"], timeout: 120_000 });
     let stdout = "";
     let stderr = "";
     c.stdout.on("data", (d: Buffer) => (stdout += d.toString()));

@@ -6,7 +6,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { isAlive, waitGone } from "../helpers.js";
+import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
 import { childPids, spawnServer } from "../server-helpers.js";
 
@@ -23,7 +23,7 @@ describe("Python client (clients/python)", () => {
     try {
       const py = spawn("python3", ["-m", "unittest", "-v"], {
         cwd: CLIENT_DIR,
-        env: { ...process.env, AGENTBOX_TEST_URL: url, AGENTBOX_TEST_KEY: KEY, AGENTBOX_TEST_KEY2: KEY2, PYTHONDONTWRITEBYTECODE: "1" },
+        env: { ...agentboxEnv(), AGENTBOX_TEST_URL: url, AGENTBOX_TEST_KEY: KEY, AGENTBOX_TEST_KEY2: KEY2, PYTHONDONTWRITEBYTECODE: "1" },
         stdio: ["ignore", "pipe", "pipe"],
       });
       let out = "";

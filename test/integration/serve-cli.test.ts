@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { describe, it } from "node:test";
-import { isAlive, waitGone } from "../helpers.js";
+import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
 import { ensureImage, leftovers, skipHeavy, waitFor } from "../heavy.js";
 import { BIN, childPids, heavyBoxesOf, spawnServer } from "../server-helpers.js";
 
@@ -62,13 +62,13 @@ describe("agentbox serve (process)", () => {
   });
 
   it("refuses a non-loopback address without API keys (exit 64, says why)", () => {
-    const r = spawnSync(process.execPath, [BIN, "serve", "--host", "0.0.0.0", "--port", "0"], { encoding: "utf8", timeout: 30_000, env: { ...process.env, AGENTBOX_API_KEYS: "", AGENTBOX_API_KEYS_FILE: "" } });
+    const r = spawnSync(process.execPath, [BIN, "serve", "--host", "0.0.0.0", "--port", "0"], { encoding: "utf8", timeout: 30_000, env: agentboxEnv({ AGENTBOX_API_KEYS: "", AGENTBOX_API_KEYS_FILE: "" }) });
     assert.equal(r.status, 64);
     assert.match(r.stderr, /refusing to listen on 0\.0\.0\.0 without API keys/);
   });
 
   it("rejects a malformed key file with a message naming the field", () => {
-    const r = spawnSync(process.execPath, [BIN, "serve", "--port", "0"], { encoding: "utf8", timeout: 30_000, env: { ...process.env, AGENTBOX_API_KEYS: '{"keys":[{"name":"a","key":"short"}]}' } });
+    const r = spawnSync(process.execPath, [BIN, "serve", "--port", "0"], { encoding: "utf8", timeout: 30_000, env: agentboxEnv({ AGENTBOX_API_KEYS: '{"keys":[{"name":"a","key":"short"}]}' }) });
     assert.equal(r.status, 64);
     assert.match(r.stderr, /keys\.0\.key/);
   });
