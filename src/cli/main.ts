@@ -11,6 +11,7 @@ import { AgentboxError, InvalidOptionsError, LimitError, Sandbox, type Mount, ty
 import { runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
 import { loadKeys, startServer, type RunningServer } from "../server/index.js";
 import { execCommand, imageCommand } from "./heavy.js";
+import { stopped, stopSignal } from "./lifecycle.js";
 
 const USAGE = `usage: agentbox <command> [options]
 
@@ -233,6 +234,7 @@ function parse(argv: string[]) {
 
 /** `agentbox serve`: run the HTTP API until SIGTERM/SIGINT, then kill every sandbox and exit 0. */
 async function serveCommand(argv: string[], io: Io): Promise<number> {
+  const stop = stopSignal();
   let server: RunningServer;
   try {
     const { values: v } = parseArgs({
@@ -275,12 +277,8 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
     io.stderr(`agentbox serve: ${(e as Error).message}\n`);
     return EXIT.usage;
   }
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
-  });
-  io.stderr("agentbox serve: shutting down: killing every sandbox\n");
+  const why = await stopped(stop);
+  io.stderr(`agentbox serve: ${why === "parent exited" ? "the process that started it exited" : why}: shutting down, killing every sandbox\n`);
   await server.close();
   return EXIT.ok;
 }
@@ -311,6 +309,6 @@ async function mcpCommand(argv: string[], io: Io): Promise<number> {
     io.stderr(`agentbox mcp: ${(e as Error).message}\n`);
     return EXIT.usage;
   }
-  await runStdioMcpServer({ sandbox, version: "0.1.0" });
+  await runStdioMcpServer({ sandbox, version: "0.1.0" }, { signal: stopSignal() });
   return EXIT.ok;
 }

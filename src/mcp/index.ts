@@ -182,8 +182,11 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
   return { server, close };
 }
 
-/** Serve over stdin/stdout until the client goes away (stdin ends) or a signal; then kill the sandboxes. */
-export async function runStdioMcpServer(opts: McpSessionOptions = {}): Promise<void> {
+/**
+ * Serve one MCP session over stdin/stdout until the client closes stdin (answers to requests
+ * already sent still go out), SIGTERM/SIGINT, or `signal` fires; then kill its sandboxes.
+ */
+export async function runStdioMcpServer(opts: McpSessionOptions = {}, run: { signal?: AbortSignal } = {}): Promise<void> {
   await Sandbox.configurePool({ size: 0 }); // one session, at most one sandbox per language: no pool to keep warm
   const mcp = createMcpServer(opts);
   const transport = new StdioServerTransport();
@@ -233,6 +236,8 @@ export async function runStdioMcpServer(opts: McpSessionOptions = {}): Promise<v
   process.stdin.once("end", hangUp);
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
+  if (run.signal?.aborted) stop();
+  run.signal?.addEventListener("abort", stop, { once: true });
   await finished;
 }
 

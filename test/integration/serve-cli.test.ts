@@ -2,7 +2,7 @@
 // (nor, for heavy-tier sandboxes, any container, cgroup or state dir); without keys it refuses a
 // non-loopback address.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { describe, it } from "node:test";
 import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
@@ -59,6 +59,58 @@ describe("agentbox serve (process)", () => {
     const clean = () => boxes.every((b) => { const l = leftovers(b); return l.processes.length === 0 && !l.dir && l.cgroups.length === 0; });
     assert.ok(await waitFor(clean), JSON.stringify(boxes.map(leftovers)));
     assert.deepEqual(heavyBoxesOf(proc.pid!), []);
+  });
+
+  // As `npx agentbox serve` runs it: under `npm exec` and a `sh -c`. A process manager's SIGTERM
+  // ends those and re-parents the server; it must notice and shut down as on SIGTERM.
+  for (const cmd of ["serve", "mcp"] as const) {
+    it(`${cmd} shuts down with its sandboxes when the process that started it goes away`, async () => {
+      const key = "orphan-test-key-0123456789";
+      const args = cmd === "serve" ? ["serve", "--port", "0", "--pool", "1"] : ["mcp"];
+      // `; :` keeps sh as the parent instead of exec-ing node in its place.
+      const sh = spawn("sh", ["-c", `"$0" "$@"; :`, process.execPath, BIN, ...args], { env: agentboxEnv({ AGENTBOX_API_KEYS: key }), stdio: ["pipe", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      sh.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      sh.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      let server: number | undefined;
+      assert.ok(await waitFor(() => (server = childPids(sh.pid).find((p) => p !== undefined)) !== undefined, 10_000), "no server process");
+      if (cmd === "serve") {
+        assert.ok(await waitFor(() => /listening on (\S+)/.test(out), 30_000), err);
+        const url = /listening on (\S+)/.exec(out)![1]!;
+        const r = await fetch(`${url}/sandboxes`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: "{}" });
+        assert.equal(r.status, 201, await r.text());
+      } else {
+        // An MCP client's first request starts the session's sandbox; stdin stays open (we hold it).
+        sh.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "0" } } })}\n`);
+        sh.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" })}\n`);
+        sh.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "run_python", arguments: { code: "1 + 1" } } })}\n`);
+        assert.ok(await waitFor(() => out.includes('"id":2'), 60_000), err);
+      }
+      const workers = childPids(server);
+      assert.ok(workers.length >= 1, "expected a sandbox worker");
+      sh.kill("SIGKILL");
+      await waitGone(server, 10_000);
+      for (const p of workers) await waitGone(p, 10_000);
+      if (cmd === "serve") assert.match(err, /the process that started it exited: shutting down/);
+      sh.stdin.destroy();
+    });
+  }
+
+  it("mcp exits when its stdin closes, leaving no worker", async () => {
+    const mcp = spawn(process.execPath, [BIN, "mcp"], { env: agentboxEnv(), stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    mcp.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    mcp.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "0" } } })}\n`);
+    mcp.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" })}\n`);
+    mcp.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "run_python", arguments: { code: "1 + 1" } } })}\n`);
+    assert.ok(await waitFor(() => out.includes('"id":2'), 60_000));
+    const workers = childPids(mcp.pid);
+    assert.ok(workers.length >= 1);
+    mcp.stdin.end();
+    const [code] = (await once(mcp, "exit")) as [number | null];
+    assert.equal(code, 0);
+    for (const p of workers) await waitGone(p, 10_000);
   });
 
   it("refuses a non-loopback address without API keys (exit 64, says why)", () => {
