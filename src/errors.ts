@@ -19,8 +19,24 @@ export type AgentboxErrorCode =
   | "ABORTED"
   | "IMAGE_BUILD";
 
+/**
+ * What a run or command had produced when a limit or the caller's signal stopped it in a way the
+ * call could not return normally (the worker was killed, the sandbox ended, the call was aborted).
+ * Output the guest wrote before that is never dropped: it travels on the error as `err.result`.
+ */
+export interface PartialResult {
+  stdout: string;
+  stderr: string;
+  /** 137 (killed) for a stopped command or run. */
+  exitCode: number;
+  /** The limit that stopped it, when one did (absent for an abort). */
+  limitHit?: LimitName;
+}
+
 export class AgentboxError extends Error {
   readonly code: AgentboxErrorCode;
+  /** The output so far of the run or command this error stopped, when it stopped one. */
+  result?: PartialResult;
   constructor(code: AgentboxErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
@@ -110,6 +126,15 @@ export class ProtocolError extends AgentboxError {
   constructor(message: string) {
     super("PROTOCOL_ERROR", message);
   }
+}
+
+/** Attach the output so far of a stopped run or command to `e` (when it is an AgentboxError without one). */
+export function withPartialResult(e: unknown, out: { stdout: string; stderr: string }): unknown {
+  if (e instanceof AgentboxError && e.result === undefined) {
+    e.result = { stdout: out.stdout, stderr: out.stderr, exitCode: 137 };
+    if (e instanceof LimitError) e.result.limitHit = e.limit;
+  }
+  return e;
 }
 
 /** The caller's AbortSignal fired. */

@@ -24,4 +24,4 @@ export {
   AbortedError,
   ImageBuildError,
 } from "./errors.js";
-export type { AgentboxErrorCode, LimitName } from "./errors.js";
+export type { AgentboxErrorCode, LimitName, PartialResult } from "./errors.js";

@@ -14,7 +14,6 @@ import {
   FileSystemError,
   InvalidOptionsError,
   MemoryLimitError,
-  OutputLimitError,
   Sandbox,
   SandboxClosedError,
   TierUnavailableError,
@@ -187,12 +186,27 @@ export function heavyConformance(b: HeavyBackend, get: () => Sandbox): void {
     await assert.rejects(async () => sb.files.write("relative", "x"), InvalidOptionsError);
   });
 
-  it("a command past its timeout is killed with TimeoutError; the sandbox lives on", async () => {
+  it("a command past its timeout is killed: a result with limitHit and the output so far; the sandbox lives on", async () => {
     const sb = get();
     const t0 = Date.now();
-    await assert.rejects(sb.commands.run("sleep 30", { timeoutMs: 500 }), (e: unknown) => e instanceof TimeoutError && e.value === 500);
+    const r = await sb.commands.run("echo before; echo warn >&2; sleep 30", { timeoutMs: 500 });
+    assert.deepEqual({ ...r, durationMs: 0 }, { exitCode: 137, stdout: "before\n", stderr: "warn\n", signal: "SIGKILL", durationMs: 0, limitHit: "timeoutMs" });
     assert.ok(Date.now() - t0 < 5000);
     assert.equal((await sb.commands.run("echo alive")).stdout, "alive\n");
+  });
+
+  it("agentbox exec --json keeps the output a command wrote before its time limit (exit 2)", async () => {
+    const bin = path.resolve("bin/agentbox.js");
+    const args = [bin, "exec", "--tier", "heavy", "--backend", b.name, "--json", "--timeout", "1s", "--", "sh", "-c", "echo before; echo warn >&2; sleep 30"];
+    const child = spawn(process.execPath, args, { env: agentboxEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+    assert.equal(code, 2, err);
+    const j = JSON.parse(out) as Record<string, unknown>;
+    assert.deepEqual({ ...j, durationMs: 0 }, { exitCode: 137, stdout: "before\n", stderr: "warn\n", signal: "SIGKILL", durationMs: 0, limitHit: "timeoutMs" });
   });
 
   it("runCode timeouts: interrupt first, then a REPL restart; the sandbox lives on", async () => {
@@ -201,7 +215,10 @@ export function heavyConformance(b: HeavyBackend, get: () => Sandbox): void {
     assert.equal(soft.limitHit, "timeoutMs");
     assert.equal(soft.error?.name, "KeyboardInterrupt");
     await sb.runCode("kept = 1");
-    await assert.rejects(sb.runCode("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: time.sleep(0.01)", { timeoutMs: 300 }), TimeoutError);
+    await assert.rejects(
+      sb.runCode("import signal, time\nprint('before', flush=True)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: time.sleep(0.01)", { timeoutMs: 300 }),
+      (e: unknown) => e instanceof TimeoutError && e.result?.stdout === "before\n" && e.result.limitHit === "timeoutMs",
+    );
     assert.equal(sb.closed, false);
     const after = await sb.runCode("'kept' in globals()");
     assert.equal(after.value, "False"); // the REPL was restarted
@@ -385,9 +402,13 @@ def attempt(host, port):
     assert.equal(py.value, "'ENOSPC'");
   });
 
-  it("output flood: OutputLimitError, the command killed, the sandbox lives on", async () => {
+  it("output flood: the command killed, a result with limitHit and the output up to the cap; the sandbox lives on", async () => {
     await using s = await Sandbox.create({ ...opts, limits: { ...opts.limits, outputBytes: 100_000 } });
-    await assert.rejects(s.commands.run("yes flood"), (e: unknown) => e instanceof OutputLimitError && e.value === 100_000);
+    const flood = await s.commands.run("yes flood");
+    assert.equal(flood.limitHit, "outputBytes");
+    assert.equal(flood.exitCode, 137);
+    assert.equal(Buffer.byteLength(flood.stdout), 100_000);
+    assert.ok(flood.stdout.startsWith("flood\nflood\n"));
     const r = await s.runCode("print('x' * 1_000_000)");
     assert.equal(r.limitHit, "outputBytes");
     assert.ok(Buffer.byteLength(r.stdout) <= 100_000);

@@ -2,6 +2,7 @@
 // sandbox) and `agentbox image build|list|rm`. Thin: parse, call the public API, print.
 import { parseArgs } from "node:util";
 import { buildImage, buildMicrovmArtefacts, InvalidOptionsError, LimitError, listImages, removeImage, Sandbox, type AgentboxError } from "../index.js";
+import { errorJson } from "./output.js";
 
 export const EXEC_USAGE = `usage: agentbox exec [--tier heavy] [options] -- CMD [ARG...]
 
@@ -104,12 +105,13 @@ export async function execCommand(argv: string[], io: Io, p: Parsers): Promise<n
     sb = await Sandbox.create({ tier: "heavy", backend, limits, env, packages: packagesOf(v.packages), pool: false });
     const r = await sb.commands.run(cmd, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
-    return r.exitCode === 0 ? 0 : 1;
+    else if (r.limitHit) io.stderr(`agentbox: limit hit: limits.${r.limitHit}: the command was killed\n`);
+    return r.limitHit ? 2 : r.exitCode === 0 ? 0 : 1;
   } catch (e) {
     const code = e instanceof UsageError || e instanceof InvalidOptionsError ? 64 : e instanceof LimitError ? 2 : 70;
     if (json) {
       const err = e as AgentboxError;
-      io.stdout(`${JSON.stringify({ error: { name: err.name, code: err.code ?? "USAGE", message: err.message }, exitCode: code })}\n`);
+      io.stdout(`${JSON.stringify(errorJson(err, code))}\n`);
     } else io.stderr(`agentbox: ${(e as Error).message}\n${code === 64 ? `\n${EXEC_USAGE}\n` : ""}`);
     return code;
   } finally {

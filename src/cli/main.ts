@@ -12,6 +12,7 @@ import { runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
 import { loadKeys, startServer, type RunningServer } from "../server/index.js";
 import { execCommand, imageCommand } from "./heavy.js";
 import { stopped, stopSignal } from "./lifecycle.js";
+import { errorJson } from "./output.js";
 
 const USAGE = `usage: agentbox <command> [options]
 
@@ -193,7 +194,7 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
     const code = e instanceof UsageError || e instanceof InvalidOptionsError ? EXIT.usage : e instanceof LimitError ? EXIT.limit : EXIT.internal;
     if (json) {
       const err = e as AgentboxError;
-      io.stdout(`${JSON.stringify({ error: { name: err.name, code: err.code ?? "USAGE", message: err.message }, ...(e instanceof LimitError ? { limitHit: e.limit } : {}), exitCode: code })}\n`);
+      io.stdout(`${JSON.stringify(errorJson(err, code))}\n`);
     } else {
       io.stderr(`agentbox: ${(e as Error).message}\n`);
       if (code === EXIT.usage) io.stderr(`\n${USAGE}\n`);

@@ -37,6 +37,8 @@ export interface EngineExecResult {
   /** Name of the signal that ended the command (e.g. "SIGKILL"), or null. */
   signal: string | null;
   durationMs: number;
+  /** The limit that stopped the command (it was killed; the sandbox lives on), when one did. */
+  limitHit?: LimitName | undefined;
 }
 
 /** A saved engine state that can start any number of independent engines. */

@@ -7,7 +7,7 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import type { CallToolResult, JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import { AgentboxError, OutputLimitError, Sandbox, TimeoutError, type CommandOptions, type CommandResult, type RunResult, type SandboxOptions } from "../index.js";
+import { AgentboxError, Sandbox, type CommandOptions, type CommandResult, type RunResult, type SandboxOptions } from "../index.js";
 
 /** Languages with a run tool; each gets its own session sandbox. */
 const LANGUAGES = ["python", "javascript"] as const;
@@ -102,21 +102,10 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
       async ({ command, timeoutMs, cwd }) =>
         guard(async () => {
           const { sb, note } = await sandboxFor("python");
-          let stdout = "";
-          let stderr = "";
-          const t0 = performance.now();
-          const o: CommandOptions = { onStdout: (s) => void (stdout += s), onStderr: (s) => void (stderr += s) };
+          const o: CommandOptions = {};
           if (timeoutMs !== undefined) o.timeoutMs = timeoutMs;
           if (cwd !== undefined) o.cwd = cwd;
-          try {
-            return commandToTool(await sb.commands.run(command, o), note);
-          } catch (e) {
-            // A limit that killed only the command (the sandbox lives on): show what it wrote first.
-            if ((e instanceof TimeoutError || e instanceof OutputLimitError) && !sb.closed) {
-              return commandToTool({ exitCode: 137, stdout, stderr, signal: "SIGKILL", durationMs: performance.now() - t0 }, note, e.limit);
-            }
-            throw e;
-          }
+          return commandToTool(await sb.commands.run(command, o), note);
         }),
     );
   }
@@ -252,7 +241,13 @@ async function guard(fn: () => Promise<CallToolResult>): Promise<CallToolResult>
   } catch (e) {
     const err = e as Error;
     const code = e instanceof AgentboxError ? ` [${e.code}]` : "";
-    return { isError: true, content: [{ type: "text", text: `${err.name}${code}: ${err.message}` }] };
+    // What the run or command wrote before it was stopped is part of the answer.
+    const r = e instanceof AgentboxError ? e.result : undefined;
+    const parts: string[] = [];
+    if (r?.stdout) parts.push(trimNl(r.stdout));
+    if (r?.stderr) parts.push(`[stderr]\n${trimNl(r.stderr)}`);
+    parts.push(`${err.name}${code}: ${err.message}`);
+    return { isError: true, content: [{ type: "text", text: parts.join("\n") }], ...(r ? { structuredContent: { ...r } } : {}) };
   }
 }
 
@@ -260,14 +255,15 @@ function trimNl(s: string): string {
   return s.endsWith("\n") ? s.slice(0, -1) : s;
 }
 
-function commandToTool(r: CommandResult, note?: string, limitHit?: string): CallToolResult {
+function commandToTool(r: CommandResult, note?: string): CallToolResult {
+  const { limitHit } = r;
   const parts: string[] = [];
   if (note) parts.push(`note: ${note}`);
   if (r.stdout) parts.push(trimNl(r.stdout));
   if (r.stderr) parts.push(`[stderr]\n${trimNl(r.stderr)}`);
   if (limitHit) parts.push(`[limit hit] limits.${limitHit}: the command was killed`);
   parts.push(`[exit code] ${r.exitCode}${r.signal ? ` (${r.signal})` : ""}`);
-  return { content: [{ type: "text", text: parts.join("\n") }], structuredContent: { ...r, ...(limitHit ? { limitHit } : {}) }, isError: r.exitCode !== 0 || limitHit !== undefined };
+  return { content: [{ type: "text", text: parts.join("\n") }], structuredContent: { ...r }, isError: r.exitCode !== 0 || limitHit !== undefined };
 }
 
 function resultToTool(r: RunResult, note?: string): CallToolResult {

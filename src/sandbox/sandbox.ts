@@ -1,7 +1,7 @@
 // The Sandbox façade: the one API every surface uses. It validates options, picks an engine,
 // serialises operations on one sandbox, and turns engine answers into the public result shape.
 import { randomInt } from "node:crypto";
-import { InvalidOptionsError, SandboxClosedError, TierUnavailableError } from "../errors.js";
+import { InvalidOptionsError, SandboxClosedError, TierUnavailableError, type LimitName } from "../errors.js";
 import type { Engine, EngineInfo, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
 import { prewarm, startEngine } from "../engines/start.js";
@@ -73,6 +73,11 @@ export interface CommandResult {
   /** Name of the signal that ended the command, e.g. "SIGKILL". */
   signal?: string;
   durationMs: number;
+  /**
+   * Set when a limit stopped the command: it was killed (exit code 137) at `timeoutMs` or past
+   * `limits.outputBytes`, and `stdout`/`stderr` hold what it wrote until then. The sandbox lives on.
+   */
+  limitHit?: LimitName;
 }
 
 /** Processes in the sandbox, E2B-style (heavy tier). */
@@ -82,7 +87,9 @@ export class SandboxCommands {
   /**
    * Run a command and wait for it. A string runs with `/bin/bash -c`; an array is an argv.
    * Output streams to onStdout/onStderr as it comes. Past `timeoutMs` (default
-   * limits.timeoutMs) the command is killed and TimeoutError thrown; the sandbox lives on.
+   * limits.timeoutMs) or `limits.outputBytes` the command is killed and the result says so with
+   * `limitHit` (exit code 137, the output so far); the sandbox lives on. When the sandbox itself
+   * ends (or `signal` aborts), the thrown error carries the output so far as `err.result`.
    */
   run(cmd: string | readonly string[], opts: CommandOptionsInput = {}): Promise<CommandResult> {
     const o = parseOptions(commandOptionsSchema, opts);
@@ -97,6 +104,7 @@ export class SandboxCommands {
       const r = await e.exec(argv, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin });
       const result: CommandResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
       if (r.signal) result.signal = r.signal;
+      if (r.limitHit) result.limitHit = r.limitHit;
       return result;
     });
   }

@@ -5,7 +5,7 @@ import { realpathSync } from "node:fs";
 import path from "node:path";
 import { Hono, type Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import { LimitError, OutputLimitError, TimeoutError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
+import { LimitError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import type { KeyRing, Principal } from "./keys.js";
@@ -207,26 +207,10 @@ export function createApp(o: AppOptions): Hono<Env> {
     return req;
   }
 
-  /**
-   * commands.run with the output also kept here: a timeout or output limit that the sandbox
-   * survives (the library throws; the command was killed) becomes a result with `limitHit` and
-   * the output so far, as a soft limit of runCode does. A limit that closed the sandbox is thrown (422).
-   */
+  /** commands.run with metrics; a limit the sandbox survives is a result with `limitHit`, one that closed it is thrown (422). */
   async function observedCommand(sb: Sandbox, req: CommandRequest, sink?: Sink): Promise<CommandResultBody> {
-    const t0 = performance.now();
-    let stdout = "";
-    let stderr = "";
-    const opts: CommandOptions = {
-      onStdout: (s) => {
-        stdout += s;
-        sink?.onStdout(s);
-      },
-      onStderr: (s) => {
-        stderr += s;
-        sink?.onStderr(s);
-      },
-    };
-    if (sink) opts.signal = sink.signal;
+    const opts: CommandOptions = {};
+    if (sink) Object.assign(opts, sink);
     if (req.timeoutMs !== undefined) opts.timeoutMs = req.timeoutMs;
     if (req.cwd !== undefined) opts.cwd = req.cwd;
     if (req.env !== undefined) opts.env = req.env;
@@ -234,16 +218,15 @@ export function createApp(o: AppOptions): Hono<Env> {
     if (req.stdinBase64 !== undefined) opts.stdin = new Uint8Array(Buffer.from(req.stdinBase64, "base64"));
     try {
       const r = await sb.commands.run(req.cmd, opts);
-      metrics.commands.inc({ outcome: r.exitCode === 0 ? "ok" : "nonzero" });
+      metrics.commands.inc({ outcome: r.limitHit ? "limit" : r.exitCode === 0 ? "ok" : "nonzero" });
+      if (r.limitHit) metrics.limitFailures.inc({ limit: r.limitHit });
       const body: CommandResultBody = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
       if (r.signal) body.signal = r.signal;
+      if (r.limitHit) body.limitHit = r.limitHit;
       return body;
     } catch (e) {
       metrics.commands.inc({ outcome: e instanceof LimitError ? "limit" : "failed" });
       if (e instanceof LimitError) metrics.limitFailures.inc({ limit: e.limit });
-      if ((e instanceof TimeoutError || e instanceof OutputLimitError) && !sb.closed) {
-        return { exitCode: 137, stdout, stderr, signal: "SIGKILL", durationMs: performance.now() - t0, limitHit: e instanceof TimeoutError ? "timeoutMs" : "outputBytes" };
-      }
       throw e;
     }
   }

@@ -86,6 +86,7 @@ export function toHttp(e: unknown): { status: number; body: ErrorBody; headers: 
     else if (e instanceof TierUnavailableError) status = 501;
     else if (e instanceof AbortedError) status = 400;
     else error.sandboxClosed = true; // WorkerCrashedError, ProtocolError: the sandbox is gone
+    if (e.result) error.result = e.result; // the output so far of the run or command it stopped
     return { status, body: { error }, headers: {} };
   }
   return { status: 500, body: { error: { code: "INTERNAL", name: "Error", message: "internal server error" } }, headers: {} };

@@ -48,7 +48,7 @@ export const commandResult = z.strictObject({
   signal: z.string().optional(),
   durationMs: z.number(),
   /** Set when a limit stopped the command and the sandbox lived on: the output is what came before. */
-  limitHit: z.enum(["timeoutMs", "outputBytes"]).optional(),
+  limitHit: z.enum(LIMIT_NAMES).optional(),
 });
 
 export type CommandRequest = z.output<typeof commandRequest>;
@@ -89,6 +89,10 @@ export const errorBody = z.object({
     value: z.number().optional(),
     errno: z.string().optional(),
     sandboxClosed: z.boolean().optional(),
+    result: z
+      .object({ stdout: z.string(), stderr: z.string(), exitCode: z.int(), limitHit: z.enum(LIMIT_NAMES).optional() })
+      .optional()
+      .describe("the output so far of the run or command this error stopped (it was killed), when it stopped one"),
   }),
 });
 

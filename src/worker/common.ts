@@ -1,10 +1,10 @@
 // Pieces every worker process shares, whatever engine it runs: framed output to the host, the
 // seeded entropy stream, the virtual clock's origin, the interrupter thread, and the idle wait a
 // pooled worker does before it reports ready. Imports only leaves.
-import fs from "node:fs";
 import { createCipheriv, createHash } from "node:crypto";
 import { Worker } from "node:worker_threads";
-import { encodeFrame, FrameDecoder } from "../protocol/frames.js";
+import { FrameDecoder } from "../protocol/frames.js";
+import { OutputTail, OUTPUT_FRAME_CHARS, TAIL_BYTES, writeFrameLocked } from "./output-tail.js";
 
 /** Virtual clock: starts here (2026-01-01T00:00:00Z) and advances this much per read. */
 export const VIRTUAL_EPOCH_MS = 1_767_225_600_000;
@@ -20,18 +20,18 @@ export function setMuted(on: boolean): void {
   muted = on;
 }
 
+/** Output not yet sent, shared with the interrupter thread (see output-tail.ts). */
+const tail = new OutputTail();
+
 /** Write one frame to the host. Synchronous: the main thread may be busy inside the guest. */
 export function send(message: unknown): void {
-  const frame = encodeFrame(message);
   if (muted) return;
-  let off = 0;
-  while (off < frame.length) {
-    try {
-      off += fs.writeSync(1, frame, off);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "EAGAIN") continue;
-      process.exit(70); // host went away
-    }
+  tail.lock();
+  try {
+    tail.flush(); // output that waits goes first: frames keep the order the guest wrote in
+    writeFrameLocked(message);
+  } finally {
+    tail.unlock();
   }
 }
 
@@ -99,7 +99,7 @@ export function readHostFrames(onMessages: (msgs: unknown[]) => void): void {
  */
 export function startInterrupter(words: Int32Array): Promise<void> {
   const url = new URL("./interrupter.js", import.meta.url);
-  const t = new Worker(url, { workerData: { sab: words.buffer, fd: 3 } });
+  const t = new Worker(url, { workerData: { sab: words.buffer, tail: tail.sab, fd: 3 } });
   t.unref();
   t.on("error", (e) => fatal(`interrupter thread failed: ${e.message}`));
   return new Promise((resolve) => t.once("message", () => resolve()));
@@ -129,7 +129,6 @@ export async function settle(maxMs = 3000, windowMs = 20): Promise<void> {
 
 const OUTPUT_FLUSH_BYTES = 32 * 1024;
 const OUTPUT_FLUSH_MS = 20;
-const OUTPUT_FRAME_CHARS = 256 * 1024;
 /** Interrupt reason the worker uses on itself when the guest floods its output. */
 export const REASON_OUTPUT = 100;
 
@@ -143,7 +142,7 @@ export class OutputBatcher {
   bytes = 0;
   cap = Infinity;
   hit = false;
-  private pending: { stream: "stdout" | "stderr"; text: string } | undefined;
+  private readonly encoder = new TextEncoder();
   private lastFlush = 0;
   private sentAny = false;
 
@@ -183,28 +182,50 @@ export class OutputBatcher {
     return fit;
   }
 
-  /** Queue text already admitted. */
+  /** Queue text already admitted. It waits in the shared tail until a flush sends it. */
   push(stream: "stdout" | "stderr", text: string): void {
-    if (this.pending && this.pending.stream !== stream) this.flush();
-    if (this.pending) this.pending.text += text;
-    else this.pending = { stream, text };
-    if (!this.sentAny || this.pending.text.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) this.flush();
+    if (muted || text.length === 0) return;
+    const data = this.encoder.encode(text);
+    tail.lock();
+    try {
+      const waiting = tail.length;
+      if (waiting > 0 && (tail.owner.stream !== stream || tail.owner.runId !== this.runId || waiting + data.length > TAIL_BYTES)) tail.flush();
+      if (data.length > TAIL_BYTES) {
+        for (let i = 0; i < text.length; i += OUTPUT_FRAME_CHARS) writeFrameLocked({ type: "output", id: this.runId, stream, data: text.slice(i, i + OUTPUT_FRAME_CHARS) });
+        this.sentOutput();
+        return;
+      }
+      tail.append(this.runId, stream, data);
+      if (!this.sentAny || tail.length >= OUTPUT_FLUSH_BYTES || realNow() - this.lastFlush >= OUTPUT_FLUSH_MS || this.hit) {
+        tail.flush();
+        this.sentOutput();
+      }
+    } finally {
+      tail.unlock();
+    }
   }
 
   /** Flush what waits if the last flush is old enough. */
   tick(): void {
-    if (this.pending && realNow() - this.lastFlush >= OUTPUT_FLUSH_MS) this.flush();
+    if (realNow() - this.lastFlush >= OUTPUT_FLUSH_MS) this.flush();
   }
 
   flush(): void {
-    const p = this.pending;
-    this.pending = undefined;
-    this.lastFlush = realNow();
-    if (!p || p.text.length === 0) return;
-    this.sentAny = true;
-    for (let i = 0; i < p.text.length; i += OUTPUT_FRAME_CHARS) {
-      send({ type: "output", id: this.runId, stream: p.stream, data: p.text.slice(i, i + OUTPUT_FRAME_CHARS) });
+    tail.lock();
+    try {
+      if (tail.length > 0) {
+        tail.flush();
+        this.sentOutput();
+      }
+      this.lastFlush = realNow();
+    } finally {
+      tail.unlock();
     }
+  }
+
+  private sentOutput(): void {
+    this.sentAny = true;
+    this.lastFlush = realNow();
   }
 
   end(): void {

@@ -4,12 +4,37 @@
 // A request is 5 bytes: a reason byte and the run id (uint32 LE). A request for a run that has
 // already ended never interrupts a later one (run ids only grow); a request for a run that has
 // not started yet is kept and applied when it starts.
+// Once a run is interrupted it also drains the output that waits in the shared tail: a guest
+// that ignores the interrupt is killed by the host, and what it printed must reach the host first.
 import net from "node:net";
 import { parentPort, workerData } from "node:worker_threads";
+import { OutputTail } from "./output-tail.js";
 
-const { sab, fd } = workerData as { sab: SharedArrayBuffer; fd: number };
+const { sab, tail: tailSab, fd } = workerData as { sab: SharedArrayBuffer; tail: SharedArrayBuffer; fd: number };
 const words = new Int32Array(sab); // [signal, reason, current run id, pending run id, pending reason]
+const tail = new OutputTail(tailSab);
 let carry = Buffer.alloc(0);
+
+/** How often, and for how long, an interrupted run's waiting output is drained. */
+const DRAIN_EVERY_MS = 10;
+const DRAIN_FOR_MS = 60_000;
+let draining: NodeJS.Timeout | undefined;
+
+/** Send run `runId`'s waiting output while that run (or its start) is still current. */
+function drain(runId: number): void {
+  clearInterval(draining);
+  const until = Date.now() + DRAIN_FOR_MS;
+  draining = setInterval(() => {
+    const current = Atomics.load(words, 2);
+    if (Date.now() > until || (current !== runId && current > runId)) return clearInterval(draining);
+    if (!tail.tryLock()) return; // the main thread is writing: it is not stuck
+    try {
+      if (tail.length > 0 && tail.owner.runId === runId) tail.flush();
+    } finally {
+      tail.unlock();
+    }
+  }, DRAIN_EVERY_MS);
+}
 
 // A socket (epoll), not fs.read (thread pool): a read pending in the pool would hold up process exit.
 const control = new net.Socket({ fd, readable: true, writable: false });
@@ -28,6 +53,7 @@ control.on("data", (chunk: Buffer) => {
       Atomics.store(words, 1, reason);
       Atomics.store(words, 0, 2); // 2 = SIGINT: Python raises KeyboardInterrupt at its next check
     }
+    drain(runId);
   }
   carry = Buffer.from(data);
 });

@@ -36,6 +36,13 @@ describe("agentbox CLI", () => {
     assert.equal(cli("run", "-c", "x = bytearray(500 * 2**20)", "--memory", "64").status, 2);
   });
 
+  it("--json keeps what the code printed before a limit killed its worker", () => {
+    const r = cli("run", "--json", "--timeout", "300ms", "-c", "print('before')\nwhile True:\n    try:\n        while True: pass\n    except BaseException:\n        pass");
+    assert.equal(r.status, 2, r.stderr);
+    const j = JSON.parse(r.stdout) as { error: { name: string }; stdout: string; stderr: string; limitHit: string; exitCode: number };
+    assert.deepEqual({ ...j, error: j.error.name }, { error: "TimeoutError", stdout: "before\n", stderr: "", limitHit: "timeoutMs", exitCode: 2 });
+  });
+
   it("--allow-net gives a JavaScript guest fetch() to that host only", async () => {
     const server = http.createServer((_req, res) => res.end("pong")).listen(0, "127.0.0.1");
     await new Promise((r) => server.once("listening", r));

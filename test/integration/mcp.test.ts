@@ -82,6 +82,14 @@ describe("agentbox mcp (stdio)", () => {
     assert.match(textOf(r), /\[value\] 3/);
   });
 
+  it("a run whose worker is killed at its time limit still returns what it printed", async () => {
+    const r = await call("run_python", { code: "print('before')\nwhile True:\n    try:\n        while True: pass\n    except BaseException:\n        pass", timeoutMs: 300 });
+    assert.equal(r.isError, true);
+    assert.match(textOf(r), /^before\nTimeoutError \[TIMEOUT\]: time limit of 300 ms/);
+    assert.deepEqual(r.structuredContent, { stdout: "before\n", stderr: "", exitCode: 137, limitHit: "timeoutMs" });
+    assert.match(textOf(await call("run_python", { code: "'again'" })), /\[value\] 'again'/); // a new session sandbox
+  });
+
   it("closing the session kills its sandboxes and the server exits", async () => {
     const pid = transport.pid!;
     const workers = childPids(pid);

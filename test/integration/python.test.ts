@@ -200,7 +200,11 @@ describe("python: lifecycle", () => {
   it("a run that ignores the interrupt is killed: TimeoutError, sandbox closed", async () => {
     const sb = await Sandbox.create({ limits: { timeoutMs: 300, graceMs: 200 } });
     const pid = sb.pid;
-    await assert.rejects(sb.runCode("while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass"), (e: unknown) => e instanceof TimeoutError && e.limit === "timeoutMs" && e.value === 300);
+    await assert.rejects(
+      sb.runCode("print('before')\nimport sys\nprint('warn', file=sys.stderr)\nwhile True:\n    try:\n        while True: pass\n    except BaseException:\n        pass"),
+      (e: unknown) =>
+        e instanceof TimeoutError && e.limit === "timeoutMs" && e.value === 300 && JSON.stringify(e.result) === JSON.stringify({ stdout: "before\n", stderr: "warn\n", exitCode: 137, limitHit: "timeoutMs" }),
+    );
     assert.equal(sb.closed, true);
     await assert.rejects(sb.runCode("1"), SandboxClosedError);
     await waitGone(pid);

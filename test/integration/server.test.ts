@@ -276,8 +276,9 @@ describe("HTTP API", () => {
       assert.equal(soft.json.limitHit, "timeoutMs");
       const out = await api("POST", `/sandboxes/${id}/run`, { json: { code: "print('x' * 2_000_000)" } });
       assert.equal(out.json.limitHit, "outputBytes");
-      const hard = await api("POST", `/sandboxes/${id}/run`, { json: { code: "while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass" } });
+      const hard = await api("POST", `/sandboxes/${id}/run`, { json: { code: "print('before')\nwhile True:\n    try:\n        while True: pass\n    except BaseException:\n        pass" } });
       assert.equal(hard.status, 422, hard.text);
+      assert.deepEqual(hard.json.error.result, { stdout: "before\n", stderr: "", exitCode: 137, limitHit: "timeoutMs" }); // the output so far
       assert.equal(hard.json.error.code, "TIMEOUT");
       assert.equal(hard.json.error.limit, "timeoutMs");
       assert.equal(hard.json.error.value, 300);

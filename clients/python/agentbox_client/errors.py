@@ -21,6 +21,13 @@ class AgentboxError(Exception):
         self.status = status
         self.body: Mapping[str, Any] = body or {}
 
+    @property
+    def result(self) -> Optional[Dict[str, Any]]:
+        """The output so far of the run or command this error stopped (``stdout``, ``stderr``,
+        ``exitCode``, ``limitHit``), when it stopped one: what the guest printed is never lost."""
+        r = self.body.get("result")
+        return dict(r) if isinstance(r, Mapping) else None
+
 
 class InvalidOptionsError(AgentboxError):
     """The request failed validation; ``issues`` lists each bad field by dotted path."""

@@ -77,7 +77,7 @@ class RunResult:
 
 @dataclass(frozen=True)
 class CommandResult:
-    """What ``commands.run`` returns. ``limit_hit`` ("timeoutMs" or "outputBytes") means a limit
+    """What ``commands.run`` returns. ``limit_hit`` ("timeoutMs", "outputBytes", "memoryMb") means a limit
     killed the command (exit code 137, SIGKILL) and the output is what it wrote before; the
     sandbox lives on."""
 

@@ -114,10 +114,12 @@ class RunTests(unittest.TestCase):
         with create(limits={"timeoutMs": 300, "graceMs": 100}) as sb:
             self.assertEqual(sb.run_code("while True: pass").limit_hit, "timeoutMs")
             with self.assertRaises(TimeoutError) as cm:
-                sb.run_code("while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass")
+                sb.run_code("print('before', flush=True)\nwhile True:\n    try:\n        while True: pass\n    except BaseException:\n        pass")
             self.assertIsInstance(cm.exception, builtins.TimeoutError)
             self.assertEqual(cm.exception.limit, "timeoutMs")
             self.assertEqual(cm.exception.status, 422)
+            # What the run printed before the worker was killed comes back on the error.
+            self.assertEqual(cm.exception.result, {"stdout": "before\n", "stderr": "", "exitCode": 137, "limitHit": "timeoutMs"})
             with self.assertRaises(SandboxClosedError):
                 sb.run_code("1")
             self.assertEqual(sb.refresh().status, "closed")

@@ -3,7 +3,7 @@
 // the backend when the guest does not answer), output caps counted on the host, and the file
 // operations. A backend (gVisor box, microVM) supplies the channel, how a request reports the
 // sandbox's death (e.g. MemoryLimitError), and how the sandbox is ended.
-import { AbortedError, FileSystemError, OutputLimitError, TimeoutError, WorkerCrashedError } from "../../errors.js";
+import { AbortedError, FileSystemError, LimitError, OutputLimitError, TimeoutError, withPartialResult, WorkerCrashedError } from "../../errors.js";
 import type { Limits } from "../../policy/options.js";
 import type { AgentMessage, AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
@@ -59,10 +59,19 @@ export class AgentSession {
       if (opts.cwd !== undefined) req.cwd = opts.cwd;
       if (opts.env !== undefined) req.env = opts.env;
       if (opts.stdin !== undefined) req.stdin = Buffer.from(opts.stdin).toString("base64");
-      const m = await this.host.call(req, out.listener);
-      if (stopped) throw stopped;
-      if (m.type !== "exit") throw new WorkerCrashedError("the guest agent answered a command with the wrong message");
+      let m: AgentFinal;
+      try {
+        m = await this.host.call(req, out.listener);
+      } catch (e) {
+        throw withPartialResult(e, out.finish());
+      }
       const { stdout, stderr } = out.finish();
+      if (stopped instanceof LimitError) {
+        // Killed at a limit the sandbox survives: a result with the output so far, like runCode's soft limits.
+        return { exitCode: 137, stdout, stderr, signal: "SIGKILL", durationMs: performance.now() - t0, limitHit: stopped.limit };
+      }
+      if (stopped) throw withPartialResult(stopped, { stdout, stderr });
+      if (m.type !== "exit") throw new WorkerCrashedError("the guest agent answered a command with the wrong message");
       // The command could not be started (127) or the agent's handler failed (126).
       if (m.error) return { exitCode: m.exitCode, stdout, stderr: stderr + `agentbox: cannot run ${argv[0] ?? ""}: ${m.error}\n`, signal: null, durationMs: performance.now() - t0 };
       return { exitCode: m.exitCode, stdout, stderr, signal: m.signal, durationMs: performance.now() - t0 };
@@ -93,17 +102,22 @@ export class AgentSession {
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     out.onLimit = () => interrupt("output");
     try {
-      const m = await this.host.call({ type: "run", id, code, valueCap: limits.outputBytes }, out.listener);
+      let m: AgentFinal;
+      try {
+        m = await this.host.call({ type: "run", id, code, valueCap: limits.outputBytes }, out.listener);
+      } catch (e) {
+        throw withPartialResult(e, out.finish());
+      }
       if (m.type !== "result") throw new WorkerCrashedError("the guest agent answered a run with the wrong message");
-      if (m.restarted && reason) throw this.limitError(reason, opts.timeoutMs, "the run ignored the interrupt; the Python REPL was restarted (its variables are lost), the sandbox lives on");
       const { stdout, stderr } = out.finish();
+      if (m.restarted && reason) throw withPartialResult(this.limitError(reason, opts.timeoutMs, "the run ignored the interrupt; the Python REPL was restarted (its variables are lost), the sandbox lives on"), { stdout, stderr });
       let value = m.value;
       let limitHit: EngineRunResult["limitHit"] = reason === "timeout" ? "timeoutMs" : reason === "output" ? "outputBytes" : null;
       if (value !== null && out.bytes + Buffer.byteLength(value) > limits.outputBytes) {
         value = Buffer.from(value).subarray(0, Math.max(0, limits.outputBytes - out.bytes)).toString("utf8");
         limitHit = "outputBytes";
       }
-      if (reason === "abort") throw new AbortedError();
+      if (reason === "abort") throw withPartialResult(new AbortedError(), { stdout, stderr });
       return { stdout, stderr, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: m.vfsDigest ?? "" };
     } finally {
       for (const t of timers) clearTimeout(t);

@@ -10,6 +10,7 @@ import {
   OutputLimitError,
   ProtocolError,
   TimeoutError,
+  withPartialResult,
   WorkerCrashedError,
   type LimitName,
 } from "../../errors.js";
@@ -130,7 +131,7 @@ export class WorkerEngine implements Engine {
     } catch (e) {
       this.closed ??= (e as Error).message;
       await this.dispose(this.closed);
-      throw e;
+      throw withPartialResult(e, { stdout, stderr });
     } finally {
       for (const t of timers) clearTimeout(t);
       opts.signal?.removeEventListener("abort", onAbort);
