@@ -22,7 +22,7 @@ describe("agentbox mcp --tier heavy (stdio)", { skip: skipHeavy }, () => {
 
   before(async () => {
     await ensureImage();
-    transport = new StdioClientTransport({ command: process.execPath, args: [BIN, "mcp", "--tier", "heavy", "--timeout", "10s", "--env", "WHO=mcp"], stderr: "pipe" });
+    transport = new StdioClientTransport({ command: process.execPath, args: [BIN, "mcp", "--tier", "heavy", "--timeout", "10s", "--env", "WHO=mcp"], stderr: "pipe", env: { ...process.env } as Record<string, string> }); // the SDK passes only HOME, PATH, ... unless told: AGENTBOX_CACHE_DIR must reach the server
     transport.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
     client = new Client({ name: "agentbox-test", version: "0.0.0" });
     await client.connect(transport);

@@ -13,6 +13,7 @@ import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { createMcpServer, type AgentboxMcp } from "../../src/mcp/index.js";
 import { Sandbox } from "../../src/index.js";
+import { ensureImage, skipHeavy } from "../heavy.js";
 import { BIN } from "../server-helpers.js";
 
 const textOf = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.text : "")).join("");
@@ -98,6 +99,39 @@ describe("MCP server, heavy tier (tools only: no sandbox starts)", () => {
       await client.close();
       await mcp.close();
     }
+  });
+});
+
+describe("MCP server in-process, heavy tier: run_command", { skip: skipHeavy }, () => {
+  let mcp: AgentboxMcp;
+  let client: Client;
+  before(async () => {
+    await ensureImage();
+    mcp = createMcpServer({ sandbox: { tier: "heavy", limits: { timeoutMs: 25_000 } } });
+    client = await connect(mcp);
+  });
+  after(async () => {
+    await client.close();
+    await mcp.close();
+  });
+
+  it("streams output as progress; a cancelled command is killed and the next call answers at once", async () => {
+    const messages: string[] = [];
+    const r = (await client.callTool({ name: "run_command", arguments: { command: "for i in 1 2 3 4; do echo line $i; sleep 0.5; done" } }, undefined, {
+      timeout: 1200,
+      resetTimeoutOnProgress: true,
+      onprogress: (p) => void (p.message !== undefined && messages.push(p.message)),
+    })) as CallToolResult;
+    assert.equal(r.isError, false, textOf(r));
+    assert.equal(messages.join(""), "line 1\nline 2\nline 3\nline 4\n");
+    const ac = new AbortController();
+    const t0 = performance.now();
+    const cancelled = client.callTool({ name: "run_command", arguments: { command: "sleep 20", timeoutMs: 20_000 } }, undefined, { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error("cancelled by the test")), 1500);
+    await assert.rejects(cancelled, /cancelled by the test/);
+    const next = (await client.callTool({ name: "run_command", arguments: { command: "echo alive" } })) as CallToolResult;
+    assert.match(textOf(next), /^alive\n\[exit code\] 0$/);
+    assert.ok(performance.now() - t0 < 10_000, "the cancelled command went on");
   });
 });
 
