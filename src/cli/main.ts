@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { AgentboxError, InvalidOptionsError, LimitError, Sandbox, type Mount, type RunResult } from "../index.js";
-import { runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
+import { parseMcpSandboxOptions, runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
 import { loadKeys, startServer, type RunningServer } from "../server/index.js";
 import { execCommand, imageCommand } from "./heavy.js";
 import { stopped, stopSignal } from "./lifecycle.js";
@@ -305,7 +305,8 @@ async function mcpCommand(argv: string[], io: Io): Promise<number> {
     const limits: { memoryMb?: number; timeoutMs?: number } = {};
     if (v.memory !== undefined) limits.memoryMb = parseInteger("memory", v.memory);
     if (v.timeout !== undefined) limits.timeoutMs = parseDuration(v.timeout);
-    sandbox = { tier, limits, env, mounts: (v.mount ?? []).map(parseMount), ...(v.seed !== undefined ? { seed: parseInteger("seed", v.seed) } : {}) };
+    // Parsed here, once, by the library's schema: a bad value exits 64 now, not on every tool call.
+    sandbox = parseMcpSandboxOptions({ tier, limits, env, mounts: (v.mount ?? []).map(parseMount), ...(v.seed !== undefined ? { seed: parseInteger("seed", v.seed) } : {}) });
   } catch (e) {
     io.stderr(`agentbox mcp: ${(e as Error).message}\n`);
     return EXIT.usage;

@@ -5,9 +5,11 @@
 // run_command tool runs shell commands in it; JavaScript stays on the nano tier.
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
-import type { CallToolResult, JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
+import type { CallToolResult, JSONRPCMessage, ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { AgentboxError, Sandbox, type CommandOptions, type CommandResult, type RunResult, type SandboxOptions } from "../index.js";
+import { parseOptions, sandboxOptionsSchema, type SandboxOptions as ParsedSandboxOptions } from "../policy/options.js";
 
 /** Languages with a run tool; each gets its own session sandbox. */
 const LANGUAGES = ["python", "javascript"] as const;
@@ -28,15 +30,35 @@ export interface AgentboxMcp {
   close(): Promise<void>;
 }
 
+/**
+ * The session sandboxes' options, parsed by the library's own schema. `agentbox mcp` calls this
+ * at start, so a bad --memory exits 64 there instead of every tool call failing later.
+ * Throws InvalidOptionsError naming the field.
+ */
+export function parseMcpSandboxOptions(sandbox: McpSessionOptions["sandbox"] = {}): Omit<ParsedSandboxOptions, "language"> {
+  const { language: _l, ...parsed } = parseOptions(sandboxOptionsSchema, { ...sandbox, language: "python" });
+  return parsed;
+}
+
+type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+/** At most one progress notification per this many ms: output is batched in between. */
+const PROGRESS_INTERVAL_MS = 200;
+
 export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
   const server = new McpServer({ name: "agentbox", version: opts.version ?? "0.0.0" });
   const boxes = new Map<Language, Promise<Sandbox>>();
   let closed = false;
-  const heavy = opts.sandbox?.tier === "heavy";
+  const base = parseMcpSandboxOptions(opts.sandbox);
+  const heavy = base.tier === "heavy";
+  /** The session's run limit is also the most a call may ask for: a caller cannot lift the operator's --timeout. */
+  const maxTimeoutMs = base.limits.timeoutMs;
+  const timeoutMs = (what: string) =>
+    z.int().min(1).max(maxTimeoutMs).optional().describe(`${what}, in ms (at most ${maxTimeoutMs}, the session's limit, which is also the default)`);
   /** JavaScript has no heavy-tier REPL: its sandbox stays nano (without the heavy-only options). */
   const optionsFor = (lang: Language): SandboxOptions => {
-    if (lang === "python" || !opts.sandbox) return { ...opts.sandbox, language: lang };
-    const { backend: _b, packages: _p, ...rest } = opts.sandbox;
+    if (lang === "python") return { ...base, language: lang };
+    const { backend: _b, packages: _p, ...rest } = base;
     return { ...rest, tier: "nano", language: lang };
   };
 
@@ -61,7 +83,8 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
     .enum(LANGUAGES)
     .default("python")
     .describe(heavy ? "which session sandbox: each language has its own file system (python is the Linux sandbox run_command uses)" : "which session sandbox: each language has its own file system");
-  const guestPath = z.string().min(1).describe("absolute path inside the sandbox, e.g. /data/in.csv");
+  // The heavy tier's root is read-only: only /home/user and /tmp take writes.
+  const guestPath = z.string().min(1).describe(`absolute path inside the sandbox, e.g. ${heavy ? "/home/user/in.csv" : "/data/in.csv"}`);
 
   for (const lang of LANGUAGES) {
     const title = lang === "python" ? "Python" : "JavaScript";
@@ -73,13 +96,18 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
           `Run ${title} code in a sandbox that lives for this session (REPL semantics: variables, imports and files persist between calls). ` +
           (heavy && lang === "python" ? "It runs CPython in a Debian userland, the same sandbox (and files) as run_command. " : "") +
           "No network, no host files; memory, time and output are limited. The value of a trailing expression is returned.",
-        inputSchema: { code: z.string().describe(`${title} source to run`), timeoutMs: z.int().min(1).max(3_600_000).optional().describe("time limit of this run in ms") },
+        inputSchema: { code: z.string().describe(`${title} source to run`), timeoutMs: timeoutMs("time limit of this run") },
       },
-      async ({ code, timeoutMs }) =>
+      async ({ code, timeoutMs }, extra) =>
         guard(async () => {
           const { sb, note } = await sandboxFor(lang);
-          const r = await sb.runCode(code, timeoutMs !== undefined ? { timeoutMs } : {});
-          return resultToTool(r, note);
+          const progress = outputProgress(extra);
+          try {
+            const r = await sb.runCode(code, { signal: extra.signal, ...progress.sink, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+            return resultToTool(r, note);
+          } finally {
+            await progress.done();
+          }
         }),
     );
   }
@@ -95,18 +123,20 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
           "Returns stdout, stderr and the exit code.",
         inputSchema: {
           command: z.string().min(1).describe("shell command line, run with /bin/bash -c"),
-          timeoutMs: z.int().min(1).max(3_600_000).optional().describe("kill the command after this many ms"),
+          timeoutMs: timeoutMs("kill the command after this long"),
           cwd: z.string().optional().describe("absolute working directory (default /home/user)"),
         },
       },
-      async ({ command, timeoutMs, cwd }) =>
-        guard(async () => {
+      async ({ command, timeoutMs, cwd }, extra) => {
+        const progress = outputProgress(extra);
+        return guard(async () => {
           const { sb, note } = await sandboxFor("python");
-          const o: CommandOptions = {};
+          const o: CommandOptions = { signal: extra.signal, ...progress.sink };
           if (timeoutMs !== undefined) o.timeoutMs = timeoutMs;
           if (cwd !== undefined) o.cwd = cwd;
           return commandToTool(await sb.commands.run(command, o), note);
-        }),
+        }).finally(() => progress.done());
+      },
     );
   }
 
@@ -114,7 +144,7 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
     "write_file",
     {
       title: "Write file",
-      description: "Write a file into a session sandbox (parent directories are created).",
+      description: `Write a file into a session sandbox (parent directories are created).${heavy ? " In the python (Linux) sandbox only /home/user and /tmp are writable." : ""}`,
       inputSchema: { path: guestPath, content: z.string(), encoding: z.enum(["utf8", "base64"]).default("utf8"), sandbox: target },
     },
     async ({ path, content, encoding, sandbox }) =>
@@ -228,6 +258,45 @@ export async function runStdioMcpServer(opts: McpSessionOptions = {}, run: { sig
   if (run.signal?.aborted) stop();
   run.signal?.addEventListener("abort", stop, { once: true });
   await finished;
+}
+
+/**
+ * Output as progress notifications while a tool runs, when the client asked for progress (sent a
+ * progress token): chunks are batched and sent at most every PROGRESS_INTERVAL_MS, stderr lines
+ * marked "[stderr] ". `progress` counts the characters sent so far, so it always grows. A client
+ * that resets its request timeout on progress (the SDK's resetTimeoutOnProgress) can thus wait
+ * out a long run that keeps printing. `done()` sends what is left, before the tool's answer.
+ */
+function outputProgress(extra: ToolExtra): { sink: { onStdout?: (s: string) => void; onStderr?: (s: string) => void }; done: () => Promise<void> } {
+  const token = extra._meta?.progressToken;
+  if (token === undefined) return { sink: {}, done: async () => undefined };
+  let pending = "";
+  let total = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let chain: Promise<unknown> = Promise.resolve();
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (!pending) return;
+    const message = pending;
+    pending = "";
+    total += message.length;
+    const params = { progressToken: token, progress: total, message };
+    chain = chain.then(() => extra.sendNotification({ method: "notifications/progress", params })).catch(() => undefined);
+  };
+  const push = (s: string) => {
+    if (!s) return;
+    pending += s;
+    timer ??= setTimeout(flush, PROGRESS_INTERVAL_MS);
+  };
+  const marked = (s: string) => s.replace(/^(?=.)/gm, "[stderr] ");
+  return {
+    sink: { onStdout: push, onStderr: (s) => push(marked(s)) },
+    done: async () => {
+      flush();
+      await chain;
+    },
+  };
 }
 
 function text(s: string): CallToolResult {

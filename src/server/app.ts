@@ -5,7 +5,7 @@ import { realpathSync } from "node:fs";
 import path from "node:path";
 import { Hono, type Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import { LimitError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
+import { LimitError, TierUnavailableError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import type { KeyRing, Principal } from "./keys.js";
@@ -119,7 +119,8 @@ export function createApp(o: AppOptions): Hono<Env> {
   app.post("/sandboxes/:id/run", async (c) => {
     const entry = find(c);
     const req = await runArgs(c, entry);
-    const r = await registry.use(entry, (sb) => observedRun(sb, req.code, { timeoutMs: req.timeoutMs }));
+    // A client that hangs up (or times out) interrupts its run instead of leaving it to its time limit.
+    const r = await registry.use(entry, (sb) => observedRun(sb, req.code, { timeoutMs: req.timeoutMs, signal: c.req.raw.signal }));
     return c.json(r);
   });
 
@@ -132,12 +133,18 @@ export function createApp(o: AppOptions): Hono<Env> {
   app.post("/sandboxes/:id/commands", async (c) => {
     const entry = find(c);
     const req = await commandArgs(c);
-    return c.json(await registry.use(entry, (sb) => observedCommand(sb, req)));
+    // As for /run: a client that hangs up kills its command.
+    const hangUp: Sink = { signal: c.req.raw.signal, onStdout: () => undefined, onStderr: () => undefined };
+    return c.json(await registry.use(entry, (sb) => observedCommand(sb, req, hangUp)));
   });
 
   app.post("/sandboxes/:id/commands/stream", async (c) => {
     const entry = find(c);
     const req = await commandArgs(c);
+    // Refused before the stream starts, with the status /commands answers (not 200 and an error event).
+    if (entry.sandbox.info.tier !== "heavy") {
+      throw new TierUnavailableError(`commands need a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${entry.sandbox.info.tier}")`);
+    }
     return sse(c, (sink) => registry.use(entry, (sb) => observedCommand(sb, req, sink)));
   });
 

@@ -81,48 +81,103 @@ export const runResult = z.strictObject({
 
 export const errorBody = z.object({
   error: z.object({
+    /** Stable code: the library's (TIMEOUT, FS_ERROR, ...) or the server's (UNAUTHORIZED, BODY_TOO_LARGE, ...). */
     code: z.string(),
     name: z.string(),
     message: z.string(),
+    /** INVALID_OPTIONS: every bad field by dotted path. */
     issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    /** Limit errors: the option that was hit (e.g. "memoryMb") and its value. */
     limit: z.string().optional(),
     value: z.number().optional(),
+    /** QUOTA_EXCEEDED: the key's quota that is used up (e.g. "maxSandboxes"). */
+    quota: z.string().optional(),
+    /** FS_ERROR: the errno, e.g. ENOENT, EISDIR, EROFS. */
     errno: z.string().optional(),
+    /** Set when the error closed the sandbox (a limit killed its worker, or the worker died). */
     sandboxClosed: z.boolean().optional(),
     result: z
       .object({ stdout: z.string(), stderr: z.string(), exitCode: z.int(), limitHit: z.enum(LIMIT_NAMES).optional() })
       .optional()
       .describe("the output so far of the run or command this error stopped (it was killed), when it stopped one"),
   }),
+  /** Only in a stream's `error` event: the HTTP status the non-streaming route would have answered. */
+  status: z.int().min(400).max(599).optional(),
 });
 
-const schemas = {
-  CreateSandboxRequest: [createSandboxRequest, "input"],
-  KeepAliveRequest: [keepAliveRequest, "input"],
-  RunRequest: [runRequest, "input"],
-  SandboxInfo: [sandboxInfo, "output"],
-  SandboxList: [z.strictObject({ sandboxes: z.array(sandboxInfo) }), "output"],
-  RunResult: [runResult, "output"],
-  CommandRequest: [commandRequest, "input"],
-  CommandResult: [commandResult, "output"],
-  DirEntry: [dirEntrySchema, "output"],
-  DirListing: [z.strictObject({ entries: z.array(dirEntrySchema) }), "output"],
-  Exists: [z.strictObject({ exists: z.boolean() }), "output"],
-  Error: [errorBody, "output"],
+export const health = z.strictObject({
+  status: z.literal("ok"),
+  /** Live sandboxes, of which heavy-tier ones; creates waiting for a slot. */
+  sandboxes: z.int(),
+  heavySandboxes: z.int(),
+  queued: z.int(),
+});
+
+/** Response bodies: named components (a schema used inside another becomes a $ref to it). */
+const responseSchemas = {
+  SandboxInfo: sandboxInfo,
+  SandboxList: z.strictObject({ sandboxes: z.array(sandboxInfo) }),
+  RunResult: runResult,
+  CommandResult: commandResult,
+  DirEntry: dirEntrySchema,
+  DirListing: z.strictObject({ entries: z.array(dirEntrySchema) }),
+  Exists: z.strictObject({ exists: z.boolean() }),
+  Health: health,
+  Error: errorBody,
 } as const;
 
-const ref = (name: keyof typeof schemas) => ({ $ref: `#/components/schemas/${name}` });
-const json = (name: keyof typeof schemas) => ({ content: { "application/json": { schema: ref(name) } } });
-const err = (description: string) => ({ description, ...json("Error") });
-const idParam = { name: "id", in: "path", required: true, schema: { type: "string" } };
-const pathParam = { name: "path", in: "query", required: true, description: "absolute guest path; `..` segments are refused", schema: { type: "string" } };
-const common = { "401": err("missing or unknown API key"), "404": err("no such sandbox for this key"), "410": err("the sandbox is closed") };
+/**
+ * Request bodies, written inline into each operation's requestBody from the parsing schema's
+ * input side: a field with a default is optional there. (openapi-typescript, with its default
+ * defaultNonNullable, makes a property with a `default` required unless it sits under a
+ * requestBody: as a shared component, `limits.memoryMb` alone would not type-check.)
+ */
+function requestBody(schema: z.ZodType, required = true) {
+  const { $schema: _drop, ...s } = z.toJSONSchema(schema, { io: "input", target: "draft-2020-12" });
+  return { required, content: { "application/json": { schema: s } } };
+}
 
+type Name = keyof typeof responseSchemas;
+const ref = (name: Name) => ({ $ref: `#/components/schemas/${name}` });
+const json = (name: Name) => ({ content: { "application/json": { schema: ref(name) } } });
+const err = (description: string) => ({ description, ...json("Error") });
+const bytes = { type: "string", format: "binary", contentMediaType: "application/octet-stream" };
+const idParam = { name: "id", in: "path", required: true, description: "the sandbox id from POST /sandboxes", schema: { type: "string" } };
+const pathParam = { name: "path", in: "query", required: true, description: "absolute guest path; `..` segments are refused (400)", schema: { type: "string", minLength: 1 } };
+const common = { "401": err("missing or unknown API key"), "404": err("no such sandbox for this key"), "410": err("the sandbox is closed (a limit killed it, or its worker died)") };
+const jsonBody = {
+  "400": err("invalid body (INVALID_JSON, or INVALID_OPTIONS with error.issues naming each field)"),
+  "413": err("request body over the server's limit (4 MiB by default; BODY_TOO_LARGE)"),
+};
+const fsCommon = {
+  ...common,
+  "400": err("missing or invalid ?path= (not absolute, a `..` segment, NUL)"),
+  "404": err("no such sandbox for this key, or no such file (FS_ERROR, error.errno ENOENT)"),
+};
+const eventStream = (result: "RunResult" | "CommandResult") => ({
+  description:
+    `event stream: \`stdout\` and \`stderr\` events (data: a JSON string, one chunk as it was written), then exactly one \`result\` (data: ${result} JSON) ` +
+    "or `error` (data: Error JSON with `status`, the status the non-streaming route would have answered)",
+  content: {
+    "text/event-stream": {
+      schema: { type: "string" },
+      // OpenAPI 3.1 cannot type the events of a stream (3.2's itemSchema can): named here for readers and generators.
+      "x-events": { stdout: { type: "string" }, stderr: { type: "string" }, result: ref(result), error: ref("Error") },
+    },
+  },
+});
+
+/**
+ * The OpenAPI 3.1 document of the HTTP API. `redocly lint` passes it with two warnings left on
+ * purpose (operation-4xx-response on /healthz and /openapi.json: unauthenticated and without
+ * input, they answer nothing but 200); test/integration/openapi.test.ts pins that list.
+ */
 export function openApiDocument(version: string): Record<string, unknown> {
+  const { schemas } = z.toJSONSchema(registryOf(responseSchemas), { io: "output", target: "draft-2020-12", uri: (id) => `#/components/schemas/${id}` });
   const components: Record<string, unknown> = {};
-  for (const [name, [schema, io]] of Object.entries(schemas)) {
-    const { $schema: _drop, ...s } = z.toJSONSchema(schema, { io, target: "draft-2020-12" });
-    components[name] = s;
+  for (const [name, schema] of Object.entries(schemas)) {
+    const { $schema: _s, $id: _i, ...rest } = schema as Record<string, unknown>;
+    components[name] = rest;
   }
   const sb = [idParam];
   return {
@@ -131,49 +186,70 @@ export function openApiDocument(version: string): Record<string, unknown> {
       title: "agentbox",
       version,
       description: "Run untrusted code in sandboxes. Every route except /healthz and /openapi.json needs `Authorization: Bearer <key>` when the server has keys.",
+      license: { name: "Apache-2.0", identifier: "Apache-2.0" },
     },
+    servers: [{ url: "http://127.0.0.1:8787", description: "`agentbox serve` with its default --host and --port" }],
     components: { schemas: components, securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
     security: [{ bearer: [] }],
     paths: {
-      "/healthz": { get: { summary: "liveness", security: [], responses: { "200": { description: "ok", content: { "application/json": { schema: { type: "object" } } } } } } },
-      "/openapi.json": { get: { summary: "this document", security: [], responses: { "200": { description: "OpenAPI 3.1 document" } } } },
-      "/metrics": { get: { summary: "Prometheus metrics", responses: { "200": { description: "text exposition format", content: { "text/plain": { schema: { type: "string" } } } }, "401": common["401"] } } },
+      "/healthz": { get: { operationId: "getHealth", summary: "liveness and load", security: [], responses: { "200": { description: "ok", ...json("Health") } } } },
+      "/openapi.json": {
+        get: {
+          operationId: "getOpenApi",
+          summary: "this document",
+          security: [],
+          responses: { "200": { description: "OpenAPI 3.1 document", content: { "application/json": { schema: { type: "object", properties: { openapi: { type: "string" }, info: { type: "object" }, paths: { type: "object" } }, required: ["openapi", "info", "paths"] } } } } },
+        },
+      },
+      "/metrics": {
+        get: {
+          operationId: "getMetrics",
+          summary: "Prometheus metrics",
+          responses: { "200": { description: "text exposition format", content: { "text/plain": { schema: { type: "string" } } } }, "401": common["401"] },
+        },
+      },
       "/sandboxes": {
         post: {
+          operationId: "createSandbox",
           summary: "create a sandbox",
-          requestBody: { required: true, ...json("CreateSandboxRequest") },
+          requestBody: requestBody(createSandboxRequest),
           responses: {
             "201": { description: "created", ...json("SandboxInfo") },
-            "400": err("invalid options, or over this key's memory/run-time quota"),
+            ...jsonBody,
+            "400": err("invalid body or options (error.issues), or over this key's memory/run-time/cpu/disk quota"),
             "401": common["401"],
-            "413": err("body too large"),
             "429": err("this key's sandbox quota is used up (QUOTA_EXCEEDED), or the server is at capacity (CAPACITY, after waiting in the queue)"),
-            "501": err("tier/language not available in this build"),
+            "501": err("tier/language not available in this build or on this host (TIER_UNAVAILABLE)"),
+            "503": err("the server is shutting down"),
           },
         },
-        get: { summary: "list this key's sandboxes", responses: { "200": { description: "ok", ...json("SandboxList") }, "401": common["401"] } },
+        get: { operationId: "listSandboxes", summary: "list this key's sandboxes", responses: { "200": { description: "ok", ...json("SandboxList") }, "401": common["401"] } },
       },
       "/sandboxes/{id}": {
         parameters: sb,
-        get: { summary: "sandbox info", responses: { "200": { description: "ok", ...json("SandboxInfo") }, "401": common["401"], "404": common["404"] } },
-        delete: { summary: "kill the sandbox", responses: { "204": { description: "killed" }, "401": common["401"], "404": common["404"] } },
+        get: { operationId: "getSandbox", summary: "sandbox info", responses: { "200": { description: "ok", ...json("SandboxInfo") }, "401": common["401"], "404": common["404"] } },
+        delete: { operationId: "deleteSandbox", summary: "kill the sandbox", responses: { "204": { description: "killed" }, "401": common["401"], "404": common["404"] } },
       },
       "/sandboxes/{id}/keepalive": {
         parameters: sb,
         post: {
+          operationId: "keepAlive",
           summary: "restart the idle timer, optionally with a new idle timeout",
-          requestBody: { required: false, ...json("KeepAliveRequest") },
-          responses: { "200": { description: "ok", ...json("SandboxInfo") }, "400": err("invalid body"), ...common },
+          requestBody: requestBody(keepAliveRequest, false),
+          responses: { "200": { description: "ok", ...json("SandboxInfo") }, ...jsonBody, ...common },
         },
       },
       "/sandboxes/{id}/run": {
         parameters: sb,
         post: {
+          operationId: "runCode",
           summary: "run code (REPL semantics) and return the result",
-          requestBody: { required: true, ...json("RunRequest") },
+          description: "Closing the connection before the answer interrupts the run.",
+          requestBody: requestBody(runRequest),
           responses: {
             "200": { description: "the run's result; a guest exception or a limit the sandbox survived is in the result", ...json("RunResult") },
-            "400": err("invalid body, or timeoutMs over this key's quota"),
+            ...jsonBody,
+            "400": err("invalid body, or timeoutMs over this key's quota (maxRunMs)"),
             "422": err("a limit killed the sandbox's worker (error.limit names it; the sandbox is closed)"),
             ...common,
           },
@@ -182,19 +258,23 @@ export function openApiDocument(version: string): Record<string, unknown> {
       "/sandboxes/{id}/run/stream": {
         parameters: sb,
         post: {
+          operationId: "runCodeStream",
           summary: "run code, streaming output as Server-Sent Events",
-          description: "Events: `stdout` and `stderr` (data: a JSON string, one chunk as the guest wrote it), then exactly one of `result` (data: RunResult JSON) or `error` (data: Error JSON). Closing the connection interrupts the run.",
-          requestBody: { required: true, ...json("RunRequest") },
-          responses: { "200": { description: "event stream", content: { "text/event-stream": { schema: { type: "string" } } } }, "400": err("invalid body"), ...common },
+          description: "Errors found before the run starts (body, quota, sandbox) are answered with their status; once the stream has started they come as its `error` event. Closing the connection interrupts the run.",
+          requestBody: requestBody(runRequest),
+          responses: { "200": eventStream("RunResult"), ...jsonBody, "400": err("invalid body, or timeoutMs over this key's quota (maxRunMs)"), ...common },
         },
       },
       "/sandboxes/{id}/commands": {
         parameters: sb,
         post: {
+          operationId: "runCommand",
           summary: "run a command in a heavy-tier sandbox (bash -c for a string, argv for an array) and return its exit code and output",
-          requestBody: { required: true, ...json("CommandRequest") },
+          description: "Closing the connection before the answer kills the command.",
+          requestBody: requestBody(commandRequest),
           responses: {
             "200": { description: "the command's result, whatever its exit code; a timeout or output limit the sandbox survived is a result with limitHit (the command was killed)", ...json("CommandResult") },
+            ...jsonBody,
             "400": err("invalid body, or timeoutMs over this key's quota (maxRunMs)"),
             "422": err("a limit killed the sandbox (e.g. its memory cgroup ran out: error.limit names it; the sandbox is closed)"),
             "501": err("the sandbox is not heavy-tier (create it with \"tier\": \"heavy\")"),
@@ -205,25 +285,91 @@ export function openApiDocument(version: string): Record<string, unknown> {
       "/sandboxes/{id}/commands/stream": {
         parameters: sb,
         post: {
+          operationId: "runCommandStream",
           summary: "run a command in a heavy-tier sandbox, streaming its output as Server-Sent Events",
-          description: "Events: `stdout` and `stderr` (data: a JSON string, one chunk as the command wrote it), then exactly one of `result` (data: CommandResult JSON) or `error` (data: Error JSON with `status`). Closing the connection kills the command.",
-          requestBody: { required: true, ...json("CommandRequest") },
-          responses: { "200": { description: "event stream", content: { "text/event-stream": { schema: { type: "string" } } } }, "400": err("invalid body"), ...common },
+          description: "Errors found before the command starts (body, quota, a nano-tier sandbox) are answered with their status; once the stream has started they come as its `error` event. Closing the connection kills the command.",
+          requestBody: requestBody(commandRequest),
+          responses: {
+            "200": eventStream("CommandResult"),
+            ...jsonBody,
+            "400": err("invalid body, or timeoutMs over this key's quota (maxRunMs)"),
+            "501": err("the sandbox is not heavy-tier (create it with \"tier\": \"heavy\")"),
+            ...common,
+          },
         },
       },
       "/sandboxes/{id}/files": {
         parameters: [idParam, pathParam],
-        get: { summary: "download a file (bytes)", responses: { "200": { description: "file contents", content: { "application/octet-stream": { schema: { type: "string", contentMediaType: "application/octet-stream" } } } }, ...common } },
-        put: {
-          summary: "upload a file (bytes; parent directories are created)",
-          requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", contentMediaType: "application/octet-stream" } } } },
-          responses: { "204": { description: "written" }, "400": err("bad path"), "413": err("body too large, or the sandbox's file system quota (error.limit)"), ...common },
+        get: {
+          operationId: "downloadFile",
+          summary: "download a file (bytes)",
+          responses: {
+            "200": { description: "file contents", content: { "application/octet-stream": { schema: bytes } } },
+            ...fsCommon,
+            "403": err("permission denied (FS_ERROR, error.errno EACCES)"),
+            "409": err("the path is a directory (FS_ERROR, error.errno EISDIR), or a parent is not one (ENOTDIR)"),
+          },
         },
-        delete: { summary: "remove a file or directory (recursively)", responses: { "204": { description: "removed" }, ...common } },
+        put: {
+          operationId: "uploadFile",
+          summary: "upload a file (bytes; parent directories are created)",
+          requestBody: { required: true, content: { "application/octet-stream": { schema: bytes } } },
+          responses: {
+            "204": { description: "written" },
+            ...fsCommon,
+            "403": err("the path is read-only (FS_ERROR, error.errno EROFS/EACCES/EPERM): on the heavy tier only /home/user and /tmp are writable; read-only mounts"),
+            "409": err("the path is a directory (EISDIR), or a parent is a file (ENOTDIR)"),
+            "413": err("body over the upload limit (BODY_TOO_LARGE), or the sandbox's file system quota (FS_QUOTA, error.limit)"),
+          },
+        },
+        delete: {
+          operationId: "removeFile",
+          summary: "remove a file or directory (recursively)",
+          responses: {
+            "204": { description: "removed" },
+            ...fsCommon,
+            "403": err("the path is read-only (FS_ERROR, error.errno EROFS/EACCES/EPERM)"),
+            "409": err("a parent is not a directory (ENOTDIR), or the directory could not be emptied (ENOTEMPTY)"),
+          },
+        },
       },
-      "/sandboxes/{id}/files/list": { parameters: [idParam, pathParam], get: { summary: "list a directory", responses: { "200": { description: "entries in code-point order", ...json("DirListing") }, ...common } } },
-      "/sandboxes/{id}/files/exists": { parameters: [idParam, pathParam], get: { summary: "whether a path exists", responses: { "200": { description: "ok", ...json("Exists") }, ...common } } },
-      "/sandboxes/{id}/files/mkdir": { parameters: [idParam, pathParam], post: { summary: "make a directory (and its parents)", responses: { "204": { description: "made" }, ...common } } },
+      "/sandboxes/{id}/files/list": {
+        parameters: [idParam, pathParam],
+        get: {
+          operationId: "listFiles",
+          summary: "list a directory",
+          responses: {
+            "200": { description: "entries in code-point order", ...json("DirListing") },
+            ...fsCommon,
+            "403": err("permission denied (FS_ERROR, error.errno EACCES)"),
+            "409": err("the path is not a directory (FS_ERROR, error.errno ENOTDIR)"),
+          },
+        },
+      },
+      "/sandboxes/{id}/files/exists": {
+        parameters: [idParam, pathParam],
+        get: { operationId: "fileExists", summary: "whether a path exists", responses: { "200": { description: "ok", ...json("Exists") }, ...fsCommon, "404": common["404"] } },
+      },
+      "/sandboxes/{id}/files/mkdir": {
+        parameters: [idParam, pathParam],
+        post: {
+          operationId: "makeDir",
+          summary: "make a directory (and its parents)",
+          responses: {
+            "204": { description: "made" },
+            ...fsCommon,
+            "403": err("the path is read-only (FS_ERROR, error.errno EROFS/EACCES/EPERM): on the heavy tier only /home/user and /tmp are writable"),
+            "409": err("something that is not a directory is in the way (FS_ERROR, error.errno EEXIST or ENOTDIR)"),
+            "413": err("the sandbox's file system quota (FS_QUOTA, error.limit vfsFiles)"),
+          },
+        },
+      },
     },
   };
+}
+
+function registryOf(named: Record<string, z.ZodType>) {
+  const reg = z.registry<{ id: string }>();
+  for (const [id, schema] of Object.entries(named)) reg.add(schema, { id });
+  return reg;
 }

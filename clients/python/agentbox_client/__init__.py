@@ -8,7 +8,7 @@
         r.value  # "2"
 
     with Sandbox.create(tier="heavy") as sb:   # a Debian userland (gVisor)
-        sb.commands.run("echo hi | tr a-z A-Z", on_stdout=print).exit_code  # 0
+        sb.commands.run("echo hi | tr a-z A-Z", on_stdout=lambda s: print(s, end="")).exit_code  # 0
 
 The server is $AGENTBOX_URL (default http://127.0.0.1:8787); the key is $AGENTBOX_API_KEY.
 Standard library only.
@@ -26,9 +26,11 @@ from .errors import (
     LimitError,
     MemoryLimitError,
     NotFoundError,
+    NotTextError,
     OutputLimitError,
     ProtocolError,
     QuotaExceededError,
+    RequestTimeoutError,
     SandboxClosedError,
     TierUnavailableError,
     TimeoutError,
@@ -54,9 +56,11 @@ __all__ = [
     "MemoryLimitError",
     "Mount",
     "NotFoundError",
+    "NotTextError",
     "OutputLimitError",
     "ProtocolError",
     "QuotaExceededError",
+    "RequestTimeoutError",
     "RunResult",
     "Sandbox",
     "SandboxClosedError",

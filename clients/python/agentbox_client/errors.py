@@ -116,6 +116,16 @@ class BadRequestError(AgentboxError):
     """Malformed JSON, or a body over the server's size limit."""
 
 
+class RequestTimeoutError(AgentboxError, builtins.TimeoutError):
+    """No answer from the server in time (code ``CLIENT_TIMEOUT``, status 0). The client closed
+    the connection, which interrupts a run or command still going on in the server."""
+
+
+class NotTextError(AgentboxError):
+    """``files.read(path)`` found bytes that are not UTF-8 (code ``NOT_TEXT``); read them with
+    ``format="bytes"``."""
+
+
 _BY_CODE: Dict[str, Type[AgentboxError]] = {
     "INVALID_OPTIONS": InvalidOptionsError,
     "TIMEOUT": TimeoutError,

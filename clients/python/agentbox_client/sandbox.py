@@ -7,16 +7,22 @@ streamed runs. One connection per request keeps the client thread-safe and simpl
 from __future__ import annotations
 
 import base64
+import builtins
 import http.client
 import json
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union, overload
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union, cast, overload
 
-from .errors import AgentboxError, error_from_body
+from .errors import AgentboxError, NotTextError, RequestTimeoutError, error_from_body
 
 DEFAULT_URL = "http://127.0.0.1:8787"
+
+#: A run or command waits for the server this long past its own time limit (the server's grace
+#: period, a queue behind other requests on the sandbox, the trip back) before the client gives up.
+RUN_TIMEOUT_MARGIN_S = 30.0
 
 
 class Limits(TypedDict, total=False):
@@ -113,7 +119,7 @@ class SandboxInfo:
     id: str
     tier: str
     language: str
-    limits: Dict[str, int]
+    limits: Limits  # every key is present; cpus is a float, the rest ints
     seed: int
     status: Literal["running", "closed"]
     created_at: str
@@ -127,7 +133,7 @@ class SandboxInfo:
             id=str(d["id"]),
             tier=str(d["tier"]),
             language=str(d["language"]),
-            limits=dict(d["limits"]),
+            limits=_limits_from_json(d["limits"]),
             seed=int(d["seed"]),
             status=d["status"],
             created_at=str(d["createdAt"]),
@@ -137,20 +143,39 @@ class SandboxInfo:
         )
 
 
+def _limits_from_json(d: Mapping[str, Any]) -> Limits:
+    return cast(Limits, {k: float(v) if k == "cpus" else int(v) for k, v in d.items()})
+
+
+@contextmanager
+def _timeouts(timeout_s: float, what: str) -> Iterator[None]:
+    """A socket timeout becomes RequestTimeoutError (the server's own TIMEOUT errors pass through)."""
+    try:
+        yield
+    except builtins.TimeoutError as e:
+        if isinstance(e, AgentboxError):
+            raise
+        raise RequestTimeoutError(f"no answer from the server within {timeout_s:g} s ({what}); the connection was closed, which stops the run in the server", code="CLIENT_TIMEOUT") from e
+
+
 @dataclass(frozen=True)
 class Connection:
-    """Where the server is and which key to use. Defaults: $AGENTBOX_URL, $AGENTBOX_API_KEY."""
+    """Where the server is and which key to use. Defaults: $AGENTBOX_URL, $AGENTBOX_API_KEY.
+
+    ``timeout_s`` is the socket timeout of every request but runs and commands, which wait for
+    their own time limit plus RUN_TIMEOUT_MARGIN_S.
+    """
 
     base_url: str = field(default_factory=lambda: os.environ.get("AGENTBOX_URL", DEFAULT_URL))
     api_key: Optional[str] = field(default_factory=lambda: os.environ.get("AGENTBOX_API_KEY"))
     timeout_s: float = 120.0
 
-    def _open(self, method: str, path: str, body: Optional[bytes], content_type: Optional[str], accept: str) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _open(self, method: str, path: str, body: Optional[bytes], content_type: Optional[str], accept: str, timeout_s: float) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         u = urllib.parse.urlsplit(self.base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port], got {self.base_url!r}")
         cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-        conn = cls(u.hostname, u.port, timeout=self.timeout_s)
+        conn = cls(u.hostname, u.port, timeout=timeout_s)
         headers = {"accept": accept}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
@@ -172,27 +197,35 @@ class Connection:
             raise error_from_body(resp.status, parsed)
         return conn, resp
 
-    def request(self, method: str, path: str, *, json_body: Any = None, data: Optional[bytes] = None) -> bytes:
+    def request(self, method: str, path: str, *, json_body: Any = None, data: Optional[bytes] = None, timeout_s: Optional[float] = None) -> bytes:
         body = json.dumps(json_body).encode() if json_body is not None else data
         ctype = "application/json" if json_body is not None else ("application/octet-stream" if data is not None else None)
-        conn, resp = self._open(method, path, body, ctype, "application/json")
-        try:
-            return resp.read()
-        finally:
-            conn.close()
+        t = self.timeout_s if timeout_s is None else timeout_s
+        with _timeouts(t, "timeout_s" if timeout_s is None else "the run's time limit + RUN_TIMEOUT_MARGIN_S"):
+            conn, resp = self._open(method, path, body, ctype, "application/json", t)
+            try:
+                return resp.read()
+            finally:
+                conn.close()
 
-    def json(self, method: str, path: str, json_body: Any = None) -> Any:
-        raw = self.request(method, path, json_body=json_body)
+    def json(self, method: str, path: str, json_body: Any = None, *, timeout_s: Optional[float] = None) -> Any:
+        raw = self.request(method, path, json_body=json_body, timeout_s=timeout_s)
         return json.loads(raw) if raw else None
 
-    def events(self, path: str, json_body: Any) -> Iterator[Tuple[str, Any]]:
-        """POST and yield (event, data) pairs of a Server-Sent Events response as they arrive."""
-        conn, resp = self._open("POST", path, json.dumps(json_body).encode(), "application/json", "text/event-stream")
+    def events(self, path: str, json_body: Any, *, timeout_s: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
+        """POST and yield (event, data) pairs of a Server-Sent Events response as they arrive.
+
+        ``timeout_s`` bounds the wait for each line (a quiet run sends nothing until its result)."""
+        t = self.timeout_s if timeout_s is None else timeout_s
+        what = "timeout_s" if timeout_s is None else "the run's time limit + RUN_TIMEOUT_MARGIN_S"
+        with _timeouts(t, what):
+            conn, resp = self._open("POST", path, json.dumps(json_body).encode(), "application/json", "text/event-stream", t)
         try:
             event = "message"
             data: List[str] = []
             while True:
-                raw = resp.readline()
+                with _timeouts(t, what):
+                    raw = resp.readline()
                 if not raw:
                     return
                 line = raw.decode("utf-8").rstrip("\r\n")
@@ -236,7 +269,12 @@ class SandboxFiles:
     def read(self, path: str, format: Literal["bytes"]) -> bytes: ...
     def read(self, path: str, format: Literal["text", "bytes"] = "text") -> Union[str, bytes]:
         raw = self._sb._conn.request("GET", f"{self._sb._base}/files?{_q(path)}")
-        return raw if format == "bytes" else raw.decode("utf-8")
+        if format == "bytes":
+            return raw
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise NotTextError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); read it with files.read(path, format=\"bytes\")", code="NOT_TEXT") from e
 
     def list(self, path: str = "/") -> List[EntryInfo]:
         """Entries of a directory, sorted by name in code-point order."""
@@ -288,14 +326,15 @@ class SandboxCommands:
         elif stdin is not None:
             body["stdinBase64"] = base64.b64encode(bytes(stdin)).decode("ascii")
         path = f"{self._sb._base}/commands"
+        wait_s = self._sb._run_wait_s(timeout_ms)
         if on_stdout is None and on_stderr is None:
-            return CommandResult.from_json(self._sb._conn.json("POST", path, body))
-        return CommandResult.from_json(_stream(self._sb._conn, f"{path}/stream", body, on_stdout, on_stderr))
+            return CommandResult.from_json(self._sb._conn.json("POST", path, body, timeout_s=wait_s))
+        return CommandResult.from_json(_stream(self._sb._conn, f"{path}/stream", body, on_stdout, on_stderr, wait_s))
 
 
-def _stream(conn: Connection, path: str, body: Any, on_stdout: Optional[Callable[[str], None]], on_stderr: Optional[Callable[[str], None]]) -> Any:
+def _stream(conn: Connection, path: str, body: Any, on_stdout: Optional[Callable[[str], None]], on_stderr: Optional[Callable[[str], None]], timeout_s: float) -> Any:
     """Follow a streamed operation: chunks to the callbacks, then the ``result`` data (or raise its ``error``)."""
-    for event, data in conn.events(path, body):
+    for event, data in conn.events(path, body, timeout_s=timeout_s):
         if event == "stdout" and on_stdout is not None:
             on_stdout(data)
         elif event == "stderr" and on_stderr is not None:
@@ -363,9 +402,9 @@ class Sandbox:
         return cls(SandboxInfo.from_json(conn.json("GET", f"/sandboxes/{urllib.parse.quote(sandbox_id, safe='')}")), conn)
 
     @staticmethod
-    def list(*, base_url: Optional[str] = None, api_key: Optional[str] = None) -> List[SandboxInfo]:
+    def list(*, base_url: Optional[str] = None, api_key: Optional[str] = None, timeout_s: float = 120.0) -> List[SandboxInfo]:
         """This key's sandboxes."""
-        conn = _connection(base_url, api_key, 120.0)
+        conn = _connection(base_url, api_key, timeout_s)
         return [SandboxInfo.from_json(s) for s in conn.json("GET", "/sandboxes")["sandboxes"]]
 
     def run_code(
@@ -376,13 +415,26 @@ class Sandbox:
         on_stdout: Optional[Callable[[str], None]] = None,
         on_stderr: Optional[Callable[[str], None]] = None,
     ) -> RunResult:
-        """Run code with REPL semantics. With on_stdout/on_stderr, output is streamed as it happens."""
+        """Run code with REPL semantics. With on_stdout/on_stderr, output is streamed as it happens.
+
+        The client waits for the run's time limit (``timeout_ms``, else the sandbox's
+        limits.timeoutMs) plus RUN_TIMEOUT_MARGIN_S; past that it raises RequestTimeoutError and
+        closes the connection, which interrupts the run in the server.
+        """
         body: Dict[str, Any] = {"code": code}
         if timeout_ms is not None:
             body["timeoutMs"] = timeout_ms
+        wait_s = self._run_wait_s(timeout_ms)
         if on_stdout is None and on_stderr is None:
-            return RunResult.from_json(self._conn.json("POST", f"{self._base}/run", body))
-        return RunResult.from_json(_stream(self._conn, f"{self._base}/run/stream", body, on_stdout, on_stderr))
+            return RunResult.from_json(self._conn.json("POST", f"{self._base}/run", body, timeout_s=wait_s))
+        return RunResult.from_json(_stream(self._conn, f"{self._base}/run/stream", body, on_stdout, on_stderr, wait_s))
+
+    def _run_wait_s(self, timeout_ms: Optional[int]) -> float:
+        """How long to wait for a run's answer: its time limit, the grace before a hard kill, a margin."""
+        limit_ms = timeout_ms if timeout_ms is not None else self.info.limits.get("timeoutMs")
+        if limit_ms is None:  # a server that does not report its limits
+            return self._conn.timeout_s
+        return max((limit_ms + self.info.limits.get("graceMs", 0)) / 1000.0 + RUN_TIMEOUT_MARGIN_S, 1.0)
 
     def refresh(self) -> SandboxInfo:
         self.info = SandboxInfo.from_json(self._conn.json("GET", self._base))

@@ -19,15 +19,19 @@ import time
 import unittest
 from pathlib import Path
 from typing import ClassVar, List, Optional, Tuple
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentbox_client import (  # noqa: E402
+    AgentboxError,
     AuthenticationError,
     FileSystemError,
     InvalidOptionsError,
     NotFoundError,
+    NotTextError,
     QuotaExceededError,
+    RequestTimeoutError,
     Sandbox,
     SandboxClosedError,
     TierUnavailableError,
@@ -125,6 +129,31 @@ class RunTests(unittest.TestCase):
             self.assertEqual(sb.refresh().status, "closed")
 
 
+class ClientTimeoutTests(unittest.TestCase):
+    def test_the_client_waits_for_the_runs_own_limit(self) -> None:
+        with create(limits={"timeoutMs": 50_000, "graceMs": 500}) as sb:
+            self.assertEqual(sb._run_wait_s(None), 50.5 + 30)
+            self.assertEqual(sb._run_wait_s(200_000), 200.5 + 30)  # longer than timeout_s (120 s)
+            self.assertIsInstance(sb.info.limits["cpus"], float)
+            self.assertIsInstance(sb.info.limits["memoryMb"], int)
+
+    def test_a_client_that_gives_up_raises_its_own_error_and_stops_the_run(self) -> None:
+        with create(limits={"timeoutMs": 30_000}) as sb:
+            sb.run_code("x = 41")
+            for stream in (False, True):
+                t0 = time.monotonic()
+                # Pretend the margin is negative: the client gives up ~2 s into a 20 s run.
+                with mock.patch("agentbox_client.sandbox.RUN_TIMEOUT_MARGIN_S", -18.5):
+                    with self.assertRaises(RequestTimeoutError) as cm:
+                        sb.run_code("while True: pass", timeout_ms=20_000, on_stdout=(lambda s: None) if stream else None)
+                self.assertIsInstance(cm.exception, AgentboxError)
+                self.assertIsInstance(cm.exception, builtins.TimeoutError)
+                self.assertEqual(cm.exception.code, "CLIENT_TIMEOUT")
+                self.assertEqual(sb.run_code("x + 1").value, "42")
+                self.assertLess(time.monotonic() - t0, 10, "the abandoned run went on in the server")
+            self.assertEqual(len(Sandbox.list(base_url=URL, api_key=KEY, timeout_s=5)), 1)
+
+
 class FilesTests(unittest.TestCase):
     def test_binary_round_trip_list_exists_remove(self) -> None:
         with create() as sb:
@@ -145,6 +174,10 @@ class FilesTests(unittest.TestCase):
             self.assertEqual(cm.exception.status, 404)
             with self.assertRaises(InvalidOptionsError):
                 sb.files.read("/../etc/passwd")
+            sb.files.write("/data/bin", b"\xff\xfe\x00")
+            with self.assertRaises(NotTextError) as nt:
+                sb.files.read("/data/bin")
+            self.assertIn('format="bytes"', nt.exception.message)
 
 
 class CommandsTests(unittest.TestCase):
