@@ -4,7 +4,12 @@
 //     cell may declare the same name again (as Node's REPL allows);
 //   - `import ... from "fs"` becomes a `var` bound to the sandbox's built-in module.
 // The rewritten text runs only inside QuickJS. Parse errors are reported in the user's source.
-import { parse, type Node, type Program } from "acorn";
+// The caller passes acorn's `parse`: the worker loads acorn from the path the host granted it (a
+// bare import would resolve through the package's node_modules, which may be a symlink the
+// permission model does not let the worker follow).
+import type { parse as acornParse, Node, Program } from "acorn";
+
+export type Parse = typeof acornParse;
 import { MODULE_GLOBAL } from "./js-guest.js";
 
 export class CellSyntaxError extends Error {
@@ -29,7 +34,7 @@ interface ImportSpec {
   imported?: { type: string; name?: string; value?: unknown };
 }
 
-export function rewriteCell(code: string): string {
+export function rewriteCell(code: string, parse: Parse): string {
   let program: Program;
   try {
     program = parse(code, {

@@ -1,24 +1,25 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { parse } from "acorn";
 import { pickLanguage } from "../../src/cli/main.js";
 import { MemTree, VfsError } from "../../src/vfs/tree.js";
 import { CellSyntaxError, rewriteCell } from "../../src/worker/js-cell.js";
 
 describe("JavaScript cell rewriting", () => {
   it("turns top-level let/const/class into vars on the same lines and columns", () => {
-    assert.equal(rewriteCell("const a = 1;\nlet b = 2;\nif (a) { const c = 3 }"), "var   a = 1;\nvar b = 2;\nif (a) { const c = 3 }");
-    assert.equal(rewriteCell("class C {}\nC"), "var C = class C {};\nC");
+    assert.equal(rewriteCell("const a = 1;\nlet b = 2;\nif (a) { const c = 3 }", parse), "var   a = 1;\nvar b = 2;\nif (a) { const c = 3 }");
+    assert.equal(rewriteCell("class C {}\nC", parse), "var C = class C {};\nC");
   });
 
   it("binds imports of the built-in modules, keeping the line count", () => {
-    const out = rewriteCell('import fs, { readFileSync as r } from "fs";\nimport * as p from\n  "node:fs/promises";\nx');
+    const out = rewriteCell('import fs, { readFileSync as r } from "fs";\nimport * as p from\n  "node:fs/promises";\nx', parse);
     assert.equal(out.split("\n").length, 4);
     assert.match(out, /^var fs = __agentbox_module\("fs"\)\.default, r = __agentbox_module\("fs"\)\["readFileSync"\];/);
     assert.match(out, /var p = __agentbox_module\("node:fs\/promises"\);\n\nx$/);
   });
 
   it("reports syntax errors with a 1-based line and column", () => {
-    assert.throws(() => rewriteCell("ok()\nlet = = 2"), (e: unknown) => e instanceof CellSyntaxError && e.line === 2 && e.column === 7);
+    assert.throws(() => rewriteCell("ok()\nlet = = 2", parse), (e: unknown) => e instanceof CellSyntaxError && e.line === 2 && e.column === 7);
   });
 });
 
