@@ -121,6 +121,7 @@ interface Hooks {
   fireTimer: QuickJSHandle;
   clearTimers: QuickJSHandle;
   fetchDone: QuickJSHandle;
+  moduleSource: QuickJSHandle;
 }
 
 
@@ -233,8 +234,23 @@ class JsSession {
       fireTimer: ctx.getProp(hooks, "fireTimer"),
       clearTimers: ctx.getProp(hooks, "clearTimers"),
       fetchDone: ctx.getProp(hooks, "fetchDone"),
+      moduleSource: ctx.getProp(hooks, "moduleSource"),
     };
     hooks.dispose();
+    // `import` (static ones are rewritten into dynamic ones) reaches only the prelude's built-in
+    // modules; "node:fs" and "fs" are one module.
+    rt.setModuleLoader(
+      (name) => {
+        const nameHandle = ctx.newString(name);
+        const r = ctx.callFunction(this.hooks!.moduleSource, ctx.undefined, nameHandle);
+        nameHandle.dispose();
+        if (r.error) return { error: r.error };
+        const source = ctx.typeof(r.value) === "string" ? ctx.getString(r.value) : "";
+        r.value.dispose();
+        return source;
+      },
+      (_base, requested) => requested.replace(/^node:/, ""),
+    );
   }
 
   private dropContext(): void {
