@@ -1,6 +1,7 @@
 // Helpers shared by the integration and security tests.
+import assert from "node:assert/strict";
 import { after } from "node:test";
-import { Sandbox } from "../src/index.js";
+import { InvalidOptionsError, Sandbox } from "../src/index.js";
 
 export function isAlive(pid: number | undefined): boolean {
   if (pid === undefined) return false;
@@ -19,6 +20,30 @@ export async function waitGone(pid: number | undefined, ms = 5000): Promise<void
     if (Date.now() > end) throw new Error(`process ${pid} still alive after ${ms} ms`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * The files API's one path rule, the same on every engine: a path that is relative, has a `..`
+ * segment or a NUL byte is refused with InvalidOptionsError naming it (never resolved, so nothing
+ * lands at /x.txt); `.` segments and repeated slashes are normalised.
+ */
+export async function checkGuestPathRule(sb: Sandbox): Promise<void> {
+  const ops: ((p: string) => Promise<unknown>)[] = [
+    (p) => sb.files.write(p, "escaped?"),
+    (p) => sb.files.read(p),
+    (p) => sb.files.list(p),
+    (p) => sb.files.exists(p),
+    (p) => sb.files.remove(p),
+    (p) => sb.files.makeDir(p),
+  ];
+  for (const p of ["/../../x.txt", "/tmp/../x.txt", "/tmp/..", "x.txt", "/tmp/x\0.txt"]) {
+    for (const op of ops) {
+      await assert.rejects(op(p), (e: unknown) => e instanceof InvalidOptionsError && e.message.includes(JSON.stringify(p)) && /no "\.\." segment/.test(e.message), p);
+    }
+  }
+  assert.equal(await sb.files.exists("/x.txt"), false);
+  await sb.files.write("/tmp/./a//b.txt", "ok");
+  assert.equal(await sb.files.read("/tmp/a/b.txt"), "ok");
 }
 
 /** Every test file that creates sandboxes stops the shared pool when it ends. */

@@ -61,7 +61,7 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
     .enum(LANGUAGES)
     .default("python")
     .describe(heavy ? "which session sandbox: each language has its own file system (python is the Linux sandbox run_command uses)" : "which session sandbox: each language has its own file system");
-  const guestPath = z.string().min(1).describe("absolute path inside the sandbox, e.g. /data/in.csv");
+  const guestPath = z.string().min(1).describe("absolute path inside the sandbox without `..` segments, e.g. /data/in.csv");
 
   for (const lang of LANGUAGES) {
     const title = lang === "python" ? "Python" : "JavaScript";
