@@ -1,7 +1,7 @@
 // Helpers shared by the integration and security tests.
 import assert from "node:assert/strict";
 import { after } from "node:test";
-import { InvalidOptionsError, Sandbox } from "../src/index.js";
+import { FileSystemError, InvalidOptionsError, Sandbox } from "../src/index.js";
 
 export function isAlive(pid: number | undefined): boolean {
   if (pid === undefined) return false;
@@ -44,6 +44,21 @@ export async function checkGuestPathRule(sb: Sandbox): Promise<void> {
   assert.equal(await sb.files.exists("/x.txt"), false);
   await sb.files.write("/tmp/./a//b.txt", "ok");
   assert.equal(await sb.files.read("/tmp/a/b.txt"), "ok");
+}
+
+/** files.makeDir is `mkdir -p` on every engine: fine over a directory, EEXIST over a file. */
+export async function checkMakeDirOverFile(sb: Sandbox): Promise<void> {
+  const errno = (code: string) => (e: unknown) => e instanceof FileSystemError && e.errno === code;
+  await sb.files.write("/tmp/mk/f.txt", "x");
+  await assert.rejects(sb.files.makeDir("/tmp/mk/f.txt"), errno("EEXIST"));
+  await assert.rejects(sb.files.makeDir("/tmp/mk/f.txt/sub"), errno("ENOTDIR"));
+  await assert.rejects(sb.files.write("/tmp/mk/f.txt/sub/g.txt", "y"), errno("ENOTDIR"));
+  assert.equal(await sb.files.read("/tmp/mk/f.txt"), "x");
+  await sb.files.makeDir("/tmp/mk/d/e");
+  await sb.files.makeDir("/tmp/mk/d/e");
+  await sb.files.makeDir("/tmp/mk");
+  await sb.files.makeDir("/");
+  assert.deepEqual((await sb.files.list("/tmp/mk")).map((e) => `${e.name}:${e.type}`), ["d:dir", "f.txt:file"]);
 }
 
 /** Every test file that creates sandboxes stops the shared pool when it ends. */

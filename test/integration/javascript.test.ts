@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FileSystemError, FileSystemQuotaError, Sandbox, SandboxClosedError, TimeoutError } from "../../src/index.js";
-import { checkGuestPathRule, isAlive, waitGone } from "../helpers.js";
+import { checkGuestPathRule, checkMakeDirOverFile, isAlive, waitGone } from "../helpers.js";
 
 describe("javascript: REPL semantics", () => {
   it("keeps declarations across runs, returns the last expression as JSON, streams console output", async () => {
@@ -127,6 +127,13 @@ describe("javascript: files", () => {
     await sb.runCode("fs.rmSync('/out', { recursive: true })");
     assert.equal(await sb.files.exists("/out/log.txt"), false);
     await assert.rejects(sb.files.read("/out/log.txt"), (x: unknown) => x instanceof FileSystemError && x.errno === "ENOENT");
+  });
+
+  it("makeDir is mkdir -p: fine over a directory, FileSystemError EEXIST over a file", async () => {
+    await using sb = await Sandbox.create({ language: "javascript" });
+    await checkMakeDirOverFile(sb);
+    const guest = await sb.runCode("import fs from 'fs';\ntry { fs.mkdirSync('/tmp/mk/f.txt', { recursive: true }) } catch (e) { e.code }");
+    assert.equal(guest.value, '"EEXIST"', "the guest's fs.mkdirSync agrees");
   });
 
   it("refuses relative paths, .. segments and NUL with InvalidOptionsError naming the path", async () => {
