@@ -84,7 +84,7 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
     .default("python")
     .describe(heavy ? "which session sandbox: each language has its own file system (python is the Linux sandbox run_command uses)" : "which session sandbox: each language has its own file system");
   // The heavy tier's root is read-only: only /home/user and /tmp take writes.
-  const guestPath = z.string().min(1).describe(`absolute path inside the sandbox, e.g. ${heavy ? "/home/user/in.csv" : "/data/in.csv"}`);
+  const guestPath = z.string().min(1).describe(`absolute path inside the sandbox without \`..\` segments, e.g. ${heavy ? "/home/user/in.csv" : "/data/in.csv"}`);
 
   for (const lang of LANGUAGES) {
     const title = lang === "python" ? "Python" : "JavaScript";

@@ -113,11 +113,19 @@ export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, pre
   );
 }
 
-/** Normalise a guest path: absolute, no NUL, `.`/`..` resolved without climbing above `/`. */
+/** The one rule for a guest path given to the files API (library, HTTP, MCP) or as a mount point. */
+export const GUEST_PATH_RULE = 'must be absolute, with no ".." segment and no NUL byte';
+
+/**
+ * Check a guest path against GUEST_PATH_RULE and normalise what remains (`.` segments, repeated
+ * and trailing slashes). `..` is refused rather than resolved, so a path means the same on every
+ * surface and never silently names another file.
+ */
 export function normalizeGuestPath(p: string, field = "path"): string {
   if (typeof p !== "string" || p.length === 0) throw new InvalidOptionsError([{ path: field, message: "must be a non-empty string" }]);
-  if (p.includes("\0")) throw new InvalidOptionsError([{ path: field, message: "must not contain NUL" }]);
-  if (!p.startsWith("/")) throw new InvalidOptionsError([{ path: field, message: `must be absolute, got ${JSON.stringify(p)}` }]);
+  if (!p.startsWith("/") || p.includes("\0") || p.split("/").includes("..")) {
+    throw new InvalidOptionsError([{ path: field, message: `${GUEST_PATH_RULE}, got ${JSON.stringify(p)}` }]);
+  }
   if (p.length > 4096) throw new InvalidOptionsError([{ path: field, message: "longer than 4096 characters" }]);
   return path.posix.normalize(p).replace(/(.)\/+$/, "$1");
 }

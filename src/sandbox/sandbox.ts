@@ -21,12 +21,15 @@ import {
 import type { DirEntry } from "../protocol/messages.js";
 import type { RunResult } from "./result.js";
 
-/** Read-only view of a sandbox's file system, E2B-style. Paths are absolute guest paths. */
+/**
+ * A sandbox's file system, E2B-style. Every path must be absolute, with no `..` segment and no NUL
+ * (normalizeGuestPath); another path rejects with InvalidOptionsError naming it.
+ */
 export class SandboxFiles {
   constructor(private readonly sb: Sandbox) {}
 
   /** Write a file, creating parent directories. Counts against limits.vfsBytes / vfsFiles. */
-  write(path: string, data: string | Uint8Array): Promise<void> {
+  async write(path: string, data: string | Uint8Array): Promise<void> {
     const p = normalizeGuestPath(path);
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
     return this.sb.exclusive((e) => e.writeFile(p, bytes));
@@ -42,23 +45,23 @@ export class SandboxFiles {
   }
 
   /** Entries of a directory, sorted by name in code-point order. */
-  list(path: string): Promise<DirEntry[]> {
+  async list(path: string): Promise<DirEntry[]> {
     const p = normalizeGuestPath(path);
     return this.sb.exclusive((e) => e.list(p));
   }
 
   /** Remove a file, link or directory (with its contents). */
-  remove(path: string): Promise<void> {
+  async remove(path: string): Promise<void> {
     const p = normalizeGuestPath(path);
     return this.sb.exclusive((e) => e.remove(p));
   }
 
-  exists(path: string): Promise<boolean> {
+  async exists(path: string): Promise<boolean> {
     const p = normalizeGuestPath(path);
     return this.sb.exclusive((e) => e.exists(p));
   }
 
-  makeDir(path: string): Promise<void> {
+  async makeDir(path: string): Promise<void> {
     const p = normalizeGuestPath(path);
     return this.sb.exclusive((e) => e.makeDir(p));
   }

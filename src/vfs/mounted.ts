@@ -127,7 +127,7 @@ export class MountedTree {
       return;
     }
     this.writable(at, p);
-    this.host(p, () => this.mkdirHost(at, at.rel, p, recursive));
+    this.host(p, () => this.mkdirHost(at, at.rel, p, recursive, true));
   }
 
   exists(p: string): boolean {
@@ -274,8 +274,12 @@ export class MountedTree {
     });
   }
 
-  /** Make directory `rel` (and with `recursive` its parents), one contained step at a time. */
-  private mkdirHost(at: { mount: Mount }, rel: string[], p: string, recursive: boolean): void {
+  /**
+   * Make directory `rel` (and with `recursive` its parents), one contained step at a time.
+   * `target`: `rel` is the directory asked for (a non-directory there is EEXIST, as `mkdir -p`
+   * says), not the parents of a file being written (ENOTDIR).
+   */
+  private mkdirHost(at: { mount: Mount }, rel: string[], p: string, recursive: boolean, target = false): void {
     let dir = at.mount.root;
     for (let i = 0; i < rel.length; i++) {
       const next = path.join(dir, rel[i]!);
@@ -284,7 +288,7 @@ export class MountedTree {
       if (st) {
         if (last && !recursive) throw new VfsError("EEXIST", p);
         dir = this.contained(at.mount, fs.realpathSync(next), p);
-        if (!fs.statSync(dir).isDirectory()) throw new VfsError("ENOTDIR", p);
+        if (!fs.statSync(dir).isDirectory()) throw new VfsError(last && target ? "EEXIST" : "ENOTDIR", p);
         continue;
       }
       if (!last && !recursive) throw new VfsError("ENOENT", p);

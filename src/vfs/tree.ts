@@ -171,17 +171,23 @@ export class MemTree {
     this.digestCache = undefined;
   }
 
-  /** Make a directory; `recursive`: parents too, and no error if it exists. */
+  /**
+   * Make a directory; `recursive`: parents too, and no error if it exists as a directory (as
+   * `mkdir -p`). A file already there is EEXIST either way; a file among the parents, ENOTDIR.
+   */
   mkdir(p: string, recursive = false): void {
     const parts = splitPath(p, this.cwd);
-    if (recursive) {
-      this.mkdirParts(parts, p);
-      return;
-    }
     const name = parts.pop();
-    if (name === undefined) throw new VfsError("EEXIST", p);
-    const dir = this.dirAt(parts, p);
-    if (dir.children.has(name)) throw new VfsError("EEXIST", p);
+    if (name === undefined) {
+      if (recursive) return;
+      throw new VfsError("EEXIST", p);
+    }
+    const dir = recursive ? this.mkdirParts(parts, p) : this.dirAt(parts, p);
+    const existing = dir.children.get(name);
+    if (existing) {
+      if (recursive && existing.kind === "dir") return;
+      throw new VfsError("EEXIST", p);
+    }
     this.charge(p, 1, 0);
     dir.children.set(name, { kind: "dir", children: new Map() });
     this.usage.files += 1;

@@ -5,7 +5,7 @@
 // description and the timer queue. Host functions take and return only strings, numbers,
 // booleans and ArrayBuffers; the worker checks every argument.
 //
-// The guest's `fs` module (import fs from "fs" | "node:fs"; "fs/promises" for the async form):
+// The guest's `fs` module (import fs from "fs" | "node:fs", or await import("fs"); "fs/promises" for the async form):
 //   readFileSync(path[, "utf8" | { encoding }])  → string with an encoding, else Uint8Array
 //   writeFileSync(path, string | ArrayBuffer | TypedArray[, { flag: "a" }]), appendFileSync
 //   readdirSync(path[, { withFileTypes }]) (sorted), existsSync, statSync, mkdirSync(path[, { recursive }]),
@@ -31,8 +31,11 @@ export const FS_EXPORTS = [
   "copyFileSync",
 ] as const;
 
-/** Global through which rewritten `import` statements reach the built-in modules. */
+/** Global through which the text of the built-in modules (see `moduleSource`) reaches their exports. */
 export const MODULE_GLOBAL = "__agentbox_module";
+
+/** Global through which rewritten top-level `let` / `const` / `class` (js-cell.ts) keep their dead zone. */
+export const LEXICAL_GLOBAL = "__agentbox_lexical";
 
 export const PRELUDE = String.raw`(function (host) {
   "use strict";
@@ -212,12 +215,41 @@ export const PRELUDE = String.raw`(function (host) {
     fs: { default: fs, ...fs },
     "fs/promises": { default: promises, ...promises },
   };
-  hide(G, ${JSON.stringify(MODULE_GLOBAL)}, function (name) {
-    const key = toStr(name).replace(/^node:/, "");
-    if (!Object.prototype.hasOwnProperty.call(modules, key)) {
-      throw new Error("Cannot find module '" + toStr(name) + "': this sandbox has only 'fs' and 'fs/promises' (no host modules)");
+  const isModule = (key) => Object.prototype.hasOwnProperty.call(modules, key);
+  hide(G, ${JSON.stringify(MODULE_GLOBAL)}, function (key) { return isModule(key) ? modules[key] : undefined; });
+  // The text QuickJS compiles for a built-in module (static imports become dynamic ones, so both
+  // share one module instance per name).
+  const moduleSource = (key) => {
+    if (!isModule(key)) {
+      const known = Object.keys(modules).map((k) => "'" + k + "'").join(", ");
+      throw new Error("Cannot find module '" + toStr(key) + "': this sandbox has only " + known + " (no host modules)");
     }
-    return modules[key];
+    const names = Object.keys(modules[key]).filter((k) => k !== "default");
+    return "const m = " + ${JSON.stringify(MODULE_GLOBAL)} + "(" + jsonStringify(key) + ");\n" +
+      "export default m.default;\nexport const { " + names.join(", ") + " } = m;\n";
+  };
+
+  // Top-level let/const/class of a cell (see js-cell.ts) are configurable global properties, so a
+  // later cell may declare them again. From the start of the cell until its declaration runs a
+  // name is an accessor that throws, as a binding in its temporal dead zone does. A name already
+  // bound by a var, function or import of an earlier cell (not configurable) is left as it is.
+  const defineProperty = Object.defineProperty;
+  const ownDescriptor = Object.getOwnPropertyDescriptor;
+  const rebindable = (name) => { const d = ownDescriptor(G, name); return !d || d.configurable; };
+  hide(G, ${JSON.stringify(LEXICAL_GLOBAL)}, {
+    enter(names) {
+      for (const name of names) {
+        if (!rebindable(name)) continue;
+        const dead = () => { throw new ReferenceError("Cannot access '" + name + "' before initialization"); };
+        defineProperty(G, name, { get: dead, set: dead, enumerable: false, configurable: true });
+      }
+    },
+    init(names, value) {
+      for (const name of names) {
+        if (rebindable(name)) defineProperty(G, name, { value: undefined, writable: true, enumerable: false, configurable: true });
+      }
+      return value;
+    },
   });
 
   // fetch: only with a network grant. The host checks every URL and does the request; the guest
@@ -297,5 +329,5 @@ export const PRELUDE = String.raw`(function (host) {
     else r.resolve(makeResponse(m, body));
   };
 
-  return { show, describe, fireTimer, fetchDone, clearTimers: () => { timers.clear(); requests.clear(); } };
+  return { show, describe, fireTimer, fetchDone, moduleSource, clearTimers: () => { timers.clear(); requests.clear(); } };
 })`;

@@ -3,7 +3,7 @@
 // eval, no Function, no vm: code generation from strings is disabled for the process anyway). The
 // guest reaches the worker only through a handful of host functions taking plain values.
 //
-//   node [flags] js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> [warm]
+//   node [flags] js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> <acorn> [warm]
 //
 // Protocol: frames (see protocol/frames.ts) on stdin/stdout; the control pipe (fd 3) carries
 // interrupt requests; stderr is for diagnostics only. The main thread only relays frames from the
@@ -22,7 +22,7 @@ import type { FsOp, HostMessage, WorkerLimits } from "../protocol/messages.js";
 import { MountedTree } from "../vfs/mounted.js";
 import { MemTree, VfsError } from "../vfs/tree.js";
 import { beginRun, cutUtf8, fatal, INTERRUPT_WORDS, OutputBatcher, readHostFrames, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, startInterrupter, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "./common.js";
-import { CellSyntaxError, rewriteCell } from "./js-cell.js";
+import { CellSyntaxError, rewriteCell, type Parse } from "./js-cell.js";
 import { PRELUDE } from "./js-guest.js";
 
 const HOME = "/home/user";
@@ -121,6 +121,7 @@ interface Hooks {
   fireTimer: QuickJSHandle;
   clearTimers: QuickJSHandle;
   fetchDone: QuickJSHandle;
+  moduleSource: QuickJSHandle;
 }
 
 
@@ -148,6 +149,7 @@ class JsSession {
   constructor(
     private readonly qjs: QuickJSWASMModule,
     private readonly loadSucrase: () => Transform,
+    private readonly parse: Parse,
     private readonly inbox: HostInbox,
   ) {}
 
@@ -232,8 +234,23 @@ class JsSession {
       fireTimer: ctx.getProp(hooks, "fireTimer"),
       clearTimers: ctx.getProp(hooks, "clearTimers"),
       fetchDone: ctx.getProp(hooks, "fetchDone"),
+      moduleSource: ctx.getProp(hooks, "moduleSource"),
     };
     hooks.dispose();
+    // `import` (static ones are rewritten into dynamic ones) reaches only the prelude's built-in
+    // modules; "node:fs" and "fs" are one module.
+    rt.setModuleLoader(
+      (name) => {
+        const nameHandle = ctx.newString(name);
+        const r = ctx.callFunction(this.hooks!.moduleSource, ctx.undefined, nameHandle);
+        nameHandle.dispose();
+        if (r.error) return { error: r.error };
+        const source = ctx.typeof(r.value) === "string" ? ctx.getString(r.value) : "";
+        r.value.dispose();
+        return source;
+      },
+      (_base, requested) => requested.replace(/^node:/, ""),
+    );
   }
 
   private dropContext(): void {
@@ -381,7 +398,7 @@ class JsSession {
     let error: GuestError | null = null;
     let source: string | undefined;
     try {
-      source = rewriteCell(this.typescript ? this.stripTypes(code) : code);
+      source = rewriteCell(this.typescript ? this.stripTypes(code) : code, this.parse);
     } catch (e) {
       if (!(e instanceof CellSyntaxError)) throw e;
       error = { name: "SyntaxError", message: `${e.message} (line ${e.line}, column ${e.column})`, traceback: `SyntaxError: ${e.message}\n    at ${file}:${e.line}:${e.column}\n` };
@@ -782,8 +799,8 @@ function isNativeStackOverflow(e: unknown): boolean {
 }
 
 async function engineMain(): Promise<void> {
-  const [mode, coreEntry, variantEntry, sucraseEntry, flag] = process.argv.slice(2);
-  if (mode !== "serve" || !coreEntry || !variantEntry || !sucraseEntry) fatal("usage: js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> [warm]");
+  const [mode, coreEntry, variantEntry, sucraseEntry, acornEntry, flag] = process.argv.slice(2);
+  if (mode !== "serve" || !coreEntry || !variantEntry || !sucraseEntry || !acornEntry) fatal("usage: js-worker.js serve <quickjsCore> <quickjsVariant> <sucrase> <acorn> [warm]");
   const { port, wake } = workerData as { port: MessagePort; wake: SharedArrayBuffer };
   const interrupter = startInterrupter(words);
   const core = (await import(pathToFileURL(coreEntry).href)) as typeof import("quickjs-emscripten-core");
@@ -793,7 +810,8 @@ async function engineMain(): Promise<void> {
   const qjs = await core.newQuickJSWASMModuleFromVariant(core.newVariant(variant, { wasmModule: wasmModule as never, wasmMemory: cappedMemory() as never }));
   let transform: Transform | undefined;
   const loadSucrase = () => (transform ??= (createRequire(import.meta.url)(sucraseEntry) as { transform: Transform }).transform);
-  const session = new JsSession(qjs, loadSucrase, new HostInbox(port, new Int32Array(wake)));
+  const { parse } = createRequire(import.meta.url)(acornEntry) as { parse: Parse };
+  const session = new JsSession(qjs, loadSucrase, parse, new HostInbox(port, new Int32Array(wake)));
   await session.start(interrupter, flag === "warm");
   port.on("message", (m: unknown) => {
     try {

@@ -353,7 +353,9 @@ class WorkerSession {
         case "exists":
           return send({ type: "reply", id, ok: true, exists: FS.analyzePath(p).exists });
         case "mkdir":
+          // mkdirTree ignores EEXIST even for a file; like `mkdir -p`, only a directory may be there.
           FS.mkdirTree(p);
+          if (!FS.isDir(FS.stat(p).mode)) throw new FS.ErrnoError(ERRNO.EEXIST);
           return send({ type: "reply", id, ok: true });
         case "list": {
           const names = FS.readdir(p).filter((n) => n !== "." && n !== "..").sort(compareCodePoints);

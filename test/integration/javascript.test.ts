@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FileSystemError, FileSystemQuotaError, Sandbox, SandboxClosedError, TimeoutError } from "../../src/index.js";
-import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
+import { agentboxEnv, checkGuestPathRule, checkMakeDirOverFile, isAlive, waitGone } from "../helpers.js";
 
 describe("javascript: REPL semantics", () => {
   it("keeps declarations across runs, returns the last expression as JSON, streams console output", async () => {
@@ -53,6 +53,41 @@ describe("javascript: REPL semantics", () => {
   });
 });
 
+describe("javascript: modules and declarations", () => {
+  it("loads every built-in module dynamically too: the same instances, with or without node:", async () => {
+    await using sb = await Sandbox.create({ language: "javascript" });
+    await sb.files.write("/tmp/in.txt", "dyn");
+    const r = await sb.runCode(
+      "import fs from 'fs';\nimport * as ns from 'fs';\nconst a = await import('fs');\nconst b = await import('node:fs');\n" +
+        "const p = await import('node:fs/promises');\n" +
+        "[a === b, a === ns, a.default === fs, a.readFileSync === fs.readFileSync, p.default === fs.promises, await p.readFile('/tmp/in.txt', 'utf8')]",
+    );
+    assert.equal(r.error, undefined, r.error?.traceback);
+    assert.equal(r.value, '[true,true,true,true,true,"dyn"]');
+    const later = await sb.runCode("async function load() { return (await import('fs')).readFileSync('/tmp/in.txt', 'utf8') }\nawait load()");
+    assert.equal(later.value, '"dyn"', "import() inside a function of a later cell");
+    const host = await sb.runCode("await import('node:child_process')");
+    assert.match(host.error!.message, /Cannot find module 'child_process'.*no host modules/);
+  });
+
+  it("keeps the temporal dead zone of top-level let, const and class within a cell", async () => {
+    await using sb = await Sandbox.create({ language: "javascript" });
+    const r = await sb.runCode("function g() { return x }\ng()\nlet x = 1");
+    assert.equal(r.error?.name, "ReferenceError");
+    assert.match(r.error!.message, /Cannot access 'x' before initialization/);
+    assert.match(r.error!.traceback, /at g \(cell-1\.js:1:/);
+    for (const code of ["y = 1; const y = 2", "typeof z; let z", "new K(); class K {}", "let [a, { b }] = [a, {}]"]) {
+      assert.equal((await sb.runCode(code)).error?.name, "ReferenceError", code);
+    }
+    // Redeclaration across cells still works, and a later declaration ends the dead zone.
+    assert.equal((await sb.runCode("let x = 2;\ng()")).value, "2");
+    assert.equal((await sb.runCode("const x = 3;\nx + g()")).value, "6");
+    assert.equal((await sb.runCode("let { p, q: [r] } = { p: 1, q: [2] }, s;\n[p, r, s]")).value, "[1,2,null]");
+    assert.equal((await sb.runCode("1;\nlet t = 2")).value, "1", "a declaration adds no value of its own");
+    assert.equal((await sb.runCode("'use strict';\nlet u = 4;\nu")).value, "4");
+  });
+});
+
 describe("typescript", () => {
   it("type-strips and runs, with REPL state", async () => {
     await using sb = await Sandbox.create({ language: "typescript" });
@@ -92,6 +127,18 @@ describe("javascript: files", () => {
     await sb.runCode("fs.rmSync('/out', { recursive: true })");
     assert.equal(await sb.files.exists("/out/log.txt"), false);
     await assert.rejects(sb.files.read("/out/log.txt"), (x: unknown) => x instanceof FileSystemError && x.errno === "ENOENT");
+  });
+
+  it("makeDir is mkdir -p: fine over a directory, FileSystemError EEXIST over a file", async () => {
+    await using sb = await Sandbox.create({ language: "javascript" });
+    await checkMakeDirOverFile(sb);
+    const guest = await sb.runCode("import fs from 'fs';\ntry { fs.mkdirSync('/tmp/mk/f.txt', { recursive: true }) } catch (e) { e.code }");
+    assert.equal(guest.value, '"EEXIST"', "the guest's fs.mkdirSync agrees");
+  });
+
+  it("refuses relative paths, .. segments and NUL with InvalidOptionsError naming the path", async () => {
+    await using sb = await Sandbox.create({ language: "javascript" });
+    await checkGuestPathRule(sb);
   });
 
   it("lists in code-point order and enforces the quotas for host and guest writes", async () => {

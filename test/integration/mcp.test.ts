@@ -66,6 +66,20 @@ describe("agentbox mcp (stdio)", () => {
     assert.match(textOf(rel), /INVALID_OPTIONS/);
   });
 
+  it("a path with a .. segment is a tool error naming the rule, in both languages; nothing is written", async () => {
+    for (const sandbox of ["python", "javascript"]) {
+      const w = await call("write_file", { path: "/../x.txt", content: "escaped?", sandbox });
+      if (sandbox === "javascript" && /TIER_UNAVAILABLE/.test(textOf(w))) continue;
+      assert.equal(w.isError, true, `${sandbox}: ${textOf(w)}`);
+      assert.match(textOf(w), /INVALID_OPTIONS/);
+      assert.match(textOf(w), /must be absolute, with no "\.\." segment and no NUL byte, got "\/\.\.\/x\.txt"/);
+      const ls = await call("list_files", { path: "/", sandbox });
+      assert.ok(!ls.isError, textOf(ls));
+      assert.ok(!(ls.structuredContent as { entries: { name: string }[] }).entries.some((e) => e.name === "x.txt"), `${sandbox}: /x.txt was written`);
+      assert.equal((await call("read_file", { path: "/data/../data/in.txt", sandbox })).isError, true);
+    }
+  });
+
   it("limits from the command line apply; a per-call timeout is a limit the session survives", async () => {
     const r = await call("run_python", { code: "while True: pass", timeoutMs: 200 });
     assert.equal(r.isError, true);

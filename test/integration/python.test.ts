@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FileSystemError, FileSystemQuotaError, InvalidOptionsError, Sandbox, SandboxClosedError, TimeoutError } from "../../src/index.js";
-import { isAlive, waitGone } from "../helpers.js";
+import { checkGuestPathRule, checkMakeDirOverFile, isAlive, waitGone } from "../helpers.js";
 
 describe("python: REPL semantics", () => {
   it("runs the issue's example: files, csv, trailing expression value", async () => {
@@ -101,6 +101,18 @@ describe("python: files", () => {
     await assert.rejects(sb.files.read("/data/b.txt"), (e: unknown) => e instanceof FileSystemError && e.errno === "ENOENT");
     await sb.files.remove("/data/Z");
     assert.equal(await sb.files.exists("/data/Z/inner.txt"), false);
+  });
+
+  it("makeDir is mkdir -p: fine over a directory, FileSystemError EEXIST over a file", async () => {
+    await using sb = await Sandbox.create();
+    await checkMakeDirOverFile(sb);
+    const guest = await sb.runCode("import os\ntry:\n    os.makedirs('/tmp/mk/f.txt', exist_ok=True)\nexcept OSError as e:\n    r = type(e).__name__\nr");
+    assert.equal(guest.value, "'FileExistsError'", "the guest's os.makedirs agrees");
+  });
+
+  it("refuses relative paths, .. segments and NUL with InvalidOptionsError naming the path", async () => {
+    await using sb = await Sandbox.create();
+    await checkGuestPathRule(sb);
   });
 
   it("shares one file system between host and guest", async () => {

@@ -192,6 +192,11 @@ describe("HTTP API", () => {
       const ls = await api("GET", `/sandboxes/${id}/files/list?path=/data`);
       assert.deepEqual(ls.json.entries.map((e: { name: string; type: string }) => [e.name, e.type]), [["all.bin", "file"], ["sub", "dir"]]);
       assert.equal((await api("GET", `/sandboxes/${id}/files/exists?path=/data/all.bin`)).json.exists, true);
+      assert.equal((await api("POST", `/sandboxes/${id}/files/mkdir?path=/data/sub`)).status, 204, "mkdir -p over a directory");
+      const overFile = await api("POST", `/sandboxes/${id}/files/mkdir?path=/data/all.bin`);
+      assert.equal(overFile.status, 409);
+      assert.equal(overFile.json.error.code, "FS_ERROR");
+      assert.equal(overFile.json.error.errno, "EEXIST");
       assert.equal((await api("DELETE", `/sandboxes/${id}/files?path=/data/all.bin`)).status, 204);
       assert.equal((await api("GET", `/sandboxes/${id}/files/exists?path=/data/all.bin`)).json.exists, false);
       const missing = await api("GET", `/sandboxes/${id}/files?path=/data/all.bin`);

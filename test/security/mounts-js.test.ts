@@ -6,7 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { InvalidOptionsError, Sandbox } from "../../src/index.js";
+import { FileSystemError, InvalidOptionsError, Sandbox } from "../../src/index.js";
 import "../helpers.js";
 
 let root: string;
@@ -70,6 +70,9 @@ describe("mounts (javascript)", () => {
     assert.equal(fs.readFileSync(path.join(root, "rw", "out.txt"), "utf8"), "written by guest");
     await sb.files.write("/mnt/rw/from-host-api.txt", "via sb.files");
     assert.equal(fs.readFileSync(path.join(root, "rw", "from-host-api.txt"), "utf8"), "via sb.files");
+    await assert.rejects(sb.files.makeDir("/mnt/rw/from-host-api.txt"), (e: unknown) => e instanceof FileSystemError && e.errno === "EEXIST");
+    await assert.rejects(sb.files.makeDir("/mnt/rw/from-host-api.txt/sub"), (e: unknown) => e instanceof FileSystemError && e.errno === "ENOTDIR");
+    await sb.files.makeDir("/mnt/rw/d");
     // Writes through a symlinked directory that leads outside are refused.
     const out = await sb.runCode("try { fs.writeFileSync('/mnt/rw/dir-link/planted.txt', 'x'); 'written' } catch (e) { e.code }");
     assert.equal(out.value, '"EACCES"');

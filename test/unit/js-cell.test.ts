@@ -1,24 +1,30 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { parse } from "acorn";
 import { pickLanguage } from "../../src/cli/main.js";
 import { MemTree, VfsError } from "../../src/vfs/tree.js";
 import { CellSyntaxError, rewriteCell } from "../../src/worker/js-cell.js";
 
 describe("JavaScript cell rewriting", () => {
-  it("turns top-level let/const/class into vars on the same lines and columns", () => {
-    assert.equal(rewriteCell("const a = 1;\nlet b = 2;\nif (a) { const c = 3 }"), "var   a = 1;\nvar b = 2;\nif (a) { const c = 3 }");
-    assert.equal(rewriteCell("class C {}\nC"), "var C = class C {};\nC");
+  it("turns top-level let/const/class into rebindable globals with a dead zone, on the same lines", () => {
+    assert.equal(
+      rewriteCell("const a = 1;\nlet b, [c] = d;\nif (a) { const e = 3 }", parse),
+      '__agentbox_lexical.enter(["a","b","c"]); var {} = ( a = __agentbox_lexical.init(["a"], 1), 0);\n' +
+        'var {} = ( b = __agentbox_lexical.init(["b"], void 0), [c] = __agentbox_lexical.init(["c"], d), 0);\nif (a) { const e = 3 }',
+    );
+    assert.equal(rewriteCell('"use strict";\nclass C {}\nC', parse), '"use strict";\n__agentbox_lexical.enter(["C"]); var {} = (C = __agentbox_lexical.init(["C"], class C {}), 0);\nC');
+    assert.equal(rewriteCell("var v = 1; function f() {}", parse), "var v = 1; function f() {}", "var and function are left as they are");
   });
 
-  it("binds imports of the built-in modules, keeping the line count", () => {
-    const out = rewriteCell('import fs, { readFileSync as r } from "fs";\nimport * as p from\n  "node:fs/promises";\nx');
-    assert.equal(out.split("\n").length, 4);
-    assert.match(out, /^var fs = __agentbox_module\("fs"\)\.default, r = __agentbox_module\("fs"\)\["readFileSync"\];/);
-    assert.match(out, /var p = __agentbox_module\("node:fs\/promises"\);\n\nx$/);
+  it("binds imports of the built-in modules through dynamic import, keeping the line count", () => {
+    const out = rewriteCell('import fs, { readFileSync as r } from "fs";\nimport * as p from\n  "node:fs/promises";\nimport "fs"\nx', parse);
+    assert.equal(out.split("\n").length, 5);
+    assert.match(out, /^var fs = \(await import\("fs"\)\)\.default, r = \(await import\("fs"\)\)\["readFileSync"\];/);
+    assert.match(out, /var p = \(await import\("node:fs\/promises"\)\);\n\nawait import\("fs"\);\nx$/);
   });
 
   it("reports syntax errors with a 1-based line and column", () => {
-    assert.throws(() => rewriteCell("ok()\nlet = = 2"), (e: unknown) => e instanceof CellSyntaxError && e.line === 2 && e.column === 7);
+    assert.throws(() => rewriteCell("ok()\nlet = = 2", parse), (e: unknown) => e instanceof CellSyntaxError && e.line === 2 && e.column === 7);
   });
 });
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { InvalidOptionsError } from "../../src/errors.js";
-import { normalizeGuestPath, parseOptions, runOptionsSchema, sandboxOptionsSchema } from "../../src/policy/options.js";
+import { GUEST_PATH_RULE, normalizeGuestPath, parseOptions, runOptionsSchema, sandboxOptionsSchema } from "../../src/policy/options.js";
 
 describe("sandbox options", () => {
   it("fills defaults", () => {
@@ -57,16 +57,21 @@ describe("sandbox options", () => {
 });
 
 describe("guest paths", () => {
-  it("normalises . and .. without climbing above /", () => {
-    assert.equal(normalizeGuestPath("/data/./a/../b.txt"), "/data/b.txt");
-    assert.equal(normalizeGuestPath("/../../etc/passwd"), "/etc/passwd");
+  it("normalises . and repeated or trailing slashes", () => {
+    assert.equal(normalizeGuestPath("/data/./a//b.txt"), "/data/a/b.txt");
     assert.equal(normalizeGuestPath("/data/"), "/data");
     assert.equal(normalizeGuestPath("/"), "/");
+    assert.equal(normalizeGuestPath("/a..b/..c/d.."), "/a..b/..c/d..", "only a whole .. segment is refused");
   });
 
-  it("rejects relative paths and NUL bytes", () => {
-    assert.throws(() => normalizeGuestPath("data/x"), InvalidOptionsError);
-    assert.throws(() => normalizeGuestPath("/data/\0x"), InvalidOptionsError);
+  it("refuses relative paths, .. segments and NUL bytes, naming the path and the rule", () => {
+    for (const p of ["data/x", "/data/../b.txt", "/../../etc/passwd", "/data/..", "..", "/data/\0x"]) {
+      assert.throws(
+        () => normalizeGuestPath(p),
+        (e: unknown) => e instanceof InvalidOptionsError && e.message.includes(JSON.stringify(p)) && e.message.includes(GUEST_PATH_RULE) && e.issues[0]?.path === "path",
+        p,
+      );
+    }
     assert.throws(() => normalizeGuestPath(""), InvalidOptionsError);
   });
 });

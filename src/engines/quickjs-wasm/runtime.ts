@@ -41,6 +41,7 @@ interface Paths {
   core: string;
   variant: string;
   sucrase: string;
+  acorn: string;
 }
 
 let paths: Paths | undefined;
@@ -73,6 +74,7 @@ function resolvePaths(): Paths {
     core: path.join(need("quickjs-emscripten-core"), "dist", "index.mjs"),
     variant: path.join(need("@jitl/quickjs-wasmfile-release-sync"), "dist", "index.mjs"),
     sucrase: require.resolve("sucrase"),
+    acorn: require.resolve("acorn"),
   };
   need("acorn");
   return paths;
@@ -86,7 +88,7 @@ export async function spawnJsWorker(warm = false, mounts: WorkerMount[] = []): P
   const p = resolvePaths();
   return new WorkerProcess({
     script: JS_WORKER_SCRIPT,
-    args: ["serve", p.core, p.variant, p.sucrase, ...(warm ? ["warm"] : [])],
+    args: ["serve", p.core, p.variant, p.sucrase, p.acorn, ...(warm ? ["warm"] : [])],
     nodeFlags: lockedDownFlags(
       [...p.read, ...mounts.map((m) => m.hostPath)],
       mounts.filter((m) => !m.readOnly).map((m) => m.hostPath),
