@@ -37,6 +37,8 @@ export interface EngineExecResult {
   /** Name of the signal that ended the command (e.g. "SIGKILL"), or null. */
   signal: string | null;
   durationMs: number;
+  /** The limit that ended the command, when one did (e.g. "memoryMb": killed for lack of memory). */
+  limitHit?: LimitName;
 }
 
 /** A saved engine state that can start any number of independent engines. */

@@ -20,6 +20,7 @@ import {
 } from "../policy/options.js";
 import type { DirEntry } from "../protocol/messages.js";
 import type { RunResult } from "./result.js";
+import type { LimitName } from "../errors.js";
 
 /** Read-only view of a sandbox's file system, E2B-style. Paths are absolute guest paths. */
 export class SandboxFiles {
@@ -73,6 +74,8 @@ export interface CommandResult {
   /** Name of the signal that ended the command, e.g. "SIGKILL". */
   signal?: string;
   durationMs: number;
+  /** The limit that ended the command, e.g. "memoryMb" when it was killed for lack of memory. */
+  limitHit?: LimitName;
 }
 
 /** Processes in the sandbox, E2B-style (heavy tier). */
@@ -97,6 +100,7 @@ export class SandboxCommands {
       const r = await e.exec(argv, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin });
       const result: CommandResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
       if (r.signal) result.signal = r.signal;
+      if (r.limitHit) result.limitHit = r.limitHit;
       return result;
     });
   }
