@@ -19,6 +19,25 @@ GUEST_UID = 1000
 GUEST_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8", "USER": "user"}
 
 
+def reset_oom_score():
+    """In a child: undo the agent's OOM protection (the microVM's init starts the agent with
+    oom_score_adj -1000), so the guest kernel's OOM killer picks guest code, never the agent.
+    Raising one's own score needs no privilege; where the file is missing or refuses (gVisor has
+    no OOM killer of its own), nothing is lost."""
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_RDWR)
+    except OSError:
+        return
+    try:
+        if int(os.read(fd, 16) or b"0") < 0:
+            os.lseek(fd, 0, 0)
+            os.write(fd, b"0")
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def become_guest():
     """In a child of a root agent: become GUEST_UID for good (clears every capability)."""
     if os.getuid() == 0:
@@ -36,6 +55,7 @@ def fork_early_repl():
     pid = os.fork()
     if pid == 0:
         try:
+            reset_oom_score()
             become_guest()
             os.setsid()
             os.chdir(GUEST_ENV["HOME"])
@@ -59,6 +79,7 @@ def fork_early_repl():
 EARLY_REPL = fork_early_repl() if __name__ == "__main__" and "--repl" not in sys.argv else None
 
 import binascii  # noqa: E402 - after the early fork on purpose
+import resource  # noqa: E402,F401 - loaded here, never in a child between fork and exec
 import signal  # noqa: E402
 import stat  # noqa: E402
 import struct  # noqa: E402
@@ -120,9 +141,30 @@ CHUNK = 64 << 10
 REPL_ARGV = [sys.executable, "-I", os.path.abspath(__file__), "--repl"]
 PRIVILEGED = False  # set by main(): running as root, children drop to GUEST_UID
 
+PROCESS_MEMORY = None  # RLIMIT_AS of every guest process, bytes (set by the host's configure)
+
+
+def set_process_memory_limit():
+    """RLIMIT_AS for this (guest) process: one greedy process gets ENOMEM (Python: MemoryError)
+    before the sandbox's memory runs out; a lower hard limit cannot be raised again."""
+    if PROCESS_MEMORY:
+        import resource  # noqa: F811 - the REPL forked before the agent loaded it
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or hard > PROCESS_MEMORY:
+            resource.setrlimit(resource.RLIMIT_AS, (PROCESS_MEMORY, PROCESS_MEMORY))
+
+
+def setup_child():
+    """Runs in every child between fork and exec: OOM score back to default and the memory limit
+    while still root (the OOM score file is root's until exec), then GUEST_UID for good."""
+    reset_oom_score()
+    set_process_memory_limit()
+    become_guest()
+
+
 def child_credentials():
-    """Popen arguments that start a child as GUEST_UID (setgroups/setgid/setuid before exec)."""
-    return {"user": GUEST_UID, "group": GUEST_UID, "extra_groups": []} if PRIVILEGED else {}
+    """Popen arguments that start a child as a guest process (setup_child before exec)."""
+    return {"preexec_fn": setup_child}
 
 
 class AsGuest:
@@ -305,6 +347,14 @@ def repl_main(fds=None):
             if msg.get("seed") is not None:
                 import random
                 random.seed(msg["seed"])
+            limit = msg.get("processMemoryBytes")
+            if isinstance(limit, int) and limit > 0:
+                global PROCESS_MEMORY
+                PROCESS_MEMORY = limit
+                try:
+                    set_process_memory_limit()
+                except (OSError, ValueError):
+                    pass
             continue
         t0 = time.monotonic()
         state["run"] = msg.get("id")
@@ -333,8 +383,10 @@ class Agent:
         self.seed = None
         self.repl = None
         self.repl_lock = threading.Lock()
-        self.repl_run = None  # (id, done-event) of the run in progress
+        self.repl_run = None  # (id, OOM kills when it started) of the run in progress
         self.repl_ready = None
+        self.watchdog = None
+        self.memory_killed = set()  # sessions the watchdog killed a process of
 
     # ---- REPL -------------------------------------------------------------------------------
     def start_repl(self):
@@ -352,8 +404,8 @@ class Agent:
         start_thread(self.repl_reader, repl)
         for stream, pipe in (("stdout", p.stdout), ("stderr", p.stderr)):
             start_thread(self.repl_pump, repl, stream, pipe.fileno())
-        if self.seed is not None or self.env:
-            self.repl_send(repl, {"type": "configure", "env": self.env, "seed": self.seed})
+        if self.seed is not None or self.env or PROCESS_MEMORY:
+            self.repl_send(repl, self.repl_config())
         return repl
 
     def adopt_early_repl(self, early):
@@ -363,6 +415,9 @@ class Agent:
         start_thread(self.repl_reader, repl)
         for stream in ("out", "err"):
             start_thread(self.repl_pump, repl, "stdout" if stream == "out" else "stderr", early[stream])
+
+    def repl_config(self):
+        return {"type": "configure", "env": self.env, "seed": self.seed, "processMemoryBytes": PROCESS_MEMORY}
 
     def repl_send(self, repl, msg):
         body = json_dumps(msg).encode()
@@ -390,8 +445,14 @@ class Agent:
             except Exception:
                 msg = None
             if msg is None or not isinstance(msg, dict):
+                run = self.repl_run
+                oom = run is not None and self.out_of_memory(repl["proc"].pid, wait_briefly(repl["proc"]), run[1])
                 repl["proc"].kill()
-                self.finish_run(repl, {"value": None, "error": {"name": "ReplExited", "message": "the Python REPL exited; its state was lost", "traceback": ""}, "durationMs": 0})
+                if oom:
+                    error = {"name": "ReplExited", "message": "the Python REPL was killed for lack of memory (the sandbox's memory limit); its state was lost", "traceback": ""}
+                else:
+                    error = {"name": "ReplExited", "message": "the Python REPL exited; its state was lost", "traceback": ""}
+                self.finish_run(repl, {"value": None, "error": error, "durationMs": 0, "oomKilled": oom})
                 return
             kind = msg.get("type")
             if kind == "ready":
@@ -410,6 +471,8 @@ class Agent:
         self.repl_run = None
         time.sleep(0)  # let the fd pumps forward what the run wrote straight to fd 1/2
         result = {"type": "result", "id": run[0], "value": msg.get("value"), "error": msg.get("error"), "durationMs": msg.get("durationMs", 0)}
+        if msg.get("oomKilled") is True:
+            result["oomKilled"] = True
         try:
             result["vfsDigest"] = self.digester.digest()
         except Exception:  # e.g. under a fork bomb: the run's result matters more
@@ -424,7 +487,7 @@ class Agent:
         if not repl["ready"].wait(30):
             self.chan.send({"type": "result", "id": msg["id"], "value": None, "error": {"name": "ReplExited", "message": "the Python REPL did not start", "traceback": ""}, "durationMs": 0})
             return
-        self.repl_run = (msg["id"],)
+        self.repl_run = (msg["id"], oom_kills())
         self.repl_send(repl, {"type": "run", "id": msg["id"], "code": msg.get("code", ""), "valueCap": msg.get("valueCap", 1 << 20)})
 
     def do_interrupt(self, msg):
@@ -461,7 +524,13 @@ class Agent:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **child_credentials(),
             )
         except OSError as e:
-            self.chan.send({"type": "exit", "id": mid, "exitCode": 127, "signal": None, "error": "%s: %s" % (errno_name(e), e.strerror or str(e))})
+            cwd = msg.get("cwd") or "/home/user"
+            if e.filename == cwd and e.errno in (errno_code("ENOENT"), errno_code("ENOTDIR"), errno_code("EACCES")):
+                what = {"ENOENT": "does not exist", "ENOTDIR": "is not a directory"}.get(errno_name(e), "cannot be entered")
+                reason = "the working directory %s %s (%s)" % (cwd, what, errno_name(e))
+            else:
+                reason = "%s: %s" % (errno_name(e), e.strerror or str(e))
+            self.chan.send({"type": "exit", "id": mid, "exitCode": 127, "signal": None, "error": reason[:4000]})
             return
         self.procs[mid] = p
         pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
@@ -473,7 +542,7 @@ class Agent:
                 except (OSError, ValueError):
                     pass
             start_thread(feed)
-        start_thread(self.wait_exit, mid, p, pumps)
+        start_thread(self.wait_exit, mid, p, pumps, oom_kills())
 
     def pump(self, mid, stream, pipe):
         fd = pipe.fileno()
@@ -486,7 +555,7 @@ class Agent:
                 return
             self.chan.send({"type": "output", "id": mid, "stream": stream, "data": b64(data)})
 
-    def wait_exit(self, mid, p, pumps):
+    def wait_exit(self, mid, p, pumps, kills_before):
         rc = p.wait()
         for t in pumps:  # output still in the pipes; a background child holding them is not waited for
             if t is not None:
@@ -499,7 +568,22 @@ class Agent:
             except ValueError:
                 sig = str(-rc)
             rc = 128 - rc
-        self.chan.send({"type": "exit", "id": mid, "exitCode": rc, "signal": sig})
+        done = {"type": "exit", "id": mid, "exitCode": rc, "signal": sig}
+        if self.out_of_memory(p.pid, rc, kills_before):
+            done["oomKilled"] = True
+        self.chan.send(done)
+
+    def out_of_memory(self, sid, rc, kills_before):
+        """Whether the process group `sid` (a command's session, the REPL) ended for lack of
+        memory: the watchdog killed one of its processes, or it ended with SIGKILL (itself, or
+        a shell reporting its child's 128 + 9) while the kernel's OOM killer killed something."""
+        if sid in self.memory_killed:
+            self.memory_killed.discard(sid)
+            return True
+        if rc not in (-9, 137):
+            return False
+        now = oom_kills()
+        return now is not None and kills_before is not None and now > kills_before
 
     def do_kill(self, msg):
         p = self.procs.get(msg.get("target"))
@@ -563,11 +647,19 @@ class Agent:
         return reply
 
     def do_configure(self, msg):
+        global PROCESS_MEMORY
         self.env.update(msg.get("env") or {})
         self.seed = msg.get("seed")
+        limit = msg.get("processMemoryMb")
+        if isinstance(limit, int) and limit > 0:
+            PROCESS_MEMORY = limit << 20
+        watch = msg.get("watchdogMemoryMb")
+        if isinstance(watch, int) and watch > 0 and self.watchdog is None:
+            self.watchdog = MemoryWatchdog(self, watch << 20)
+            start_thread(self.watchdog.loop)
         with self.repl_lock:
             if self.repl is not None:
-                self.repl_send(self.repl, {"type": "configure", "env": self.env, "seed": self.seed})
+                self.repl_send(self.repl, self.repl_config())
         self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
 
     def serve(self, fd):
@@ -740,6 +832,92 @@ def kill_session(sid, sig):
         if not found or sig != signal.SIGKILL:
             return
         time.sleep(0.01)
+
+
+def oom_kills():
+    """How many processes the guest kernel's OOM killer has ended so far, or None where the
+    kernel does not say (gVisor)."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def wait_briefly(proc):
+    """The exit status of a child whose pipes just closed (negative: the signal), or None."""
+    for _ in range(50):
+        rc = proc.poll()
+        if rc is not None:
+            return rc
+        time.sleep(0.01)
+    return None
+
+
+class MemoryWatchdog:
+    """Where the sandbox's memory limit is a wall the whole sandbox dies at (gVisor: the host's
+    memory cgroup OOM-kills every process of the sandbox, the agent included), watch the
+    sandbox's memory use (its processes', not its tmpfs files') and SIGKILL the largest guest
+    process when it passes the limit, before the wall (set above it) is reached.
+    RLIMIT_AS stops one greedy process; this stops several together. The host's cgroup stays
+    the outer wall for what is faster than this poll."""
+
+    def __init__(self, agent, limit_bytes):
+        self.agent = agent
+        self.limit = limit_bytes
+
+    @staticmethod
+    def used():
+        values = {}
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                name, _, rest = line.partition(b":")
+                if name in (b"MemTotal", b"MemAvailable", b"Shmem"):
+                    values[name] = int(rest.split()[0]) << 10
+        # Files in the tmpfs scratch (Shmem) are the sandbox's disk, capped by their own size; no
+        # process holds them, so killing one would not give them back.
+        return values[b"MemTotal"] - values[b"MemAvailable"] - values.get(b"Shmem", 0)
+
+    def loop(self):
+        while True:
+            busy = self.agent.procs or self.agent.repl_run is not None
+            time.sleep(0.01 if busy else 0.2)
+            try:
+                if self.used() > self.limit and self.kill_largest():
+                    time.sleep(0.1)  # let the sandbox take back what the victim held
+            except (OSError, ValueError, KeyError):
+                pass
+
+    def kill_largest(self):
+        best = None
+        me = os.getpid()
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                rss, sid = int(fields[21]), int(fields[3])  # fields after the name: state ppid pgrp session ... rss
+            except (OSError, ValueError, IndexError):
+                continue
+            if rss > 0 and (best is None or rss > best[0]):
+                best = (rss, int(name), sid)
+        if best is None:
+            return False
+        self.agent.memory_killed.add(best[2])
+        try:
+            os.kill(best[1], signal.SIGKILL)
+        except OSError:
+            return False
+        return True
+
+
+def errno_code(name):
+    import errno as errno_mod
+    return getattr(errno_mod, name)
 
 
 def errno_name(e):

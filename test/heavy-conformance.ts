@@ -134,6 +134,19 @@ export function heavyConformance(b: HeavyBackend, get: () => Sandbox): void {
     assert.equal(killed.signal, "SIGKILL");
   });
 
+  it("a missing or non-directory cwd is named in stderr, exit 127, on every backend", async () => {
+    const sb = get();
+    const missing = await sb.commands.run("pwd", { cwd: "/nope" });
+    assert.equal(missing.exitCode, 127);
+    assert.equal(missing.stdout, "");
+    assert.match(missing.stderr, /working directory \/nope does not exist \(ENOENT\)/);
+    await sb.files.write("/tmp/afile", "x");
+    const file = await sb.commands.run(["pwd"], { cwd: "/tmp/afile" });
+    assert.equal(file.exitCode, 127);
+    assert.match(file.stderr, /working directory \/tmp\/afile is not a directory \(ENOTDIR\)/);
+    assert.equal((await sb.commands.run("pwd", { cwd: "/tmp" })).stdout, "/tmp\n");
+  });
+
   it("runCode has the nano tier's REPL semantics", async () => {
     const sb = get();
     await sb.runCode("x = 41");
@@ -394,8 +407,30 @@ def attempt(host, port):
     assert.deepEqual(b.leftovers(res), clean);
   });
 
-  // On the microVM the scratch size is a boot parameter: another size is another base snapshot (a cold boot).
-  it("disk fill: the guest gets ENOSPC at limits.diskMb", slowOn(b), async () => {
+  // [microVM] one ext4 scratch disk of limits.diskMb on the host's disk holds /tmp and /home/user,
+  // so filling it never touches guest RAM; the default size, so the VM comes from the same base
+  // snapshot as every other case. [gVisor] they are tmpfs of limits.diskMb each, in the sandbox's
+  // memory: filling the default 256 MB passes the host cgroup (MemoryLimitError), hence no variant.
+  if (b.name === "microvm") it("disk fill [microVM] at the default limits.diskMb: ENOSPC; the sandbox, its files and its REPL live on", async () => {
+    await using s = await Sandbox.create(opts);
+    await s.files.write("/home/user/keep.txt", "kept");
+    await s.runCode("kept = 1");
+    const r = await s.commands.run("dd if=/dev/zero of=/tmp/big bs=1M 2>&1; echo exit=$?; ls -l /tmp/big", { timeoutMs: 120_000 });
+    assert.match(r.stdout, /No space left on device/);
+    assert.match(r.stdout, /exit=1/);
+    const size = Number(/-rw\S* +\d+ +\S+ +\S+ +(\d+)/.exec(r.stdout)?.[1]);
+    assert.ok(size > 200 * 1024 * 1024 && size <= 256 * 1024 * 1024, `filled ${size} bytes`);
+    const py = await s.runCode("import errno\ntry:\n    open('/tmp/x','wb').write(b'x' * (32 << 20))\nexcept OSError as e:\n    r = errno.errorcode[e.errno]\nr");
+    assert.equal(py.value, "'ENOSPC'");
+    assert.equal((await s.runCode("kept")).value, "1", "the REPL lives on");
+    assert.equal(await s.files.read("/home/user/keep.txt"), "kept");
+    await s.files.remove("/tmp/big");
+    assert.equal((await s.commands.run("echo after > /tmp/after && cat /tmp/after")).stdout, "after\n");
+    assert.equal(s.closed, false);
+  });
+
+  // On the microVM the scratch size is part of the spec: another size is another base snapshot (a cold boot).
+  it("disk fill: the guest gets ENOSPC at a small limits.diskMb", slowOn(b), async () => {
     await using s = await Sandbox.create({ ...opts, limits: { ...opts.limits, diskMb: 8 } });
     const r = await s.commands.run("dd if=/dev/zero of=/home/user/big bs=1M count=64 2>&1; ls -l /home/user/big");
     assert.match(r.stdout, /No space left on device/);
@@ -417,10 +452,38 @@ def attempt(host, port):
   });
 
   if (b.name === "gvisor") {
-    it("memory bomb [gVisor]: the cgroup OOM-kills the sandbox, MemoryLimitError, nothing left", async () => {
+    // The host cgroup (the outer wall) sits above limits.memoryMb; inside, the agent gives every
+    // guest process an RLIMIT_AS below it (one greedy process: MemoryError) and SIGKILLs the
+    // largest one when the sandbox's processes pass it (several greedy ones).
+    it("memory bomb [gVisor]: the greedy process gets MemoryError or is killed (limitHit memoryMb); the sandbox, its files and the REPL live on", async () => {
+      await using s = await Sandbox.create({ ...opts, limits: { ...opts.limits, memoryMb: 128 } });
+      const res = b.resources(s) as { containerId: string };
+      await s.files.write("/home/user/keep.txt", "kept");
+      await s.runCode("kept = 1");
+      const one = await s.runCode("x = bytearray(2**31)");
+      assert.equal(one.error?.name, "MemoryError");
+      assert.equal(one.limitHit, "memoryMb");
+      const grow = await s.runCode("def grow():\n    x = []\n    while True: x.append(bytearray(8 << 20))\ngrow()");
+      assert.equal(grow.error?.name, "MemoryError");
+      assert.equal(grow.limitHit, "memoryMb");
+      assert.equal((await s.runCode("kept")).value, "1", "the REPL kept its state");
+      const cmd = await s.commands.run("python3 -c 'x = bytearray(2**31)'");
+      assert.equal(cmd.exitCode, 1);
+      assert.match(cmd.stderr, /MemoryError/);
+      const many = await s.commands.run("for i in 1 2 3 4; do python3 -c 'import time; x = bytearray(30 << 20); time.sleep(3)' & done; wait; echo done");
+      assert.equal(many.limitHit, "memoryMb", JSON.stringify(many));
+      assert.match(many.stderr, /Killed/);
+      assert.equal(await s.files.read("/home/user/keep.txt"), "kept");
+      assert.equal((await s.commands.run("echo alive")).stdout, "alive\n");
+      assert.equal(s.closed, false);
+      assert.equal((b.resources(s) as { containerId: string }).containerId, res.containerId, "the same sandbox");
+    });
+
+    it("memory bomb [gVisor]: past the host cgroup (the outer wall) the sandbox ends with MemoryLimitError, nothing left", async () => {
       const s = await Sandbox.create({ ...opts, limits: { ...opts.limits, memoryMb: 128 } });
       const res = b.resources(s);
-      await assert.rejects(s.runCode("x = []\nwhile True: x.append(bytearray(8 << 20))"), (e: unknown) => e instanceof MemoryLimitError && e.value === 128);
+      // Files in the tmpfs are memory no process holds: the agent cannot take them back.
+      await assert.rejects(s.commands.run("head -c 250M /dev/zero > /tmp/a; head -c 250M /dev/zero > /home/user/b"), (e: unknown) => e instanceof MemoryLimitError && e.value === 128);
       assert.equal(s.closed, true);
       await assert.rejects(s.commands.run("true"), SandboxClosedError);
       await s.kill();
@@ -428,22 +491,27 @@ def attempt(host, port):
     });
   } else {
     // The guest has limits.memoryMb of RAM and a kernel of its own; QEMU's cgroup has room above
-    // that, so the guest's OOM killer ends the greedy process and the VM lives on. (A cgroup OOM
-    // of the VMM, MemoryLimitError, is the backstop for a VMM outgrowing its own overhead.)
-    it("memory bomb [microVM]: the guest kernel OOM-kills the greedy process; the VM, a fresh REPL and the host live on", async () => {
+    // that, so the guest's OOM killer ends the greedy process and the VM lives on (the agent and
+    // init have oom_score_adj -1000). The agent names it: limitHit "memoryMb".
+    it("memory bomb [microVM]: the guest kernel OOM-kills the greedy process (limitHit memoryMb); the VM, a fresh REPL and the host live on", async () => {
       const s = await Sandbox.create(opts);
       const res = b.resources(s) as { pid: number };
       await s.runCode("kept = 1");
       const r = await s.runCode("x = []\nwhile True: x.append(bytearray(8 << 20))");
       assert.equal(r.error?.name, "ReplExited", JSON.stringify(r.error)); // the REPL was the process killed
+      assert.match(r.error!.message, /lack of memory/);
+      assert.equal(r.limitHit, "memoryMb");
       assert.equal(s.closed, false);
       assert.equal((await s.runCode("'kept' in globals()")).value, "False"); // a fresh REPL
       const cmd = await s.commands.run("python3 -c 'x = [bytearray(8 << 20) for _ in range(1000)]'");
       assert.equal(cmd.exitCode, 137, cmd.stderr);
       assert.equal(cmd.signal, "SIGKILL");
+      assert.equal(cmd.limitHit, "memoryMb");
+      const killed = await s.commands.run("kill -9 $$");
+      assert.equal(killed.limitHit, undefined, "a SIGKILL without the OOM killer is not a memory limit");
       const one = await s.commands.run("python3 -c 'bytearray(1 << 30)'");
       assert.match(one.stderr, /MemoryError/);
-      assert.equal((await s.commands.run("echo alive")).stdout, "alive\n");
+      assert.equal((await s.commands.run("echo alive; cat /proc/1/oom_score_adj /proc/self/oom_score_adj")).stdout, "alive\n-1000\n0\n");
       assert.ok(alive(res.pid), "the same VM lives on");
       await s.kill();
       assert.deepEqual(b.leftovers(res), clean);

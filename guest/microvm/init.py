@@ -7,6 +7,8 @@
 #     as its stdin and stdout and rlimits against fork bombs,
 #   - serves the control port: after a snapshot restore the host sends fresh entropy and the
 #     current time, which only root can apply (RNDRESEEDCRNG, clock_settime),
+#   - keeps itself and the agent out of the guest kernel's OOM killer's reach (oom_score_adj
+#     -1000; the agent puts every child back to 0), so running out of RAM ends guest code only,
 #   - reaps orphans, and reboots the VM (QEMU runs with -no-reboot, so it exits) when the agent
 #     ends, so a dead agent never leaves a VM idling.
 # Control frames are the project's framing: a 4-byte big-endian length, then UTF-8 JSON.
@@ -82,6 +84,11 @@ def restrict_capabilities():
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
 
 
+def protect_from_oom_killer():
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("-1000")
+
+
 def start_agent(port_fd):
     pid = os.fork()
     if pid:
@@ -98,6 +105,7 @@ def start_agent(port_fd):
         resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        protect_from_oom_killer()
         # The agent stays root, as on gVisor, with the same narrow powers: a bounding set of only
         # CAP_SETUID, CAP_SETGID and CAP_KILL (what it keeps after exec) and no_new_privs (no
         # setuid binary gives anything back). It runs every child as GUEST_UID, so guest code can
@@ -164,6 +172,10 @@ def main():
         socket.sethostname("sandbox")
     except OSError:
         pass
+    try:
+        protect_from_oom_killer()
+    except OSError as e:
+        log("cannot set the supervisor's oom_score_adj: %r" % (e,))
     agent_fd = os.open(find_port("agentbox.agent"), os.O_RDWR | os.O_CLOEXEC)
     ctl_fd = os.open(find_port("agentbox.ctl"), os.O_RDWR | os.O_CLOEXEC)
     os.set_inheritable(agent_fd, True)

@@ -12,7 +12,11 @@ export const AGENT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 export type AgentRequest =
   | { type: "ping"; id: number }
-  | { type: "configure"; id: number; env: Record<string, string>; seed: number | null }
+  /**
+   * `processMemoryMb`: RLIMIT_AS of every guest process; `watchdogMemoryMb`: the sandbox memory use
+   * past which the agent SIGKILLs the largest guest process (backends whose limit kills the whole sandbox).
+   */
+  | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number }
   | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string }
   | { type: "kill"; id: number; target: number; signal: "KILL" | "TERM" | "INT" }
   | { type: "run"; id: number; code: string; valueCap: number }
@@ -33,6 +37,8 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
     exitCode: z.int().min(0).max(512),
     signal: z.string().max(32).nullable(),
     error: z.string().max(4096).optional(),
+    /** The command (or a process of its session) was killed for lack of memory in the guest. */
+    oomKilled: z.boolean().optional(),
   }),
   z.strictObject({
     type: z.literal("result"),
@@ -41,6 +47,8 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
     error: guestErrorSchema.nullable(),
     durationMs: z.number().min(0).max(1e10),
     restarted: z.boolean().optional(),
+    /** The REPL was killed for lack of memory in the guest (its state is lost). */
+    oomKilled: z.boolean().optional(),
     /** SHA-256 of the sandbox's writable tree after the run (/home/user, /tmp). */
     vfsDigest: z.string().regex(/^[0-9a-f]{64}$/).optional(),
   }),

@@ -77,8 +77,9 @@ export interface CommandResult {
   signal?: string;
   durationMs: number;
   /**
-   * Set when a limit stopped the command: it was killed (exit code 137) at `timeoutMs` or past
-   * `limits.outputBytes`, and `stdout`/`stderr` hold what it wrote until then. The sandbox lives on.
+   * Set when a limit stopped the command: it was killed (exit code 137) at `timeoutMs`, past
+   * `limits.outputBytes`, or for lack of memory (`memoryMb`), and `stdout`/`stderr` hold what it
+   * wrote until then. The sandbox lives on.
    */
   limitHit?: LimitName;
 }

@@ -36,17 +36,18 @@ describe("microVM security", { skip: skipMicrovm }, () => {
 
   heavySecurity(microvm, () => sb);
 
-  it("[microVM] no shared file systems (9p, virtiofs, fuse), one disk, its own kernel", async () => {
+  it("[microVM] no shared file systems (9p, virtiofs, fuse), two disks (the read-only root, its own scratch), its own kernel", async () => {
     const marker = path.join(os.tmpdir(), `agentbox-host-secret-${process.pid}`);
     fs.writeFileSync(marker, "secret");
     try {
-      const r = await sb.commands.run(`cat ${marker}; cat /etc/hostname; grep -cE '9p|virtiofs|fuse' /proc/mounts; ls /dev | grep -c vd; ps -eo args | grep -c '[n]ode'`);
+      const r = await sb.commands.run(`cat ${marker}; cat /etc/hostname; grep -cE '9p|virtiofs|fuse' /proc/mounts; ps -eo args | grep -c '[n]ode'; for d in /sys/block/vd*; do echo "$(cat $d/ro) $(cat $d/serial)"; done`);
       assert.doesNotMatch(r.stdout, /secret/);
       const lines = r.stdout.trim().split("\n");
       assert.equal(lines[0], "sandbox");
       assert.equal(lines[1], "0", "no 9p/virtiofs/fuse mounts");
-      assert.equal(lines[2], "1", "one disk: the read-only root");
-      assert.equal(lines[3], "0", "none of the host's processes (its own kernel)");
+      assert.equal(lines[2], "0", "none of the host's processes (its own kernel)");
+      // The scratch disk is a fresh file in the VM's private directory (a copy of the base snapshot's).
+      assert.deepEqual(lines.slice(3), ["1 ", "0 agentbox-scratch"], "the read-only root, then the VM's own scratch disk");
       await assert.rejects(sb.files.read(marker));
     } finally {
       fs.rmSync(marker, { force: true });

@@ -19,6 +19,29 @@ export const GUEST_MAX_PROCESSES = 256;
 const GUEST_UID = 1000;
 const START_TIMEOUT_MS = 30_000;
 
+/** What an idle sandbox holds of its memory (gVisor's sentry, the agent, a REPL), MiB (~28 measured), with room to spare. */
+const SANDBOX_BASE_MB = 40;
+
+/**
+ * The memory limits the guest agent enforces inside a sandbox (limits.memoryMb): RLIMIT_AS of each
+ * guest process (one greedy process gets ENOMEM, Python a MemoryError, beside the sandbox's base),
+ * and the sandbox memory use past which the agent SIGKILLs the largest guest process (several
+ * greedy ones). The guest sees ~10 MB less than its cgroup charges.
+ */
+export function guestMemoryLimits(memoryMb: number): { processMemoryMb: number; watchdogMemoryMb: number } {
+  const watchdogMemoryMb = memoryMb - 8;
+  return { processMemoryMb: Math.max(32, memoryMb - SANDBOX_BASE_MB), watchdogMemoryMb };
+}
+
+/**
+ * The host cgroup, the outer wall, sits above limits.memoryMb: what fast-growing processes add
+ * between two polls of the agent's watchdog (~20 MB per 10 ms measured on 2 busy cores, several
+ * polls when the cores are shared) must not reach it. Like the microVM's VMM cgroup above its RAM.
+ */
+export function cgroupMemoryMb(memoryMb: number): number {
+  return memoryMb + Math.max(64, Math.ceil(memoryMb / 4));
+}
+
 /** What shapes a box at start-up; boxes with equal specs are interchangeable (pool key). */
 export interface BoxSpec {
   image: ImageInfo;
@@ -138,7 +161,7 @@ export class GvisorBox {
     markOwner(dir);
     let cgroup: HostCgroup;
     try {
-      cgroup = HostCgroup.create(CGROUP_PARENT, cgroupName(dir), spec.memoryMb * MiB, spec.cpus);
+      cgroup = HostCgroup.create(CGROUP_PARENT, cgroupName(dir), cgroupMemoryMb(spec.memoryMb) * MiB, spec.cpus);
     } catch (e) {
       fs.rmSync(dir, { recursive: true, force: true });
       throw new TierUnavailableError(`cannot create a cgroup for the sandbox (${(e as Error).message}); the gVisor backend needs root and a writable /sys/fs/cgroup`);

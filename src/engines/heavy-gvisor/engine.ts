@@ -15,7 +15,7 @@ import type { Engine, EngineExecOptions, EngineExecResult, EngineRunOptions, Eng
 import type { WorkerPool } from "../pool/pool.js";
 import { AgentSession } from "../heavy/agent-session.js";
 import { requireImage } from "../heavy/image.js";
-import { GvisorBox, specKey, type BoxSpec } from "./box.js";
+import { GvisorBox, guestMemoryLimits, specKey, type BoxSpec } from "./box.js";
 
 export interface GvisorEngineConfig {
   limits: Limits;
@@ -74,7 +74,7 @@ export class GvisorEngine implements Engine {
 
   private async configure(seed: number | null): Promise<void> {
     const c = this.box.client;
-    await this.call({ type: "configure", id: c.newId(), env: this.config.env, seed });
+    await this.call({ type: "configure", id: c.newId(), env: this.config.env, seed, ...guestMemoryLimits(this.config.limits.memoryMb) });
   }
 
   get closedReason(): string | undefined {

@@ -74,7 +74,9 @@ export class AgentSession {
       if (m.type !== "exit") throw new WorkerCrashedError("the guest agent answered a command with the wrong message");
       // The command could not be started (127) or the agent's handler failed (126).
       if (m.error) return { exitCode: m.exitCode, stdout, stderr: stderr + `agentbox: cannot run ${argv[0] ?? ""}: ${m.error}\n`, signal: null, durationMs: performance.now() - t0 };
-      return { exitCode: m.exitCode, stdout, stderr, signal: m.signal, durationMs: performance.now() - t0 };
+      const result: EngineExecResult = { exitCode: m.exitCode, stdout, stderr, signal: m.signal, durationMs: performance.now() - t0 };
+      if (m.oomKilled) result.limitHit = "memoryMb";
+      return result;
     } finally {
       clearTimeout(timer);
       clearTimeout(hardTimer);
@@ -113,6 +115,8 @@ export class AgentSession {
       if (m.restarted && reason) throw withPartialResult(this.limitError(reason, opts.timeoutMs, "the run ignored the interrupt; the Python REPL was restarted (its variables are lost), the sandbox lives on"), { stdout, stderr });
       let value = m.value;
       let limitHit: EngineRunResult["limitHit"] = reason === "timeout" ? "timeoutMs" : reason === "output" ? "outputBytes" : null;
+      // Killed for lack of memory in the guest, or Python's MemoryError (a process memory limit).
+      if (!limitHit && (m.oomKilled || m.error?.name === "MemoryError")) limitHit = "memoryMb";
       if (value !== null && out.bytes + Buffer.byteLength(value) > limits.outputBytes) {
         value = Buffer.from(value).subarray(0, Math.max(0, limits.outputBytes - out.bytes)).toString("utf8");
         limitHit = "outputBytes";

@@ -19,20 +19,26 @@ export interface VmSpec {
   vcpus: number;
   /** CPU time per wall-clock time for the VMM process (cgroup quota). */
   cpus: number;
-  /** Size of each guest tmpfs (/tmp, /home/user), MiB. */
+  /** Size of the guest's scratch disk (/tmp and /home/user together), MiB. */
   diskMb: number;
 }
 
+/**
+ * The VM's writable disk in its private directory (and in a saved state's directory): ext4 of
+ * `diskMb`, made by the host, laid out by the guest's first boot, copied with every saved state.
+ */
+export const SCRATCH_DISK = "scratch.img";
+
 /** A saved VM: the VMM's state stream (and the RAM file in "shared" mode). */
 export interface SavedState {
-  /** Directory holding `state.bin` (and `ram.bin` in shared mode). */
+  /** Directory holding `state.bin`, the scratch disk (and `ram.bin` in shared mode). */
   dir: string;
   ram: RamMode;
 }
 
 export interface LaunchOptions {
   spec: VmSpec;
-  /** A private directory for sockets and logs; the caller removes it. */
+  /** A private directory for sockets, logs and the scratch disk (SCRATCH_DISK, made by the caller); the caller removes it. */
   dir: string;
   /** Restore from this state instead of booting. */
   restore?: SavedState | undefined;

@@ -10,7 +10,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { TierUnavailableError, WorkerCrashedError } from "../../errors.js";
-import type { Hypervisor, LaunchOptions, SavedState, VmExit, VmProcess, VmSpec } from "./hypervisor.js";
+import { SCRATCH_DISK, type Hypervisor, type LaunchOptions, type SavedState, type VmExit, type VmProcess, type VmSpec } from "./hypervisor.js";
 import { HostCgroup } from "../heavy/cgroups.js";
 import { CGROUP_PARENT, jailedArgv } from "./jail.js";
 import { QmpClient } from "./qmp.js";
@@ -87,6 +87,8 @@ export function qemuArgs(opts: LaunchOptions, extraCmdline: string[] = []): stri
     "-chardev", `socket,id=qmp,path=${sock("qmp.sock")}`, "-mon", "chardev=qmp,mode=control",
     "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
     "-drive", `id=root,file=${checkPath(a.rootDisk)},format=raw,if=none,readonly=on`, "-device", "virtio-blk-device,drive=root",
+    // The VM's own scratch disk (/tmp, /home/user); thrown away with the VM, so no flushes.
+    "-drive", `id=scratch,file=${sock(SCRATCH_DISK)},format=raw,if=none,cache=unsafe`, "-device", "virtio-blk-device,drive=scratch,serial=agentbox-scratch",
     "-device", "virtio-serial-device,max_ports=3",
     "-chardev", `socket,id=agent,path=${sock("agent.sock")}`, "-device", "virtserialport,chardev=agent,name=agentbox.agent",
     "-chardev", `socket,id=ctl,path=${sock("ctl.sock")}`, "-device", "virtserialport,chardev=ctl,name=agentbox.ctl",

@@ -12,7 +12,7 @@ import { qemuBinary } from "./qemu.js";
 import { MicroVm } from "./vm.js";
 
 /** Changes whenever what a base snapshot holds changes. */
-const SNAPSHOT_VERSION = 1;
+const SNAPSHOT_VERSION = 2; // 2: the scratch disk (scratch.img) beside the state
 const building = new Map<string, Promise<SavedState>>();
 
 /**

@@ -11,6 +11,7 @@
 // the clock after a restore). Everything the guest says is untrusted: frames are size-capped and
 // schema-checked, and a VM that breaks the protocol, panics, hangs or runs out of memory ends in
 // a clear error with its VMM process killed and its cgroup and directory removed.
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -20,7 +21,7 @@ import { MemoryLimitError, ProtocolError, WorkerCrashedError } from "../../error
 import type { AgentRequest } from "../../protocol/agent.js";
 import { encodeFrame, FrameDecoder } from "../../protocol/frames.js";
 import { AgentClient, type OutputListener } from "../heavy/agent-client.js";
-import type { Hypervisor, SavedState, VmExit, VmProcess, VmSpec } from "./hypervisor.js";
+import { SCRATCH_DISK, type Hypervisor, type SavedState, type VmExit, type VmProcess, type VmSpec } from "./hypervisor.js";
 import { HostCgroup } from "../heavy/cgroups.js";
 import { markOwner, staleDirs } from "../heavy/stale.js";
 import { CGROUP_PARENT } from "./jail.js";
@@ -79,6 +80,12 @@ export class MicroVm {
   /** Boot a VM from its kernel; resolves once the guest agent said ready. */
   static async boot(hv: Hypervisor, spec: VmSpec, opts: { sharedRam?: boolean; timeoutMs?: number } = {}): Promise<MicroVm> {
     const dir = privateDir();
+    try {
+      await makeScratchDisk(path.join(dir, SCRATCH_DISK), spec.diskMb);
+    } catch (e) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
     const vm = await MicroVm.launch(hv, spec, dir, { sharedRamFile: opts.sharedRam ? path.join(dir, "ram.bin") : undefined });
     await vm.settle(vm.client.ready, opts.timeoutMs ?? BOOT_TIMEOUT_MS, "boot");
     return vm;
@@ -86,7 +93,14 @@ export class MicroVm {
 
   /** Start a VM from a saved state; resolves once its agent answers a ping. */
   static async restore(hv: Hypervisor, spec: VmSpec, from: SavedState): Promise<MicroVm> {
-    const vm = await MicroVm.launch(hv, spec, privateDir(), { restore: from });
+    const dir = privateDir();
+    try {
+      await copySparse(path.join(from.dir, SCRATCH_DISK), path.join(dir, SCRATCH_DISK));
+    } catch (e) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw new WorkerCrashedError(`cannot restore the VM's scratch disk: ${(e as Error).message}`);
+    }
+    const vm = await MicroVm.launch(hv, spec, dir, { restore: from });
     await vm.settle(
       (async () => {
         await vm.vmm.resume();
@@ -152,6 +166,9 @@ export class MicroVm {
           await this.vmm.save(cmd.into);
           // The paused VM's RAM is its file; it becomes the snapshot's (the VM never runs again).
           if (cmd.into.ram === "shared") fs.renameSync(path.join(this.dir, "ram.bin"), path.join(cmd.into.dir, "ram.bin"));
+          // The disk as the saved RAM knows it (the VM is paused): moved when it stops, else copied.
+          if (cmd.then === "stop") fs.renameSync(path.join(this.dir, SCRATCH_DISK), path.join(cmd.into.dir, SCRATCH_DISK));
+          else await copySparse(path.join(this.dir, SCRATCH_DISK), path.join(cmd.into.dir, SCRATCH_DISK));
         } catch (e) {
           await this.stop(e as Error);
           throw e;
@@ -321,6 +338,25 @@ export function sweepStaleVms(): number {
   return n;
 }
 
+
+/** An empty ext4 of `sizeMb` (sparse; no journal: the disk never outlives its VM). */
+async function makeScratchDisk(file: string, sizeMb: number): Promise<void> {
+  const r = await run("mke2fs", ["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0", "-L", "scratch", file, `${sizeMb}M`]);
+  if (r) throw new WorkerCrashedError(`cannot make the VM's scratch disk (mke2fs, from e2fsprogs): ${r}`);
+}
+
+/** Copy a disk image keeping its holes (a reflink where the file system has them). */
+async function copySparse(from: string, to: string): Promise<void> {
+  const r = await run("cp", ["--sparse=always", "--reflink=auto", from, to]);
+  if (r) throw new WorkerCrashedError(`cannot copy ${path.basename(from)}: ${r}`);
+}
+
+/** Run a host tool; resolves to its error output when it fails, "" when it succeeds. */
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" }, timeout: 60_000 }, (err, _out, stderr) => resolve(err ? (String(stderr).trim() || err.message).slice(-500) : ""));
+  });
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
