@@ -73,7 +73,9 @@ def _make_agentbox():
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
             tb = tb.tb_next
         try:
-            text = "".join(traceback.format_exception(type(exc), exc, tb))
+            # At most the outermost 1000 frames: a recursion allowed by a raised recursion limit
+            # can leave a million, and formatting them all took longer than the run.
+            text = "".join(traceback.format_exception(type(exc), exc, tb, limit=1000))
         except BaseException:
             text = type(exc).__name__ + "\n"
         try:
