@@ -6,10 +6,66 @@
 export const SETUP = String.raw`
 import sys, types, builtins, linecache, traceback, json
 
+def _make_event_loop():
+    # asyncio without the JavaScript bridge. Pyodide's WebLoop schedules through JavaScript, which
+    # the sandbox closes; this loop has no I/O to wait for (no sockets, no threads, no signals), so
+    # the selector it polls only lets time pass: time.sleep, which follows the sandbox clock
+    # (instant on the virtual clock), in short slices so the time limit's interrupt gets in.
+    import asyncio, asyncio.base_events, asyncio.events, signal, time
+
+    class _Clock:
+        SLICE_S = 0.02
+
+        def select(self, timeout):
+            if timeout is None:
+                raise RuntimeError("asyncio deadlock: every task waits and nothing is scheduled "
+                                   "(there is no I/O or thread in the sandbox that could wake them)")
+            end = time.monotonic() + timeout
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(min(left, self.SLICE_S))
+            return ()
+
+        def close(self):
+            pass
+
+    class SandboxEventLoop(asyncio.base_events.BaseEventLoop):
+        def __init__(self):
+            super().__init__()
+            self._selector = _Clock()
+
+        def _process_events(self, event_list):
+            pass
+
+        def _write_to_self(self):
+            pass
+
+    class SandboxEventLoopPolicy(asyncio.events._BaseDefaultEventLoopPolicy):
+        _loop_factory = SandboxEventLoop
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    def install():
+        # Undo what pyodide.webloop patched in at import: its asyncio.run and time.sleep reach
+        # JavaScript (and keep the WebLoop module's globals, JS functions among them, alive).
+        time.sleep = getattr(time.sleep, "__wrapped__", time.sleep)
+        asyncio.run = getattr(asyncio.run, "__wrapped__", asyncio.run)
+        asyncio.events._set_event_loop_policy(SandboxEventLoopPolicy())
+        # Pyodide marks its WebLoop as always running; between runs, no loop runs here.
+        asyncio.events._set_running_loop(None)
+        # asyncio.Runner turns a first SIGINT into cancelling the main task when the handler is the
+        # default one; the time limit is a SIGINT and must stop even a task that never yields.
+        signal.signal(signal.SIGINT, interrupted)
+
+    return install
+
 def _make_agentbox():
-    from pyodide.code import eval_code
+    import ast, asyncio, inspect
+    from pyodide.code import CodeRunner
     mod = types.ModuleType("_agentbox")
     state = {"n": 0}
+    install_event_loop = _make_event_loop()
+    install_event_loop()
 
     def _format_error(exc):
         tb = exc.__traceback__
@@ -17,7 +73,9 @@ def _make_agentbox():
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
             tb = tb.tb_next
         try:
-            text = "".join(traceback.format_exception(type(exc), exc, tb))
+            # At most the outermost 1000 frames: a recursion allowed by a raised recursion limit
+            # can leave a million, and formatting them all took longer than the run.
+            text = "".join(traceback.format_exception(type(exc), exc, tb, limit=1000))
         except BaseException:
             text = type(exc).__name__ + "\n"
         try:
@@ -33,7 +91,14 @@ def _make_agentbox():
         value = None
         error = None
         try:
-            result = eval_code(code, sys.modules["__main__"].__dict__, filename=filename)
+            runner = CodeRunner(code, filename=filename, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT).compile()
+            scope = sys.modules["__main__"].__dict__
+            if runner.code is not None and runner.code.co_flags & inspect.CO_COROUTINE:
+                # A cell with a top-level await runs on a fresh event loop of its own, like
+                # asyncio.run: tasks it leaves behind are cancelled, not resumed by a later cell.
+                result = asyncio.run(runner.run_async(scope))
+            else:
+                result = runner.run(scope)
             if result is not None:
                 value = repr(result)
                 if len(value) > value_cap:
@@ -68,10 +133,25 @@ def _make_agentbox():
                    "pyodide.console", "micropip", "pyodide_http", "pyodide.canvas", "_pyodide._importhook_js")
         prefixes = tuple(b + "." for b in blocked)
         removed = [name for name in list(sys.modules) if name in blocked or name.startswith(prefixes)]
+        from pyodide.ffi import JsProxy
         for name in removed:
-            del sys.modules[name]
-        if removed:
-            gc.collect()
+            module = sys.modules.pop(name)
+            # A submodule stays reachable as an attribute of its package (pyodide.webloop).
+            parent, _, child = name.rpartition(".")
+            if getattr(sys.modules.get(parent), child, None) is module:
+                delattr(sys.modules[parent], child)
+        # The modules' globals live on (Pyodide holds some of their functions from JavaScript) and
+        # the guest can find them, and the loaders of JavaScript modules, through
+        # gc.get_objects(): take the JavaScript objects out of them.
+        for obj in gc.get_objects():
+            if isinstance(obj, dict) and isinstance(name := obj.get("__name__"), str) and (name in blocked or name.startswith(prefixes)):
+                # A module's globals, alive through the functions defined in it.
+                for key in [k for k, v in obj.items() if isinstance(v, JsProxy)]:
+                    del obj[key]
+            elif type(obj).__name__ == "JsLoader" and isinstance(getattr(obj, "jsproxy", None), JsProxy):
+                obj.jsproxy = None
+        install_event_loop()
+        gc.collect()
         return len(removed)
 
     mod.run = run

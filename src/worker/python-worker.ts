@@ -7,10 +7,17 @@
 //
 // Protocol: frames (see protocol/frames.ts) on stdin/stdout; the control pipe (fd 3) carries
 // interrupt requests; stderr is for diagnostics only.
+//
+// The interpreter runs on a thread of its own, started with a large stack: CPython's recursion
+// checks measure its shadow stack in Wasm memory, while each Wasm frame also takes V8's native
+// stack, several times as much. On the main thread (under 1 MB by default, at most the OS stack)
+// V8 ran out first and the "Maximum call stack size exceeded" killed the interpreter; here the
+// native stack is far larger than the recursion window CPython is given (see limitCStack).
 import fs from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { isMainThread, MessageChannel, type MessagePort, Worker, workerData } from "node:worker_threads";
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { FsOp, HostMessage, WorkerLimits, WorkerMount } from "../protocol/messages.js";
 import { compareCodePoints, ERRNO, errnoName, MemfsAccounting, QUOTA_MARK, type EmFs, type EmNode } from "../vfs/memfs.js";
@@ -110,6 +117,32 @@ interface Pyodide {
   setInterruptBuffer(buf: Int32Array): void;
   unregisterJsModule(name: string): void;
   makeMemorySnapshot(): Uint8Array;
+  _module: Record<string, Fn>;
+}
+
+/** Native (V8) stack of the interpreter thread. Virtual memory: pages are used only as touched. */
+const INTERPRETER_STACK_MB = 256;
+/** JS heap of the interpreter thread (the guest's memory is Wasm memory, capped separately). */
+const INTERPRETER_HEAP_MB = 192;
+/**
+ * How much of the Wasm shadow stack (10 MB) CPython may use before it raises RecursionError.
+ * Measured per level of C recursion (repr of nested lists, json, pickle, recursive __repr__): V8's
+ * stack grows 1-9x as fast as the shadow stack (in V8's baseline tier; less once optimised), so
+ * 1 MB here keeps native use far under INTERPRETER_STACK_MB, and still allows ~30,000 nested list
+ * reprs or ~2,000 recursive __repr__ calls (Python's own limit, 1000 frames, comes first there).
+ * Smaller than the whole shadow stack also because some C paths are quadratic in their depth
+ * (repr of nested lists: ~9 s to fail at 2 MB, ~2 s at 1 MB).
+ */
+const C_STACK_WINDOW_BYTES = 1024 * 1024;
+
+/** Narrow CPython's C-recursion window to the top C_STACK_WINDOW_BYTES of the shadow stack. */
+function limitCStack(py: Pyodide): void {
+  const m = py._module;
+  const base = m._emscripten_stack_get_base!() >>> 0; // the stack grows down from here
+  const tstate = m._PyThreadState_Get!();
+  if (m._PyUnstable_ThreadState_SetStackProtection!(tstate, base - C_STACK_WINDOW_BYTES, C_STACK_WINDOW_BYTES) !== 0) {
+    fatal("could not set the interpreter's stack protection");
+  }
 }
 
 async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | undefined, makeSnapshot: boolean): Promise<Pyodide> {
@@ -149,6 +182,7 @@ async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | und
     ...(makeSnapshot ? { _makeSnapshot: true } : {}),
     ...(snapshot ? { _loadSnapshot: snapshot } : {}),
   });
+  limitCStack(py);
   if (!snapshot) py.runPython(SETUP, { globals: py.globals.get("dict")() });
   return py;
 }
@@ -531,6 +565,24 @@ function guardNodefs(NODEFS: NodeFsOps, ErrnoError: new (n: number) => Error, me
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Main thread: start the interpreter thread and pass it the host's frames (decoded here, posted
+ * on a message port: a piped stdin stream added ~10 ms to a pooled sandbox's first request).
+ * Exits with the interpreter thread; the host closing stdin ends both.
+ */
+function launch(): void {
+  const { port1, port2 } = new MessageChannel();
+  const thread = new Worker(new URL(import.meta.url), {
+    argv: process.argv.slice(2),
+    workerData: { port: port2 },
+    transferList: [port2],
+    resourceLimits: { stackSizeMb: INTERPRETER_STACK_MB, maxOldGenerationSizeMb: INTERPRETER_HEAP_MB },
+  });
+  thread.on("error", (e) => fatal(`interpreter thread failed: ${String(e?.stack ?? e)}`));
+  thread.on("exit", (code) => process.exit(code));
+  readHostFrames((msgs) => port1.postMessage(msgs));
+}
+
 async function main(): Promise<void> {
   const [mode, pyodideDir, snapshotFile, flag] = process.argv.slice(2);
   if (!pyodideDir || (mode !== "serve" && mode !== "make-snapshot")) fatal("usage: python-worker.js serve|make-snapshot <pyodideDir> [snapshot]");
@@ -551,7 +603,8 @@ async function main(): Promise<void> {
   harden(py);
   const session = new WorkerSession(py, flag === "warm");
   await session.start(interrupter);
-  readHostFrames((msgs) => {
+  const { port } = workerData as { port: MessagePort };
+  port.on("message", (msgs: unknown[]) => {
     for (const m of msgs) {
       try {
         session.handle(m as HostMessage);
@@ -562,4 +615,5 @@ async function main(): Promise<void> {
   });
 }
 
-main().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));
+if (isMainThread) launch();
+else main().catch((e: unknown) => fatal(`worker failed to start: ${String((e as Error)?.stack ?? e)}`));
