@@ -8,7 +8,7 @@ import { QemuHypervisor, qemuUnavailableReason } from "../src/engines/microvm/qe
 import { baseSnapshot } from "../src/engines/microvm/snapshots.js";
 import { MicroVm } from "../src/engines/microvm/vm.js";
 import type { RamMode } from "../src/engines/microvm/hypervisor.js";
-import { limitsSchema } from "../src/policy/options.js";
+import { heavyLimitsSchema } from "../src/policy/options.js";
 import { stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
 const opts = { tier: "heavy", backend: "microvm", pool: false, limits: { memoryMb: 256 } } as const;
@@ -27,7 +27,7 @@ export const microvm: Section = {
       return { rows: [], notes: [`microvm: skipped: ${why}`], summary: { skipped: why } };
     }
     await buildMicrovmArtefacts({ onProgress: (l) => ctx.progress(`microvm: ${l}`) });
-    const { spec, accel } = await microvmSpec({ limits: limitsSchema.parse(opts.limits), packages: [] });
+    const { spec, accel } = await microvmSpec({ limits: heavyLimitsSchema.parse(opts.limits), packages: [] });
     const a = accel.accel;
     const hv = new QemuHypervisor();
     const rows: Row[] = [];

@@ -2,8 +2,12 @@
 // string `code`, one subclass per cause; messages name the option or limit and its value.
 // A guest exception (Python raising) is never one of these: it comes back in `result.error`.
 
-/** The limits a run or a sandbox can hit, named after the option that sets them. */
-export type LimitName = "timeoutMs" | "memoryMb" | "outputBytes" | "vfsBytes" | "vfsFiles";
+/**
+ * The limits a run or a sandbox can hit, named after the option (`limits.*`) that sets them. The
+ * one list: protocol/ and policy/ import it (this module is the lowest leaf).
+ */
+export const LIMIT_NAMES = ["timeoutMs", "memoryMb", "outputBytes", "vfsBytes", "vfsFiles"] as const;
+export type LimitName = (typeof LIMIT_NAMES)[number];
 
 export type AgentboxErrorCode =
   | "INVALID_OPTIONS"
@@ -105,6 +109,17 @@ export class SandboxClosedError extends AgentboxError {
   constructor(reason: string) {
     super("SANDBOX_CLOSED", `sandbox is closed (${reason}); create a new one with Sandbox.create()`);
     this.reason = reason;
+  }
+}
+
+/**
+ * Sandbox.restore() of a snapshot whose saved state was deleted (snapshot.remove()). A closed
+ * sandbox to every surface (code SANDBOX_CLOSED), told apart by its class.
+ */
+export class SnapshotRemovedError extends SandboxClosedError {
+  constructor() {
+    super("its snapshot was removed");
+    this.message = "this snapshot was removed (snapshot.remove()); take a new one with sb.snapshot() and restore that";
   }
 }
 

@@ -1,12 +1,13 @@
 // agentbox: the public API. Re-exports only; everything else is internal.
 export { Sandbox, SandboxFiles, SandboxCommands, SandboxSnapshot } from "./sandbox/sandbox.js";
 export type { CommandResult, SandboxInfo } from "./sandbox/sandbox.js";
-export { buildImage, listImages, removeImage } from "./engines/heavy/image.js";
-export type { ImageInfo, BuildOptions as ImageBuildOptions } from "./engines/heavy/image.js";
-export { buildMicrovmArtefacts } from "./engines/microvm/artefacts.js";
-export type { MicrovmArtefacts, MicrovmBuildOptions } from "./engines/microvm/artefacts.js";
+export { buildImage, listImages, removeImage, buildMicrovmArtefacts } from "./engines/images.js";
+export type { ImageInfo, ImageBuildOptions, MicrovmArtefacts, MicrovmBuildOptions } from "./engines/images.js";
+export { TIERS, LANGUAGES, HEAVY_BACKENDS } from "./engines/catalog.js";
+export { resolveSandboxOptions, sandboxOptionsForTier } from "./sandbox/resolve.js";
+export type { SandboxOptionsInput as SandboxOptions, SandboxOptions as ResolvedOptions, ResolvedSandboxOptions, Language } from "./sandbox/resolve.js";
 export type { RunResult } from "./sandbox/result.js";
-export type { SandboxOptionsInput as SandboxOptions, RunOptionsInput as RunOptions, CommandOptionsInput as CommandOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions } from "./policy/options.js";
+export type { RunOptionsInput as RunOptions, CommandOptionsInput as CommandOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions, GivenFields, Tier } from "./policy/options.js";
 export type { DirEntry as EntryInfo, GuestError } from "./protocol/messages.js";
 export {
   AgentboxError,
@@ -18,6 +19,7 @@ export {
   FileSystemQuotaError,
   FileSystemError,
   SandboxClosedError,
+  SnapshotRemovedError,
   TierUnavailableError,
   WorkerCrashedError,
   ProtocolError,

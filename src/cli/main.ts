@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { AgentboxError, InvalidOptionsError, LimitError, Sandbox, type Mount, type RunResult } from "../index.js";
+import { AgentboxError, HEAVY_BACKENDS, InvalidOptionsError, LANGUAGES, LimitError, Sandbox, TIERS, type Language, type Mount, type RunResult, type SandboxOptions } from "../index.js";
 import { parseMcpSandboxOptions, runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
 import { loadKeys, startServer, type RunningServer } from "../server/index.js";
 import { execCommand, imageCommand } from "./heavy.js";
@@ -82,8 +82,6 @@ function parseInteger(name: string, s: string): number {
   return Number(s);
 }
 
-const LANGUAGES = ["python", "javascript", "typescript"] as const;
-type Language = (typeof LANGUAGES)[number];
 const EXTENSIONS: Record<string, Language> = {
   ".py": "python",
   ".js": "javascript",
@@ -180,12 +178,13 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
 
     await Sandbox.configurePool({ size: 0 });
     const tier = args.values.tier ?? "nano";
-    if (tier !== "nano" && tier !== "heavy") throw new UsageError(`--tier: expected nano or heavy, got ${JSON.stringify(tier)}`);
+    if (!(TIERS as readonly string[]).includes(tier)) throw new UsageError(`--tier: expected ${TIERS.join(" or ")}, got ${JSON.stringify(tier)}`);
     const backend = args.values.backend ?? "auto";
-    if (backend !== "auto" && backend !== "gvisor" && backend !== "microvm") throw new UsageError(`--backend: expected auto, gvisor or microvm, got ${JSON.stringify(backend)}`);
+    if (backend !== "auto" && !(HEAVY_BACKENDS as readonly string[]).includes(backend)) throw new UsageError(`--backend: expected auto, ${HEAVY_BACKENDS.join(" or ")}, got ${JSON.stringify(backend)}`);
     const allowNet = args.values["allow-net"] ?? [];
     const network = allowNet.length > 0 ? { network: { allow: allowNet } } : {};
-    sb = await Sandbox.create({ tier, language, limits, env, mounts, backend, pool: false, ...network, ...(seed !== undefined ? { seed } : {}) });
+    // Checked by the library against the tier's schema: --backend on nano is an error naming it.
+    sb = await Sandbox.create({ tier, language, limits, env, mounts, pool: false, ...(args.values.backend !== undefined ? { backend } : {}), ...network, ...(seed !== undefined ? { seed } : {}) } as SandboxOptions);
     const r = await sb.runCode(code, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     else printTail(r, io);
@@ -295,7 +294,7 @@ async function mcpCommand(argv: string[], io: Io): Promise<number> {
     }
     if (positionals.length > 0 || v.code !== undefined || v.json || v.language !== undefined) throw new UsageError("mcp takes only --tier, --memory, --timeout, --seed, --mount, --env");
     const tier = v.tier ?? "nano";
-    if (tier !== "nano" && tier !== "heavy") throw new UsageError(`--tier: expected nano or heavy, got ${JSON.stringify(tier)}`);
+    if (!(TIERS as readonly string[]).includes(tier)) throw new UsageError(`--tier: expected ${TIERS.join(" or ")}, got ${JSON.stringify(tier)}`);
     const env: Record<string, string> = {};
     for (const kv of v.env ?? []) {
       const i = kv.indexOf("=");
@@ -306,7 +305,7 @@ async function mcpCommand(argv: string[], io: Io): Promise<number> {
     if (v.memory !== undefined) limits.memoryMb = parseInteger("memory", v.memory);
     if (v.timeout !== undefined) limits.timeoutMs = parseDuration(v.timeout);
     // Parsed here, once, by the library's schema: a bad value exits 64 now, not on every tool call.
-    sandbox = parseMcpSandboxOptions({ tier, limits, env, mounts: (v.mount ?? []).map(parseMount), ...(v.seed !== undefined ? { seed: parseInteger("seed", v.seed) } : {}) });
+    sandbox = parseMcpSandboxOptions({ tier, limits, env, mounts: (v.mount ?? []).map(parseMount), ...(v.seed !== undefined ? { seed: parseInteger("seed", v.seed) } : {}) } as McpSessionOptions["sandbox"]);
   } catch (e) {
     io.stderr(`agentbox mcp: ${(e as Error).message}\n`);
     return EXIT.usage;

@@ -8,11 +8,13 @@ import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { CallToolResult, JSONRPCMessage, ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import { AgentboxError, Sandbox, type CommandOptions, type CommandResult, type RunResult, type SandboxOptions } from "../index.js";
-import { parseOptions, sandboxOptionsSchema, type SandboxOptions as ParsedSandboxOptions } from "../policy/options.js";
+import { AgentboxError, resolveSandboxOptions, Sandbox, sandboxOptionsForTier, type CommandOptions, type CommandResult, type Language as AnyLanguage, type ResolvedOptions, type RunResult, type SandboxOptions } from "../index.js";
 
-/** Languages with a run tool; each gets its own session sandbox. */
-const LANGUAGES = ["python", "javascript"] as const;
+/** Languages with a run tool; each gets its own session sandbox (checked against the library's list). */
+const LANGUAGES = ["python", "javascript"] as const satisfies readonly AnyLanguage[];
+type WithoutLanguage<T> = T extends unknown ? Omit<T, "language"> : never;
+type SessionOptions = WithoutLanguage<SandboxOptions>;
+type ParsedSessionOptions = WithoutLanguage<ResolvedOptions>;
 type Language = (typeof LANGUAGES)[number];
 
 export interface McpSessionOptions {
@@ -20,7 +22,7 @@ export interface McpSessionOptions {
    * Options of every session sandbox (limits, seed, env, mounts); `language` is set per tool.
    * `tier: "heavy"` makes the Python sandbox heavy-tier and adds the run_command tool.
    */
-  sandbox?: Omit<SandboxOptions, "language">;
+  sandbox?: SessionOptions;
   version?: string;
 }
 
@@ -35,9 +37,9 @@ export interface AgentboxMcp {
  * at start, so a bad --memory exits 64 there instead of every tool call failing later.
  * Throws InvalidOptionsError naming the field.
  */
-export function parseMcpSandboxOptions(sandbox: McpSessionOptions["sandbox"] = {}): Omit<ParsedSandboxOptions, "language"> {
-  const { language: _l, ...parsed } = parseOptions(sandboxOptionsSchema, { ...sandbox, language: "python" });
-  return parsed;
+export function parseMcpSandboxOptions(sandbox: McpSessionOptions["sandbox"] = {}): ParsedSessionOptions {
+  const { language: _l, ...parsed }: ResolvedOptions = resolveSandboxOptions({ ...sandbox, language: "python" }).options;
+  return parsed as ParsedSessionOptions;
 }
 
 type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
@@ -57,9 +59,8 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
     z.int().min(1).max(maxTimeoutMs).optional().describe(`${what}, in ms (at most ${maxTimeoutMs}, the session's limit, which is also the default)`);
   /** JavaScript has no heavy-tier REPL: its sandbox stays nano (without the heavy-only options). */
   const optionsFor = (lang: Language): SandboxOptions => {
-    if (lang === "python") return { ...base, language: lang };
-    const { backend: _b, packages: _p, ...rest } = base;
-    return { ...rest, tier: "nano", language: lang };
+    if (lang === "python") return { ...base, language: lang } as SandboxOptions;
+    return { ...sandboxOptionsForTier(base, "nano"), language: lang } as SandboxOptions;
   };
 
   /** The session's sandbox for `lang`, started on first use; a closed one is replaced (with a note). */

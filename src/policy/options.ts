@@ -2,7 +2,7 @@
 // rejected, defaults living here and nowhere else. Errors name the dotted field path.
 import path from "node:path";
 import { z } from "zod";
-import { InvalidOptionsError } from "../errors.js";
+import { InvalidOptionsError, LIMIT_NAMES } from "../errors.js";
 import { networkSchema } from "./network.js";
 
 const MiB = 1024 * 1024;
@@ -10,57 +10,222 @@ const MiB = 1024 * 1024;
 /** Largest seed accepted: seeds must survive a JSON round trip exactly. */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
 
-export const limitsSchema = z.strictObject({
-  /** Cap on the guest's Wasm linear memory, in MiB. The interpreter alone needs ~32. */
-  memoryMb: z.int().min(48).max(4096).default(256),
-  /** Wall-clock limit of one runCode call. */
-  timeoutMs: z.int().min(1).max(24 * 3600 * 1000).default(30_000),
+/** The tiers, the discriminant of the options union. Absent `tier` means the first. */
+export const TIERS = ["nano", "heavy"] as const;
+export type Tier = (typeof TIERS)[number];
+
+/**
+ * Every limit once: its schema (with its default) and the tiers that enforce it. Each tier's
+ * `limits` schema is picked from this table, so a limit a tier does not enforce is an error there.
+ */
+const LIMITS = {
+  /** Memory cap in MiB: the guest's Wasm linear memory (nano), the sandbox's memory (heavy). */
+  memoryMb: { tiers: ["nano", "heavy"], schema: z.int().min(48).max(4096).default(256) },
+  /** Wall-clock limit of one runCode call (and the default of commands.run). */
+  timeoutMs: { tiers: ["nano", "heavy"], schema: z.int().min(1).max(24 * 3600 * 1000).default(30_000) },
   /** How long a run may ignore the interrupt before its worker is killed. */
-  graceMs: z.int().min(0).max(60_000).default(500),
+  graceMs: { tiers: ["nano", "heavy"], schema: z.int().min(0).max(60_000).default(500) },
   /** stdout + stderr + result value bytes of one run. */
-  outputBytes: z.int().min(1).max(1024 * MiB).default(1 * MiB),
-  /** Bytes the guest may add to its file system (host-written files count too). */
-  vfsBytes: z.int().min(0).max(4096 * MiB).default(64 * MiB),
-  /** Files, directories and links the guest may create. */
-  vfsFiles: z.int().min(0).max(1_000_000).default(10_000),
-  /** Heavy tier: CPU time per wall-clock time (cgroup quota), e.g. 0.5 or 2. */
-  cpus: z.number().min(0.01).max(64).default(1),
-  /** Heavy tier: size of each writable file system (/home/user and /tmp), in MiB; writes past it get ENOSPC. */
-  diskMb: z.int().min(1).max(64 * 1024).default(256),
-});
+  outputBytes: { tiers: ["nano", "heavy"], schema: z.int().min(1).max(1024 * MiB).default(1 * MiB) },
+  /** Bytes the guest may add to its in-memory file system (host-written files count too). */
+  vfsBytes: { tiers: ["nano"], schema: z.int().min(0).max(4096 * MiB).default(64 * MiB) },
+  /** Files, directories and links the guest may create in its in-memory file system. */
+  vfsFiles: { tiers: ["nano"], schema: z.int().min(0).max(1_000_000).default(10_000) },
+  /** CPU time per wall-clock time (cgroup quota), e.g. 0.5 or 2. */
+  cpus: { tiers: ["heavy"], schema: z.number().min(0.01).max(64).default(1) },
+  /** Size of each writable file system (/home/user and /tmp), in MiB; writes past it get ENOSPC. */
+  diskMb: { tiers: ["heavy"], schema: z.int().min(1).max(64 * 1024).default(256) },
+} as const satisfies Record<string, { tiers: readonly Tier[]; schema: z.ZodDefault<z.ZodNumber> }>;
+
+type LimitField = keyof typeof LIMITS;
+/** Every limit a run can hit is a field here (compile-time check against errors.ts's list). */
+export const HIT_LIMITS: readonly LimitField[] = LIMIT_NAMES;
+type LimitsOf<T extends Tier> = { [K in LimitField as T extends (typeof LIMITS)[K]["tiers"][number] ? K : never]: (typeof LIMITS)[K]["schema"] };
+
+function limitsFor<T extends Tier>(tier: T) {
+  const shape = Object.fromEntries(
+    Object.entries(LIMITS)
+      .filter(([, l]) => (l.tiers as readonly Tier[]).includes(tier))
+      .map(([k, l]) => [k, l.schema]),
+  ) as unknown as LimitsOf<T>;
+  const schema = z.strictObject(shape);
+  return schema.default(schema.parse({}) as never);
+}
+
+export const nanoLimitsSchema = limitsFor("nano");
+export const heavyLimitsSchema = limitsFor("heavy");
+
+const hostPath = z.string().min(1).refine((p) => path.isAbsolute(p), "must be an absolute host path");
+const guestPath = z.string().min(1).refine((p) => p.startsWith("/") && !p.includes("\0"), "must be an absolute guest path");
 
 export const mountSchema = z.strictObject({
-  hostPath: z.string().min(1).refine((p) => path.isAbsolute(p), "must be an absolute host path"),
-  guestPath: z.string().min(1).refine((p) => p.startsWith("/") && !p.includes("\0"), "must be an absolute guest path"),
+  hostPath,
+  guestPath,
   /** Read-only unless the caller says otherwise. */
   readOnly: z.boolean().default(true),
 });
 
-const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are [A-Za-z_][A-Za-z0-9_]*");
-
-export const sandboxOptionsSchema = z.strictObject({
-  /** "nano": WebAssembly in a worker process. "heavy": a real Linux userland (gVisor / microVM). */
-  tier: z.enum(["nano", "heavy"]).default("nano"),
-  /** What runCode() runs. */
-  language: z.enum(["python", "javascript", "typescript"]).default("python"),
-  limits: limitsSchema.default(limitsSchema.parse({})),
-  /** Seed of every source of randomness the guest has. Omitted: a fresh one, reported in results. */
-  seed: z.int().min(0).max(MAX_SEED).optional(),
-  /** "virtual": a clock that starts at a fixed instant and ticks per read (deterministic).
-   *  Default: "virtual" when a seed is given, else "real". */
-  clock: z.enum(["virtual", "real"]).optional(),
-  /** Environment variables the guest sees in os.environ; nothing of the host's leaks in. */
-  env: z.record(envName, z.string().refine((v) => !v.includes("\0"), "must not contain NUL")).default({}),
-  mounts: z.array(mountSchema).max(32).default([]),
-  /** JavaScript/TypeScript nano tier: a guest `fetch` limited to these hosts (see policy/network.ts). Default: no network. */
-  network: networkSchema.optional(),
-  /** Heavy tier: which backend runs the sandbox. "auto" picks gVisor (the only one built so far). */
-  backend: z.enum(["auto", "gvisor", "microvm"]).default("auto"),
-  /** Heavy tier: extra Debian packages; selects the image built by `agentbox image build --packages`. */
-  packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]{0,99}$/, "must be a Debian package name")).max(256).default([]),
-  /** Take a ready worker from the shared pool when one fits (no mounts). */
-  pool: z.boolean().default(true),
+/**
+ * Heavy-tier mounts (gVisor bind mounts): read-only, since what a guest writes must stay inside
+ * its capped scratch, and only below /home/user or /tmp, whose tmpfs holds the mount point.
+ */
+export const heavyMountSchema = z.strictObject({
+  hostPath,
+  guestPath: guestPath.refine((p) => /^\/(home\/user|tmp)\/[^/]/.test(p), "must be below /home/user/ or /tmp/ on the heavy tier"),
+  readOnly: z.literal(true, { error: "the heavy tier grants read-only mounts only (guest writes stay in its capped scratch)" }).default(true),
 });
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are [A-Za-z_][A-Za-z0-9_]*");
+const envSchema = z.record(envName, z.string().refine((v) => !v.includes("\0"), "must not contain NUL")).default({});
+const seedSchema = z.int().min(0).max(MAX_SEED).optional();
+type NameList = readonly [string, ...string[]];
+
+/**
+ * The engines' names, as the engine registry (engines/registry.ts) derives them: the languages
+ * each tier runs and the heavy tier's backends. The schemas are built from these so a new
+ * language or backend is added in the registry alone.
+ */
+export interface EngineNames<NL extends NameList, HL extends NameList, HB extends NameList> {
+  nanoLanguages: NL;
+  heavyLanguages: HL;
+  heavyBackends: HB;
+}
+
+/** The per-tier option schemas (and their union) for the given engine names. */
+export function sandboxOptionSchemas<const NL extends NameList, const HL extends NameList, const HB extends NameList>(names: EngineNames<NL, HL, HB>) {
+  const nano = z.strictObject({
+    /** "nano": WebAssembly in a locked-down worker process. */
+    tier: z.literal("nano"),
+    /** What runCode() runs. */
+    language: z.enum(names.nanoLanguages).default(names.nanoLanguages[0]),
+    limits: nanoLimitsSchema,
+    /** Seed of every source of randomness the guest has. Omitted: a fresh one, reported in results. */
+    seed: seedSchema,
+    /** "virtual": a clock that starts at a fixed instant and ticks per read (deterministic).
+     *  Default: "virtual" when a seed is given, else "real" (defaultClock). */
+    clock: z.enum(["virtual", "real"]).optional(),
+    /** Environment variables the guest sees; nothing of the host's leaks in. */
+    env: envSchema,
+    mounts: z.array(mountSchema).max(32).default([]),
+    /** A guest `fetch` limited to these hosts (see policy/network.ts), for the engines that serve
+     *  it (the registry says which). Default: no network. */
+    network: networkSchema.optional(),
+    /** Take a ready worker from the shared pool when one fits (no mounts). */
+    pool: z.boolean().default(true),
+  });
+  const heavy = z.strictObject({
+    /** "heavy": a Debian userland behind gVisor or a QEMU microVM. */
+    tier: z.literal("heavy"),
+    /** What runCode() runs (commands.run runs anything in the userland). */
+    language: z.enum(names.heavyLanguages, { error: `the heavy tier's runCode runs ${names.heavyLanguages.join(", ")} (use commands.run for anything else)` }).default(names.heavyLanguages[0]),
+    limits: heavyLimitsSchema,
+    /** Seeds the guest language's random module in runCode. Omitted: a fresh one. */
+    seed: seedSchema,
+    /** Only "real": the heavy tier runs a real kernel clock. */
+    clock: z.literal("real", { error: 'the heavy tier has the real clock only (a virtual clock is a nano-tier option)' }).optional(),
+    env: envSchema,
+    mounts: z.array(heavyMountSchema).max(32).default([]),
+    /** Which backend runs the sandbox. "auto": the engine registry's first heavy backend that can
+     *  serve the options (the microVM where KVM boots it and no mount is asked for, else gVisor). */
+    backend: z.enum(["auto", ...names.heavyBackends]).default("auto"),
+    /** Extra Debian packages; selects the image built by `agentbox image build --packages`. */
+    packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]{0,99}$/, "must be a Debian package name")).max(256).default([]),
+    /** Take a ready sandbox from the shared pool when one fits (no mounts). */
+    pool: z.boolean().default(true),
+  });
+  return { nano, heavy, union: z.discriminatedUnion("tier", [nano, heavy]) } as const;
+}
+
+/** The schemas with plain strings for names: what engines see without depending on the registry. */
+type AnySchemas = ReturnType<typeof sandboxOptionSchemas<NameList, NameList, NameList>>;
+export type NanoOptions = z.output<AnySchemas["nano"]>;
+export type HeavyOptions = z.output<AnySchemas["heavy"]>;
+export type NanoLimits = z.output<typeof nanoLimitsSchema>;
+export type HeavyLimits = z.output<typeof heavyLimitsSchema>;
+
+/** The clock a sandbox gets when the caller names none: deterministic exactly when seeded (nano). */
+export function defaultClock(tier: Tier, seedGiven: boolean): "virtual" | "real" {
+  return tier === "nano" && seedGiven ? "virtual" : "real";
+}
+
+type Schemas = { nano: z.ZodObject; heavy: z.ZodObject };
+
+/**
+ * Parse sandbox options with the schema of their tier (absent: "nano"). A field that exists only
+ * on another tier is named as such ("limits.cpus: not used by the nano tier; it applies to tier
+ * "heavy""), not as an unknown key. Keys whose value is undefined count as absent.
+ */
+export function parseTierOptions<S extends Schemas>(schemas: S, input: unknown): z.output<S["nano"]> | z.output<S["heavy"]> {
+  const raw = dropUndefined(input ?? {});
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new InvalidOptionsError([{ path: "", message: "must be an object" }]);
+  const obj = raw as Record<string, unknown>;
+  const tier = obj.tier ?? TIERS[0];
+  if (tier !== "nano" && tier !== "heavy") {
+    throw new InvalidOptionsError([{ path: "tier", message: `must be one of ${TIERS.map((t) => JSON.stringify(t)).join(", ")}, got ${JSON.stringify(tier)}` }]);
+  }
+  const schema = schemas[tier];
+  const r = schema.safeParse({ ...obj, tier });
+  if (r.success) return r.data as z.output<S["nano"]> | z.output<S["heavy"]>;
+  const others = TIERS.filter((t) => t !== tier);
+  const issues = r.error.issues.flatMap((i) => {
+    const at = i.path.map(String);
+    if (i.code !== "unrecognized_keys") return [{ path: at.join("."), message: i.message }];
+    return i.keys.map((k) => {
+      const field = [...at, k].join(".");
+      const owner = others.find((t) => hasField(schemas[t], [...at, k]));
+      return { path: field, message: owner ? `not used by the ${tier} tier; it applies to tier "${owner}"` : "unknown option" };
+    });
+  });
+  throw new InvalidOptionsError(issues);
+}
+
+/** Whether `schema` (an object schema, defaults and optionals unwrapped) has a field at `at`. */
+function hasField(schema: z.ZodType, at: string[]): boolean {
+  let s: z.ZodType = schema;
+  for (const k of at) {
+    while (s instanceof z.ZodDefault || s instanceof z.ZodOptional) s = s.unwrap() as z.ZodType;
+    if (!(s instanceof z.ZodObject)) return false;
+    const next = (s.shape as Record<string, z.ZodType | undefined>)[k];
+    if (!next) return false;
+    s = next;
+  }
+  return true;
+}
+
+/** Drop undefined-valued keys at the top level and in `limits` (a CLI passing `cpus: undefined` gave nothing). */
+function dropUndefined(v: unknown): unknown {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return v;
+  const out = Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined));
+  if (typeof out.limits === "object" && out.limits !== null && !Array.isArray(out.limits)) {
+    out.limits = Object.fromEntries(Object.entries(out.limits).filter(([, x]) => x !== undefined));
+  }
+  return out;
+}
+
+/**
+ * Which fields of `input` the caller gave (top-level keys and `limits` keys), so a surface can
+ * tell a value asked for from a default without reading its raw input again.
+ */
+export interface GivenFields {
+  fields: ReadonlySet<string>;
+  limits: ReadonlySet<string>;
+}
+
+export function givenFields(input: unknown): GivenFields {
+  const raw = dropUndefined(input ?? {}) as Record<string, unknown>;
+  const limits = typeof raw.limits === "object" && raw.limits !== null ? Object.keys(raw.limits) : [];
+  return { fields: new Set(Object.keys(raw)), limits: new Set(limits) };
+}
+
+/** `input` without the fields `tier`'s schema does not have (top level and limits): for a surface
+ *  that derives a sandbox of another tier from the same options (the MCP server's JavaScript one). */
+export function keepFieldsOf<S extends Schemas>(schemas: S, tier: Tier, input: Record<string, unknown>): Record<string, unknown> {
+  const out = Object.fromEntries(Object.entries(input).filter(([k]) => hasField(schemas[tier], [k])));
+  if (typeof out.limits === "object" && out.limits !== null) {
+    out.limits = Object.fromEntries(Object.entries(out.limits).filter(([k]) => hasField(schemas[tier], ["limits", k])));
+  }
+  return { ...out, tier };
+}
 
 export const commandOptionsSchema = z.strictObject({
   timeoutMs: z.int().min(1).max(24 * 3600 * 1000).optional(),
@@ -90,12 +255,14 @@ export const poolOptionsSchema = z.strictObject({
   heavy: z.int().min(0).max(16).optional(),
 });
 
-export type LimitsInput = z.input<typeof limitsSchema>;
-export type Limits = z.output<typeof limitsSchema>;
+export type NanoLimitsInput = z.input<typeof nanoLimitsSchema>;
+export type HeavyLimitsInput = z.input<typeof heavyLimitsSchema>;
+/** Limits as any surface may give them: the union of both tiers' fields. */
+export type LimitsInput = NanoLimitsInput | HeavyLimitsInput;
+/** Resolved limits of either tier. */
+export type Limits = NanoLimits | HeavyLimits;
 export type MountInput = z.input<typeof mountSchema>;
 export type Mount = z.output<typeof mountSchema>;
-export type SandboxOptionsInput = z.input<typeof sandboxOptionsSchema>;
-export type SandboxOptions = z.output<typeof sandboxOptionsSchema>;
 export type RunOptionsInput = z.input<typeof runOptionsSchema>;
 export type RunOptions = z.output<typeof runOptionsSchema>;
 export type CommandOptionsInput = z.input<typeof commandOptionsSchema>;

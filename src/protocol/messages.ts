@@ -3,9 +3,10 @@
 // process that runs guest code, so they are hostile input: every one is checked against
 // `workerMessageSchema` (sizes capped, unknown shapes rejected) before the host acts on it.
 import { z } from "zod";
+import { LIMIT_NAMES } from "../errors.js";
 import { FETCH_LIMITS } from "./caps.js";
 
-export const LIMIT_NAMES = ["timeoutMs", "memoryMb", "outputBytes", "vfsBytes", "vfsFiles"] as const;
+export { LIMIT_NAMES };
 
 export interface WorkerLimits {
   memoryBytes: number;

@@ -1,28 +1,26 @@
-// The Sandbox façade: the one API every surface uses. It validates options, picks an engine,
-// serialises operations on one sandbox, and turns engine answers into the public result shape.
-import { randomInt } from "node:crypto";
+// The Sandbox façade: the one API every surface uses. It resolves options (resolve.ts), starts the
+// engine the registry picks, serialises operations on one sandbox, and turns engine answers into
+// the public result shape. It names no engine.
 import { InvalidOptionsError, SandboxClosedError, TierUnavailableError, type LimitName } from "../errors.js";
 import type { Engine, EngineInfo, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
-import { prewarm, startEngine } from "../engines/start.js";
+import { engineById, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
 import {
   commandOptionsSchema,
   normalizeGuestPath,
   parseOptions,
   poolOptionsSchema,
   runOptionsSchema,
-  sandboxOptionsSchema,
   type CommandOptionsInput,
   type PoolOptionsInput,
   type RunOptionsInput,
-  type SandboxOptions,
-  type SandboxOptionsInput,
 } from "../policy/options.js";
 import type { DirEntry } from "../protocol/messages.js";
+import { resolveSandboxOptions, type SandboxOptions, type SandboxOptionsInput } from "./resolve.js";
 import type { RunResult } from "./result.js";
 
 /**
- * A sandbox's file system, E2B-style. Every path must be absolute, with no `..` segment and no NUL
+ * A sandbox's file system, E2B-style: read and write (writes count against the tier's quotas). Every path must be absolute, with no `..` segment and no NUL
  * (normalizeGuestPath); another path rejects with InvalidOptionsError naming it.
  */
 export class SandboxFiles {
@@ -121,6 +119,7 @@ export class SandboxSnapshot {
     /** @internal */ readonly engineSnapshot: EngineSnapshot,
     readonly options: SandboxOptions,
     readonly seed: number,
+    /** @internal */ readonly engineId: string,
   ) {}
 
   /** Delete the saved state (restoring afterwards fails). Idempotent. */
@@ -146,6 +145,7 @@ export class Sandbox {
 
   private constructor(
     private readonly engine: Engine,
+    private readonly descriptor: EngineDescriptor,
     options: SandboxOptions,
     seed: number,
   ) {
@@ -159,30 +159,30 @@ export class Sandbox {
   static async restore(snapshot: SandboxSnapshot): Promise<Sandbox> {
     if (!(snapshot instanceof SandboxSnapshot)) throw new InvalidOptionsError([{ path: "snapshot", message: "must be a SandboxSnapshot from sb.snapshot()" }]);
     const engine = await snapshot.engineSnapshot.restore();
-    return new Sandbox(engine, snapshot.options, snapshot.seed);
+    return new Sandbox(engine, engineById(snapshot.engineId), snapshot.options, snapshot.seed);
   }
 
-  /** Create a sandbox. Options are validated up front; errors name the field. */
+  /**
+   * Create a sandbox. Options are validated up front by the schema of their tier (an option
+   * another tier uses is an error naming it); see resolveSandboxOptions.
+   */
   static async create(opts: SandboxOptionsInput = {}): Promise<Sandbox> {
-    const options = parseOptions(sandboxOptionsSchema, opts);
-    const seed = options.seed ?? randomInt(0, 2 ** 48 - 1);
-    const clock = options.clock ?? (options.seed !== undefined ? "virtual" : "real");
-    const mounts = options.mounts.map((m) => ({ ...m, guestPath: normalizeGuestPath(m.guestPath, "mounts.guestPath") }));
-    const engine = await startEngine({ options, seed, clock, mounts });
-    return new Sandbox(engine, options, seed);
+    const r = resolveSandboxOptions(opts);
+    const { engine, descriptor } = await startEngine(r.engines.map(engineById), { options: r.options, seed: r.seed, clock: r.clock, mounts: [...r.mounts] });
+    return new Sandbox(engine, descriptor, r.options, r.seed);
   }
 
   /**
    * Size the shared pools of ready workers (one pool per nano-tier language; 0 turns pooling
    * off). `heavy` sizes each heavy-tier pool apart (default: the smaller of `size` and 1, as a
-   * ready heavy sandbox holds ~60–100 MB). The Python pool starts filling now; `wait` resolves
-   * once the pools are full.
+   * ready heavy sandbox holds ~60–100 MB). Engines that warm up ahead (the registry says which)
+   * start filling now; `wait` resolves once the pools are full.
    */
   static async configurePool(opts: PoolOptionsInput & { wait?: boolean } = {}): Promise<void> {
     const { wait, ...rest } = opts;
     const { size, heavy } = parseOptions(poolOptionsSchema, rest);
     await resizePools(size, heavy);
-    if (size > 0) prewarm("python");
+    if (size > 0) prewarmEngines();
     if (wait) await warmPools();
   }
 
@@ -215,14 +215,15 @@ export class Sandbox {
   snapshot(): Promise<SandboxSnapshot> {
     return this.exclusive(async (e) => {
       if (!e.snapshot) throw new TierUnavailableError(`snapshot() needs the heavy tier: create the sandbox with { tier: "heavy" } (this one is tier "${this.options.tier}")`);
-      return new SandboxSnapshot(await e.snapshot(), this.options, this.seed);
+      return new SandboxSnapshot(await e.snapshot(), this.options, this.seed, this.descriptor.id);
     });
   }
 
   /** What runs this sandbox: tier, and for the heavy tier the backend (and the microVM's accelerator). */
   get info(): SandboxInfo {
-    if (this.options.tier !== "heavy") return { tier: this.options.tier };
-    return { tier: "heavy", ...(this.engine.info ?? { backend: "gvisor" }) };
+    const reported = this.descriptor.info(this.engine);
+    if (this.descriptor.tier === "nano") return { tier: "nano" };
+    return { tier: "heavy", ...reported, backend: reported.backend ?? (this.descriptor.backend as EngineInfo["backend"]) };
   }
 
   /** OS process id of the worker serving this sandbox. */

@@ -5,13 +5,13 @@ import { realpathSync } from "node:fs";
 import path from "node:path";
 import { Hono, type Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import { LimitError, TierUnavailableError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
+import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import type { KeyRing, Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
-import { commandRequest, createSandboxRequest, keepAliveRequest, openApiDocument, runRequest, type CommandRequest, type CommandResultBody } from "./schemas.js";
+import { commandRequest, createSandboxExtras, keepAliveRequest, openApiDocument, runRequest, type CommandRequest, type CommandResultBody } from "./schemas.js";
 import { parseAllowEntry } from "../policy/network.js";
 
 /** Where a streamed operation's chunks go. */
@@ -77,8 +77,13 @@ export function createApp(o: AppOptions): Hono<Env> {
   app.post("/sandboxes", async (c) => {
     const who = c.get("who");
     const body = await readJson(c, o.maxJsonBytes);
-    const { idleTimeoutMs, ...opts } = parseOptions(createSandboxRequest, body);
-    const asked = (body as { limits?: Record<string, unknown> }).limits ?? {};
+    const isObject = typeof body === "object" && body !== null && !Array.isArray(body);
+    const { idleTimeoutMs, pool, ...input } = (isObject ? body : {}) as Record<string, unknown>;
+    if (pool !== undefined) throw new InvalidOptionsError([{ path: "pool", message: "unknown option (the server decides)" }]);
+    const extras = parseOptions(createSandboxExtras, { idleTimeoutMs });
+    const resolved = resolveSandboxOptions(isObject ? input : body);
+    const opts = resolved.options;
+    const limits = opts.limits as Record<string, number>;
     const q = who.quota;
     // Asked past the key's quota: 400 naming the field. Left to the default: capped to the quota.
     const capped = [
@@ -88,14 +93,16 @@ export function createApp(o: AppOptions): Hono<Env> {
       ["diskMb", "maxDiskMb"],
     ] as const;
     for (const [limit, quota] of capped) {
-      if (asked[limit] !== undefined && opts.limits[limit] > q[quota]) {
-        throw invalid(`limits.${limit}`, `${opts.limits[limit]} is over this API key's quota of ${q[quota]} (${quota})`);
+      const value = limits[limit];
+      if (value === undefined) continue; // a limit of the other tier
+      if (resolved.given.limits.has(limit) && value > q[quota]) {
+        throw invalid(`limits.${limit}`, `${value} is over this API key's quota of ${q[quota]} (${quota})`);
       }
-      opts.limits[limit] = Math.min(opts.limits[limit], q[quota]);
+      limits[limit] = Math.min(value, q[quota]);
     }
-    opts.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
-    if (opts.network) checkNetwork(opts.network.allow, o.netAllow);
-    const entry = await registry.create(who, { ...opts, pool: true }, idleTimeoutMs);
+    resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
+    if (opts.tier === "nano" && opts.network) checkNetwork(opts.network.allow, o.netAllow);
+    const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs);
     return c.json(info(entry), 201);
   });
 

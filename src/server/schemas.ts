@@ -2,16 +2,24 @@
 // Request bodies are parsed by these very schemas (built on the library's own option schemas),
 // so the document cannot drift from what the server accepts.
 import { z } from "zod";
-import { commandOptionsSchema, runOptionsSchema, sandboxOptionsSchema } from "../policy/options.js";
+import { optionSchemas } from "../engines/registry.js";
+import { commandOptionsSchema, heavyLimitsSchema, nanoLimitsSchema, runOptionsSchema, TIERS } from "../policy/options.js";
 import { dirEntrySchema, guestErrorSchema, LIMIT_NAMES } from "../protocol/messages.js";
 
 const idleTimeoutMs = z.int().min(1000).max(24 * 3600 * 1000);
 
-/** POST /sandboxes. The library's options minus `pool` (the server decides), plus the idle timeout. */
-export const createSandboxRequest = sandboxOptionsSchema.omit({ pool: true }).extend({
+/** The create request's own fields, beside the library's sandbox options. */
+export const createSandboxExtras = z.object({
   /** The sandbox is killed after this long without a request touching it. */
   idleTimeoutMs: idleTimeoutMs.default(300_000),
 });
+
+/** POST /sandboxes: the library's options of either tier minus `pool` (the server decides), plus
+ *  the idle timeout. Documents the body; the route parses it with resolveSandboxOptions. */
+export const createSandboxRequest = z.union([
+  optionSchemas.nano.omit({ pool: true }).extend({ tier: optionSchemas.nano.shape.tier.optional(), ...createSandboxExtras.shape }),
+  optionSchemas.heavy.omit({ pool: true }).extend(createSandboxExtras.shape),
+]);
 
 export const keepAliveRequest = z.strictObject({
   /** New idle timeout; omitted: keep the current one. Either way the timer restarts. */
@@ -56,9 +64,9 @@ export type CommandResultBody = z.output<typeof commandResult>;
 
 export const sandboxInfo = z.strictObject({
   id: z.string(),
-  tier: sandboxOptionsSchema.shape.tier,
-  language: sandboxOptionsSchema.shape.language,
-  limits: sandboxOptionsSchema.shape.limits.unwrap(),
+  tier: z.enum(TIERS),
+  language: z.union([optionSchemas.nano.shape.language.unwrap(), optionSchemas.heavy.shape.language.unwrap()]),
+  limits: z.union([nanoLimitsSchema.unwrap(), heavyLimitsSchema.unwrap()]),
   seed: z.int(),
   status: z.enum(["running", "closed"]),
   createdAt: z.iso.datetime(),

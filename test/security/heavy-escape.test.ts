@@ -9,7 +9,7 @@ import { before, after, describe, it } from "node:test";
 import { ProtocolError, Sandbox, WorkerCrashedError } from "../../src/index.js";
 import { GvisorBox } from "../../src/engines/heavy-gvisor/box.js";
 import { boxSpec, type GvisorEngine } from "../../src/engines/heavy-gvisor/engine.js";
-import { limitsSchema } from "../../src/policy/options.js";
+import { heavyLimitsSchema } from "../../src/policy/options.js";
 import "../helpers.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
 import { gvisor, heavySecurity } from "../heavy-conformance.js";
@@ -51,7 +51,7 @@ describe("heavy tier security (gVisor)", { skip: skipHeavy }, () => {
   });
 
   it("a guest that floods the agent channel with garbage: ProtocolError, host fine, nothing left", async () => {
-    const spec = { ...boxSpec({ limits: limitsSchema.parse({}), env: {}, seed: null, packages: [] }), agentArgv: ["/bin/sh", "-c", "head -c 3000000 /dev/urandom; sleep 100"] };
+    const spec = { ...boxSpec({ limits: heavyLimitsSchema.parse({}), env: {}, seed: null, packages: [] }), agentArgv: ["/bin/sh", "-c", "head -c 3000000 /dev/urandom; sleep 100"] };
     const err = await GvisorBox.start(spec).then(
       async (b) => {
         await b.dispose(new Error("unexpected"));

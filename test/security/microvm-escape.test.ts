@@ -16,7 +16,7 @@ import { microvmSpec } from "../../src/engines/microvm/engine.js";
 import type { Hypervisor, VmExit, VmProcess, VmSpec } from "../../src/engines/microvm/hypervisor.js";
 import { QemuHypervisor } from "../../src/engines/microvm/qemu.js";
 import { MicroVm, transition } from "../../src/engines/microvm/vm.js";
-import { limitsSchema } from "../../src/policy/options.js";
+import { heavyLimitsSchema } from "../../src/policy/options.js";
 import "../helpers.js";
 import { clean, ensureArtefacts, leftovers, skipMicrovm, waitFor } from "../microvm.js";
 import { heavySecurity, microvm } from "../heavy-conformance.js";
@@ -114,7 +114,7 @@ def attempt(host, port):
   });
 
   it("a kernel panic at boot: a clear error naming it, no QEMU left", async () => {
-    const { spec } = await microvmSpec({ limits: limitsSchema.parse({ memoryMb: 128 }), packages: [] });
+    const { spec } = await microvmSpec({ limits: heavyLimitsSchema.parse({ memoryMb: 128 }), packages: [] });
     // This process's VM directories only: other agentbox processes on the machine make their own.
     const ours = () =>
       fs.readdirSync(os.tmpdir()).filter((d) => {

@@ -10,8 +10,10 @@ describe("public API", () => {
       "AgentboxError",
       "FileSystemError",
       "FileSystemQuotaError",
+      "HEAVY_BACKENDS",
       "ImageBuildError",
       "InvalidOptionsError",
+      "LANGUAGES",
       "LimitError",
       "MemoryLimitError",
       "OutputLimitError",
@@ -21,6 +23,8 @@ describe("public API", () => {
       "SandboxCommands",
       "SandboxFiles",
       "SandboxSnapshot",
+      "SnapshotRemovedError",
+      "TIERS",
       "TierUnavailableError",
       "TimeoutError",
       "WorkerCrashedError",
@@ -28,6 +32,8 @@ describe("public API", () => {
       "buildMicrovmArtefacts",
       "listImages",
       "removeImage",
+      "resolveSandboxOptions",
+      "sandboxOptionsForTier",
     ]);
   });
 

@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { InvalidOptionsError } from "../../src/errors.js";
-import { GUEST_PATH_RULE, normalizeGuestPath, parseOptions, runOptionsSchema, sandboxOptionsSchema } from "../../src/policy/options.js";
+import { optionSchemas } from "../../src/engines/registry.js";
+import { GUEST_PATH_RULE, normalizeGuestPath, parseOptions, parseTierOptions, runOptionsSchema } from "../../src/policy/options.js";
+
+const parse = (input: unknown) => parseTierOptions(optionSchemas, input);
 
 describe("sandbox options", () => {
   it("fills defaults", () => {
-    const o = parseOptions(sandboxOptionsSchema, {});
+    const o = parse({});
     assert.equal(o.tier, "nano");
     assert.equal(o.language, "python");
     assert.equal(o.limits.memoryMb, 256);
@@ -16,37 +19,37 @@ describe("sandbox options", () => {
   });
 
   it("keeps given limits and fills the rest", () => {
-    const o = parseOptions(sandboxOptionsSchema, { limits: { memoryMb: 128 } });
+    const o = parse({ limits: { memoryMb: 128 } });
     assert.equal(o.limits.memoryMb, 128);
     assert.equal(o.limits.timeoutMs, 30_000);
   });
 
   it("names the bad field", () => {
     assert.throws(
-      () => parseOptions(sandboxOptionsSchema, { limits: { memoryMb: -1 } }),
+      () => parse({ limits: { memoryMb: -1 } }),
       (e: unknown) => e instanceof InvalidOptionsError && e.issues[0]?.path === "limits.memoryMb" && /limits\.memoryMb/.test(e.message),
     );
   });
 
   it("rejects unknown keys, at the top and inside limits", () => {
-    assert.throws(() => parseOptions(sandboxOptionsSchema, { langauge: "python" }), /langauge/);
-    assert.throws(() => parseOptions(sandboxOptionsSchema, { limits: { memMb: 5 } }), /memMb/);
+    assert.throws(() => parse({ langauge: "python" }), /langauge/);
+    assert.throws(() => parse({ limits: { memMb: 5 } }), /memMb/);
   });
 
   it("rejects a language it does not run, a negative seed, a fractional timeout", () => {
-    assert.throws(() => parseOptions(sandboxOptionsSchema, { language: "cobol" }), /language/);
-    assert.throws(() => parseOptions(sandboxOptionsSchema, { seed: -3 }), /seed/);
-    assert.throws(() => parseOptions(sandboxOptionsSchema, { limits: { timeoutMs: 1.5 } }), /limits\.timeoutMs/);
+    assert.throws(() => parse({ language: "cobol" }), /language/);
+    assert.throws(() => parse({ seed: -3 }), /seed/);
+    assert.throws(() => parse({ limits: { timeoutMs: 1.5 } }), /limits\.timeoutMs/);
   });
 
   it("validates mounts: absolute host path, read-only by default", () => {
-    const o = parseOptions(sandboxOptionsSchema, { mounts: [{ hostPath: "/srv/data", guestPath: "/data" }] });
+    const o = parse({ mounts: [{ hostPath: "/srv/data", guestPath: "/data" }] });
     assert.equal(o.mounts[0]?.readOnly, true);
-    assert.throws(() => parseOptions(sandboxOptionsSchema, { mounts: [{ hostPath: "rel", guestPath: "/data" }] }), /mounts\.0\.hostPath/);
+    assert.throws(() => parse({ mounts: [{ hostPath: "rel", guestPath: "/data" }] }), /mounts\.0\.hostPath/);
   });
 
   it("validates env names", () => {
-    assert.throws(() => parseOptions(sandboxOptionsSchema, { env: { "BAD NAME": "x" } }), /env/);
+    assert.throws(() => parse({ env: { "BAD NAME": "x" } }), /env/);
   });
 
   it("run options: timeout must be positive, callbacks must be functions", () => {

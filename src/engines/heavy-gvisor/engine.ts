@@ -7,8 +7,8 @@ import { randomInt } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { WorkerCrashedError } from "../../errors.js";
-import type { Limits } from "../../policy/options.js";
+import { SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
+import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { Engine, EngineExecOptions, EngineExecResult, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
@@ -177,7 +177,7 @@ class GvisorSnapshot implements EngineSnapshot {
   ) {}
 
   async restore(): Promise<Engine> {
-    if (this.removed) throw new WorkerCrashedError("this snapshot was removed");
+    if (this.removed) throw new SnapshotRemovedError();
     const box = await GvisorBox.restore(this.spec, this.dir);
     // Clones must not share the REPL's random state.
     const seed = this.config.seed ?? randomInt(0, 2 ** 48 - 1);

@@ -8,8 +8,8 @@ import { randomInt } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { WorkerCrashedError } from "../../errors.js";
-import type { Limits } from "../../policy/options.js";
+import { SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
+import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { Engine, EngineExecOptions, EngineExecResult, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
@@ -94,7 +94,7 @@ export class MicrovmEngine implements Engine {
       warnedTcg = true;
       process.emitWarning(`the microVM backend runs under software emulation (TCG), which is slow: ${accel.reason ?? "KVM unavailable"}`, { code: "AGENTBOX_MICROVM_TCG" });
     }
-    const pool = pooled ? poolFor(specKey(spec), () => restoreBase(spec)) : undefined;
+    const pool = pooled ? poolFor(specKey(spec), () => restoreBase(spec), "heavy") : undefined;
     const vm = pool?.take() ?? (await restoreBase(spec));
     return MicrovmEngine.adopt(vm, config, accel);
   }
@@ -217,7 +217,7 @@ class MicrovmSnapshot implements EngineSnapshot {
   ) {}
 
   async restore(): Promise<Engine> {
-    if (this.removed) throw new WorkerCrashedError("this snapshot was removed");
+    if (this.removed) throw new SnapshotRemovedError();
     const vm = await MicroVm.restore(hypervisor, this.spec, this.state);
     return MicrovmEngine.adopt(vm, { ...this.config, seed: null }, this.accel);
   }

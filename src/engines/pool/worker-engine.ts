@@ -15,7 +15,7 @@ import {
   type LimitName,
 } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
-import type { Limits } from "../../policy/options.js";
+import type { NanoLimits as Limits } from "../../policy/options.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
 import type { Engine, EngineRunOptions, EngineRunResult } from "../engine.js";
 import { FetchBroker } from "./fetch-broker.js";

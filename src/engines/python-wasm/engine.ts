@@ -1,7 +1,7 @@
 // The nano-tier Python engine, host side: picks a worker (pooled or fresh; mounts need a fresh
 // one, since a worker's permissions are fixed at spawn) and configures it. Running code, the
 // outer limits and file operations are the shared WorkerEngine's.
-import type { Limits, Mount } from "../../policy/options.js";
+import type { NanoLimits as Limits, Mount } from "../../policy/options.js";
 import type { WorkerPool } from "../pool/pool.js";
 import { WorkerEngine } from "../pool/worker-engine.js";
 import { spawnPythonWorker } from "./runtime.js";

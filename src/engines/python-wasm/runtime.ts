@@ -3,10 +3,10 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { createRequire } from "node:module";
-import os from "node:os";
 import path from "node:path";
 import { TierUnavailableError } from "../../errors.js";
 import type { WorkerMount } from "../../protocol/messages.js";
+import { cacheDir } from "../cache.js";
 import { DIST, lockedDownFlags, PACKAGE_ROOT } from "../pool/flags.js";
 import { WorkerProcess, type WorkerSpawnSpec } from "../pool/worker-process.js";
 
@@ -15,11 +15,6 @@ export const WORKER_SCRIPT = path.join(DIST, "worker", "python-worker.js");
 export const PYODIDE_DIR = path.dirname(createRequire(import.meta.url).resolve("pyodide/package.json"));
 export const PYODIDE_VERSION = (JSON.parse(fs.readFileSync(path.join(PYODIDE_DIR, "package.json"), "utf8")) as { version: string }).version;
 
-export function cacheDir(): string {
-  if (process.env.AGENTBOX_CACHE_DIR) return path.resolve(process.env.AGENTBOX_CACHE_DIR);
-  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
-  return path.join(base, "agentbox");
-}
 
 /** The snapshot file name carries everything that changes its contents. */
 export function snapshotPath(): string {

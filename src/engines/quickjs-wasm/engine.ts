@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import { InvalidOptionsError } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
-import type { Limits, Mount } from "../../policy/options.js";
+import type { NanoLimits as Limits, Mount } from "../../policy/options.js";
 import type { WorkerPool } from "../pool/pool.js";
 import { WorkerEngine } from "../pool/worker-engine.js";
 import { spawnJsWorker } from "./runtime.js";

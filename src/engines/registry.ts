@@ -1,0 +1,187 @@
+// The engine registry: every engine describes itself here, once: its tier, the languages it runs,
+// its backend (heavy tier), the option fields it does not serve, how it starts, pools and warms up,
+// and what it reports. Starting, pooling, the option schemas' language/backend names and the
+// "auto" backend choice all iterate this list; nothing else names an engine.
+// A new language or backend: a folder under engines/ and one entry in ENGINES.
+import { InvalidOptionsError, TierUnavailableError } from "../errors.js";
+import { sandboxOptionSchemas, type HeavyOptions, type Mount, type NanoOptions, type Tier } from "../policy/options.js";
+import type { Engine, EngineInfo } from "./engine.js";
+import { GvisorBox } from "./heavy-gvisor/box.js";
+import { boxSpec, GvisorEngine, specKey } from "./heavy-gvisor/engine.js";
+import { MicrovmEngine, microvmOnKvm } from "./microvm/engine.js";
+import { poolFor } from "./pools.js";
+import { PythonWasmEngine } from "./python-wasm/engine.js";
+import { spawnPythonWorker } from "./python-wasm/runtime.js";
+import { QuickJsWasmEngine } from "./quickjs-wasm/engine.js";
+import { spawnJsWorker } from "./quickjs-wasm/runtime.js";
+
+/** What an engine's start gets: the parsed options of its tier and what the resolver derived. */
+export interface EngineStart<O> {
+  options: O;
+  /** The caller's seed, or the fresh one drawn for the sandbox. */
+  seed: number;
+  clock: "virtual" | "real";
+  /** Guest paths normalised, host paths resolved to real (symlink-free) directories. */
+  mounts: Mount[];
+}
+
+interface DescriptorBase<T extends Tier, O> {
+  /** Stable name, e.g. "python-wasm"; the resolver reports which engines may serve a sandbox by it. */
+  readonly id: string;
+  readonly tier: T;
+  readonly languages: readonly string[];
+  /**
+   * Fields of the tier's schema this engine does not serve, with why; giving one is an error
+   * naming the field and the engines of the tier that do serve it.
+   */
+  readonly refuses?: { readonly [K in keyof O]?: string };
+  start(s: EngineStart<O>): Promise<Engine>;
+  /** Start one pooled worker now (Sandbox.configurePool), for engines whose pool has one kind. */
+  prewarm?(): void;
+  /** What Sandbox.info reports beside the tier. */
+  info(engine: Engine): Partial<EngineInfo>;
+}
+
+export type NanoEngineDescriptor = DescriptorBase<"nano", NanoOptions>;
+
+export interface HeavyEngineDescriptor extends DescriptorBase<"heavy", HeavyOptions> {
+  /** The `backend` option's name for this engine. */
+  readonly backend: string;
+  /** Whether `backend: "auto"` takes this engine for these options (entries are asked in order). */
+  auto(s: EngineStart<HeavyOptions>): Promise<boolean>;
+}
+
+export type EngineDescriptor = NanoEngineDescriptor | HeavyEngineDescriptor;
+
+const NO_NETWORK = "Python would need a bridge from its socket layer to the host's fetch; not built";
+
+const pythonWasm = {
+  id: "python-wasm",
+  tier: "nano",
+  languages: ["python"] as const,
+  refuses: { network: NO_NETWORK },
+  start: ({ options: o, seed, clock, mounts }) => {
+    const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true), "nano") : undefined;
+    return PythonWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts }, pool);
+  },
+  prewarm: () => poolFor("python", () => spawnPythonWorker([], true), "nano")?.fill(),
+  info: () => ({}),
+} satisfies NanoEngineDescriptor;
+
+const quickjsWasm = {
+  id: "quickjs-wasm",
+  tier: "nano",
+  languages: ["javascript", "typescript"] as const,
+  start: ({ options: o, seed, clock, mounts }) => {
+    // One pool for both languages: a worker learns at configure time whether it strips types.
+    const pool = o.pool ? poolFor("javascript", () => spawnJsWorker(true), "nano") : undefined;
+    const language = o.language === "typescript" ? "typescript" : "javascript";
+    return QuickJsWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts, language, network: o.network }, pool);
+  },
+  info: () => ({}),
+} satisfies NanoEngineDescriptor;
+
+const heavyGvisor = {
+  id: "heavy-gvisor",
+  tier: "heavy",
+  backend: "gvisor" as const,
+  languages: ["python"] as const,
+  start: ({ options: o, seed, mounts }) => {
+    const config = { limits: o.limits, env: o.env, seed, packages: o.packages, mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })) };
+    const spec = boxSpec(config);
+    const pool = o.pool && mounts.length === 0 ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true }), "heavy") : undefined;
+    return GvisorEngine.start(config, pool);
+  },
+  // The fallback: gVisor serves every heavy configuration.
+  auto: () => Promise.resolve(true),
+  info: (e) => e.info ?? { backend: "gvisor" },
+} satisfies HeavyEngineDescriptor;
+
+const heavyMicrovm = {
+  id: "heavy-microvm",
+  tier: "heavy",
+  backend: "microvm" as const,
+  languages: ["python"] as const,
+  refuses: { mounts: "the microVM backend shares no file system with the host; copy files in with sb.files.write" },
+  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: o.packages }, o.pool),
+  // Only where KVM boots it (TCG is for testing) and no mount is asked for.
+  auto: async ({ options: o, mounts }) => mounts.length === 0 && (await microvmOnKvm(o.packages)),
+  info: (e) => e.info ?? { backend: "microvm" },
+} satisfies HeavyEngineDescriptor;
+
+/** Every engine, in order of preference within a tier (the "auto" backend takes the first that fits). */
+const REGISTERED = [pythonWasm, quickjsWasm, heavyMicrovm, heavyGvisor] as const;
+export const ENGINES: readonly EngineDescriptor[] = REGISTERED;
+
+type Registered = (typeof REGISTERED)[number];
+type LanguagesOf<T extends Tier> = Extract<Registered, { tier: T }>["languages"][number];
+type Backend = Extract<Registered, { tier: "heavy" }>["backend"];
+
+/** A non-empty list of unique names, typed as the union the registry's entries spell. */
+function names<N extends string>(list: readonly N[]): readonly [N, ...N[]] {
+  const unique = [...new Set(list)];
+  if (unique.length === 0) throw new Error("engine registry: a tier without engines");
+  return unique as unknown as readonly [N, ...N[]];
+}
+const ofTier = <T extends Tier>(t: T) => REGISTERED.filter((e): e is Extract<Registered, { tier: T }> => e.tier === t);
+
+/** The languages and heavy backends this build has, derived from the entries above. */
+export const NANO_LANGUAGES = names<LanguagesOf<"nano">>(ofTier("nano").flatMap((e) => e.languages));
+export const HEAVY_LANGUAGES = names<LanguagesOf<"heavy">>(ofTier("heavy").flatMap((e) => e.languages));
+export const LANGUAGES = names<LanguagesOf<Tier>>([...NANO_LANGUAGES, ...HEAVY_LANGUAGES]);
+export const HEAVY_BACKENDS = names<Backend>(ofTier("heavy").map((e) => e.backend));
+
+/** The sandbox option schemas, per tier, built with this build's engine names. */
+export const optionSchemas = sandboxOptionSchemas({ nanoLanguages: NANO_LANGUAGES, heavyLanguages: HEAVY_LANGUAGES, heavyBackends: HEAVY_BACKENDS });
+
+export function engineById(id: string): EngineDescriptor {
+  const d = ENGINES.find((e) => e.id === id);
+  if (!d) throw new TierUnavailableError(`no engine "${id}" in this build (engines: ${ENGINES.map((e) => e.id).join(", ")})`);
+  return d;
+}
+
+const describe = (e: EngineDescriptor) => `${e.tier}${e.tier === "heavy" ? `/${e.backend}` : ""}: ${e.languages.join(", ")}`;
+
+/**
+ * The engines that may serve these options, in order of preference: those of the tier that run the
+ * language (and, on the heavy tier, are the asked-for backend or any for "auto"), minus those that
+ * refuse a field the options give. Throws when none is left, naming what exists.
+ */
+export function candidateEngines(s: EngineStart<NanoOptions | HeavyOptions>): EngineDescriptor[] {
+  const o = s.options;
+  const backend = o.tier === "heavy" ? o.backend : undefined;
+  const serving = ENGINES.filter((e) => e.tier === o.tier && e.languages.includes(o.language) && (backend === undefined || backend === "auto" || (e.tier === "heavy" && e.backend === backend)));
+  if (serving.length === 0) {
+    throw new TierUnavailableError(`tier "${o.tier}" with language "${o.language}"${backend ? ` and backend "${backend}"` : ""} is not available in this build; it has ${ENGINES.map(describe).join("; ")}`);
+  }
+  const given = (field: string) => {
+    const v = (o as Record<string, unknown>)[field];
+    return v !== undefined && !(Array.isArray(v) && v.length === 0);
+  };
+  const fits = serving.filter((e) => !Object.keys(e.refuses ?? {}).some(given));
+  if (fits.length > 0) return fits;
+  // Every engine that runs it refuses a given field: name the first such field and who serves it.
+  const refusing = serving[0] as EngineDescriptor;
+  const [field, why] = Object.entries(refusing.refuses ?? {}).find(([f]) => given(f)) as [string, string];
+  const servedBy = ENGINES.filter((e) => e.tier === o.tier && !(field in (e.refuses ?? {}))).flatMap((e) => (e.tier === "heavy" ? [`backend "${e.backend}"`] : e.languages));
+  const where = o.tier === "heavy" ? `backend "${backend === "auto" ? refusing.tier === "heavy" && refusing.backend : backend}"` : `language "${o.language}"`;
+  throw new InvalidOptionsError([{ path: field, message: `not served on the ${o.tier} tier with ${where} (${why})${servedBy.length ? `; it applies to ${servedBy.join(", ")}` : ""}` }]);
+}
+
+/** Start the first of `candidates` that fits (for "auto" on the heavy tier, the first whose `auto` says yes). */
+export async function startEngine(candidates: readonly EngineDescriptor[], s: EngineStart<NanoOptions | HeavyOptions>): Promise<{ engine: Engine; descriptor: EngineDescriptor }> {
+  for (const d of candidates) {
+    if (d.tier === "nano" && s.options.tier === "nano") return { engine: await d.start(s as EngineStart<NanoOptions>), descriptor: d };
+    if (d.tier === "heavy" && s.options.tier === "heavy") {
+      const hs = s as EngineStart<HeavyOptions>;
+      if (d !== candidates.at(-1) && !(await d.auto(hs))) continue;
+      return { engine: await d.start(hs), descriptor: d };
+    }
+  }
+  throw new TierUnavailableError(`no engine of this build serves tier "${s.options.tier}" with language "${s.options.language}" (engines: ${ENGINES.map(describe).join("; ")})`);
+}
+
+/** Warm every engine's pool that has a single kind (called when pools are sized up). */
+export function prewarmEngines(): void {
+  for (const e of ENGINES) e.prewarm?.();
+}
