@@ -24,7 +24,7 @@ export interface GvisorEngineConfig {
   seed: number | null;
   /** Extra Debian packages: selects the image built with them. */
   packages: string[];
-  /** Read-only host directories, bind-mounted under /home/user or /tmp (checked in start.ts). */
+  /** Read-only host directories, bind-mounted under /home/user or /tmp (checked by the heavy option schema). */
   mounts?: { hostPath: string; guestPath: string }[];
 }
 
