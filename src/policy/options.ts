@@ -159,13 +159,14 @@ export function parseTierOptions<S extends Schemas>(schemas: S, input: unknown):
   const raw = dropUndefined(input ?? {});
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new InvalidOptionsError([{ path: "", message: "must be an object" }]);
   const obj = raw as Record<string, unknown>;
-  const tier = obj.tier ?? TIERS[0];
-  if (tier !== "nano" && tier !== "heavy") {
-    throw new InvalidOptionsError([{ path: "tier", message: `must be one of ${TIERS.map((t) => JSON.stringify(t)).join(", ")}, got ${JSON.stringify(tier)}` }]);
-  }
-  const schema = schemas[tier];
-  const r = schema.safeParse({ ...obj, tier });
-  if (r.success) return r.data as z.output<S["nano"]> | z.output<S["heavy"]>;
+  const asked = obj.tier ?? TIERS[0];
+  const known = asked === "nano" || asked === "heavy";
+  // An unknown tier is named, and the rest is still checked (against the default tier's schema).
+  const tierIssues = known ? [] : [{ path: "tier", message: `must be one of ${TIERS.map((t) => JSON.stringify(t)).join(", ")}, got ${JSON.stringify(asked)}` }];
+  const tier: Tier = known ? asked : TIERS[0];
+  const r = schemas[tier].safeParse({ ...obj, tier });
+  if (r.success && known) return r.data as z.output<S["nano"]> | z.output<S["heavy"]>;
+  if (r.success) throw new InvalidOptionsError(tierIssues);
   const others = TIERS.filter((t) => t !== tier);
   const issues = r.error.issues.flatMap((i) => {
     const at = i.path.map(String);
@@ -176,7 +177,7 @@ export function parseTierOptions<S extends Schemas>(schemas: S, input: unknown):
       return { path: field, message: owner ? `not used by the ${tier} tier; it applies to tier "${owner}"` : "unknown option" };
     });
   });
-  throw new InvalidOptionsError(issues);
+  throw new InvalidOptionsError([...tierIssues, ...issues]);
 }
 
 /** Whether `schema` (an object schema, defaults and optionals unwrapped) has a field at `at`. */

@@ -248,7 +248,7 @@ describe("HTTP API", () => {
     await bad(400, "INVALID_JSON", "POST", "/sandboxes", { body: "{nope", headers: { "content-type": "application/json" } }, /not valid JSON/);
     await bad(400, "INVALID_JSON", "POST", "/sandboxes", { json: [1, 2] }, /JSON object/);
     const types = await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { limits: { memoryMb: "lots" }, tier: "huge", extra: 1 } });
-    assert.deepEqual(types.json.error.issues.map((i: { path: string }) => i.path).sort(), ["", "limits.memoryMb", "tier"]);
+    assert.deepEqual(types.json.error.issues.map((i: { path: string }) => i.path).sort(), ["extra", "limits.memoryMb", "tier"]);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { limits: { memoryMb: 512 } } }, /limits\.memoryMb: 512 is over this API key's quota of 256 \(maxMemoryMb\)/);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { limits: { timeoutMs: 60_000 } } }, /maxRunMs/);
     await bad(400, "INVALID_OPTIONS", "POST", "/sandboxes", { json: { tier: "heavy", limits: { cpus: 4 } } }, /limits\.cpus: 4 is over this API key's quota of 2 \(maxCpus\)/);
@@ -383,8 +383,10 @@ describe("HTTP API", () => {
     const bodyOf = (p: string) => doc.paths[p].post.requestBody.content["application/json"].schema;
     const { $schema: _s, ...expected } = z.toJSONSchema(createSandboxRequest, { io: "input", target: "draft-2020-12" });
     assert.deepEqual(bodyOf("/sandboxes"), JSON.parse(JSON.stringify(expected)));
-    assert.deepEqual(bodyOf("/sandboxes").properties.tier.enum, ["nano", "heavy"]);
-    assert.equal(bodyOf("/sandboxes").required, undefined, "every create option has a default");
+    // One body schema per tier; every create option has a default (nano's tier too).
+    const perTier = bodyOf("/sandboxes").anyOf as { properties: { tier: { const: string } }; required?: string[] }[];
+    assert.deepEqual(perTier.map((t) => t.properties.tier.const), ["nano", "heavy"]);
+    assert.deepEqual(perTier.map((t) => t.required), [undefined, ["tier"]]);
     assert.ok(doc.paths["/sandboxes/{id}/commands"].post && doc.paths["/sandboxes/{id}/commands/stream"].post);
     const { $schema: _c, ...cmd } = z.toJSONSchema(commandRequest, { io: "input", target: "draft-2020-12" });
     assert.deepEqual(bodyOf("/sandboxes/{id}/commands"), JSON.parse(JSON.stringify(cmd)));
