@@ -4,6 +4,7 @@ import { readFileSync, realpathSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { availableParallelism } from "node:os";
 import { serve } from "@hono/node-server";
+import type { Hono } from "hono";
 import { Sandbox } from "../index.js";
 import { createApp } from "./app.js";
 import { KeyRing } from "./keys.js";
@@ -66,16 +67,29 @@ export function isLoopback(host: string): boolean {
 
 const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
-export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
-  const host = opts.host ?? SERVER_DEFAULTS.host;
+/** The HTTP API without a socket: `app.fetch` (or `app.request()` in tests) serves it in-process. */
+export interface AgentboxServer {
+  app: { fetch: (req: Request) => Response | Promise<Response>; request: Hono["request"] };
+  /** Kill every sandbox the server owns and stop the pool. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The app, its registry and the worker pool, ready to serve requests in-process. */
+export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = {}): Promise<AgentboxServer> {
   const keys = opts.keys ?? KeyRing.none();
-  if (keys.open && !isLoopback(host)) {
-    throw new Error(`refusing to listen on ${host} without API keys: give --keys FILE or AGENTBOX_API_KEYS, or listen on 127.0.0.1`);
-  }
   const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
   const ref: { registry?: SandboxRegistry } = {};
   const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0, () => ref.registry?.heavy ?? 0);
-  const registry = (ref.registry = new SandboxRegistry({ maxSandboxes: opts.maxSandboxes ?? SERVER_DEFAULTS.maxSandboxes, maxHeavySandboxes: opts.maxHeavySandboxes ?? SERVER_DEFAULTS.maxHeavySandboxes, maxQueue: opts.maxQueue ?? SERVER_DEFAULTS.maxQueue, queueTimeoutMs: opts.queueTimeoutMs ?? SERVER_DEFAULTS.queueTimeoutMs, maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism() }, metrics));
+  const registry = (ref.registry = new SandboxRegistry(
+    {
+      maxSandboxes: opts.maxSandboxes ?? SERVER_DEFAULTS.maxSandboxes,
+      maxHeavySandboxes: opts.maxHeavySandboxes ?? SERVER_DEFAULTS.maxHeavySandboxes,
+      maxQueue: opts.maxQueue ?? SERVER_DEFAULTS.maxQueue,
+      queueTimeoutMs: opts.queueTimeoutMs ?? SERVER_DEFAULTS.queueTimeoutMs,
+      maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism(),
+    },
+    metrics,
+  ));
   const app = createApp({
     keys,
     registry,
@@ -92,9 +106,27 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     log,
   });
   await Sandbox.configurePool({ size: opts.poolSize ?? SERVER_DEFAULTS.poolSize });
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    close: () =>
+      (closing ??= (async () => {
+        await registry.closeAll(); // running requests end with their sandbox's error
+        await Sandbox.shutdownPool();
+      })()),
+  };
+}
 
+/** createServer() on a Node HTTP server. */
+export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
+  const host = opts.host ?? SERVER_DEFAULTS.host;
+  if ((opts.keys ?? KeyRing.none()).open && !isLoopback(host)) {
+    throw new Error(`refusing to listen on ${host} without API keys: give --keys FILE or AGENTBOX_API_KEYS, or listen on 127.0.0.1`);
+  }
+  const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
+  const inner = await createServer({ ...opts, log });
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: host, port: opts.port ?? SERVER_DEFAULTS.port }, () => resolve(s));
+    const s = serve({ fetch: inner.app.fetch, hostname: host, port: opts.port ?? SERVER_DEFAULTS.port }, () => resolve(s));
     s.once("error", reject);
   });
   server.on("error", (e) => log(`server error: ${e.message}`));
@@ -106,8 +138,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     close: () =>
       (closing ??= (async () => {
         const closed = new Promise<void>((r) => server.close(() => r()));
-        await registry.closeAll(); // running requests end with their sandbox's error
-        await Sandbox.shutdownPool();
+        await inner.close();
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
         await closed;
       })()),
