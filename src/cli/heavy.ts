@@ -1,23 +1,18 @@
 // The heavy tier's commands: `agentbox exec --tier heavy -- CMD...` (one command in a fresh
 // sandbox) and `agentbox image build|list|rm`. Thin: parse, call the public API, print.
 import { parseArgs } from "node:util";
-import { buildImage, buildMicrovmArtefacts, InvalidOptionsError, LimitError, listImages, removeImage, Sandbox, type AgentboxError } from "../index.js";
+import { buildImage, buildMicrovmArtefacts, InvalidOptionsError, LimitError, listImages, removeImage, Sandbox, type AgentboxError, type SandboxOptions } from "../index.js";
+import { flagError, flagHelp, flagOptions, readFlags, UsageError, type FlagName } from "./flags.js";
 import { errorJson } from "./output.js";
+
+const EXEC_FLAGS = ["tier", "memory", "timeout", "cpus", "disk", "packages", "backend", "env", "json", "help"] as const satisfies FlagName[];
 
 export const EXEC_USAGE = `usage: agentbox exec [--tier heavy] [options] -- CMD [ARG...]
 
-  run one command in a fresh heavy-tier sandbox (a Debian userland in gVisor) and print its output
+  run one command in a fresh heavy-tier sandbox (a Debian userland in gVisor or a microVM) and print its output
 
 options:
-  --memory MB            memory limit of the sandbox in MiB (default 256)
-  --timeout DURATION     time limit of the command: 500ms, 5s, 2m (default 30s)
-  --cpus N               CPU quota, e.g. 0.5 or 2 (default 1)
-  --disk MB              size of /home/user and of /tmp in MiB (default 256)
-  --packages A,B         extra Debian packages (the image built with \`image build --packages A,B\`)
-  --backend B            auto (the microVM where KVM boots it, else gVisor), gvisor or microvm
-                         (a QEMU microVM; under software emulation where KVM is unusable: slow)
-  --env NAME=VALUE       environment variable; repeatable
-  --json                 print one JSON object with exitCode, stdout and stderr
+${flagHelp(EXEC_FLAGS.filter((f) => f !== "tier" && f !== "help"), { json: "print one JSON object with exitCode, stdout and stderr" })}
 exit codes: 0 the command exited 0, 1 it exited non-zero, 2 a limit was hit, 64 bad usage, 70 internal error`;
 
 export const IMAGE_USAGE = `usage: agentbox image build [--backend gvisor|microvm] [--packages A,B] [--force] | image list [--json] | image rm ID
@@ -33,76 +28,28 @@ interface Io {
   stderr: (s: string) => void;
 }
 
-type Parsers = { parseDuration: (s: string) => number };
-
-class UsageError extends Error {}
-
 function packagesOf(s: string | undefined): string[] {
   return s ? s.split(",").map((p) => p.trim()).filter(Boolean) : [];
 }
 
-function positiveNumber(name: string, s: string): number {
-  const n = Number(s);
-  if (!/^\d+(\.\d+)?$/.test(s) || !(n > 0)) throw new UsageError(`--${name}: expected a positive number, got ${JSON.stringify(s)}`);
-  return n;
-}
-
-export async function execCommand(argv: string[], io: Io, p: Parsers): Promise<number> {
+export async function execCommand(argv: string[], io: Io): Promise<number> {
   let sb: Sandbox | undefined;
   let json = false;
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        allowPositionals: true,
-        strict: true,
-        options: {
-          tier: { type: "string" },
-          memory: { type: "string" },
-          timeout: { type: "string" },
-          cpus: { type: "string" },
-          disk: { type: "string" },
-          packages: { type: "string" },
-          backend: { type: "string" },
-          env: { type: "string", multiple: true },
-          json: { type: "boolean" },
-          help: { type: "boolean", short: "h" },
-        },
-      });
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    const v = parsed.values;
+    const read = readFlags(argv, EXEC_FLAGS);
+    const { values: v, positionals: cmd } = read;
     if (v.help) {
       io.stdout(`${EXEC_USAGE}\n`);
       return 0;
     }
     json = Boolean(v.json);
-    if (v.tier !== undefined && v.tier !== "heavy") throw new UsageError(`--tier: exec needs the heavy tier (a real Linux userland), got ${JSON.stringify(v.tier)}`);
-    const backend = v.backend ?? "auto";
-    if (backend !== "auto" && backend !== "gvisor" && backend !== "microvm") throw new UsageError(`--backend: expected auto, gvisor or microvm, got ${JSON.stringify(backend)}`);
-    const cmd = parsed.positionals;
+    const options = flagOptions(read, EXEC_FLAGS);
+    if (options.tier !== undefined && options.tier !== "heavy") throw new UsageError(`--tier: exec needs the heavy tier (a real Linux userland), got ${JSON.stringify(options.tier)}`);
     if (cmd.length === 0) throw new UsageError("give the command after --, e.g. agentbox exec --tier heavy -- ls -l /");
-    const env: Record<string, string> = {};
-    for (const kv of v.env ?? []) {
-      const i = kv.indexOf("=");
-      if (i <= 0) throw new UsageError(`--env: expected NAME=VALUE, got ${JSON.stringify(kv)}`);
-      env[kv.slice(0, i)] = kv.slice(i + 1);
-    }
-    const limits: Record<string, number> = {};
-    if (v.memory !== undefined) limits.memoryMb = positiveNumber("memory", v.memory);
-    if (v.timeout !== undefined) {
-      try {
-        limits.timeoutMs = p.parseDuration(v.timeout);
-      } catch (e) {
-        throw new UsageError((e as Error).message);
-      }
-    }
-    if (v.cpus !== undefined) limits.cpus = positiveNumber("cpus", v.cpus);
-    if (v.disk !== undefined) limits.diskMb = positiveNumber("disk", v.disk);
     await Sandbox.configurePool({ size: 0 });
-    sb = await Sandbox.create({ tier: "heavy", backend, limits, env, packages: packagesOf(v.packages), pool: false });
+    sb = await Sandbox.create({ ...options, tier: "heavy", pool: false } as SandboxOptions).catch((e: unknown) => {
+      throw e instanceof InvalidOptionsError ? flagError(e, EXEC_FLAGS) : e;
+    });
     const r = await sb.commands.run(cmd, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     else if (r.limitHit) io.stderr(`agentbox: limit hit: limits.${r.limitHit}: the command was killed\n`);

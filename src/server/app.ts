@@ -1,17 +1,19 @@
-// The HTTP API as a Hono app over web-standard Request/Response: routes, auth, body limits and
-// the error table. It parses input, calls the Sandbox API through the registry, and shapes output;
-// no sandbox logic lives here.
+// The HTTP API as a Hono app over web-standard Request/Response: a handler per operation of the
+// route table (routes.ts), auth, body limits and the error table. It parses input, calls the
+// Sandbox API through the registry, and shapes output; no sandbox logic lives here.
 import { realpathSync } from "node:fs";
 import path from "node:path";
 import { Hono, type Context } from "hono";
 import { streamSSE } from "hono/streaming";
+import type { z } from "zod";
 import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import type { KeyRing, Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
-import { commandRequest, createSandboxExtras, keepAliveRequest, openApiDocument, runRequest, type CommandRequest, type CommandResultBody } from "./schemas.js";
+import { hasSandboxId, honoPath, openApiDocument, ROUTES, type OperationId, type RouteSpec } from "./routes.js";
+import { createSandboxExtras, type CommandRequest, type CommandResultBody } from "./schemas.js";
 import { parseAllowEntry } from "../policy/network.js";
 
 /** Where a streamed operation's chunks go. */
@@ -39,6 +41,18 @@ export interface AppOptions {
 
 type Env = { Variables: { who: Principal } };
 
+/** What a route's handler gets, read and parsed as its table entry says. */
+type Input<R extends RouteSpec> = {
+  /** The caller's sandbox, for a path with `{id}`. */
+  entry: R["path"] extends `${string}{id}${string}` ? Entry : undefined;
+  /** `?path=`, normalized. */
+  guestPath: R extends { query: "path" } ? string : undefined;
+  body: R extends { body: { kind: "json"; schema: infer S extends z.ZodType } } ? z.output<S> : R extends { body: { kind: "bytes" } } ? Uint8Array : undefined;
+  /** The JSON body before parsing (to tell a field the client gave from a default). */
+  raw: unknown;
+};
+type Handlers = { [K in OperationId]: (c: Context<Env>, input: Input<(typeof ROUTES)[K]>) => Response | Promise<Response> };
+
 export function createApp(o: AppOptions): Hono<Env> {
   const app = new Hono<Env>();
   const { registry, metrics } = o;
@@ -57,10 +71,118 @@ export function createApp(o: AppOptions): Hono<Env> {
   });
   app.notFound((c) => c.json(toHttp(notFound(`no route ${c.req.method} ${c.req.path}`)).body, 404));
 
-  app.get("/healthz", (c) => c.json({ status: "ok", sandboxes: registry.size, heavySandboxes: registry.heavy, queued: registry.queued }));
-  app.get("/openapi.json", (c) => c.body(openapi, 200, { "content-type": "application/json" }));
+  const handlers: Handlers = {
+    getHealth: (c) => c.json({ status: "ok", sandboxes: registry.size, heavySandboxes: registry.heavy, queued: registry.queued }),
+    getOpenApi: (c) => c.body(openapi, 200, { "content-type": "application/json" }),
+    getMetrics: async (c) => c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
 
-  // Everything below needs a key (unless the server runs without keys on loopback).
+    // The body is the library's sandbox options (checked by its resolver, once) plus idleTimeoutMs.
+    createSandbox: async (c, { raw: body }) => {
+      const who = c.get("who");
+      const isObject = typeof body === "object" && body !== null && !Array.isArray(body);
+      const { idleTimeoutMs, pool, ...input } = (isObject ? body : {}) as Record<string, unknown>;
+      if (pool !== undefined) throw new InvalidOptionsError([{ path: "pool", message: "unknown option (the server decides)" }]);
+      const extras = parseOptions(createSandboxExtras, { idleTimeoutMs });
+      const resolved = resolveSandboxOptions(isObject ? input : body);
+      const opts = resolved.options;
+      const limits = opts.limits as Record<string, number>;
+      const q = who.quota;
+      // Asked past the key's quota: 400 naming the field. Left to the default: capped to the quota.
+      const capped = [
+        ["memoryMb", "maxMemoryMb"],
+        ["timeoutMs", "maxRunMs"],
+        ["cpus", "maxCpus"],
+        ["diskMb", "maxDiskMb"],
+      ] as const;
+      for (const [limit, quota] of capped) {
+        const value = limits[limit];
+        if (value === undefined) continue; // a limit of the other tier
+        if (resolved.given.limits.has(limit) && value > q[quota]) {
+          throw invalid(`limits.${limit}`, `${value} is over this API key's quota of ${q[quota]} (${quota})`);
+        }
+        limits[limit] = Math.min(value, q[quota]);
+      }
+      resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
+      if (opts.tier === "nano" && opts.network) checkNetwork(opts.network.allow, o.netAllow);
+      const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs);
+      return c.json(info(entry), 201);
+    },
+    listSandboxes: (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(info) }),
+    getSandbox: (c, { entry }) => c.json(info(entry)),
+    deleteSandbox: async (c, { entry }) => {
+      await registry.remove(entry);
+      return c.body(null, 204);
+    },
+    keepAlive: (c, { entry, body }) => {
+      registry.touch(entry, body.idleTimeoutMs);
+      return c.json(info(entry));
+    },
+
+    // A client that hangs up (or times out) interrupts its run instead of leaving it to its time limit.
+    runCode: async (c, { entry, body }) => {
+      checkRunQuota(c, body.timeoutMs);
+      return c.json(await registry.use(entry, (sb) => observedRun(sb, body.code, { timeoutMs: body.timeoutMs, signal: c.req.raw.signal })));
+    },
+    runCodeStream: (c, { entry, body }) => {
+      checkRunQuota(c, body.timeoutMs);
+      return sse(c, (sink) => registry.use(entry, (sb) => observedRun(sb, body.code, { timeoutMs: body.timeoutMs, ...sink })));
+    },
+    // As for /run: a client that hangs up kills its command.
+    runCommand: async (c, { entry, body }) => {
+      checkRunQuota(c, body.timeoutMs);
+      const hangUp: Sink = { signal: c.req.raw.signal, onStdout: () => undefined, onStderr: () => undefined };
+      return c.json(await registry.use(entry, (sb) => observedCommand(sb, body, hangUp)));
+    },
+    runCommandStream: (c, { entry, body }) => {
+      checkRunQuota(c, body.timeoutMs);
+      // Refused before the stream starts, with the status /commands answers (not 200 and an error event).
+      if (entry.sandbox.info.tier !== "heavy") {
+        throw new TierUnavailableError(`commands need a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${entry.sandbox.info.tier}")`);
+      }
+      return sse(c, (sink) => registry.use(entry, (sb) => observedCommand(sb, body, sink)));
+    },
+
+    downloadFile: async (c, { entry, guestPath: p }) => {
+      const bytes = await registry.use(entry, (sb) => sb.files.read(p, { format: "bytes" }));
+      return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/octet-stream" });
+    },
+    uploadFile: async (c, { entry, guestPath: p, body }) => {
+      await registry.use(entry, (sb) => sb.files.write(p, body));
+      return c.body(null, 204);
+    },
+    removeFile: async (c, { entry, guestPath: p }) => {
+      await registry.use(entry, (sb) => sb.files.remove(p));
+      return c.body(null, 204);
+    },
+    listFiles: async (c, { entry, guestPath: p }) => c.json({ entries: await registry.use(entry, (sb) => sb.files.list(p)) }),
+    fileExists: async (c, { entry, guestPath: p }) => c.json({ exists: await registry.use(entry, (sb) => sb.files.exists(p)) }),
+    makeDir: async (c, { entry, guestPath: p }) => {
+      await registry.use(entry, (sb) => sb.files.makeDir(p));
+      return c.body(null, 204);
+    },
+  };
+
+  /**
+   * One Hono route per table entry. Input is read in one order for every route: the sandbox
+   * (404/410), then ?path=, then the body (413, 400), so a request to a missing sandbox is a 404
+   * whatever its body.
+   */
+  const register = (id: OperationId, r: RouteSpec) =>
+    app.on(r.method.toUpperCase(), honoPath(r.path), async (c) => {
+      const entry = hasSandboxId(r.path) ? find(c) : undefined;
+      const p = r.query === "path" ? guestPath(c) : undefined;
+      let body: unknown;
+      let raw: unknown;
+      if (r.body?.kind === "json") body = parseOptions(r.body.schema, (raw = await readJson(c, o.maxJsonBytes, !r.body.required)));
+      else if (r.body?.kind === "json-resolved") raw = await readJson(c, o.maxJsonBytes, !r.body.required);
+      else if (r.body?.kind === "bytes") body = await readBody(c, o.maxUploadBytes);
+      const handler = handlers[id] as (c: Context<Env>, input: { entry?: Entry; guestPath?: string; body: unknown; raw: unknown }) => Response | Promise<Response>;
+      return handler(c, { entry, guestPath: p, body, raw });
+    });
+  const routes = Object.entries(ROUTES) as [OperationId, RouteSpec][];
+  for (const [id, r] of routes) if (r.public) register(id, r);
+
+  // Everything below needs a key (unless the server runs without keys on loopback); unknown routes too.
   app.use(async (c, next) => {
     const h = c.req.header("authorization");
     const m = h === undefined ? undefined : /^Bearer[ ]+(\S+)\s*$/i.exec(h);
@@ -72,129 +194,7 @@ export function createApp(o: AppOptions): Hono<Env> {
     await next();
   });
 
-  app.get("/metrics", async (c) => c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }));
-
-  app.post("/sandboxes", async (c) => {
-    const who = c.get("who");
-    const body = await readJson(c, o.maxJsonBytes);
-    const isObject = typeof body === "object" && body !== null && !Array.isArray(body);
-    const { idleTimeoutMs, pool, ...input } = (isObject ? body : {}) as Record<string, unknown>;
-    if (pool !== undefined) throw new InvalidOptionsError([{ path: "pool", message: "unknown option (the server decides)" }]);
-    const extras = parseOptions(createSandboxExtras, { idleTimeoutMs });
-    const resolved = resolveSandboxOptions(isObject ? input : body);
-    const opts = resolved.options;
-    const limits = opts.limits as Record<string, number>;
-    const q = who.quota;
-    // Asked past the key's quota: 400 naming the field. Left to the default: capped to the quota.
-    const capped = [
-      ["memoryMb", "maxMemoryMb"],
-      ["timeoutMs", "maxRunMs"],
-      ["cpus", "maxCpus"],
-      ["diskMb", "maxDiskMb"],
-    ] as const;
-    for (const [limit, quota] of capped) {
-      const value = limits[limit];
-      if (value === undefined) continue; // a limit of the other tier
-      if (resolved.given.limits.has(limit) && value > q[quota]) {
-        throw invalid(`limits.${limit}`, `${value} is over this API key's quota of ${q[quota]} (${quota})`);
-      }
-      limits[limit] = Math.min(value, q[quota]);
-    }
-    resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
-    if (opts.tier === "nano" && opts.network) checkNetwork(opts.network.allow, o.netAllow);
-    const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs);
-    return c.json(info(entry), 201);
-  });
-
-  app.get("/sandboxes", (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(info) }));
-
-  app.get("/sandboxes/:id", (c) => c.json(info(find(c))));
-
-  app.delete("/sandboxes/:id", async (c) => {
-    await registry.remove(find(c));
-    return c.body(null, 204);
-  });
-
-  app.post("/sandboxes/:id/keepalive", async (c) => {
-    const entry = find(c);
-    const body = await readJson(c, o.maxJsonBytes, true);
-    const { idleTimeoutMs } = parseOptions(keepAliveRequest, body);
-    registry.touch(entry, idleTimeoutMs);
-    return c.json(info(entry));
-  });
-
-  app.post("/sandboxes/:id/run", async (c) => {
-    const entry = find(c);
-    const req = await runArgs(c, entry);
-    // A client that hangs up (or times out) interrupts its run instead of leaving it to its time limit.
-    const r = await registry.use(entry, (sb) => observedRun(sb, req.code, { timeoutMs: req.timeoutMs, signal: c.req.raw.signal }));
-    return c.json(r);
-  });
-
-  app.post("/sandboxes/:id/run/stream", async (c) => {
-    const entry = find(c);
-    const req = await runArgs(c, entry);
-    return sse(c, (sink) => registry.use(entry, (sb) => observedRun(sb, req.code, { timeoutMs: req.timeoutMs, ...sink })));
-  });
-
-  app.post("/sandboxes/:id/commands", async (c) => {
-    const entry = find(c);
-    const req = await commandArgs(c);
-    // As for /run: a client that hangs up kills its command.
-    const hangUp: Sink = { signal: c.req.raw.signal, onStdout: () => undefined, onStderr: () => undefined };
-    return c.json(await registry.use(entry, (sb) => observedCommand(sb, req, hangUp)));
-  });
-
-  app.post("/sandboxes/:id/commands/stream", async (c) => {
-    const entry = find(c);
-    const req = await commandArgs(c);
-    // Refused before the stream starts, with the status /commands answers (not 200 and an error event).
-    if (entry.sandbox.info.tier !== "heavy") {
-      throw new TierUnavailableError(`commands need a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${entry.sandbox.info.tier}")`);
-    }
-    return sse(c, (sink) => registry.use(entry, (sb) => observedCommand(sb, req, sink)));
-  });
-
-  app.put("/sandboxes/:id/files", async (c) => {
-    const entry = find(c);
-    const p = guestPath(c);
-    const data = await readBody(c, o.maxUploadBytes);
-    await registry.use(entry, (sb) => sb.files.write(p, data));
-    return c.body(null, 204);
-  });
-
-  app.get("/sandboxes/:id/files", async (c) => {
-    const entry = find(c);
-    const p = guestPath(c);
-    const bytes = await registry.use(entry, (sb) => sb.files.read(p, { format: "bytes" }));
-    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/octet-stream" });
-  });
-
-  app.delete("/sandboxes/:id/files", async (c) => {
-    const entry = find(c);
-    const p = guestPath(c);
-    await registry.use(entry, (sb) => sb.files.remove(p));
-    return c.body(null, 204);
-  });
-
-  app.get("/sandboxes/:id/files/list", async (c) => {
-    const entry = find(c);
-    const p = guestPath(c);
-    return c.json({ entries: await registry.use(entry, (sb) => sb.files.list(p)) });
-  });
-
-  app.get("/sandboxes/:id/files/exists", async (c) => {
-    const entry = find(c);
-    const p = guestPath(c);
-    return c.json({ exists: await registry.use(entry, (sb) => sb.files.exists(p)) });
-  });
-
-  app.post("/sandboxes/:id/files/mkdir", async (c) => {
-    const entry = find(c);
-    const p = guestPath(c);
-    await registry.use(entry, (sb) => sb.files.makeDir(p));
-    return c.body(null, 204);
-  });
+  for (const [id, r] of routes) if (!r.public) register(id, r);
 
   /** The caller's sandbox, or 404 — the same 404 whether it does not exist or belongs to another key. */
   function find(c: Context<Env>): Entry {
@@ -207,18 +207,10 @@ export function createApp(o: AppOptions): Hono<Env> {
     return e;
   }
 
-  async function runArgs(c: Context<Env>, _entry: Entry) {
-    const req = parseOptions(runRequest, await readJson(c, o.maxJsonBytes));
+  /** A run or command may not ask for more time than the key's quota (400 naming timeoutMs). */
+  function checkRunQuota(c: Context<Env>, timeoutMs: number | undefined): void {
     const max = c.get("who").quota.maxRunMs;
-    if (req.timeoutMs !== undefined && req.timeoutMs > max) throw invalid("timeoutMs", `${req.timeoutMs} is over this API key's quota of ${max} (maxRunMs)`);
-    return req;
-  }
-
-  async function commandArgs(c: Context<Env>): Promise<CommandRequest> {
-    const req = parseOptions(commandRequest, await readJson(c, o.maxJsonBytes));
-    const max = c.get("who").quota.maxRunMs;
-    if (req.timeoutMs !== undefined && req.timeoutMs > max) throw invalid("timeoutMs", `${req.timeoutMs} is over this API key's quota of ${max} (maxRunMs)`);
-    return req;
+    if (timeoutMs !== undefined && timeoutMs > max) throw invalid("timeoutMs", `${timeoutMs} is over this API key's quota of ${max} (maxRunMs)`);
   }
 
   /** commands.run with metrics; a limit the sandbox survives is a result with `limitHit`, one that closed it is thrown (422). */

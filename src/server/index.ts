@@ -4,6 +4,7 @@ import { readFileSync, realpathSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { availableParallelism } from "node:os";
 import { serve } from "@hono/node-server";
+import type { Hono } from "hono";
 import { Sandbox } from "../index.js";
 import { createApp } from "./app.js";
 import { KeyRing } from "./keys.js";
@@ -12,7 +13,7 @@ import { SandboxRegistry } from "./registry.js";
 import { parseAllowEntry } from "../policy/network.js";
 
 export { KeyRing, loadKeys, type Principal, type Quota } from "./keys.js";
-export { openApiDocument } from "./schemas.js";
+export { openApiDocument } from "./routes.js";
 
 export interface ServerOptions {
   host?: string;
@@ -47,29 +48,55 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** Defaults of startServer() (and so of `agentbox serve`, whose help shows them). */
+export const SERVER_DEFAULTS = {
+  host: "127.0.0.1",
+  port: 8787,
+  maxSandboxes: 16,
+  maxHeavySandboxes: 8,
+  maxQueue: 256,
+  queueTimeoutMs: 30_000,
+  poolSize: 2,
+  maxJsonBytes: 4 * 1024 * 1024,
+  maxUploadBytes: 64 * 1024 * 1024,
+} as const;
+
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
-export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
-  const host = opts.host ?? "127.0.0.1";
+/** The HTTP API without a socket: `app.fetch` (or `app.request()` in tests) serves it in-process. */
+export interface AgentboxServer {
+  app: { fetch: (req: Request) => Response | Promise<Response>; request: Hono["request"] };
+  /** Kill every sandbox the server owns and stop the pool. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The app, its registry and the worker pool, ready to serve requests in-process. */
+export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = {}): Promise<AgentboxServer> {
   const keys = opts.keys ?? KeyRing.none();
-  if (keys.open && !isLoopback(host)) {
-    throw new Error(`refusing to listen on ${host} without API keys: give --keys FILE or AGENTBOX_API_KEYS, or listen on 127.0.0.1`);
-  }
   const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
   const ref: { registry?: SandboxRegistry } = {};
   const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0, () => ref.registry?.heavy ?? 0);
-  const registry = (ref.registry = new SandboxRegistry({ maxSandboxes: opts.maxSandboxes ?? 16, maxHeavySandboxes: opts.maxHeavySandboxes ?? 8, maxQueue: opts.maxQueue ?? 256, queueTimeoutMs: opts.queueTimeoutMs ?? 30_000, maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism() }, metrics));
+  const registry = (ref.registry = new SandboxRegistry(
+    {
+      maxSandboxes: opts.maxSandboxes ?? SERVER_DEFAULTS.maxSandboxes,
+      maxHeavySandboxes: opts.maxHeavySandboxes ?? SERVER_DEFAULTS.maxHeavySandboxes,
+      maxQueue: opts.maxQueue ?? SERVER_DEFAULTS.maxQueue,
+      queueTimeoutMs: opts.queueTimeoutMs ?? SERVER_DEFAULTS.queueTimeoutMs,
+      maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism(),
+    },
+    metrics,
+  ));
   const app = createApp({
     keys,
     registry,
     metrics,
     version: VERSION,
-    maxJsonBytes: opts.maxJsonBytes ?? 4 * 1024 * 1024,
-    maxUploadBytes: opts.maxUploadBytes ?? 64 * 1024 * 1024,
+    maxJsonBytes: opts.maxJsonBytes ?? SERVER_DEFAULTS.maxJsonBytes,
+    maxUploadBytes: opts.maxUploadBytes ?? SERVER_DEFAULTS.maxUploadBytes,
     mountRoots: (opts.mountRoots ?? []).map((r) => realpathSync(r)),
     netAllow: (opts.netAllow ?? []).map((e) => {
       const r = parseAllowEntry(e);
@@ -78,10 +105,28 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     }),
     log,
   });
-  await Sandbox.configurePool({ size: opts.poolSize ?? 2 });
+  await Sandbox.configurePool({ size: opts.poolSize ?? SERVER_DEFAULTS.poolSize });
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    close: () =>
+      (closing ??= (async () => {
+        await registry.closeAll(); // running requests end with their sandbox's error
+        await Sandbox.shutdownPool();
+      })()),
+  };
+}
 
+/** createServer() on a Node HTTP server. */
+export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
+  const host = opts.host ?? SERVER_DEFAULTS.host;
+  if ((opts.keys ?? KeyRing.none()).open && !isLoopback(host)) {
+    throw new Error(`refusing to listen on ${host} without API keys: give --keys FILE or AGENTBOX_API_KEYS, or listen on 127.0.0.1`);
+  }
+  const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
+  const inner = await createServer({ ...opts, log });
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: host, port: opts.port ?? 8787 }, () => resolve(s));
+    const s = serve({ fetch: inner.app.fetch, hostname: host, port: opts.port ?? SERVER_DEFAULTS.port }, () => resolve(s));
     s.once("error", reject);
   });
   server.on("error", (e) => log(`server error: ${e.message}`));
@@ -93,8 +138,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     close: () =>
       (closing ??= (async () => {
         const closed = new Promise<void>((r) => server.close(() => r()));
-        await registry.closeAll(); // running requests end with their sandbox's error
-        await Sandbox.shutdownPool();
+        await inner.close();
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
         await closed;
       })()),

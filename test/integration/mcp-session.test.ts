@@ -137,9 +137,9 @@ describe("MCP server in-process, heavy tier: run_command", { skip: skipHeavy }, 
 
 describe("agentbox mcp options", () => {
   for (const [args, pattern] of [
-    [["--memory", "10"], /limits\.memoryMb/],
-    [["--timeout", "0"], /limits\.timeoutMs/],
-    [["--env", "1BAD=x"], /env/],
+    [["--memory", "10"], /--memory \(limits\.memoryMb\)/],
+    [["--timeout", "0"], /--timeout \(limits\.timeoutMs\)/],
+    [["--env", "1BAD=x"], /--env/],
     [["--tier", "bogus"], /--tier/],
   ] as const) {
     it(`exits 64 at start on ${args.join(" ")}`, async () => {

@@ -1,10 +1,11 @@
-// The HTTP API against a real server on a random loopback port: auth, isolation between keys,
+// The HTTP API in-process (the Hono app's request(), no socket: serve-cli, python-client and the
+// openapi client test cover the real server): auth, isolation between keys,
 // runs and streaming, files, limits and quotas, error bodies, idle expiry, capacity, OpenAPI,
 // commands on a nano sandbox (501, streamed or not; the heavy tier's commands are in server-heavy.test.ts).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { z } from "zod";
-import { KeyRing, startServer, type RunningServer } from "../../src/server/index.js";
+import { createServer, KeyRing, startServer, type AgentboxServer } from "../../src/server/index.js";
 import { commandRequest, createSandboxRequest } from "../../src/server/schemas.js";
 import { isAlive, waitGone } from "../helpers.js";
 import { childPids } from "../server-helpers.js";
@@ -19,7 +20,7 @@ interface Call {
   headers?: Record<string, string>;
 }
 
-function client(base: () => string) {
+function client(server: () => AgentboxServer) {
   return async (method: string, path: string, c: Call = {}) => {
     const headers: Record<string, string> = { ...c.headers };
     const key = c.key === undefined ? KEY_A : c.key;
@@ -29,7 +30,7 @@ function client(base: () => string) {
       body = JSON.stringify(c.json);
       headers["content-type"] = "application/json";
     }
-    const res = await fetch(base() + path, { method, headers, body });
+    const res = await server().app.request(path, { method, headers, ...(body !== undefined ? { body } : {}) });
     const type = res.headers.get("content-type") ?? "";
     const raw = new Uint8Array(await res.arrayBuffer());
     const text = new TextDecoder().decode(raw);
@@ -40,15 +41,15 @@ function client(base: () => string) {
 }
 
 describe("HTTP API", () => {
-  let srv: RunningServer;
-  const api = client(() => srv.url);
+  let srv: AgentboxServer;
+  const api = client(() => srv);
 
   before(async () => {
     const keys = KeyRing.fromEntries([
       { name: "alice", key: KEY_A, maxSandboxes: 3, maxMemoryMb: 256, maxRunMs: 20_000 },
       { name: "bob", key: KEY_B, maxSandboxes: 1 },
     ]);
-    srv = await startServer({ port: 0, keys, poolSize: 1, maxJsonBytes: 64 * 1024, maxUploadBytes: 1024 * 1024, log: () => undefined });
+    srv = await createServer({ keys, poolSize: 1, maxJsonBytes: 64 * 1024, maxUploadBytes: 1024 * 1024, log: () => undefined });
   });
   after(async () => {
     await srv.close();
@@ -121,7 +122,7 @@ describe("HTTP API", () => {
   it("streams stdout/stderr as Server-Sent Events as they happen, then the result", async () => {
     const id = (await api("POST", "/sandboxes", { json: { clock: "real" } })).json.id as string;
     try {
-      const res = await fetch(`${srv.url}/sandboxes/${id}/run/stream`, {
+      const res = await srv.app.request(`/sandboxes/${id}/run/stream`, {
         method: "POST",
         headers: { authorization: `Bearer ${KEY_A}`, "content-type": "application/json" },
         // The worker sends output when a write finds its buffer older than 20 ms, so the print
@@ -163,12 +164,19 @@ describe("HTTP API", () => {
     const id = (await api("POST", "/sandboxes", { json: {} })).json.id as string;
     try {
       const ac = new AbortController();
-      const res = await fetch(`${srv.url}/sandboxes/${id}/run/stream`, { method: "POST", headers: { authorization: `Bearer ${KEY_A}` }, body: JSON.stringify({ code: "while True: pass" }), signal: ac.signal });
+      const res = await srv.app.request(`/sandboxes/${id}/run/stream`, { method: "POST", headers: { authorization: `Bearer ${KEY_A}` }, body: JSON.stringify({ code: "while True: pass" }), signal: ac.signal });
       assert.equal(res.status, 200);
-      setTimeout(() => ac.abort(), 200);
-      await assert.rejects(async () => {
-        for await (const _ of res.body!) void _;
-      });
+      // Hanging up, in-process: the request's signal fires and the client stops reading.
+      const reader = res.body!.getReader();
+      setTimeout(() => {
+        ac.abort();
+        void reader.cancel().catch(() => undefined);
+      }, 200);
+      try {
+        while (!(await reader.read()).done);
+      } catch {
+        // cancelled
+      }
       const t0 = performance.now();
       const next = await api("POST", `/sandboxes/${id}/run`, { json: { code: "1 + 1" } });
       assert.equal(next.json.value, "2", JSON.stringify(next.json));
@@ -219,13 +227,13 @@ describe("HTTP API", () => {
   });
 
   it("network grants: only entries the operator allowed (--allow-net), compared after parsing", async () => {
-    const own = await startServer({ port: 0, keys: KeyRing.none(), poolSize: 0, netAllow: ["127.0.0.1:9", "https://api.example.com"], log: () => undefined });
+    const own = await createServer({ keys: KeyRing.none(), poolSize: 0, netAllow: ["127.0.0.1:9", "https://api.example.com"], log: () => undefined });
     try {
       const post = (json: unknown) =>
-        fetch(`${own.url}/sandboxes`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(json) }).then(async (r) => ({ status: r.status, json: (await r.json()) as { id?: string; error?: { message: string } } }));
+        Promise.resolve(own.app.request("/sandboxes", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(json) })).then(async (r) => ({ status: r.status, json: (await r.json()) as { id?: string; error?: { message: string } } }));
       const ok = await post({ language: "javascript", network: { allow: ["127.0.0.1:9"] } });
       assert.equal(ok.status, 201, JSON.stringify(ok.json));
-      await fetch(`${own.url}/sandboxes/${ok.json.id}`, { method: "DELETE" });
+      await own.app.request(`/sandboxes/${ok.json.id}`, { method: "DELETE" });
       const other = await post({ language: "javascript", network: { allow: ["https://api.example.com", "evil.example.net"] } });
       assert.equal(other.status, 400);
       assert.match(other.json.error!.message, /network\.allow\.1.*evil\.example\.net.*--allow-net/);
@@ -234,7 +242,7 @@ describe("HTTP API", () => {
     } finally {
       await own.close();
     }
-    await assert.rejects(startServer({ port: 0, keys: KeyRing.none(), netAllow: ["http://user@host/"], log: () => undefined }), /--allow-net/);
+    await assert.rejects(createServer({ keys: KeyRing.none(), netAllow: ["http://user@host/"], log: () => undefined }), /--allow-net/);
   });
 
   it("bad input gets a 4xx JSON error naming the problem", async () => {
@@ -396,8 +404,8 @@ describe("HTTP API", () => {
 
 describe("HTTP API: capacity and start-up rules", () => {
   it("past the global cap a create waits for a slot, then is refused with 429 CAPACITY", async () => {
-    const srv = await startServer({ port: 0, maxSandboxes: 1, queueTimeoutMs: 400, poolSize: 0, log: () => undefined });
-    const api = client(() => srv.url);
+    const srv = await createServer({ maxSandboxes: 1, queueTimeoutMs: 400, poolSize: 0, log: () => undefined });
+    const api = client(() => srv);
     try {
       const a = await api("POST", "/sandboxes", { key: null, json: {} });
       assert.equal(a.status, 201);
@@ -424,8 +432,8 @@ describe("HTTP API: capacity and start-up rules", () => {
 
   it("close() kills every sandbox it owns", async () => {
     const before = new Set(childPids());
-    const srv = await startServer({ port: 0, poolSize: 0, log: () => undefined });
-    const api = client(() => srv.url);
+    const srv = await createServer({ poolSize: 0, log: () => undefined });
+    const api = client(() => srv);
     await api("POST", "/sandboxes", { key: null, json: {} });
     await api("POST", "/sandboxes", { key: null, json: {} });
     const mine = childPids().filter((p) => !before.has(p));

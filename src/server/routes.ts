@@ -1,0 +1,293 @@
+// The HTTP API's route table: one entry per operation (method, path, operationId, words, the
+// request it takes, the responses it may answer). app.ts registers a Hono route per entry, with
+// the handler of the same operationId, and openApiDocument() writes the OpenAPI `paths` from the
+// same entries, so a route cannot exist without its documentation or the other way round.
+// Adding a route: an entry here and a handler in app.ts (the compiler asks for it).
+import { z } from "zod";
+import { commandRequest, createSandboxRequest, keepAliveRequest, responseSchemas, runRequest } from "./schemas.js";
+
+/**
+ * What an operation reads besides its path: a JSON body parsed by `schema` (an empty body is `{}`
+ * when not `required`), or raw bytes (the upload limit applies).
+ */
+export type BodySpec =
+  | { readonly kind: "json"; readonly schema: z.ZodType; readonly required: boolean }
+  /** JSON documented by `schema` but checked by the handler itself (sandbox options: the library's resolver names the field and the tier). */
+  | { readonly kind: "json-resolved"; readonly schema: z.ZodType; readonly required: boolean }
+  | { readonly kind: "bytes" };
+
+export interface RouteSpec {
+  readonly method: "get" | "post" | "put" | "delete";
+  /** OpenAPI form; `{id}` is the caller's sandbox (looked up, 404/410, before anything else is read). */
+  readonly path: `/${string}`;
+  readonly summary: string;
+  readonly description?: string;
+  /** Answered without an API key. */
+  readonly public?: true;
+  /** `?path=`: an absolute guest path, checked after the sandbox lookup and before the body. */
+  readonly query?: "path";
+  readonly body?: BodySpec;
+  /** Status → OpenAPI response object (see json(), err() and friends below). */
+  readonly responses: Readonly<Record<string, object>>;
+}
+
+type Name = keyof typeof responseSchemas;
+const ref = (name: Name) => ({ $ref: `#/components/schemas/${name}` });
+const json = (name: Name) => ({ content: { "application/json": { schema: ref(name) } } });
+const err = (description: string) => ({ description, ...json("Error") });
+const bytes = { type: "string", format: "binary", contentMediaType: "application/octet-stream" };
+const common = { "401": err("missing or unknown API key"), "404": err("no such sandbox for this key"), "410": err("the sandbox is closed (a limit killed it, or its worker died)") };
+const jsonBody = {
+  "400": err("invalid body (INVALID_JSON, or INVALID_OPTIONS with error.issues naming each field)"),
+  "413": err("request body over the server's limit (4 MiB by default; BODY_TOO_LARGE)"),
+};
+const fsCommon = {
+  ...common,
+  "400": err("missing or invalid ?path= (not absolute, a `..` segment, NUL)"),
+  "404": err("no such sandbox for this key, or no such file (FS_ERROR, error.errno ENOENT)"),
+};
+const timeoutQuota = err("invalid body, or timeoutMs over this key's quota (maxRunMs)");
+const notHeavy = err('the sandbox is not heavy-tier (create it with "tier": "heavy")');
+const eventStream = (result: "RunResult" | "CommandResult") => ({
+  description:
+    `event stream: \`stdout\` and \`stderr\` events (data: a JSON string, one chunk as it was written), then exactly one \`result\` (data: ${result} JSON) ` +
+    "or `error` (data: Error JSON with `status`, the status the non-streaming route would have answered)",
+  content: {
+    "text/event-stream": {
+      schema: { type: "string" },
+      // OpenAPI 3.1 cannot type the events of a stream (3.2's itemSchema can): named here for readers and generators.
+      "x-events": { stdout: { type: "string" }, stderr: { type: "string" }, result: ref(result), error: ref("Error") },
+    },
+  },
+});
+const jsonOf = <S extends z.ZodType>(schema: S, required = true) => ({ kind: "json", schema, required }) as const;
+
+/** Every operation, keyed by operationId, in the order the document lists them. */
+export const ROUTES = {
+  getHealth: { method: "get", path: "/healthz", summary: "liveness and load", public: true, responses: { "200": { description: "ok", ...json("Health") } } },
+  getOpenApi: {
+    method: "get",
+    path: "/openapi.json",
+    summary: "this document",
+    public: true,
+    responses: { "200": { description: "OpenAPI 3.1 document", content: { "application/json": { schema: { type: "object", properties: { openapi: { type: "string" }, info: { type: "object" }, paths: { type: "object" } }, required: ["openapi", "info", "paths"] } } } } },
+  },
+  getMetrics: {
+    method: "get",
+    path: "/metrics",
+    summary: "Prometheus metrics",
+    responses: { "200": { description: "text exposition format", content: { "text/plain": { schema: { type: "string" } } } }, "401": common["401"] },
+  },
+  createSandbox: {
+    method: "post",
+    path: "/sandboxes",
+    summary: "create a sandbox",
+    body: { kind: "json-resolved", schema: createSandboxRequest, required: true },
+    responses: {
+      "201": { description: "created", ...json("SandboxInfo") },
+      ...jsonBody,
+      "400": err("invalid body or options (error.issues), or over this key's memory/run-time/cpu/disk quota"),
+      "401": common["401"],
+      "429": err("this key's sandbox quota is used up (QUOTA_EXCEEDED), or the server is at capacity (CAPACITY, after waiting in the queue)"),
+      "501": err("tier/language not available in this build or on this host (TIER_UNAVAILABLE)"),
+      "503": err("the server is shutting down"),
+    },
+  },
+  listSandboxes: { method: "get", path: "/sandboxes", summary: "list this key's sandboxes", responses: { "200": { description: "ok", ...json("SandboxList") }, "401": common["401"] } },
+  getSandbox: { method: "get", path: "/sandboxes/{id}", summary: "sandbox info", responses: { "200": { description: "ok", ...json("SandboxInfo") }, "401": common["401"], "404": common["404"] } },
+  deleteSandbox: { method: "delete", path: "/sandboxes/{id}", summary: "kill the sandbox", responses: { "204": { description: "killed" }, "401": common["401"], "404": common["404"] } },
+  keepAlive: {
+    method: "post",
+    path: "/sandboxes/{id}/keepalive",
+    summary: "restart the idle timer, optionally with a new idle timeout",
+    body: jsonOf(keepAliveRequest, false),
+    responses: { "200": { description: "ok", ...json("SandboxInfo") }, ...jsonBody, ...common },
+  },
+  runCode: {
+    method: "post",
+    path: "/sandboxes/{id}/run",
+    summary: "run code (REPL semantics) and return the result",
+    description: "Closing the connection before the answer interrupts the run.",
+    body: jsonOf(runRequest),
+    responses: {
+      "200": { description: "the run's result; a guest exception or a limit the sandbox survived is in the result", ...json("RunResult") },
+      ...jsonBody,
+      "400": timeoutQuota,
+      "422": err("a limit killed the sandbox's worker (error.limit names it; the sandbox is closed)"),
+      ...common,
+    },
+  },
+  runCodeStream: {
+    method: "post",
+    path: "/sandboxes/{id}/run/stream",
+    summary: "run code, streaming output as Server-Sent Events",
+    description: "Errors found before the run starts (body, quota, sandbox) are answered with their status; once the stream has started they come as its `error` event. Closing the connection interrupts the run.",
+    body: jsonOf(runRequest),
+    responses: { "200": eventStream("RunResult"), ...jsonBody, "400": timeoutQuota, ...common },
+  },
+  runCommand: {
+    method: "post",
+    path: "/sandboxes/{id}/commands",
+    summary: "run a command in a heavy-tier sandbox (bash -c for a string, argv for an array) and return its exit code and output",
+    description: "Closing the connection before the answer kills the command.",
+    body: jsonOf(commandRequest),
+    responses: {
+      "200": { description: "the command's result, whatever its exit code; a timeout or output limit the sandbox survived is a result with limitHit (the command was killed)", ...json("CommandResult") },
+      ...jsonBody,
+      "400": timeoutQuota,
+      "422": err("a limit killed the sandbox (e.g. its memory cgroup ran out: error.limit names it; the sandbox is closed)"),
+      "501": notHeavy,
+      ...common,
+    },
+  },
+  runCommandStream: {
+    method: "post",
+    path: "/sandboxes/{id}/commands/stream",
+    summary: "run a command in a heavy-tier sandbox, streaming its output as Server-Sent Events",
+    description: "Errors found before the command starts (body, quota, a nano-tier sandbox) are answered with their status; once the stream has started they come as its `error` event. Closing the connection kills the command.",
+    body: jsonOf(commandRequest),
+    responses: { "200": eventStream("CommandResult"), ...jsonBody, "400": timeoutQuota, "501": notHeavy, ...common },
+  },
+  downloadFile: {
+    method: "get",
+    path: "/sandboxes/{id}/files",
+    summary: "download a file (bytes)",
+    query: "path",
+    responses: {
+      "200": { description: "file contents", content: { "application/octet-stream": { schema: bytes } } },
+      ...fsCommon,
+      "403": err("permission denied (FS_ERROR, error.errno EACCES)"),
+      "409": err("the path is a directory (FS_ERROR, error.errno EISDIR), or a parent is not one (ENOTDIR)"),
+    },
+  },
+  uploadFile: {
+    method: "put",
+    path: "/sandboxes/{id}/files",
+    summary: "upload a file (bytes; parent directories are created)",
+    query: "path",
+    body: { kind: "bytes" },
+    responses: {
+      "204": { description: "written" },
+      ...fsCommon,
+      "403": err("the path is read-only (FS_ERROR, error.errno EROFS/EACCES/EPERM): on the heavy tier only /home/user and /tmp are writable; read-only mounts"),
+      "409": err("the path is a directory (EISDIR), or a parent is a file (ENOTDIR)"),
+      "413": err("body over the upload limit (BODY_TOO_LARGE), or the sandbox's file system quota (FS_QUOTA, error.limit)"),
+    },
+  },
+  removeFile: {
+    method: "delete",
+    path: "/sandboxes/{id}/files",
+    summary: "remove a file or directory (recursively)",
+    query: "path",
+    responses: {
+      "204": { description: "removed" },
+      ...fsCommon,
+      "403": err("the path is read-only (FS_ERROR, error.errno EROFS/EACCES/EPERM)"),
+      "409": err("a parent is not a directory (ENOTDIR), or the directory could not be emptied (ENOTEMPTY)"),
+    },
+  },
+  listFiles: {
+    method: "get",
+    path: "/sandboxes/{id}/files/list",
+    summary: "list a directory",
+    query: "path",
+    responses: {
+      "200": { description: "entries in code-point order", ...json("DirListing") },
+      ...fsCommon,
+      "403": err("permission denied (FS_ERROR, error.errno EACCES)"),
+      "409": err("the path is not a directory (FS_ERROR, error.errno ENOTDIR)"),
+    },
+  },
+  fileExists: {
+    method: "get",
+    path: "/sandboxes/{id}/files/exists",
+    summary: "whether a path exists",
+    query: "path",
+    responses: { "200": { description: "ok", ...json("Exists") }, ...fsCommon, "404": common["404"] },
+  },
+  makeDir: {
+    method: "post",
+    path: "/sandboxes/{id}/files/mkdir",
+    summary: "make a directory (and its parents)",
+    query: "path",
+    responses: {
+      "204": { description: "made" },
+      ...fsCommon,
+      "403": err("the path is read-only (FS_ERROR, error.errno EROFS/EACCES/EPERM): on the heavy tier only /home/user and /tmp are writable"),
+      "409": err("something that is not a directory is in the way (FS_ERROR, error.errno EEXIST or ENOTDIR)"),
+      "413": err("the sandbox's file system quota (FS_QUOTA, error.limit vfsFiles)"),
+    },
+  },
+} as const satisfies Record<string, RouteSpec>;
+
+export type OperationId = keyof typeof ROUTES;
+
+/** The Hono form of an OpenAPI path: `/sandboxes/{id}` → `/sandboxes/:id`. */
+export const honoPath = (p: string) => p.replace(/\{(\w+)\}/g, ":$1");
+
+/** Whether the route acts on one of the caller's sandboxes. */
+export const hasSandboxId = (p: string) => p.includes("{id}");
+
+const idParam = { name: "id", in: "path", required: true, description: "the sandbox id from POST /sandboxes", schema: { type: "string" } };
+const pathParam = { name: "path", in: "query", required: true, description: "absolute guest path; `..` segments are refused (400)", schema: { type: "string", minLength: 1 } };
+
+/**
+ * Request bodies, written inline into each operation's requestBody from the parsing schema's
+ * input side: a field with a default is optional there. (openapi-typescript, with its default
+ * defaultNonNullable, makes a property with a `default` required unless it sits under a
+ * requestBody: as a shared component, `limits.memoryMb` alone would not type-check.)
+ */
+function requestBody(b: BodySpec) {
+  if (b.kind === "bytes") return { required: true, content: { "application/octet-stream": { schema: bytes } } };
+  const { $schema: _drop, ...s } = z.toJSONSchema(b.schema, { io: "input", target: "draft-2020-12" });
+  return { required: b.required, content: { "application/json": { schema: s } } };
+}
+
+/** The OpenAPI `paths` object: one path item per path, its parameters shared by its operations. */
+function paths(): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [operationId, r] of Object.entries(ROUTES) as [OperationId, RouteSpec][]) {
+    const parameters = [...(hasSandboxId(r.path) ? [idParam] : []), ...(r.query === "path" ? [pathParam] : [])];
+    let item = out[r.path];
+    if (!item) item = out[r.path] = parameters.length > 0 ? { parameters } : {};
+    else if (JSON.stringify(item.parameters ?? []) !== JSON.stringify(parameters)) throw new Error(`routes: ${r.method} ${r.path} takes other parameters than its path's other operations`);
+    item[r.method] = {
+      operationId,
+      summary: r.summary,
+      ...(r.description !== undefined ? { description: r.description } : {}),
+      ...(r.public ? { security: [] } : {}),
+      ...(r.body ? { requestBody: requestBody(r.body) } : {}),
+      responses: r.responses,
+    };
+  }
+  return out;
+}
+
+/**
+ * The OpenAPI 3.1 document of the HTTP API. `redocly lint` passes it with two warnings left on
+ * purpose (operation-4xx-response on /healthz and /openapi.json: unauthenticated and without
+ * input, they answer nothing but 200); test/integration/openapi.test.ts pins that list.
+ */
+export function openApiDocument(version: string): Record<string, unknown> {
+  const reg = z.registry<{ id: string }>();
+  for (const [id, schema] of Object.entries(responseSchemas)) reg.add(schema, { id });
+  const { schemas } = z.toJSONSchema(reg, { io: "output", target: "draft-2020-12", uri: (id) => `#/components/schemas/${id}` });
+  const components: Record<string, unknown> = {};
+  for (const [name, schema] of Object.entries(schemas)) {
+    const { $schema: _s, $id: _i, ...rest } = schema as Record<string, unknown>;
+    components[name] = rest;
+  }
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "agentbox",
+      version,
+      description: "Run untrusted code in sandboxes. Every route except /healthz and /openapi.json needs `Authorization: Bearer <key>` when the server has keys.",
+      license: { name: "Apache-2.0", identifier: "Apache-2.0" },
+    },
+    servers: [{ url: "http://127.0.0.1:8787", description: "`agentbox serve` with its default --host and --port" }],
+    components: { schemas: components, securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+    security: [{ bearer: [] }],
+    paths: paths(),
+  };
+}
