@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { WorkerCrashedError } from "../../errors.js";
+import { TierUnavailableError, WorkerCrashedError } from "../../errors.js";
 import type { Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { OutputListener } from "../heavy/agent-client.js";
@@ -18,7 +18,7 @@ import { detectAccel, type AccelChoice } from "./accel.js";
 import { buildMicrovmArtefacts, findMicrovmArtefacts, requireMicrovmArtefacts } from "./artefacts.js";
 import { findImage } from "../heavy/image.js";
 import type { Accel, Hypervisor, SavedState, VmSpec } from "./hypervisor.js";
-import { QemuHypervisor, qemuBinary, qemuUnavailableReason } from "./qemu.js";
+import { QemuHypervisor } from "./qemu.js";
 import { baseRamMode, baseSnapshot, dropBaseSnapshot } from "./snapshots.js";
 import { MicroVm } from "./vm.js";
 
@@ -45,10 +45,11 @@ let warnedTcg = false;
 
 /** The VM spec for a sandbox's limits (finds the artefacts, detects the accelerator). */
 export async function microvmSpec(config: Pick<MicrovmEngineConfig, "limits" | "packages">): Promise<{ spec: VmSpec; accel: AccelChoice }> {
-  qemuBinary();
+  const why = hypervisor.unavailableReason();
+  if (why) throw new TierUnavailableError(why);
   // With the image built, the kernel and disk are made on first use (seconds; cached after).
   const artefacts = findMicrovmArtefacts(config.packages) ?? (findImage(config.packages) ? await buildMicrovmArtefacts({ packages: config.packages }) : requireMicrovmArtefacts(config.packages));
-  const accel = await detectAccel(artefacts);
+  const accel = await detectAccel(hypervisor, artefacts);
   const { limits } = config;
   const vcpus = Math.max(1, Math.min(Math.ceil(limits.cpus), os.availableParallelism()));
   return { spec: { artefacts, accel: accel.accel, memoryMb: limits.memoryMb, vcpus, cpus: limits.cpus, diskMb: limits.diskMb }, accel };
@@ -197,8 +198,8 @@ export { baseRamMode };
 
 /** For backend "auto": true when this image's microVM artefacts are built and KVM boots them. */
 export async function microvmOnKvm(packages: string[]): Promise<boolean> {
-  if (qemuUnavailableReason() || process.env.AGENTBOX_MICROVM_ACCEL === "tcg") return false;
+  if (hypervisor.unavailableReason() || process.env.AGENTBOX_MICROVM_ACCEL === "tcg") return false;
   const artefacts = findMicrovmArtefacts(packages);
   if (!artefacts) return false;
-  return (await detectAccel(artefacts)).accel === "kvm";
+  return (await detectAccel(hypervisor, artefacts)).accel === "kvm";
 }
