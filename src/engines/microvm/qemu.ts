@@ -14,6 +14,7 @@ import { TierUnavailableError, WorkerCrashedError } from "../../errors.js";
 import type { MicrovmArtefacts } from "./artefacts.js";
 import { SCRATCH_DISK, type AccelChoice, type Hypervisor, type LaunchOptions, type RamMode, type SavedState, type VmExit, type VmProcess, type VmSpec } from "./hypervisor.js";
 import { HostCgroup } from "../heavy/cgroups.js";
+import { GUEST_MAX_PROCESSES } from "../heavy/guest-limits.js";
 import { CGROUP_PARENT, jailedArgv } from "./jail.js";
 import { QmpClient } from "./qmp.js";
 
@@ -64,7 +65,7 @@ function tscKhz(): number {
 }
 
 function kernelCmdline(spec: VmSpec, extra: string[]): string {
-  const args = ["console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=3", "pci=off", "8250.nr_uarts=1", `agentbox.disk_mb=${spec.diskMb}`];
+  const args = ["console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=3", "pci=off", "8250.nr_uarts=1", `agentbox.disk_mb=${spec.diskMb}`, `agentbox.max_processes=${GUEST_MAX_PROCESSES}`];
   if (spec.accel === "tcg") args.push(`tsc_early_khz=${tscKhz()}`, "tsc=reliable", "mitigations=off");
   return [...args, ...extra].join(" ");
 }
