@@ -27,6 +27,8 @@ export const VMM_OVERHEAD_MB = { kvm: 96, tcg: 192 } as const;
 const TCG_TB_MB = 64;
 const SAFE_PATH = /^[A-Za-z0-9/._+-]+$/;
 const PROBE_TIMEOUT_MS = 15_000;
+/** Changes when the probe itself changes, so answers cached by an older probe are not trusted. */
+const PROBE_VERSION = 2; // 2: the probe VM gets the scratch disk every launch attaches
 
 let qemuPath: string | undefined;
 let qemuMissing: string | undefined;
@@ -125,7 +127,7 @@ export class QemuHypervisor implements Hypervisor {
 
   /** The QEMU build (size and time of the binary) and the guest kernel package. */
   probeIdentity(a: MicrovmArtefacts): string {
-    return JSON.stringify([binaryIdentity(), a.kernelPackage]);
+    return JSON.stringify([PROBE_VERSION, binaryIdentity(), a.kernelPackage]);
   }
 
   /** The QEMU build, and the whole argv of a boot (machine type, devices, kernel command line). */
@@ -142,6 +144,9 @@ export class QemuHypervisor implements Hypervisor {
   async probeKvm(a: MicrovmArtefacts): Promise<AccelChoice> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-kvm-probe-"));
     try {
+      // Every launch attaches a scratch disk; the probe's init reboots before it looks at one.
+      fs.writeFileSync(path.join(dir, SCRATCH_DISK), "");
+      fs.truncateSync(path.join(dir, SCRATCH_DISK), MiB);
       const hv = new QemuHypervisor([...this.extraCmdline, "agentbox.probe=1"]);
       const vm = await hv.launch({ spec: { artefacts: a, accel: "kvm", memoryMb: 128, vcpus: 1, cpus: 1, diskMb: 16 }, dir });
       const exit = await Promise.race([vm.exited, sleep(PROBE_TIMEOUT_MS).then(() => undefined)]);
