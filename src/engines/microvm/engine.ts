@@ -120,8 +120,7 @@ class MicrovmBackend implements HeavyBackend<MicrovmResources> {
   }
 
   get resources(): MicrovmResources {
-    const cg = (this.vm.process as { cgroup?: { existing(): string[] } }).cgroup;
-    return { dir: this.vm.dir, cgroupDirs: cg?.existing() ?? [], pid: this.vm.pid };
+    return { dir: this.vm.dir, cgroupDirs: this.vm.process.cgroup?.existing() ?? [], pid: this.vm.pid };
   }
 
   get endedReason(): string | undefined {

@@ -82,6 +82,8 @@ export interface VmProcess {
   save(into: SavedState): Promise<void>;
   /** Resident memory of the VMM process, bytes (0 when unknown). */
   rssBytes(): number;
+  /** The host cgroup holding the VMM, when it has one (its OOM count names a VMM killed for memory). */
+  readonly cgroup?: { oomKills(): number; existing(): string[] } | undefined;
   /** End the VMM and release what it holds (cgroup). Idempotent. */
   kill(): Promise<VmExit>;
 }
