@@ -9,6 +9,7 @@ import path from "node:path";
 import { buildImage, Sandbox } from "../src/index.js";
 import { gvisorUnavailableReason } from "../src/engines/heavy-gvisor/box.js";
 import type { GvisorEngine } from "../src/engines/heavy-gvisor/engine.js";
+import { writeOciBundle } from "../src/engines/heavy/oci.js";
 import { stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
 const opts = { tier: "heavy", limits: { memoryMb: 256 } } as const;
@@ -29,18 +30,15 @@ function runUntil(cmd: string, args: string[], expect: string): Promise<number> 
 async function bareRunsc(rootfs: string): Promise<number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-bench-"));
   try {
-    const config = {
-      ociVersion: "1.0.0",
-      process: { user: { uid: 1000, gid: 1000 }, args: ["/usr/bin/python3", "-c", "print(1)"], env: ["PATH=/usr/bin:/bin"], cwd: "/", capabilities: {}, rlimits: [] },
-      root: { path: rootfs, readonly: true },
-      mounts: [
-        { destination: "/proc", type: "proc", source: "proc" },
-        { destination: "/dev", type: "tmpfs", source: "tmpfs" },
-        { destination: "/tmp", type: "tmpfs", source: "tmpfs" },
-      ],
-      linux: { namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }] },
-    };
-    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(config));
+    writeOciBundle(dir, {
+      rootfs,
+      readonlyRoot: true,
+      user: { uid: 1000, gid: 1000 },
+      args: ["/usr/bin/python3", "-c", "print(1)"],
+      env: ["PATH=/usr/bin:/bin"],
+      cwd: "/",
+      mounts: [{ destination: "/tmp", type: "tmpfs", source: "tmpfs" }],
+    });
     return await runUntil("runsc", [`--root=${path.join(dir, "state")}`, "--network=none", "run", "--bundle", dir, randomBytes(16).toString("hex")], "1");
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

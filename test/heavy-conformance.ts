@@ -21,6 +21,7 @@ import {
   listImages,
 } from "../src/index.js";
 import { sweepStale } from "../src/engines/heavy-gvisor/box.js";
+import { GUEST_MAX_PROCESSES } from "../src/engines/heavy/guest-limits.js";
 import { sweepStaleVms } from "../src/engines/microvm/vm.js";
 import { agentboxEnv } from "./helpers.js";
 import { ensureImage, leftovers as gvisorLeftovers, skipHeavy, waitFor } from "./heavy.js";
@@ -170,6 +171,11 @@ export function heavyConformance(b: HeavyBackend, get: () => Sandbox): void {
     const mixed = await sb.runCode("import os, sys\nprint('a')\nsys.stdout.flush()\nos.system('echo from-a-child')\n'v'");
     assert.equal(mixed.value, "'v'");
     assert.match(mixed.stdout, /a\n/);
+  });
+
+  it("guest processes run under the host's process limit (GUEST_MAX_PROCESSES)", async () => {
+    const r = await get().commands.run("ulimit -u; python3 -c 'import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[1])'");
+    assert.equal(r.stdout, `${GUEST_MAX_PROCESSES}\n${GUEST_MAX_PROCESSES}\n`);
   });
 
   it("files: binary-safe, sorted listings, errors, read-only root", async () => {

@@ -4,7 +4,8 @@
 #   - opens the two virtio-serial ports once (a port allows one open at a time),
 #   - starts the guest agent (/opt/agentbox/agent.py) as root with only CAP_SETUID/SETGID/KILL
 #     and no_new_privs (the agent runs every child as the unprivileged user), with the agent port
-#     as its stdin and stdout and rlimits against fork bombs,
+#     as its stdin and stdout and rlimits against fork bombs (the process limit is the host's,
+#     given on the kernel command line as agentbox.max_processes),
 #   - serves the control port: after a snapshot restore the host sends fresh entropy and the
 #     current time, which only root can apply (RNDRESEEDCRNG, clock_settime),
 #   - keeps itself and the agent out of the guest kernel's OOM killer's reach (oom_score_adj
@@ -25,7 +26,6 @@ import time
 
 AGENT = "/opt/agentbox/agent.py"
 GUEST_UID = 1000
-MAX_PROCESSES = 256
 MAX_CTL_FRAME = 64 << 10
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
@@ -66,6 +66,17 @@ def find_port(name):
     reboot()
 
 
+def max_processes():
+    """The guest's process limit, from the host (kernel command line agentbox.max_processes=N)."""
+    with open("/proc/cmdline") as f:
+        for arg in f.read().split():
+            if arg.startswith("agentbox.max_processes="):
+                n = int(arg.split("=", 1)[1])
+                if n > 0:
+                    return n
+    raise ValueError("no agentbox.max_processes on the kernel command line")
+
+
 CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -90,6 +101,7 @@ def protect_from_oom_killer():
 
 
 def start_agent(port_fd):
+    nproc = max_processes()  # before the fork: without it, no agent (and the VM reboots)
     pid = os.fork()
     if pid:
         return pid
@@ -102,7 +114,7 @@ def start_agent(port_fd):
                 os.close(fd)
             except OSError:
                 pass
-        resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         protect_from_oom_killer()
@@ -117,16 +129,6 @@ def start_agent(port_fd):
     except BaseException as e:  # noqa: BLE001 - the child must never return into the supervisor
         log("cannot start the agent: %r" % (e,))
     os._exit(127)
-
-
-def read_exact(fd, n):
-    buf = bytearray()
-    while len(buf) < n:
-        b = os.read(fd, n - len(buf))
-        if not b:
-            return None
-        buf += b
-    return bytes(buf)
 
 
 def send(fd, msg):

@@ -145,6 +145,11 @@ class FakeHypervisor implements Hypervisor {
   killed = 0;
   constructor(private readonly agentSays: (toHost: net.Socket) => void) {}
 
+  unavailableReason = () => undefined;
+  probeKvm = async () => ({ accel: "tcg" as const, reason: "fake" });
+  probeIdentity = () => "fake";
+  stateIdentity = () => "fake";
+
   async launch(): Promise<VmProcess> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-fake-"));
     const p = path.join(dir, "s");

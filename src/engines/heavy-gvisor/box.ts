@@ -10,12 +10,13 @@ import { MemoryLimitError, TierUnavailableError, WorkerCrashedError } from "../.
 import { AgentClient } from "../heavy/agent-client.js";
 import { AGENT_GUEST_PATH, type ImageInfo } from "../heavy/image.js";
 import { HostCgroup } from "../heavy/cgroups.js";
+import { GUEST_MAX_PROCESSES } from "../heavy/guest-limits.js";
+import { writeOciBundle, type OciBundle } from "../heavy/oci.js";
 import { markOwner, staleDirs } from "../heavy/stale.js";
 
 const MiB = 1024 * 1024;
 const STDERR_KEEP = 8 * 1024;
-/** RLIMIT_NPROC of the guest user: stops fork bombs (a pids cgroup this low crashes gVisor). */
-export const GUEST_MAX_PROCESSES = 256;
+export { GUEST_MAX_PROCESSES };
 const GUEST_UID = 1000;
 const START_TIMEOUT_MS = 30_000;
 
@@ -168,7 +169,7 @@ export class GvisorBox {
     }
     fs.mkdirSync(path.join(dir, "bundle"));
     fs.mkdirSync(path.join(dir, "state"));
-    fs.writeFileSync(path.join(dir, "bundle", "config.json"), JSON.stringify(ociConfig(spec, cgroup.relPath)));
+    writeOciBundle(path.join(dir, "bundle"), sandboxBundle(spec, cgroup.relPath));
     return new GvisorBox(spec, dir, cgroup, restoreFrom);
   }
 
@@ -329,48 +330,37 @@ function runscCmd(dir: string, args: string[]): Promise<{ code: number | null; s
 }
 
 /** The OCI bundle: read-only shared root, size-capped tmpfs scratch, no capabilities, limits. */
-function ociConfig(spec: BoxSpec, cgroupsPath: string): object {
+function sandboxBundle(spec: BoxSpec, cgroupsPath: string): OciBundle {
   const tmpfs = (destination: string, mode: string, owner: boolean) => ({
     destination,
     type: "tmpfs",
     source: "tmpfs",
     options: ["nosuid", "nodev", `size=${spec.diskMb}m`, `mode=${mode}`, ...(owner ? [`uid=${GUEST_UID}`, `gid=${GUEST_UID}`] : [])],
   });
-  // The agent runs as root with only what it needs to start children as GUEST_UID and to signal
-  // them; the bounding set is empty, so no child (all run as GUEST_UID) can ever hold a capability.
-  // A replaced agent (tests' hostile guests) gets nothing.
-  const agentCaps = spec.agentArgv ? [] : ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"];
-  const caps = { bounding: [], effective: agentCaps, inheritable: [], permitted: agentCaps, ambient: [] };
   return {
-    ociVersion: "1.0.0",
-    process: {
-      user: spec.agentArgv ? { uid: GUEST_UID, gid: GUEST_UID } : { uid: 0, gid: 0 },
-      args: spec.agentArgv ?? ["/usr/bin/python3", "-I", "-S", AGENT_GUEST_PATH],
-      env: ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/user", "LANG=C.UTF-8", "USER=user"],
-      cwd: "/home/user",
-      terminal: false,
-      capabilities: caps,
-      noNewPrivileges: true,
-      rlimits: [
-        { type: "RLIMIT_NPROC", hard: GUEST_MAX_PROCESSES, soft: GUEST_MAX_PROCESSES },
-        { type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 },
-        { type: "RLIMIT_CORE", hard: 0, soft: 0 },
-      ],
-    },
-    root: { path: spec.image.rootfs, readonly: true },
+    rootfs: spec.image.rootfs,
+    readonlyRoot: true,
+    user: spec.agentArgv ? { uid: GUEST_UID, gid: GUEST_UID } : { uid: 0, gid: 0 },
+    args: spec.agentArgv ?? ["/usr/bin/python3", "-I", "-S", AGENT_GUEST_PATH],
+    env: ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/user", "LANG=C.UTF-8", "USER=user"],
+    cwd: "/home/user",
+    // The agent runs as root with only what it needs to start children as GUEST_UID and to signal
+    // them; the bounding set is empty, so no child (all run as GUEST_UID) can ever hold a capability.
+    // A replaced agent (tests' hostile guests) gets nothing.
+    capabilities: spec.agentArgv ? [] : ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"],
+    rlimits: [
+      { type: "RLIMIT_NPROC", hard: GUEST_MAX_PROCESSES, soft: GUEST_MAX_PROCESSES },
+      { type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 },
+      { type: "RLIMIT_CORE", hard: 0, soft: 0 },
+    ],
     hostname: "sandbox",
     mounts: [
-      { destination: "/proc", type: "proc", source: "proc" },
-      { destination: "/dev", type: "tmpfs", source: "tmpfs" },
       { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
       tmpfs("/tmp", "1777", false),
       tmpfs("/home/user", "0755", true),
       // After the tmpfs they live in: their mount points are made there, never in the shared image.
       ...(spec.mounts ?? []).map((m) => ({ destination: m.guestPath, type: "bind", source: m.hostPath, options: ["rbind", "ro", "nosuid", "nodev", "noexec"] })),
     ],
-    linux: {
-      cgroupsPath,
-      namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
-    },
+    cgroupsPath,
   };
 }

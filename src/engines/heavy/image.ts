@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ImageBuildError, TierUnavailableError } from "../../errors.js";
 import { cacheDir } from "../cache.js";
+import { writeOciBundle } from "./oci.js";
 
 const run = promisify(execFile);
 
@@ -290,26 +291,16 @@ async function precompile(root: string, progress: (line: string) => void): Promi
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-precompile-"));
   try {
     const pyDirs = fs.readdirSync(path.join(root, "usr/lib")).filter((d) => /^python3(\.\d+)?$/.test(d)).map((d) => `/usr/lib/${d}`);
-    const config = {
-      ociVersion: "1.0.0",
-      process: {
-        user: { uid: 0, gid: 0 },
-        args: ["/usr/bin/python3", "-m", "compileall", "-q", "-x", "/test/|/tests/", ...pyDirs, "/opt/agentbox"],
-        env: ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"],
-        cwd: "/",
-        capabilities: { bounding: [], effective: [], inheritable: [], permitted: [] },
-        noNewPrivileges: true,
-      },
-      root: { path: root, readonly: false },
+    writeOciBundle(dir, {
+      rootfs: root,
+      readonlyRoot: false,
+      user: { uid: 0, gid: 0 },
+      args: ["/usr/bin/python3", "-m", "compileall", "-q", "-x", "/test/|/tests/", ...pyDirs, "/opt/agentbox"],
+      env: ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"],
+      cwd: "/",
       hostname: "build",
-      mounts: [
-        { destination: "/proc", type: "proc", source: "proc" },
-        { destination: "/dev", type: "tmpfs", source: "tmpfs" },
-        { destination: "/tmp", type: "tmpfs", source: "tmpfs" },
-      ],
-      linux: { namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }] },
-    };
-    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(config));
+      mounts: [{ destination: "/tmp", type: "tmpfs", source: "tmpfs" }],
+    });
     const cid = `agentbox-build-${randomBytes(8).toString("hex")}`;
     const code = await new Promise<number | null>((resolve) => {
       const c = spawn("runsc", [`--root=${path.join(dir, "state")}`, "--network=none", "run", "--bundle", dir, cid], { stdio: ["ignore", "ignore", "pipe"] });

@@ -1,10 +1,21 @@
 // The hypervisor seam of the microVM backend: what the VM controller needs from a VMM (launch a
-// VM from boot artefacts or from a saved state, pause, save, resume, kill). QEMU `-M microvm`
-// implements it (qemu.ts); Firecracker would be a second implementation of the same interface.
+// VM from boot artefacts or from a saved state, pause, save, resume, kill), and what only the VMM
+// knows: whether it can run here, whether KVM boots our kernel under it (a probe), and what a
+// saved state depends on besides the spec (its version, machine type and argv), which is part of
+// the base snapshots' cache key. QEMU `-M microvm` implements it (qemu.ts); Firecracker would be a
+// second implementation of the same interface. Everything generic (caching the accelerator
+// answer, building and keying base snapshots, the VM state machine) is written against this.
 import type { Duplex } from "node:stream";
 import type { MicrovmArtefacts } from "./artefacts.js";
 
 export type Accel = "kvm" | "tcg";
+
+/** The accelerator a VM runs under, and why not KVM when it is not. */
+export interface AccelChoice {
+  accel: Accel;
+  /** Why KVM is not used (absent, not accessible, or the probe boot failed). */
+  reason?: string;
+}
 
 /** How a snapshot holds guest RAM: inside the state stream, or in a file mapped copy-on-write. */
 export type RamMode = "streamed" | "shared";
@@ -71,12 +82,29 @@ export interface VmProcess {
   save(into: SavedState): Promise<void>;
   /** Resident memory of the VMM process, bytes (0 when unknown). */
   rssBytes(): number;
+  /** The host cgroup holding the VMM, when it has one (its OOM count names a VMM killed for memory). */
+  readonly cgroup?: { oomKills(): number; existing(): string[] } | undefined;
   /** End the VMM and release what it holds (cgroup). Idempotent. */
   kill(): Promise<VmExit>;
 }
 
 export interface Hypervisor {
   readonly name: string;
+  /** Why this VMM cannot run on this host (not installed, wrong platform), or undefined. */
+  unavailableReason(): string | undefined;
   /** Start a VM; resolves once the VMM runs and its channels are connected. */
   launch(opts: LaunchOptions): Promise<VmProcess>;
+  /**
+   * Whether KVM runs these artefacts' kernel under this VMM (`/dev/kvm` is known to be usable):
+   * a probe boot. Its answer is cached (accel.ts) under `probeIdentity`.
+   */
+  probeKvm(artefacts: MicrovmArtefacts): Promise<AccelChoice>;
+  /** What the probe's answer depends on besides the host kernel: the VMM build, the guest kernel. */
+  probeIdentity(artefacts: MicrovmArtefacts): string;
+  /**
+   * What a state saved from a VM of `spec` depends on besides the spec itself (VMM version,
+   * machine type, device layout, kernel command line): a saved state restores only into a VM with
+   * the same identity. Part of the base snapshots' cache key (snapshots.ts).
+   */
+  stateIdentity(spec: VmSpec, ram: RamMode): string;
 }

@@ -8,10 +8,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { TierUnavailableError, WorkerCrashedError } from "../../errors.js";
-import { SCRATCH_DISK, type Hypervisor, type LaunchOptions, type SavedState, type VmExit, type VmProcess, type VmSpec } from "./hypervisor.js";
+import type { MicrovmArtefacts } from "./artefacts.js";
+import { SCRATCH_DISK, type AccelChoice, type Hypervisor, type LaunchOptions, type RamMode, type SavedState, type VmExit, type VmProcess, type VmSpec } from "./hypervisor.js";
 import { HostCgroup } from "../heavy/cgroups.js";
+import { GUEST_MAX_PROCESSES } from "../heavy/guest-limits.js";
 import { CGROUP_PARENT, jailedArgv } from "./jail.js";
 import { QmpClient } from "./qmp.js";
 
@@ -23,6 +26,9 @@ const SAVE_TIMEOUT_MS = 60_000;
 export const VMM_OVERHEAD_MB = { kvm: 96, tcg: 192 } as const;
 const TCG_TB_MB = 64;
 const SAFE_PATH = /^[A-Za-z0-9/._+-]+$/;
+const PROBE_TIMEOUT_MS = 15_000;
+/** Changes when the probe itself changes, so answers cached by an older probe are not trusted. */
+const PROBE_VERSION = 2; // 2: the probe VM gets the scratch disk every launch attaches
 
 let qemuPath: string | undefined;
 let qemuMissing: string | undefined;
@@ -43,6 +49,12 @@ export function qemuBinary(): string {
   return qemuPath!;
 }
 
+/** Which QEMU build this is: a new package version changes the binary's size or time. */
+function binaryIdentity(): [number, number] {
+  const st = fs.statSync(qemuBinary());
+  return [st.size, st.mtimeMs];
+}
+
 /** The host TSC rate in kHz (the guest cannot calibrate it under TCG). */
 function tscKhz(): number {
   try {
@@ -55,7 +67,7 @@ function tscKhz(): number {
 }
 
 function kernelCmdline(spec: VmSpec, extra: string[]): string {
-  const args = ["console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=3", "pci=off", "8250.nr_uarts=1", `agentbox.disk_mb=${spec.diskMb}`];
+  const args = ["console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=3", "pci=off", "8250.nr_uarts=1", `agentbox.disk_mb=${spec.diskMb}`, `agentbox.max_processes=${GUEST_MAX_PROCESSES}`];
   if (spec.accel === "tcg") args.push(`tsc_early_khz=${tscKhz()}`, "tsc=reliable", "mitigations=off");
   return [...args, ...extra].join(" ");
 }
@@ -108,6 +120,48 @@ export class QemuHypervisor implements Hypervisor {
   readonly name = "qemu";
 
   constructor(private readonly extraCmdline: string[] = []) {}
+
+  unavailableReason(): string | undefined {
+    return qemuUnavailableReason();
+  }
+
+  /** The QEMU build (size and time of the binary) and the guest kernel package. */
+  probeIdentity(a: MicrovmArtefacts): string {
+    return JSON.stringify([PROBE_VERSION, binaryIdentity(), a.kernelPackage]);
+  }
+
+  /** The QEMU build, and the whole argv of a boot (machine type, devices, kernel command line). */
+  stateIdentity(spec: VmSpec, ram: RamMode): string {
+    const dir = "/vm"; // a VM's private directory differs per VM; the layout inside it does not
+    const argv = qemuArgs({ spec, dir, sharedRamFile: ram === "shared" ? path.join(dir, "ram.bin") : undefined }, this.extraCmdline);
+    return JSON.stringify([binaryIdentity(), argv]);
+  }
+
+  /**
+   * Boot the kernel with the initramfs under KVM; the initramfs init reboots at once on
+   * `agentbox.probe=1` and QEMU (-no-reboot) exits on its own with a guest reset.
+   */
+  async probeKvm(a: MicrovmArtefacts): Promise<AccelChoice> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-kvm-probe-"));
+    try {
+      // Every launch attaches a scratch disk; the probe's init reboots before it looks at one.
+      fs.writeFileSync(path.join(dir, SCRATCH_DISK), "");
+      fs.truncateSync(path.join(dir, SCRATCH_DISK), MiB);
+      const hv = new QemuHypervisor([...this.extraCmdline, "agentbox.probe=1"]);
+      const vm = await hv.launch({ spec: { artefacts: a, accel: "kvm", memoryMb: 128, vcpus: 1, cpus: 1, diskMb: 16 }, dir });
+      const exit = await Promise.race([vm.exited, sleep(PROBE_TIMEOUT_MS).then(() => undefined)]);
+      if (!exit) {
+        await vm.kill();
+        return { accel: "tcg", reason: `KVM did not boot the guest kernel within ${PROBE_TIMEOUT_MS} ms (e.g. a nested paravirtual KVM that needs a special guest kernel)` };
+      }
+      if (exit.code === 0 && exit.guestReason === "guest-reset") return { accel: "kvm" };
+      return { accel: "tcg", reason: `KVM probe boot failed (${exit.guestReason ?? `exit ${exit.code}`}${exit.stderr ? `: ${exit.stderr.trim().split("\n").slice(-1)[0]}` : ""})` };
+    } catch (e) {
+      return { accel: "tcg", reason: `KVM probe boot failed: ${(e as Error).message}` };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
 
   async launch(opts: LaunchOptions): Promise<VmProcess> {
     const bin = qemuBinary();

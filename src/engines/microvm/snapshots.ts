@@ -8,7 +8,6 @@ import path from "node:path";
 import { WorkerCrashedError } from "../../errors.js";
 import { microvmDir } from "./artefacts.js";
 import type { Hypervisor, RamMode, SavedState, VmSpec } from "./hypervisor.js";
-import { qemuBinary } from "./qemu.js";
 import { MicroVm } from "./vm.js";
 
 /** Changes whenever what a base snapshot holds changes. */
@@ -28,17 +27,17 @@ export function snapshotsDir(): string {
   return path.join(microvmDir(), "snapshots");
 }
 
-export function baseSnapshotKey(spec: VmSpec, ram: RamMode): string {
-  const qemu = fs.statSync(qemuBinary());
+/** The cache key of a base snapshot: the spec, the RAM mode, and what the hypervisor says a saved state depends on. */
+export function baseSnapshotKey(hv: Hypervisor, spec: VmSpec, ram: RamMode): string {
   return createHash("sha256")
-    .update(JSON.stringify({ v: SNAPSHOT_VERSION, a: spec.artefacts.id, accel: spec.accel, m: spec.memoryMb, c: spec.vcpus, d: spec.diskMb, ram, qemu: [qemu.size, qemu.mtimeMs] }))
+    .update(JSON.stringify({ v: SNAPSHOT_VERSION, a: spec.artefacts.id, accel: spec.accel, m: spec.memoryMb, c: spec.vcpus, d: spec.diskMb, ram, hv: [hv.name, hv.stateIdentity(spec, ram)] }))
     .digest("hex")
     .slice(0, 16);
 }
 
 /** The saved base state for `spec`, booting and saving a VM the first time. */
 export function baseSnapshot(hv: Hypervisor, spec: VmSpec, ram: RamMode = baseRamMode()): Promise<SavedState> {
-  const key = baseSnapshotKey(spec, ram);
+  const key = baseSnapshotKey(hv, spec, ram);
   const dir = path.join(snapshotsDir(), key);
   if (fs.existsSync(path.join(dir, "meta.json"))) return Promise.resolve({ dir, ram });
   let p = building.get(key);

@@ -251,7 +251,7 @@ export class MicroVm {
 
   /** Turn a VMM's end into an error a caller can act on. */
   private explain(exit: VmExit, fallback: Error): Error {
-    const cg = (this.vmm as { cgroup?: { oomKills(): number } }).cgroup;
+    const cg = this.vmm.cgroup;
     if (exit.signal === "SIGKILL" && cg && cg.oomKills() > 0) {
       return new MemoryLimitError(this.spec.memoryMb, "the VM's memory cgroup ran out and its VMM was killed");
     }

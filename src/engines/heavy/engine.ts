@@ -1,0 +1,175 @@
+// The heavy tier's one engine: an agent session (commands, runCode, files with host clocks and
+// output caps: agent-session.ts) over whichever backend runs the guest (backend.ts). It configures
+// each sandbox's agent (env, seed, the backend's agent-side limits), names a dead sandbox's error
+// as its backend does, and turns a backend's checkpoints into engine snapshots. Backends are
+// started by their own folders (heavy-gvisor/, microvm/), which hand a live backend to `start`.
+import { randomInt } from "node:crypto";
+import { SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
+import type { HeavyLimits as Limits } from "../../policy/options.js";
+import type { AgentRequest } from "../../protocol/agent.js";
+import type { DirEntry } from "../../protocol/messages.js";
+import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
+import type { OutputListener } from "./agent-client.js";
+import { AgentSession } from "./agent-session.js";
+import type { HeavyBackend, HeavySavedState } from "./backend.js";
+
+/** What the heavy engine needs besides its backend. */
+export interface HeavySessionConfig {
+  limits: Limits;
+  env: Record<string, string>;
+  /** Seeds Python's `random` in runCode (the heavy tier has no virtual clock or seeded kernel). */
+  seed: number | null;
+}
+
+/** How long a failed request waits for the sandbox's end to learn why it died (OOM count, exit). */
+const DEATH_CAUSE_WAIT_MS = 1500;
+
+export class HeavyEngine<R = unknown> implements Engine {
+  private closed: string | undefined;
+  private readonly session: AgentSession;
+
+  private constructor(
+    private backend: HeavyBackend<R>,
+    private readonly config: HeavySessionConfig,
+  ) {
+    const live = () => this.backend; // a checkpoint may swap the backend
+    this.session = new AgentSession({ get client() { return live().client; }, call: (m, o) => this.call(m, o), fail: (e) => this.fail(e) }, config.limits, backend.noun);
+    this.watch(backend);
+  }
+
+  /** Wrap a started (or restored) backend and configure its agent for this sandbox. */
+  static async start<R>(backend: HeavyBackend<R>, config: HeavySessionConfig): Promise<HeavyEngine<R>> {
+    backend.ref();
+    const engine = new HeavyEngine(backend, config);
+    try {
+      await backend.prepare?.();
+      // Clones must not share the REPL's random state.
+      const seed = config.seed ?? (backend.cloned ? randomInt(0, 2 ** 48 - 1) : null);
+      await engine.call({ type: "configure", id: backend.client.newId(), env: config.env, seed, ...backend.agentConfig });
+    } catch (e) {
+      await engine.dispose("start failed");
+      throw e;
+    }
+    return engine;
+  }
+
+  get info(): EngineInfo {
+    return this.backend.info;
+  }
+
+  get closedReason(): string | undefined {
+    return this.closed ?? this.backend.endedReason;
+  }
+
+  get pid(): number | undefined {
+    return this.backend.pid;
+  }
+
+  /** The host resources the sandbox holds (for tests that check nothing is left behind). */
+  get resources(): R {
+    return this.backend.resources;
+  }
+
+  /** Resident memory of what runs the sandbox, bytes (0 when the backend cannot tell). */
+  rssBytes(): number {
+    return this.backend.rssBytes?.() ?? 0;
+  }
+
+  exec(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult> {
+    return this.session.exec(argv, opts);
+  }
+
+  run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
+    return this.session.run(code, opts);
+  }
+
+  writeFile(p: string, data: Uint8Array): Promise<void> {
+    return this.session.writeFile(p, data);
+  }
+
+  readFile(p: string): Promise<Uint8Array> {
+    return this.session.readFile(p);
+  }
+
+  list(p: string): Promise<DirEntry[]> {
+    return this.session.list(p);
+  }
+
+  remove(p: string): Promise<void> {
+    return this.session.remove(p);
+  }
+
+  exists(p: string): Promise<boolean> {
+    return this.session.exists(p);
+  }
+
+  makeDir(p: string): Promise<void> {
+    return this.session.makeDir(p);
+  }
+
+  /** Save the whole sandbox; it keeps running. Each restore is an independent sandbox. */
+  async snapshot(): Promise<EngineSnapshot> {
+    try {
+      const { saved, next } = await this.backend.checkpoint();
+      if (next) {
+        this.backend = next;
+        this.watch(next);
+      }
+      return new HeavySnapshot(saved, this.config);
+    } catch (e) {
+      this.closed ??= `snapshot failed: ${(e as Error).message}`;
+      throw e;
+    }
+  }
+
+  async dispose(reason = "killed"): Promise<void> {
+    this.closed ??= reason;
+    await this.backend.dispose(new WorkerCrashedError(`sandbox closed: ${reason}`));
+  }
+
+  private watch(backend: HeavyBackend<R>): void {
+    backend.onDeath = (e) => {
+      this.closed ??= e.message;
+    };
+  }
+
+  /** End the sandbox because it stopped answering; pending requests fail with `err`. */
+  private async fail(err: Error): Promise<void> {
+    this.closed ??= err.message;
+    this.backend.client.fail(err);
+    await this.backend.dispose(err);
+  }
+
+  /** A request whose failure, when the sandbox died, reports why it died (e.g. MemoryLimitError). */
+  private async call(msg: AgentRequest, onOutput?: OutputListener) {
+    const backend = this.backend;
+    try {
+      return await backend.request(msg, onOutput);
+    } catch (e) {
+      // Wait for the death's cause (OOM count, the VMM's exit) before reporting.
+      if (!backend.failure) await Promise.race([backend.exited(), new Promise((r) => setTimeout(r, DEATH_CAUSE_WAIT_MS))]);
+      const why = backend.failure ?? (e as Error);
+      this.closed ??= why.message;
+      void backend.dispose(why);
+      throw why;
+    }
+  }
+}
+
+class HeavySnapshot<R> implements EngineSnapshot {
+  private removed = false;
+  constructor(
+    private readonly saved: HeavySavedState<R>,
+    private readonly config: HeavySessionConfig,
+  ) {}
+
+  async restore(): Promise<Engine> {
+    if (this.removed) throw new SnapshotRemovedError();
+    return HeavyEngine.start(await this.saved.restore(), this.config);
+  }
+
+  async remove(): Promise<void> {
+    this.removed = true;
+    await this.saved.remove();
+  }
+}
