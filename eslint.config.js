@@ -20,5 +20,7 @@ export default tseslint.config(
   },
   // node:test's describe/it return promises the runner itself awaits.
   { files: ["test/**/*.ts"], rules: { "@typescript-eslint/no-floating-promises": "off" } },
+  // Guest-side code (run inside QuickJS, read as text by the worker): a plain script.
+  { files: ["src/**/*.guest.js"], languageOptions: { sourceType: "script" } },
   { files: ["bin/**/*.js", "eslint.config.js"], languageOptions: { globals: { process: "readonly", console: "readonly" } } },
 );

@@ -12,7 +12,7 @@
 // bare import would resolve through the package's node_modules, which may be a symlink the
 // permission model does not let the worker follow).
 import type { parse as acornParse, Node, Pattern, Program } from "acorn";
-import { LEXICAL_GLOBAL } from "./js-guest.js";
+import { LEXICAL_GLOBAL } from "./js/prelude.js";
 
 export type Parse = typeof acornParse;
 

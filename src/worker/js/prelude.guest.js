@@ -1,11 +1,15 @@
-// JavaScript that runs inside QuickJS (never in the worker's own realm) once per sandbox, before
-// any guest code: console, seeded Math.random / crypto, TextEncoder/TextDecoder, timers, and the
-// `fs` module over the sandbox's VFS. It is handed one object of host functions, keeps it in its
-// closure (the guest never sees it) and returns the hooks the worker calls: value display, error
-// description and the timer queue. Host functions take and return only strings, numbers,
-// booleans and ArrayBuffers; the worker checks every argument.
+// Guest-side JavaScript: runs inside QuickJS (never in the worker's own realm) once per sandbox,
+// before any guest code. The worker reads this file from dist/ (copied there by `npm run build`)
+// and evaluates `(<this file>)`, so its one declaration is a function expression there and leaks
+// no global. It installs console, seeded Math.random / crypto, TextEncoder/TextDecoder,
+// queueMicrotask, timers, the `fs` modules, the dead zone of rewritten top-level declarations and,
+// with a network grant, fetch. It is handed one object of host functions, keeps it in its closure
+// (the guest never sees it) and returns the hooks the worker calls: value display, error
+// description, the timer queue, fetch answers and module sources. Host functions take and return
+// only strings, numbers, booleans and ArrayBuffers; the worker checks every argument.
 //
-// The guest's `fs` module (import fs from "fs" | "node:fs", or await import("fs"); "fs/promises" for the async form):
+// The guest's `fs` module (import fs from "fs" | "node:fs", or await import("fs"); "fs/promises"
+// for the async form):
 //   readFileSync(path[, "utf8" | { encoding }])  → string with an encoding, else Uint8Array
 //   writeFileSync(path, string | ArrayBuffer | TypedArray[, { flag: "a" }]), appendFileSync
 //   readdirSync(path[, { withFileTypes }]) (sorted), existsSync, statSync, mkdirSync(path[, { recursive }]),
@@ -14,30 +18,12 @@
 // in host mounts also EROFS for a read-only mount, EACCES for a path leading outside its mount,
 // EXDEV for a rename between a mount and the rest). Mounted host directories appear at their
 // guest paths; readdirSync with withFileTypes reports their symlinks (isSymbolicLink()).
+//
+// The global names "__agentbox_module" and "__agentbox_lexical" are MODULE_GLOBAL and
+// LEXICAL_GLOBAL in prelude.ts (a unit test checks they agree).
 
-/** Names the guest's fs module exports (also used to build `import { x } from "fs"`). */
-export const FS_EXPORTS = [
-  "readFileSync",
-  "writeFileSync",
-  "appendFileSync",
-  "readdirSync",
-  "existsSync",
-  "statSync",
-  "mkdirSync",
-  "rmSync",
-  "rmdirSync",
-  "unlinkSync",
-  "renameSync",
-  "copyFileSync",
-] as const;
-
-/** Global through which the text of the built-in modules (see `moduleSource`) reaches their exports. */
-export const MODULE_GLOBAL = "__agentbox_module";
-
-/** Global through which rewritten top-level `let` / `const` / `class` (js-cell.ts) keep their dead zone. */
-export const LEXICAL_GLOBAL = "__agentbox_lexical";
-
-export const PRELUDE = String.raw`(function (host) {
+/* exported prelude */
+function prelude(host) {
   "use strict";
   const G = globalThis;
   const hide = (obj, name, value) => Object.defineProperty(obj, name, { value, writable: true, configurable: true, enumerable: false });
@@ -57,8 +43,8 @@ export const PRELUDE = String.raw`(function (host) {
       default:
         if (v === null) { s = "null"; break; }
         if (v instanceof Error) { s = toStr(v); break; }
-        try { s = jsonStringify(v, (k, x) => typeof x === "bigint" ? toStr(x) : x); } catch (e) { s = undefined; }
-        if (s === undefined) { try { s = toStr(v); } catch (e) { s = "[object]"; } }
+        try { s = jsonStringify(v, (_k, x) => typeof x === "bigint" ? toStr(x) : x); } catch { s = undefined; }
+        if (s === undefined) { try { s = toStr(v); } catch { s = "[object]"; } }
     }
     return max !== undefined && s.length > max ? s.slice(0, max) : s;
   }
@@ -66,7 +52,7 @@ export const PRELUDE = String.raw`(function (host) {
   function describe(e) {
     try {
       if (e instanceof Error) return jsonStringify([toStr(e.name), toStr(e.message), toStr(e.stack || "")]);
-    } catch (x) { /* a hostile getter: fall through */ }
+    } catch { /* a hostile getter: fall through */ }
     return jsonStringify(["Error", "Uncaught " + show(e, 4096), ""]);
   }
 
@@ -216,7 +202,7 @@ export const PRELUDE = String.raw`(function (host) {
     "fs/promises": { default: promises, ...promises },
   };
   const isModule = (key) => Object.prototype.hasOwnProperty.call(modules, key);
-  hide(G, ${JSON.stringify(MODULE_GLOBAL)}, function (key) { return isModule(key) ? modules[key] : undefined; });
+  hide(G, "__agentbox_module", function (key) { return isModule(key) ? modules[key] : undefined; });
   // The text QuickJS compiles for a built-in module (static imports become dynamic ones, so both
   // share one module instance per name).
   const moduleSource = (key) => {
@@ -225,7 +211,7 @@ export const PRELUDE = String.raw`(function (host) {
       throw new Error("Cannot find module '" + toStr(key) + "': this sandbox has only " + known + " (no host modules)");
     }
     const names = Object.keys(modules[key]).filter((k) => k !== "default");
-    return "const m = " + ${JSON.stringify(MODULE_GLOBAL)} + "(" + jsonStringify(key) + ");\n" +
+    return "const m = " + "__agentbox_module" + "(" + jsonStringify(key) + ");\n" +
       "export default m.default;\nexport const { " + names.join(", ") + " } = m;\n";
   };
 
@@ -236,7 +222,7 @@ export const PRELUDE = String.raw`(function (host) {
   const defineProperty = Object.defineProperty;
   const ownDescriptor = Object.getOwnPropertyDescriptor;
   const rebindable = (name) => { const d = ownDescriptor(G, name); return !d || d.configurable; };
-  hide(G, ${JSON.stringify(LEXICAL_GLOBAL)}, {
+  hide(G, "__agentbox_lexical", {
     enter(names) {
       for (const name of names) {
         if (!rebindable(name)) continue;
@@ -330,4 +316,4 @@ export const PRELUDE = String.raw`(function (host) {
   };
 
   return { show, describe, fireTimer, fetchDone, moduleSource, clearTimers: () => { timers.clear(); requests.clear(); } };
-})`;
+}

@@ -1,0 +1,139 @@
+// One sandbox in a JavaScript worker: dispatches the host's messages (configure, run, fs) to the
+// concerns that handle them, builds a fresh QuickJS context per configure, and warms a pooled
+// worker's first-request paths before it reports ready. Owns the context and frees it.
+import type { QuickJSWASMModule } from "quickjs-emscripten-core";
+import { PROTOCOL_VERSION } from "../../protocol/frames.js";
+import type { HostMessage, WorkerLimits } from "../../protocol/messages.js";
+import { fatal, send as sendFrame, seededRng, setMuted, settle, VIRTUAL_EPOCH_MS } from "../common.js";
+import type { Parse } from "../js-cell.js";
+import { basicHostFunctions } from "./basics.js";
+import { CellRunner, type Transform } from "./cell-runner.js";
+import { GuestContext } from "./context.js";
+import { EventLoop } from "./event-loop.js";
+import { FetchBridge } from "./fetch-bridge.js";
+import { FsBridge } from "./fs-bridge.js";
+import type { HostInbox } from "./inbox.js";
+import { Output } from "./output.js";
+import { Reporter } from "./report.js";
+import { clock, memCap, virtualNow, words } from "./state.js";
+
+const WARM_ROUNDS = 30;
+
+type Configure = Extract<HostMessage, { type: "configure" }>;
+
+export interface SessionDeps {
+  qjs: QuickJSWASMModule;
+  loadSucrase: () => Transform;
+  parse: Parse;
+  inbox: HostInbox;
+  /** Where frames go (the host's stdout in a worker; tests pass their own). */
+  send?: (message: unknown) => void;
+}
+
+export class JsSession implements Disposable {
+  private readonly output = new Output(words);
+  private readonly send: (message: unknown) => void;
+  private readonly fs: FsBridge;
+  private readonly fetch: FetchBridge;
+  private readonly loop: EventLoop;
+  private limits: WorkerLimits = { memoryBytes: 256 * 1024 * 1024, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
+  private guest: GuestContext | undefined;
+  private runner: CellRunner | undefined;
+
+  constructor(private readonly deps: SessionDeps) {
+    this.send = deps.send ?? sendFrame;
+    this.fs = new FsBridge(this.send);
+    this.fetch = new FetchBridge(this.send);
+    this.loop = new EventLoop(deps.inbox, this.fetch);
+  }
+
+  /** The QuickJS context of the configured sandbox (for tests that inspect the runtime). */
+  get context(): GuestContext | undefined {
+    return this.guest;
+  }
+
+  async start(interrupter: Promise<void>, warm: boolean): Promise<void> {
+    await interrupter;
+    if (warm) {
+      this.warmUp();
+      await settle();
+    }
+    this.send({ type: "ready", v: PROTOCOL_VERSION, engine: "quickjs (quickjs-emscripten 0.32)" });
+  }
+
+  /** Exercise the first-request paths (context, prelude, run, output, fs, TypeScript) while idle. */
+  private warmUp(): void {
+    setMuted(true);
+    const msg: Configure = { type: "configure", id: 1, seed: 0, clock: "real", env: {}, limits: this.limits, mounts: [], language: "typescript" };
+    for (let i = 0; i < WARM_ROUNDS; i++) {
+      this.configure({ ...msg, limits: { ...this.limits, vfsBytes: 1 << 20, vfsFiles: 100 } }, true);
+      this.handle({ type: "run", id: 1, code: "const x: number = 1;\nconsole.log('warm', [x], Math.random());\nx + 1" });
+      this.handle({ type: "run", id: 1, code: "import fs from 'fs';\nfs.writeFileSync('/tmp/w', 'w');\nawait Promise.resolve(fs.readdirSync('/tmp'))" });
+      this.handle({ type: "run", id: 1, code: "function f(): never { throw new Error('warm') }\nf()" });
+      this.handle({ type: "fs", id: 1, op: "write", path: "/tmp/.warm", data: "d2FybQ==" });
+      this.handle({ type: "fs", id: 1, op: "read", path: "/tmp/.warm" });
+      this.handle({ type: "fs", id: 1, op: "list", path: "/tmp" });
+      this.handle({ type: "fs", id: 1, op: "remove", path: "/tmp/.warm" });
+    }
+    this.dispose();
+    this.fs.reset();
+    setMuted(false);
+  }
+
+  handle(msg: HostMessage): void {
+    if (msg.type === "fetchResult") return; // for a run that has ended
+    if (msg.type === "configure") return this.configure(msg);
+    if (!this.runner) return fatal("first message must be configure");
+    if (msg.type === "run") {
+      this.runner.run(msg.id, msg.code);
+      const later = this.loop.takeBacklog();
+      if (later.length > 0) {
+        setImmediate(() => {
+          for (const m of later) this.handle(m);
+        });
+      }
+      return;
+    }
+    if (msg.type === "fs") return this.fs.hostOp(msg.id, msg.op, msg.path, msg.data, msg.recursive);
+  }
+
+  private configure(msg: Configure, warming = false): void {
+    if (this.runner && !warming) return fatal("configure sent twice");
+    this.dispose();
+    this.limits = msg.limits;
+    memCap.bytes = msg.limits.memoryBytes;
+    const typescript = msg.language === "typescript";
+    const rng = seededRng(msg.seed);
+    clock.virtual = msg.clock === "virtual";
+    clock.virtualMs = VIRTUAL_EPOCH_MS;
+    if (clock.virtual) Date.now = virtualNow; // QuickJS's Date reads the clock through Date.now
+    try {
+      this.fs.configure(msg);
+    } catch (e) {
+      return this.send({ type: "reply", id: msg.id, ok: false, errno: "ENOENT", message: `a mount's host directory cannot be opened: ${(e as Error).message}` });
+    }
+    if (typescript) this.deps.loadSucrase();
+    const guest = new GuestContext(this.deps.qjs, msg.limits.memoryBytes, (v) => ({
+      ...basicHostFunctions(v, this.output, rng),
+      ...this.loop.hostFunctions(v),
+      ...this.fs.hostFunctions(v),
+      ...this.fetch.hostFunctions(v, msg.network),
+    }));
+    const reporter = new Reporter(guest, this.output);
+    this.loop.attach(guest, reporter);
+    this.guest = guest;
+    this.runner = new CellRunner({ guest, reporter, loop: this.loop, output: this.output, fs: this.fs, fetch: this.fetch, send: this.send, outputBytes: msg.limits.outputBytes, typescript, loadSucrase: this.deps.loadSucrase, parse: this.deps.parse });
+    this.send({ type: "reply", id: msg.id, ok: true });
+  }
+
+  /** Free the sandbox's context (idempotent); the session is unconfigured afterwards. */
+  dispose(): void {
+    this.guest?.dispose();
+    this.guest = undefined;
+    this.runner = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,156 @@
+// One sandbox in a Python worker: dispatches the host's messages (configure, run, fs), sets the
+// per-sandbox state the Wasm import hooks read (memory cap, seeded entropy, virtual clock), runs a
+// cell through the snapshot's `_agentbox.run` and reports its result and the limit it hit, and
+// warms a pooled worker's first-request paths before it reports ready.
+import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../../protocol/frames.js";
+import type { HostMessage, WorkerLimits } from "../../protocol/messages.js";
+import { beginRun, fatal, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "../common.js";
+import { FsBridge } from "./fs-bridge.js";
+import { OutputCapture } from "./output.js";
+import type { Pyodide, PyProxyFn, WasmHooks } from "./pyodide.js";
+
+export const HOME = "/home/user";
+
+/** Rounds of warm-up a pooled worker runs before it reports ready. */
+const WARM_ROUNDS = 30;
+
+function guestEnv(env: Record<string, string>): Record<string, string> {
+  return { HOME, LANG: "C.UTF-8", TZ: "UTC", ...env };
+}
+
+export class PythonSession {
+  private readonly output: OutputCapture;
+  private fs!: FsBridge;
+  private limits: WorkerLimits;
+  private configured = false;
+  private runFn!: PyProxyFn;
+  private configureFn!: PyProxyFn;
+
+  constructor(
+    private readonly py: Pyodide,
+    private readonly hooks: WasmHooks,
+    private readonly words: Int32Array,
+    private readonly warm: boolean,
+  ) {
+    this.output = new OutputCapture(words);
+    this.limits = { memoryBytes: this.hooks.memCapBytes, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
+  }
+
+  /** `interrupter`: resolves once the interrupt thread listens (started early, in parallel). */
+  async start(interrupter: Promise<void>): Promise<void> {
+    const { py } = this;
+    py.setStdout({ write: (b) => this.output.write("stdout", b) });
+    py.setStderr({ write: (b) => this.output.write("stderr", b) });
+    this.hooks.onClock = () => this.output.tick();
+    py.setInterruptBuffer(this.words);
+    const mod = py.pyimport("_agentbox");
+    this.runFn = mod.run!;
+    this.configureFn = mod.configure!;
+    this.fs = new FsBridge(py, send);
+    await interrupter;
+    if (this.warm) {
+      this.warmUp();
+      await settle();
+    }
+    const version = String(py.runPython("import sys; sys.version"));
+    send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: version, pyodideVersion: py.version });
+  }
+
+  /**
+   * V8 compiles Wasm functions on first call: exercise the paths a first run takes (compile, run,
+   * print, repr, errors, the seeded cipher) while idle, so a pooled sandbox's first run is fast.
+   */
+  private warmUp(): void {
+    seededRng(0)(new Uint8Array(64));
+    const warm = "import os, random\nos.environ.copy()\nrandom.Random(1).random()\nprint('warm')\n[x * 2 for x in range(10)]\n";
+    const env = JSON.stringify(guestEnv({}));
+    const frames = new FrameDecoder();
+    setMuted(true);
+    this.configured = true;
+    // Several rounds through the same code paths a first request takes (frame decode, run,
+    // output, digest, file ops): V8 optimises hot JS and Wasm functions only after some use.
+    for (let i = 0; i < WARM_ROUNDS; i++) {
+      const msgs = frames.push(encodeFrame({ type: "run", id: 1, code: warm }));
+      for (const m of msgs) this.handle(m as HostMessage);
+      this.handle({ type: "run", id: 1, code: "print(1)" });
+      this.handle({ type: "run", id: 1, code: "1" });
+      this.handle({ type: "fs", id: 1, op: "write", path: "/tmp/.warm", data: "d2FybQ==" });
+      this.handle({ type: "fs", id: 1, op: "read", path: "/tmp/.warm" });
+      this.handle({ type: "fs", id: 1, op: "list", path: "/tmp" });
+      this.handle({ type: "fs", id: 1, op: "remove", path: "/tmp/.warm" });
+      this.configureFn(env, HOME);
+    }
+    this.handle({ type: "run", id: 1, code: "def f():\n    raise ValueError('warm')\nf()" });
+    this.configureFn(env, HOME);
+    this.configured = false;
+    setMuted(false);
+  }
+
+  handle(msg: HostMessage): void {
+    if (msg.type === "configure") return this.configure(msg);
+    if (!this.configured) return fatal("first message must be configure");
+    if (msg.type === "run") return this.run(msg.id, msg.code);
+    if (msg.type === "fs") return this.fs.hostOp(msg.id, msg.op, msg.path, msg.data, msg.recursive);
+  }
+
+  private configure(msg: Extract<HostMessage, { type: "configure" }>): void {
+    if (this.configured) return fatal("configure sent twice");
+    this.limits = msg.limits;
+    this.hooks.memCapBytes = msg.limits.memoryBytes;
+    this.hooks.rng = seededRng(msg.seed);
+    if (msg.clock === "virtual") {
+      const virtualNow = () => (this.hooks.virtualMs += VIRTUAL_TICK_MS);
+      Date.now = virtualNow;
+      performance.now = () => virtualNow() - VIRTUAL_EPOCH_MS;
+    }
+    this.configureFn(JSON.stringify(guestEnv(msg.env)), HOME);
+    for (const m of msg.mounts) this.fs.mount(m);
+    // Quotas apply from here on: what the host writes counts like what the guest writes.
+    this.fs.accounting.quota = { vfsBytes: msg.limits.vfsBytes, vfsFiles: msg.limits.vfsFiles };
+    this.configured = true;
+    this.hooks.memHit = false;
+    send({ type: "reply", id: msg.id, ok: true });
+  }
+
+  private run(id: number, code: string): void {
+    const t0 = realNow();
+    beginRun(this.words, id);
+    this.hooks.memHit = false;
+    this.fs.accounting.takeLimitHit();
+    this.output.start(id, this.limits.outputBytes);
+    let value: string | null = null;
+    let error: { name: string; message: string; traceback: string } | null = null;
+    try {
+      // One more character than fits, so a value that was cut is seen as over the limit below.
+      const raw = this.runFn(code, this.limits.outputBytes + 1) as string;
+      const parsed = JSON.parse(raw) as { value: string | null; error: typeof error };
+      value = parsed.value;
+      error = parsed.error;
+    } catch (e) {
+      // An exception escaped the runner itself (e.g. KeyboardInterrupt between statements).
+      const err = e as { type?: string; message?: string };
+      if (typeof err.type !== "string") return fatal(`interpreter failed: ${String((e as Error)?.stack ?? e)}`);
+      const text = String(err.message ?? "");
+      const last = text.split("\n").filter(Boolean).pop() ?? "";
+      error = { name: err.type, message: last.startsWith(`${err.type}: `) ? last.slice(err.type.length + 2) : last, traceback: text };
+    }
+    const reason = Atomics.load(this.words, 1);
+    Atomics.store(this.words, 2, 0);
+    Atomics.store(this.words, 0, 0);
+    if (value !== null) {
+      const room = Math.max(0, this.limits.outputBytes - this.output.bytes);
+      if (Buffer.byteLength(value) > room) {
+        value = Buffer.from(value).subarray(0, room).toString("utf8");
+        this.output.hit = true;
+      }
+    }
+    this.output.end();
+    const vfsHit = this.fs.accounting.takeLimitHit();
+    const limitHit =
+      this.output.hit || reason === REASON_OUTPUT ? "outputBytes"
+      : reason === 1 ? "timeoutMs"
+      : this.hooks.memHit ? "memoryMb"
+      : vfsHit ?? null;
+    send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.fs.accounting.digest() });
+  }
+}
