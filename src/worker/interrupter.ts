@@ -24,7 +24,7 @@ let draining: NodeJS.Timeout | undefined;
 function drain(runId: number): void {
   clearInterval(draining);
   const until = Date.now() + DRAIN_FOR_MS;
-  draining = setInterval(() => {
+  const once = () => {
     const current = Atomics.load(words, 2);
     if (Date.now() > until || (current !== runId && current > runId)) return clearInterval(draining);
     if (!tail.tryLock()) return; // the main thread is writing: it is not stuck
@@ -33,7 +33,9 @@ function drain(runId: number): void {
     } finally {
       tail.unlock();
     }
-  }, DRAIN_EVERY_MS);
+  };
+  once(); // at once: the host's grace period may be short and this thread slow to be scheduled
+  draining = setInterval(once, DRAIN_EVERY_MS);
 }
 
 // A socket (epoll), not fs.read (thread pool): a read pending in the pool would hold up process exit.
