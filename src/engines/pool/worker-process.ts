@@ -20,6 +20,8 @@ type OutputListener = (stream: "stdout" | "stderr", data: string) => void;
 
 const STDERR_KEEP_BYTES = 16 * 1024;
 const PAGE_BYTES = 4096;
+/** How long a killed worker's pending requests wait for its pipes to be read to the end. */
+const DRAIN_AFTER_KILL_MS = 1000;
 
 export class WorkerProcess {
   readonly child: ChildProcess;
@@ -30,6 +32,7 @@ export class WorkerProcess {
   private deathError: Error | undefined;
   private killReason: Error | undefined;
   private exited = false;
+  private killTimer: NodeJS.Timeout | undefined;
   private readonly exitPromise: Promise<void>;
   private readyResolve!: (m: Extract<WorkerMessage, { type: "ready" }>) => void;
   private readyReject!: (e: Error) => void;
@@ -58,7 +61,8 @@ export class WorkerProcess {
     });
     for (const s of [this.child.stdin, this.child.stdio[3]] as (Writable | null)[]) s?.on("error", () => undefined);
     this.child.on("error", (e) => this.onExit(new WorkerCrashedError(`worker failed to start: ${e.message}`, { cause: e })));
-    this.child.on("exit", (code, signal) => {
+    // "close", not "exit": the pipes are read to the end first, so a killed worker's last output counts.
+    this.child.on("close", (code, signal) => {
       const detail = this.stderrTail.trim().split("\n").slice(-5).join("\n");
       this.onExit(new WorkerCrashedError(`worker exited (${signal ?? `code ${code}`})${detail ? `: ${detail}` : ""}`));
     });
@@ -116,11 +120,15 @@ export class WorkerProcess {
     (this.child.stdio[3] as Writable | null)?.write(b);
   }
 
-  /** Kill the process now; pending requests fail with `reason`. */
+  /**
+   * Kill the process now; pending requests fail with `reason` once what the worker wrote before
+   * it died has been read (its output reaches the caller first), or after DRAIN_AFTER_KILL_MS.
+   */
   kill(reason: Error): void {
     if (!this.killReason) this.killReason = reason;
-    if (!this.exited) this.child.kill("SIGKILL");
-    this.failPending(reason);
+    if (this.exited) return this.failPending(reason);
+    this.child.kill("SIGKILL");
+    this.killTimer ??= setTimeout(() => this.failPending(this.killReason ?? reason), DRAIN_AFTER_KILL_MS);
   }
 
   /** Resolves once the process has exited. */
@@ -151,6 +159,7 @@ export class WorkerProcess {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.killReason) return this.onDataAfterKill(chunk);
     let raw: unknown[];
     try {
       raw = this.decoder.push(chunk);
@@ -158,11 +167,27 @@ export class WorkerProcess {
       return this.kill(new ProtocolError(`worker sent a malformed frame: ${(e as FrameError).message}`));
     }
     for (const r of raw) {
+      if (this.killReason) return; // a frame before this one ended the worker
       const parsed = workerMessageSchema.safeParse(r);
       if (!parsed.success) {
         return this.kill(new ProtocolError(`worker sent an invalid message: ${parsed.error.issues[0]?.message ?? "schema mismatch"}`));
       }
       this.dispatch(parsed.data);
+    }
+  }
+
+  /** A killed worker's last frames: its output is still delivered; nothing else is acted on. */
+  private onDataAfterKill(chunk: Buffer): void {
+    let raw: unknown[];
+    try {
+      raw = this.decoder.push(chunk);
+    } catch {
+      return;
+    }
+    for (const r of raw) {
+      const parsed = workerMessageSchema.safeParse(r);
+      if (!parsed.success) return;
+      if (parsed.data.type === "output") this.dispatch(parsed.data);
     }
   }
 
@@ -200,6 +225,7 @@ export class WorkerProcess {
   }
 
   private failPending(reason: Error): void {
+    clearTimeout(this.killTimer);
     const all = [...this.pending.values()];
     this.pending.clear();
     for (const p of all) p.reject(reason);
