@@ -51,7 +51,8 @@ export interface EngineSnapshot {
 
 /** Reported by engines whose backend or accelerator is chosen at start (e.g. the microVM). */
 export interface EngineInfo {
-  backend: "gvisor" | "microvm";
+  /** The heavy backend's name, as the engine registry lists it (HEAVY_BACKENDS). */
+  backend: string;
   /** microVM: hardware virtualisation ("kvm") or software emulation ("tcg", slow). */
   accel?: "kvm" | "tcg";
   /** Why KVM is not used, when it is not. */
