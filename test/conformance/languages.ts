@@ -25,6 +25,8 @@ export interface Snippets {
   outErr: string;
   /** Prints "before" (flushed), waits 600 ms of real time, prints "after". */
   printSleepPrint: string;
+  /** Prints "a" then "b" (flushed), then loops without yielding. */
+  printPrintLoop: string;
   /** A function `g` defined on line 1 raises on line 2, called on line 4. */
   raise: string;
   raised: ExpectedError & { name: string; message: string };
@@ -50,7 +52,7 @@ export interface Snippets {
   flood: string;
   /** A trailing expression whose value is 100 000 characters. */
   hugeValue: string;
-  /** Allocates past any limit the suite sets (256 MB); `memoryFreed` releases what it kept. */
+  /** Allocates past any limit the suite sets (256 MB at most); `memoryFreed` releases what it kept. */
   memoryBomb: string;
   outOfMemory: ExpectedError;
   memoryFreed: string;
@@ -68,6 +70,7 @@ const python: Snippets = {
   noValue: "None",
   outErr: "import sys\nprint('out1')\nprint('err1', file=sys.stderr)\nprint('out2')",
   printSleepPrint: "import time\nprint('before', flush=True)\ntime.sleep(0.6)\nprint('after')",
+  printPrintLoop: "print('a', flush=True)\nprint('b', flush=True)\nwhile True:\n    pass",
   raise: "def g():\n    raise ValueError('bad value')\n\ng()",
   raised: { name: "ValueError", message: "bad value" },
   tracebackAt: /File "<cell-\d+>", line 2, in g/,
@@ -88,7 +91,7 @@ const python: Snippets = {
   memoryFreed: "hog = None\nlen(bytearray(8 << 20))",
   // [heavy] the interrupt is a SIGINT, which the guest can ignore; [nano] it is raised as
   // KeyboardInterrupt, which only the catch-all swallows.
-  stubborn: "import signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('before')\nprint('warn', file=sys.stderr)\nwhile True:\n    try:\n        while True: pass\n    except BaseException:\n        pass",
+  stubborn: "import signal, sys, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('before')\nprint('warn', file=sys.stderr)\ntime.sleep(0.05)\nwhile True:\n    try:\n        while True: pass\n    except BaseException:\n        pass",
   determinism: `
 import random, os, uuid, secrets, time, datetime, hashlib
 print(random.random(), random.randint(0, 10**9))
@@ -111,6 +114,7 @@ const javascript: Snippets = {
   noValue: "undefined",
   outErr: "console.log('out1');\nconsole.error('err1');\nconsole.log('out2')",
   printSleepPrint: "console.log('before');\nawait new Promise((r) => setTimeout(r, 600));\nconsole.log('after')",
+  printPrintLoop: "console.log('a');\nconsole.log('b');\nfor (;;) {}",
   raise: "function g() {\n  throw new TypeError('bad value');\n}\ng()",
   raised: { name: "TypeError", message: "bad value" },
   tracebackAt: /at g \(cell-\d+\.js:2:/,
@@ -130,7 +134,7 @@ const javascript: Snippets = {
   outOfMemory: { name: "InternalError", message: /out of memory/ },
   memoryFreed: "hog = null;\nnew Array(1000).fill(1).length",
   // Every QuickJS construct reaches the interrupt check, so the hard stop is forced from outside
-  // (the case stops the worker process with SIGSTOP once "warn" has arrived).
+  // (the case stops the worker process with SIGSTOP once "before" has arrived).
   stubborn: "console.log('before');\nconsole.error('warn');\nfor (;;) {}",
   determinism: `
 import fs from "fs";

@@ -15,9 +15,18 @@ export const OUTPUT_CAP = 10_000;
 /** Found by this suite, reported, not fixed here: the heavy agent cuts a huge trailing value at limits.outputBytes without naming the limit. */
 const HEAVY_VALUE_NOT_COUNTED = "heavy tier: a value past the cap is cut to it, but limitHit stays unset (src/ to fix)";
 
-/** Options of the engine's long-lived sandbox the shared cases run on. */
+/** limits.memoryMb of a nano engine's shared sandbox: enough for every case, small enough that the JS memory bomb ends soon. */
+const NANO_MEMORY_MB = 128;
+
+/** Found by this suite, reported, not fixed here: on both nano engines only the first chunk a
+ *  run writes is streamed at once; later ones wait until the guest yields (or the run ends). */
+const NANO_HELD_BACK = "nano: output after the first chunk is held back while the guest loops without yielding (src/ to fix)";
+
+/** Options of the engine's long-lived sandbox the shared cases run on. [heavy] its memory stays
+ *  the backend's own (on the microVM, another size would be another base snapshot). */
 export function sharedOptions(e: Engine) {
-  return { ...e.opts, limits: { ...e.opts.limits, outputBytes: OUTPUT_CAP } };
+  const memory = e.tier === "nano" ? { memoryMb: NANO_MEMORY_MB } : {};
+  return { ...e.opts, limits: { ...e.opts.limits, ...memory, outputBytes: OUTPUT_CAP } };
 }
 
 function assertError(r: RunResult, want: ExpectedError, what: string): void {
@@ -64,6 +73,23 @@ export function sharedConformance(e: Engine, get: () => Sandbox): void {
     const endedAt = performance.now();
     assert.equal(r.stdout, "before\nafter\n");
     assert.ok(firstAt > 0 && endedAt - firstAt > 300, `"before" arrived only ${Math.round(endedAt - firstAt)} ms before the end`);
+  });
+
+  it("streaming: every line written before a busy loop reaches onStdout while the loop runs", { todo: e.tier === "nano" ? NANO_HELD_BACK : false }, async () => {
+    const sb = get();
+    let seen = "";
+    let allAt = 0;
+    const r = await sb.runCode(s.printPrintLoop, {
+      timeoutMs: 1500,
+      onStdout: (c) => {
+        seen += c;
+        if (seen === "a\nb\n") allAt = performance.now();
+      },
+    });
+    const endedAt = performance.now();
+    assert.equal(r.limitHit, "timeoutMs");
+    assert.equal(r.stdout, "a\nb\n");
+    assert.ok(allAt > 0 && endedAt - allAt > 700, `"b" arrived only ${Math.round(endedAt - allAt)} ms before the end`);
   });
 
   it("guest errors are results: name, message, a traceback of the user's code; the sandbox lives on", async () => {
@@ -165,20 +191,26 @@ export function sharedConformance(e: Engine, get: () => Sandbox): void {
 
   it("a run that ignores the interrupt is stopped hard: TimeoutError keeps its output on err.result", async () => {
     // [nano] the worker is killed and the sandbox closed; [heavy] the REPL is restarted and the sandbox lives on.
-    const own = e.tier === "nano" ? await Sandbox.create({ ...e.opts, limits: { timeoutMs: 300, graceMs: 200 } }) : undefined;
+    // Long enough that [nano JS] "before" reaches the host (which then stops the worker) before the
+    // interrupt would have ended the run, on a loaded machine too.
+    const timeoutMs = 1000;
+    const own = e.tier === "nano" ? await Sandbox.create({ ...e.opts, limits: { timeoutMs, graceMs: 200 } }) : undefined;
     const sb = own ?? get();
     const gone = own ? e.trace(own) : undefined;
     const pid = sb.pid;
-    // [nano JS] QuickJS always honours the interrupt: a stuck worker is simulated by stopping it.
-    const stop = e.tier === "nano" && e.language !== "python" ? () => process.kill(pid!, "SIGSTOP") : () => {};
+    // [nano JS] QuickJS always honours the interrupt: a stuck worker is simulated by stopping it
+    // once its first line has arrived. Its "warn" is still held back in the worker then
+    // (NANO_HELD_BACK), so the stopped run keeps only its stdout.
+    const stoppedJs = e.tier === "nano" && e.language !== "python";
+    const stop = stoppedJs ? () => process.kill(pid!, "SIGSTOP") : () => {};
     try {
       await sb.runCode(s.setX);
-      await assert.rejects(sb.runCode(s.stubborn, { timeoutMs: 300, onStderr: stop }), (x: unknown) => {
+      await assert.rejects(sb.runCode(s.stubborn, { timeoutMs, onStdout: stop }), (x: unknown) => {
         assert.ok(x instanceof TimeoutError, String(x));
         assert.equal(x.limit, "timeoutMs");
-        assert.equal(x.value, 300);
+        assert.equal(x.value, timeoutMs);
         assert.equal(x.result?.stdout, "before\n");
-        assert.equal(x.result?.stderr, "warn\n");
+        if (!stoppedJs) assert.equal(x.result?.stderr, "warn\n");
         assert.equal(x.result?.limitHit, "timeoutMs");
         if (e.tier === "nano") assert.equal(x.result?.exitCode, 137);
         return true;
