@@ -1,3 +1,6 @@
+// Python on the nano tier: the limits and determinism cases beyond the shared conformance suite
+// (test/conformance/ checks memory, output and same-seed runs on every engine): a slow memory
+// bomb, fresh host processes, the virtual clock, drawn seeds.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
@@ -19,14 +22,6 @@ print(os.path.getmtime("/work/out.txt"))
 `;
 
 describe("python: memory", () => {
-  it("stops Wasm memory at the cap: Python sees MemoryError and the sandbox lives on", async () => {
-    await using sb = await Sandbox.create({ limits: { memoryMb: 96 } });
-    const r = await sb.runCode("x = bytearray(200 * 1024 * 1024)");
-    assert.equal(r.error?.name, "MemoryError");
-    assert.equal(r.limitHit, "memoryMb");
-    assert.equal((await sb.runCode("y = bytearray(8 * 1024 * 1024)\nlen(y)")).value, String(8 * 1024 * 1024));
-  });
-
   it("a slow memory bomb hits the same cap", async () => {
     await using sb = await Sandbox.create({ limits: { memoryMb: 96, timeoutMs: 20_000 } });
     const r = await sb.runCode("chunks = []\nwhile True:\n    chunks.append(bytearray(1024 * 1024))");
@@ -35,40 +30,7 @@ describe("python: memory", () => {
   });
 });
 
-describe("python: output limit", () => {
-  it("cuts output at limits.outputBytes and interrupts the flood", async () => {
-    await using sb = await Sandbox.create({ limits: { outputBytes: 10_000, timeoutMs: 10_000 } });
-    const r = await sb.runCode("while True:\n    print('y' * 100)");
-    assert.equal(r.limitHit, "outputBytes");
-    assert.ok(Buffer.byteLength(r.stdout) <= 10_000, `stdout has ${r.stdout.length} bytes`);
-    assert.ok(r.stdout.length > 9_000);
-    assert.equal((await sb.runCode("print('still here')")).stdout, "still here\n");
-  });
-
-  it("counts a huge value against the output limit", async () => {
-    await using sb = await Sandbox.create({ limits: { outputBytes: 1000 } });
-    const r = await sb.runCode("'x' * 100_000");
-    assert.equal(r.limitHit, "outputBytes");
-    assert.ok(r.value!.length <= 1000);
-  });
-});
-
 describe("python: determinism", () => {
-  it("same code and seed give identical output and VFS digest in one process", async () => {
-    const outs = [];
-    for (let i = 0; i < 2; i++) {
-      await using sb = await Sandbox.create({ seed: 1234 });
-      const r = await sb.runCode(DETERMINISM_PROGRAM);
-      assert.equal(r.error, undefined, r.error?.traceback);
-      outs.push([r.stdout, r.vfsDigest]);
-    }
-    assert.deepEqual(outs[0], outs[1]);
-    await using other = await Sandbox.create({ seed: 1235 });
-    const r = await other.runCode(DETERMINISM_PROGRAM);
-    assert.notEqual(r.stdout, outs[0]![0]);
-    assert.notEqual(r.vfsDigest, outs[0]![1]);
-  });
-
   it("same seed gives byte-identical output in a fresh host process", () => {
     const bin = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
     const run = () => spawnSync(process.execPath, [bin, "run", "-c", DETERMINISM_PROGRAM, "--seed", "99", "--json"], { encoding: "utf8", env: agentboxEnv() });

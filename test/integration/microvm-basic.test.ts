@@ -1,73 +1,13 @@
-// The heavy tier on the microVM backend (QEMU microvm; TCG where KVM cannot boot the guest): the
-// shared heavy-tier conformance cases (test/heavy-conformance.ts), then what only a VM has: the
-// accelerator it reports and clones that get their own entropy and clock. Every sandbox is
-// restored from the one base snapshot the first one makes (same memory, CPUs and disk).
+// The CLI on the microVM backend (QEMU microvm; TCG where KVM cannot boot the guest). The sandbox
+// cases (shared ones, the heavy tier's, and what only a VM has: its accelerator, clones with their
+// own entropy and clock) are in test/conformance/, run against the microVM by
+// test/conformance/sandbox.test.ts.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { after, before, describe, it } from "node:test";
-import { Sandbox } from "../../src/index.js";
+import { before, describe, it } from "node:test";
 import { agentboxEnv } from "../helpers.js";
-import { clean, heavyConformance, microvm } from "../heavy-conformance.js";
-
-const opts = microvm.opts;
-
-describe("heavy tier on a microVM", { skip: microvm.skip }, () => {
-  let sb: Sandbox;
-  before(async () => {
-    await microvm.prepare();
-    sb = await Sandbox.create(opts);
-  });
-  after(async () => {
-    await sb?.kill();
-  });
-
-  it("reports its backend and accelerator", () => {
-    const info = sb.info;
-    assert.equal(info.tier, "heavy");
-    assert.ok(info.tier === "heavy" && info.backend === "microvm");
-    assert.ok(info.accel === "kvm" || info.accel === "tcg");
-    if (info.accel === "tcg") assert.ok(info.accelReason, "TCG comes with the reason KVM is not used");
-  });
-
-  heavyConformance(microvm, () => sb);
-
-  it("snapshot: clones keep files and variables, get their own entropy, and all keep running", async () => {
-    await sb.runCode("import random\nsaved = 'kept'");
-    await sb.files.write("/tmp/state.txt", "on disk");
-    const snap = await sb.snapshot();
-    try {
-      const [c1, c2] = [await Sandbox.restore(snap), await Sandbox.restore(snap)];
-      try {
-        for (const c of [c1, c2]) {
-          assert.equal((await c.runCode("saved")).value, "'kept'");
-          assert.equal(await c.files.read("/tmp/state.txt"), "on disk");
-          assert.equal(c.info.tier === "heavy" && c.info.backend, "microvm");
-        }
-        const draw = "import os\nos.urandom(16).hex() + ' ' + str(random.random())";
-        const [r1, r2, r0] = [await c1.runCode(draw), await c2.runCode(draw), await sb.runCode(draw)];
-        assert.notEqual(r1.value, r2.value, "clones must not share random state");
-        assert.notEqual(r1.value, r0.value);
-        const clock = await c1.commands.run("date +%s");
-        assert.ok(Math.abs(Number(clock.stdout.trim()) - Date.now() / 1000) < 30, "the clone's clock was set from the host");
-        await c1.runCode("saved = 'changed in c1'");
-        assert.equal((await c2.runCode("saved")).value, "'kept'");
-        assert.equal((await sb.runCode("saved")).value, "'kept'");
-      } finally {
-        await c1.kill();
-        await c2.kill();
-      }
-    } finally {
-      await snap.remove();
-    }
-  });
-
-  it("the long-lived sandbox ends cleanly", async () => {
-    const res = microvm.resources(sb);
-    await sb.kill();
-    assert.deepEqual(microvm.leftovers(res), clean);
-  });
-});
+import { microvm } from "../conformance/heavy.js";
 
 const BIN = fileURLToPath(new URL("../../bin/agentbox.js", import.meta.url));
 /** Run the built CLI (npm test builds dist/ first). */

@@ -12,7 +12,7 @@ import { boxSpec, type GvisorEngine } from "../../src/engines/heavy-gvisor/engin
 import { heavyLimitsSchema } from "../../src/policy/options.js";
 import "../helpers.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
-import { gvisor, heavySecurity } from "../heavy-conformance.js";
+import { gvisor, heavySecurity } from "../conformance/heavy.js";
 
 const engineOf = (sb: Sandbox) => (sb as unknown as { engine: GvisorEngine }).engine;
 const heavy = gvisor.opts;

@@ -19,7 +19,7 @@ import { MicroVm, transition } from "../../src/engines/microvm/vm.js";
 import { heavyLimitsSchema } from "../../src/policy/options.js";
 import "../helpers.js";
 import { clean, ensureArtefacts, leftovers, skipMicrovm, waitFor } from "../microvm.js";
-import { heavySecurity, microvm } from "../heavy-conformance.js";
+import { heavySecurity, microvm } from "../conformance/heavy.js";
 
 const engineOf = (sb: Sandbox) => (sb as unknown as { engine: MicrovmEngine }).engine;
 const opts = { tier: "heavy", backend: "microvm", pool: false, limits: { memoryMb: 256, timeoutMs: 20_000, outputBytes: 100_000 } } as const;
