@@ -60,5 +60,21 @@ control.on("data", (chunk: Buffer) => {
   carry = Buffer.from(data);
 });
 
+// Output that waited a whole tick unsent while the guest is busy (a loop that neither writes nor
+// reads a clock, so the main thread never flushes) is sent from here: callers see it stream.
+const STALE_OUTPUT_MS = 25;
+let seen = -1;
+setInterval(() => {
+  const changes = tail.changes;
+  if (changes === seen && tail.length > 0 && tail.tryLock()) {
+    try {
+      if (tail.changes === changes && tail.length > 0) tail.flush();
+    } finally {
+      tail.unlock();
+    }
+  }
+  seen = tail.changes;
+}, STALE_OUTPUT_MS);
+
 // The worker announces itself ready only after this: a run must never start without its interrupter.
 parentPort?.postMessage("listening");

@@ -11,7 +11,7 @@ import { encodeFrame } from "../protocol/frames.js";
 export const TAIL_BYTES = 256 * 1024;
 /** Longest `data` string in one output frame. */
 export const OUTPUT_FRAME_CHARS = 256 * 1024;
-const HEADER_WORDS = 4; // [lock, run id, stream (1 stdout, 2 stderr), length in bytes]
+const HEADER_WORDS = 5; // [lock, run id, stream (1 stdout, 2 stderr), length in bytes, change count]
 
 export class OutputTail {
   readonly sab: SharedArrayBuffer;
@@ -44,6 +44,11 @@ export class OutputTail {
     return Atomics.load(this.words, 3);
   }
 
+  /** Changes so far (appends and flushes): unchanged between two looks means the output waited. */
+  get changes(): number {
+    return Atomics.load(this.words, 4);
+  }
+
   /** Run and stream of what waits (call with the lock held). */
   get owner(): { runId: number; stream: "stdout" | "stderr" } {
     return { runId: Atomics.load(this.words, 1), stream: Atomics.load(this.words, 2) === 2 ? "stderr" : "stdout" };
@@ -56,6 +61,7 @@ export class OutputTail {
     Atomics.store(this.words, 1, runId);
     Atomics.store(this.words, 2, stream === "stderr" ? 2 : 1);
     Atomics.store(this.words, 3, len + data.length);
+    Atomics.add(this.words, 4, 1);
   }
 
   /** Send what waits as output frames and empty the tail (lock held). */
@@ -65,6 +71,7 @@ export class OutputTail {
     const { runId, stream } = this.owner;
     const text = this.decoder.decode(this.bytes.subarray(0, len));
     Atomics.store(this.words, 3, 0);
+    Atomics.add(this.words, 4, 1);
     for (let i = 0; i < text.length; i += OUTPUT_FRAME_CHARS) {
       writeFrameLocked({ type: "output", id: runId, stream, data: text.slice(i, i + OUTPUT_FRAME_CHARS) });
     }

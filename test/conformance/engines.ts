@@ -1,11 +1,11 @@
-// The engines the conformance suite runs against: each one's sandbox options, why it cannot run
-// here, and how to tell that a closed sandbox left nothing behind. One entry per engine (and per
-// guest language where an engine runs several); test/conformance/sandbox.test.ts runs every
-// shared case against each.
-//
-// TODO: take this list from src/engines/registry.ts (the engine registry, being written) once it
-// lands, so that a new engine is under test as soon as it is registered.
+// The engines the conformance suite runs against, taken from the engine registry
+// (src/engines/registry.ts): one entry per registered engine and guest language, with what only
+// the tests know (why it cannot run here, what it starts from, how to tell that a closed sandbox
+// left nothing behind). A newly registered engine without a harness here fails the suite, so it
+// is under test as soon as it is registered. test/conformance/sandbox.test.ts runs every shared
+// case against each.
 import assert from "node:assert/strict";
+import { ENGINES } from "../../src/engines/registry.js";
 import type { Sandbox, SandboxOptions } from "../../src/index.js";
 import { waitGone } from "../helpers.js";
 import { waitFor } from "../heavy.js";
@@ -48,12 +48,30 @@ const heavyTrace = (b: HeavyBackend) => (sb: Sandbox) => {
 
 const nothing = () => Promise.resolve();
 
-export const engines: Engine[] = [
-  { name: "python-wasm", tier: "nano", language: "python", opts: { language: "python" }, skip: false, prepare: nothing, slow: false, trace: nanoTrace },
-  { name: "quickjs-wasm (JavaScript)", tier: "nano", language: "javascript", opts: { language: "javascript" }, skip: false, prepare: nothing, slow: false, trace: nanoTrace },
+/** What the tests add to a registered engine, by registry id. */
+type Harness = Pick<Engine, "skip" | "prepare" | "heavy" | "slow" | "trace"> & { opts: SandboxOptions };
+
+const HARNESS: Record<string, Harness> = {
+  "python-wasm": { opts: {}, skip: false, prepare: nothing, slow: false, trace: nanoTrace },
   // TypeScript is the same engine after type stripping: cheap, and it checks that line numbers
   // and the REPL survive the stripping.
-  { name: "quickjs-wasm (TypeScript)", tier: "nano", language: "typescript", opts: { language: "typescript" }, skip: false, prepare: nothing, slow: false, trace: nanoTrace },
-  { name: "heavy-gvisor", tier: "heavy", language: "python", opts: gvisor.opts, skip: gvisor.skip, prepare: gvisor.prepare, heavy: gvisor, slow: gvisor.slow, trace: heavyTrace(gvisor) },
-  { name: "heavy-microvm", tier: "heavy", language: "python", opts: microvm.opts, skip: microvm.skip, prepare: microvm.prepare, heavy: microvm, slow: microvm.slow, trace: heavyTrace(microvm) },
-];
+  "quickjs-wasm": { opts: {}, skip: false, prepare: nothing, slow: false, trace: nanoTrace },
+  "heavy-gvisor": { opts: gvisor.opts, skip: gvisor.skip, prepare: gvisor.prepare, heavy: gvisor, slow: gvisor.slow, trace: heavyTrace(gvisor) },
+  "heavy-microvm": { opts: microvm.opts, skip: microvm.skip, prepare: microvm.prepare, heavy: microvm, slow: microvm.slow, trace: heavyTrace(microvm) },
+};
+
+export const engines: Engine[] = ENGINES.flatMap((d) => {
+  const h = HARNESS[d.id];
+  if (!h) throw new Error(`engine "${d.id}" is registered but has no conformance harness in test/conformance/engines.ts`);
+  return d.languages.map((language): Engine => ({
+    name: d.languages.length > 1 ? `${d.id} (${language})` : d.id,
+    tier: d.tier,
+    language: language as Language,
+    opts: { ...h.opts, language } as SandboxOptions,
+    skip: h.skip,
+    prepare: h.prepare,
+    ...(h.heavy ? { heavy: h.heavy } : {}),
+    slow: h.slow,
+    trace: h.trace,
+  }));
+});

@@ -12,15 +12,10 @@ import { snippets, type ExpectedError } from "./languages.js";
 /** limits.outputBytes of the shared sandbox (small, so the flood case is quick). */
 export const OUTPUT_CAP = 10_000;
 
-/** Found by this suite, reported, not fixed here: the heavy agent cuts a huge trailing value at limits.outputBytes without naming the limit. */
-const HEAVY_VALUE_NOT_COUNTED = "heavy tier: a value past the cap is cut to it, but limitHit stays unset (src/ to fix)";
 
 /** limits.memoryMb of a nano engine's shared sandbox: enough for every case, small enough that the JS memory bomb ends soon. */
 const NANO_MEMORY_MB = 128;
 
-/** Found by this suite, reported, not fixed here: on both nano engines only the first chunk a
- *  run writes is streamed at once; later ones wait until the guest yields (or the run ends). */
-const NANO_HELD_BACK = "nano: output after the first chunk is held back while the guest loops without yielding (src/ to fix)";
 
 /** Options of the engine's long-lived sandbox the shared cases run on. [heavy] its memory stays
  *  the backend's own (on the microVM, another size would be another base snapshot). */
@@ -75,7 +70,7 @@ export function sharedConformance(e: Engine, get: () => Sandbox): void {
     assert.ok(firstAt > 0 && endedAt - firstAt > 300, `"before" arrived only ${Math.round(endedAt - firstAt)} ms before the end`);
   });
 
-  it("streaming: every line written before a busy loop reaches onStdout while the loop runs", { todo: e.tier === "nano" ? NANO_HELD_BACK : false }, async () => {
+  it("streaming: every line written before a busy loop reaches onStdout while the loop runs", async () => {
     const sb = get();
     let seen = "";
     let allAt = 0;
@@ -170,7 +165,7 @@ export function sharedConformance(e: Engine, get: () => Sandbox): void {
     assert.equal((await sb.runCode(s.useX)).value, "42");
   });
 
-  it("output limit: a huge trailing value counts against limits.outputBytes", { todo: e.tier === "heavy" ? HEAVY_VALUE_NOT_COUNTED : false }, async () => {
+  it("output limit: a huge trailing value counts against limits.outputBytes", async () => {
     const sb = get();
     const big = await sb.runCode(s.hugeValue);
     assert.equal(big.limitHit, "outputBytes", `value of ${big.value?.length} characters, limitHit ${big.limitHit}`);
@@ -199,8 +194,8 @@ export function sharedConformance(e: Engine, get: () => Sandbox): void {
     const gone = own ? e.trace(own) : undefined;
     const pid = sb.pid;
     // [nano JS] QuickJS always honours the interrupt: a stuck worker is simulated by stopping it
-    // once its first line has arrived. Its "warn" is still held back in the worker then
-    // (NANO_HELD_BACK), so the stopped run keeps only its stdout.
+    // once its first line has arrived. The whole process is stopped then, so its "warn" (written
+    // after "before", still waiting in the worker) cannot be sent: the run keeps only its stdout.
     const stoppedJs = e.tier === "nano" && e.language !== "python";
     const stop = stoppedJs ? () => process.kill(pid!, "SIGSTOP") : () => {};
     try {

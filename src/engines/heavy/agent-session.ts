@@ -106,7 +106,7 @@ export class AgentSession {
     try {
       let m: AgentFinal;
       try {
-        m = await this.host.call({ type: "run", id, code, valueCap: limits.outputBytes }, out.listener);
+        m = await this.host.call({ type: "run", id, code, valueCap: limits.outputBytes + 1 /* one past the cap: a cut value shows */ }, out.listener);
       } catch (e) {
         throw withPartialResult(e, out.finish());
       }
