@@ -195,7 +195,7 @@ export function heavyConformance(b: HeavyBackend, get: () => Sandbox): void {
 
   it("[heavy] agentbox exec --json keeps the output a command wrote before its time limit (exit 2)", async () => {
     const bin = path.resolve("bin/agentbox.js");
-    const args = [bin, "exec", "--tier", "heavy", "--backend", b.name, "--json", "--timeout", "1s", "--", "sh", "-c", "echo before; echo warn >&2; sleep 30"];
+    const args = [bin, "exec", "--tier", "heavy", "--backend", b.name, "--json", "--timeout", "3s", "--", "sh", "-c", "echo before; echo warn >&2; sleep 30"];
     const child = spawn(process.execPath, args, { env: agentboxEnv(), stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
@@ -437,7 +437,10 @@ def attempt(host, port):
   });
 
   it("output flood: the command killed, a result with limitHit and the output up to the cap; the sandbox lives on", async () => {
-    await using s = await Sandbox.create({ ...opts, limits: { ...opts.limits, outputBytes: 100_000 } });
+    // A long grace: writing a 1 MB line, the REPL notices the interrupt only once the write ends,
+    // which under TCG on a loaded host took longer than the default 500 ms (then the REPL is
+    // restarted and the run is a TimeoutError-like OutputLimitError, not the result checked here).
+    await using s = await Sandbox.create({ ...opts, limits: { ...opts.limits, outputBytes: 100_000, graceMs: 10_000 } });
     const flood = await s.commands.run("yes flood");
     assert.equal(flood.limitHit, "outputBytes");
     assert.equal(flood.exitCode, 137);
