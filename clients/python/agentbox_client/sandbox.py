@@ -119,7 +119,7 @@ class SandboxInfo:
     id: str
     tier: str
     language: str
-    limits: Limits  # every key is present; cpus is a float, the rest ints
+    limits: Limits  # every limit of the sandbox's tier; cpus (heavy) is a float, the rest ints
     seed: int
     status: Literal["running", "closed"]
     created_at: str

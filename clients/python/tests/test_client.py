@@ -134,8 +134,8 @@ class ClientTimeoutTests(unittest.TestCase):
         with create(limits={"timeoutMs": 50_000, "graceMs": 500}) as sb:
             self.assertEqual(sb._run_wait_s(None), 50.5 + 30)
             self.assertEqual(sb._run_wait_s(200_000), 200.5 + 30)  # longer than timeout_s (120 s)
-            self.assertIsInstance(sb.info.limits["cpus"], float)
             self.assertIsInstance(sb.info.limits["memoryMb"], int)
+            self.assertNotIn("cpus", sb.info.limits)  # a heavy-tier limit: a nano sandbox has none
 
     def test_a_client_that_gives_up_raises_its_own_error_and_stops_the_run(self) -> None:
         with create(limits={"timeoutMs": 30_000}) as sb:
@@ -195,6 +195,12 @@ class CommandsTests(unittest.TestCase):
     @classmethod
     def tearDownClass(cls) -> None:
         cls.sb.kill()
+
+    def test_info_limits_of_the_heavy_tier(self) -> None:
+        limits = self.sb.info.limits
+        self.assertIsInstance(limits["cpus"], float)
+        self.assertIsInstance(limits["diskMb"], int)
+        self.assertNotIn("vfsBytes", limits)  # a nano-tier limit
 
     def test_exit_code_and_output(self) -> None:
         r = self.sb.commands.run("echo hi | tr a-z A-Z; echo oops >&2; exit 3")
