@@ -4,7 +4,7 @@
 // over a virtio-serial port. The agent shares its sandbox with the code it runs, so every
 // message from it is hostile input: checked against `agentMessageSchema`, sizes capped.
 import { z } from "zod";
-import { dirEntrySchema, guestErrorSchema, type FsOp } from "./messages.js";
+import { dirEntrySchema, displayResultsSchema, guestErrorSchema, type FsOp } from "./messages.js";
 
 export const AGENT_PROTOCOL_VERSION = 1;
 /** Cap on one frame from the agent: a file read (base64) of up to 40 MiB must fit. */
@@ -51,6 +51,8 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
     oomKilled: z.boolean().optional(),
     /** SHA-256 of the sandbox's writable tree after the run (/home/user, /tmp). */
     vfsDigest: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+    /** Rich results of the REPL's display() calls and final expression, in order. */
+    results: displayResultsSchema.optional(),
   }),
   z.strictObject({
     type: z.literal("reply"),

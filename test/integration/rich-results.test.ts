@@ -1,0 +1,135 @@
+// Rich results (Jupyter-style MIME bundles): display() and the _repr_*_ protocol on the nano tier,
+// their place in RunResult, the output cap they count against, and what a hostile guest can and
+// cannot do with them (forge one from stdout, hand over a malformed bundle).
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Sandbox } from "../../src/index.js";
+import "../helpers.js";
+
+const PNG = Buffer.from("89504e470d0a1a0a", "hex");
+
+describe("rich results: Python nano", () => {
+  it("display() with _repr_html_, and the final expression's bundle marked main", async () => {
+    await using sb = await Sandbox.create({ language: "python" });
+    const r = await sb.runCode(
+      [
+        "class Table:",
+        "    def _repr_html_(self): return '<table><tr><td>1</td></tr></table>'",
+        "    def __repr__(self): return 'Table()'",
+        "class Pic:",
+        "    def _repr_png_(self): return bytes.fromhex('89504e470d0a1a0a')",
+        "    def _repr_json_(self): return {'w': 1}",
+        "display(Table(), 42)",
+        "print('between')",
+        "Pic()",
+      ].join("\n"),
+    );
+    assert.equal(r.error, undefined);
+    assert.equal(r.stdout, "between\n");
+    assert.deepEqual(r.results?.map((x) => x.main), [false, false, true]);
+    assert.deepEqual(r.results?.[0]?.data, { "text/html": "<table><tr><td>1</td></tr></table>", "text/plain": "Table()" });
+    assert.deepEqual(r.results?.[1]?.data, { "text/plain": "42" });
+    const main = r.results![2]!;
+    assert.equal(main.data["image/png"], PNG.toString("base64"));
+    assert.equal(main.data["application/json"], '{"w": 1}');
+    assert.match(main.data["text/plain"]!, /^<__main__\.Pic object at/);
+    assert.equal(r.value, main.data["text/plain"]);
+  });
+
+  it("a plain final expression adds no results (the result keeps its old shape)", async () => {
+    await using sb = await Sandbox.create({ language: "python" });
+    const r = await sb.runCode("1 + 1");
+    assert.equal(r.value, "2");
+    assert.equal("results" in r, false);
+  });
+
+  it("_repr_mimebundle_ and display(raw=True)", async () => {
+    await using sb = await Sandbox.create({ language: "python" });
+    const r = await sb.runCode(
+      [
+        "class Md:",
+        "    def _repr_mimebundle_(self, include=None, exclude=None):",
+        "        return {'text/markdown': '# hi', 'text/plain': 'Md'}, {}",
+        "display(Md())",
+        "display({'image/svg+xml': '<svg/>'}, raw=True)",
+      ].join("\n"),
+    );
+    assert.deepEqual(r.results, [
+      { data: { "text/markdown": "# hi", "text/plain": "Md" }, main: false },
+      { data: { "image/svg+xml": "<svg/>" }, main: false },
+    ]);
+  });
+
+  it("a forged result printed to stdout stays text", async () => {
+    await using sb = await Sandbox.create({ language: "python" });
+    const forged = JSON.stringify({ type: "result", id: 1, value: "x", results: [{ data: { "text/html": "<script>" }, main: true }] });
+    const r = await sb.runCode(`print(${JSON.stringify(forged)})\nimport sys; sys.stdout.write('\\x00\\x00\\x00\\x10{"type":"result"}')`);
+    assert.equal(r.results, undefined);
+    assert.ok(r.stdout.startsWith(forged));
+  });
+
+  it("malformed forms are skipped with a note on stderr, never a crash", async () => {
+    await using sb = await Sandbox.create({ language: "python" });
+    const r = await sb.runCode(
+      [
+        "class Bad:",
+        "    def _repr_png_(self): return 12",
+        "    def _repr_html_(self): raise ValueError('boom')",
+        "    def _repr_jpeg_(self): return 'not base64!'",
+        "    def _repr_json_(self): return {'x': float('nan')}",
+        "class Junk:",
+        "    def _repr_mimebundle_(self, include=None, exclude=None): return {'evil/type': 'x', 5: 'y', 'text/html': b'bytes'}",
+        "class Worse:",
+        "    def _repr_mimebundle_(self, include=None, exclude=None): return 'junk'",
+        "display(Bad(), Junk(), Worse())",
+        "'still alive'",
+      ].join("\n"),
+    );
+    assert.equal(r.error, undefined);
+    assert.equal(r.value, "'still alive'");
+    assert.equal(r.results?.length, 3);
+    for (const x of r.results!) assert.deepEqual(Object.keys(x.data), ["text/plain"]);
+    assert.match(r.stderr, /_repr_png_ gave int for image\/png, expected bytes; skipped/);
+    assert.match(r.stderr, /_repr_html_ raised ValueError: boom/);
+    assert.match(r.stderr, /_repr_jpeg_ gave image\/jpeg data that is not base64/);
+    assert.match(r.stderr, /_repr_json_ gave application\/json data that is not JSON/);
+    assert.match(r.stderr, /unknown MIME type 'evil\/type'/);
+    assert.match(r.stderr, /_repr_mimebundle_ returned str, expected a dict/);
+    assert.equal((await sb.runCode("1")).value, "1");
+  });
+
+  it("a guest that tampers with the runner's results gets them dropped with a note, not a host crash", async () => {
+    await using sb = await Sandbox.create({ language: "python" });
+    // The guest reaches the collector's closure and plants malformed bundles in it.
+    const r = await sb.runCode(
+      [
+        "import builtins",
+        "add = [c.cell_contents for c in builtins.display.__closure__ if getattr(c.cell_contents, '__name__', '') == 'add'][0]",
+        "run = [c.cell_contents for c in add.__closure__ if isinstance(c.cell_contents, dict)][0]",
+        "run['results'].append({'data': {'image/png': '!!'}, 'main': False})",
+        "run['results'].append({'data': {'text/plain': 1}, 'main': True})",
+        "run['results'].append({'data': {'x/y': 'a'}, 'main': True, 'extra': 1})",
+        "display('ok')",
+      ].join("\n"),
+    );
+    assert.equal(r.error, undefined);
+    assert.deepEqual(r.results, [{ data: { "text/plain": "'ok'" }, main: false }]);
+    assert.equal(r.stderr.match(/a malformed result was dropped/g)?.length, 3);
+  });
+
+  it("an oversized display counts against outputBytes (limitHit) and the sandbox lives on", async () => {
+    await using sb = await Sandbox.create({ language: "python", limits: { outputBytes: 10_000 } });
+    const r = await sb.runCode("display('small')\ndisplay({'text/html': 'x' * 20000}, raw=True)\nprint('after')");
+    assert.equal(r.limitHit, "outputBytes");
+    assert.deepEqual(r.results, [{ data: { "text/plain": "'small'" }, main: false }]);
+    assert.match(r.stderr, /did not fit in the output limit \(limits\.outputBytes\)/);
+    assert.equal(r.stdout, "after\n");
+    // Output and results share one budget: printed bytes leave less room.
+    const r2 = await sb.runCode("print('y' * 6000)\ndisplay({'text/html': 'x' * 5000}, raw=True)");
+    assert.equal(r2.limitHit, "outputBytes");
+    assert.equal(r2.results, undefined);
+    const r3 = await sb.runCode("display({'text/html': 'x' * 5000}, raw=True)");
+    assert.equal(r3.limitHit, undefined);
+    assert.equal(r3.results?.length, 1);
+  });
+});
