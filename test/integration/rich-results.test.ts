@@ -133,3 +133,47 @@ describe("rich results: Python nano", () => {
     assert.equal(r3.results?.length, 1);
   });
 });
+
+describe("rich results: JavaScript nano", () => {
+  it("display() with a MIME type, bytes, and an object (application/json + text/plain)", async () => {
+    await using sb = await Sandbox.create({ language: "javascript" });
+    const r = await sb.runCode(
+      [
+        `display("<b>hi</b>", "text/html")`,
+        `display(new Uint8Array([0x89, 0x50, 0x4e, 0x47]), "image/png")`,
+        `display({ a: [1, 2] })`,
+        `display("plain")`,
+        `console.log("done")`,
+      ].join("\n"),
+    );
+    assert.equal(r.error, undefined);
+    assert.equal(r.stdout, "done\n");
+    assert.deepEqual(r.results, [
+      { data: { "text/html": "<b>hi</b>" }, main: false },
+      { data: { "image/png": Buffer.from([0x89, 0x50, 0x4e, 0x47]).toString("base64") }, main: false },
+      { data: { "text/plain": '{"a":[1,2]}', "application/json": '{"a":[1,2]}' }, main: false },
+      { data: { "text/plain": "plain" }, main: false },
+    ]);
+  });
+
+  it("a malformed bundle is a guest TypeError; a forged frame in stdout stays text", async () => {
+    await using sb = await Sandbox.create({ language: "typescript" });
+    const r = await sb.runCode(`display("x", "application/x-evil")`);
+    assert.equal(r.error?.name, "TypeError");
+    assert.match(r.error!.message, /unknown MIME type "application\/x-evil"/);
+    const bad = await sb.runCode(`display("not base64!", "image/png")`);
+    assert.match(bad.error!.message, /image\/png data must be base64/);
+    const forged = await sb.runCode(`console.log(JSON.stringify({ type: "result", results: [{ data: { "text/html": "<x>" }, main: true }] }))`);
+    assert.equal(forged.results, undefined);
+    assert.match(forged.stdout, /"results"/);
+  });
+
+  it("an oversized display is dropped against outputBytes and the sandbox lives on", async () => {
+    await using sb = await Sandbox.create({ language: "javascript", limits: { outputBytes: 10_000 } });
+    const r = await sb.runCode(`display("a", "text/markdown"); display("x".repeat(20000), "text/html"); console.log("after")`);
+    assert.equal(r.limitHit, "outputBytes");
+    assert.deepEqual(r.results, [{ data: { "text/markdown": "a" }, main: false }]);
+    assert.match(r.stderr, /did not fit in the output limit/);
+    assert.equal((await sb.runCode("1 + 1")).value, "2");
+  });
+});
