@@ -74,3 +74,20 @@ export function keepResultsWithin(results: readonly DisplayResult[] | undefined,
   }
   return { results: kept, cut: false };
 }
+
+/** The well-formed results in `raw`; a note for each one dropped. */
+export function checkResults(raw: unknown, note: (text: string) => void): DisplayResult[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) {
+    note("display: the run's results were not a list; dropped\n");
+    return [];
+  }
+  const ok: DisplayResult[] = [];
+  for (const r of raw.slice(0, MAX_RESULTS)) {
+    const problem = displayResultProblem(r);
+    if (problem) note(`display: a malformed result was dropped: ${problem}\n`);
+    else ok.push(r as DisplayResult);
+  }
+  if (raw.length > MAX_RESULTS) note(`display: only the first ${MAX_RESULTS} results are kept\n`);
+  return ok;
+}
