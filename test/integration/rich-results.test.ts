@@ -2,8 +2,13 @@
 // their place in RunResult, the output cap they count against, and what a hostile guest can and
 // cannot do with them (forge one from stdout, hand over a malformed bundle).
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { Sandbox } from "../../src/index.js";
+import { createMcpServer, type AgentboxMcp } from "../../src/mcp/index.js";
+import { createServer, KeyRing, type AgentboxServer } from "../../src/server/index.js";
 import "../helpers.js";
 
 const PNG = Buffer.from("89504e470d0a1a0a", "hex");
@@ -175,5 +180,59 @@ describe("rich results: JavaScript nano", () => {
     assert.deepEqual(r.results, [{ data: { "text/markdown": "a" }, main: false }]);
     assert.match(r.stderr, /did not fit in the output limit/);
     assert.equal((await sb.runCode("1 + 1")).value, "2");
+  });
+});
+
+const PIC_CELL = ["class Pic:", "    def _repr_png_(self): return bytes.fromhex('89504e470d0a1a0a')", "display('<i>x</i>', Pic())", "print('out')"].join("\n");
+
+describe("rich results: MCP", () => {
+  let mcp: AgentboxMcp;
+  let client: Client;
+  before(async () => {
+    mcp = createMcpServer({});
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await mcp.server.connect(serverSide);
+    client = new Client({ name: "agentbox-test", version: "0.0.0" });
+    await client.connect(clientSide);
+  });
+  after(async () => {
+    await client.close();
+    await mcp.close();
+  });
+
+  it("run_python answers a displayed PNG with an image block and HTML with a labelled text block", async () => {
+    const r = (await client.callTool({ name: "run_python", arguments: { code: "class H:\n    def _repr_html_(self): return '<b>h</b>'\n" + PIC_CELL + "\ndisplay(H())" } })) as CallToolResult;
+    assert.equal(r.isError, false);
+    assert.equal(r.content.length, 4);
+    assert.deepEqual(r.content[0], { type: "text", text: "out" });
+    assert.deepEqual(r.content[1], { type: "text", text: "[display]\n'<i>x</i>'" });
+    assert.deepEqual(r.content[2], { type: "image", data: PNG.toString("base64"), mimeType: "image/png" });
+    assert.deepEqual(r.content[3], { type: "text", text: "[display text/html]\n<b>h</b>" });
+    assert.equal((r.structuredContent as { results: unknown[] }).results.length, 3);
+  });
+});
+
+describe("rich results: HTTP", () => {
+  let srv: AgentboxServer;
+  const KEY = "key-rich-0123456789abcdef";
+  before(async () => {
+    srv = await createServer({ keys: KeyRing.fromEntries([{ name: "a", key: KEY }]), poolSize: 0, log: () => undefined });
+  });
+  after(async () => {
+    await srv.close();
+  });
+
+  it("the run JSON carries results; a run without any keeps its old shape", async () => {
+    const headers = { authorization: `Bearer ${KEY}`, "content-type": "application/json" };
+    const created = await srv.app.request("/sandboxes", { method: "POST", headers, body: JSON.stringify({ language: "python" }) });
+    const { id } = (await created.json()) as { id: string };
+    const run = async (code: string) => (await (await srv.app.request(`/sandboxes/${id}/run`, { method: "POST", headers, body: JSON.stringify({ code }) })).json()) as Record<string, unknown>;
+    const r = await run(PIC_CELL);
+    assert.equal(r.stdout, "out\n");
+    assert.deepEqual(r.results, [
+      { data: { "text/plain": "'<i>x</i>'" }, main: false },
+      { data: { "image/png": PNG.toString("base64"), "text/plain": (r.results as { data: Record<string, string> }[])[1]!.data["text/plain"] }, main: false },
+    ]);
+    assert.equal("results" in (await run("1")), false);
   });
 });
