@@ -10,6 +10,8 @@ import { Sandbox } from "../../src/index.js";
 import { createMcpServer, type AgentboxMcp } from "../../src/mcp/index.js";
 import { createServer, KeyRing, type AgentboxServer } from "../../src/server/index.js";
 import "../helpers.js";
+import { gvisor } from "../conformance/heavy.js";
+import { ensureImage, skipHeavy } from "../heavy.js";
 
 const PNG = Buffer.from("89504e470d0a1a0a", "hex");
 
@@ -234,5 +236,37 @@ describe("rich results: HTTP", () => {
       { data: { "image/png": PNG.toString("base64"), "text/plain": (r.results as { data: Record<string, string> }[])[1]!.data["text/plain"] }, main: false },
     ]);
     assert.equal("results" in (await run("1")), false);
+  });
+});
+
+describe("rich results: heavy tier Python REPL (gVisor)", { skip: skipHeavy }, () => {
+  before(() => ensureImage());
+
+  it("display(), _repr_*_ and the main bundle; a malformed form skipped with a note; the output cap", async () => {
+    await using sb = await Sandbox.create({ ...gvisor.opts, limits: { ...gvisor.opts.limits, outputBytes: 10_000 } });
+    const r = await sb.runCode(
+      [
+        "class Pic:",
+        "    def _repr_png_(self): return bytes.fromhex('89504e470d0a1a0a')",
+        "    def _repr_html_(self): return 12",
+        "    def __repr__(self): return 'Pic()'",
+        "display('<i>x</i>')",
+        "display({'text/html': 'x' * 20000}, raw=True)",
+        "print('out')",
+        "Pic()",
+      ].join("\n"),
+    );
+    assert.equal(r.error, undefined);
+    assert.equal(r.stdout, "out\n");
+    assert.equal(r.value, "Pic()");
+    assert.equal(r.limitHit, "outputBytes");
+    assert.deepEqual(r.results, [
+      { data: { "text/plain": "'<i>x</i>'" }, main: false },
+      { data: { "image/png": PNG.toString("base64"), "text/plain": "Pic()" }, main: true },
+    ]);
+    assert.match(r.stderr, /_repr_html_ gave int for text\/html, expected str; skipped/);
+    assert.match(r.stderr, /did not fit in the output limit/);
+    const forged = await sb.runCode("print('{\"type\": \"result\", \"results\": [{\"data\": {\"text/html\": \"x\"}, \"main\": true}]}')");
+    assert.equal(forged.results, undefined);
   });
 });
