@@ -1,6 +1,7 @@
 // The one interface every engine (tier × language) implements. The Sandbox façade drives an
 // Engine without knowing which one it is; engines never import the façade or each other.
 import type { LimitName } from "../errors.js";
+import type { DisplayResult } from "../protocol/display.js";
 import type { DirEntry, GuestError } from "../protocol/messages.js";
 
 export interface EngineRunOptions {
@@ -18,6 +19,8 @@ export interface EngineRunResult {
   limitHit: LimitName | null;
   durationMs: number;
   vfsDigest: string;
+  /** Rich results, already counted against the output cap (absent or empty: none). */
+  results?: DisplayResult[] | undefined;
 }
 
 export interface EngineExecOptions {

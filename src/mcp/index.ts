@@ -8,7 +8,7 @@ import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { CallToolResult, JSONRPCMessage, ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import { AgentboxError, resolveSandboxOptions, Sandbox, sandboxOptionsForTier, type CommandOptions, type CommandResult, type Language as AnyLanguage, type ResolvedOptions, type RunResult, type SandboxOptions } from "../index.js";
+import { AgentboxError, resolveSandboxOptions, Sandbox, sandboxOptionsForTier, type CommandOptions, type CommandResult, type DisplayResult, type Language as AnyLanguage, type ResolvedOptions, type RunResult, type SandboxOptions } from "../index.js";
 
 /** Languages with a run tool; each gets its own session sandbox (checked against the library's list). */
 const LANGUAGES = ["python", "javascript"] as const satisfies readonly AnyLanguage[];
@@ -336,6 +336,24 @@ function commandToTool(r: CommandResult, note?: string): CallToolResult {
   return { content: [{ type: "text", text: parts.join("\n") }], structuredContent: { ...r }, isError: r.exitCode !== 0 || limitHit !== undefined };
 }
 
+/**
+ * One rich result as one content block: an image block for PNG/JPEG (what MCP clients render),
+ * else a text block with the richest text form, labelled with its MIME type.
+ */
+function displayToContent(d: DisplayResult): CallToolResult["content"][number] {
+  for (const mimeType of ["image/png", "image/jpeg"] as const) {
+    const data = d.data[mimeType];
+    if (data !== undefined) return { type: "image", data, mimeType };
+  }
+  const label = d.main ? "[result" : "[display";
+  for (const mime of ["text/html", "text/markdown", "image/svg+xml", "application/json"] as const) {
+    const t = d.data[mime];
+    if (t !== undefined) return { type: "text", text: `${label} ${mime}]\n${t}` };
+  }
+  if (d.data["text/plain"] !== undefined) return { type: "text", text: `${label}]\n${d.data["text/plain"]}` };
+  return { type: "text", text: `${label} ${Object.keys(d.data).join(", ")}] (not shown here; see structuredContent.results)` };
+}
+
 function resultToTool(r: RunResult, note?: string): CallToolResult {
   const parts: string[] = [];
   if (note) parts.push(`note: ${note}`);
@@ -346,7 +364,7 @@ function resultToTool(r: RunResult, note?: string): CallToolResult {
   if (r.limitHit) parts.push(`[limit hit] limits.${r.limitHit}`);
   if (parts.length === 0) parts.push("(no output)");
   return {
-    content: [{ type: "text", text: parts.join("\n") }],
+    content: [{ type: "text", text: parts.join("\n") }, ...(r.results ?? []).map(displayToContent)],
     structuredContent: { ...r },
     isError: r.exitCode !== 0 || r.limitHit !== undefined,
   };

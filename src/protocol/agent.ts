@@ -4,6 +4,7 @@
 // over a virtio-serial port. The agent shares its sandbox with the code it runs, so every
 // message from it is hostile input: checked against `agentMessageSchema`, sizes capped.
 import { z } from "zod";
+import { MAX_RESULTS } from "./display.js";
 import { dirEntrySchema, guestErrorSchema, type FsOp } from "./messages.js";
 
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -51,6 +52,14 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
     oomKilled: z.boolean().optional(),
     /** SHA-256 of the sandbox's writable tree after the run (/home/user, /tmp). */
     vfsDigest: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+    /**
+     * Rich results of the REPL's display() calls and final expression, in order. Checked one by
+     * one by the host (agent-session.ts): the REPL is the guest's, and a malformed result it
+     * planted is dropped with a note, not a protocol error that would end the sandbox.
+     */
+    results: z.array(z.unknown()).max(MAX_RESULTS).optional(),
+    /** The REPL dropped a result that did not fit in the output cap. */
+    resultsCut: z.boolean().optional(),
   }),
   z.strictObject({
     type: z.literal("reply"),

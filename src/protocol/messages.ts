@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { LIMIT_NAMES } from "../errors.js";
 import { FETCH_LIMITS } from "./caps.js";
+import { displayResultProblem, MAX_RESULTS, MIME_TYPES, type DisplayResult } from "./display.js";
 
 export { LIMIT_NAMES };
 
@@ -66,6 +67,24 @@ export const dirEntrySchema = z.strictObject({
   size: z.int().min(0),
 });
 
+/** The host's check of results from a worker or guest agent (hostile input). */
+export const displayResultsSchema = z
+  .array(z.unknown())
+  .max(MAX_RESULTS)
+  .superRefine((list, ctx) => {
+    list.forEach((r, i) => {
+      const problem = displayResultProblem(r);
+      if (problem) ctx.addIssue({ code: "custom", path: [i], message: problem });
+    });
+  })
+  .transform((list) => list as DisplayResult[]);
+
+/** A display result as the HTTP API and its OpenAPI document describe it. */
+export const displayResultSchema = z.strictObject({
+  data: z.partialRecord(z.enum(MIME_TYPES), z.string()).describe("MIME type → content; image/png, image/jpeg and application/pdf are base64"),
+  main: z.boolean().describe("true for the cell's final expression (execute_result), false for display() calls"),
+});
+
 export const workerMessageSchema = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("ready"),
@@ -89,6 +108,8 @@ export const workerMessageSchema = z.discriminatedUnion("type", [
     limitHit: z.enum(LIMIT_NAMES).nullable(),
     durationMs: z.number().min(0),
     vfsDigest: z.string().regex(/^[0-9a-f]{64}$/),
+    /** Rich results (display() calls, the final expression's bundle), in the order they happened. */
+    results: displayResultsSchema.optional(),
   }),
   z.strictObject({
     type: z.literal("reply"),

@@ -206,6 +206,7 @@ export class Sandbox {
       seed: this.seed,
     };
     if (r.value !== null) result.value = r.value;
+    if (r.results && r.results.length > 0) result.results = r.results;
     if (r.error) result.error = r.error;
     if (r.limitHit) result.limitHit = r.limitHit;
     return result;

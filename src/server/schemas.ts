@@ -4,7 +4,7 @@
 import { z } from "zod";
 import { optionSchemas } from "../engines/registry.js";
 import { commandOptionsSchema, heavyLimitsSchema, nanoLimitsSchema, runOptionsSchema, TIERS } from "../policy/options.js";
-import { dirEntrySchema, guestErrorSchema, LIMIT_NAMES } from "../protocol/messages.js";
+import { dirEntrySchema, displayResultSchema, guestErrorSchema, LIMIT_NAMES } from "../protocol/messages.js";
 
 const idleTimeoutMs = z.int().min(1000).max(24 * 3600 * 1000);
 
@@ -79,6 +79,8 @@ export const runResult = z.strictObject({
   stdout: z.string(),
   stderr: z.string(),
   value: z.string().optional(),
+  /** Rich results (display() calls, the final expression's bundle), when there are any. */
+  results: z.array(displayResultSchema).optional(),
   error: guestErrorSchema.optional(),
   exitCode: z.union([z.literal(0), z.literal(1)]),
   durationMs: z.number(),
@@ -126,6 +128,7 @@ export const responseSchemas = {
   SandboxInfo: sandboxInfo,
   SandboxList: z.strictObject({ sandboxes: z.array(sandboxInfo) }),
   RunResult: runResult,
+  DisplayResult: displayResultSchema,
   CommandResult: commandResult,
   DirEntry: dirEntrySchema,
   DirListing: z.strictObject({ entries: z.array(dirEntrySchema) }),

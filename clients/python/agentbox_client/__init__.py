@@ -36,7 +36,7 @@ from .errors import (
     TimeoutError,
     WorkerCrashedError,
 )
-from .sandbox import CommandResult, Connection, EntryInfo, GuestError, Limits, Mount, RunResult, Sandbox, SandboxCommands, SandboxFiles, SandboxInfo
+from .sandbox import CommandResult, Connection, DisplayResult, EntryInfo, GuestError, Limits, Mount, RunResult, Sandbox, SandboxCommands, SandboxFiles, SandboxInfo
 
 __all__ = [
     "AbortedError",
@@ -46,6 +46,7 @@ __all__ = [
     "CapacityError",
     "CommandResult",
     "Connection",
+    "DisplayResult",
     "EntryInfo",
     "FileSystemError",
     "FileSystemQuotaError",

@@ -54,6 +54,58 @@ class GuestError:
 
 
 @dataclass(frozen=True)
+class DisplayResult:
+    """One rich result (a Jupyter-style MIME bundle): a ``display()`` call in the sandbox, or the
+    final expression's rich form (``main``). ``data`` maps MIME type to text (binary types base64);
+    the properties decode the common ones, None when the bundle lacks that type."""
+
+    data: Mapping[str, str]
+    main: bool = False
+
+    def _binary(self, mime: str) -> Optional[bytes]:
+        v = self.data.get(mime)
+        return base64.b64decode(v) if v is not None else None
+
+    @property
+    def text(self) -> Optional[str]:
+        return self.data.get("text/plain")
+
+    @property
+    def html(self) -> Optional[str]:
+        return self.data.get("text/html")
+
+    @property
+    def markdown(self) -> Optional[str]:
+        return self.data.get("text/markdown")
+
+    @property
+    def svg(self) -> Optional[str]:
+        return self.data.get("image/svg+xml")
+
+    @property
+    def json(self) -> Any:
+        v = self.data.get("application/json")
+        return json.loads(v) if v is not None else None
+
+    @property
+    def png(self) -> Optional[bytes]:
+        return self._binary("image/png")
+
+    @property
+    def jpeg(self) -> Optional[bytes]:
+        return self._binary("image/jpeg")
+
+    @property
+    def pdf(self) -> Optional[bytes]:
+        return self._binary("application/pdf")
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "DisplayResult":
+        data = d.get("data")
+        return DisplayResult(data={str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}, main=d.get("main") is True)
+
+
+@dataclass(frozen=True)
 class RunResult:
     stdout: str
     stderr: str
@@ -64,6 +116,8 @@ class RunResult:
     value: Optional[str] = None
     error: Optional[GuestError] = None
     limit_hit: Optional[str] = None
+    #: Rich results in the order they happened (empty when the run displayed nothing rich).
+    results: Tuple[DisplayResult, ...] = ()
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "RunResult":
@@ -78,6 +132,7 @@ class RunResult:
             value=d.get("value"),
             error=GuestError(str(e["name"]), str(e["message"]), str(e["traceback"])) if isinstance(e, dict) else None,
             limit_hit=d.get("limitHit"),
+            results=tuple(DisplayResult.from_json(x) for x in d.get("results") or () if isinstance(x, dict)),
         )
 
 

@@ -90,6 +90,16 @@ class RunTests(unittest.TestCase):
             self.assertEqual(r.seed, 7)
             self.assertRegex(r.vfs_digest, r"^[0-9a-f]{64}$")
 
+    def test_rich_results(self) -> None:
+        with create() as sb:
+            r = sb.run_code("class P:\n    def _repr_png_(self): return b'\\x89PNG'\n    def _repr_html_(self): return '<b>p</b>'\ndisplay('hi')\nP()")
+            self.assertEqual([x.main for x in r.results], [False, True])
+            self.assertEqual(r.results[0].text, "'hi'")
+            self.assertIsNone(r.results[0].png)
+            self.assertEqual(r.results[1].png, b"\x89PNG")
+            self.assertEqual(r.results[1].html, "<b>p</b>")
+            self.assertEqual(sb.run_code("1").results, ())
+
     def test_guest_exception_is_a_result(self) -> None:
         with create() as sb:
             r = sb.run_code("raise ValueError('nope')")

@@ -5,6 +5,7 @@
 // sandbox's death (e.g. MemoryLimitError), and how the sandbox is ended.
 import { AbortedError, FileSystemError, LimitError, OutputLimitError, TimeoutError, withPartialResult, WorkerCrashedError } from "../../errors.js";
 import type { Limits } from "../../policy/options.js";
+import { checkResults, keepResultsWithin } from "../../protocol/display.js";
 import type { AgentMessage, AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { EngineExecOptions, EngineExecResult, EngineRunOptions, EngineRunResult } from "../engine.js";
@@ -122,7 +123,13 @@ export class AgentSession {
         limitHit = "outputBytes";
       }
       if (reason === "abort") throw withPartialResult(new AbortedError(), { stdout, stderr });
-      return { stdout, stderr, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: m.vfsDigest ?? "" };
+      // Rich results share the output cap with stdout, stderr and the value; a note for what was dropped goes to stderr.
+      let notes = "";
+      const checked = checkResults(m.results, (text) => (notes += text));
+      const kept = keepResultsWithin(checked, limits.outputBytes - out.bytes - Buffer.byteLength(value ?? ""));
+      if (kept.cut) notes += "display: a result did not fit in the output limit (limits.outputBytes); dropped\n";
+      if (kept.cut || m.resultsCut) limitHit ??= "outputBytes";
+      return { stdout, stderr: stderr + notes, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: m.vfsDigest ?? "", results: kept.results };
     } finally {
       for (const t of timers) clearTimeout(t);
       opts.signal?.removeEventListener("abort", onAbort);

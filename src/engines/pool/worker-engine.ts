@@ -16,6 +16,7 @@ import {
 } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits } from "../../policy/options.js";
+import { keepResultsWithin } from "../../protocol/display.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
 import type { Engine, EngineRunOptions, EngineRunResult } from "../engine.js";
 import { FetchBroker } from "./fetch-broker.js";
@@ -119,14 +120,16 @@ export class WorkerEngine implements Engine {
     try {
       const m = await this.call({ type: "run", id, code }, onOutput);
       if (m.type !== "result") throw new WorkerCrashedError("worker answered a run with a non-result message");
+      const kept = keepResultsWithin(m.results, limits.outputBytes - outBytes - Buffer.byteLength(m.value ?? ""));
       return {
         stdout,
         stderr,
         value: m.value,
         error: m.error,
-        limitHit: m.limitHit as LimitName | null,
+        limitHit: kept.cut ? "outputBytes" : (m.limitHit as LimitName | null),
         durationMs: m.durationMs,
         vfsDigest: m.vfsDigest,
+        results: kept.results,
       };
     } catch (e) {
       this.closed ??= (e as Error).message;

@@ -93,6 +93,8 @@ export class CellRunner {
         output.hit = true;
       }
     }
+    if (output.resultsCut) output.hit = true;
+    const results = output.results.length > 0 ? { results: output.results } : {};
     output.end();
     const vfsHit = fs.tree.takeLimitHit();
     const memHit = memCap.hit || (error !== null && error.name === "InternalError" && /out of memory/.test(error.message));
@@ -101,7 +103,7 @@ export class CellRunner {
       : interrupted && reason === REASON_TIMEOUT ? "timeoutMs"
       : memHit ? "memoryMb"
       : vfsHit ?? null;
-    this.p.send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: fs.tree.digest() });
+    this.p.send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: fs.tree.digest(), ...results });
   }
 
   private stripTypes(code: string): string {

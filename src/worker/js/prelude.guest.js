@@ -72,6 +72,35 @@ function prelude(host) {
   for (const k of ["error", "warn", "trace"]) console[k] = writer(1);
   hide(G, "console", console);
 
+  // display(value[, mimeType]): a rich result (Jupyter-style MIME bundle) beside the output, in
+  // the run's `results`. With a MIME type, the value is that type's data (a string; base64 or
+  // bytes for image/png, image/jpeg, application/pdf; any JSON value for application/json);
+  // without, a string is text/plain and an object application/json plus text/plain. The host
+  // checks the bundle (a bad one is a TypeError here) and charges it against the output limit.
+  const BINARY_TYPES = ["image/png", "image/jpeg", "application/pdf"];
+  function display(value, mimeType) {
+    if (mimeType !== undefined) {
+      const mime = toStr(mimeType);
+      if (typeof value === "string") return void host.display(jsonStringify({ [mime]: value }));
+      if (BINARY_TYPES.includes(mime) && (value instanceof ArrayBuffer || ArrayBuffer.isView(value))) return void host.display("{}", mime, bytesOf(value));
+      if (mime === "application/json") {
+        const json = jsonStringify(value);
+        if (json === undefined) throw new TypeError("display: the value has no JSON form");
+        return void host.display(jsonStringify({ [mime]: json }));
+      }
+      throw new TypeError("display: " + mime + " data must be a string" + (BINARY_TYPES.includes(mime) ? " (base64) or bytes" : ""));
+    }
+    const plain = typeof value === "string" ? value : show(value, host.outputRoom() + 1);
+    const data = { "text/plain": plain === undefined ? "undefined" : plain };
+    if (value !== null && typeof value === "object") {
+      let json;
+      try { json = jsonStringify(value); } catch { json = undefined; }
+      if (json !== undefined) data["application/json"] = json;
+    }
+    host.display(jsonStringify(data));
+  }
+  hide(G, "display", display);
+
   // Randomness: the sandbox's seeded stream.
   Math.random = function random() { return host.random(); };
   const getRandomValues = (ta) => {

@@ -4,6 +4,7 @@
 // warms a pooled worker's first-request paths before it reports ready.
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../../protocol/frames.js";
 import type { HostMessage, WorkerLimits } from "../../protocol/messages.js";
+import { checkResults, fitResults } from "../results.js";
 import { beginRun, fatal, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "../common.js";
 import { FsBridge } from "./fs-bridge.js";
 import { OutputCapture } from "./output.js";
@@ -120,12 +121,16 @@ export class PythonSession {
     this.output.start(id, this.limits.outputBytes);
     let value: string | null = null;
     let error: { name: string; message: string; traceback: string } | null = null;
+    let rawResults: unknown = undefined;
+    let resultsCut = false;
     try {
       // One more character than fits, so a value that was cut is seen as over the limit below.
       const raw = this.runFn(code, this.limits.outputBytes + 1) as string;
-      const parsed = JSON.parse(raw) as { value: string | null; error: typeof error };
+      const parsed = JSON.parse(raw) as { value: string | null; error: typeof error; results?: unknown; cut?: unknown };
       value = parsed.value;
       error = parsed.error;
+      rawResults = parsed.results;
+      resultsCut = parsed.cut === true;
     } catch (e) {
       // An exception escaped the runner itself (e.g. KeyboardInterrupt between statements).
       const err = e as { type?: string; message?: string };
@@ -144,6 +149,11 @@ export class PythonSession {
         this.output.hit = true;
       }
     }
+    // Notes first (they count as stderr), then what room is left after the output and the value.
+    const note = (text: string) => void this.output.write("stderr", new TextEncoder().encode(text));
+    const checked = checkResults(rawResults, note);
+    const fitted = fitResults(checked, this.output.room - Buffer.byteLength(value ?? ""), note);
+    if (resultsCut || fitted.cut) this.output.hit = true;
     this.output.end();
     const vfsHit = this.fs.accounting.takeLimitHit();
     const limitHit =
@@ -151,6 +161,7 @@ export class PythonSession {
       : reason === 1 ? "timeoutMs"
       : this.hooks.memHit ? "memoryMb"
       : vfsHit ?? null;
-    send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.fs.accounting.digest() });
+    const results = fitted.results.length > 0 ? { results: fitted.results } : {};
+    send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.fs.accounting.digest(), ...results });
   }
 }
