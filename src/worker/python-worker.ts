@@ -144,7 +144,12 @@ async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | und
     ...(snapshot ? { _loadSnapshot: snapshot } : {}),
   });
   limitCStack(py);
-  if (!snapshot) py.runPython(SETUP, { globals: py.globals.get("dict")() });
+  if (!snapshot) {
+    // guest/display.py (shared with the heavy tier's agent; the build copies it beside this file) defines _make_display for SETUP.
+    const globals = py.globals.get("dict")();
+    py.runPython(fs.readFileSync(new URL("./display.py", import.meta.url), "utf8"), { globals });
+    py.runPython(SETUP, { globals });
+  }
   return py;
 }
 

@@ -49,13 +49,11 @@ describe("display results: checks", () => {
 });
 
 describe("display results: one Python implementation", () => {
-  it("the nano runner and the heavy agent carry the same display code", () => {
-    const block = (file: string) => {
-      const text = fs.readFileSync(new URL(`../../${file}`, import.meta.url), "utf8");
-      const m = /# --- rich display: begin[^\n]*\n([\s\S]*?)# --- rich display: end ---/.exec(text);
-      assert.ok(m, `${file} has the rich display block`);
-      return m[1];
-    };
-    assert.equal(block("src/worker/python-guest.ts"), block("guest/agent.py"));
+  it("guest/display.py is the only copy: the nano runner and the heavy agent load it, neither carries its own", () => {
+    const read = (file: string) => fs.readFileSync(new URL(`../../${file}`, import.meta.url), "utf8");
+    assert.match(read("guest/display.py"), /^def _make_display\(\):/m);
+    for (const file of ["src/worker/python-guest.ts", "guest/agent.py"]) assert.doesNotMatch(read(file), /def _make_display\(\):\n +# Jupyter-style/, file);
+    assert.match(read("guest/agent.py"), /"display\.py"/);
+    assert.match(read("src/worker/python-worker.ts"), /"\.\/display\.py"/);
   });
 });

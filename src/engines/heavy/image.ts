@@ -64,7 +64,7 @@ function normalizePackages(packages: readonly string[] = []): string[] {
 export function imageId(packages: readonly string[] = []): string {
   const h = createHash("sha256");
   h.update(JSON.stringify({ v: BUILD_VERSION, base: BASE_PACKAGES, extra: normalizePackages(packages), arch: process.arch }));
-  for (const f of ["agent.py", "statx-shim.c"]) h.update(fs.readFileSync(path.join(GUEST_DIR, f)));
+  for (const f of ["agent.py", "display.py", "statx-shim.c"]) h.update(fs.readFileSync(path.join(GUEST_DIR, f)));
   return h.digest("hex").slice(0, 16);
 }
 
@@ -257,6 +257,7 @@ async function finishRootfs(root: string, progress: (line: string) => void): Pro
   fs.mkdirSync(agentDir, { recursive: true });
   fs.copyFileSync(path.join(GUEST_DIR, "agent.py"), path.join(root, AGENT_GUEST_PATH));
   fs.chmodSync(path.join(root, AGENT_GUEST_PATH), 0o755);
+  fs.copyFileSync(path.join(GUEST_DIR, "display.py"), path.join(agentDir, "display.py")); // loaded by agent.py
   if (await has("gcc")) {
     progress("compiling the statx shim (gVisor 2022 refuses statx's AT_NO_AUTOMOUNT)");
     const so = path.join(agentDir, "statx-shim.so");

@@ -1,0 +1,141 @@
+# Jupyter-style rich results for the guest's Python: display(*objs) and IPython's _repr_*_
+# protocol. One file for both tiers: the heavy tier's agent (agent.py) loads it from beside itself
+# in the image; the nano tier's worker runs it before its setup code (the build copies it to
+# dist/worker/). Standard library only. Everything it produces is checked again by the host.
+
+def _make_display():
+    # Jupyter-style rich results: display(*objs) and IPython's _repr_*_ protocol, collected per run
+    # as MIME bundles (binary types base64). A bad form is skipped with a note on stderr; the host
+    # checks every bundle again, as the guest can change anything here.
+    import base64 as b64mod, binascii, json as jsonmod, sys as sysmod
+    allowed = ("text/plain", "text/html", "text/markdown", "image/png", "image/jpeg", "image/svg+xml", "application/json", "application/pdf")
+    binary = ("image/png", "image/jpeg", "application/pdf")
+    reprs = (("text/html", "_repr_html_"), ("text/markdown", "_repr_markdown_"), ("image/svg+xml", "_repr_svg_"),
+             ("image/png", "_repr_png_"), ("image/jpeg", "_repr_jpeg_"), ("application/json", "_repr_json_"))
+    run = {"results": [], "room": 0, "cut": False}
+
+    def note(text):
+        try:
+            sysmod.stderr.write("display: %s\n" % text)
+        except BaseException:
+            pass
+
+    def describe(exc):
+        try:
+            return "%s: %s" % (type(exc).__name__, str(exc)[:200])
+        except Exception:
+            return type(exc).__name__
+
+    def encode(mime, value, source):
+        if isinstance(value, tuple) and len(value) == 2:  # (data, metadata), as IPython allows
+            value = value[0]
+        if mime in binary:
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                return b64mod.b64encode(bytes(value)).decode("ascii")
+            if isinstance(value, str):
+                text = "".join(value.split())
+                try:
+                    b64mod.b64decode(text, validate=True)
+                except (ValueError, binascii.Error):
+                    note("%s gave %s data that is not base64; skipped" % (source, mime))
+                    return None
+                return text
+        elif mime == "application/json":
+            try:
+                return jsonmod.dumps(value, allow_nan=False)
+            except Exception as exc:
+                note("%s gave %s data that is not JSON (%s); skipped" % (source, mime, describe(exc)))
+                return None
+        elif isinstance(value, str):
+            return str(value)
+        note("%s gave %s for %s, expected %s; skipped" % (source, type(value).__name__, mime, "bytes" if mime in binary else "str"))
+        return None
+
+    def attr(obj, name):
+        try:
+            method = getattr(obj, name, None)
+        except Exception:
+            return None
+        return method if callable(method) else None
+
+    def bundle(obj, plain=None):
+        data = {}
+        if not isinstance(obj, type):  # a class's _repr_html_ is an unbound method, not its display
+            method = attr(obj, "_repr_mimebundle_")
+            got = None
+            if method is not None:
+                try:
+                    got = method(include=None, exclude=None)
+                except Exception as exc:
+                    note("_repr_mimebundle_ raised %s" % describe(exc))
+            if isinstance(got, tuple) and len(got) == 2:
+                got = got[0]
+            if isinstance(got, dict):
+                for mime, value in list(got.items()):
+                    if not isinstance(mime, str) or mime not in allowed:
+                        note("_repr_mimebundle_ gave an unknown MIME type %s; skipped (allowed: %s)" % (repr(mime)[:80] if isinstance(mime, str) else type(mime).__name__, ", ".join(allowed)))
+                        continue
+                    encoded = encode(mime, value, "_repr_mimebundle_")
+                    if encoded is not None:
+                        data[mime] = encoded
+            elif got is not None:
+                note("_repr_mimebundle_ returned %s, expected a dict; ignored" % type(got).__name__)
+            for mime, name in reprs:
+                method = None if mime in data else attr(obj, name)
+                if method is None:
+                    continue
+                try:
+                    value = method()
+                except Exception as exc:
+                    note("%s raised %s" % (name, describe(exc)))
+                    continue
+                if value is not None:  # None: the object has no such form
+                    encoded = encode(mime, value, name)
+                    if encoded is not None:
+                        data[mime] = encoded
+        if "text/plain" not in data:
+            data["text/plain"] = repr(obj) if plain is None else plain
+        return data
+
+    def add(data, main):
+        size = sum(len(v.encode("utf-8", "surrogatepass")) for v in data.values())
+        if size > run["room"]:
+            run["cut"] = True
+            note("a result of %d bytes did not fit in the output limit (limits.outputBytes); dropped" % size)
+            return
+        run["room"] -= size
+        run["results"].append({"data": data, "main": main})
+
+    def display(*objs, raw=False):
+        """Show objects as rich results (HTML, images, JSON, ...) beside the run's output.
+        raw=True: each object is already a dict of MIME type to data."""
+        for obj in objs:
+            if raw and isinstance(obj, dict):
+                data = {}
+                for mime, value in list(obj.items()):
+                    if isinstance(mime, str) and mime in allowed:
+                        encoded = encode(mime, value, "display(raw=True)")
+                        if encoded is not None:
+                            data[mime] = encoded
+                    else:
+                        note("display(raw=True) got an unknown MIME type; skipped (allowed: %s)" % ", ".join(allowed))
+                if data:
+                    add(data, False)
+            else:
+                add(bundle(obj), False)
+
+    def begin(room):
+        run.update(results=[], room=room, cut=False)
+
+    def main_result(obj, plain):
+        # The final expression's bundle is a result only when it has more than its repr.
+        data = bundle(obj, plain)
+        if len(data) > 1:
+            add(data, True)
+
+    def finish():
+        results, cut = run["results"], run["cut"]
+        run.update(results=[], room=0, cut=False)
+        return results, cut
+
+    return display, begin, main_result, finish
