@@ -13,11 +13,19 @@ def _make_event_loop():
     # (instant on the virtual clock), in short slices so the time limit's interrupt gets in.
     import asyncio, asyncio.base_events, asyncio.events, signal, time
 
+    # Set by the time limit's SIGINT, cleared by each new loop (each asyncio.run).
+    state = {"interrupted": False}
+
     class _Clock:
         SLICE_S = 0.02
 
         def select(self, timeout):
             if timeout is None:
+                if state["interrupted"]:
+                    # The interrupt landed between a wake-up's dequeue and its run, so a task can
+                    # never wake: asyncio.run's clean-up would wait forever. The time limit stopped
+                    # this program; say so rather than report a deadlock.
+                    raise KeyboardInterrupt
                 raise RuntimeError("asyncio deadlock: every task waits and nothing is scheduled "
                                    "(there is no I/O or thread in the sandbox that could wake them)")
             end = time.monotonic() + timeout
@@ -32,6 +40,7 @@ def _make_event_loop():
         def __init__(self):
             super().__init__()
             self._selector = _Clock()
+            state["interrupted"] = False
 
         def _process_events(self, event_list):
             pass
@@ -43,6 +52,7 @@ def _make_event_loop():
         _loop_factory = SandboxEventLoop
 
     def interrupted(signum, frame):
+        state["interrupted"] = True
         raise KeyboardInterrupt
 
     def install():
