@@ -1,11 +1,12 @@
-// A thread inside the worker process whose only job is to turn requests on the control pipe
+// A thread inside the worker process that turns requests on the control pipe
 // (fd 3) into Pyodide's interrupt signal. The main thread is busy inside Python while a run is in
 // progress, so only another thread can flip the shared interrupt word while it runs.
 // A request is 5 bytes: a reason byte and the run id (uint32 LE). A request for a run that has
 // already ended never interrupts a later one (run ids only grow); a request for a run that has
 // not started yet is kept and applied when it starts.
-// Once a run is interrupted it also drains the output that waits in the shared tail: a guest
-// that ignores the interrupt is killed by the host, and what it printed must reach the host first.
+// It also sends the output that waits in the shared tail when a run is interrupted (a guest that
+// ignores the interrupt is killed by the host, and what it printed must reach the host first) and
+// whenever output has waited a whole tick while the guest is busy.
 import net from "node:net";
 import { parentPort, workerData } from "node:worker_threads";
 import { OutputTail } from "./output-tail.js";
@@ -15,27 +16,14 @@ const words = new Int32Array(sab); // [signal, reason, current run id, pending r
 const tail = new OutputTail(tailSab);
 let carry = Buffer.alloc(0);
 
-/** How often, and for how long, an interrupted run's waiting output is drained. */
-const DRAIN_EVERY_MS = 10;
-const DRAIN_FOR_MS = 60_000;
-let draining: NodeJS.Timeout | undefined;
-
-/** Send run `runId`'s waiting output while that run (or its start) is still current. */
-function drain(runId: number): void {
-  clearInterval(draining);
-  const until = Date.now() + DRAIN_FOR_MS;
-  const once = () => {
-    const current = Atomics.load(words, 2);
-    if (Date.now() > until || (current !== runId && current > runId)) return clearInterval(draining);
-    if (!tail.tryLock()) return; // the main thread is writing: it is not stuck
-    try {
-      if (tail.length > 0 && tail.owner.runId === runId) tail.flush();
-    } finally {
-      tail.unlock();
-    }
-  };
-  once(); // at once: the host's grace period may be short and this thread slow to be scheduled
-  draining = setInterval(once, DRAIN_EVERY_MS);
+/** Send the output waiting in the shared tail, unless the main thread holds it (then it is not stuck). */
+function flushWaiting(unchangedSince?: number): void {
+  if (tail.length === 0 || !tail.tryLock()) return;
+  try {
+    if (tail.length > 0 && (unchangedSince === undefined || tail.changes === unchangedSince)) tail.flush();
+  } finally {
+    tail.unlock();
+  }
 }
 
 // A socket (epoll), not fs.read (thread pool): a read pending in the pool would hold up process exit.
@@ -55,7 +43,8 @@ control.on("data", (chunk: Buffer) => {
       Atomics.store(words, 1, reason);
       Atomics.store(words, 0, 2); // 2 = SIGINT: Python raises KeyboardInterrupt at its next check
     }
-    drain(runId);
+    // At once: the host's grace period may be short, and a guest that ignores the interrupt never flushes.
+    flushWaiting();
   }
   carry = Buffer.from(data);
 });
@@ -65,14 +54,7 @@ control.on("data", (chunk: Buffer) => {
 const STALE_OUTPUT_MS = 25;
 let seen = -1;
 setInterval(() => {
-  const changes = tail.changes;
-  if (changes === seen && tail.length > 0 && tail.tryLock()) {
-    try {
-      if (tail.changes === changes && tail.length > 0) tail.flush();
-    } finally {
-      tail.unlock();
-    }
-  }
+  if (tail.changes === seen) flushWaiting(seen);
   seen = tail.changes;
 }, STALE_OUTPUT_MS);
 
