@@ -234,6 +234,42 @@ def b64(data):
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
+# What the REPL adds to its environment (the caller's env can override it): matplotlib draws
+# through display.py's backend, which turns figures into image/png results (Jupyter's inline
+# backend does the same); OpenBLAS runs on the REPL's own thread (its thread pool, started by a
+# warm import before the REPL's memory limit is set, deadlocked in numpy.linalg under gVisor).
+REPL_ENV = {"MPLBACKEND": "module://_agentbox_matplotlib", "MPLCONFIGDIR": "/tmp/.agentbox-matplotlib", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def warm_imports():
+    """Import what the image lists in warm.json (pandas, matplotlib, ...) before the first run, so
+    a pooled or snapshotted sandbox has them loaded. A module that fails here fails again in the
+    caller's cell, with its traceback; nothing is reported now."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm.json"), encoding="utf-8") as f:
+            names = json_loads(f.read())
+    except (OSError, ValueError):
+        return
+    if not isinstance(names, list) or not names:
+        return
+    fonts = "/opt/agentbox/matplotlib"  # the font list the image build made (image.ts)
+    if "matplotlib" in names and os.path.isdir(fonts) and not os.path.exists(REPL_ENV["MPLCONFIGDIR"]):
+        try:
+            os.mkdir(REPL_ENV["MPLCONFIGDIR"], 0o700)
+            for name in os.listdir(fonts):
+                if name.endswith(".json"):
+                    with open(os.path.join(fonts, name), "rb") as src, open(os.path.join(REPL_ENV["MPLCONFIGDIR"], name), "wb") as dst:
+                        dst.write(src.read())
+        except OSError:
+            pass  # matplotlib builds the list itself
+    for name in names:
+        if isinstance(name, str):
+            try:
+                __import__(name)
+            except BaseException:
+                pass
+
+
 def _make_display():
     # The display machinery is guest/display.py, shared with the nano tier; the image has it
     # beside this file. Loaded into a namespace of its own, not importable by the guest's code.
@@ -348,6 +384,8 @@ def repl_main(fds=None):
                 pass
         return value, error
 
+    os.environ.update(REPL_ENV)
+    warm_imports()
     # A forked REPL shares its pages with the agent; gVisor's copy-on-write faults are slow, so
     # take the few left now (a full collection touches every object) rather than in the first run.
     import gc
@@ -359,10 +397,16 @@ def repl_main(fds=None):
             return
         if msg.get("type") == "configure":
             os.environ.clear()
+            os.environ.update(REPL_ENV)
             os.environ.update(msg.get("env") or {})
             if msg.get("seed") is not None:
                 import random
                 random.seed(msg["seed"])
+                if "numpy" in sys.modules:  # numpy's legacy global generator, as seeded as `random`
+                    try:
+                        sys.modules["numpy"].random.seed(msg["seed"] % (1 << 32))
+                    except Exception:
+                        pass
             limit = msg.get("processMemoryBytes")
             if isinstance(limit, int) and limit > 0:
                 global PROCESS_MEMORY

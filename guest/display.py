@@ -13,6 +13,7 @@ def _make_display():
     reprs = (("text/html", "_repr_html_"), ("text/markdown", "_repr_markdown_"), ("image/svg+xml", "_repr_svg_"),
              ("image/png", "_repr_png_"), ("image/jpeg", "_repr_jpeg_"), ("application/json", "_repr_json_"))
     run = {"results": [], "room": 0, "cut": False}
+    drawn = set()  # ids of figures this cell already returned, so the end-of-cell flush skips them
 
     def note(text):
         try:
@@ -58,8 +59,86 @@ def _make_display():
             return None
         return method if callable(method) else None
 
+    # matplotlib, as Jupyter's inline backend does it: every figure open at the end of a cell (or
+    # at plt.show()) becomes an image/png result and is closed; a Figure shown as a value or with
+    # display() is drawn once. Nothing here imports matplotlib: the caller's code does.
+    def is_figure(obj):
+        mod = sysmod.modules.get("matplotlib.figure")
+        return mod is not None and isinstance(obj, mod.Figure)
+
+    def figure_bundle(fig):
+        import io
+        buf = io.BytesIO()
+        try:
+            fig.savefig(buf, format="png", bbox_inches="tight")
+        except Exception as exc:
+            note("a matplotlib figure could not be drawn: %s" % describe(exc))
+            return None
+        drawn.add(id(fig))
+        return {"image/png": b64mod.b64encode(buf.getvalue()).decode("ascii"), "text/plain": repr(fig)}
+
+    def show_figures(*args, **kwargs):
+        helpers = sysmod.modules.get("matplotlib._pylab_helpers")
+        if helpers is None:
+            return
+        try:
+            figures = [m.canvas.figure for m in helpers.Gcf.get_all_fig_managers()]
+        except Exception as exc:
+            note("matplotlib's open figures could not be listed: %s" % describe(exc))
+            return
+        for fig in figures:
+            if id(fig) not in drawn:
+                data = figure_bundle(fig)
+                if data is not None:
+                    add(data, False)
+        try:
+            sysmod.modules["matplotlib.pyplot"].close("all")
+        except Exception:
+            pass
+
+    class MatplotlibBackend:
+        # `MPLBACKEND=module://_agentbox_matplotlib` (set by the heavy tier's REPL): Agg drawing,
+        # with show() returning the figures as results. Made on import, as the module needs Agg.
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name != "_agentbox_matplotlib":
+                return None
+            import importlib.util
+            return importlib.util.spec_from_loader(name, MatplotlibBackend)
+
+        @staticmethod
+        def create_module(spec):
+            return None
+
+        @staticmethod
+        def exec_module(module):
+            from matplotlib.backend_bases import FigureManagerBase
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            module.FigureCanvas = FigureCanvasAgg
+            module.FigureManager = FigureManagerBase
+            module.show = show_figures
+
+    sysmod.meta_path.append(MatplotlibBackend)
+
+    def series_html(obj):
+        # A pandas Series has no _repr_html_; Jupyter users expect the table its frame shows.
+        pd = sysmod.modules.get("pandas")
+        if pd is None or not isinstance(obj, pd.Series):
+            return None
+        try:
+            return obj.to_frame()._repr_html_()
+        except Exception as exc:
+            note("a pandas Series could not be shown as HTML: %s" % describe(exc))
+            return None
+
     def bundle(obj, plain=None):
         data = {}
+        if is_figure(obj):
+            data = figure_bundle(obj) or {}
+        elif "pandas" in sysmod.modules:
+            html = series_html(obj)
+            if html is not None:
+                data["text/html"] = html
         if not isinstance(obj, type):  # a class's _repr_html_ is an unbound method, not its display
             method = attr(obj, "_repr_mimebundle_")
             got = None
@@ -134,6 +213,8 @@ def _make_display():
             add(data, True)
 
     def finish():
+        show_figures()
+        drawn.clear()
         results, cut = run["results"], run["cut"]
         run.update(results=[], room=0, cut=False)
         return results, cut

@@ -1,8 +1,8 @@
 // agentbox: the public API. Re-exports only; everything else is internal.
 export { Sandbox, SandboxFiles, SandboxCommands, SandboxSnapshot } from "./sandbox/sandbox.js";
 export type { CommandResult, SandboxInfo } from "./sandbox/sandbox.js";
-export { buildImage, listImages, removeImage, buildMicrovmArtefacts } from "./engines/images.js";
-export type { ImageInfo, ImageBuildOptions, MicrovmArtefacts, MicrovmBuildOptions } from "./engines/images.js";
+export { buildImage, imageLabel, listImages, removeImage, buildMicrovmArtefacts, IMAGE_PRESETS, IMAGE_PRESET_NAMES } from "./engines/images.js";
+export type { ImageInfo, ImageBuildOptions, ImagePreset, MicrovmArtefacts, MicrovmBuildOptions } from "./engines/images.js";
 export { TIERS, LANGUAGES, HEAVY_BACKENDS } from "./engines/catalog.js";
 export { resolveSandboxOptions, sandboxOptionsForTier } from "./sandbox/resolve.js";
 export type { SandboxOptionsInput as SandboxOptions, SandboxOptions as ResolvedOptions, ResolvedSandboxOptions, Language } from "./sandbox/resolve.js";

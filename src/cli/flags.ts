@@ -91,9 +91,15 @@ export const FLAGS = {
   timeout: { value: "DURATION", help: "time limit of a run or command: 500ms, 5s, 2m or plain milliseconds", option: "limits.timeoutMs", parse: parseDuration, showDefault: (v) => formatDuration(v as number) },
   cpus: { value: "N", help: "heavy tier: CPU quota, e.g. 0.5 or 2", option: "limits.cpus", parse: parsePositive },
   disk: { value: "MB", help: "heavy tier: size of /home/user and of /tmp in MiB", option: "limits.diskMb", parse: parseInteger },
+  image: {
+    value: "NAME",
+    help: "heavy tier: base, or data (numpy, pandas, matplotlib, scipy, scikit-learn, ...;\nbuilt with `image build --preset data`)",
+    option: "image",
+    parse: oneOf("base", "data"),
+  },
   packages: {
     value: "A,B",
-    help: "heavy tier: extra Debian packages (the image built with `image build --packages A,B`)",
+    help: "heavy tier: extra Debian packages on top of the image (built with\n`image build [--preset NAME] --packages A,B`)",
     option: "packages",
     parse: (s: string) => s.split(",").map((p) => p.trim()).filter(Boolean),
     showDefault: () => "none",

@@ -1,11 +1,11 @@
 // The heavy tier's commands: `agentbox exec --tier heavy -- CMD...` (one command in a fresh
 // sandbox) and `agentbox image build|list|rm`. Thin: parse, call the public API, print.
 import { parseArgs } from "node:util";
-import { buildImage, buildMicrovmArtefacts, InvalidOptionsError, LimitError, listImages, removeImage, Sandbox, type AgentboxError, type SandboxOptions } from "../index.js";
+import { buildImage, buildMicrovmArtefacts, IMAGE_PRESET_NAMES, imageLabel, InvalidOptionsError, type ImagePreset, LimitError, listImages, removeImage, Sandbox, type AgentboxError, type SandboxOptions } from "../index.js";
 import { flagError, flagHelp, flagOptions, readFlags, UsageError, type FlagName } from "./flags.js";
 import { errorJson } from "./output.js";
 
-const EXEC_FLAGS = ["tier", "memory", "timeout", "cpus", "disk", "packages", "backend", "env", "json", "help"] as const satisfies FlagName[];
+const EXEC_FLAGS = ["tier", "image", "memory", "timeout", "cpus", "disk", "packages", "backend", "env", "json", "help"] as const satisfies FlagName[];
 
 export const EXEC_USAGE = `usage: agentbox exec [--tier heavy] [options] -- CMD [ARG...]
 
@@ -15,10 +15,13 @@ options:
 ${flagHelp(EXEC_FLAGS.filter((f) => f !== "tier" && f !== "help"), { json: "print one JSON object with exitCode, stdout and stderr" })}
 exit codes: 0 the command exited 0, 1 it exited non-zero, 2 a limit was hit, 64 bad usage, 70 internal error`;
 
-export const IMAGE_USAGE = `usage: agentbox image build [--backend gvisor|microvm] [--packages A,B] [--force] | image list [--json] | image rm ID
+export const IMAGE_USAGE = `usage: agentbox image build [--preset base|data] [--backend gvisor|microvm] [--packages A,B] [--force] | image list [--json] | image rm ID
 
   build   build the heavy tier's root file system from Debian packages (python3, bash, coreutils,
-          plus --packages) with the guest agent; cached under the user's cache directory.
+          plus the preset's and --packages) with the guest agent; cached under the user's cache
+          directory. --preset data adds the data stack (numpy, pandas, matplotlib, scipy,
+          scikit-learn, seaborn, statsmodels, sympy, networkx, Pillow, openpyxl, xlsxwriter,
+          beautifulsoup4, lxml, requests, tabulate, fonts); select it with --image data.
           --backend microvm also makes the microVM's kernel, initramfs and ext4 root disk from it
   list    the images built on this machine
   rm      remove an image by id (or a unique prefix)`;
@@ -75,7 +78,7 @@ export async function imageCommand(argv: string[], io: Io): Promise<number> {
         args: rest,
         allowPositionals: true,
         strict: true,
-        options: { packages: { type: "string" }, backend: { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+        options: { preset: { type: "string" }, packages: { type: "string" }, backend: { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
       });
     } catch (e) {
       throw new UsageError((e as Error).message);
@@ -88,12 +91,14 @@ export async function imageCommand(argv: string[], io: Io): Promise<number> {
     if (sub === "build") {
       if (parsed.positionals.length > 0) throw new UsageError("image build takes no positional arguments");
       if (v.backend !== undefined && v.backend !== "gvisor" && v.backend !== "microvm") throw new UsageError(`--backend: expected gvisor or microvm, got ${JSON.stringify(v.backend)}`);
+      if (v.preset !== undefined && !(IMAGE_PRESET_NAMES as readonly string[]).includes(v.preset)) throw new UsageError(`--preset: expected one of ${IMAGE_PRESET_NAMES.join(", ")}, got ${JSON.stringify(v.preset)}`);
+      const preset = v.preset as ImagePreset | undefined;
       if (v.backend === "microvm") {
-        const a = await buildMicrovmArtefacts({ packages: packagesOf(v.packages), force: Boolean(v.force), onProgress: (l) => io.stderr(`microvm: ${l}\n`) });
+        const a = await buildMicrovmArtefacts({ preset, packages: packagesOf(v.packages), force: Boolean(v.force), onProgress: (l) => io.stderr(`microvm: ${l}\n`) });
         io.stdout(`${a.imageId} microvm:${a.id}\n`);
         return 0;
       }
-      const img = await buildImage({ packages: packagesOf(v.packages), force: Boolean(v.force), onProgress: (l) => io.stderr(`image: ${l}\n`) });
+      const img = await buildImage({ preset, packages: packagesOf(v.packages), force: Boolean(v.force), onProgress: (l) => io.stderr(`image: ${l}\n`) });
       io.stdout(`${img.id}\n`);
       return 0;
     }
@@ -101,7 +106,7 @@ export async function imageCommand(argv: string[], io: Io): Promise<number> {
       const all = listImages();
       if (v.json) io.stdout(`${JSON.stringify(all)}\n`);
       else {
-        for (const i of all) io.stdout(`${i.id}  ${(i.sizeBytes / 2 ** 20).toFixed(0).padStart(5)} MB  ${i.createdAt}  ${i.packages.length ? i.packages.join(",") : "(base)"}\n`);
+        for (const i of all) io.stdout(`${i.id}  ${(i.sizeBytes / 2 ** 20).toFixed(0).padStart(5)} MB  ${i.createdAt}  ${imageLabel(i.packages)}\n`);
       }
       return 0;
     }

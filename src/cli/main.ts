@@ -15,8 +15,8 @@ import { execCommand, imageCommand } from "./heavy.js";
 import { stopped, stopSignal } from "./lifecycle.js";
 import { errorJson } from "./output.js";
 
-const RUN_FLAGS = ["code", "language", "tier", "backend", "memory", "timeout", "seed", "mount", "env", "allow-net", "json", "help"] as const satisfies FlagName[];
-const MCP_FLAGS = ["tier", "backend", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "help"] as const satisfies FlagName[];
+const RUN_FLAGS = ["code", "language", "tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "allow-net", "json", "help"] as const satisfies FlagName[];
+const MCP_FLAGS = ["tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "help"] as const satisfies FlagName[];
 const D = SERVER_DEFAULTS;
 
 const USAGE = `usage: agentbox <command> [options]

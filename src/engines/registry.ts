@@ -8,6 +8,7 @@ import { sandboxOptionSchemas, type HeavyOptions, type Mount, type NanoOptions, 
 import type { Engine, EngineInfo } from "./engine.js";
 import { GvisorBox } from "./heavy-gvisor/box.js";
 import { boxSpec, GvisorEngine, specKey } from "./heavy-gvisor/engine.js";
+import { imagePackages, IMAGE_PRESET_NAMES } from "./heavy/presets.js";
 import { MicrovmEngine, microvmOnKvm } from "./microvm/engine.js";
 import { poolFor } from "./pools.js";
 import { PythonWasmEngine } from "./python-wasm/engine.js";
@@ -87,7 +88,7 @@ const heavyGvisor = {
   backend: "gvisor" as const,
   languages: ["python"] as const,
   start: ({ options: o, seed, mounts }) => {
-    const config = { limits: o.limits, env: o.env, seed, packages: o.packages, mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })) };
+    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })) };
     const spec = boxSpec(config);
     const pool = o.pool && mounts.length === 0 ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true }), "heavy") : undefined;
     return GvisorEngine.start(config, pool);
@@ -103,9 +104,9 @@ const heavyMicrovm = {
   backend: "microvm" as const,
   languages: ["python"] as const,
   refuses: { mounts: "the microVM backend shares no file system with the host; copy files in with sb.files.write" },
-  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: o.packages }, o.pool),
+  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages) }, o.pool),
   // Only where KVM boots it (TCG is for testing) and no mount is asked for.
-  auto: async ({ options: o, mounts }) => mounts.length === 0 && (await microvmOnKvm(o.packages)),
+  auto: async ({ options: o, mounts }) => mounts.length === 0 && (await microvmOnKvm(imagePackages(o.image, o.packages))),
   info: (e) => e.info ?? { backend: "microvm" },
 } satisfies HeavyEngineDescriptor;
 
@@ -132,7 +133,7 @@ export const LANGUAGES = names<LanguagesOf<Tier>>([...NANO_LANGUAGES, ...HEAVY_L
 export const HEAVY_BACKENDS = names<Backend>(ofTier("heavy").map((e) => e.backend));
 
 /** The sandbox option schemas, per tier, built with this build's engine names. */
-export const optionSchemas = sandboxOptionSchemas({ nanoLanguages: NANO_LANGUAGES, heavyLanguages: HEAVY_LANGUAGES, heavyBackends: HEAVY_BACKENDS });
+export const optionSchemas = sandboxOptionSchemas({ nanoLanguages: NANO_LANGUAGES, heavyLanguages: HEAVY_LANGUAGES, heavyBackends: HEAVY_BACKENDS, heavyImages: IMAGE_PRESET_NAMES });
 
 export function engineById(id: string): EngineDescriptor {
   const d = ENGINES.find((e) => e.id === id);

@@ -85,14 +85,16 @@ type NameList = readonly [string, ...string[]];
  * each tier runs and the heavy tier's backends. The schemas are built from these so a new
  * language or backend is added in the registry alone.
  */
-export interface EngineNames<NL extends NameList, HL extends NameList, HB extends NameList> {
+export interface EngineNames<NL extends NameList, HL extends NameList, HB extends NameList, HI extends NameList = NameList> {
   nanoLanguages: NL;
   heavyLanguages: HL;
   heavyBackends: HB;
+  /** The heavy tier's image presets (engines/heavy/presets.ts), the first the default. */
+  heavyImages: HI;
 }
 
 /** The per-tier option schemas (and their union) for the given engine names. */
-export function sandboxOptionSchemas<const NL extends NameList, const HL extends NameList, const HB extends NameList>(names: EngineNames<NL, HL, HB>) {
+export function sandboxOptionSchemas<const NL extends NameList, const HL extends NameList, const HB extends NameList, const HI extends NameList>(names: EngineNames<NL, HL, HB, HI>) {
   const nano = z.strictObject({
     /** "nano": WebAssembly in a locked-down worker process. */
     tier: z.literal("nano"),
@@ -128,7 +130,12 @@ export function sandboxOptionSchemas<const NL extends NameList, const HL extends
     /** Which backend runs the sandbox. "auto": the engine registry's first heavy backend that can
      *  serve the options (the microVM where KVM boots it and no mount is asked for, else gVisor). */
     backend: z.enum(["auto", ...names.heavyBackends]).default("auto"),
-    /** Extra Debian packages; selects the image built by `agentbox image build --packages`. */
+    /** The image preset: "base" (python3, a shell, coreutils) or "data" (numpy, pandas, matplotlib,
+     *  scipy, scikit-learn, ... with their modules imported before the first run); built by
+     *  `agentbox image build --preset NAME`. */
+    image: z.enum(names.heavyImages).default(names.heavyImages[0]),
+    /** Extra Debian packages on top of the image preset; selects the image built by
+     *  `agentbox image build [--preset NAME] --packages A,B`. */
     packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]{0,99}$/, "must be a Debian package name")).max(256).default([]),
     /** Take a ready sandbox from the shared pool when one fits (no mounts). */
     pool: z.boolean().default(true),
@@ -137,7 +144,7 @@ export function sandboxOptionSchemas<const NL extends NameList, const HL extends
 }
 
 /** The schemas with plain strings for names: what engines see without depending on the registry. */
-type AnySchemas = ReturnType<typeof sandboxOptionSchemas<NameList, NameList, NameList>>;
+type AnySchemas = ReturnType<typeof sandboxOptionSchemas<NameList, NameList, NameList, NameList>>;
 export type NanoOptions = z.output<AnySchemas["nano"]>;
 export type HeavyOptions = z.output<AnySchemas["heavy"]>;
 export type NanoLimits = z.output<typeof nanoLimitsSchema>;

@@ -14,15 +14,20 @@ import { promisify } from "node:util";
 import { ImageBuildError, TierUnavailableError } from "../../errors.js";
 import { cacheDir } from "../cache.js";
 import { writeOciBundle } from "./oci.js";
+import { imageBuildArgs, imagePackages, warmImports, type ImagePreset } from "./presets.js";
 
 const run = promisify(execFile);
 
 /** Changes whenever the build steps below change what lands in an image. */
-const BUILD_VERSION = 1;
+const BUILD_VERSION = 2;
 /** What every image holds; extra packages come on top. */
 export const BASE_PACKAGES = ["bash", "coreutils", "dash", "diffutils", "findutils", "grep", "gzip", "procps", "python3", "sed", "tar", "usr-is-merged"];
 const GUEST_DIR = fileURLToPath(new URL("../../../guest/", import.meta.url));
 export const AGENT_GUEST_PATH = "/opt/agentbox/agent.py";
+/** The modules the REPL imports before its first run (presets.ts warmImports), read by the agent. */
+const WARM_PATH = "/opt/agentbox/warm.json";
+/** matplotlib's font cache, made at build time (agent.py copies it for the REPL). */
+const MATPLOTLIB_CACHE = "/opt/agentbox/matplotlib";
 /** Mount points the engines use; they must exist because the root is read-only. */
 const MOUNT_POINTS = ["proc", "dev", "sys", "tmp", "home/user", "run", "var/tmp"];
 
@@ -40,6 +45,8 @@ export interface ImageInfo {
 }
 
 export interface BuildOptions {
+  /** A named package set (presets.ts); `packages` come on top of it. Default "base". */
+  preset?: ImagePreset;
   packages?: string[];
   /** Progress lines (the CLI prints them on stderr). */
   onProgress?: (line: string) => void;
@@ -63,7 +70,8 @@ function normalizePackages(packages: readonly string[] = []): string[] {
 /** The recipe hash of an image with these extra packages. */
 export function imageId(packages: readonly string[] = []): string {
   const h = createHash("sha256");
-  h.update(JSON.stringify({ v: BUILD_VERSION, base: BASE_PACKAGES, extra: normalizePackages(packages), arch: process.arch }));
+  const extra = normalizePackages(packages);
+  h.update(JSON.stringify({ v: BUILD_VERSION, base: BASE_PACKAGES, extra, warm: warmImports(extra), arch: process.arch }));
   for (const f of ["agent.py", "display.py", "statx-shim.c"]) h.update(fs.readFileSync(path.join(GUEST_DIR, f)));
   return h.digest("hex").slice(0, 16);
 }
@@ -86,10 +94,19 @@ export function findImage(packages: readonly string[] = []): ImageInfo | undefin
 export function requireImage(packages: readonly string[] = []): ImageInfo {
   const img = findImage(packages);
   if (img) return img;
-  const extra = normalizePackages(packages);
-  throw new TierUnavailableError(
-    `the heavy tier's image${extra.length ? ` with packages ${extra.join(",")}` : ""} is not built; run \`npx agentbox image build${extra.length ? ` --packages ${extra.join(",")}` : ""}\``,
-  );
+  throw new TierUnavailableError(`the heavy tier's image ${imageLabel(packages)} is not built; run \`${imageBuildCommand(packages)}\``);
+}
+
+/** How an image is named in messages: its preset, or its extra packages. */
+export function imageLabel(packages: readonly string[] = []): string {
+  const args = imageBuildArgs(normalizePackages(packages));
+  return args ? `(${args.replace(/^--/, "").replace(/ --/g, ", ")})` : "(base)";
+}
+
+/** The command that builds the image with these packages. */
+export function imageBuildCommand(packages: readonly string[] = []): string {
+  const args = imageBuildArgs(normalizePackages(packages));
+  return `npx agentbox image build${args ? ` ${args}` : ""}`;
 }
 
 export function listImages(): ImageInfo[] {
@@ -128,14 +145,20 @@ const building = new Map<string, Promise<ImageInfo>>();
 
 /** Build (or find in the cache) the image with these extra packages. */
 export function buildImage(opts: BuildOptions = {}): Promise<ImageInfo> {
-  const id = imageId(opts.packages);
+  let packages: string[];
+  try {
+    packages = normalizePackages(imagePackages(opts.preset ?? "base", opts.packages));
+  } catch (e) {
+    return Promise.reject(e as Error);
+  }
+  const id = imageId(packages);
   if (!opts.force) {
-    const found = findImage(opts.packages);
+    const found = findImage(packages);
     if (found) return Promise.resolve(found);
   }
   let p = building.get(id);
   if (!p) {
-    p = doBuild(id, normalizePackages(opts.packages), opts.onProgress ?? (() => undefined)).finally(() => building.delete(id));
+    p = doBuild(id, packages, opts.onProgress ?? (() => undefined)).finally(() => building.delete(id));
     building.set(id, p);
   }
   return p;
@@ -161,13 +184,16 @@ async function doBuild(id: string, extra: string[], progress: (line: string) => 
     await download(resolved, debs);
     const files = fs.readdirSync(debs).filter((f) => f.endsWith(".deb")).sort();
     if (files.length < resolved.length) throw new ImageBuildError(`apt-get download fetched ${files.length} of ${resolved.length} packages`);
+    const alternatives: Alternative[] = [];
     for (let i = 0; i < files.length; i++) {
       if (i % 10 === 0 || i === files.length - 1) progress(`unpacking ${i + 1}/${files.length}: ${files[i]}`);
-      await exec("dpkg-deb", ["-x", path.join(debs, files[i]!), rootfs]);
+      const deb = path.join(debs, files[i]!);
+      await exec("dpkg-deb", ["-x", deb, rootfs]);
+      alternatives.push(...(await alternativesOf(deb)));
     }
     fs.rmSync(debs, { recursive: true, force: true });
-    progress("finishing the root file system (merged /usr, users, guest agent)");
-    await finishRootfs(rootfs, progress);
+    progress("finishing the root file system (merged /usr, users, alternatives, guest agent)");
+    await finishRootfs(rootfs, alternatives, warmImports(extra), progress);
     const info: Omit<ImageInfo, "rootfs"> = {
       id,
       packages: extra,
@@ -227,7 +253,7 @@ async function download(pkgs: Resolved[], dir: string): Promise<void> {
   }
 }
 
-async function finishRootfs(root: string, progress: (line: string) => void): Promise<void> {
+async function finishRootfs(root: string, alternatives: readonly Alternative[], warm: readonly string[], progress: (line: string) => void): Promise<void> {
   // Merged /usr, as Debian 12 installs it: /bin, /sbin, /lib* become links into /usr.
   for (const d of ["bin", "sbin", "lib", "lib64"]) {
     const top = path.join(root, d);
@@ -266,8 +292,55 @@ async function finishRootfs(root: string, progress: (line: string) => void): Pro
   } else {
     progress("warning: no gcc; without the statx shim `ls -l` and `stat` fail under older gVisor");
   }
+  applyAlternatives(root, alternatives);
+  fs.writeFileSync(path.join(root, WARM_PATH.slice(1)), JSON.stringify(warm) + "\n");
   if (process.getuid?.() === 0 && (await has("ldconfig"))) await exec("ldconfig", ["-r", root]);
   await precompile(root, progress);
+}
+
+interface Alternative {
+  link: string;
+  name: string;
+  target: string;
+  priority: number;
+}
+
+/**
+ * The `update-alternatives --install LINK NAME PATH PRIORITY` calls of a package's postinst
+ * script. Maintainer scripts never run here, yet some links only they make are needed at run
+ * time (numpy loads libblas.so.3 through one). Only calls with literal absolute paths count.
+ */
+async function alternativesOf(deb: string): Promise<Alternative[]> {
+  let script: string;
+  try {
+    script = (await run("dpkg-deb", ["--info", deb, "postinst"], { maxBuffer: 4 * 1024 * 1024 })).stdout;
+  } catch {
+    return []; // no postinst
+  }
+  const out: Alternative[] = [];
+  const joined = script.replace(/\\\n/g, " ");
+  for (const m of joined.matchAll(/update-alternatives\s+(?:--quiet\s+)?--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)/g)) {
+    const [, link, name, target, priority] = m as unknown as [string, string, string, string, string];
+    if ([link, name, target].some((x) => x.includes("$") || x.includes("`")) || !link.startsWith("/") || !target.startsWith("/")) continue;
+    out.push({ link, name, target, priority: Number(priority) });
+  }
+  return out;
+}
+
+/** Point each alternative's link at its highest-priority target present in the image, as dpkg would. */
+function applyAlternatives(root: string, alternatives: readonly Alternative[]): void {
+  const best = new Map<string, Alternative>();
+  for (const a of alternatives) {
+    if (!fs.existsSync(path.join(root, a.target))) continue;
+    const cur = best.get(a.name);
+    if (!cur || a.priority > cur.priority) best.set(a.name, a);
+  }
+  for (const a of best.values()) {
+    const at = path.join(root, a.link);
+    if (!path.resolve(at).startsWith(root + path.sep) || fs.lstatSync(at, { throwIfNoEntry: false })) continue;
+    fs.mkdirSync(path.dirname(at), { recursive: true });
+    fs.symlinkSync(a.target, at);
+  }
 }
 
 /** Move the tree `from` into `to`, directory by directory; on a clash the file under /usr wins. */
@@ -296,7 +369,15 @@ async function precompile(root: string, progress: (line: string) => void): Promi
       rootfs: root,
       readonlyRoot: false,
       user: { uid: 0, gid: 0 },
-      args: ["/usr/bin/python3", "-m", "compileall", "-q", "-x", "/test/|/tests/", ...pyDirs, "/opt/agentbox"],
+      // Then matplotlib's font list, which it would otherwise build at every sandbox's first import
+      // (a second of the warm-up); the agent copies it into the REPL's MPLCONFIGDIR.
+      args: [
+        "/bin/sh",
+        "-c",
+        `python3 -m compileall -q -x '/test/|/tests/' ${[...pyDirs, "/opt/agentbox"].join(" ")}; rc=$?
+if python3 -c 'import matplotlib' 2>/dev/null; then MPLCONFIGDIR=${MATPLOTLIB_CACHE} python3 -c 'import matplotlib.font_manager' >/dev/null 2>&1; fi
+exit $rc`,
+      ],
       env: ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"],
       cwd: "/",
       hostname: "build",

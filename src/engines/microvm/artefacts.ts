@@ -13,7 +13,8 @@ import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { ImageBuildError, TierUnavailableError } from "../../errors.js";
 import { cacheDir } from "../cache.js";
-import { buildImage, duBytes, findImage, type ImageInfo } from "../heavy/image.js";
+import { buildImage, duBytes, findImage, imageBuildCommand, imageLabel, type ImageInfo } from "../heavy/image.js";
+import type { ImagePreset } from "../heavy/presets.js";
 
 const run = promisify(execFile);
 
@@ -42,6 +43,8 @@ export interface MicrovmArtefacts {
 }
 
 export interface MicrovmBuildOptions {
+  /** The image preset (presets.ts); `packages` come on top. */
+  preset?: ImagePreset;
   packages?: string[];
   onProgress?: (line: string) => void;
   force?: boolean;
@@ -88,10 +91,7 @@ export function findMicrovmArtefacts(packages: readonly string[] = []): MicrovmA
 export function requireMicrovmArtefacts(packages: readonly string[] = []): MicrovmArtefacts {
   const found = findMicrovmArtefacts(packages);
   if (found) return found;
-  const extra = [...new Set(packages)].sort();
-  throw new TierUnavailableError(
-    `the heavy tier's image${extra.length ? ` with packages ${extra.join(",")}` : ""} is not built; run \`npx agentbox image build${extra.length ? ` --packages ${extra.join(",")}` : ""}\` (the microVM's kernel and disk are made from it on first use)`,
-  );
+  throw new TierUnavailableError(`the heavy tier's image ${imageLabel(packages)} is not built; run \`${imageBuildCommand(packages)}\` (the microVM's kernel and disk are made from it on first use)`);
 }
 
 const building = new Map<string, Promise<MicrovmArtefacts>>();
@@ -99,7 +99,7 @@ const building = new Map<string, Promise<MicrovmArtefacts>>();
 /** Build (or find in the cache) the image and the microVM artefacts made from it. */
 export async function buildMicrovmArtefacts(opts: MicrovmBuildOptions = {}): Promise<MicrovmArtefacts> {
   const progress = opts.onProgress ?? (() => undefined);
-  const image = await buildImage({ packages: opts.packages ?? [], onProgress: progress, force: opts.force ?? false });
+  const image = await buildImage({ preset: opts.preset ?? "base", packages: opts.packages ?? [], onProgress: progress, force: opts.force ?? false });
   const id = recipeHash(image.id);
   if (!opts.force) {
     const found = readManifest(path.join(microvmDir(), id));
