@@ -19,6 +19,13 @@ export function ensureImage(): Promise<unknown> {
   return image;
 }
 
+let dataImage: Promise<unknown> | undefined;
+/** Build the data-science image (`--preset data`) once per test process (a no-op when cached). */
+export function ensureDataImage(): Promise<unknown> {
+  dataImage ??= buildImage({ preset: "data", onProgress: (l) => console.log(`# data image: ${l}`) });
+  return dataImage;
+}
+
 /** runsc processes whose command line names this container id. */
 export function runscProcesses(containerId: string): string[] {
   let out = "";

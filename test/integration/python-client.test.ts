@@ -7,7 +7,7 @@ import { once } from "node:events";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
-import { ensureImage, skipHeavy } from "../heavy.js";
+import { ensureDataImage, ensureImage, skipHeavy } from "../heavy.js";
 import { childPids, spawnServer } from "../server-helpers.js";
 
 const CLIENT_DIR = fileURLToPath(new URL("../../clients/python", import.meta.url));
@@ -18,12 +18,12 @@ describe("Python client (clients/python)", () => {
     const KEY = "py-client-key-one-0123456789";
     const KEY2 = "py-client-key-two-0123456789";
     const keys = { keys: [{ name: "one", key: KEY, maxSandboxes: 4, maxRunMs: 60_000 }, { name: "two", key: KEY2, maxSandboxes: 1 }] };
-    if (!skipHeavy) await ensureImage();
+    if (!skipHeavy) await Promise.all([ensureImage(), ensureDataImage()]);
     const { proc, url, stderr } = await spawnServer(["--pool", "1"], { AGENTBOX_API_KEYS: JSON.stringify(keys) });
     try {
       const py = spawn("python3", ["-m", "unittest", "-v"], {
         cwd: CLIENT_DIR,
-        env: { ...agentboxEnv(), AGENTBOX_TEST_URL: url, AGENTBOX_TEST_KEY: KEY, AGENTBOX_TEST_KEY2: KEY2, PYTHONDONTWRITEBYTECODE: "1" },
+        env: { ...agentboxEnv(), AGENTBOX_TEST_URL: url, AGENTBOX_TEST_KEY: KEY, AGENTBOX_TEST_KEY2: KEY2, AGENTBOX_TEST_DATA_IMAGE: skipHeavy ? "0" : "1", PYTHONDONTWRITEBYTECODE: "1" },
         stdio: ["ignore", "pipe", "pipe"],
       });
       let out = "";

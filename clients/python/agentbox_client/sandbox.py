@@ -432,6 +432,7 @@ class Sandbox:
         env: Optional[Mapping[str, str]] = None,
         mounts: Optional[List[Mount]] = None,
         backend: Optional[Literal["auto", "gvisor", "microvm"]] = None,
+        image: Optional[Literal["base", "data"]] = None,
         packages: Optional[List[str]] = None,
         idle_timeout_ms: Optional[int] = None,
         base_url: Optional[str] = None,
@@ -440,12 +441,13 @@ class Sandbox:
     ) -> "Sandbox":
         """Create a sandbox. Options are validated by the server; errors name the field.
 
-        ``tier="heavy"`` gives a Debian userland (gVisor) with ``commands.run``; ``backend`` and
-        ``packages`` (extra Debian packages of a built image) apply to it.
+        ``tier="heavy"`` gives a Debian userland (gVisor) with ``commands.run``; ``backend``,
+        ``image`` (``"data"``: numpy, pandas, matplotlib, ... already imported) and ``packages``
+        (extra Debian packages of a built image) apply to it.
         """
         conn = _connection(base_url, api_key, timeout_s)
         body: Dict[str, Any] = {"language": language, "tier": tier}
-        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("backend", backend), ("packages", packages), ("idleTimeoutMs", idle_timeout_ms)):
+        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("backend", backend), ("image", image), ("packages", packages), ("idleTimeoutMs", idle_timeout_ms)):
             if v is not None:
                 body[k] = dict(v) if isinstance(v, Mapping) else v
         return cls(SandboxInfo.from_json(conn.json("POST", "/sandboxes", body)), conn)

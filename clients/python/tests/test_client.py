@@ -190,6 +190,34 @@ class FilesTests(unittest.TestCase):
             self.assertIn('format="bytes"', nt.exception.message)
 
 
+class DataAnalysisTests(unittest.TestCase):
+    """A CSV analysed with pandas and matplotlib on the data image; runs where the test harness
+    built that image (AGENTBOX_TEST_DATA_IMAGE=1), else skips with the reason."""
+
+    def test_chart_and_table_from_a_csv(self) -> None:
+        if os.environ.get("AGENTBOX_TEST_DATA_IMAGE") != "1":
+            self.skipTest("the data image is not built for this run (AGENTBOX_TEST_DATA_IMAGE=1 says it is)")
+        with create(tier="heavy", image="data", limits={"memoryMb": 512, "timeoutMs": 60000}) as sb:
+            sb.files.write("/home/user/t.csv", "x,y\n1,2\n2,4\n3,9\n")
+            r = sb.run_code(
+                "import pandas as pd, matplotlib.pyplot as plt\n"
+                "df = pd.read_csv('/home/user/t.csv')\n"
+                "df.plot(x='x', y='y')\n"
+                "df.describe()\n"
+            )
+            self.assertIsNone(r.error)
+            tables = [x for x in r.results if x.html]
+            charts = [x for x in r.results if x.png]
+            self.assertEqual(len(tables), 1)
+            self.assertTrue(tables[0].main)
+            self.assertIn("<table", tables[0].html or "")
+            self.assertEqual(len(charts), 1)
+            png = charts[0].png or b""
+            self.assertEqual(png[:8], b"\x89PNG\r\n\x1a\n")
+            self.assertEqual(png[12:16], b"IHDR")
+            self.assertEqual(png[-8:-4], b"IEND")
+
+
 class CommandsTests(unittest.TestCase):
     """commands.run on one heavy-tier sandbox; skipped (reason printed) where the server has no heavy tier."""
 
