@@ -5,6 +5,7 @@ import { writeFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { javascript } from "./javascript.js";
+import { data } from "./data.js";
 import { heavy } from "./heavy.js";
 import { microvm } from "./microvm.js";
 import type { Row, Section } from "./lib.js";
@@ -12,7 +13,7 @@ import { python } from "./python.js";
 import { server } from "./server.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript, server, heavy, microvm];
+const SECTIONS: Section[] = [python, javascript, server, heavy, data, microvm];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
