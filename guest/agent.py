@@ -144,14 +144,33 @@ PRIVILEGED = False  # set by main(): running as root, children drop to GUEST_UID
 PROCESS_MEMORY = None  # RLIMIT_AS of every guest process, bytes (set by the host's configure)
 
 
-def set_process_memory_limit():
+def reserved_unused_bytes():
+    """Address space this process has reserved but not touched (VmSize - VmRSS): what numpy,
+    OpenBLAS and friends map ahead. 0 where /proc says nothing."""
+    sizes = {}
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("VmSize:", "VmRSS:")):
+                    key, value = line.split(":", 1)
+                    sizes[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, sizes.get("VmSize", 0) - sizes.get("VmRSS", 0))
+
+
+def set_process_memory_limit(reserved=0):
     """RLIMIT_AS for this (guest) process: one greedy process gets ENOMEM (Python: MemoryError)
-    before the sandbox's memory runs out; a lower hard limit cannot be raised again."""
+    before the sandbox's memory runs out; a lower hard limit cannot be raised again. `reserved`:
+    address space already mapped but unused (the REPL after its warm imports), allowed on top, as
+    the limit is meant for memory used: under a limit below what was mapped, OpenBLAS's next
+    buffer allocation failed and numpy.linalg hung instead of raising."""
     if PROCESS_MEMORY:
         import resource  # noqa: F811 - the REPL forked before the agent loaded it
+        limit = PROCESS_MEMORY + reserved
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard == resource.RLIM_INFINITY or hard > PROCESS_MEMORY:
-            resource.setrlimit(resource.RLIMIT_AS, (PROCESS_MEMORY, PROCESS_MEMORY))
+        if hard == resource.RLIM_INFINITY or hard > limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def setup_child():
@@ -162,9 +181,16 @@ def setup_child():
     become_guest()
 
 
-def child_credentials():
+def setup_repl_child():
+    """setup_child for a restarted REPL: it sets its own memory limit once its warm imports are
+    done (repl_main), counting the address space they reserved."""
+    reset_oom_score()
+    become_guest()
+
+
+def child_credentials(repl=False):
     """Popen arguments that start a child as a guest process (setup_child before exec)."""
-    return {"preexec_fn": setup_child}
+    return {"preexec_fn": setup_repl_child if repl else setup_child}
 
 
 class AsGuest:
@@ -386,6 +412,7 @@ def repl_main(fds=None):
 
     os.environ.update(REPL_ENV)
     warm_imports()
+    reserved = reserved_unused_bytes() if sys.modules.get("numpy") else 0
     # A forked REPL shares its pages with the agent; gVisor's copy-on-write faults are slow, so
     # take the few left now (a full collection touches every object) rather than in the first run.
     import gc
@@ -412,7 +439,7 @@ def repl_main(fds=None):
                 global PROCESS_MEMORY
                 PROCESS_MEMORY = limit
                 try:
-                    set_process_memory_limit()
+                    set_process_memory_limit(reserved)
                 except (OSError, ValueError):
                     pass
             continue
@@ -456,7 +483,7 @@ class Agent:
         import subprocess
         p = subprocess.Popen(
             REPL_ARGV + [str(req_r), str(resp_w)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd="/home/user", env=self.env, pass_fds=(req_r, resp_w), start_new_session=True, **child_credentials(),
+            cwd="/home/user", env=self.env, pass_fds=(req_r, resp_w), start_new_session=True, **child_credentials(repl=True),
         )
         os.close(req_r)
         os.close(resp_w)

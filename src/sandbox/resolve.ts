@@ -7,6 +7,7 @@ import { randomInt } from "node:crypto";
 import fs from "node:fs";
 import type { z } from "zod";
 import { InvalidOptionsError } from "../errors.js";
+import { IMAGE_DEFAULT_MEMORY_MB } from "../engines/heavy/presets.js";
 import { candidateEngines, optionSchemas } from "../engines/registry.js";
 import { defaultClock, givenFields, keepFieldsOf, normalizeGuestPath, parseTierOptions, type GivenFields, type Mount, type Tier } from "../policy/options.js";
 
@@ -41,11 +42,15 @@ export interface ResolvedSandboxOptions {
  */
 export function resolveSandboxOptions(input: unknown): ResolvedSandboxOptions {
   const options = parseTierOptions(optionSchemas, input) as SandboxOptions;
+  const given = givenFields(input);
+  const imageMemory = options.tier === "heavy" && !given.limits.has("memoryMb") ? IMAGE_DEFAULT_MEMORY_MB[options.image] : undefined;
+  // A copy: the parsed default may be the schema's own object.
+  if (imageMemory !== undefined && options.tier === "heavy") options.limits = { ...options.limits, memoryMb: imageMemory };
   const seed = options.seed ?? randomInt(0, 2 ** 48 - 1);
   const clock = options.clock ?? defaultClock(options.tier, options.seed !== undefined);
   const mounts = options.mounts.map((m, i) => ({ ...m, guestPath: normalizeGuestPath(m.guestPath, `mounts.${i}.guestPath`), hostPath: realDirectory(m.hostPath, i) }));
   const engines = candidateEngines({ options, seed, clock, mounts }).map((e) => e.id);
-  return { options, given: givenFields(input), seed, clock, mounts, engines };
+  return { options, given, seed, clock, mounts, engines };
 }
 
 /** A mount's host path with symlinks resolved, so the grant is what it points to, and only that. */

@@ -31,6 +31,14 @@ export const IMAGE_PRESETS = {
 } as const satisfies Record<string, readonly string[]>;
 
 export type ImagePreset = keyof typeof IMAGE_PRESETS;
+
+/**
+ * The memory limit a preset's sandboxes get when the caller names none (else the tier's default).
+ * The data image's REPL holds ~160 MB once numpy, pandas and matplotlib are imported; under the
+ * tier's 256 MB default OpenBLAS's next buffer does not fit, and Debian's OpenBLAS then hangs in
+ * numpy.linalg (a time limit, not a MemoryError) rather than failing.
+ */
+export const IMAGE_DEFAULT_MEMORY_MB: Readonly<Partial<Record<string, number>>> = { data: 1024 };
 export const IMAGE_PRESET_NAMES = Object.keys(IMAGE_PRESETS) as [ImagePreset, ...ImagePreset[]];
 
 /**
