@@ -123,6 +123,7 @@ export class AgentClient {
         const p = this.pending.get(m.id);
         if (!p) return; // a late answer (e.g. the exit of a command the host gave up on)
         this.pending.delete(m.id);
+        this.displays.delete(m.id); // its results end with its answer, even one in the same chunk
         p.resolve(m);
       }
     }
