@@ -87,6 +87,31 @@ describe("onResult: each result as it happens", () => {
     assert.equal(small.r.limitHit, "outputBytes");
   });
 
+  it("nano Python: the display descriptor is hostile input like any other (the guest can find it and write anything)", async () => {
+    await using sb = await Sandbox.create({ language: "python" });
+    const r = await sb.runCode(
+      [
+        "import os, sys",
+        "state = [c.cell_contents for c in sys.modules['_agentbox'].run.__closure__ if isinstance(c.cell_contents, dict) and 'display_fd' in c.cell_contents][0]",
+        "fd = state['display_fd']",
+        "os.write(fd, b'not json\\n')",
+        "os.write(fd, b'{\"data\": {\"text/html\": 5}, \"main\": false}\\n')",
+        "os.write(fd, b'{\"data\": {\"text/plain\": \"direct\"}, \"main\": false}\\n{\"data\"')",
+        "os.write(fd, b'x' * 10_000_000)",
+        "print('alive')",
+      ].join("\n"),
+    );
+    assert.equal(r.error, undefined);
+    assert.equal(r.stdout, "alive\n");
+    // A well-formed line is just what display() would have sent; the unfinished one is dropped.
+    assert.deepEqual(r.results, [{ data: { "text/plain": "direct" }, main: false }]);
+    assert.match(r.stderr, /a malformed result was dropped: not JSON/);
+    assert.match(r.stderr, /a malformed result was dropped: text\/html data must be a string/);
+    assert.match(r.stderr, /a result of over \d+ bytes did not fit in the output limit/);
+    assert.equal(r.limitHit, "outputBytes");
+    assert.deepEqual((await sb.runCode("display('next')")).results, [{ data: { "text/plain": "'next'" }, main: false }]);
+  });
+
   it("nano JavaScript", async () => {
     await using sb = await Sandbox.create({ language: "javascript", clock: "real" });
     const s = await follow(
