@@ -296,14 +296,14 @@ def warm_imports():
                 pass
 
 
-def _make_display():
+def _make_display(emit=None):
     # The display machinery is guest/display.py, shared with the nano tier; the image has it
     # beside this file. Loaded into a namespace of its own, not importable by the guest's code.
     ns = {"__name__": "_agentbox_display"}
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "display.py")
     with open(path, encoding="utf-8") as f:
         exec(compile(f.read(), path, "exec"), ns)
-    return ns["_make_display"]()
+    return ns["_make_display"](emit)
 
 
 
@@ -354,8 +354,25 @@ def repl_main(fds=None):
 
     sys.stdout = ChanWriter("stdout")
     sys.stderr = ChanWriter("stderr")
+    writers = (sys.stdout, sys.stderr)
+
+    def emit_display(result):
+        # Each result goes to the host as it happens, in its own frame (the final `result` frame
+        # then carries only what was not sent). Printed text still buffered goes first, so the
+        # host sees output and results in the order the cell made them.
+        for w in writers:
+            try:
+                w.flush()
+            except Exception:
+                pass
+        try:
+            chan.send({"type": "display", "result": result})
+        except (OSError, TypeError, ValueError):
+            return False
+        return True
+
     import builtins
-    display, display_begin, display_main, display_finish = _make_display()
+    display, display_begin, display_main, display_finish = _make_display(emit_display)
     builtins.display = display
 
     # SIGINT (the host's interrupt) raises KeyboardInterrupt only while a run is in progress.
@@ -549,6 +566,11 @@ class Agent:
                 run = self.repl_run
                 if run is not None:
                     self.chan.send({"type": "output", "id": run[0], "stream": msg.get("stream"), "data": msg.get("data")})
+            elif kind == "display":
+                # A rich result as the run makes it, passed on as it is: the host checks it.
+                run = self.repl_run
+                if run is not None:
+                    self.chan.send({"type": "display", "id": run[0], "result": msg.get("result")})
             elif kind == "result":
                 self.finish_run(repl, msg)
 

@@ -3,10 +3,12 @@
 # in the image; the nano tier's worker runs it before its setup code (the build copies it to
 # dist/worker/). Standard library only. Everything it produces is checked again by the host.
 
-def _make_display():
+def _make_display(emit=None):
     # Jupyter-style rich results: display(*objs) and IPython's _repr_*_ protocol, collected per run
     # as MIME bundles (binary types base64). A bad form is skipped with a note on stderr; the host
     # checks every bundle again, as the guest can change anything here.
+    # emit(result): the tier's way to send a result to the host as it happens (so a caller sees it
+    # while the run goes on); it returns True once sent. Results it did not send wait for finish().
     import base64 as b64mod, binascii, json as jsonmod, sys as sysmod
     allowed = ("text/plain", "text/html", "text/markdown", "image/png", "image/jpeg", "image/svg+xml", "application/json", "application/pdf")
     binary = ("image/png", "image/jpeg", "application/pdf")
@@ -183,7 +185,9 @@ def _make_display():
             note("a result of %d bytes did not fit in the output limit (limits.outputBytes); dropped" % size)
             return
         run["room"] -= size
-        run["results"].append({"data": data, "main": main})
+        result = {"data": data, "main": main}
+        if emit is None or not emit(result):
+            run["results"].append(result)
 
     def display(*objs, raw=False):
         """Show objects as rich results (HTML, images, JSON, ...) beside the run's output.

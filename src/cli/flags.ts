@@ -113,6 +113,10 @@ export const FLAGS = {
     help: "JavaScript/TypeScript: give the guest fetch() to HOST ([scheme://]host[:port],\n*.domain for subdomains); repeatable. No network without it.",
     option: "network.allow",
   },
+  "results-dir": {
+    value: "DIR",
+    help: "write each rich result (display(), a rich final value) to DIR as result-N.png,\n.jpg, .svg, .pdf, .html, .md, .json or .txt (default: a fresh temporary directory,\nmade when the run has results)",
+  },
   json: { help: "print one JSON object with the whole result" },
   help: { short: "h", help: "this help" },
 } as const satisfies Record<string, FlagSpec>;

@@ -1,5 +1,5 @@
 // The `agentbox` command line: a thin layer over the public API (parse, call, print, exit code).
-//   agentbox run FILE | -c CODE [--language python|javascript|typescript] [--memory MB] [--timeout 5s] [--seed N] [--mount host:guest[:rw]] [--json]
+//   agentbox run FILE | -c CODE [--language python|javascript|typescript] [--memory MB] [--timeout 5s] [--seed N] [--mount host:guest[:rw]] [--results-dir DIR] [--json]
 //   agentbox serve [--host H] [--port P] [--keys FILE] ...   (HTTP API, src/server/)
 //   agentbox mcp [--memory MB] [--timeout 5s] ...             (MCP over stdio, src/mcp/)
 // Exit codes: 0 ok, 1 the guest raised, 2 a limit was hit, 64 bad usage, 70 internal failure.
@@ -7,15 +7,16 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { AgentboxError, InvalidOptionsError, LANGUAGES, LimitError, Sandbox, type Language, type RunResult, type SandboxOptions } from "../index.js";
+import { AgentboxError, InvalidOptionsError, LANGUAGES, LimitError, Sandbox, type DisplayResult, type Language, type RunResult, type SandboxOptions } from "../index.js";
 import { parseMcpSandboxOptions, runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
 import { loadKeys, SERVER_DEFAULTS, startServer, type RunningServer } from "../server/index.js";
 import { flagError, flagHelp, flagOptions, parseDuration, parseInteger, readFlags, UsageError, type FlagName, type ReadFlags } from "./flags.js";
 import { execCommand, imageCommand } from "./heavy.js";
 import { stopped, stopSignal } from "./lifecycle.js";
 import { errorJson } from "./output.js";
+import { ResultFiles } from "./results.js";
 
-const RUN_FLAGS = ["code", "language", "tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "allow-net", "json", "help"] as const satisfies FlagName[];
+const RUN_FLAGS = ["code", "language", "tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "allow-net", "results-dir", "json", "help"] as const satisfies FlagName[];
 const MCP_FLAGS = ["tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "help"] as const satisfies FlagName[];
 const D = SERVER_DEFAULTS;
 
@@ -121,6 +122,9 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
   }
   const json = Boolean(args.values.json);
   let sb: Sandbox | undefined;
+  let files: ResultFiles | undefined;
+  /** Per result, where it was written (null: it could not be). */
+  const paths: (string | null)[] = [];
   try {
     const rest = args.positionals;
     const inline = args.values.code;
@@ -137,19 +141,38 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
     }
     const options = flagOptions(args, RUN_FLAGS);
     const language = pickLanguage(args.values.language, rest[0]);
+    const dir = args.values["results-dir"];
+    try {
+      files = new ResultFiles(dir);
+    } catch (e) {
+      throw new UsageError(`--results-dir: cannot make ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const out = files;
+    // Each result is written as it happens (a chart shows up while a long run goes on).
+    const onResult = (res: DisplayResult) => {
+      try {
+        const f = out.write(res);
+        paths.push(f?.path ?? null);
+        if (f && !json) io.stderr(`agentbox: result ${f.index} (${f.mimeTypes.join(", ")}): ${f.path}\n`);
+      } catch (e) {
+        paths.push(null);
+        io.stderr(`agentbox: cannot write result ${paths.length}: ${(e as Error).message}\n`);
+      }
+    };
     await Sandbox.configurePool({ size: 0 });
     sb = await Sandbox.create({ ...options, language, pool: false } as SandboxOptions).catch((e: unknown) => {
       throw e instanceof InvalidOptionsError ? flagError(e, RUN_FLAGS) : e;
     });
-    const r = await sb.runCode(code, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
-    if (json) io.stdout(`${JSON.stringify(r)}\n`);
+    const r = await sb.runCode(code, json ? { onResult } : { onStdout: io.stdout, onStderr: io.stderr, onResult });
+    if (json) io.stdout(`${JSON.stringify({ ...r, ...resultFilesJson(files, paths) })}\n`);
     else printTail(r, io);
+    if (paths.includes(null)) return EXIT.internal;
     return r.limitHit ? EXIT.limit : r.error ? EXIT.guestError : EXIT.ok;
   } catch (e) {
     const code = e instanceof UsageError || e instanceof InvalidOptionsError ? EXIT.usage : e instanceof LimitError ? EXIT.limit : EXIT.internal;
     if (json) {
       const err = e as AgentboxError;
-      io.stdout(`${JSON.stringify(errorJson(err, code))}\n`);
+      io.stdout(`${JSON.stringify({ ...errorJson(err, code), ...resultFilesJson(files, paths) })}\n`);
     } else {
       io.stderr(`agentbox: ${(e as Error).message}\n`);
       if (code === EXIT.usage) io.stderr(`\n${USAGE}\n`);
@@ -158,6 +181,12 @@ async function runCommand(argv: string[], io: Io): Promise<number> {
   } finally {
     await sb?.kill();
   }
+}
+
+/** `--json`: where the run's results were written, when it had any (`resultFiles[i]` is `results[i]`'s file). */
+function resultFilesJson(files: ResultFiles | undefined, paths: (string | null)[]): { resultsDir?: string; resultFiles?: (string | null)[] } {
+  if (!files?.directory || paths.length === 0) return {};
+  return { resultsDir: files.directory, resultFiles: paths };
 }
 
 function printTail(r: RunResult, io: Io): void {

@@ -9,6 +9,8 @@ export interface EngineRunOptions {
   signal?: AbortSignal | undefined;
   onStdout?: ((chunk: string) => void) | undefined;
   onStderr?: ((chunk: string) => void) | undefined;
+  /** Each rich result as it happens, after the host's checks; the same ones end up in `results`. */
+  onResult?: ((result: DisplayResult) => void) | undefined;
 }
 
 export interface EngineRunResult {

@@ -3,6 +3,7 @@
 import path from "node:path";
 import { z } from "zod";
 import { InvalidOptionsError, LIMIT_NAMES } from "../errors.js";
+import type { DisplayResult } from "../protocol/display.js";
 import { networkSchema } from "./network.js";
 
 const MiB = 1024 * 1024;
@@ -253,6 +254,8 @@ export const runOptionsSchema = z.strictObject({
   signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, "must be an AbortSignal").optional(),
   onStdout: z.custom<(chunk: string) => void>((v) => typeof v === "function", "must be a function").optional(),
   onStderr: z.custom<(chunk: string) => void>((v) => typeof v === "function", "must be a function").optional(),
+  /** Each rich result (display(), the final expression's bundle) as it happens, in order. */
+  onResult: z.custom<(result: DisplayResult) => void>((v) => typeof v === "function", "must be a function").optional(),
 });
 
 export const poolOptionsSchema = z.strictObject({

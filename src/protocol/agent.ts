@@ -32,6 +32,13 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("ready"), v: z.int(), agent: z.string().max(64), python: z.string().max(64) }),
   z.strictObject({ type: z.literal("pong"), id }),
   z.strictObject({ type: z.literal("output"), id, stream: z.enum(["stdout", "stderr"]), data: base64.max(1024 * 1024) }),
+  /**
+   * One rich result of run `id` (a display() call, the final expression's bundle) as the REPL
+   * made it. Its shape is checked by the host (agent-session.ts), not here: the REPL is the
+   * guest's, and a malformed result it planted is dropped with a note, not a protocol error that
+   * would end the sandbox. Its size is bounded by the frame cap and then by the output cap.
+   */
+  z.strictObject({ type: z.literal("display"), id, result: z.unknown() }),
   z.strictObject({
     type: z.literal("exit"),
     id,
@@ -53,9 +60,8 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
     /** SHA-256 of the sandbox's writable tree after the run (/home/user, /tmp). */
     vfsDigest: z.string().regex(/^[0-9a-f]{64}$/).optional(),
     /**
-     * Rich results of the REPL's display() calls and final expression, in order. Checked one by
-     * one by the host (agent-session.ts): the REPL is the guest's, and a malformed result it
-     * planted is dropped with a note, not a protocol error that would end the sandbox.
+     * Rich results of the run the REPL did not send as `display` frames while it ran (they follow
+     * those, in order). Checked one by one by the host, as `display` frames are.
      */
     results: z.array(z.unknown()).max(MAX_RESULTS).optional(),
     /** The REPL dropped a result that did not fit in the output cap. */

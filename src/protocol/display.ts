@@ -1,9 +1,10 @@
 // Rich results (Jupyter-style MIME bundles) as they cross from a guest to the host: the MIME types
 // a bundle may hold, a check of one bundle that never trusts its shape, and the byte count that
-// results are charged against `limits.outputBytes`. Results travel in their own field of the
-// `result` frame (never parsed out of stdout), so printed text cannot forge one. No zod here: the
-// worker imports this module (its file-read permission covers our dist/ only); the host's zod
-// schemas built on these checks are in messages.ts.
+// results are charged against `limits.outputBytes`, and the gate every result passes on its way
+// (worker, then host). Results travel in frames of their own (`display`, one per result as it
+// happens; never parsed out of stdout), so printed text cannot forge one. No zod here: the worker
+// imports this module (its file-read permission covers our dist/ only); the host's zod schemas
+// built on these checks are in messages.ts and agent.ts.
 
 export const MIME_TYPES = [
   "text/plain",
@@ -57,37 +58,49 @@ export function displayResultBytes(r: DisplayResult): number {
   return n;
 }
 
-/**
- * The results that fit in `roomBytes`, in order; `cut` when one did not (it and every later one
- * are dropped: a partial image or HTML document is worse than none). The host's second check of
- * the output cap, after the worker's own.
- */
-export function keepResultsWithin(results: readonly DisplayResult[] | undefined, roomBytes: number): { results: DisplayResult[] | undefined; cut: boolean } {
-  if (!results || results.length === 0) return { results: undefined, cut: false };
-  let room = roomBytes;
-  const kept: DisplayResult[] = [];
-  for (const r of results) {
-    const n = displayResultBytes(r);
-    if (n > room) return { results: kept.length > 0 ? kept : undefined, cut: true };
-    room -= n;
-    kept.push(r);
-  }
-  return { results: kept, cut: false };
+/** The output cap a run's results share with its stdout and stderr. */
+export interface OutputBudget {
+  /** Bytes of `limits.outputBytes` still free. */
+  room(): number;
+  /** Count `n` more bytes as used. */
+  charge(n: number): void;
 }
 
-/** The well-formed results in `raw`; a note for each one dropped. */
-export function checkResults(raw: unknown, note: (text: string) => void): DisplayResult[] {
-  if (raw === undefined || raw === null) return [];
-  if (!Array.isArray(raw)) {
-    note("display: the run's results were not a list; dropped\n");
-    return [];
+/**
+ * One run's results as they arrive from a guest (the worker's first check, the host's second):
+ * each checked (a malformed one is dropped with a note), at most MAX_RESULTS looked at, each
+ * charged against the output cap when it fits and dropped with a note when it does not (`cut`:
+ * the run hit the output limit; a later, smaller result may still fit, as in the guests). A result
+ * that passes is kept, in order, and handed to `pass` at once, while the run goes on.
+ */
+export class ResultGate {
+  readonly results: DisplayResult[] = [];
+  cut = false;
+  private seen = 0;
+
+  constructor(
+    private readonly budget: OutputBudget,
+    private readonly note: (text: string) => void,
+    private readonly pass?: (r: DisplayResult) => void,
+  ) {}
+
+  add(raw: unknown): void {
+    if (++this.seen > MAX_RESULTS) {
+      if (this.seen === MAX_RESULTS + 1) this.note(`display: only the first ${MAX_RESULTS} results are kept\n`);
+      return;
+    }
+    const problem = displayResultProblem(raw);
+    if (problem) return this.note(`display: a malformed result was dropped: ${problem}\n`);
+    const checked = raw as DisplayResult;
+    // A copy of only what was checked, so nothing else the guest attached travels on.
+    const r: DisplayResult = { data: { ...checked.data }, main: checked.main };
+    const n = displayResultBytes(r);
+    if (n > this.budget.room()) {
+      this.cut = true;
+      return this.note(`display: a result of ${n} bytes did not fit in the output limit (limits.outputBytes); dropped\n`);
+    }
+    this.budget.charge(n);
+    this.results.push(r);
+    this.pass?.(r);
   }
-  const ok: DisplayResult[] = [];
-  for (const r of raw.slice(0, MAX_RESULTS)) {
-    const problem = displayResultProblem(r);
-    if (problem) note(`display: a malformed result was dropped: ${problem}\n`);
-    else ok.push(r as DisplayResult);
-  }
-  if (raw.length > MAX_RESULTS) note(`display: only the first ${MAX_RESULTS} results are kept\n`);
-  return ok;
 }

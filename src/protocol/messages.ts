@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { LIMIT_NAMES } from "../errors.js";
 import { FETCH_LIMITS } from "./caps.js";
-import { displayResultProblem, MAX_RESULTS, MIME_TYPES, type DisplayResult } from "./display.js";
+import { displayResultProblem, MIME_TYPES, type DisplayResult } from "./display.js";
 
 export { LIMIT_NAMES };
 
@@ -67,17 +67,14 @@ export const dirEntrySchema = z.strictObject({
   size: z.int().min(0),
 });
 
-/** The host's check of results from a worker or guest agent (hostile input). */
-export const displayResultsSchema = z
-  .array(z.unknown())
-  .max(MAX_RESULTS)
-  .superRefine((list, ctx) => {
-    list.forEach((r, i) => {
-      const problem = displayResultProblem(r);
-      if (problem) ctx.addIssue({ code: "custom", path: [i], message: problem });
-    });
+/** The host's check of one result from a worker (hostile input; the worker checked it first). */
+export const checkedDisplayResultSchema = z
+  .unknown()
+  .superRefine((r, ctx) => {
+    const problem = displayResultProblem(r);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
   })
-  .transform((list) => list as DisplayResult[]);
+  .transform((r) => r as DisplayResult);
 
 /** A display result as the HTTP API and its OpenAPI document describe it. */
 export const displayResultSchema = z.strictObject({
@@ -108,9 +105,12 @@ export const workerMessageSchema = z.discriminatedUnion("type", [
     limitHit: z.enum(LIMIT_NAMES).nullable(),
     durationMs: z.number().min(0),
     vfsDigest: z.string().regex(/^[0-9a-f]{64}$/),
-    /** Rich results (display() calls, the final expression's bundle), in the order they happened. */
-    results: displayResultsSchema.optional(),
   }),
+  /**
+   * One rich result of run `id` (a display() call, the final expression's bundle) as it happens,
+   * already checked and counted against the output cap by the worker; the host checks again.
+   */
+  z.strictObject({ type: z.literal("display"), id, result: checkedDisplayResultSchema }),
   z.strictObject({
     type: z.literal("reply"),
     id,

@@ -191,12 +191,16 @@ export class Sandbox {
     await closePools();
   }
 
-  /** Run code with REPL semantics: globals persist; a trailing expression's repr is `value`. */
+  /**
+   * Run code with REPL semantics: globals persist; a trailing expression's repr is `value`.
+   * Output streams to onStdout/onStderr and each rich result to onResult as it happens (after the
+   * host's checks, in order; the same results are in `results` at the end).
+   */
   async runCode(code: string, opts: RunOptionsInput = {}): Promise<RunResult> {
     const o = parseOptions(runOptionsSchema, opts);
     if (typeof code !== "string") throw new InvalidOptionsError([{ path: "code", message: "must be a string" }]);
     const timeoutMs = o.timeoutMs ?? this.options.limits.timeoutMs;
-    const r = await this.exclusive((e) => e.run(code, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr }));
+    const r = await this.exclusive((e) => e.run(code, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, onResult: o.onResult }));
     const result: RunResult = {
       stdout: r.stdout,
       stderr: r.stderr,

@@ -6,7 +6,7 @@ import path from "node:path";
 import { Hono, type Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { z } from "zod";
-import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandOptions, type RunResult, type Sandbox } from "../index.js";
+import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandOptions, type DisplayResult, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import type { KeyRing, Principal } from "./keys.js";
@@ -21,6 +21,8 @@ interface Sink {
   signal: AbortSignal;
   onStdout: (chunk: string) => void;
   onStderr: (chunk: string) => void;
+  /** A run's rich results, each as it happens (commands have none). */
+  onResult: (result: DisplayResult) => void;
 }
 
 export interface AppOptions {
@@ -130,7 +132,7 @@ export function createApp(o: AppOptions): Hono<Env> {
     // As for /run: a client that hangs up kills its command.
     runCommand: async (c, { entry, body }) => {
       checkRunQuota(c, body.timeoutMs);
-      const hangUp: Sink = { signal: c.req.raw.signal, onStdout: () => undefined, onStderr: () => undefined };
+      const hangUp: Sink = { signal: c.req.raw.signal, onStdout: () => undefined, onStderr: () => undefined, onResult: () => undefined };
       return c.json(await registry.use(entry, (sb) => observedCommand(sb, body, hangUp)));
     },
     runCommandStream: (c, { entry, body }) => {
@@ -215,8 +217,7 @@ export function createApp(o: AppOptions): Hono<Env> {
 
   /** commands.run with metrics; a limit the sandbox survives is a result with `limitHit`, one that closed it is thrown (422). */
   async function observedCommand(sb: Sandbox, req: CommandRequest, sink?: Sink): Promise<CommandResultBody> {
-    const opts: CommandOptions = {};
-    if (sink) Object.assign(opts, sink);
+    const opts: CommandOptions = sink ? { signal: sink.signal, onStdout: sink.onStdout, onStderr: sink.onStderr } : {};
     if (req.timeoutMs !== undefined) opts.timeoutMs = req.timeoutMs;
     if (req.cwd !== undefined) opts.cwd = req.cwd;
     if (req.env !== undefined) opts.env = req.env;
@@ -257,8 +258,8 @@ export function createApp(o: AppOptions): Hono<Env> {
 }
 
 /**
- * Answer with Server-Sent Events: `stdout`/`stderr` chunks as they come, then one `result` or
- * `error`. A dropped connection aborts the operation through the sink's signal.
+ * Answer with Server-Sent Events: `stdout`/`stderr` chunks and `display` results as they come,
+ * then one `result` or `error`. A dropped connection aborts the operation through the sink's signal.
  */
 function sse<C extends Context>(c: C, op: (sink: Sink) => Promise<unknown>): Response {
   return streamSSE(c, async (stream) => {
@@ -270,7 +271,7 @@ function sse<C extends Context>(c: C, op: (sink: Sink) => Promise<unknown>): Res
       chain = chain.then(() => stream.writeSSE({ event, data: JSON.stringify(data) })).catch(() => undefined);
     };
     try {
-      send("result", await op({ signal: ac.signal, onStdout: (s) => send("stdout", s), onStderr: (s) => send("stderr", s) }));
+      send("result", await op({ signal: ac.signal, onStdout: (s) => send("stdout", s), onStderr: (s) => send("stderr", s), onResult: (r) => send("display", r) }));
     } catch (e) {
       const { status, body } = toHttp(e);
       send("error", { ...body, status });

@@ -48,18 +48,24 @@ const fsCommon = {
 };
 const timeoutQuota = err("invalid body, or timeoutMs over this key's quota (maxRunMs)");
 const notHeavy = err('the sandbox is not heavy-tier (create it with "tier": "heavy")');
-const eventStream = (result: "RunResult" | "CommandResult") => ({
-  description:
-    `event stream: \`stdout\` and \`stderr\` events (data: a JSON string, one chunk as it was written), then exactly one \`result\` (data: ${result} JSON) ` +
-    "or `error` (data: Error JSON with `status`, the status the non-streaming route would have answered)",
-  content: {
-    "text/event-stream": {
-      schema: { type: "string" },
-      // OpenAPI 3.1 cannot type the events of a stream (3.2's itemSchema can): named here for readers and generators.
-      "x-events": { stdout: { type: "string" }, stderr: { type: "string" }, result: ref(result), error: ref("Error") },
+const eventStream = (result: "RunResult" | "CommandResult") => {
+  // A run's rich results stream too; a command has none.
+  const display = result === "RunResult";
+  return {
+    description:
+      "event stream: `stdout` and `stderr` events (data: a JSON string, one chunk as it was written)" +
+      (display ? ", `display` events (data: DisplayResult JSON, one rich result as it happened, in order; the same ones are in the final RunResult's `results`)" : "") +
+      `, then exactly one \`result\` (data: ${result} JSON) ` +
+      "or `error` (data: Error JSON with `status`, the status the non-streaming route would have answered)",
+    content: {
+      "text/event-stream": {
+        schema: { type: "string" },
+        // OpenAPI 3.1 cannot type the events of a stream (3.2's itemSchema can): named here for readers and generators.
+        "x-events": { stdout: { type: "string" }, stderr: { type: "string" }, ...(display ? { display: ref("DisplayResult") } : {}), result: ref(result), error: ref("Error") },
+      },
     },
-  },
-});
+  };
+};
 const jsonOf = <S extends z.ZodType>(schema: S, required = true) => ({ kind: "json", schema, required }) as const;
 
 /** Every operation, keyed by operationId, in the order the document lists them. */

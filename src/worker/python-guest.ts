@@ -73,13 +73,31 @@ def _make_event_loop():
 
 
 def _make_agentbox():
-    import ast, asyncio, inspect
+    import ast, asyncio, inspect, os
     from pyodide.code import CodeRunner
     mod = types.ModuleType("_agentbox")
-    state = {"n": 0}
+    state = {"n": 0, "display_fd": -1}
     install_event_loop = _make_event_loop()
     install_event_loop()
-    display, display_begin, display_main, display_finish = _make_display()
+
+    def emit_display(result):
+        # Out to the host as it happens: one JSON line on the worker's display device (a file
+        # descriptor, see python/display-channel.ts), after the output printed before it.
+        fd = state["display_fd"]
+        if fd < 0:
+            return False
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        try:
+            os.write(fd, (json.dumps(result) + "\n").encode("ascii"))
+        except (OSError, TypeError, ValueError):
+            return False
+        return True
+
+    display, display_begin, display_main, display_finish = _make_display(emit_display)
     builtins.display = display
 
     def _format_error(exc):
@@ -99,8 +117,9 @@ def _make_agentbox():
             message = "<unprintable>"
         return {"name": type(exc).__name__, "message": message[:65536], "traceback": text[-262144:]}
 
-    def run(code, value_cap):
+    def run(code, value_cap, display_fd=-1):
         state["n"] += 1
+        state["display_fd"] = display_fd
         filename = "<cell-%d>" % state["n"]
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         value = None

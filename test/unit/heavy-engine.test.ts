@@ -14,7 +14,7 @@ import type { AgentFinal } from "../../src/engines/heavy/agent-session.js";
 import type { AgentConfigExtras, HeavyBackend, HeavySavedState } from "../../src/engines/heavy/backend.js";
 import { HeavyEngine } from "../../src/engines/heavy/engine.js";
 
-/** A guest agent in memory: answers pings, configures, file reads and exec of `echo`. */
+/** A guest agent in memory: answers pings, configures, file reads, exec of `echo`, and runs as a test scripts them. */
 class FakeBackend implements HeavyBackend<{ name: string }> {
   readonly info = { backend: "gvisor" as const };
   readonly noun = "fake sandbox";
@@ -33,7 +33,7 @@ class FakeBackend implements HeavyBackend<{ name: string }> {
   constructor(
     readonly name: string,
     readonly cloned: boolean,
-    private readonly behaviour: { dieOnExec?: Error } = {},
+    private readonly behaviour: { dieOnExec?: Error; onRun?: (m: Extract<AgentRequest, { type: "run" }>, say: (o: unknown) => void) => void } = {},
   ) {
     this.client = new AgentClient(this.toHost, this.toGuest);
     this.toGuest.on("data", (d: Buffer) => {
@@ -72,7 +72,7 @@ class FakeBackend implements HeavyBackend<{ name: string }> {
       }
       say({ type: "output", id: m.id, stream: "stdout", data: Buffer.from(m.argv.slice(1).join(" ") + "\n").toString("base64") });
       say({ type: "exit", id: m.id, exitCode: 0, signal: null });
-    }
+    } else if (m.type === "run") this.behaviour.onRun?.(m, say);
   }
 
   request(msg: AgentRequest, onOutput?: OutputListener): Promise<AgentFinal> {
@@ -140,5 +140,81 @@ describe("HeavyEngine over a backend", () => {
     await snap.remove();
     await assert.rejects(snap.restore(), /removed/);
     await Promise.all([e.dispose(), clone.dispose()]);
+  });
+});
+
+describe("HeavyEngine: rich results from the guest agent", () => {
+  const png = (main = false) => ({ data: { "image/png": Buffer.from("89504e470d0a1a0a", "hex").toString("base64"), "text/plain": "<Pic>" }, main });
+  const resultFrame = (id: number, extra: Record<string, unknown> = {}) => ({ type: "result", id, value: null, error: null, durationMs: 1, vfsDigest: "0".repeat(64), ...extra });
+
+  it("display frames reach onResult while the run goes on, in order; malformed or forged ones are dropped with a note", async () => {
+    const b = new FakeBackend("r", false, {
+      onRun: (m, say) => {
+        say({ type: "output", id: m.id, stream: "stdout", data: Buffer.from("before\n").toString("base64") });
+        say({ type: "display", id: m.id, result: png() });
+        say({ type: "display", id: m.id, result: { data: { "text/html": "<b>x</b>" }, main: false, extra: "smuggled" } });
+        say({ type: "display", id: m.id, result: { data: { "image/png": "not base64!" }, main: false } });
+        say({ type: "display", id: m.id, result: "junk" });
+        say({ type: "display", id: m.id + 1000, result: { data: { "text/plain": "another run's" }, main: false } });
+        // The result comes later: the caller has the results before the run ends.
+        setTimeout(() => {
+          say(resultFrame(m.id, { results: [{ data: { "text/plain": "left over" }, main: true }, { data: { "evil/type": "x" }, main: true }] }));
+          say({ type: "display", id: m.id, result: { data: { "text/plain": "after the end" }, main: false } });
+        }, 150);
+      },
+    });
+    const e = await HeavyEngine.start(b, config);
+    const events: string[] = [];
+    let ended = false;
+    const seen: { result: unknown; ended: boolean }[] = [];
+    const r = await e.run("x", {
+      timeoutMs: 5000,
+      onStdout: (s) => events.push(`out:${s}`),
+      onStderr: (s) => events.push(`err:${s}`),
+      onResult: (result) => {
+        seen.push({ result, ended });
+        events.push(`result:${Object.keys(result.data).join(",")}`);
+      },
+    });
+    ended = true;
+    assert.deepEqual(seen.map((x) => x.ended), [false, false], "both results came before the run ended");
+    assert.deepEqual(r.results, [png(), { data: { "text/plain": "left over" }, main: true }]);
+    assert.deepEqual(seen.map((x) => x.result), r.results);
+    assert.equal(events[0], "out:before\n");
+    assert.equal(events[1], "result:image/png,text/plain");
+    assert.match(r.stderr, /a malformed result was dropped: a result has only `data` and `main`/);
+    assert.match(r.stderr, /a malformed result was dropped: image\/png data must be base64/);
+    assert.match(r.stderr, /a malformed result was dropped: a result must be an object/);
+    assert.match(r.stderr, /unknown MIME type "evil\/type"/);
+    assert.doesNotMatch(JSON.stringify(r), /another run's|after the end|smuggled/);
+    assert.equal(r.limitHit, null);
+    assert.equal(e.closedReason, undefined, "a bad result is not a protocol error: the sandbox lives on");
+    await e.dispose();
+  });
+
+  it("results share the output cap with stdout: one that does not fit is dropped (limitHit outputBytes), a later smaller one still passes", async () => {
+    const b = new FakeBackend("c", false, {
+      onRun: (m, say) => {
+        say({ type: "output", id: m.id, stream: "stdout", data: Buffer.from("x".repeat(60)).toString("base64") });
+        say({ type: "display", id: m.id, result: { data: { "text/html": "y".repeat(50) }, main: false } });
+        say({ type: "display", id: m.id, result: { data: { "text/plain": "z".repeat(30) }, main: false } });
+        say(resultFrame(m.id));
+      },
+    });
+    const e = await HeavyEngine.start(b, { ...config, limits: heavyLimitsSchema.parse({ outputBytes: 100 }) });
+    const r = await e.run("x", { timeoutMs: 5000 });
+    assert.deepEqual(r.results, [{ data: { "text/plain": "z".repeat(30) }, main: false }]);
+    assert.equal(r.limitHit, "outputBytes");
+    assert.match(r.stderr, /a result of 50 bytes did not fit in the output limit \(limits\.outputBytes\)/);
+    await e.dispose();
+  });
+
+  it("a display frame that breaks the frame schema ends the channel as any invalid message does", async () => {
+    const b = new FakeBackend("p", false, {
+      onRun: (m, say) => say({ type: "display", id: "one", result: png() }),
+    });
+    const e = await HeavyEngine.start(b, config);
+    await assert.rejects(e.run("x", { timeoutMs: 5000 }), /guest agent sent an invalid message/);
+    await e.dispose();
   });
 });

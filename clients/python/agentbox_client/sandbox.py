@@ -387,13 +387,23 @@ class SandboxCommands:
         return CommandResult.from_json(_stream(self._sb._conn, f"{path}/stream", body, on_stdout, on_stderr, wait_s))
 
 
-def _stream(conn: Connection, path: str, body: Any, on_stdout: Optional[Callable[[str], None]], on_stderr: Optional[Callable[[str], None]], timeout_s: float) -> Any:
-    """Follow a streamed operation: chunks to the callbacks, then the ``result`` data (or raise its ``error``)."""
+def _stream(
+    conn: Connection,
+    path: str,
+    body: Any,
+    on_stdout: Optional[Callable[[str], None]],
+    on_stderr: Optional[Callable[[str], None]],
+    timeout_s: float,
+    on_result: Optional[Callable[[DisplayResult], None]] = None,
+) -> Any:
+    """Follow a streamed operation: chunks and rich results to the callbacks, then the ``result`` data (or raise its ``error``)."""
     for event, data in conn.events(path, body, timeout_s=timeout_s):
         if event == "stdout" and on_stdout is not None:
             on_stdout(data)
         elif event == "stderr" and on_stderr is not None:
             on_stderr(data)
+        elif event == "display" and on_result is not None and isinstance(data, dict):
+            on_result(DisplayResult.from_json(data))
         elif event == "result":
             return data
         elif event == "error":
@@ -471,8 +481,11 @@ class Sandbox:
         timeout_ms: Optional[int] = None,
         on_stdout: Optional[Callable[[str], None]] = None,
         on_stderr: Optional[Callable[[str], None]] = None,
+        on_result: Optional[Callable[[DisplayResult], None]] = None,
     ) -> RunResult:
-        """Run code with REPL semantics. With on_stdout/on_stderr, output is streamed as it happens.
+        """Run code with REPL semantics. With on_stdout/on_stderr, output is streamed as it happens;
+        with on_result, each rich result (``display()``, a rich final value) as it happens, in order
+        (the same ones are in the returned ``results``).
 
         The client waits for the run's time limit (``timeout_ms``, else the sandbox's
         limits.timeoutMs) plus RUN_TIMEOUT_MARGIN_S; past that it raises RequestTimeoutError and
@@ -482,9 +495,9 @@ class Sandbox:
         if timeout_ms is not None:
             body["timeoutMs"] = timeout_ms
         wait_s = self._run_wait_s(timeout_ms)
-        if on_stdout is None and on_stderr is None:
+        if on_stdout is None and on_stderr is None and on_result is None:
             return RunResult.from_json(self._conn.json("POST", f"{self._base}/run", body, timeout_s=wait_s))
-        return RunResult.from_json(_stream(self._conn, f"{self._base}/run/stream", body, on_stdout, on_stderr, wait_s))
+        return RunResult.from_json(_stream(self._conn, f"{self._base}/run/stream", body, on_stdout, on_stderr, wait_s, on_result))
 
     def _run_wait_s(self, timeout_ms: Optional[int]) -> float:
         """How long to wait for a run's answer: its time limit, the grace before a hard kill, a margin."""

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agentbox_client import (  # noqa: E402
     AgentboxError,
     AuthenticationError,
+    DisplayResult,
     FileSystemError,
     InvalidOptionsError,
     NotFoundError,
@@ -123,6 +124,21 @@ class RunTests(unittest.TestCase):
         self.assertEqual("".join(c[1] for c in chunks if c[0] == "err"), "oops\n")
         self.assertEqual(chunks[0][1], "first\n")
         self.assertGreater(finished - chunks[0][2], 0.4, "the first chunk came with the result, not before it")
+
+    def test_on_result_gets_each_rich_result_while_the_run_goes_on(self) -> None:
+        seen: List[Tuple[DisplayResult, float]] = []
+        with create(clock="real") as sb:
+            t0 = time.monotonic()
+            r = sb.run_code(
+                "import time\nclass P:\n    def _repr_png_(self): return b'\\x89PNG'\ndisplay('<b>x</b>')\ntime.sleep(0.8)\nP()",
+                on_result=lambda d: seen.append((d, time.monotonic() - t0)),
+            )
+            finished = time.monotonic() - t0
+        self.assertEqual([d for d, _ in seen], list(r.results))
+        self.assertEqual([d.main for d, _ in seen], [False, True])
+        self.assertEqual(seen[0][0].text, "'<b>x</b>'")
+        self.assertEqual(seen[1][0].png, b"\x89PNG")
+        self.assertGreater(finished - seen[0][1], 0.5, "the first result came with the run's end, not while it slept")
 
     def test_limits_soft_timeout_is_a_result_hard_timeout_raises_and_closes(self) -> None:
         with create(limits={"timeoutMs": 300, "graceMs": 100}) as sb:

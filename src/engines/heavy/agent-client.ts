@@ -9,6 +9,8 @@ import { AGENT_MAX_FRAME_BYTES, AGENT_PROTOCOL_VERSION, agentMessageSchema, type
 
 type Final = Extract<AgentMessage, { type: "pong" | "exit" | "result" | "reply" }>;
 export type OutputListener = (stream: "stdout" | "stderr", data: Buffer) => void;
+/** Gets a run's `display` frames: the result as the agent sent it, unchecked. */
+export type DisplayListener = (raw: unknown) => void;
 
 interface Pending {
   resolve: (m: Final) => void;
@@ -19,6 +21,7 @@ interface Pending {
 export class AgentClient {
   readonly ready: Promise<Extract<AgentMessage, { type: "ready" }>>;
   private readonly pending = new Map<number, Pending>();
+  private readonly displays = new Map<number, DisplayListener>();
   private readonly decoder = new FrameDecoder(AGENT_MAX_FRAME_BYTES);
   private nextId = 0;
   private failure: Error | undefined;
@@ -57,6 +60,15 @@ export class AgentClient {
       this.pending.set(msg.id, { resolve, reject, onOutput });
       this.output.write(encodeFrame(msg));
     });
+  }
+
+  /**
+   * Pass the `display` frames of request `id` to `fn` until the returned function is called.
+   * Apart from request(), so the backends that carry requests need not know about results.
+   */
+  watchDisplays(id: number, fn: DisplayListener): () => void {
+    this.displays.set(id, fn);
+    return () => void this.displays.delete(id);
   }
 
   /** Send a message that has no answer of its own (interrupt). */
@@ -104,10 +116,14 @@ export class AgentClient {
         if (p) p.onOutput?.(m.stream, Buffer.from(m.data, "base64"));
         return; // late output of a finished request is dropped
       }
+      case "display":
+        this.displays.get(m.id)?.(m.result);
+        return; // as output: one for a run nobody watches (any more) is dropped
       default: {
         const p = this.pending.get(m.id);
         if (!p) return; // a late answer (e.g. the exit of a command the host gave up on)
         this.pending.delete(m.id);
+        this.displays.delete(m.id); // its results end with its answer, even one in the same chunk
         p.resolve(m);
       }
     }

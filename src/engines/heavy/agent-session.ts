@@ -5,7 +5,7 @@
 // sandbox's death (e.g. MemoryLimitError), and how the sandbox is ended.
 import { AbortedError, FileSystemError, LimitError, OutputLimitError, TimeoutError, withPartialResult, WorkerCrashedError } from "../../errors.js";
 import type { Limits } from "../../policy/options.js";
-import { checkResults, keepResultsWithin } from "../../protocol/display.js";
+import { ResultGate } from "../../protocol/display.js";
 import type { AgentMessage, AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { EngineExecOptions, EngineExecResult, EngineRunOptions, EngineRunResult } from "../engine.js";
@@ -90,6 +90,10 @@ export class AgentSession {
     const c = this.host.client;
     const id = c.newId();
     const out = new OutputCollector(limits.outputBytes, opts.onStdout, opts.onStderr);
+    // Rich results share the output cap with stdout and stderr; each is checked as its frame
+    // arrives and passed on at once; a note for one dropped goes to stderr where it happened.
+    const shown = new ResultGate({ room: () => limits.outputBytes - out.bytes, charge: (n) => (out.bytes += n) }, (text) => out.note(text), opts.onResult);
+    const unwatch = c.watchDisplays(id, (raw) => shown.add(raw));
     let reason: "timeout" | "abort" | "output" | undefined;
     const timers: NodeJS.Timeout[] = [];
     const interrupt = (why: "timeout" | "abort" | "output") => {
@@ -112,6 +116,8 @@ export class AgentSession {
         throw withPartialResult(e, out.finish());
       }
       if (m.type !== "result") throw new WorkerCrashedError("the guest agent answered a run with the wrong message");
+      // What the REPL did not send as it happened comes with the result; it follows, in order.
+      if (Array.isArray(m.results)) for (const raw of m.results) shown.add(raw);
       const { stdout, stderr } = out.finish();
       if (m.restarted && reason) throw withPartialResult(this.limitError(reason, opts.timeoutMs, "the run ignored the interrupt; the Python REPL was restarted (its variables are lost), the sandbox lives on"), { stdout, stderr });
       let value = m.value;
@@ -123,14 +129,10 @@ export class AgentSession {
         limitHit = "outputBytes";
       }
       if (reason === "abort") throw withPartialResult(new AbortedError(), { stdout, stderr });
-      // Rich results share the output cap with stdout, stderr and the value; a note for what was dropped goes to stderr.
-      let notes = "";
-      const checked = checkResults(m.results, (text) => (notes += text));
-      const kept = keepResultsWithin(checked, limits.outputBytes - out.bytes - Buffer.byteLength(value ?? ""));
-      if (kept.cut) notes += "display: a result did not fit in the output limit (limits.outputBytes); dropped\n";
-      if (kept.cut || m.resultsCut) limitHit ??= "outputBytes";
-      return { stdout, stderr: stderr + notes, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: m.vfsDigest ?? "", results: kept.results };
+      if (shown.cut || m.resultsCut) limitHit ??= "outputBytes";
+      return { stdout, stderr, value, error: m.error, limitHit, durationMs: m.durationMs, vfsDigest: m.vfsDigest ?? "", results: shown.results };
     } finally {
+      unwatch();
       for (const t of timers) clearTimeout(t);
       opts.signal?.removeEventListener("abort", onAbort);
     }
@@ -206,6 +208,12 @@ class OutputCollector {
     }
     if (this.hit) this.onLimit?.();
   };
+
+  /** Our own line on stderr (a dropped result): the caller sees it where it happened; not counted. */
+  note(text: string): void {
+    this.parts.stderr.push(text);
+    this.onStderr?.(text);
+  }
 
   finish(): { stdout: string; stderr: string } {
     for (const s of ["stdout", "stderr"] as const) {

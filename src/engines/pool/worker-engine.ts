@@ -16,7 +16,7 @@ import {
 } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits } from "../../policy/options.js";
-import { keepResultsWithin } from "../../protocol/display.js";
+import { ResultGate, type DisplayResult } from "../../protocol/display.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
 import type { Engine, EngineRunOptions, EngineRunResult } from "../engine.js";
 import { FetchBroker } from "./fetch-broker.js";
@@ -117,19 +117,20 @@ export class WorkerEngine implements Engine {
         opts.onStderr?.(data);
       }
     };
+    // The worker counts results against the output cap with the output; the host counts both again.
+    const shown = new ResultGate({ room: () => limits.outputBytes - outBytes, charge: (n) => (outBytes += n) }, (text) => onOutput("stderr", text), opts.onResult);
     try {
-      const m = await this.call({ type: "run", id, code }, onOutput);
+      const m = await this.call({ type: "run", id, code }, onOutput, (r: DisplayResult) => shown.add(r));
       if (m.type !== "result") throw new WorkerCrashedError("worker answered a run with a non-result message");
-      const kept = keepResultsWithin(m.results, limits.outputBytes - outBytes - Buffer.byteLength(m.value ?? ""));
       return {
         stdout,
         stderr,
         value: m.value,
         error: m.error,
-        limitHit: kept.cut ? "outputBytes" : (m.limitHit as LimitName | null),
+        limitHit: shown.cut ? "outputBytes" : (m.limitHit as LimitName | null),
         durationMs: m.durationMs,
         vfsDigest: m.vfsDigest,
-        results: kept.results,
+        results: shown.results,
       };
     } catch (e) {
       this.closed ??= (e as Error).message;
@@ -183,9 +184,9 @@ export class WorkerEngine implements Engine {
     throw new FileSystemError(req.path, m.errno ?? "EIO", m.message ?? "file system error");
   }
 
-  private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void): Promise<Extract<WorkerMessage, { type: "reply" | "result" }>> {
+  private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void, onDisplay?: (r: DisplayResult) => void): Promise<Extract<WorkerMessage, { type: "reply" | "result" }>> {
     try {
-      const m = await this.worker.request(msg, onOutput);
+      const m = await this.worker.request(msg, onOutput, onDisplay);
       if (m.type === "reply" && !m.ok && msg.type === "configure") throw new WorkerCrashedError(`worker refused its configuration: ${m.message ?? m.errno}`);
       return m;
     } catch (e) {

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { AgentboxError, ProtocolError, WorkerCrashedError } from "../../errors.js";
 import { encodeFrame, FrameDecoder, FrameError, PROTOCOL_VERSION } from "../../protocol/frames.js";
+import type { DisplayResult } from "../../protocol/display.js";
 import { workerMessageSchema, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
 import { networkIsolation } from "./netns.js";
 
@@ -17,6 +18,7 @@ export interface WorkerSpawnSpec {
 
 type Reply = Extract<WorkerMessage, { type: "reply" | "result" }>;
 type OutputListener = (stream: "stdout" | "stderr", data: string) => void;
+type DisplayListener = (result: DisplayResult) => void;
 
 const STDERR_KEEP_BYTES = 16 * 1024;
 const PAGE_BYTES = 4096;
@@ -26,7 +28,7 @@ const DRAIN_AFTER_KILL_MS = 1000;
 export class WorkerProcess {
   readonly child: ChildProcess;
   readonly ready: Promise<Extract<WorkerMessage, { type: "ready" }>>;
-  private readonly pending = new Map<number, { resolve: (m: Reply) => void; reject: (e: Error) => void; onOutput?: OutputListener | undefined }>();
+  private readonly pending = new Map<number, { resolve: (m: Reply) => void; reject: (e: Error) => void; onOutput?: OutputListener | undefined; onDisplay?: DisplayListener | undefined }>();
   private readonly decoder = new FrameDecoder();
   private stderrTail = "";
   private deathError: Error | undefined;
@@ -96,12 +98,12 @@ export class WorkerProcess {
     }
   }
 
-  /** Send a message and wait for the reply or result with the same id. */
-  request(msg: HostMessage, onOutput?: OutputListener): Promise<Reply> {
+  /** Send a message and wait for the reply or result with the same id; its output and results go to the listeners as they come. */
+  request(msg: HostMessage, onOutput?: OutputListener, onDisplay?: DisplayListener): Promise<Reply> {
     const failure = this.failure;
     if (failure) return Promise.reject(failure);
     return new Promise((resolve, reject) => {
-      this.pending.set(msg.id, { resolve, reject, onOutput });
+      this.pending.set(msg.id, { resolve, reject, onOutput, onDisplay });
       this.child.stdin!.write(encodeFrame(msg));
     });
   }
@@ -198,6 +200,9 @@ export class WorkerProcess {
         return this.readyResolve(m);
       case "output":
         this.pending.get(m.id)?.onOutput?.(m.stream, m.data);
+        return;
+      case "display":
+        this.pending.get(m.id)?.onDisplay?.(m.result);
         return;
       case "fatal":
         return this.kill(new WorkerCrashedError(`worker failed: ${m.message}`));

@@ -1,6 +1,7 @@
 // One cell from code to `result` frame: TypeScript stripped (Sucrase), the cell rewritten
 // (js-cell.ts), evaluated as an async global script, driven to completion by the event loop, its
-// value displayed, and the limit it hit (output, time, memory, VFS) named.
+// value displayed, and the limit it hit (output, time, memory, VFS) named. Its display() results
+// went out as they happened (Output).
 import type { transform as SucraseTransform } from "sucrase";
 import { beginRun, cutUtf8, realNow, REASON_OUTPUT } from "../common.js";
 import { CellSyntaxError, rewriteCell, type Parse } from "../js-cell.js";
@@ -94,7 +95,6 @@ export class CellRunner {
       }
     }
     if (output.resultsCut) output.hit = true;
-    const results = output.results.length > 0 ? { results: output.results } : {};
     output.end();
     const vfsHit = fs.tree.takeLimitHit();
     const memHit = memCap.hit || (error !== null && error.name === "InternalError" && /out of memory/.test(error.message));
@@ -103,7 +103,7 @@ export class CellRunner {
       : interrupted && reason === REASON_TIMEOUT ? "timeoutMs"
       : memHit ? "memoryMb"
       : vfsHit ?? null;
-    this.p.send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: fs.tree.digest(), ...results });
+    this.p.send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: fs.tree.digest() });
   }
 
   private stripTypes(code: string): string {

@@ -1,32 +1,38 @@
 // The guest's stdout/stderr: QuickJS hands output over as text, cut here at the output limit
 // (without splitting a character) and batched into frames by the shared OutputBatcher.
-// Rich results (display()) are charged against the same cap and collected for the result frame.
-import { displayResultBytes, MAX_RESULTS, type DisplayResult } from "../../protocol/display.js";
+// Rich results (display()) are charged against the same cap and sent as they happen.
+import { ResultGate, type DisplayResult } from "../../protocol/display.js";
 import { cutUtf8, OutputBatcher } from "../common.js";
 
 export class Output extends OutputBatcher {
-  /** This run's display() results, already checked and counted in `bytes`. */
-  results: DisplayResult[] = [];
+  private gate: ResultGate | undefined;
+
+  /** `send`: where a result's `display` frame goes (after the output before it, as send() keeps order). */
+  constructor(
+    words: Int32Array,
+    private readonly send: (message: unknown) => void,
+  ) {
+    super(words);
+  }
+
   /** A result was dropped because it did not fit: the run hit the output limit. */
-  resultsCut = false;
+  get resultsCut(): boolean {
+    return this.gate?.cut ?? false;
+  }
 
   override start(runId: number, cap: number): void {
     super.start(runId, cap);
-    this.results = [];
-    this.resultsCut = false;
+    this.gate = new ResultGate(
+      { room: () => this.room, charge: (n) => (this.bytes += n) },
+      (text) => this.write("stderr", text),
+      (result) => this.send({ type: "display", id: runId, result }),
+    );
   }
 
-  /** Keep a well-formed result if it fits in the room left; otherwise drop it with a note. */
+  /** Send a well-formed result now if it fits in the room left; otherwise drop it with a note. */
   addResult(r: DisplayResult): void {
     if (this.runId === 0) return;
-    const n = displayResultBytes(r);
-    if (this.results.length >= MAX_RESULTS || n > this.room) {
-      if (!this.resultsCut) this.write("stderr", `display: a result of ${n} bytes did not fit in the output limit (limits.outputBytes); dropped\n`);
-      this.resultsCut = true;
-      return;
-    }
-    this.bytes += n;
-    this.results.push(r);
+    this.gate?.add(r);
   }
 
   write(stream: "stdout" | "stderr", text: string): void {

@@ -31,7 +31,7 @@ export interface SessionDeps {
 }
 
 export class JsSession implements Disposable {
-  private readonly output = new Output(words);
+  private readonly output = new Output(words, (m) => this.send(m));
   private readonly send: (message: unknown) => void;
   private readonly fs: FsBridge;
   private readonly fetch: FetchBridge;

@@ -1,11 +1,13 @@
 // One sandbox in a Python worker: dispatches the host's messages (configure, run, fs), sets the
 // per-sandbox state the Wasm import hooks read (memory cap, seeded entropy, virtual clock), runs a
-// cell through the snapshot's `_agentbox.run` and reports its result and the limit it hit, and
-// warms a pooled worker's first-request paths before it reports ready.
+// cell through the snapshot's `_agentbox.run` and reports its result and the limit it hit (its rich
+// results go out as they happen, through display-channel.ts), and warms a pooled worker's
+// first-request paths before it reports ready.
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../../protocol/frames.js";
 import type { HostMessage, WorkerLimits } from "../../protocol/messages.js";
-import { checkResults, fitResults } from "../results.js";
+import { ResultGate } from "../../protocol/display.js";
 import { beginRun, fatal, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "../common.js";
+import { DisplayChannel, type DeviceFs } from "./display-channel.js";
 import { FsBridge } from "./fs-bridge.js";
 import { OutputCapture } from "./output.js";
 import type { Pyodide, PyProxyFn, WasmHooks } from "./pyodide.js";
@@ -26,6 +28,7 @@ export class PythonSession {
   private configured = false;
   private runFn!: PyProxyFn;
   private configureFn!: PyProxyFn;
+  private display!: DisplayChannel;
 
   constructor(
     private readonly py: Pyodide,
@@ -47,6 +50,8 @@ export class PythonSession {
     const mod = py.pyimport("_agentbox");
     this.runFn = mod.run!;
     this.configureFn = mod.configure!;
+    // Before the file system's accounting starts: the device's node comes and goes uncounted.
+    this.display = new DisplayChannel(py.FS as unknown as DeviceFs);
     this.fs = new FsBridge(py, send);
     await interrupter;
     if (this.warm) {
@@ -119,13 +124,34 @@ export class PythonSession {
     this.hooks.memHit = false;
     this.fs.accounting.takeLimitHit();
     this.output.start(id, this.limits.outputBytes);
+    // Notes count as stderr. A result is charged against the output cap when it passes, so later
+    // output and the value get what room it left.
+    const note = (text: string) => void this.output.write("stderr", new TextEncoder().encode(text));
+    const shown = new ResultGate({ room: () => this.output.room, charge: (n) => (this.output.bytes += n) }, note, (result) => send({ type: "display", id, result }));
+    this.display.begin({
+      line: (text) => {
+        let raw: unknown;
+        try {
+          raw = JSON.parse(text);
+        } catch {
+          return note("display: a malformed result was dropped: not JSON\n");
+        }
+        shown.add(raw);
+      },
+      tooLong: (bytes) => {
+        shown.cut = true;
+        note(`display: a result of over ${bytes} bytes did not fit in the output limit (limits.outputBytes); dropped\n`);
+      },
+      // JSON text from the emit hook is ASCII: at most 6 bytes (\u00XX) per byte of a result.
+      maxLineBytes: () => 6 * this.output.room + 4096,
+    });
     let value: string | null = null;
     let error: { name: string; message: string; traceback: string } | null = null;
     let rawResults: unknown = undefined;
     let resultsCut = false;
     try {
       // One more character than fits, so a value that was cut is seen as over the limit below.
-      const raw = this.runFn(code, this.limits.outputBytes + 1) as string;
+      const raw = this.runFn(code, this.limits.outputBytes + 1, this.display.fd) as string;
       const parsed = JSON.parse(raw) as { value: string | null; error: typeof error; results?: unknown; cut?: unknown };
       value = parsed.value;
       error = parsed.error;
@@ -139,6 +165,10 @@ export class PythonSession {
       const last = text.split("\n").filter(Boolean).pop() ?? "";
       error = { name: err.type, message: last.startsWith(`${err.type}: `) ? last.slice(err.type.length + 2) : last, traceback: text };
     }
+    this.display.end();
+    // Results the emit hook could not send come with the run's answer: they go out now, in order.
+    if (Array.isArray(rawResults)) for (const r of rawResults) shown.add(r);
+    else if (rawResults !== undefined && rawResults !== null) note("display: the run's results were not a list; dropped\n");
     const reason = Atomics.load(this.words, 1);
     Atomics.store(this.words, 2, 0);
     Atomics.store(this.words, 0, 0);
@@ -149,11 +179,7 @@ export class PythonSession {
         this.output.hit = true;
       }
     }
-    // Notes first (they count as stderr), then what room is left after the output and the value.
-    const note = (text: string) => void this.output.write("stderr", new TextEncoder().encode(text));
-    const checked = checkResults(rawResults, note);
-    const fitted = fitResults(checked, this.output.room - Buffer.byteLength(value ?? ""), note);
-    if (resultsCut || fitted.cut) this.output.hit = true;
+    if (resultsCut || shown.cut) this.output.hit = true;
     this.output.end();
     const vfsHit = this.fs.accounting.takeLimitHit();
     const limitHit =
@@ -161,7 +187,6 @@ export class PythonSession {
       : reason === 1 ? "timeoutMs"
       : this.hooks.memHit ? "memoryMb"
       : vfsHit ?? null;
-    const results = fitted.results.length > 0 ? { results: fitted.results } : {};
-    send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.fs.accounting.digest(), ...results });
+    send({ type: "result", id, value, error, limitHit, durationMs: realNow() - t0, vfsDigest: this.fs.accounting.digest() });
   }
 }
