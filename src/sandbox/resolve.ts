@@ -12,11 +12,15 @@ import { defaultClock, givenFields, keepFieldsOf, normalizeGuestPath, parseTierO
 
 type NanoInput = z.input<typeof optionSchemas.nano>;
 type HeavyInput = z.input<typeof optionSchemas.heavy>;
+type AutoInput = z.input<typeof optionSchemas.auto>;
 
-/** Options of Sandbox.create(), discriminated by `tier` (absent: "nano"). */
-export type SandboxOptionsInput = (Omit<NanoInput, "tier"> & { tier?: "nano" }) | HeavyInput;
+/**
+ * Options of Sandbox.create(), discriminated by `tier` (absent: "nano"). `tier: "auto"` starts on
+ * the nano tier and moves to the heavy tier when a cell needs it (Python only).
+ */
+export type SandboxOptionsInput = (Omit<NanoInput, "tier"> & { tier?: "nano" }) | HeavyInput | AutoInput;
 /** Options after parsing: every default filled in; `seed` and `clock` only when the caller gave them. */
-export type SandboxOptions = z.output<typeof optionSchemas.nano> | z.output<typeof optionSchemas.heavy>;
+export type SandboxOptions = z.output<typeof optionSchemas.nano> | z.output<typeof optionSchemas.heavy> | z.output<typeof optionSchemas.auto>;
 export type Language = SandboxOptions["language"];
 
 /** What a surface needs to start a sandbox and to check it against its own policy (quotas, mount roots). */

@@ -101,7 +101,7 @@ export class SandboxCommands {
     }
     const timeoutMs = o.timeoutMs ?? this.sb.options.limits.timeoutMs;
     return this.sb.exclusive(async (e) => {
-      if (!e.exec) throw new TierUnavailableError(`commands.run needs a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${this.sb.options.tier}")`);
+      if (!e.exec) throw new TierUnavailableError(`commands.run needs a real Linux userland: create the sandbox with { tier: "heavy" } or { tier: "auto" } (this one is tier "${this.sb.options.tier}")`);
       const stdin = typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin;
       const r = await e.exec(argv, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin });
       const result: CommandResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
@@ -132,7 +132,15 @@ export class SandboxSnapshot {
   }
 }
 
-export type SandboxInfo = { tier: "nano" } | ({ tier: "heavy" } & EngineInfo);
+/**
+ * What runs a sandbox. Tier "auto" says which tier it runs on now (`current`), with the heavy
+ * tier's backend once it has moved there.
+ */
+export type SandboxInfo =
+  | { tier: "nano" }
+  | ({ tier: "heavy" } & EngineInfo)
+  | { tier: "auto"; current: "nano" }
+  | ({ tier: "auto"; current: "heavy" } & EngineInfo);
 
 export class Sandbox {
   /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it). */
@@ -204,6 +212,7 @@ export class Sandbox {
       durationMs: r.durationMs,
       vfsDigest: r.vfsDigest,
       seed: this.seed,
+      tier: r.tier ?? (this.descriptor.tier === "heavy" ? "heavy" : "nano"),
     };
     if (r.value !== null) result.value = r.value;
     if (r.results && r.results.length > 0) result.results = r.results;
@@ -220,11 +229,17 @@ export class Sandbox {
     });
   }
 
-  /** What runs this sandbox: tier, and for the heavy tier the backend (and the microVM's accelerator). */
+  /**
+   * What runs this sandbox: tier, and for the heavy tier the backend (and the microVM's
+   * accelerator); for tier "auto" also the tier it runs on now.
+   */
   get info(): SandboxInfo {
-    const reported = this.descriptor.info(this.engine);
-    if (this.descriptor.tier === "nano") return { tier: "nano" };
-    return { tier: "heavy", ...reported, backend: reported.backend ?? (this.descriptor.backend as EngineInfo["backend"]) };
+    const d = this.descriptor;
+    const reported = d.info(this.engine);
+    if (d.tier === "nano") return { tier: "nano" };
+    if (d.tier === "heavy") return { tier: "heavy", ...reported, backend: reported.backend ?? d.backend };
+    if (this.engine.tier !== "heavy") return { tier: "auto", current: "nano" };
+    return { tier: "auto", current: "heavy", ...reported, backend: reported.backend ?? "unknown" };
   }
 
   /** OS process id of the worker serving this sandbox. */

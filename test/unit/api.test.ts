@@ -18,6 +18,7 @@ describe("public API", () => {
       "MemoryLimitError",
       "OutputLimitError",
       "ProtocolError",
+      "ReplayError",
       "Sandbox",
       "SandboxClosedError",
       "SandboxCommands",
