@@ -37,6 +37,8 @@ interface DescriptorBase<T extends Tier, O> {
    */
   readonly refuses?: { readonly [K in keyof O]?: string };
   start(s: EngineStart<O>): Promise<Engine>;
+  /** Refuse, when the options are resolved (before anything starts), options this engine cannot serve. */
+  check?(s: EngineStart<O>): void;
   /** Start one pooled worker now (Sandbox.configurePool), for engines whose pool has one kind. */
   prewarm?(): void;
   /** What Sandbox.info reports beside the tier. */
@@ -120,13 +122,21 @@ const heavyMicrovm = {
  * "heavy", with autoHeavyOptions) when a cell needs them. Both sides' options are derived and
  * checked at create, so a heavy option no heavy engine serves is an error then, not at the move.
  */
+function autoSides(s: EngineStart<AutoOptions>): { nano: EngineStart<NanoOptions>; heavy: EngineStart<HeavyOptions> } {
+  return {
+    nano: { ...s, clock: "real", options: parseOptions(optionSchemas.nano, autoNanoOptions(s.options)) as NanoOptions },
+    heavy: { ...s, clock: "real", options: parseOptions(optionSchemas.heavy, autoHeavyOptions(s.options)) as HeavyOptions },
+  };
+}
+
 const auto = {
   id: "auto",
   tier: "auto",
   languages: ["python"] as const,
+  // The heavy side's options must fit a heavy engine now, not at the first move (e.g. mounts with backend "microvm").
+  check: (s) => void candidateEngines(autoSides(s).heavy),
   start: async (s) => {
-    const nano: EngineStart<NanoOptions> = { ...s, clock: "real", options: parseOptions(optionSchemas.nano, autoNanoOptions(s.options)) as NanoOptions };
-    const heavy: EngineStart<HeavyOptions> = { ...s, clock: "real", options: parseOptions(optionSchemas.heavy, autoHeavyOptions(s.options)) as HeavyOptions };
+    const { nano, heavy } = autoSides(s);
     const heavyEngines = candidateEngines(heavy);
     const config = {
       startHeavy: async () => (await startEngine(heavyEngines, heavy)).engine,
@@ -189,6 +199,7 @@ export function candidateEngines(s: EngineStart<NanoOptions | HeavyOptions | Aut
     return v !== undefined && !(Array.isArray(v) && v.length === 0);
   };
   const fits = serving.filter((e) => !Object.keys(e.refuses ?? {}).some(given));
+  for (const e of fits) (e.check as ((s: EngineStart<unknown>) => void) | undefined)?.(s);
   if (fits.length > 0) return fits;
   // Every engine that runs it refuses a given field: name the first such field and who serves it.
   const refusing = serving[0] as EngineDescriptor;
