@@ -2,7 +2,7 @@
 // (built on the library's own option schemas), and routes.ts generates the OpenAPI document from
 // them, so the document cannot drift from what the server accepts.
 import { z } from "zod";
-import { optionSchemas } from "../engines/registry.js";
+import { LANGUAGES, optionSchemas } from "../engines/registry.js";
 import { autoLimitsSchema, commandOptionsSchema, heavyLimitsSchema, nanoLimitsSchema, runOptionsSchema, TIERS } from "../policy/options.js";
 import { dirEntrySchema, displayResultSchema, guestErrorSchema, LIMIT_NAMES } from "../protocol/messages.js";
 
@@ -71,7 +71,7 @@ export const sandboxInfo = z.strictObject({
   tier: z.enum(TIERS),
   /** Tier "auto" only: the tier it runs on now (it moves to "heavy" when a cell needs it). */
   current: runningTier.optional(),
-  language: z.union([optionSchemas.nano.shape.language.unwrap(), optionSchemas.heavy.shape.language.unwrap(), optionSchemas.auto.shape.language.unwrap()]),
+  language: z.enum(LANGUAGES),
   limits: z.union([nanoLimitsSchema.unwrap(), heavyLimitsSchema.unwrap(), autoLimitsSchema.unwrap()]),
   seed: z.int(),
   status: z.enum(["running", "closed"]),
