@@ -6,6 +6,10 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { createMcpServer } from "../../src/mcp/index.js";
 import { ReplayError, Sandbox, TierUnavailableError } from "../../src/index.js";
 import { createServer, KeyRing, type AgentboxServer } from "../../src/server/index.js";
 import { agentboxEnv, waitGone } from "../helpers.js";
@@ -113,15 +117,21 @@ describe('tier "auto": moving to the heavy tier (gVisor)', { skip: skipHeavy }, 
     assert.ok(await waitFor(cleanBoxes, 15_000), "no gVisor sandbox left");
   });
 
-  it("commands.run moves it", async () => {
+  it("commands.run moves it; a snapshot needs it moved, and restores on the heavy tier", async () => {
     await using sb = await Sandbox.create({ tier: "auto", backend: "gvisor", pool: false });
     await sb.runCode("y = 5");
+    await assert.rejects(sb.snapshot(), (e: unknown) => e instanceof TierUnavailableError && /still runs on the nano tier/.test(e.message));
     await sb.files.write("/home/user/f.txt", "hi");
     const c = await sb.commands.run("cat f.txt; python3 -c 'import sys; print(sys.platform)'");
     assert.deepEqual([c.exitCode, c.stdout], [0, "hilinux\n"]);
     assert.equal(sb.info.tier === "auto" && sb.info.current, "heavy");
     const r = await sb.runCode("y * 2");
     assert.deepEqual([r.tier, r.value], ["heavy", "10"]);
+    await using snap = await sb.snapshot();
+    await using copy = await Sandbox.restore(snap);
+    assert.deepEqual(copy.info, { tier: "auto", current: "heavy", backend: "gvisor" });
+    const c2 = await copy.runCode("y + 1");
+    assert.deepEqual([c2.tier, c2.value], ["heavy", "6"]);
   });
 
   it("a cell that ran on nano but raises when replayed is a ReplayError naming it; the sandbox stays on nano", async () => {
@@ -144,7 +154,7 @@ describe('tier "auto": moving to the heavy tier (gVisor)', { skip: skipHeavy }, 
   });
 });
 
-describe('tier "auto" over HTTP and the CLI', () => {
+describe('tier "auto" over HTTP, the CLI and MCP', () => {
   let srv: AgentboxServer;
   const KEY = "key-auto-0123456789abcdef";
   before(async () => {
@@ -198,5 +208,33 @@ describe('tier "auto" over HTTP and the CLI', () => {
     const bad = spawnSync(process.execPath, [BIN, "run", "--tier", "cloud", "-c", "1"], { encoding: "utf8", timeout: 60_000, env: agentboxEnv() });
     assert.equal(bad.status, 64);
     assert.match(bad.stderr, /--tier: expected one of nano, heavy, auto/);
+  });
+
+  it("agentbox mcp --tier auto: run_python starts on nano, run_command is listed, a move is noted", async () => {
+    const mcp = createMcpServer({ sandbox: { tier: "auto", backend: "gvisor" } });
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await mcp.server.connect(serverSide);
+    const client = new Client({ name: "agentbox-test", version: "0.0.0" });
+    await client.connect(clientSide);
+    try {
+      const tools = (await client.listTools()).tools.map((t) => t.name);
+      assert.ok(tools.includes("run_command") && tools.includes("run_python"), tools.join(", "));
+      const call = async (name: string, args: Record<string, unknown>) => (await client.callTool({ name, arguments: args })) as CallToolResult;
+      const a = await call("run_python", { code: "n = 6\nn * 7" });
+      assert.deepEqual([a.isError, (a.structuredContent as { tier: string }).tier], [false, "nano"]);
+      const b = await call("run_python", { code: "import subprocess\nn" });
+      const text = b.content.map((c) => (c.type === "text" ? c.text : "")).join("");
+      if (skipHeavy) {
+        assert.equal(b.isError, true);
+        assert.match(text, /TIER_UNAVAILABLE/);
+      } else {
+        assert.deepEqual([b.isError, (b.structuredContent as { tier: string }).tier], [false, "heavy"], text);
+        assert.match(text, /note: this code needed the heavy tier: the sandbox moved/);
+        assert.match(text, /\[value\] 6/);
+      }
+    } finally {
+      await client.close();
+      await mcp.close();
+    }
   });
 });
