@@ -173,6 +173,15 @@ export class Sandbox {
   /**
    * Create a sandbox. Options are validated up front by the schema of their tier (an option
    * another tier uses is an error naming it); see resolveSandboxOptions.
+   *
+   * `tier: "auto"` (Python): the sandbox starts on the nano tier; a cell that needs the heavy tier
+   * (decided inside the sandbox, before the cell runs: an import the nano Python lacks,
+   * subprocess, os.system and the like) or a `commands.run` moves it there for good. The move
+   * copies /home/user and /tmp, then *re-executes* every earlier cell that ran without error (its
+   * output discarded, each under the time limit it first ran with), copies the files again, and
+   * disposes of the nano side. A failed move (TierUnavailableError, ReplayError naming the cell)
+   * runs nothing of the cell and leaves the sandbox on nano as it was. `info.current` and each
+   * result's `tier` say where it runs.
    */
   static async create(opts: SandboxOptionsInput = {}): Promise<Sandbox> {
     const r = resolveSandboxOptions(opts);
@@ -199,7 +208,12 @@ export class Sandbox {
     await closePools();
   }
 
-  /** Run code with REPL semantics: globals persist; a trailing expression's repr is `value`. */
+  /**
+   * Run code with REPL semantics: globals persist; a trailing expression's repr is `value`;
+   * `tier` says which tier ran it. On a tier "auto" sandbox still on nano, a cell that needs the
+   * heavy tier first moves the sandbox (see create); `timeoutMs` then limits the cell itself, not
+   * the move, whose replayed cells each get the time limit they first ran with.
+   */
   async runCode(code: string, opts: RunOptionsInput = {}): Promise<RunResult> {
     const o = parseOptions(runOptionsSchema, opts);
     if (typeof code !== "string") throw new InvalidOptionsError([{ path: "code", message: "must be a string" }]);
