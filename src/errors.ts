@@ -21,7 +21,8 @@ export type AgentboxErrorCode =
   | "WORKER_CRASHED"
   | "PROTOCOL_ERROR"
   | "ABORTED"
-  | "IMAGE_BUILD";
+  | "IMAGE_BUILD"
+  | "REPLAY_FAILED";
 
 /**
  * What a run or command had produced when a limit or the caller's signal stopped it in a way the
@@ -124,8 +125,8 @@ export class SnapshotRemovedError extends SandboxClosedError {
 }
 
 export class TierUnavailableError extends AgentboxError {
-  constructor(message: string) {
-    super("TIER_UNAVAILABLE", message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("TIER_UNAVAILABLE", message, options);
   }
 }
 
@@ -150,6 +151,25 @@ export function withPartialResult(e: unknown, out: { stdout: string; stderr: str
     if (e instanceof LimitError) e.result.limitHit = e.limit;
   }
   return e;
+}
+
+/**
+ * A tier "auto" sandbox could not move to the heavy tier because rebuilding its state there failed:
+ * a cell that ran on the nano tier raised (or ran out of time) when replayed on the heavy tier
+ * (`cell` says which runCode call, `guestError` what it raised), or its files could not be copied
+ * (`cell` undefined). Nothing of the cell that asked for the move ran; the sandbox stays on the
+ * nano tier, usable, with its state as it was.
+ */
+export class ReplayError extends AgentboxError {
+  /** The runCode call (1 = the sandbox's first) whose replay failed; undefined when copying files failed. */
+  readonly cell: number | undefined;
+  /** What the replayed cell raised on the heavy tier, when it raised. */
+  readonly guestError: { name: string; message: string; traceback: string } | undefined;
+  constructor(message: string, detail: { cell?: number; guestError?: { name: string; message: string; traceback: string }; cause?: unknown } = {}) {
+    super("REPLAY_FAILED", message, detail.cause !== undefined ? { cause: detail.cause } : undefined);
+    this.cell = detail.cell;
+    this.guestError = detail.guestError;
+  }
 }
 
 /** The caller's AbortSignal fired. */

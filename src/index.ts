@@ -25,5 +25,6 @@ export {
   ProtocolError,
   AbortedError,
   ImageBuildError,
+  ReplayError,
 } from "./errors.js";
 export type { AgentboxErrorCode, LimitName, PartialResult } from "./errors.js";

@@ -6,7 +6,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { InvalidOptionsError, type Mount, type SandboxOptions } from "../index.js";
-import { resolveSandboxOptions } from "../index.js";
+import { resolveSandboxOptions, TIERS } from "../index.js";
 
 /** Bad usage: the command exits 64 with the usage text. */
 export class UsageError extends Error {}
@@ -77,13 +77,14 @@ export const FLAGS = {
   language: { value: "LANG", help: "python, javascript or typescript (default: from the file's extension,\n.py / .js .mjs .cjs / .ts .mts .cts; python for -c)" },
   tier: {
     value: "TIER",
-    help: "nano (WebAssembly) or heavy (Debian userland in gVisor or a microVM;\nrun `agentbox image build` once first)",
+    help:
+      "nano (WebAssembly), heavy (Debian userland in gVisor or a microVM;\nrun `agentbox image build` once first) or auto (Python: nano until\nthe code needs heavy, e.g. import pandas or subprocess, then heavy)",
     option: "tier",
-    parse: oneOf("nano", "heavy"),
+    parse: oneOf(...TIERS),
   },
   backend: {
     value: "B",
-    help: "heavy tier: auto (the microVM where KVM boots it, else gVisor), gvisor or\nmicrovm (QEMU; software emulation where KVM is unusable: slow)",
+    help: "heavy tier (and auto once on it): auto (the microVM where KVM boots it, else gVisor), gvisor or\nmicrovm (QEMU; software emulation where KVM is unusable: slow)",
     option: "backend",
     parse: oneOf("auto", "gvisor", "microvm"),
   },

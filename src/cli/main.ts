@@ -26,7 +26,8 @@ commands:
   run (FILE | -c CODE)   run code in a fresh sandbox and print its output
   serve                  serve sandboxes over HTTP (see serve options)
   mcp                    MCP server over stdio with run/file tools (see mcp options;
-                         --tier heavy: Python in a Debian userland plus a run_command tool)
+                         --tier heavy: Python in a Debian userland plus a run_command tool;
+                         --tier auto: Python on nano, moved to heavy when code needs it)
   exec --tier heavy -- CMD...  run a command in a fresh heavy-tier sandbox (agentbox exec -h)
   image build|list|rm    the heavy tier's Debian images (agentbox image -h)
 

@@ -23,6 +23,21 @@ export interface EngineRunResult {
   vfsDigest: string;
   /** Rich results, already counted against the output cap (absent or empty: none). */
   results?: DisplayResult[] | undefined;
+  /** The tier that ran it, from engines that change tier (tier "auto"); others run on their own. */
+  tier?: "nano" | "heavy" | undefined;
+}
+
+/** A `nanoOnly` run's answer when the code needs the heavy tier: why (nothing of it ran). */
+export interface NeedsHeavy {
+  needsHeavy: string;
+}
+
+/**
+ * A nano-tier engine that can decide, inside its guest, whether code needs the heavy tier: tier
+ * "auto"'s nano side. One round trip: the guest parses the code and either runs it or says why not.
+ */
+export interface NanoOnlyRunner {
+  runUnlessHeavy(code: string, opts: EngineRunOptions): Promise<EngineRunResult | NeedsHeavy>;
 }
 
 export interface EngineExecOptions {
@@ -71,7 +86,9 @@ export interface Engine {
   /** OS process id of the engine's worker, when it has one. */
   readonly pid: number | undefined;
   /** What runs the sandbox, when the engine says more than its tier (heavy-tier backend, accelerator). */
-  readonly info?: EngineInfo;
+  readonly info?: EngineInfo | undefined;
+  /** The tier running the sandbox now, for engines that change tier (tier "auto"). */
+  readonly tier?: "nano" | "heavy";
   run(code: string, opts: EngineRunOptions): Promise<EngineRunResult>;
   writeFile(path: string, data: Uint8Array): Promise<void>;
   readFile(path: string): Promise<Uint8Array>;

@@ -4,7 +4,8 @@
 // "auto" backend choice all iterate this list; nothing else names an engine.
 // A new language or backend: a folder under engines/ and one entry in ENGINES.
 import { InvalidOptionsError, TierUnavailableError } from "../errors.js";
-import { sandboxOptionSchemas, type HeavyOptions, type Mount, type NanoOptions, type Tier } from "../policy/options.js";
+import { autoHeavyOptions, autoNanoOptions, parseOptions, sandboxOptionSchemas, type AutoOptions, type HeavyOptions, type Mount, type NanoOptions, type Tier } from "../policy/options.js";
+import { AutoEngine } from "./auto/engine.js";
 import type { Engine, EngineInfo } from "./engine.js";
 import { GvisorBox } from "./heavy-gvisor/box.js";
 import { boxSpec, GvisorEngine, specKey } from "./heavy-gvisor/engine.js";
@@ -37,6 +38,8 @@ interface DescriptorBase<T extends Tier, O> {
    */
   readonly refuses?: { readonly [K in keyof O]?: string };
   start(s: EngineStart<O>): Promise<Engine>;
+  /** Refuse, when the options are resolved (before anything starts), options this engine cannot serve. */
+  check?(s: EngineStart<O>): void;
   /** Start one pooled worker now (Sandbox.configurePool), for engines whose pool has one kind. */
   prewarm?(): void;
   /** What Sandbox.info reports beside the tier. */
@@ -52,19 +55,24 @@ export interface HeavyEngineDescriptor extends DescriptorBase<"heavy", HeavyOpti
   auto(s: EngineStart<HeavyOptions>): Promise<boolean>;
 }
 
-export type EngineDescriptor = NanoEngineDescriptor | HeavyEngineDescriptor;
+/** Tier "auto": a sandbox that runs on a nano engine and moves to a heavy one (engines/auto). */
+export type AutoEngineDescriptor = DescriptorBase<"auto", AutoOptions>;
+
+export type EngineDescriptor = NanoEngineDescriptor | HeavyEngineDescriptor | AutoEngineDescriptor;
 
 const NO_NETWORK = "Python would need a bridge from its socket layer to the host's fetch; not built";
+
+function startPythonWasm({ options: o, seed, clock, mounts }: EngineStart<NanoOptions>): Promise<PythonWasmEngine> {
+  const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true), "nano") : undefined;
+  return PythonWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts }, pool);
+}
 
 const pythonWasm = {
   id: "python-wasm",
   tier: "nano",
   languages: ["python"] as const,
   refuses: { network: NO_NETWORK },
-  start: ({ options: o, seed, clock, mounts }) => {
-    const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true), "nano") : undefined;
-    return PythonWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts }, pool);
-  },
+  start: startPythonWasm,
   prewarm: () => poolFor("python", () => spawnPythonWorker([], true), "nano")?.fill(),
   info: () => ({}),
 } satisfies NanoEngineDescriptor;
@@ -110,8 +118,39 @@ const heavyMicrovm = {
   info: (e) => e.info ?? { backend: "microvm" },
 } satisfies HeavyEngineDescriptor;
 
+/**
+ * Tier "auto": Python on the nano engine, moved to the heavy tier's engines (picked as for tier
+ * "heavy", with autoHeavyOptions) when a cell needs them. Both sides' options are derived and
+ * checked at create, so a heavy option no heavy engine serves is an error then, not at the move.
+ */
+function autoSides(s: EngineStart<AutoOptions>): { nano: EngineStart<NanoOptions>; heavy: EngineStart<HeavyOptions> } {
+  return {
+    nano: { ...s, clock: "real", options: parseOptions(optionSchemas.nano, autoNanoOptions(s.options)) as NanoOptions },
+    heavy: { ...s, clock: "real", options: parseOptions(optionSchemas.heavy, autoHeavyOptions(s.options)) as HeavyOptions },
+  };
+}
+
+const auto = {
+  id: "auto",
+  tier: "auto",
+  languages: ["python"] as const,
+  // The heavy side's options must fit a heavy engine now, not at the first move (e.g. mounts with backend "microvm").
+  check: (s) => void candidateEngines(autoSides(s).heavy),
+  start: async (s) => {
+    const { nano, heavy } = autoSides(s);
+    const heavyEngines = candidateEngines(heavy);
+    const config = {
+      startHeavy: async () => (await startEngine(heavyEngines, heavy)).engine,
+      mountPaths: s.mounts.map((m) => m.guestPath),
+      maxCopyEntries: s.options.limits.vfsFiles + 1024,
+    };
+    return AutoEngine.onNano(await startPythonWasm(nano), config);
+  },
+  info: (e) => e.info ?? {},
+} satisfies AutoEngineDescriptor;
+
 /** Every engine, in order of preference within a tier (the "auto" backend takes the first that fits). */
-const REGISTERED = [pythonWasm, quickjsWasm, heavyMicrovm, heavyGvisor] as const;
+const REGISTERED = [pythonWasm, quickjsWasm, heavyMicrovm, heavyGvisor, auto] as const;
 export const ENGINES: readonly EngineDescriptor[] = REGISTERED;
 
 type Registered = (typeof REGISTERED)[number];
@@ -129,11 +168,12 @@ const ofTier = <T extends Tier>(t: T) => REGISTERED.filter((e): e is Extract<Reg
 /** The languages and heavy backends this build has, derived from the entries above. */
 export const NANO_LANGUAGES = names<LanguagesOf<"nano">>(ofTier("nano").flatMap((e) => e.languages));
 export const HEAVY_LANGUAGES = names<LanguagesOf<"heavy">>(ofTier("heavy").flatMap((e) => e.languages));
+export const AUTO_LANGUAGES = names<LanguagesOf<"auto">>(ofTier("auto").flatMap((e) => e.languages));
 export const LANGUAGES = names<LanguagesOf<Tier>>([...NANO_LANGUAGES, ...HEAVY_LANGUAGES]);
 export const HEAVY_BACKENDS = names<Backend>(ofTier("heavy").map((e) => e.backend));
 
 /** The sandbox option schemas, per tier, built with this build's engine names. */
-export const optionSchemas = sandboxOptionSchemas({ nanoLanguages: NANO_LANGUAGES, heavyLanguages: HEAVY_LANGUAGES, heavyBackends: HEAVY_BACKENDS, heavyImages: IMAGE_PRESET_NAMES });
+export const optionSchemas = sandboxOptionSchemas({ nanoLanguages: NANO_LANGUAGES, heavyLanguages: HEAVY_LANGUAGES, heavyBackends: HEAVY_BACKENDS, autoLanguages: AUTO_LANGUAGES, heavyImages: IMAGE_PRESET_NAMES });
 
 export function engineById(id: string): EngineDescriptor {
   const d = ENGINES.find((e) => e.id === id);
@@ -148,7 +188,7 @@ const describe = (e: EngineDescriptor) => `${e.tier}${e.tier === "heavy" ? `/${e
  * language (and, on the heavy tier, are the asked-for backend or any for "auto"), minus those that
  * refuse a field the options give. Throws when none is left, naming what exists.
  */
-export function candidateEngines(s: EngineStart<NanoOptions | HeavyOptions>): EngineDescriptor[] {
+export function candidateEngines(s: EngineStart<NanoOptions | HeavyOptions | AutoOptions>): EngineDescriptor[] {
   const o = s.options;
   const backend = o.tier === "heavy" ? o.backend : undefined;
   const serving = ENGINES.filter((e) => e.tier === o.tier && e.languages.includes(o.language) && (backend === undefined || backend === "auto" || (e.tier === "heavy" && e.backend === backend)));
@@ -160,6 +200,7 @@ export function candidateEngines(s: EngineStart<NanoOptions | HeavyOptions>): En
     return v !== undefined && !(Array.isArray(v) && v.length === 0);
   };
   const fits = serving.filter((e) => !Object.keys(e.refuses ?? {}).some(given));
+  for (const e of fits) (e.check as ((s: EngineStart<unknown>) => void) | undefined)?.(s);
   if (fits.length > 0) return fits;
   // Every engine that runs it refuses a given field: name the first such field and who serves it.
   const refusing = serving[0] as EngineDescriptor;
@@ -170,9 +211,10 @@ export function candidateEngines(s: EngineStart<NanoOptions | HeavyOptions>): En
 }
 
 /** Start the first of `candidates` that fits (for "auto" on the heavy tier, the first whose `auto` says yes). */
-export async function startEngine(candidates: readonly EngineDescriptor[], s: EngineStart<NanoOptions | HeavyOptions>): Promise<{ engine: Engine; descriptor: EngineDescriptor }> {
+export async function startEngine(candidates: readonly EngineDescriptor[], s: EngineStart<NanoOptions | HeavyOptions | AutoOptions>): Promise<{ engine: Engine; descriptor: EngineDescriptor }> {
   for (const d of candidates) {
     if (d.tier === "nano" && s.options.tier === "nano") return { engine: await d.start(s as EngineStart<NanoOptions>), descriptor: d };
+    if (d.tier === "auto" && s.options.tier === "auto") return { engine: await d.start(s as EngineStart<AutoOptions>), descriptor: d };
     if (d.tier === "heavy" && s.options.tier === "heavy") {
       const hs = s as EngineStart<HeavyOptions>;
       if (d !== candidates.at(-1) && !(await d.auto(hs))) continue;

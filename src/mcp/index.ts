@@ -2,7 +2,9 @@
 // One sandbox per language per MCP session, started on first use and killed when the session
 // ends; every tool goes through the public Sandbox API. `agentbox mcp` serves it over stdio.
 // With `tier: "heavy"` the Python session sandbox is a heavy-tier one (a Debian userland) and a
-// run_command tool runs shell commands in it; JavaScript stays on the nano tier.
+// run_command tool runs shell commands in it; JavaScript stays on the nano tier. With `tier: "auto"`
+// the Python sandbox starts on the nano tier and moves to the heavy tier when code (or a
+// run_command call) needs it.
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
@@ -20,7 +22,8 @@ type Language = (typeof LANGUAGES)[number];
 export interface McpSessionOptions {
   /**
    * Options of every session sandbox (limits, seed, env, mounts); `language` is set per tool.
-   * `tier: "heavy"` makes the Python sandbox heavy-tier and adds the run_command tool.
+   * `tier: "heavy"` makes the Python sandbox heavy-tier and adds the run_command tool; `tier:
+   * "auto"` makes it start on the nano tier and move to the heavy tier when needed (run_command too).
    */
   sandbox?: SessionOptions;
   version?: string;
@@ -53,6 +56,8 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
   let closed = false;
   const base = parseMcpSandboxOptions(opts.sandbox);
   const heavy = base.tier === "heavy";
+  /** The Python sandbox is (or may become) a Linux one: run_command exists, only /home/user and /tmp take writes. */
+  const linux = heavy || base.tier === "auto";
   /** The session's run limit is also the most a call may ask for: a caller cannot lift the operator's --timeout. */
   const maxTimeoutMs = base.limits.timeoutMs;
   const timeoutMs = (what: string) =>
@@ -83,9 +88,9 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
   const target = z
     .enum(LANGUAGES)
     .default("python")
-    .describe(heavy ? "which session sandbox: each language has its own file system (python is the Linux sandbox run_command uses)" : "which session sandbox: each language has its own file system");
-  // The heavy tier's root is read-only: only /home/user and /tmp take writes.
-  const guestPath = z.string().min(1).describe(`absolute path inside the sandbox without \`..\` segments, e.g. ${heavy ? "/home/user/in.csv" : "/data/in.csv"}`);
+    .describe(linux ? "which session sandbox: each language has its own file system (python is the Linux sandbox run_command uses)" : "which session sandbox: each language has its own file system");
+  // The heavy tier's root is read-only: only /home/user and /tmp take writes (tier auto keeps that rule from the start).
+  const guestPath = z.string().min(1).describe(`absolute path inside the sandbox without \`..\` segments, e.g. ${linux ? "/home/user/in.csv" : "/data/in.csv"}`);
 
   for (const lang of LANGUAGES) {
     const title = lang === "python" ? "Python" : "JavaScript";
@@ -96,6 +101,9 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
         description:
           `Run ${title} code in a sandbox that lives for this session (REPL semantics: variables, imports and files persist between calls). ` +
           (heavy && lang === "python" ? "It runs CPython in a Debian userland, the same sandbox (and files) as run_command. " : "") +
+          (base.tier === "auto" && lang === "python"
+            ? "It starts in CPython on WebAssembly and moves, with its variables and files, to a Debian userland (the sandbox run_command uses) when code needs it (subprocess, a module the WebAssembly Python lacks). "
+            : "") +
           "No network, no host files; memory, time and output are limited. The value of a trailing expression is returned.",
         inputSchema: { code: z.string().describe(`${title} source to run`), timeoutMs: timeoutMs("time limit of this run") },
       },
@@ -103,9 +111,11 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
         guard(async () => {
           const { sb, note } = await sandboxFor(lang);
           const progress = outputProgress(extra);
+          const wasNano = sb.info.tier === "auto" && sb.info.current === "nano";
           try {
             const r = await sb.runCode(code, { signal: extra.signal, ...progress.sink, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
-            return resultToTool(r, note);
+            const moved = wasNano && r.tier === "heavy" ? "this code needed the heavy tier: the sandbox moved to a Debian userland (earlier cells were replayed there) and stays there" : undefined;
+            return resultToTool(r, [note, moved].filter(Boolean).join("; ") || undefined);
           } finally {
             await progress.done();
           }
@@ -113,7 +123,7 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
     );
   }
 
-  if (heavy) {
+  if (linux) {
     server.registerTool(
       "run_command",
       {
@@ -145,7 +155,7 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
     "write_file",
     {
       title: "Write file",
-      description: `Write a file into a session sandbox (parent directories are created).${heavy ? " In the python (Linux) sandbox only /home/user and /tmp are writable." : ""}`,
+      description: `Write a file into a session sandbox (parent directories are created).${linux ? " In the python (Linux) sandbox only /home/user and /tmp are writable." : ""}`,
       inputSchema: { path: guestPath, content: z.string(), encoding: z.enum(["utf8", "base64"]).default("utf8"), sandbox: target },
     },
     async ({ path, content, encoding, sandbox }) =>

@@ -11,31 +11,37 @@ const MiB = 1024 * 1024;
 /** Largest seed accepted: seeds must survive a JSON round trip exactly. */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
 
-/** The tiers, the discriminant of the options union. Absent `tier` means the first. */
-export const TIERS = ["nano", "heavy"] as const;
+/**
+ * The tiers, the discriminant of the options union. Absent `tier` means the first. "auto" is a
+ * sandbox that starts on the nano tier and moves to the heavy tier when a cell needs it.
+ */
+export const TIERS = ["nano", "heavy", "auto"] as const;
 export type Tier = (typeof TIERS)[number];
 
 /**
  * Every limit once: its schema (with its default) and the tiers that enforce it. Each tier's
  * `limits` schema is picked from this table, so a limit a tier does not enforce is an error there.
+ * Tier "auto" takes every limit: the shared ones apply on both sides, `vfsBytes`/`vfsFiles` while
+ * it runs on the nano tier, `cpus`/`diskMb` once it runs on the heavy tier (autoNanoOptions,
+ * autoHeavyOptions).
  */
 const LIMITS = {
   /** Memory cap in MiB: the guest's Wasm linear memory (nano), the sandbox's memory (heavy). */
-  memoryMb: { tiers: ["nano", "heavy"], schema: z.int().min(48).max(4096).default(256) },
+  memoryMb: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(48).max(4096).default(256) },
   /** Wall-clock limit of one runCode call (and the default of commands.run). */
-  timeoutMs: { tiers: ["nano", "heavy"], schema: z.int().min(1).max(24 * 3600 * 1000).default(30_000) },
+  timeoutMs: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(1).max(24 * 3600 * 1000).default(30_000) },
   /** How long a run may ignore the interrupt before its worker is killed. */
-  graceMs: { tiers: ["nano", "heavy"], schema: z.int().min(0).max(60_000).default(500) },
+  graceMs: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(0).max(60_000).default(500) },
   /** stdout + stderr + result value bytes of one run. */
-  outputBytes: { tiers: ["nano", "heavy"], schema: z.int().min(1).max(1024 * MiB).default(1 * MiB) },
+  outputBytes: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(1).max(1024 * MiB).default(1 * MiB) },
   /** Bytes the guest may add to its in-memory file system (host-written files count too). */
-  vfsBytes: { tiers: ["nano"], schema: z.int().min(0).max(4096 * MiB).default(64 * MiB) },
+  vfsBytes: { tiers: ["nano", "auto"], schema: z.int().min(0).max(4096 * MiB).default(64 * MiB) },
   /** Files, directories and links the guest may create in its in-memory file system. */
-  vfsFiles: { tiers: ["nano"], schema: z.int().min(0).max(1_000_000).default(10_000) },
+  vfsFiles: { tiers: ["nano", "auto"], schema: z.int().min(0).max(1_000_000).default(10_000) },
   /** CPU time per wall-clock time (cgroup quota), e.g. 0.5 or 2. */
-  cpus: { tiers: ["heavy"], schema: z.number().min(0.01).max(64).default(1) },
+  cpus: { tiers: ["heavy", "auto"], schema: z.number().min(0.01).max(64).default(1) },
   /** Size of each writable file system (/home/user and /tmp), in MiB; writes past it get ENOSPC. */
-  diskMb: { tiers: ["heavy"], schema: z.int().min(1).max(64 * 1024).default(256) },
+  diskMb: { tiers: ["heavy", "auto"], schema: z.int().min(1).max(64 * 1024).default(256) },
 } as const satisfies Record<string, { tiers: readonly Tier[]; schema: z.ZodDefault<z.ZodNumber> }>;
 
 type LimitField = keyof typeof LIMITS;
@@ -55,6 +61,7 @@ function limitsFor<T extends Tier>(tier: T) {
 
 export const nanoLimitsSchema = limitsFor("nano");
 export const heavyLimitsSchema = limitsFor("heavy");
+export const autoLimitsSchema = limitsFor("auto");
 
 const hostPath = z.string().min(1).refine((p) => path.isAbsolute(p), "must be an absolute host path");
 const guestPath = z.string().min(1).refine((p) => p.startsWith("/") && !p.includes("\0"), "must be an absolute guest path");
@@ -86,16 +93,18 @@ type NameList = readonly [string, ...string[]];
  * each tier runs and the heavy tier's backends. The schemas are built from these so a new
  * language or backend is added in the registry alone.
  */
-export interface EngineNames<NL extends NameList, HL extends NameList, HB extends NameList, HI extends NameList = NameList> {
+export interface EngineNames<NL extends NameList, HL extends NameList, HB extends NameList, AL extends NameList, HI extends NameList> {
   nanoLanguages: NL;
   heavyLanguages: HL;
   heavyBackends: HB;
   /** The heavy tier's image presets (engines/heavy/presets.ts), the first the default. */
   heavyImages: HI;
+  /** Languages tier "auto" runs: those with a runCode on both tiers. */
+  autoLanguages: AL;
 }
 
 /** The per-tier option schemas (and their union) for the given engine names. */
-export function sandboxOptionSchemas<const NL extends NameList, const HL extends NameList, const HB extends NameList, const HI extends NameList>(names: EngineNames<NL, HL, HB, HI>) {
+export function sandboxOptionSchemas<const NL extends NameList, const HL extends NameList, const HB extends NameList, const AL extends NameList, const HI extends NameList>(names: EngineNames<NL, HL, HB, AL, HI>) {
   const nano = z.strictObject({
     /** "nano": WebAssembly in a locked-down worker process. */
     tier: z.literal("nano"),
@@ -116,6 +125,9 @@ export function sandboxOptionSchemas<const NL extends NameList, const HL extends
     /** Take a ready worker from the shared pool when one fits (no mounts). */
     pool: z.boolean().default(true),
   });
+  const packages = z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]{0,99}$/, "must be a Debian package name")).max(256).default([]);
+  const backend = z.enum(["auto", ...names.heavyBackends]).default("auto");
+  const image = z.enum(names.heavyImages);
   const heavy = z.strictObject({
     /** "heavy": a Debian userland behind gVisor or a QEMU microVM. */
     tier: z.literal("heavy"),
@@ -130,50 +142,123 @@ export function sandboxOptionSchemas<const NL extends NameList, const HL extends
     mounts: z.array(heavyMountSchema).max(32).default([]),
     /** Which backend runs the sandbox. "auto": the engine registry's first heavy backend that can
      *  serve the options (the microVM where KVM boots it and no mount is asked for, else gVisor). */
-    backend: z.enum(["auto", ...names.heavyBackends]).default("auto"),
+    backend,
     /** The image preset: "base" (python3, a shell, coreutils) or "data" (numpy, pandas, matplotlib,
-     *  scipy, scikit-learn, ... with their modules imported before the first run); built by
-     *  `agentbox image build --preset NAME`. */
-    image: z.enum(names.heavyImages).default(names.heavyImages[0]),
+     *  scipy, scikit-learn, ... with their modules imported before the first run; its sandboxes
+     *  default to memoryMb 1024); built by `agentbox image build --preset NAME`. */
+    image: image.default(names.heavyImages[0]),
     /** Extra Debian packages on top of the image preset; selects the image built by
      *  `agentbox image build [--preset NAME] --packages A,B`. */
-    packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]{0,99}$/, "must be a Debian package name")).max(256).default([]),
+    packages,
     /** Take a ready sandbox from the shared pool when one fits (no mounts). */
     pool: z.boolean().default(true),
   });
-  return { nano, heavy, union: z.discriminatedUnion("tier", [nano, heavy]) } as const;
+  /**
+   * "auto": the sandbox starts on the nano tier and moves to the heavy tier (for good) when a cell
+   * needs it (see engines/auto/engine.ts). Only what both tiers can honour the same way, so
+   * nothing changes meaning at the move: the real clock, read-only mounts below /home/user or
+   * /tmp; the heavy-only fields (`backend`, `packages`, `limits.cpus`/`diskMb`) apply once it
+   * runs there, the nano-only limits (`vfsBytes`, `vfsFiles`) until then.
+   */
+  const auto = z.strictObject({
+    tier: z.literal("auto"),
+    /** What runCode() runs: a language with a runCode on both tiers. */
+    language: z
+      .enum(names.autoLanguages, {
+        error: `tier "auto" runs ${names.autoLanguages.join(", ")} only (the languages with a runCode on the heavy tier it may move to); use tier "nano" for JavaScript or TypeScript`,
+      })
+      .default(names.autoLanguages[0]),
+    limits: autoLimitsSchema,
+    /** Seeds every source of randomness on the nano tier; Python's `random` only, after a move to the heavy tier. */
+    seed: seedSchema,
+    /** Only "real": the sandbox may move to the heavy tier, which has no virtual clock. */
+    clock: z.literal("real", { error: 'tier "auto" has the real clock only (its sandbox may move to the heavy tier, which has no virtual clock)' }).optional(),
+    env: envSchema,
+    /** Read-only host directories below /home/user or /tmp: mounted on both tiers, never copied at a move. */
+    mounts: z.array(heavyMountSchema).max(32).default([]),
+    /** The heavy tier's backend, once the sandbox runs there. */
+    backend,
+    /** The heavy tier's image preset, once the sandbox runs there. Omitted: "data" where that image
+     *  is built (the resolver decides at create time), else "base". */
+    image: image.optional(),
+    /** Extra Debian packages of the heavy tier's image, once the sandbox runs there. */
+    packages,
+    /** Take ready workers (nano) and sandboxes (heavy) from the shared pools. */
+    pool: z.boolean().default(true),
+  });
+  return { nano, heavy, auto, union: z.discriminatedUnion("tier", [nano, heavy, auto]) } as const;
 }
 
 /** The schemas with plain strings for names: what engines see without depending on the registry. */
-type AnySchemas = ReturnType<typeof sandboxOptionSchemas<NameList, NameList, NameList, NameList>>;
+type AnySchemas = ReturnType<typeof sandboxOptionSchemas<NameList, NameList, NameList, NameList, NameList>>;
 export type NanoOptions = z.output<AnySchemas["nano"]>;
 export type HeavyOptions = z.output<AnySchemas["heavy"]>;
+export type AutoOptions = z.output<AnySchemas["auto"]>;
 export type NanoLimits = z.output<typeof nanoLimitsSchema>;
 export type HeavyLimits = z.output<typeof heavyLimitsSchema>;
+export type AutoLimits = z.output<typeof autoLimitsSchema>;
 
 /** The clock a sandbox gets when the caller names none: deterministic exactly when seeded (nano). */
 export function defaultClock(tier: Tier, seedGiven: boolean): "virtual" | "real" {
   return tier === "nano" && seedGiven ? "virtual" : "real";
 }
 
-type Schemas = { nano: z.ZodObject; heavy: z.ZodObject };
+/**
+ * The nano side of a tier "auto" sandbox: the options it runs with until a cell needs the heavy
+ * tier. Input for the nano schema (which fills in what is not named here).
+ */
+export function autoNanoOptions(o: AutoOptions): z.input<AnySchemas["nano"]> {
+  const { memoryMb, timeoutMs, graceMs, outputBytes, vfsBytes, vfsFiles } = o.limits;
+  return {
+    tier: "nano",
+    language: o.language,
+    limits: { memoryMb, timeoutMs, graceMs, outputBytes, vfsBytes, vfsFiles },
+    ...(o.seed !== undefined ? { seed: o.seed } : {}),
+    clock: "real",
+    env: o.env,
+    mounts: o.mounts,
+    pool: o.pool,
+  };
+}
+
+/**
+ * The heavy side of a tier "auto" sandbox: the options of the heavy sandbox it moves to. The one
+ * place that chooses them. Input for the heavy schema, which fills in the rest.
+ */
+export function autoHeavyOptions(o: AutoOptions): z.input<AnySchemas["heavy"]> {
+  const { memoryMb, timeoutMs, graceMs, outputBytes, cpus, diskMb } = o.limits;
+  return {
+    tier: "heavy",
+    language: o.language,
+    limits: { memoryMb, timeoutMs, graceMs, outputBytes, cpus, diskMb },
+    ...(o.seed !== undefined ? { seed: o.seed } : {}),
+    env: o.env,
+    mounts: o.mounts,
+    backend: o.backend,
+    ...(o.image !== undefined ? { image: o.image } : {}),
+    packages: o.packages,
+    pool: o.pool,
+  };
+}
+
+type Schemas = { [T in Tier]: z.ZodObject };
 
 /**
  * Parse sandbox options with the schema of their tier (absent: "nano"). A field that exists only
  * on another tier is named as such ("limits.cpus: not used by the nano tier; it applies to tier
  * "heavy""), not as an unknown key. Keys whose value is undefined count as absent.
  */
-export function parseTierOptions<S extends Schemas>(schemas: S, input: unknown): z.output<S["nano"]> | z.output<S["heavy"]> {
+export function parseTierOptions<S extends Schemas>(schemas: S, input: unknown): z.output<S[Tier]> {
   const raw = dropUndefined(input ?? {});
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new InvalidOptionsError([{ path: "", message: "must be an object" }]);
   const obj = raw as Record<string, unknown>;
   const asked = obj.tier ?? TIERS[0];
-  const known = asked === "nano" || asked === "heavy";
+  const known = (TIERS as readonly unknown[]).includes(asked);
   // An unknown tier is named, and the rest is still checked (against the default tier's schema).
   const tierIssues = known ? [] : [{ path: "tier", message: `must be one of ${TIERS.map((t) => JSON.stringify(t)).join(", ")}, got ${JSON.stringify(asked)}` }];
-  const tier: Tier = known ? asked : TIERS[0];
+  const tier: Tier = known ? (asked as Tier) : TIERS[0];
   const r = schemas[tier].safeParse({ ...obj, tier });
-  if (r.success && known) return r.data as z.output<S["nano"]> | z.output<S["heavy"]>;
+  if (r.success && known) return r.data as z.output<S[Tier]>;
   if (r.success) throw new InvalidOptionsError(tierIssues);
   const others = TIERS.filter((t) => t !== tier);
   const issues = r.error.issues.flatMap((i) => {
@@ -268,10 +353,11 @@ export const poolOptionsSchema = z.strictObject({
 
 export type NanoLimitsInput = z.input<typeof nanoLimitsSchema>;
 export type HeavyLimitsInput = z.input<typeof heavyLimitsSchema>;
-/** Limits as any surface may give them: the union of both tiers' fields. */
-export type LimitsInput = NanoLimitsInput | HeavyLimitsInput;
-/** Resolved limits of either tier. */
-export type Limits = NanoLimits | HeavyLimits;
+export type AutoLimitsInput = z.input<typeof autoLimitsSchema>;
+/** Limits as any surface may give them: the union of every tier's fields. */
+export type LimitsInput = NanoLimitsInput | HeavyLimitsInput | AutoLimitsInput;
+/** Resolved limits of any tier. */
+export type Limits = NanoLimits | HeavyLimits | AutoLimits;
 export type MountInput = z.input<typeof mountSchema>;
 export type Mount = z.output<typeof mountSchema>;
 export type RunOptionsInput = z.input<typeof runOptionsSchema>;

@@ -38,7 +38,17 @@ export type HostMessage =
       /** JavaScript workers: a network grant exists, so the guest gets `fetch` (the host checks every URL). */
       network?: { maxRequestBytes: number };
     }
-  | { type: "run"; id: number; code: string }
+  | {
+      type: "run";
+      id: number;
+      code: string;
+      /**
+       * Tier "auto" (Python workers): parse the code first and, when it needs what only the heavy
+       * tier has, answer `needsHeavy` without running any of it. Decided in the guest, never by
+       * the host: the host does not parse guest code.
+       */
+      nanoOnly?: boolean;
+    }
   | { type: "fs"; id: number; op: FsOp; path: string; data?: string; recursive?: boolean }
   | FetchResult;
 
@@ -122,6 +132,8 @@ export const workerMessageSchema = z.discriminatedUnion("type", [
     message: shortText.optional(),
     limit: z.enum(["vfsBytes", "vfsFiles"]).optional(),
   }),
+  /** The answer to a `nanoOnly` run whose code needs the heavy tier: nothing of it ran. */
+  z.strictObject({ type: z.literal("needsHeavy"), id, reason: z.string().min(1).max(1024) }),
   z.strictObject({ type: z.literal("fatal"), message: shortText }),
   z.strictObject({
     type: z.literal("fetch"),

@@ -7,17 +7,22 @@ import { randomInt } from "node:crypto";
 import fs from "node:fs";
 import type { z } from "zod";
 import { InvalidOptionsError } from "../errors.js";
-import { IMAGE_DEFAULT_MEMORY_MB } from "../engines/heavy/presets.js";
+import { findImage } from "../engines/heavy/image.js";
+import { IMAGE_DEFAULT_MEMORY_MB, imagePackages } from "../engines/heavy/presets.js";
 import { candidateEngines, optionSchemas } from "../engines/registry.js";
 import { defaultClock, givenFields, keepFieldsOf, normalizeGuestPath, parseTierOptions, type GivenFields, type Mount, type Tier } from "../policy/options.js";
 
 type NanoInput = z.input<typeof optionSchemas.nano>;
 type HeavyInput = z.input<typeof optionSchemas.heavy>;
+type AutoInput = z.input<typeof optionSchemas.auto>;
 
-/** Options of Sandbox.create(), discriminated by `tier` (absent: "nano"). */
-export type SandboxOptionsInput = (Omit<NanoInput, "tier"> & { tier?: "nano" }) | HeavyInput;
+/**
+ * Options of Sandbox.create(), discriminated by `tier` (absent: "nano"). `tier: "auto"` starts on
+ * the nano tier and moves to the heavy tier when a cell needs it (Python only).
+ */
+export type SandboxOptionsInput = (Omit<NanoInput, "tier"> & { tier?: "nano" }) | HeavyInput | AutoInput;
 /** Options after parsing: every default filled in; `seed` and `clock` only when the caller gave them. */
-export type SandboxOptions = z.output<typeof optionSchemas.nano> | z.output<typeof optionSchemas.heavy>;
+export type SandboxOptions = z.output<typeof optionSchemas.nano> | z.output<typeof optionSchemas.heavy> | z.output<typeof optionSchemas.auto>;
 export type Language = SandboxOptions["language"];
 
 /** What a surface needs to start a sandbox and to check it against its own policy (quotas, mount roots). */
@@ -43,9 +48,13 @@ export interface ResolvedSandboxOptions {
 export function resolveSandboxOptions(input: unknown): ResolvedSandboxOptions {
   const options = parseTierOptions(optionSchemas, input) as SandboxOptions;
   const given = givenFields(input);
-  const imageMemory = options.tier === "heavy" && !given.limits.has("memoryMb") ? IMAGE_DEFAULT_MEMORY_MB[options.image] : undefined;
+  // Tier "auto" moves to the heavy tier for what nano lacks, most often the data stack: its image
+  // is "data" where that is built, unless the caller names one. Chosen once, here, and reported.
+  if (options.tier === "auto" && options.image === undefined) options.image = findImage(imagePackages("data", options.packages)) ? "data" : "base";
+  const image = options.tier === "nano" ? undefined : options.image;
+  const imageMemory = image !== undefined && !given.limits.has("memoryMb") ? IMAGE_DEFAULT_MEMORY_MB[image] : undefined;
   // A copy: the parsed default may be the schema's own object.
-  if (imageMemory !== undefined && options.tier === "heavy") options.limits = { ...options.limits, memoryMb: imageMemory };
+  if (imageMemory !== undefined && options.tier !== "nano") options.limits = { ...options.limits, memoryMb: imageMemory };
   const seed = options.seed ?? randomInt(0, 2 ** 48 - 1);
   const clock = options.clock ?? defaultClock(options.tier, options.seed !== undefined);
   const mounts = options.mounts.map((m, i) => ({ ...m, guestPath: normalizeGuestPath(m.guestPath, `mounts.${i}.guestPath`), hostPath: realDirectory(m.hostPath, i) }));

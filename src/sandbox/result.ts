@@ -28,4 +28,6 @@ export interface RunResult {
   vfsDigest: string;
   /** The sandbox's seed: pass it to Sandbox.create to reproduce this run. */
   seed: number;
+  /** The tier that ran it: the sandbox's own, or for tier "auto" the one it ran on then. */
+  tier: "nano" | "heavy";
 }

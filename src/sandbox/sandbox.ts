@@ -101,7 +101,7 @@ export class SandboxCommands {
     }
     const timeoutMs = o.timeoutMs ?? this.sb.options.limits.timeoutMs;
     return this.sb.exclusive(async (e) => {
-      if (!e.exec) throw new TierUnavailableError(`commands.run needs a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${this.sb.options.tier}")`);
+      if (!e.exec) throw new TierUnavailableError(`commands.run needs a real Linux userland: create the sandbox with { tier: "heavy" } or { tier: "auto" } (this one is tier "${this.sb.options.tier}")`);
       const stdin = typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin;
       const r = await e.exec(argv, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin });
       const result: CommandResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
@@ -132,7 +132,15 @@ export class SandboxSnapshot {
   }
 }
 
-export type SandboxInfo = { tier: "nano" } | ({ tier: "heavy" } & EngineInfo);
+/**
+ * What runs a sandbox. Tier "auto" says which tier it runs on now (`current`), with the heavy
+ * tier's backend once it has moved there.
+ */
+export type SandboxInfo =
+  | { tier: "nano" }
+  | ({ tier: "heavy" } & EngineInfo)
+  | { tier: "auto"; current: "nano" }
+  | ({ tier: "auto"; current: "heavy" } & EngineInfo);
 
 export class Sandbox {
   /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it). */
@@ -165,6 +173,15 @@ export class Sandbox {
   /**
    * Create a sandbox. Options are validated up front by the schema of their tier (an option
    * another tier uses is an error naming it); see resolveSandboxOptions.
+   *
+   * `tier: "auto"` (Python): the sandbox starts on the nano tier; a cell that needs the heavy tier
+   * (decided inside the sandbox, before the cell runs: an import the nano Python lacks,
+   * subprocess, os.system and the like) or a `commands.run` moves it there for good. The move
+   * copies /home/user and /tmp, then *re-executes* every earlier cell that ran without error (its
+   * output discarded, each under the time limit it first ran with), copies the files again, and
+   * disposes of the nano side. A failed move (TierUnavailableError, ReplayError naming the cell)
+   * runs nothing of the cell and leaves the sandbox on nano as it was. `info.current` and each
+   * result's `tier` say where it runs.
    */
   static async create(opts: SandboxOptionsInput = {}): Promise<Sandbox> {
     const r = resolveSandboxOptions(opts);
@@ -192,9 +209,12 @@ export class Sandbox {
   }
 
   /**
-   * Run code with REPL semantics: globals persist; a trailing expression's repr is `value`.
-   * Output streams to onStdout/onStderr and each rich result to onResult as it happens (after the
-   * host's checks, in order; the same results are in `results` at the end).
+   * Run code with REPL semantics: globals persist; a trailing expression's repr is `value`;
+   * `tier` says which tier ran it. Output streams to onStdout/onStderr and each rich result to
+   * onResult as it happens (after the host's checks, in order; the same results are in `results`
+   * at the end). On a tier "auto" sandbox still on nano, a cell that needs the heavy tier first
+   * moves the sandbox (see create); `timeoutMs` then limits the cell itself, not the move, whose
+   * replayed cells each get the time limit they first ran with.
    */
   async runCode(code: string, opts: RunOptionsInput = {}): Promise<RunResult> {
     const o = parseOptions(runOptionsSchema, opts);
@@ -208,6 +228,7 @@ export class Sandbox {
       durationMs: r.durationMs,
       vfsDigest: r.vfsDigest,
       seed: this.seed,
+      tier: r.tier ?? (this.descriptor.tier === "heavy" ? "heavy" : "nano"),
     };
     if (r.value !== null) result.value = r.value;
     if (r.results && r.results.length > 0) result.results = r.results;
@@ -224,11 +245,17 @@ export class Sandbox {
     });
   }
 
-  /** What runs this sandbox: tier, and for the heavy tier the backend (and the microVM's accelerator). */
+  /**
+   * What runs this sandbox: tier, and for the heavy tier the backend (and the microVM's
+   * accelerator); for tier "auto" also the tier it runs on now.
+   */
   get info(): SandboxInfo {
-    const reported = this.descriptor.info(this.engine);
-    if (this.descriptor.tier === "nano") return { tier: "nano" };
-    return { tier: "heavy", ...reported, backend: reported.backend ?? (this.descriptor.backend as EngineInfo["backend"]) };
+    const d = this.descriptor;
+    const reported = d.info(this.engine);
+    if (d.tier === "nano") return { tier: "nano" };
+    if (d.tier === "heavy") return { tier: "heavy", ...reported, backend: reported.backend ?? d.backend };
+    if (this.engine.tier !== "heavy") return { tier: "auto", current: "nano" };
+    return { tier: "auto", current: "heavy", ...reported, backend: reported.backend ?? "unknown" };
   }
 
   /** OS process id of the worker serving this sandbox. */

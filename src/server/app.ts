@@ -138,8 +138,8 @@ export function createApp(o: AppOptions): Hono<Env> {
     runCommandStream: (c, { entry, body }) => {
       checkRunQuota(c, body.timeoutMs);
       // Refused before the stream starts, with the status /commands answers (not 200 and an error event).
-      if (entry.sandbox.info.tier !== "heavy") {
-        throw new TierUnavailableError(`commands need a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${entry.sandbox.info.tier}")`);
+      if (entry.sandbox.info.tier === "nano") {
+        throw new TierUnavailableError(`commands need a real Linux userland: create the sandbox with { tier: "heavy" } or { tier: "auto" } (this one is tier "nano")`);
       }
       return sse(c, (sink) => registry.use(entry, (sb) => observedCommand(sb, body, sink)));
     },
@@ -282,9 +282,11 @@ function sse<C extends Context>(c: C, op: (sink: Sink) => Promise<unknown>): Res
 
 function info(e: Entry) {
   const o = e.sandbox.options;
+  const now = e.sandbox.info;
   return {
     id: e.id,
     tier: o.tier,
+    ...(now.tier === "auto" ? { current: now.current } : {}),
     language: o.language,
     limits: o.limits,
     seed: e.sandbox.seed,

@@ -7,6 +7,7 @@ import {
   FileSystemQuotaError,
   InvalidOptionsError,
   LimitError,
+  ReplayError,
   SandboxClosedError,
   TierUnavailableError,
 } from "../index.js";
@@ -84,6 +85,11 @@ export function toHttp(e: unknown): { status: number; body: ErrorBody; headers: 
       error.errno = e.errno;
     } else if (e instanceof SandboxClosedError) status = 410;
     else if (e instanceof TierUnavailableError) status = 501;
+    else if (e instanceof ReplayError) {
+      // The sandbox's state could not be rebuilt on the heavy tier; it lives on, on the nano tier.
+      status = 409;
+      if (e.cell !== undefined) error.cell = e.cell;
+    }
     else if (e instanceof AbortedError) status = 400;
     else error.sandboxClosed = true; // WorkerCrashedError, ProtocolError: the sandbox is gone
     if (e.result) error.result = e.result; // the output so far of the run or command it stopped

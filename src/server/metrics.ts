@@ -16,7 +16,7 @@ export class ServerMetrics {
   constructor(live: () => number, queued: () => number, heavyLive: () => number = () => 0) {
     const registers = [this.registry];
     new Gauge({ name: "agentbox_sandboxes_live", help: "Sandboxes the server holds (running or closed, not yet deleted).", registers, collect() { this.set(live()); } });
-    new Gauge({ name: "agentbox_heavy_sandboxes_live", help: "Heavy-tier sandboxes holding a heavy slot (running).", registers, collect() { this.set(heavyLive()); } });
+    new Gauge({ name: "agentbox_heavy_sandboxes_live", help: "Heavy-tier (and tier auto) sandboxes holding a heavy slot (running).", registers, collect() { this.set(heavyLive()); } });
     new Gauge({ name: "agentbox_create_queue_length", help: "Create requests waiting for a free sandbox slot.", registers, collect() { this.set(queued()); } });
     this.sandboxesCreated = new Counter({ name: "agentbox_sandboxes_created_total", help: "Sandboxes created.", registers });
     this.sandboxesExpired = new Counter({ name: "agentbox_sandboxes_expired_total", help: "Sandboxes killed after their idle timeout.", registers });

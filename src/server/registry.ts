@@ -114,7 +114,7 @@ export class SandboxRegistry {
 
   /** Live heavy-tier sandboxes (holding a heavy slot). */
   get heavy(): number {
-    return [...this.entries.values()].filter((e) => e.holdsSlot && e.sandbox.options.tier === "heavy").length;
+    return [...this.entries.values()].filter((e) => e.holdsSlot && holdsHeavySlot(e.sandbox.options)).length;
   }
 
   get queued(): number {
@@ -128,7 +128,7 @@ export class SandboxRegistry {
       throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may hold ${who.quota.maxSandboxes} live sandboxes (quota maxSandboxes); delete one first`, { quota: "maxSandboxes", value: who.quota.maxSandboxes });
     }
     this.perKey.set(who.name, held + 1);
-    const heavy = options.tier === "heavy";
+    const heavy = holdsHeavySlot(options);
     let slot = false;
     let heavySlot = false;
     const work = (async () => {
@@ -234,7 +234,7 @@ export class SandboxRegistry {
     entry.holdsSlot = false;
     this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 1) - 1);
     this.slots.release();
-    if (entry.sandbox.options.tier === "heavy") this.heavySlots.release();
+    if (holdsHeavySlot(entry.sandbox.options)) this.heavySlots.release();
   }
 
   private async throttledStart(options: SandboxOptions): Promise<Sandbox> {
@@ -251,6 +251,15 @@ export class SandboxRegistry {
       else this.starting--;
     }
   }
+}
+
+/**
+ * Whether a sandbox takes a heavy-tier slot for its whole life: heavy ones, and tier "auto" ones,
+ * which may move to the heavy tier at any run (the library moves them; a slot taken only then
+ * could be missing in the middle of a run).
+ */
+function holdsHeavySlot(options: SandboxOptions): boolean {
+  return options.tier === "heavy" || options.tier === "auto";
 }
 
 function capacity(what: string, queueTimeoutMs: number): HttpError {

@@ -47,7 +47,8 @@ const fsCommon = {
   "404": err("no such sandbox for this key, or no such file (FS_ERROR, error.errno ENOENT)"),
 };
 const timeoutQuota = err("invalid body, or timeoutMs over this key's quota (maxRunMs)");
-const notHeavy = err('the sandbox is not heavy-tier (create it with "tier": "heavy")');
+const notHeavy = err('the sandbox is nano-tier (create it with "tier": "heavy" or "auto"), or a tier "auto" sandbox could not start the heavy tier it needs (TIER_UNAVAILABLE; it stays on the nano tier)');
+const replayFailed = err('a tier "auto" sandbox could not move to the heavy tier: a cell that ran on the nano tier failed when replayed there (REPLAY_FAILED, error.cell names the runCode call), or its files could not be copied; it stays on the nano tier');
 const eventStream = (result: "RunResult" | "CommandResult") => {
   // A run's rich results stream too; a command has none.
   const display = result === "RunResult";
@@ -119,7 +120,9 @@ export const ROUTES = {
       "200": { description: "the run's result; a guest exception or a limit the sandbox survived is in the result", ...json("RunResult") },
       ...jsonBody,
       "400": timeoutQuota,
+      "409": replayFailed,
       "422": err("a limit killed the sandbox's worker (error.limit names it; the sandbox is closed)"),
+      "501": err('a tier "auto" sandbox\'s cell needs the heavy tier, which cannot start on this host (TIER_UNAVAILABLE, saying why; the sandbox stays on the nano tier)'),
       ...common,
     },
   },
@@ -134,13 +137,14 @@ export const ROUTES = {
   runCommand: {
     method: "post",
     path: "/sandboxes/{id}/commands",
-    summary: "run a command in a heavy-tier sandbox (bash -c for a string, argv for an array) and return its exit code and output",
+    summary: "run a command in a heavy-tier sandbox (a tier \"auto\" one moves there first; bash -c for a string, argv for an array) and return its exit code and output",
     description: "Closing the connection before the answer kills the command.",
     body: jsonOf(commandRequest),
     responses: {
       "200": { description: "the command's result, whatever its exit code; a timeout or output limit the sandbox survived is a result with limitHit (the command was killed)", ...json("CommandResult") },
       ...jsonBody,
       "400": timeoutQuota,
+      "409": replayFailed,
       "422": err("a limit killed the sandbox (e.g. its memory cgroup ran out: error.limit names it; the sandbox is closed)"),
       "501": notHeavy,
       ...common,
@@ -149,7 +153,7 @@ export const ROUTES = {
   runCommandStream: {
     method: "post",
     path: "/sandboxes/{id}/commands/stream",
-    summary: "run a command in a heavy-tier sandbox, streaming its output as Server-Sent Events",
+    summary: "run a command in a heavy-tier sandbox (a tier \"auto\" one moves there first), streaming its output as Server-Sent Events",
     description: "Errors found before the command starts (body, quota, a nano-tier sandbox) are answered with their status; once the stream has started they come as its `error` event. Closing the connection kills the command.",
     body: jsonOf(commandRequest),
     responses: { "200": eventStream("CommandResult"), ...jsonBody, "400": timeoutQuota, "501": notHeavy, ...common },

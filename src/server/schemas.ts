@@ -2,8 +2,8 @@
 // (built on the library's own option schemas), and routes.ts generates the OpenAPI document from
 // them, so the document cannot drift from what the server accepts.
 import { z } from "zod";
-import { optionSchemas } from "../engines/registry.js";
-import { commandOptionsSchema, heavyLimitsSchema, nanoLimitsSchema, runOptionsSchema, TIERS } from "../policy/options.js";
+import { LANGUAGES, optionSchemas } from "../engines/registry.js";
+import { autoLimitsSchema, commandOptionsSchema, heavyLimitsSchema, nanoLimitsSchema, runOptionsSchema, TIERS } from "../policy/options.js";
 import { dirEntrySchema, displayResultSchema, guestErrorSchema, LIMIT_NAMES } from "../protocol/messages.js";
 
 const idleTimeoutMs = z.int().min(1000).max(24 * 3600 * 1000);
@@ -14,11 +14,12 @@ export const createSandboxExtras = z.object({
   idleTimeoutMs: idleTimeoutMs.default(300_000),
 });
 
-/** POST /sandboxes: the library's options of either tier minus `pool` (the server decides), plus
+/** POST /sandboxes: the library's options of any tier minus `pool` (the server decides), plus
  *  the idle timeout. Documents the body; the route parses it with resolveSandboxOptions. */
 export const createSandboxRequest = z.union([
   optionSchemas.nano.omit({ pool: true }).extend({ tier: optionSchemas.nano.shape.tier.optional(), ...createSandboxExtras.shape }),
   optionSchemas.heavy.omit({ pool: true }).extend(createSandboxExtras.shape),
+  optionSchemas.auto.omit({ pool: true }).extend(createSandboxExtras.shape),
 ]);
 
 export const keepAliveRequest = z.strictObject({
@@ -62,11 +63,16 @@ export const commandResult = z.strictObject({
 export type CommandRequest = z.output<typeof commandRequest>;
 export type CommandResultBody = z.output<typeof commandResult>;
 
+/** The tier that ran a run, or that runs a tier "auto" sandbox now. */
+const runningTier = z.enum(["nano", "heavy"]);
+
 export const sandboxInfo = z.strictObject({
   id: z.string(),
   tier: z.enum(TIERS),
-  language: z.union([optionSchemas.nano.shape.language.unwrap(), optionSchemas.heavy.shape.language.unwrap()]),
-  limits: z.union([nanoLimitsSchema.unwrap(), heavyLimitsSchema.unwrap()]),
+  /** Tier "auto" only: the tier it runs on now (it moves to "heavy" when a cell needs it). */
+  current: runningTier.optional(),
+  language: z.enum(LANGUAGES),
+  limits: z.union([nanoLimitsSchema.unwrap(), heavyLimitsSchema.unwrap(), autoLimitsSchema.unwrap()]),
   seed: z.int(),
   status: z.enum(["running", "closed"]),
   createdAt: z.iso.datetime(),
@@ -87,6 +93,8 @@ export const runResult = z.strictObject({
   limitHit: z.enum(LIMIT_NAMES).optional(),
   vfsDigest: z.string(),
   seed: z.int(),
+  /** The tier that ran it (for tier "auto", the one the sandbox was on then). */
+  tier: runningTier,
 });
 
 export const errorBody = z.object({
@@ -104,6 +112,8 @@ export const errorBody = z.object({
     quota: z.string().optional(),
     /** FS_ERROR: the errno, e.g. ENOENT, EISDIR, EROFS. */
     errno: z.string().optional(),
+    /** REPLAY_FAILED: the runCode call (1 = the sandbox's first) whose replay on the heavy tier failed. */
+    cell: z.int().optional(),
     /** Set when the error closed the sandbox (a limit killed its worker, or the worker died). */
     sandboxClosed: z.boolean().optional(),
     result: z

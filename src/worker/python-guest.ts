@@ -73,7 +73,7 @@ def _make_event_loop():
 
 
 def _make_agentbox():
-    import ast, asyncio, inspect, os
+    import ast, asyncio, inspect, os, re, importlib.util
     from pyodide.code import CodeRunner
     mod = types.ModuleType("_agentbox")
     state = {"n": 0, "display_fd": -1}
@@ -117,16 +117,34 @@ def _make_agentbox():
             message = "<unprintable>"
         return {"name": type(exc).__name__, "message": message[:65536], "traceback": text[-262144:]}
 
-    def run(code, value_cap, display_fd=-1):
+    def run(code, value_cap, display_fd=-1, nano_only=False):
+        filename = "<cell-%d>" % (state["n"] + 1)
+        # Parsed once: the tree serves the tier check (nano_only) and then the compile.
+        runner = parse_error = None
+        try:
+            runner = CodeRunner(code, filename=filename, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        except BaseException as exc:
+            parse_error = exc
+        if nano_only and runner is not None:
+            try:
+                reason = needs_heavy(runner.ast)
+            except Exception:
+                # The guest can reach what the check reads (its globals): whatever breaks it
+                # runs here, on the tier it asked for.
+                reason = None
+            if reason is not None:
+                # Nothing ran: no cell number taken, no output, no display state touched.
+                return json.dumps({"heavy": reason[:1024]})
         state["n"] += 1
         state["display_fd"] = display_fd
-        filename = "<cell-%d>" % state["n"]
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         value = None
         error = None
         display_begin(value_cap - 1)
         try:
-            runner = CodeRunner(code, filename=filename, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT).compile()
+            if parse_error is not None:
+                raise parse_error
+            runner.compile()
             scope = sys.modules["__main__"].__dict__
             if runner.code is not None and runner.code.co_flags & inspect.CO_COROUTINE:
                 # A cell with a top-level await runs on a fresh event loop of its own, like
@@ -148,6 +166,68 @@ def _make_agentbox():
             pass
         results, cut = display_finish()
         return json.dumps({"value": value, "error": error, "results": results, "cut": cut})
+
+    # Tier "auto": what only the heavy tier has. Modules that import here but cannot work (no
+    # processes in WebAssembly), and os functions that start a process.
+    process_modules = {"subprocess": "starts processes", "multiprocessing": "starts processes", "pty": "starts processes"}
+    process_names = {"concurrent.futures": ("ProcessPoolExecutor",)}
+    os_process = re.compile(r"(system|popen|fork|forkpty|exec[lv]p?e?|spawn[lv]p?e?|posix_spawnp?)$")
+
+    def module_reason(name):
+        top = name.partition(".")[0]
+        if top in process_modules:
+            return "import of %s (%s; only the heavy tier has processes)" % (name, process_modules[top])
+        if top in sys.modules:
+            return None
+        try:
+            # Top-level names only: finding a submodule would import (run) its package.
+            found = importlib.util.find_spec(top) is not None
+        except Exception:
+            # Pyodide's finder raises for its packages that are not installed (numpy, pandas, ...).
+            found = False
+        return None if found else "import of %s (not in the nano tier's Python)" % top
+
+    def needs_heavy(tree):
+        """Why this cell needs the heavy tier, or None. Reads the tree only; runs none of it."""
+        import os
+        scope = sys.modules["__main__"].__dict__
+        os_aliases = {"os"} | {k for k, v in scope.items() if v is os}
+        os_attrs = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if (why := module_reason(alias.name)) is not None:
+                        return why
+                    if alias.name == "os" and alias.asname:
+                        os_aliases.add(alias.asname)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level or not node.module:
+                    continue
+                if (why := module_reason(node.module)) is not None:
+                    return why
+                for alias in node.names:
+                    if node.module == "os" and os_process.match(alias.name):
+                        return "os.%s (starts a process; only the heavy tier has processes)" % alias.name
+                    if alias.name in process_names.get(node.module, ()):
+                        return "%s.%s (starts processes; only the heavy tier has processes)" % (node.module, alias.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                os_attrs.append((node.value.id, node.attr))
+            elif isinstance(node, ast.Name):
+                # A process function bound in an earlier cell (from os import system).
+                fn = scope.get(node.id)
+                if isinstance(fn, types.ModuleType) and fn.__name__.partition(".")[0] in process_modules:
+                    return "%s (%s; only the heavy tier has processes)" % (fn.__name__, process_modules[fn.__name__.partition(".")[0]])
+                if callable(fn) and getattr(fn, "__module__", None) in ("os", "posix") and os_process.match(getattr(fn, "__name__", "")):
+                    return "os.%s (starts a process; only the heavy tier has processes)" % fn.__name__
+            elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                f = node.func
+                if (isinstance(f, ast.Name) and f.id == "__import__") or (isinstance(f, ast.Attribute) and f.attr == "import_module"):
+                    if (why := module_reason(node.args[0].value)) is not None:
+                        return why
+        for base, attr in os_attrs:
+            if base in os_aliases and os_process.match(attr):
+                return "os.%s (starts a process; only the heavy tier has processes)" % attr
+        return None
 
     def configure(env_json, home):
         # Per-sandbox set-up, called directly (no parse) so a pooled worker answers fast.
@@ -195,6 +275,7 @@ def _make_agentbox():
     mod.configure = configure
     mod.close_bridge = close_bridge
     mod.format_error = _format_error
+    mod.needs_heavy = needs_heavy
     return mod
 
 sys.modules["_agentbox"] = _make_agentbox()

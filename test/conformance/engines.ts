@@ -56,6 +56,9 @@ const HARNESS: Record<string, Harness> = {
   // TypeScript is the same engine after type stripping: cheap, and it checks that line numbers
   // and the REPL survive the stripping.
   "quickjs-wasm": { opts: {}, skip: false, prepare: nothing, slow: false, trace: nanoTrace },
+  // Tier "auto" on its nano side: every shared case goes through the guest's heavy-tier check
+  // (and must behave as on python-wasm). Its moves are test/integration/auto.test.ts's.
+  auto: { opts: { tier: "auto" }, skip: false, prepare: nothing, slow: false, trace: nanoTrace },
   "heavy-gvisor": { opts: gvisor.opts, skip: gvisor.skip, prepare: gvisor.prepare, heavy: gvisor, slow: gvisor.slow, trace: heavyTrace(gvisor) },
   "heavy-microvm": { opts: microvm.opts, skip: microvm.skip, prepare: microvm.prepare, heavy: microvm, slow: microvm.slow, trace: heavyTrace(microvm) },
 };
@@ -65,7 +68,8 @@ export const engines: Engine[] = ENGINES.flatMap((d) => {
   if (!h) throw new Error(`engine "${d.id}" is registered but has no conformance harness in test/conformance/engines.ts`);
   return d.languages.map((language): Engine => ({
     name: d.languages.length > 1 ? `${d.id} (${language})` : d.id,
-    tier: d.tier,
+    // [auto] the shared cases need nothing of the heavy tier: they run on its nano side.
+    tier: d.tier === "auto" ? "nano" : d.tier,
     language: language as Language,
     opts: { ...h.opts, language } as SandboxOptions,
     skip: h.skip,

@@ -393,8 +393,8 @@ describe("HTTP API", () => {
     assert.deepEqual(bodyOf("/sandboxes"), JSON.parse(JSON.stringify(expected)));
     // One body schema per tier; every create option has a default (nano's tier too).
     const perTier = bodyOf("/sandboxes").anyOf as { properties: { tier: { const: string } }; required?: string[] }[];
-    assert.deepEqual(perTier.map((t) => t.properties.tier.const), ["nano", "heavy"]);
-    assert.deepEqual(perTier.map((t) => t.required), [undefined, ["tier"]]);
+    assert.deepEqual(perTier.map((t) => t.properties.tier.const), ["nano", "heavy", "auto"]);
+    assert.deepEqual(perTier.map((t) => t.required), [undefined, ["tier"], ["tier"]]);
     assert.ok(doc.paths["/sandboxes/{id}/commands"].post && doc.paths["/sandboxes/{id}/commands/stream"].post);
     const { $schema: _c, ...cmd } = z.toJSONSchema(commandRequest, { io: "input", target: "draft-2020-12" });
     assert.deepEqual(bodyOf("/sandboxes/{id}/commands"), JSON.parse(JSON.stringify(cmd)));

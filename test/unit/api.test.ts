@@ -20,6 +20,7 @@ describe("public API", () => {
       "MemoryLimitError",
       "OutputLimitError",
       "ProtocolError",
+      "ReplayError",
       "Sandbox",
       "SandboxClosedError",
       "SandboxCommands",

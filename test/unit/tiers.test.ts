@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import { InvalidOptionsError, SandboxClosedError, SnapshotRemovedError, TierUnavailableError } from "../../src/errors.js";
 import { candidateEngines, ENGINES, HEAVY_BACKENDS, LANGUAGES, optionSchemas, startEngine } from "../../src/engines/registry.js";
 import { LIMIT_NAMES } from "../../src/protocol/messages.js";
-import { HIT_LIMITS, parseTierOptions } from "../../src/policy/options.js";
+import { autoHeavyOptions, autoNanoOptions, HIT_LIMITS, parseTierOptions } from "../../src/policy/options.js";
 import { resolveSandboxOptions, sandboxOptionsForTier, type SandboxOptionsInput } from "../../src/sandbox/resolve.js";
 
 const parse = (input: unknown) => parseTierOptions(optionSchemas, input);
@@ -35,7 +35,7 @@ describe("options by tier", () => {
     issue({ tier: "heavy", language: "javascript" }, "language", /runs python/);
     issue({ tier: "heavy", mounts: [{ hostPath: os.tmpdir(), guestPath: "/home/user/d", readOnly: false }] }, "mounts.0.readOnly", /read-only/);
     issue({ tier: "heavy", mounts: [{ hostPath: os.tmpdir(), guestPath: "/data" }] }, "mounts.0.guestPath", /\/home\/user/);
-    issue({ tier: "cloud" }, "tier", /"nano", "heavy"/);
+    issue({ tier: "cloud" }, "tier", /"nano", "heavy", "auto"/);
     issue({ limits: { memMb: 5 } }, "limits.memMb", /unknown option/);
   });
 
@@ -59,17 +59,48 @@ describe("options by tier", () => {
     }
   });
 
+  it('tier "auto": Python only, the real clock, mounts both tiers can honour; errors name the field', () => {
+    issue({ tier: "auto", language: "javascript" }, "language", /tier "auto" runs python only.*use tier "nano"/);
+    issue({ tier: "auto", clock: "virtual" }, "clock", /real clock only/);
+    issue({ tier: "auto", network: { allow: ["example.com"] } }, "network", /not used by the auto tier; it applies to tier "nano"/);
+    issue({ tier: "auto", mounts: [{ hostPath: os.tmpdir(), guestPath: "/data" }] }, "mounts.0.guestPath", /\/home\/user/);
+    issue({ tier: "auto", mounts: [{ hostPath: os.tmpdir(), guestPath: "/tmp/d", readOnly: false }] }, "mounts.0.readOnly", /read-only/);
+    issue({ tier: "auto", limits: { cpus: 0 } }, "limits.cpus", /0\.01/);
+    issue({ tier: "auto", limits: { vfsFiles: -1 } }, "limits.vfsFiles", /0/);
+    issue({ tier: "auto", limits: { bogusMb: 1 } }, "limits.bogusMb", /unknown option/);
+    issue({ tier: "auto", packages: ["Not A Package"] }, "packages.0", /Debian package name/);
+    // The heavy side is checked when the options are resolved, not at the first move.
+    issue({ tier: "auto", backend: "microvm", mounts: [{ hostPath: os.tmpdir(), guestPath: "/tmp/d" }] }, "mounts", /microVM .*applies to backend "gvisor"/);
+  });
+
+  it('tier "auto" takes every limit: the shared ones for both sides, the others for the side that has them', () => {
+    const o = parse({ tier: "auto", limits: { memoryMb: 300, timeoutMs: 5000, vfsFiles: 7, cpus: 2, diskMb: 64 }, seed: 3 });
+    assert.equal(o.tier, "auto");
+    assert.deepEqual(Object.keys(o.limits).sort(), ["cpus", "diskMb", "graceMs", "memoryMb", "outputBytes", "timeoutMs", "vfsBytes", "vfsFiles"]);
+    if (o.tier !== "auto") return;
+    const nano = parse(autoNanoOptions(o));
+    const heavy = parse(autoHeavyOptions(o));
+    assert.equal(nano.tier, "nano");
+    assert.equal(heavy.tier, "heavy");
+    assert.deepEqual([nano.limits.memoryMb, nano.limits.timeoutMs, heavy.limits.memoryMb, heavy.limits.timeoutMs], [300, 5000, 300, 5000]);
+    assert.equal((nano.limits as { vfsFiles: number }).vfsFiles, 7);
+    assert.deepEqual([(heavy.limits as { cpus: number }).cpus, (heavy.limits as { diskMb: number }).diskMb], [2, 64]);
+    assert.deepEqual([nano.seed, heavy.seed, nano.clock], [3, 3, "real"], "one seed; the real clock on both sides");
+  });
+
   it("undefined values count as absent (a CLI passing cpus: undefined gave nothing)", () => {
     assert.doesNotThrow(() => parse({ limits: { cpus: undefined }, backend: undefined }));
   });
 
   it("the input type is a union discriminated by tier", () => {
-    const ok: SandboxOptionsInput[] = [{}, { tier: "nano", limits: { vfsBytes: 1 } }, { tier: "heavy", limits: { cpus: 2 }, backend: "gvisor" }];
+    const ok: SandboxOptionsInput[] = [{}, { tier: "nano", limits: { vfsBytes: 1 } }, { tier: "heavy", limits: { cpus: 2 }, backend: "gvisor" }, { tier: "auto", limits: { cpus: 2, vfsFiles: 9 } }];
     // @ts-expect-error cpus is a heavy-tier limit
     const bad: SandboxOptionsInput = { tier: "nano", limits: { cpus: 2 } };
     // @ts-expect-error backend is a heavy-tier option
     const bad2: SandboxOptionsInput = { backend: "gvisor" };
-    assert.equal(ok.length + [bad, bad2].length, 5);
+    // @ts-expect-error tier "auto" has no network grant
+    const bad3: SandboxOptionsInput = { tier: "auto", network: { allow: ["example.com"] } };
+    assert.equal(ok.length + [bad, bad2, bad3].length, 7);
   });
 
   it("limit names are one list: every limit a run can hit is a limits field", () => {
@@ -89,6 +120,7 @@ describe("the resolver", () => {
     assert.equal(seeded.seed, 7);
     assert.equal(seeded.clock, "virtual");
     assert.equal(resolveSandboxOptions({ tier: "heavy", seed: 7 }).clock, "real", "the heavy tier has no virtual clock");
+    assert.equal(resolveSandboxOptions({ tier: "auto", seed: 7 }).clock, "real", 'tier "auto" keeps the clock it would have after a move');
   });
 
   it("normalises mounts and resolves their host paths to real directories", () => {
@@ -112,6 +144,7 @@ describe("the resolver", () => {
     assert.deepEqual(resolveSandboxOptions({ tier: "heavy" }).engines, ["heavy-microvm", "heavy-gvisor"]);
     assert.deepEqual(resolveSandboxOptions({ tier: "heavy", backend: "gvisor" }).engines, ["heavy-gvisor"]);
     assert.deepEqual(resolveSandboxOptions({ tier: "heavy", mounts: [{ hostPath: os.tmpdir(), guestPath: "/tmp/d" }] }).engines, ["heavy-gvisor"], "auto skips the backend that refuses mounts");
+    assert.deepEqual(resolveSandboxOptions({ tier: "auto" }).engines, ["auto"]);
   });
 
   it("carries options over to another tier without the fields it has no use for", () => {
@@ -125,7 +158,7 @@ describe("the resolver", () => {
 describe("the engine registry", () => {
   it("each engine says its tier and languages; the name lists derive from it", () => {
     const table = ENGINES.map((e) => `${e.id} ${e.tier} ${e.languages.join("+")}${e.tier === "heavy" ? ` ${e.backend}` : ""}`);
-    assert.deepEqual(table, ["python-wasm nano python", "quickjs-wasm nano javascript+typescript", "heavy-microvm heavy python microvm", "heavy-gvisor heavy python gvisor"]);
+    assert.deepEqual(table, ["python-wasm nano python", "quickjs-wasm nano javascript+typescript", "heavy-microvm heavy python microvm", "heavy-gvisor heavy python gvisor", "auto auto python"]);
     assert.deepEqual(LANGUAGES, ["python", "javascript", "typescript"]);
     assert.deepEqual(HEAVY_BACKENDS, ["microvm", "gvisor"]);
   });

@@ -126,6 +126,12 @@ class NotTextError(AgentboxError):
     ``format="bytes"``."""
 
 
+class ReplayError(AgentboxError):
+    """A tier="auto" sandbox could not move to the heavy tier (409): a cell that ran on the nano
+    tier failed when replayed there (``body["cell"]`` names the run), or its files could not be
+    copied. The sandbox stays on the nano tier, usable."""
+
+
 _BY_CODE: Dict[str, Type[AgentboxError]] = {
     "INVALID_OPTIONS": InvalidOptionsError,
     "TIMEOUT": TimeoutError,
@@ -138,6 +144,7 @@ _BY_CODE: Dict[str, Type[AgentboxError]] = {
     "WORKER_CRASHED": WorkerCrashedError,
     "PROTOCOL_ERROR": ProtocolError,
     "ABORTED": AbortedError,
+    "REPLAY_FAILED": ReplayError,
     "UNAUTHORIZED": AuthenticationError,
     "NOT_FOUND": NotFoundError,
     "QUOTA_EXCEEDED": QuotaExceededError,

@@ -118,6 +118,8 @@ class RunResult:
     limit_hit: Optional[str] = None
     #: Rich results in the order they happened (empty when the run displayed nothing rich).
     results: Tuple[DisplayResult, ...] = ()
+    #: The tier that ran it: "nano" or "heavy" (a tier="auto" sandbox moves to "heavy" when code needs it).
+    tier: Optional[str] = None
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "RunResult":
@@ -133,6 +135,7 @@ class RunResult:
             error=GuestError(str(e["name"]), str(e["message"]), str(e["traceback"])) if isinstance(e, dict) else None,
             limit_hit=d.get("limitHit"),
             results=tuple(DisplayResult.from_json(x) for x in d.get("results") or () if isinstance(x, dict)),
+            tier=str(d["tier"]) if isinstance(d.get("tier"), str) else None,
         )
 
 
@@ -181,6 +184,8 @@ class SandboxInfo:
     last_active_at: str
     idle_timeout_ms: int
     expires_at: str
+    #: tier="auto" only: the tier it runs on now ("nano", or "heavy" once code needed it).
+    current: Optional[str] = None
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "SandboxInfo":
@@ -195,6 +200,7 @@ class SandboxInfo:
             last_active_at=str(d["lastActiveAt"]),
             idle_timeout_ms=int(d["idleTimeoutMs"]),
             expires_at=str(d["expiresAt"]),
+            current=str(d["current"]) if isinstance(d.get("current"), str) else None,
         )
 
 

@@ -18,7 +18,7 @@ import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits } from "../../policy/options.js";
 import { ResultGate, type DisplayResult } from "../../protocol/display.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
-import type { Engine, EngineRunOptions, EngineRunResult } from "../engine.js";
+import type { Engine, EngineRunOptions, EngineRunResult, NeedsHeavy } from "../engine.js";
 import { FetchBroker } from "./fetch-broker.js";
 import type { WorkerProcess } from "./worker-process.js";
 
@@ -76,6 +76,14 @@ export class WorkerEngine implements Engine {
   }
 
   async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
+    return (await this.runCell(code, opts, false)) as EngineRunResult;
+  }
+
+  /**
+   * Run a cell. With `nanoOnly` the worker may answer that the code needs the heavy tier instead
+   * of running it (tier "auto"; Python workers); to any other run that answer breaks the protocol.
+   */
+  protected async runCell(code: string, opts: EngineRunOptions, nanoOnly: boolean): Promise<EngineRunResult | NeedsHeavy> {
     const { limits } = this.config;
     const id = ++this.nextId;
     const w = this.worker;
@@ -120,8 +128,9 @@ export class WorkerEngine implements Engine {
     // The worker counts results against the output cap with the output; the host counts both again.
     const shown = new ResultGate({ room: () => limits.outputBytes - outBytes, charge: (n) => (outBytes += n) }, (text) => onOutput("stderr", text), opts.onResult);
     try {
-      const m = await this.call({ type: "run", id, code }, onOutput, (r: DisplayResult) => shown.add(r));
-      if (m.type !== "result") throw new WorkerCrashedError("worker answered a run with a non-result message");
+      const m = await this.call(nanoOnly ? { type: "run", id, code, nanoOnly } : { type: "run", id, code }, onOutput, (r: DisplayResult) => shown.add(r));
+      if (m.type === "needsHeavy" && nanoOnly && stdout === "" && stderr === "") return { needsHeavy: m.reason };
+      if (m.type !== "result") throw new ProtocolError(`worker answered a run with a ${m.type} message`);
       return {
         stdout,
         stderr,
@@ -178,13 +187,13 @@ export class WorkerEngine implements Engine {
 
   private async fsCall(req: Omit<Extract<HostMessage, { type: "fs" }>, "type" | "id">): Promise<Reply> {
     const m = await this.call({ type: "fs", id: ++this.nextId, ...req } as HostMessage);
-    if (m.type !== "reply") throw new WorkerCrashedError("worker answered a file operation with a run result");
+    if (m.type !== "reply") throw new WorkerCrashedError(`worker answered a file operation with a ${m.type} message`);
     if (m.ok) return m;
     if (m.limit) throw new FileSystemQuotaError(m.limit, this.config.limits[m.limit], req.path);
     throw new FileSystemError(req.path, m.errno ?? "EIO", m.message ?? "file system error");
   }
 
-  private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void, onDisplay?: (r: DisplayResult) => void): Promise<Extract<WorkerMessage, { type: "reply" | "result" }>> {
+  private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void, onDisplay?: (r: DisplayResult) => void): Promise<Extract<WorkerMessage, { type: "reply" | "result" | "needsHeavy" }>> {
     try {
       const m = await this.worker.request(msg, onOutput, onDisplay);
       if (m.type === "reply" && !m.ok && msg.type === "configure") throw new WorkerCrashedError(`worker refused its configuration: ${m.message ?? m.errno}`);

@@ -16,7 +16,7 @@ export interface WorkerSpawnSpec {
   nodeFlags: string[];
 }
 
-type Reply = Extract<WorkerMessage, { type: "reply" | "result" }>;
+type Reply = Extract<WorkerMessage, { type: "reply" | "result" | "needsHeavy" }>;
 type OutputListener = (stream: "stdout" | "stderr", data: string) => void;
 type DisplayListener = (result: DisplayResult) => void;
 
@@ -210,7 +210,8 @@ export class WorkerProcess {
         if (!this.onFetch) return this.kill(new ProtocolError("worker sent a fetch request outside a run with a network grant"));
         return this.onFetch(m);
       case "reply":
-      case "result": {
+      case "result":
+      case "needsHeavy": {
         const p = this.pending.get(m.id);
         if (!p) return this.kill(new ProtocolError(`worker answered unknown request ${m.id}`));
         this.pending.delete(m.id);

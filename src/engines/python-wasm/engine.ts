@@ -3,6 +3,7 @@
 // outer limits and file operations are the shared WorkerEngine's.
 import type { NanoLimits as Limits, Mount } from "../../policy/options.js";
 import type { WorkerPool } from "../pool/pool.js";
+import type { EngineRunOptions, EngineRunResult, NanoOnlyRunner, NeedsHeavy } from "../engine.js";
 import { WorkerEngine } from "../pool/worker-engine.js";
 import { spawnPythonWorker } from "./runtime.js";
 
@@ -14,7 +15,7 @@ export interface PythonEngineConfig {
   mounts: Mount[];
 }
 
-export class PythonWasmEngine extends WorkerEngine {
+export class PythonWasmEngine extends WorkerEngine implements NanoOnlyRunner {
   /** Take a ready worker from `pool` when allowed, else start one; then configure it. */
   static async start(config: PythonEngineConfig, pool: WorkerPool | undefined): Promise<PythonWasmEngine> {
     const fromPool = config.mounts.length === 0 ? pool?.take() : undefined;
@@ -24,5 +25,10 @@ export class PythonWasmEngine extends WorkerEngine {
       WorkerEngine.configureMessage({ seed: config.seed, clock: config.clock, env: config.env, limits: config.limits, mounts: config.mounts }),
     );
     return engine;
+  }
+
+  /** Tier "auto": the worker parses the code and runs it only when the nano tier has what it needs. */
+  runUnlessHeavy(code: string, opts: EngineRunOptions): Promise<EngineRunResult | NeedsHeavy> {
+    return this.runCell(code, opts, true);
   }
 }

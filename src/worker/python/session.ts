@@ -80,6 +80,9 @@ export class PythonSession {
       for (const m of msgs) this.handle(m as HostMessage);
       this.handle({ type: "run", id: 1, code: "print(1)" });
       this.handle({ type: "run", id: 1, code: "1" });
+      // Tier "auto"'s check, both answers (runs, and needs the heavy tier).
+      this.handle({ type: "run", id: 1, code: warm, nanoOnly: true });
+      this.handle({ type: "run", id: 1, code: "import subprocess", nanoOnly: true });
       this.handle({ type: "fs", id: 1, op: "write", path: "/tmp/.warm", data: "d2FybQ==" });
       this.handle({ type: "fs", id: 1, op: "read", path: "/tmp/.warm" });
       this.handle({ type: "fs", id: 1, op: "list", path: "/tmp" });
@@ -95,7 +98,7 @@ export class PythonSession {
   handle(msg: HostMessage): void {
     if (msg.type === "configure") return this.configure(msg);
     if (!this.configured) return fatal("first message must be configure");
-    if (msg.type === "run") return this.run(msg.id, msg.code);
+    if (msg.type === "run") return this.run(msg.id, msg.code, msg.nanoOnly === true);
     if (msg.type === "fs") return this.fs.hostOp(msg.id, msg.op, msg.path, msg.data, msg.recursive);
   }
 
@@ -118,7 +121,8 @@ export class PythonSession {
     send({ type: "reply", id: msg.id, ok: true });
   }
 
-  private run(id: number, code: string): void {
+  /** Run a cell; with `nanoOnly` (tier "auto") the guest first checks that it needs nothing only the heavy tier has. */
+  private run(id: number, code: string, nanoOnly = false): void {
     const t0 = realNow();
     beginRun(this.words, id);
     this.hooks.memHit = false;
@@ -149,10 +153,12 @@ export class PythonSession {
     let error: { name: string; message: string; traceback: string } | null = null;
     let rawResults: unknown = undefined;
     let resultsCut = false;
+    let heavy: string | null = null;
     try {
       // One more character than fits, so a value that was cut is seen as over the limit below.
-      const raw = this.runFn(code, this.limits.outputBytes + 1, this.display.fd) as string;
-      const parsed = JSON.parse(raw) as { value: string | null; error: typeof error; results?: unknown; cut?: unknown };
+      const raw = this.runFn(code, this.limits.outputBytes + 1, this.display.fd, nanoOnly) as string;
+      const parsed = JSON.parse(raw) as { value: string | null; error: typeof error; results?: unknown; cut?: unknown; heavy?: unknown };
+      if (typeof parsed.heavy === "string" && parsed.heavy !== "") heavy = parsed.heavy;
       value = parsed.value;
       error = parsed.error;
       rawResults = parsed.results;
@@ -172,6 +178,11 @@ export class PythonSession {
     const reason = Atomics.load(this.words, 1);
     Atomics.store(this.words, 2, 0);
     Atomics.store(this.words, 0, 0);
+    if (heavy !== null) {
+      this.output.end();
+      send({ type: "needsHeavy", id, reason: heavy });
+      return;
+    }
     if (value !== null) {
       const room = Math.max(0, this.limits.outputBytes - this.output.bytes);
       if (Buffer.byteLength(value) > room) {

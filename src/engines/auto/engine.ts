@@ -1,0 +1,266 @@
+// Tier "auto": one sandbox that starts on the nano tier and moves to the heavy tier, for good, when
+// a cell needs it. Whether it does is decided inside the nano worker, on the same round trip as
+// the run (the guest parses the cell; NanoOnlyRunner), never by parsing guest code here. The move:
+// start a heavy sandbox, copy the nano sandbox's files (/home/user and /tmp), replay the cells that
+// ran on nano without error there (output discarded), copy the files again (so they end as nano
+// had them, whatever the replay wrote), then dispose of the nano side. Engines are handed in by the
+// registry (this module imports no other engine).
+import path from "node:path";
+import { AbortedError, FileSystemError, ReplayError, SandboxClosedError, TierUnavailableError } from "../../errors.js";
+import type { DirEntry } from "../../protocol/messages.js";
+import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot, NanoOnlyRunner } from "../engine.js";
+
+/** Where both tiers keep a sandbox's files: the heavy tier's only writable directories. */
+export const AUTO_WRITABLE_ROOTS = ["/home/user", "/tmp"] as const;
+
+/** Code kept for replay, in total; past it the sandbox can no longer move (a clear error says so). */
+const MAX_REPLAY_CODE_BYTES = 16 * 1024 * 1024;
+
+export interface AutoEngineConfig {
+  /** Start the heavy side (the registry's heavy engines, with autoHeavyOptions). */
+  startHeavy(): Promise<Engine>;
+  /** Guest paths of the mounts: present on both sides, never copied. */
+  mountPaths: readonly string[];
+  /** Most entries a move copies (the nano side's vfsFiles plus slack): a worker that lists forever cannot hold the move. */
+  maxCopyEntries: number;
+}
+
+/** A cell that ran on the nano tier without error: replayed on the heavy tier at the move. */
+interface Cell {
+  /** Which runCode call of the sandbox it was (1 = the first). */
+  n: number;
+  code: string;
+  timeoutMs: number;
+}
+
+type NanoSide = Engine & NanoOnlyRunner;
+
+export class AutoEngine implements Engine {
+  private nano: NanoSide | undefined;
+  private heavy: Engine | undefined;
+  /** A heavy side being started or filled by a move, so kill() ends it too. */
+  private moving: Engine | undefined;
+  private readonly cells: Cell[] = [];
+  private cellBytes = 0;
+  private runs = 0;
+  private closed: string | undefined;
+
+  private constructor(
+    side: { nano: NanoSide } | { heavy: Engine },
+    private readonly config: AutoEngineConfig,
+  ) {
+    if ("nano" in side) this.nano = side.nano;
+    else this.heavy = side.heavy;
+  }
+
+  /** A new sandbox: on the nano tier until a cell needs the heavy tier. */
+  static onNano(nano: NanoSide, config: AutoEngineConfig): AutoEngine {
+    return new AutoEngine({ nano }, config);
+  }
+
+  /** A sandbox already on the heavy tier (restored from a snapshot). */
+  static onHeavy(heavy: Engine, config: AutoEngineConfig): AutoEngine {
+    return new AutoEngine({ heavy }, config);
+  }
+
+  get tier(): "nano" | "heavy" {
+    return this.heavy ? "heavy" : "nano";
+  }
+
+  get info(): EngineInfo | undefined {
+    return this.heavy?.info;
+  }
+
+  get closedReason(): string | undefined {
+    return this.closed ?? this.current().closedReason;
+  }
+
+  get pid(): number | undefined {
+    return this.current().pid;
+  }
+
+  /**
+   * Run a cell. On the nano tier the worker first checks that the cell needs nothing only the heavy
+   * tier has; if it does, nothing of it runs there: the sandbox moves (see moveToHeavy) and the
+   * cell runs on the heavy tier.
+   */
+  async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
+    const n = ++this.runs;
+    if (!this.heavy) {
+      const nano = this.current() as NanoSide;
+      const r = await nano.runUnlessHeavy(code, opts);
+      if (!("needsHeavy" in r)) {
+        if (r.error === null && r.limitHit !== "timeoutMs") this.remember({ n, code, timeoutMs: opts.timeoutMs });
+        return { ...r, tier: "nano" };
+      }
+      await this.moveToHeavy(r.needsHeavy, opts.signal);
+    }
+    return { ...(await (this.heavy as Engine).run(code, opts)), tier: "heavy" };
+  }
+
+  /** Commands need a real userland: the first one moves the sandbox to the heavy tier. */
+  async exec(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult> {
+    if (!this.heavy) await this.moveToHeavy("commands.run runs a command", opts.signal);
+    const heavy = this.heavy as Engine;
+    if (!heavy.exec) throw new TierUnavailableError("the heavy engine of this build runs no commands");
+    return heavy.exec(argv, opts);
+  }
+
+  /**
+   * Host writes go where both tiers keep files, so none is left behind by a move: on the nano tier
+   * as on the heavy tier, only /home/user and /tmp are writable.
+   */
+  async writeFile(p: string, data: Uint8Array): Promise<void> {
+    if (!this.heavy) checkWritable(p);
+    return this.current().writeFile(p, data);
+  }
+
+  async makeDir(p: string): Promise<void> {
+    if (!this.heavy && p !== "/") checkWritable(p);
+    return this.current().makeDir(p);
+  }
+
+  readFile(p: string): Promise<Uint8Array> {
+    return this.current().readFile(p);
+  }
+
+  list(p: string): Promise<DirEntry[]> {
+    return this.current().list(p);
+  }
+
+  remove(p: string): Promise<void> {
+    return this.current().remove(p);
+  }
+
+  exists(p: string): Promise<boolean> {
+    return this.current().exists(p);
+  }
+
+  /** Save the sandbox: only once it runs on the heavy tier (the nano tier has no snapshots of a live sandbox). */
+  async snapshot(): Promise<EngineSnapshot> {
+    const heavy = this.heavy;
+    if (!heavy?.snapshot) {
+      throw new TierUnavailableError('snapshot() of a tier "auto" sandbox needs it to run on the heavy tier; it still runs on the nano tier (it moves when a cell needs the heavy tier, or create it with { tier: "heavy" })');
+    }
+    const saved = await heavy.snapshot();
+    const config = this.config;
+    return {
+      restore: async () => AutoEngine.onHeavy(await saved.restore(), config),
+      remove: () => saved.remove(),
+    };
+  }
+
+  async dispose(reason = "killed"): Promise<void> {
+    this.closed ??= reason;
+    await Promise.all([this.nano?.dispose(reason), this.moving?.dispose(reason), this.heavy?.dispose(reason)]);
+  }
+
+  private current(): Engine {
+    return (this.heavy ?? this.nano) as Engine;
+  }
+
+  private remember(cell: Cell): void {
+    this.cellBytes += Buffer.byteLength(cell.code);
+    if (this.cellBytes <= MAX_REPLAY_CODE_BYTES) this.cells.push(cell);
+  }
+
+  /**
+   * Move the sandbox to the heavy tier, or throw and leave it on the nano tier as it was: a heavy
+   * tier that cannot start here is a TierUnavailableError; a file that cannot be copied or a
+   * replayed cell that fails is a ReplayError naming it. The caller's signal stops the move.
+   */
+  private async moveToHeavy(reason: string, signal: AbortSignal | undefined): Promise<void> {
+    const nano = this.nano as NanoSide;
+    if (this.cellBytes > MAX_REPLAY_CODE_BYTES) {
+      throw new ReplayError(
+        `this cell needs the heavy tier (${reason}), but the cells that ran on the nano tier hold more than ${MAX_REPLAY_CODE_BYTES} bytes of code, too much to replay there; the sandbox stays on the nano tier (create one with { tier: "heavy" } for this work)`,
+      );
+    }
+    let heavy: Engine;
+    try {
+      heavy = await this.config.startHeavy();
+    } catch (e) {
+      throw new TierUnavailableError(`this cell needs the heavy tier (${reason}), which cannot start: ${(e as Error).message}. The sandbox stays on the nano tier; nothing of the cell ran`, { cause: e });
+    }
+    this.moving = heavy;
+    const stopIfEnded = () => {
+      if (this.closed !== undefined) throw new SandboxClosedError(this.closed);
+      if (signal?.aborted) throw new AbortedError("moving the sandbox to the heavy tier was aborted by the caller's signal; it stays on the nano tier and nothing of the cell ran");
+    };
+    try {
+      stopIfEnded();
+      await this.copyFiles(nano, heavy, reason);
+      for (const cell of this.cells) {
+        stopIfEnded();
+        await this.replay(cell, heavy, reason, signal);
+      }
+      stopIfEnded();
+      // Again: the replay may have written files (appended to a log, rewritten a result); they
+      // end as the nano sandbox had them.
+      await this.copyFiles(nano, heavy, reason);
+      stopIfEnded();
+    } catch (e) {
+      this.moving = undefined;
+      await heavy.dispose("moving to the heavy tier failed");
+      throw e;
+    }
+    this.moving = undefined;
+    this.heavy = heavy;
+    this.nano = undefined;
+    this.cells.length = 0;
+    await nano.dispose("moved to the heavy tier");
+  }
+
+  private async replay(cell: Cell, heavy: Engine, reason: string, signal: AbortSignal | undefined): Promise<void> {
+    const what = `this cell needs the heavy tier (${reason}); moving there replays the cells that ran on the nano tier, and cell ${cell.n} (runCode call ${cell.n} of this sandbox)`;
+    const stays = "The sandbox stays on the nano tier as it was; nothing of this cell ran";
+    let r: EngineRunResult;
+    try {
+      // Output discarded: it was returned when the cell first ran.
+      r = await heavy.run(cell.code, { timeoutMs: cell.timeoutMs, signal });
+    } catch (e) {
+      if (e instanceof AbortedError) throw e;
+      throw new ReplayError(`${what} failed there: ${(e as Error).message}. ${stays}`, { cell: cell.n, cause: e });
+    }
+    if (r.error) {
+      throw new ReplayError(`${what} raised ${r.error.name}: ${r.error.message} there (it ran without error on the nano tier). ${stays}`, { cell: cell.n, guestError: r.error });
+    }
+    if (r.limitHit === "timeoutMs") {
+      throw new ReplayError(`${what} did not finish there within its time limit of ${cell.timeoutMs} ms. ${stays}`, { cell: cell.n });
+    }
+  }
+
+  /** Copy what the nano sandbox holds under /home/user and /tmp into the heavy one (regular files and directories; mounts are on both). */
+  private async copyFiles(from: Engine, to: Engine, reason: string): Promise<void> {
+    let budget = this.config.maxCopyEntries;
+    const copyDir = async (dir: string): Promise<void> => {
+      for (const e of await from.list(dir)) {
+        // The listing comes from the worker, which runs guest code: a name is one path segment or skipped.
+        if (e.name === "" || e.name === "." || e.name === ".." || e.name.includes("/") || e.name.includes("\0")) continue;
+        const p = path.posix.join(dir, e.name);
+        if (this.config.mountPaths.some((m) => p === m || p.startsWith(`${m}/`))) continue;
+        if (--budget < 0) throw new ReplayError(`this cell needs the heavy tier (${reason}), but the nano sandbox lists more than ${this.config.maxCopyEntries} files to copy there; the sandbox stays on the nano tier`);
+        if (e.type === "dir") {
+          await to.makeDir(p);
+          await copyDir(p);
+        } else if (e.type === "file") {
+          await to.writeFile(p, await from.readFile(p));
+        }
+        // Symbolic links are not copied: the files API cannot make them on either tier.
+      }
+    };
+    for (const root of AUTO_WRITABLE_ROOTS) {
+      try {
+        if (await from.exists(root)) await copyDir(root);
+      } catch (e) {
+        if (!(e instanceof FileSystemError)) throw e;
+        throw new ReplayError(`this cell needs the heavy tier (${reason}), but copying the sandbox's files there failed: ${e.message}. The sandbox stays on the nano tier; nothing of the cell ran`, { cause: e });
+      }
+    }
+  }
+}
+
+function checkWritable(p: string): void {
+  if (AUTO_WRITABLE_ROOTS.some((r) => p === r || p.startsWith(`${r}/`))) return;
+  throw new FileSystemError(p, "EROFS", `read-only in a tier "auto" sandbox: only /home/user and /tmp take writes, as on the heavy tier it may move to`);
+}
