@@ -25,7 +25,7 @@ async function run({ quick, progress }: SectionContext): Promise<SectionResult> 
     progress(`data: skipped: ${why}`);
     return { rows: [], notes: [`skipped: ${why}`], summary: { skipped: why } };
   }
-  const N = { cold: quick ? 2 : 5, pooled: quick ? 5 : 15, describe: quick ? 3 : 10 };
+  const N = { cold: quick ? 2 : 5, pooled: quick ? 5 : 15, describe: quick ? 3 : 10, auto: quick ? 2 : 5 };
   const rows: Row[] = [];
   progress("data: building/finding the data image");
   const image = await buildImage({ preset: "data", onProgress: (l) => progress(`data: image: ${l}`) });
@@ -65,6 +65,27 @@ async function run({ quick, progress }: SectionContext): Promise<SectionResult> 
     await sb.kill();
   }
   rows.push(stats("data pooled: create → first matplotlib PNG", "ms", pooled));
+
+  // Tier "auto" on a pandas cell: the first one moves the sandbox (a pooled data-image sandbox of
+  // the same configuration, one nano cell replayed); later ones run on the heavy tier directly.
+  progress(`data: tier auto, pandas cell x${N.auto}`);
+  const autoOpts = { tier: "auto", image: "data", limits: { memoryMb: opts.limits.memoryMb, timeoutMs: 120_000 } } as const satisfies SandboxOptions;
+  const PANDAS = "import pandas as pd\npd.DataFrame({'a': [1, 2, 3], 'b': [4.0, 5.5, 6.5]}).describe()";
+  const moved: number[] = [];
+  const after: number[] = [];
+  for (let i = 0; i < N.auto; i++) {
+    await Sandbox.configurePool({ size: 1, wait: true });
+    await new Promise((r) => setTimeout(r, 300));
+    const sb = await Sandbox.create(autoOpts);
+    await sb.runCode("rows = list(range(10))");
+    let r!: RunResult;
+    moved.push(await timed(async () => (r = await sb.runCode(PANDAS))));
+    check(r.tier === "heavy" && (r.results ?? []).some((x) => x.data["text/html"]), `the auto pandas cell: ${r.tier} ${r.stderr}`);
+    for (let j = 0; j < 5; j++) after.push(await timed(() => sb.runCode(PANDAS)));
+    await sb.kill();
+  }
+  rows.push(stats('data tier "auto": first pandas cell (moves to a pooled data-image sandbox, replays 1 cell)', "ms", moved));
+  rows.push(stats('data tier "auto": pandas describe() cell after the move', "ms", after));
   await Sandbox.shutdownPool();
   await Sandbox.configurePool({ size: 0 });
 
