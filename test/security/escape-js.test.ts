@@ -75,7 +75,7 @@ describe("security (js): prototype pollution stays in the guest", () => {
     assert.equal(r.value, '"hijacked"', "the display of the value is the guest's own business (its toJSON)");
     assert.equal(Object.getPrototypeOf(r), Object.prototype);
     assert.equal(({} as Record<string, unknown>).polluted, undefined, "the host's prototypes are untouched");
-    assert.deepEqual(Object.keys(r).sort(), ["durationMs", "exitCode", "seed", "stderr", "stdout", "value", "vfsDigest"]);
+    assert.deepEqual(Object.keys(r).sort(), ["durationMs", "exitCode", "seed", "stderr", "stdout", "tier", "value", "vfsDigest"]);
     assert.equal(await p.files.read("/out.txt"), "guest data");
     assert.deepEqual((await p.files.list("/")).map((e) => e.name), ["home", "in.txt", "out.txt", "tmp"]);
   });
