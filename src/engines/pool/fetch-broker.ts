@@ -322,7 +322,12 @@ export class FetchBroker {
     return new Promise((resolve, reject) => {
       const req = (url.protocol === "https:" ? https : http).request(options, resolve);
       req.on("error", reject);
-      req.on("socket", (s) => s.once("connect", () => (attempt.address = s.remoteAddress ?? attempt.address)));
+      // Which of the checked addresses took the connection (net may try several).
+      req.on("socket", (s) =>
+        s.once("connect", () => {
+          if (s.remoteAddress && addresses.includes(s.remoteAddress)) attempt.address = s.remoteAddress;
+        }),
+      );
       req.end(payload);
     });
   }
