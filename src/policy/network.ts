@@ -117,13 +117,16 @@ export function schemeAndPort(url: URL): { scheme: string; port: number } {
   return { scheme, port: url.port ? Number(url.port) : scheme === "https" ? 443 : 80 };
 }
 
-/** Whether `raw` may be fetched under `rules`: the parsed URL, or why not (naming host and grant). */
-export function checkUrl(raw: string, rules: readonly AllowRule[]): { ok: true; url: URL } | { ok: false; message: string } {
+/**
+ * Whether `raw` may be fetched under `rules`: the parsed URL, or why not (naming host and grant).
+ * `message` is for the guest; `reason`, for the log, never quotes the guest's raw string.
+ */
+export function checkUrl(raw: string, rules: readonly AllowRule[]): { ok: true; url: URL } | { ok: false; message: string; reason?: string } {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    return { ok: false, message: `${JSON.stringify(raw.slice(0, 200))} is not an absolute URL` };
+    return { ok: false, message: `${JSON.stringify(raw.slice(0, 200))} is not an absolute URL`, reason: "not an absolute URL" };
   }
   const { scheme, port } = schemeAndPort(url);
   if (scheme !== "http" && scheme !== "https") return { ok: false, message: `scheme "${scheme}:" is not allowed (only http and https)` };

@@ -154,6 +154,7 @@ describe("fetch broker: redirects, log, bodies", () => {
       "/to-other-origin": (res) => res.writeHead(302, { location: `http://app.test:${main.port}/landed` }).end(),
       "/gzip": (res) => res.writeHead(200, { "content-encoding": "gzip", "content-length": gzipped.length }).end(gzipped),
       "/bomb": (res) => res.writeHead(200, { "content-encoding": "gzip" }).end(zlib.gzipSync(Buffer.alloc(5_000_000))),
+      "/slow": (res) => void setTimeout(() => res.end("late"), 1000),
     });
   });
   after(() => stop(main.server));
@@ -238,6 +239,26 @@ describe("fetch broker: redirects, log, bodies", () => {
     const [e] = b.log.entries();
     assert.equal(e!.decision, "allowed");
     assert.match(e!.error ?? "", /maxResponseBytes/);
+  });
+
+  it("an unparsable URL is logged without the guest's string; requests cut off by the end of the run are logged too", async () => {
+    const b = broker({ allow: [`127.0.0.1:${main.port}`], maxConcurrent: 1 });
+    assert.match(text(await fetchVia(b, "not a url?token=secret")), /is not an absolute URL/);
+    const inFlight = fetchVia(b, `http://127.0.0.1:${main.port}/slow`);
+    const queued = fetchVia(b, `http://127.0.0.1:${main.port}/slow?n=2`);
+    while (b.log.entries().length < 1 || main.seen.filter((x) => x.url === "/slow").length < 1) await new Promise((r) => setTimeout(r, 5));
+    b.endRun();
+    const answered = await Promise.race([Promise.all([inFlight, queued]).then(() => "answered"), new Promise((r) => setTimeout(() => r("dropped"), 300))]);
+    assert.equal(answered, "dropped", "answers for a run that ended are not delivered");
+    // Each is recorded as it ends (the queued one first); sorted by decision here.
+    assert.deepEqual(
+      b.log.entries().map((e) => [e.url, e.decision, e.reason, e.error]).sort((x, y) => String(x[1]).localeCompare(String(y[1]))),
+      [
+        [`http://127.0.0.1:${main.port}/slow`, "allowed", `127.0.0.1 is named in network.allow ("127.0.0.1:${main.port}")`, "fetch: the run ended"],
+        ["", "denied", "not an absolute URL", undefined],
+        [`http://127.0.0.1:${main.port}/slow`, "error", "the run ended before the request was sent", undefined],
+      ],
+    );
   });
 
   it("the ring keeps the most recent entries, oldest first", () => {

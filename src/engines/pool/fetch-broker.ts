@@ -176,12 +176,12 @@ export class FetchBroker {
     );
   }
 
-  /** The run ended: abort what is in flight and forget what is queued. */
+  /** The run ended: abort what is in flight and refuse what is queued (each still gets its log entry). */
   endRun(): void {
     this.generation++;
     for (const c of this.controllers) c.abort();
     this.controllers.clear();
-    this.waiting.length = 0;
+    for (const wake of this.waiting.splice(0)) wake(); // of an earlier generation now: rejects
     this.active = 0;
   }
 
@@ -270,7 +270,7 @@ export class FetchBroker {
   /** The URL, if the grant lets it through; else the refusal (recorded), naming the grant. */
   private allowedUrl(raw: string, what: string, attempt: Attempt): URL {
     const r = checkUrl(raw, this.rules);
-    if (!r.ok) throw attempt.deny(new FetchFailure("TypeError", `${what} refused: ${r.message}; allowed: ${this.grant.allow.join(", ")}`), r.message);
+    if (!r.ok) throw attempt.deny(new FetchFailure("TypeError", `${what} refused: ${r.message}; allowed: ${this.grant.allow.join(", ")}`), r.reason ?? r.message);
     return r.url;
   }
 
