@@ -1,5 +1,5 @@
 // agentbox: the public API. Re-exports only; everything else is internal.
-export { Sandbox, SandboxFiles, SandboxCommands, SandboxSnapshot } from "./sandbox/sandbox.js";
+export { Sandbox, SandboxFiles, SandboxCommands, SandboxNetwork, SandboxSnapshot } from "./sandbox/sandbox.js";
 export type { CommandResult, SandboxInfo } from "./sandbox/sandbox.js";
 export { buildImage, imageLabel, listImages, removeImage, buildMicrovmArtefacts, IMAGE_PRESETS, IMAGE_PRESET_NAMES } from "./engines/images.js";
 export type { ImageInfo, ImageBuildOptions, ImagePreset, MicrovmArtefacts, MicrovmBuildOptions } from "./engines/images.js";
@@ -9,6 +9,7 @@ export type { SandboxOptionsInput as SandboxOptions, SandboxOptions as ResolvedO
 export type { DisplayResult, MimeType, RunResult } from "./sandbox/result.js";
 export type { RunOptionsInput as RunOptions, CommandOptionsInput as CommandOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions, GivenFields, Tier } from "./policy/options.js";
 export type { DirEntry as EntryInfo, GuestError } from "./protocol/messages.js";
+export type { NetworkLogEntry } from "./policy/network.js";
 export {
   AgentboxError,
   InvalidOptionsError,

@@ -1,6 +1,7 @@
 // The one interface every engine (tier × language) implements. The Sandbox façade drives an
 // Engine without knowing which one it is; engines never import the façade or each other.
 import type { LimitName } from "../errors.js";
+import type { NetworkLogEntry } from "../policy/network.js";
 import type { DisplayResult } from "../protocol/display.js";
 import type { DirEntry, GuestError } from "../protocol/messages.js";
 
@@ -80,6 +81,14 @@ export interface EngineInfo {
   hypervisor?: string;
 }
 
+/** The record of a sandbox's network attempts, kept by engines whose guest can reach the network. */
+export interface EngineNetwork {
+  /** The attempts kept (the most recent NETWORK_LOG_ENTRIES), oldest first. */
+  entries(): NetworkLogEntry[];
+  /** Call `listener` with each attempt as it is recorded; returns the function that stops it. */
+  watch(listener: (entry: NetworkLogEntry) => void): () => void;
+}
+
 export interface Engine {
   /** Why the engine can no longer be used, or undefined while it can. */
   readonly closedReason: string | undefined;
@@ -89,6 +98,8 @@ export interface Engine {
   readonly info?: EngineInfo | undefined;
   /** The tier running the sandbox now, for engines that change tier (tier "auto"). */
   readonly tier?: "nano" | "heavy";
+  /** The network log, on engines with a network grant; absent: the guest has no network. */
+  readonly network?: EngineNetwork | undefined;
   run(code: string, opts: EngineRunOptions): Promise<EngineRunResult>;
   writeFile(path: string, data: Uint8Array): Promise<void>;
   readFile(path: string): Promise<Uint8Array>;

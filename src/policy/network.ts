@@ -1,18 +1,34 @@
-// The network grant: which URLs a sandbox's `fetch` may reach, and the caps on each request.
-// The worker never gets network access; the host performs every request after checking its URL
-// (and every redirect's) against `allow` with `checkUrl`. Matching rules, all exact:
+// The network grant: which URLs a sandbox's `fetch` may reach, which addresses it may connect to,
+// the caps on each request, and the shape of the record kept of every attempt. The worker never
+// gets network access; the host performs every request after checking its URL (and every
+// redirect's) against `allow` with `checkUrl`, resolving the name on the host, and checking every
+// address with `checkAddresses`. Matching rules, all exact:
 //   entry    = [scheme "://"] host [":" port]
 //   scheme   = "http" | "https"; absent: both
 //   host     = a DNS name ("api.example.com", matched case-insensitively, exactly),
 //            | "*." DNS name with at least two labels ("*.example.org": any name ending in
 //              ".example.org", never "example.org" itself nor an IP address),
 //            | an IPv4 address ("127.0.0.1") or a bracketed IPv6 address ("[::1]"), exactly
-//   port     = 1..65535; absent: only the scheme's default port (80 for http, 443 for https)
+//   port     = 1..65535; absent: only the scheme's default port (80 for http, 443 for https; so
+//              without a port an entry allows ports 80 and 443 only, each with its own scheme)
 // A URL is checked after WHATWG parsing (the parse `fetch` itself does), so numeric host forms
 // like `http://2130706433/` are compared as the address they denote ("127.0.0.1"). URLs with
-// credentials (`user:pass@`) and schemes other than http/https are refused. Names are matched as
-// names: what a DNS name resolves to is up to DNS.
+// credentials (`user:pass@`) and schemes other than http/https are refused.
+// Addresses (the host decides; the guest's resolver is never asked): a name that matched is
+// resolved on the host (every address, the system's resolver), and each address must be public,
+// or named. Public: what ipaddr.js calls "unicast" (IPv4-mapped, NAT64 and 6to4 IPv6 addresses are
+// judged by the IPv4 address inside). Everything else is refused unless named: loopback, private
+// (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16, fe80::/10), multicast,
+// unspecified (0.0.0.0/8, ::), carrier-grade NAT (100.64/10), broadcast, documentation, benchmark
+// and other reserved ranges, and the cloud metadata addresses (169.254.169.254, fd00:ec2::254, …),
+// which lie in those ranges anyway. An address is named when an entry whose scheme and port fit the
+// request (as for the URL) is that IP address (IPv4-mapped IPv6 compared as its IPv4 address), or
+// when the entry is exactly "localhost", the request's host is "localhost" and the address is a
+// loopback one. An IP literal URL is only ever let through by an entry naming it, so it always
+// passes this check; a name passes only if every address it resolves to does, and the connection
+// then goes to those addresses and no others (the broker pins them; no second lookup).
 import net from "node:net";
+import ipaddr from "ipaddr.js";
 import { z } from "zod";
 
 const MiB = 1024 * 1024;
@@ -89,27 +105,219 @@ export function parseAllowList(allow: readonly string[]): AllowRule[] {
   });
 }
 
-/** Whether `raw` may be fetched under `rules`: the parsed URL, or why not (naming host and grant). */
-export function checkUrl(raw: string, rules: readonly AllowRule[]): { ok: true; url: URL } | { ok: false; message: string } {
+/** Whether `rule` covers requests with `scheme` to `port` (no port in the entry: the scheme's default). */
+function fits(rule: AllowRule, scheme: string, port: number): boolean {
+  const defaultPort = scheme === "https" ? 443 : 80;
+  return (rule.scheme === undefined || rule.scheme === scheme) && (rule.port === undefined ? port === defaultPort : port === rule.port);
+}
+
+/** A URL's scheme (without ":") and port (the scheme's default when it has none). */
+export function schemeAndPort(url: URL): { scheme: string; port: number } {
+  const scheme = url.protocol.slice(0, -1);
+  return { scheme, port: url.port ? Number(url.port) : scheme === "https" ? 443 : 80 };
+}
+
+/**
+ * Whether `raw` may be fetched under `rules`: the parsed URL, or why not (naming host and grant).
+ * `message` is for the guest; `reason`, for the log, never quotes the guest's raw string.
+ */
+export function checkUrl(raw: string, rules: readonly AllowRule[]): { ok: true; url: URL } | { ok: false; message: string; reason?: string } {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    return { ok: false, message: `${JSON.stringify(raw.slice(0, 200))} is not an absolute URL` };
+    return { ok: false, message: `${JSON.stringify(raw.slice(0, 200))} is not an absolute URL`, reason: "not an absolute URL" };
   }
-  const scheme = url.protocol.slice(0, -1);
+  const { scheme, port } = schemeAndPort(url);
   if (scheme !== "http" && scheme !== "https") return { ok: false, message: `scheme "${scheme}:" is not allowed (only http and https)` };
   if (url.username || url.password) return { ok: false, message: "URLs with credentials (user:password@) are not allowed" };
   const host = url.hostname;
-  const defaultPort = scheme === "https" ? 443 : 80;
-  const port = url.port ? Number(url.port) : defaultPort;
   const isIp = host.startsWith("[") || net.isIPv4(host);
-  const hit = rules.some(
-    (r) =>
-      (r.scheme === undefined || r.scheme === scheme) &&
-      (r.port === undefined ? port === defaultPort : port === r.port) &&
-      (r.wildcard ? !isIp && host.endsWith(`.${r.host}`) : host === r.host),
-  );
+  const hit = rules.some((r) => fits(r, scheme, port) && (r.wildcard ? !isIp && host.endsWith(`.${r.host}`) : host === r.host));
   if (hit) return { ok: true, url };
   return { ok: false, message: `${scheme}://${host}:${port} is not in the sandbox's network grant (network.allow)` };
 }
+
+/** What kind of address an IP address is, for the address check. */
+export type AddressKind = "public" | "loopback" | "private" | "linkLocal" | "multicast" | "unspecified" | "carrierGradeNat" | "metadata" | "reserved";
+
+export interface AddressClass {
+  kind: AddressKind;
+  /** How a message names it: "a private address", "a loopback address (IPv4-mapped 127.0.0.1)". */
+  description: string;
+  /** The address as compared with entries: IPv4 dotted (also for IPv4-mapped IPv6), IPv6 compressed. */
+  key: string;
+}
+
+/** Cloud instance metadata services (AWS, GCP, Azure, OpenStack; AWS IPv6; ECS tasks; Alibaba). */
+const METADATA = new Set(["169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200"]);
+
+const DESCRIPTIONS: Record<Exclude<AddressKind, "reserved" | "public">, string> = {
+  loopback: "a loopback address",
+  private: "a private address",
+  linkLocal: "a link-local address",
+  multicast: "a multicast address",
+  unspecified: "an unspecified address",
+  carrierGradeNat: "a carrier-grade NAT address (100.64.0.0/10)",
+  metadata: "a cloud metadata address",
+};
+
+function classifyV4(a: ipaddr.IPv4): { kind: AddressKind; description: string } {
+  if (METADATA.has(a.toString())) return { kind: "metadata", description: DESCRIPTIONS.metadata };
+  const range = a.range() as string;
+  switch (range) {
+    case "unicast":
+      return { kind: "public", description: "a public address" };
+    case "loopback":
+    case "private":
+    case "linkLocal":
+    case "multicast":
+    case "unspecified":
+    case "carrierGradeNat":
+      return { kind: range, description: DESCRIPTIONS[range] };
+    case "reserved":
+      return { kind: "reserved", description: "a reserved address (documentation, benchmarking or future use)" };
+    default: // broadcast, as112, amt, ...: not for a sandbox to reach unless named
+      return { kind: "reserved", description: `a special-purpose address (${range})` };
+  }
+}
+
+/**
+ * Classify one IP address (no brackets). Only "public" addresses may be reached without an entry
+ * naming them. Anything ipaddr.js cannot parse is "reserved".
+ */
+export function classifyAddress(address: string): AddressClass {
+  let ip: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    ip = ipaddr.parse(address.includes("%") ? address.slice(0, address.indexOf("%")) : address);
+  } catch {
+    return { kind: "reserved", description: "not an IP address", key: address };
+  }
+  if (ip.kind() === "ipv4") return { ...classifyV4(ip as ipaddr.IPv4), key: ip.toString() };
+  const v6 = ip as ipaddr.IPv6;
+  const key = v6.toString();
+  if (METADATA.has(key)) return { kind: "metadata", description: DESCRIPTIONS.metadata, key };
+  const range = v6.range() as string;
+  const p = v6.parts;
+  // IPv6 forms that reach an IPv4 address are judged by it: mapped (::ffff:a.b.c.d), RFC 6145
+  // (::ffff:0:a.b.c.d), NAT64 well-known prefix (64:ff9b::a.b.c.d), 6to4 (2002:aabb:ccdd::/48).
+  let inner: ipaddr.IPv4 | undefined;
+  if (range === "ipv4Mapped" || range === "rfc6145" || (range === "rfc6052" && p[2] === 0)) inner = new ipaddr.IPv4([p[6]! >> 8, p[6]! & 0xff, p[7]! >> 8, p[7]! & 0xff]);
+  else if (range === "6to4") inner = new ipaddr.IPv4([p[1]! >> 8, p[1]! & 0xff, p[2]! >> 8, p[2]! & 0xff]);
+  if (inner) {
+    const c = classifyV4(inner);
+    if (range === "ipv4Mapped") return { ...c, description: c.kind === "public" ? c.description : `${c.description} (IPv4-mapped ${inner.toString()})`, key: inner.toString() };
+    return { ...c, description: c.kind === "public" ? c.description : `${c.description} (${inner.toString()} inside ${range})`, key };
+  }
+  switch (range) {
+    case "unicast":
+      // ::/16 holds IPv4-compatible (::a.b.c.d, deprecated) and other unassigned forms: not public.
+      return p[0] === 0 ? { kind: "reserved", description: "a special-purpose address (::/16)", key } : { kind: "public", description: "a public address", key };
+    case "loopback":
+    case "linkLocal":
+    case "multicast":
+    case "unspecified":
+      return { kind: range, description: DESCRIPTIONS[range], key };
+    case "uniqueLocal":
+      return { kind: "private", description: "a private address (unique local, fc00::/7)", key };
+    default: // site-local, teredo, documentation, benchmarking, NAT64 local-use, ...
+      return { kind: "reserved", description: `a special-purpose address (${range})`, key };
+  }
+}
+
+/** An entry as text, canonical (what `parseAllowEntry` of it gives back). */
+export function formatRule(r: AllowRule): string {
+  return `${r.scheme ? `${r.scheme}://` : ""}${r.wildcard ? "*." : ""}${r.host}${r.port !== undefined ? `:${r.port}` : ""}`;
+}
+
+/** The entry that would name `address` for requests like `url`: `10.0.0.5`, `127.0.0.1:8080`, `[::1]:9000`. */
+function entryFor(address: string, url: URL): string {
+  const { port } = schemeAndPort(url);
+  const host = net.isIPv6(address) ? `[${address}]` : address;
+  return url.port ? `${host}:${port}` : host;
+}
+
+export type AddressDecision = { ok: true; reason: string } | { ok: false; reason: string };
+
+/**
+ * Whether a request to `url` (already let through by `checkUrl`) may connect to `addresses`, what
+ * its host is or resolved to on the host: each must be public or named (see the top of this file).
+ * The reason says which, or which address was refused and the entry that would permit it.
+ */
+export function checkAddresses(url: URL, addresses: readonly string[], rules: readonly AllowRule[]): AddressDecision {
+  const { scheme, port } = schemeAndPort(url);
+  const host = url.hostname;
+  if (addresses.length === 0) return { ok: false, reason: `${host} has no address` };
+  const fitting = rules.filter((r) => !r.wildcard && fits(r, scheme, port));
+  const isIp = (h: string) => h.startsWith("[") || net.isIPv4(h);
+  const reasons: string[] = [];
+  for (const address of addresses) {
+    const c = classifyAddress(address);
+    if (c.kind === "public") {
+      reasons.push(`${address} is public`);
+      continue;
+    }
+    const byAddress = fitting.find((r) => isIp(r.host) && classifyAddress(r.host.startsWith("[") ? r.host.slice(1, -1) : r.host).key === c.key);
+    if (byAddress) {
+      reasons.push(`${address} is named in network.allow ("${formatRule(byAddress)}")`);
+      continue;
+    }
+    const byLocalhost = c.kind === "loopback" && host === "localhost" ? fitting.find((r) => r.host === "localhost") : undefined;
+    if (byLocalhost) {
+      reasons.push(`${address} is loopback and network.allow names localhost ("${formatRule(byLocalhost)}")`);
+      continue;
+    }
+    const what = isIp(host) ? `${address} is` : `${host} resolves to ${address},`;
+    return { ok: false, reason: `${what} ${c.description}; add "${entryFor(c.key, url)}" to network.allow to permit it` };
+  }
+  return { ok: true, reason: reasons.join("; ") };
+}
+
+/** A URL as the log keeps it: scheme, host, port and path; no credentials, query or fragment. */
+export function urlForLog(url: URL): string {
+  const s = `${url.protocol}//${url.host}${url.pathname}`;
+  return s.length > LOGGED_URL_CHARS ? `${s.slice(0, LOGGED_URL_CHARS)}…` : s;
+}
+
+const LOGGED_URL_CHARS = 2048;
+
+/** Network requests a sandbox keeps a record of: the most recent ones. */
+export const NETWORK_LOG_ENTRIES = 1000;
+
+/**
+ * One attempt by the guest to reach the network: a `fetch`, or one redirect hop of it (each hop
+ * is checked and recorded on its own). No headers, bodies, credentials or query strings.
+ */
+export const networkLogEntrySchema = z.strictObject({
+  /** When the attempt started (ISO 8601). */
+  time: z.iso.datetime(),
+  method: z.string(),
+  /** scheme://host[:port]/path; "" when the guest's URL did not parse. */
+  url: z.string(),
+  /** The URL's host ("" when it did not parse); IPv6 in brackets. */
+  host: z.string(),
+  port: z.int().nullable(),
+  /** The address connected to (the one checked), or null when no connection was made. */
+  address: z.string().nullable(),
+  /** 0: the guest's request; n: its n-th redirect. */
+  hop: z.int().min(0),
+  /**
+   * allowed: the grant let it through and a connection was attempted (`status`, or `error`, says
+   * how it went); denied: the grant or a cap refused it and nothing was sent; error: the name
+   * could not be resolved.
+   */
+  decision: z.enum(["allowed", "denied", "error"]),
+  /** Why: the address kinds or entries that permitted it, or the rule that refused it. */
+  reason: z.string(),
+  /** The HTTP status of the response, when one came. */
+  status: z.int().nullable(),
+  /** Request body bytes sent. */
+  bytesSent: z.int().min(0),
+  /** Response body bytes received, as they came over the wire (before any content decoding). */
+  bytesReceived: z.int().min(0),
+  durationMs: z.number().min(0),
+  /** What went wrong after an allowed decision: a refused connection, a timeout, a response over a cap. */
+  error: z.string().optional(),
+});
+
+export type NetworkLogEntry = z.output<typeof networkLogEntrySchema>;

@@ -52,10 +52,13 @@ export type HostMessage =
   | { type: "fs"; id: number; op: FsOp; path: string; data?: string; recursive?: boolean }
   | FetchResult;
 
-/** The host's answer to a worker's `fetch` (run `id`, request `req`); body base64. */
+/**
+ * The host's answer to a worker's `fetch` (run `id`, request `req`); body base64. A refusal by the
+ * grant or a cap (nothing was sent) carries code NETWORK_DENIED, which the guest's error gets too.
+ */
 export type FetchResult =
   | { type: "fetchResult"; id: number; req: number; ok: true; status: number; statusText: string; url: string; redirected: boolean; headers: [string, string][]; body: string }
-  | { type: "fetchResult"; id: number; req: number; ok: false; error: { name: "TypeError" | "RangeError"; message: string } };
+  | { type: "fetchResult"; id: number; req: number; ok: false; error: { name: "TypeError" | "RangeError"; message: string; code?: "NETWORK_DENIED" } };
 
 
 /** Bytes of control pipe (fd 3) the host writes to interrupt a run; each byte is a reason. */

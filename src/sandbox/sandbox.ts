@@ -2,7 +2,7 @@
 // engine the registry picks, serialises operations on one sandbox, and turns engine answers into
 // the public result shape. It names no engine.
 import { InvalidOptionsError, SandboxClosedError, TierUnavailableError, type LimitName } from "../errors.js";
-import type { Engine, EngineInfo, EngineSnapshot } from "../engines/engine.js";
+import type { Engine, EngineInfo, EngineNetwork, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
 import { engineById, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
 import {
@@ -15,6 +15,7 @@ import {
   type PoolOptionsInput,
   type RunOptionsInput,
 } from "../policy/options.js";
+import type { NetworkLogEntry } from "../policy/network.js";
 import type { DirEntry } from "../protocol/messages.js";
 import { resolveSandboxOptions, type SandboxOptions, type SandboxOptionsInput } from "./resolve.js";
 import type { RunResult } from "./result.js";
@@ -112,6 +113,29 @@ export class SandboxCommands {
   }
 }
 
+/**
+ * A sandbox's network, as its grant (`network: { allow }`) lets the guest use it: the record of
+ * every attempt. Sandboxes without network have an empty record.
+ */
+export class SandboxNetwork {
+  constructor(private readonly sb: Sandbox) {}
+
+  /**
+   * Every attempt the guest made, oldest first, at most the last 1000: one entry per request and
+   * per redirect hop, allowed or not, with method, URL (no query), host, port, the address
+   * connected to, the decision and its reason, status, bytes each way and duration. No headers
+   * or bodies. Readable while a run is in progress and after the sandbox is killed.
+   */
+  log(): NetworkLogEntry[] {
+    return this.sb.networkRecord?.entries() ?? [];
+  }
+
+  /** Call `listener` with each attempt as it is recorded; returns the function that stops it. */
+  watch(listener: (entry: NetworkLogEntry) => void): () => void {
+    return this.sb.networkRecord?.watch(listener) ?? (() => undefined);
+  }
+}
+
 /** A saved sandbox (heavy tier): `Sandbox.restore(snap)` starts independent copies of it. */
 export class SandboxSnapshot {
   /** @internal */
@@ -148,6 +172,7 @@ export class Sandbox {
   readonly options: SandboxOptions;
   readonly files: SandboxFiles;
   readonly commands: SandboxCommands;
+  readonly network: SandboxNetwork;
   private queue: Promise<unknown> = Promise.resolve();
   private killed: string | undefined;
 
@@ -161,6 +186,7 @@ export class Sandbox {
     this.seed = seed;
     this.files = new SandboxFiles(this);
     this.commands = new SandboxCommands(this);
+    this.network = new SandboxNetwork(this);
   }
 
   /** Start a new, independent sandbox from a snapshot; the snapshot can be restored again. */
@@ -276,6 +302,11 @@ export class Sandbox {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.kill();
+  }
+
+  /** The engine's network record, if its guest has network. @internal */
+  get networkRecord(): EngineNetwork | undefined {
+    return this.engine.network;
   }
 
   /** Run `fn` after every earlier operation on this sandbox has finished. @internal */

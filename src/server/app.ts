@@ -162,6 +162,8 @@ export function createApp(o: AppOptions): Hono<Env> {
       await registry.use(entry, (sb) => sb.files.makeDir(p));
       return c.body(null, 204);
     },
+    // Read without queueing behind a run (the record is readable while one is in progress) or touching the idle timer.
+    getNetworkLog: (c, { entry }) => c.json({ entries: entry.sandbox.network.log() }),
   };
 
   /**

@@ -1,5 +1,6 @@
 // Prometheus metrics of one server (its own registry, so several servers in one process — tests —
-// do not collide): live sandboxes, runs and commands by outcome, failures by limit, start latency.
+// do not collide): live sandboxes, runs and commands by outcome, failures by limit, start latency,
+// guests' network attempts by decision.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export class ServerMetrics {
@@ -12,6 +13,7 @@ export class ServerMetrics {
   readonly runSeconds: Histogram;
   readonly commands: Counter<"outcome">;
   readonly httpRequests: Counter<"status">;
+  readonly networkRequests: Counter<"decision">;
 
   constructor(live: () => number, queued: () => number, heavyLive: () => number = () => 0) {
     const registers = [this.registry];
@@ -31,5 +33,11 @@ export class ServerMetrics {
     this.runSeconds = new Histogram({ name: "agentbox_run_seconds", help: "Wall time of runCode calls seen by the server.", buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers });
     this.commands = new Counter({ name: "agentbox_commands_total", help: "commands.run calls by outcome: ok (exit 0), nonzero (another exit code), limit (a limit stopped it), failed (host error).", labelNames: ["outcome"], registers });
     this.httpRequests = new Counter({ name: "agentbox_http_requests_total", help: "HTTP requests by status code.", labelNames: ["status"], registers });
+    this.networkRequests = new Counter({
+      name: "agentbox_network_requests_total",
+      help: "Network requests sandboxes' guests attempted (each redirect hop counts), by decision: allowed (sent), denied (by the grant or a cap), error (no connection attempted, e.g. the name did not resolve).",
+      labelNames: ["decision"],
+      registers,
+    });
   }
 }

@@ -145,6 +145,7 @@ export class SandboxRegistry {
       const sandbox = await this.throttledStart(options);
       this.metrics.startSeconds.observe((performance.now() - t0) / 1000);
       this.metrics.sandboxesCreated.inc();
+      sandbox.network.watch((e) => this.metrics.networkRequests.inc({ decision: e.decision }));
       if (this.closing) {
         await sandbox.kill();
         throw shuttingDown();

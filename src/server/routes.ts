@@ -228,6 +228,14 @@ export const ROUTES = {
       "413": err("the sandbox's file system quota (FS_QUOTA, error.limit vfsFiles)"),
     },
   },
+  getNetworkLog: {
+    method: "get",
+    path: "/sandboxes/{id}/network/log",
+    summary: "the sandbox's network attempts, allowed or not (the last 1000, oldest first)",
+    description:
+      "One entry per request and per redirect hop of the guest's fetch: method, URL without query, host, port, the address connected to, the decision (allowed, denied, error) and its reason, status, bytes each way, duration. No headers or bodies. Empty for sandboxes without network. Also answered for a closed sandbox.",
+    responses: { "200": { description: "ok", ...json("NetworkLog") }, "401": common["401"], "404": common["404"] },
+  },
 } as const satisfies Record<string, RouteSpec>;
 
 export type OperationId = keyof typeof ROUTES;

@@ -4,6 +4,7 @@
 import { z } from "zod";
 import { LANGUAGES, optionSchemas } from "../engines/registry.js";
 import { autoLimitsSchema, commandOptionsSchema, heavyLimitsSchema, nanoLimitsSchema, runOptionsSchema, TIERS } from "../policy/options.js";
+import { networkLogEntrySchema } from "../policy/network.js";
 import { dirEntrySchema, displayResultSchema, guestErrorSchema, LIMIT_NAMES } from "../protocol/messages.js";
 
 const idleTimeoutMs = z.int().min(1000).max(24 * 3600 * 1000);
@@ -143,6 +144,8 @@ export const responseSchemas = {
   DirEntry: dirEntrySchema,
   DirListing: z.strictObject({ entries: z.array(dirEntrySchema) }),
   Exists: z.strictObject({ exists: z.boolean() }),
+  NetworkLogEntry: networkLogEntrySchema,
+  NetworkLog: z.strictObject({ entries: z.array(networkLogEntrySchema) }),
   Health: health,
   Error: errorBody,
 } as const;

@@ -1,12 +1,20 @@
 // The network grant of JavaScript sandboxes: a guest `fetch` that the host performs for it, only
-// to hosts in `network.allow`, with every redirect hop checked and the grant's caps enforced. The
-// test's HTTP server listens on 127.0.0.1; the worker itself has no network.
+// to hosts in `network.allow`, with every redirect hop checked and the grant's caps enforced; names
+// resolved on the host, non-public addresses refused unless named; every attempt in the sandbox's
+// network log (library, HTTP route, metrics). The test's HTTP server listens on 127.0.0.1; names
+// other than localhost are mapped in the test's own resolver (the host's dns.lookup, mocked); the
+// worker itself has no network.
 import assert from "node:assert/strict";
+import dns from "node:dns/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { after, before, describe, it } from "node:test";
-import { InvalidOptionsError, Sandbox } from "../../src/index.js";
+import { after, before, describe, it, mock } from "node:test";
+import { InvalidOptionsError, Sandbox, type NetworkLogEntry } from "../../src/index.js";
 import { checkUrl, parseAllowEntry, parseAllowList } from "../../src/policy/network.js";
+import { createApp } from "../../src/server/app.js";
+import { KeyRing } from "../../src/server/keys.js";
+import { ServerMetrics } from "../../src/server/metrics.js";
+import { SandboxRegistry } from "../../src/server/registry.js";
 import "../helpers.js";
 
 let server: http.Server;
@@ -33,6 +41,8 @@ before(async () => {
       if (req.url === "/to-json") return res.writeHead(302, { location: "/json" }).end();
       if (req.url === "/to-other") return res.writeHead(302, { location: `http://127.0.0.1:${otherPort}/secret` }).end();
       if (req.url === "/to-evil") return res.writeHead(307, { location: "http://evil.example/steal" }).end();
+      if (req.url === "/to-app") return res.writeHead(302, { location: `http://app.test:${port}/json` }).end();
+      if (req.url === "/to-app-other") return res.writeHead(302, { location: `http://app.test:${otherPort}/secret?from=redirect` }).end();
       if (req.url === "/loop") return res.writeHead(302, { location: "/loop" }).end();
       if (req.url === "/slow") return setTimeout(() => res.end("late"), 3000);
       res.writeHead(404).end("no");
@@ -142,5 +152,152 @@ describe("network grant: fetch", () => {
     const r = await sb.runCode(`await fetch("http://127.0.0.1:${port}/slow")`);
     assert.equal(r.limitHit, "timeoutMs");
     assert.equal((await sb.runCode("1 + 1")).value, "2");
+  });
+});
+
+/** Map names in the host's resolver for the duration of a test; other names resolve as usual. */
+function mapNames(t: { after: (fn: () => void) => void }, names: Record<string, string[]>): string[] {
+  const asked: string[] = [];
+  const real = dns.lookup.bind(dns);
+  const m = mock.method(dns, "lookup", async (host: string, options: object) => {
+    asked.push(host);
+    const addresses = names[host];
+    return addresses ? addresses.map((address) => ({ address, family: address.includes(":") ? 6 : 4 })) : real(host, options as { all: true });
+  });
+  t.after(() => m.mock.restore());
+  return asked;
+}
+
+/** Run `fetch(url)` in the guest: the status, or the error's name, code and message. */
+async function guestFetch(sb: Sandbox, url: string): Promise<{ status?: number; name?: string; code?: string; message?: string }> {
+  const r = await sb.runCode(`try { const r = await fetch(${JSON.stringify(url)}); ({ status: r.status }) } catch (e) { ({ name: e.name, code: e.code, message: e.message }) }`);
+  assert.equal(r.error, undefined, r.error?.traceback);
+  return JSON.parse(r.value!) as { status?: number; name?: string; code?: string; message?: string };
+}
+
+describe("network grant: the host decides (addresses)", () => {
+  it("a name resolving to a loopback address is refused unless an entry names the address; the log says why", async (t) => {
+    const asked = mapNames(t, { "app.test": ["127.0.0.1"] });
+    const before = seen.length;
+    {
+      await using sb = await Sandbox.create({ language: "javascript", network: { allow: [`app.test:${port}`] } });
+      const r = await guestFetch(sb, `http://app.test:${port}/json?token=secret`);
+      assert.deepEqual(r, {
+        name: "TypeError",
+        code: "NETWORK_DENIED",
+        message: `fetch refused: app.test resolves to 127.0.0.1, a loopback address; add "127.0.0.1:${port}" to network.allow to permit it`,
+      });
+      assert.equal(seen.length, before, "the server was never contacted");
+      const [e, ...rest] = sb.network.log();
+      assert.equal(rest.length, 0);
+      assert.deepEqual({ ...e, time: undefined, durationMs: undefined }, {
+        time: undefined,
+        durationMs: undefined,
+        method: "GET",
+        url: `http://app.test:${port}/json`,
+        host: "app.test",
+        port,
+        address: null,
+        hop: 0,
+        decision: "denied",
+        reason: `app.test resolves to 127.0.0.1, a loopback address; add "127.0.0.1:${port}" to network.allow to permit it`,
+        status: null,
+        bytesSent: 0,
+        bytesReceived: 0,
+      });
+    }
+    await using sb = await Sandbox.create({ language: "javascript", network: { allow: [`app.test:${port}`, `127.0.0.1:${port}`] } });
+    assert.deepEqual(await guestFetch(sb, `http://app.test:${port}/json`), { status: 200 });
+    assert.equal(seen.at(-1), "GET /json");
+    const [e] = sb.network.log();
+    assert.equal(e!.decision, "allowed");
+    assert.equal(e!.address, "127.0.0.1");
+    assert.equal(e!.status, 200);
+    assert.equal(e!.bytesReceived, JSON.stringify({ hello: "world" }).length);
+    assert.equal(e!.reason, `127.0.0.1 is named in network.allow ("127.0.0.1:${port}")`);
+    assert.ok(asked.includes("app.test"), "the name was resolved on the host");
+  });
+
+  it('"localhost" in the grant names the loopback addresses for that name', async () => {
+    await using sb = await Sandbox.create({ language: "javascript", network: { allow: [`localhost:${port}`] } });
+    assert.deepEqual(await guestFetch(sb, `http://localhost:${port}/json`), { status: 200 });
+    assert.match(sb.network.log()[0]!.reason, /is loopback and network\.allow names localhost \("localhost:\d+"\)/);
+  });
+
+  it("private and metadata addresses behind allowed names are refused before any connection", async (t) => {
+    mapNames(t, { "db.test": ["10.0.0.5"], "meta.test": ["169.254.169.254"], "both.test": ["93.184.215.14", "fd00::7"] });
+    await using sb = await Sandbox.create({ language: "javascript", network: { allow: ["db.test", "meta.test", "both.test:8080"] } });
+    const cases = [
+      ["http://db.test/", 'db.test resolves to 10.0.0.5, a private address; add "10.0.0.5" to network.allow to permit it'],
+      ["https://meta.test/latest/meta-data/", 'meta.test resolves to 169.254.169.254, a cloud metadata address; add "169.254.169.254" to network.allow to permit it'],
+      ["http://both.test:8080/", 'both.test resolves to fd00::7, a private address (unique local, fc00::/7); add "[fd00::7]:8080" to network.allow to permit it'],
+    ] as const;
+    for (const [url, reason] of cases) assert.deepEqual(await guestFetch(sb, url), { name: "TypeError", code: "NETWORK_DENIED", message: `fetch refused: ${reason}` }, url);
+    assert.deepEqual(
+      sb.network.log().map((e) => [e.host, e.decision, e.address]),
+      cases.map(([url]) => [new URL(url).hostname, "denied", null]),
+    );
+  });
+
+  it("each redirect hop is resolved and checked: a hop to a name whose address is not named for its port is stopped", async (t) => {
+    mapNames(t, { "app.test": ["127.0.0.1"] });
+    await using sb = await Sandbox.create({ language: "javascript", network: { allow: [`127.0.0.1:${port}`, `app.test:${port}`, `app.test:${otherPort}`] } });
+    const before = seen.length;
+    // app.test:${port} resolves to 127.0.0.1, named for that port by "127.0.0.1:${port}": followed.
+    assert.deepEqual(await guestFetch(sb, `http://127.0.0.1:${port}/to-app`), { status: 200 });
+    assert.deepEqual(seen.slice(before), ["GET /to-app", "GET /json"]);
+    // app.test:${otherPort} passes by name, but 127.0.0.1 is not named for that port: stopped.
+    const stopped = await guestFetch(sb, `http://127.0.0.1:${port}/to-app-other`);
+    assert.equal(stopped.code, "NETWORK_DENIED");
+    assert.equal(stopped.message, `redirect from 127.0.0.1:${port} refused: app.test resolves to 127.0.0.1, a loopback address; add "127.0.0.1:${otherPort}" to network.allow to permit it`);
+    assert.ok(!seen.some((x) => x.startsWith("OTHER")), "the redirect target was never contacted");
+    const log: NetworkLogEntry[] = sb.network.log();
+    assert.deepEqual(
+      log.map((e) => [e.hop, e.host, e.port, e.decision, e.status]),
+      [
+        [0, "127.0.0.1", port, "allowed", 302],
+        [1, "app.test", port, "allowed", 200],
+        [0, "127.0.0.1", port, "allowed", 302],
+        [1, "app.test", otherPort, "denied", null],
+      ],
+    );
+    assert.equal(log[3]!.url, `http://app.test:${otherPort}/secret`, "the log keeps no query string");
+  });
+
+  it("a sandbox without network has an empty log", async () => {
+    await using sb = await Sandbox.create({ language: "javascript" });
+    assert.deepEqual(sb.network.log(), []);
+    assert.equal(typeof sb.network.watch(() => undefined), "function");
+  });
+
+  it("over HTTP: GET /sandboxes/{id}/network/log and agentbox_network_requests_total{decision}", async () => {
+    const metrics = new ServerMetrics(() => 0, () => 0);
+    const registry = new SandboxRegistry({ maxSandboxes: 2, maxHeavySandboxes: 1, maxQueue: 2, queueTimeoutMs: 5000, maxConcurrentStarts: 1 }, metrics);
+    const app = createApp({ keys: KeyRing.none(), registry, metrics, version: "0", maxJsonBytes: 1 << 20, maxUploadBytes: 1 << 20, mountRoots: [], netAllow: [`127.0.0.1:${port}`], log: () => undefined });
+    try {
+      const json = { "content-type": "application/json" };
+      const created = await app.request("/sandboxes", { method: "POST", headers: json, body: JSON.stringify({ language: "javascript", network: { allow: [`127.0.0.1:${port}`] } }) });
+      assert.equal(created.status, 201, await created.clone().text());
+      const { id } = (await created.json()) as { id: string };
+      const code = `const a = await fetch("http://127.0.0.1:${port}/json"); let b; try { await fetch("http://127.0.0.1:${otherPort}/"); } catch (e) { b = e.code } [a.status, b]`;
+      const ran = await app.request(`/sandboxes/${id}/run`, { method: "POST", headers: json, body: JSON.stringify({ code }) });
+      assert.equal(((await ran.json()) as { value: string }).value, '[200,"NETWORK_DENIED"]');
+      const res = await app.request(`/sandboxes/${id}/network/log`);
+      assert.equal(res.status, 200);
+      const { entries } = (await res.json()) as { entries: NetworkLogEntry[] };
+      assert.deepEqual(
+        entries.map((e) => [e.port, e.decision]),
+        [
+          [port, "allowed"],
+          [otherPort, "denied"],
+        ],
+      );
+      const text = await (await app.request("/metrics")).text();
+      assert.match(text, /agentbox_network_requests_total\{decision="allowed"\} 1\n/);
+      assert.match(text, /agentbox_network_requests_total\{decision="denied"\} 1\n/);
+      assert.equal((await app.request("/sandboxes/sb_none/network/log")).status, 404);
+    } finally {
+      await registry.closeAll();
+    }
   });
 });

@@ -25,6 +25,7 @@ describe("public API", () => {
       "SandboxClosedError",
       "SandboxCommands",
       "SandboxFiles",
+      "SandboxNetwork",
       "SandboxSnapshot",
       "SnapshotRemovedError",
       "TIERS",

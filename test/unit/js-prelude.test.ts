@@ -143,11 +143,12 @@ describe("guest prelude", () => {
   it("with a network grant: Headers, fetch requests and answers", () => {
     assert.deepEqual(evaluate(net, "const h = new Headers({ B: '1', a: '2' }); h.append('b', '3'); [Array.from(h), h.get('A'), h.has('c')]"), [[["a", "2"], ["b", "1, 3"]], "2", false]);
     assert.throws(() => evaluate(net, "fetch('https://x.test', { method: 'GET', body: 'no' }); throw 0"), /0|GET request cannot have a body/);
-    evaluate(net, "globalThis.got = []; fetch('https://x.test/a').then((r) => r.text()).then((t) => got.push(t)); fetch('https://x.test/b').catch((e) => got.push(e.name + ': ' + e.message)); 0");
+    evaluate(net, "globalThis.got = []; fetch('https://x.test/a').then((r) => r.text()).then((t) => got.push(t)); fetch('https://x.test/b').catch((e) => got.push(e.name + ': ' + e.message)); fetch('https://x.test/c').catch((e) => got.push(e.name + ' ' + e.code)); 0");
     const req = seen.fetches.length;
-    evaluate(net, `hooks.fetchDone(${req - 1}, JSON.stringify({ status: 201, statusText: "Created", url: "https://x.test/a", redirected: false, headers: [] }), new Uint8Array([104, 105]).buffer)`);
-    evaluate(net, `hooks.fetchDone(${req}, JSON.stringify({ error: { name: "RangeError", message: "too big" } }))`);
+    evaluate(net, `hooks.fetchDone(${req - 2}, JSON.stringify({ status: 201, statusText: "Created", url: "https://x.test/a", redirected: false, headers: [] }), new Uint8Array([104, 105]).buffer)`);
+    evaluate(net, `hooks.fetchDone(${req - 1}, JSON.stringify({ error: { name: "RangeError", message: "too big" } }))`);
+    evaluate(net, `hooks.fetchDone(${req}, JSON.stringify({ error: { name: "TypeError", message: "refused", code: "NETWORK_DENIED" } }))`);
     rt.executePendingJobs(-1);
-    assert.deepEqual(evaluate(net, "got"), ["RangeError: too big", "hi"]);
+    assert.deepEqual(evaluate(net, "got"), ["RangeError: too big", "TypeError NETWORK_DENIED", "hi"]);
   });
 });

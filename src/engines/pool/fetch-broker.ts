@@ -1,40 +1,163 @@
 // The host half of a sandbox's network grant: the worker (which has no network at all) asks for a
-// request; this checks the URL against the grant, performs it with Node's fetch under the grant's
-// caps (body sizes, per-request timeout within the run's deadline, requests in flight), follows
-// redirects itself so every hop is checked, and answers with status, headers and body. Refusals
-// and failures are answers too (a guest TypeError/RangeError), never host errors.
-import { checkUrl, parseAllowList, type AllowRule, type NetworkGrant } from "../../policy/network.js";
+// request; this checks the URL against the grant, resolves the name on the host and checks every
+// address (policy/network.ts), then performs the request with node:http/https connected to exactly
+// the addresses it checked (a pinned `lookup`: no second resolution, so DNS rebinding between the
+// check and the connection has nothing to rebind), one connection per hop, never pooled. It follows
+// redirects itself so every hop is checked the same way, enforces the grant's caps (body sizes,
+// per-request timeout within the run's deadline, requests in flight), records every attempt in
+// the sandbox's network log, and answers with status, headers and body. Refusals and failures are
+// answers too (a guest TypeError/RangeError naming the rule), never host errors.
+import dns from "node:dns/promises";
+import http from "node:http";
+import https from "node:https";
+import net from "node:net";
+import { Transform, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import zlib from "node:zlib";
+import { checkAddresses, checkUrl, parseAllowList, schemeAndPort, urlForLog, type AllowRule, type NetworkGrant, type NetworkLogEntry } from "../../policy/network.js";
 import type { FetchResult, WorkerMessage } from "../../protocol/messages.js";
+import { NetworkLog } from "./network-log.js";
 
 type FetchRequest = Extract<WorkerMessage, { type: "fetch" }>;
 type Failure = Extract<FetchResult, { ok: false }>["error"];
 
+/** A host name's addresses, looked up on the host. */
+export type Resolver = (host: string) => Promise<string[]>;
+
+/**
+ * The system's resolver (getaddrinfo: /etc/hosts, then DNS), every address in its order. Called
+ * through the module object, so a test can map names in its own resolver (mock.method).
+ */
+export const systemResolver: Resolver = async (host) => (await dns.lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+export interface FetchBrokerOptions {
+  /** Default: systemResolver. */
+  resolve?: Resolver;
+  /**
+   * Opens a hop's connection instead of Node's own (which, like this, gets the pinned `lookup`
+   * in its options). Only tests set it: a stand-in for the internet on loopback.
+   */
+  createConnection?: http.RequestOptions["createConnection"];
+  /** Where attempts are recorded (default: a new ring of NETWORK_LOG_ENTRIES). */
+  log?: NetworkLog;
+}
+
 /** Headers a guest may not set: connection management, and Host (the URL decides where it goes). */
 const DROPPED_HEADERS = new Set(["host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "expect"]);
+/** Dropped when a redirect leaves the origin, as fetch does. */
+const CREDENTIAL_HEADERS = ["authorization", "cookie"];
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 /** Requests queued or in flight per sandbox; more are refused at once. */
 const MAX_QUEUED = 64;
 const MAX_RESPONSE_HEADERS = 256;
+/** Decode what a server sends even when it cuts a compressed stream short (as fetch does). */
+const ZLIB_LENIENT = { flush: zlib.constants.Z_SYNC_FLUSH, finishFlush: zlib.constants.Z_SYNC_FLUSH };
+const BROTLI_LENIENT = { flush: zlib.constants.BROTLI_OPERATION_FLUSH, finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH };
 
 class FetchFailure extends Error {
+  /** NETWORK_DENIED once the grant or a cap refused the request (Attempt.deny). */
+  code: "NETWORK_DENIED" | undefined;
+
   constructor(
     readonly kind: "TypeError" | "RangeError",
     message: string,
   ) {
     super(message);
   }
+
+  get error(): Failure {
+    return { name: this.kind, message: this.message, ...(this.code ? { code: this.code } : {}) };
+  }
+}
+
+/** One hop of a request, from the first check to the last byte: recorded in the log exactly once. */
+class Attempt {
+  private readonly time = new Date().toISOString();
+  private readonly t0 = performance.now();
+  private readonly target: Pick<NetworkLogEntry, "url" | "host" | "port">;
+  private recorded = false;
+  /** Set once the address check let it through: why. */
+  private allowedBecause: string | undefined;
+  address: string | null = null;
+  status: number | null = null;
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  constructor(
+    private readonly log: NetworkLog,
+    raw: string,
+    private readonly method: string,
+    private readonly hop: number,
+  ) {
+    let url: URL | undefined;
+    try {
+      url = new URL(raw);
+    } catch {
+      url = undefined;
+    }
+    this.target = url ? { url: urlForLog(url), host: url.hostname, port: url.protocol === "http:" || url.protocol === "https:" ? schemeAndPort(url).port : null } : { url: "", host: "", port: null };
+  }
+
+  allow(reason: string, address: string): void {
+    this.allowedBecause = reason;
+    this.address = address;
+  }
+
+  /** The grant or a cap refused it: nothing was sent. Returns `failure`, to throw. */
+  deny(failure: FetchFailure, reason = failure.message): FetchFailure {
+    this.record("denied", reason);
+    failure.code = "NETWORK_DENIED";
+    return failure;
+  }
+
+  /** It ended: well (no `error`), or with `error` after being allowed, or before a decision. */
+  end(error?: string): void {
+    if (this.allowedBecause !== undefined) this.record("allowed", this.allowedBecause, error);
+    else this.record("error", error ?? "no connection was attempted");
+  }
+
+  private record(decision: NetworkLogEntry["decision"], reason: string, error?: string): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    const e: NetworkLogEntry = {
+      time: this.time,
+      method: this.method,
+      ...this.target,
+      address: this.address,
+      hop: this.hop,
+      decision,
+      reason,
+      status: this.status,
+      bytesSent: this.bytesSent,
+      bytesReceived: this.bytesReceived,
+      durationMs: Math.round((performance.now() - this.t0) * 10) / 10,
+    };
+    if (error !== undefined) e.error = error;
+    this.log.add(e);
+  }
 }
 
 export class FetchBroker {
+  /** Every attempt of this sandbox's guest, allowed or not. */
+  readonly log: NetworkLog;
   private readonly rules: AllowRule[];
+  private readonly resolve: Resolver;
+  private readonly createConnection: FetchBrokerOptions["createConnection"];
   private active = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly controllers = new Set<AbortController>();
   /** Bumped when a run ends: answers for requests of earlier runs are dropped. */
   private generation = 0;
 
-  constructor(private readonly grant: NetworkGrant) {
+  constructor(
+    private readonly grant: NetworkGrant,
+    options: FetchBrokerOptions = {},
+  ) {
     this.rules = parseAllowList(grant.allow);
+    this.resolve = options.resolve ?? systemResolver;
+    this.createConnection = options.createConnection;
+    this.log = options.log ?? new NetworkLog();
   }
 
   /** Handle one request of the run in progress; `reply` is called once, unless the run ended first. */
@@ -44,31 +167,48 @@ export class FetchBroker {
       if (gen === this.generation) reply(r);
     };
     if (this.active + this.waiting.length >= MAX_QUEUED) {
-      return answer(fail(m, { name: "RangeError", message: `fetch: more than ${MAX_QUEUED} requests queued or in flight` }));
+      const f = new Attempt(this.log, m.url, m.method, 0).deny(new FetchFailure("RangeError", `fetch: more than ${MAX_QUEUED} requests queued or in flight`));
+      return answer(fail(m, f.error));
     }
     this.perform(m, deadline, gen).then(
       (ok) => answer(ok),
-      (e: unknown) => answer(fail(m, e instanceof FetchFailure ? { name: e.kind, message: e.message } : { name: "TypeError", message: `fetch failed: ${describe(e)}` })),
+      (e: unknown) => answer(fail(m, e instanceof FetchFailure ? e.error : { name: "TypeError", message: `fetch failed: ${describe(e)}` })),
     );
   }
 
-  /** The run ended: abort what is in flight and forget what is queued. */
+  /** The run ended: abort what is in flight and refuse what is queued (each still gets its log entry). */
   endRun(): void {
     this.generation++;
     for (const c of this.controllers) c.abort();
     this.controllers.clear();
-    this.waiting.length = 0;
+    for (const wake of this.waiting.splice(0)) wake(); // of an earlier generation now: rejects
     this.active = 0;
   }
 
   private async perform(m: FetchRequest, deadline: number, gen: number): Promise<FetchResult> {
     const g = this.grant;
+    let method = m.method;
     let body: Buffer | undefined = m.body !== undefined ? Buffer.from(m.body, "base64") : undefined;
+    let attempt = new Attempt(this.log, m.url, method, 0);
     if (body && body.length > g.maxRequestBytes) {
-      throw new FetchFailure("RangeError", `fetch: the request body of ${body.length} bytes is larger than network.maxRequestBytes (${g.maxRequestBytes})`);
+      throw attempt.deny(new FetchFailure("RangeError", `fetch: the request body of ${body.length} bytes is larger than network.maxRequestBytes (${g.maxRequestBytes})`));
     }
-    let url = this.allowed(m.url, "fetch");
-    await this.slot(gen);
+    const headers = new Headers();
+    for (const [k, v] of m.headers) {
+      try {
+        if (!DROPPED_HEADERS.has(k.toLowerCase())) headers.append(k, v);
+      } catch {
+        throw attempt.deny(new FetchFailure("TypeError", `fetch: invalid header ${JSON.stringify(k.slice(0, 64))}`));
+      }
+    }
+    let url = this.allowedUrl(m.url, "fetch", attempt);
+    let what = "fetch";
+    try {
+      await this.slot(gen);
+    } catch (e) {
+      attempt.end("the run ended before the request was sent");
+      throw e;
+    }
     const controller = new AbortController();
     this.controllers.add(controller);
     const budget = Math.min(g.timeoutMs, Math.max(0, deadline - Date.now()));
@@ -77,46 +217,49 @@ export class FetchBroker {
       timedOut = true;
       controller.abort();
     }, budget);
-    const headers = new Headers();
-    for (const [k, v] of m.headers) {
-      try {
-        if (!DROPPED_HEADERS.has(k.toLowerCase())) headers.append(k, v);
-      } catch {
-        throw new FetchFailure("TypeError", `fetch: invalid header ${JSON.stringify(k.slice(0, 64))}`);
-      }
-    }
-    let method = m.method;
     try {
       for (let hop = 0; ; hop++) {
-        const res = await fetch(url, { method, headers, body: body && method !== "GET" && method !== "HEAD" ? body : undefined, redirect: "manual", signal: controller.signal });
-        const location = res.headers.get("location");
-        if (REDIRECTS.has(res.status) && location !== null && g.maxRedirects > 0) {
-          await res.body?.cancel();
-          if (hop >= g.maxRedirects) throw new FetchFailure("TypeError", `fetch: more than ${g.maxRedirects} redirects (network.maxRedirects)`);
-          let next: string;
+        const addresses = await this.addresses(url, attempt, what, controller.signal);
+        const payload = body && method !== "GET" && method !== "HEAD" ? body : undefined;
+        const res = await this.send(url, method, headers, payload, addresses, controller.signal, attempt);
+        const status = res.statusCode ?? 0;
+        attempt.status = status;
+        const location = res.headers.location;
+        if (REDIRECTS.has(status) && location !== undefined && g.maxRedirects > 0) {
+          res.destroy();
+          attempt.end();
+          let next: URL;
           try {
-            next = new URL(location, url).href;
+            next = new URL(location, url);
           } catch {
             throw new FetchFailure("TypeError", `fetch: ${url.host} redirected to an invalid URL`);
           }
-          url = this.allowed(next, `redirect from ${url.host}`);
-          if (res.status === 303 || ((res.status === 301 || res.status === 302) && method === "POST")) {
+          if (status === 303 || ((status === 301 || status === 302) && method === "POST")) {
             method = method === "HEAD" ? "HEAD" : "GET";
             body = undefined;
             headers.delete("content-type");
           }
+          if (next.origin !== url.origin) for (const h of CREDENTIAL_HEADERS) headers.delete(h);
+          attempt = new Attempt(this.log, next.href, method, hop + 1);
+          if (hop >= g.maxRedirects) throw attempt.deny(new FetchFailure("TypeError", `fetch: more than ${g.maxRedirects} redirects (network.maxRedirects)`));
+          what = `redirect from ${url.host}`;
+          url = this.allowedUrl(next.href, what, attempt);
           continue;
         }
-        const data = await readCapped(res, g.maxResponseBytes, url.host, controller);
+        const data = await readBody(res, method, g.maxResponseBytes, url.host, attempt);
+        attempt.end();
         const out: [string, string][] = [];
-        res.headers.forEach((v, k) => {
-          if (out.length < MAX_RESPONSE_HEADERS) out.push([k, v]);
-        });
-        return { type: "fetchResult", id: m.id, req: m.req, ok: true, status: res.status, statusText: res.statusText, url: url.href, redirected: hop > 0, headers: out, body: data.toString("base64") };
+        for (let i = 0; i + 1 < res.rawHeaders.length && out.length < MAX_RESPONSE_HEADERS; i += 2) out.push([res.rawHeaders[i]!.toLowerCase(), res.rawHeaders[i + 1]!]);
+        return { type: "fetchResult", id: m.id, req: m.req, ok: true, status, statusText: res.statusMessage ?? "", url: url.href, redirected: hop > 0, headers: out, body: data.toString("base64") };
       }
     } catch (e) {
-      if (timedOut) throw new FetchFailure("TypeError", `fetch to ${url.host} timed out after ${budget} ms (network.timeoutMs ${g.timeoutMs}, or the run's own time limit)`);
-      throw e;
+      const failure = timedOut
+        ? new FetchFailure("TypeError", `fetch to ${url.host} timed out after ${budget} ms (network.timeoutMs ${g.timeoutMs}, or the run's own time limit)`)
+        : e instanceof FetchFailure
+          ? e
+          : new FetchFailure("TypeError", controller.signal.aborted ? "fetch: the run ended" : `fetch to ${url.host} failed: ${describe(e)}`);
+      attempt.end(failure.message);
+      throw failure;
     } finally {
       clearTimeout(timer);
       this.controllers.delete(controller);
@@ -124,10 +267,69 @@ export class FetchBroker {
     }
   }
 
-  private allowed(raw: string, what: string): URL {
+  /** The URL, if the grant lets it through; else the refusal (recorded), naming the grant. */
+  private allowedUrl(raw: string, what: string, attempt: Attempt): URL {
     const r = checkUrl(raw, this.rules);
-    if (!r.ok) throw new FetchFailure("TypeError", `${what} refused: ${r.message}; allowed: ${this.grant.allow.join(", ")}`);
+    if (!r.ok) throw attempt.deny(new FetchFailure("TypeError", `${what} refused: ${r.message}; allowed: ${this.grant.allow.join(", ")}`), r.reason ?? r.message);
     return r.url;
+  }
+
+  /**
+   * The addresses a hop may connect to: the IP literal, or every address the name resolves to on
+   * the host, each checked (checkAddresses). The connection is pinned to exactly these.
+   */
+  private async addresses(url: URL, attempt: Attempt, what: string, signal: AbortSignal): Promise<string[]> {
+    const host = bare(url.hostname);
+    let addresses: string[];
+    if (net.isIP(host)) addresses = [host];
+    else {
+      try {
+        addresses = [...new Set(await abortable(this.resolve(host), signal))];
+      } catch (e) {
+        if (signal.aborted) throw e;
+        throw new FetchFailure("TypeError", `${what} failed: ${host} could not be resolved (${describe(e)})`);
+      }
+    }
+    const d = checkAddresses(url, addresses, this.rules);
+    if (!d.ok) throw attempt.deny(new FetchFailure("TypeError", `${what} refused: ${d.reason}`), d.reason);
+    attempt.allow(d.reason, addresses[0]!);
+    return addresses;
+  }
+
+  /** Send one hop over a connection of its own to one of `addresses`; resolves with the response head. */
+  private send(url: URL, method: string, headers: Headers, payload: Buffer | undefined, addresses: string[], signal: AbortSignal, attempt: Attempt): Promise<http.IncomingMessage> {
+    const host = bare(url.hostname);
+    const h: Record<string, string> = {};
+    headers.forEach((v, k) => (h[k] = v));
+    // fetch's defaults, unless the guest set its own.
+    h["accept"] ??= "*/*";
+    h["user-agent"] ??= "node";
+    h["accept-encoding"] ??= "gzip, deflate, br";
+    if (payload) h["content-length"] = String(payload.length);
+    else if (method === "POST" || method === "PUT") h["content-length"] = "0";
+    attempt.bytesSent = payload?.length ?? 0;
+    const options: https.RequestOptions = {
+      host,
+      port: schemeAndPort(url).port,
+      path: `${url.pathname}${url.search}`,
+      method,
+      headers: h,
+      signal,
+      lookup: pinnedLookup(host, addresses),
+      // A fresh agent per hop: no connection (or TLS session) outlives it or serves another request.
+      ...(this.createConnection ? { createConnection: this.createConnection } : { agent: false }),
+    };
+    return new Promise((resolve, reject) => {
+      const req = (url.protocol === "https:" ? https : http).request(options, resolve);
+      req.on("error", reject);
+      // Which of the checked addresses took the connection (net may try several).
+      req.on("socket", (s) =>
+        s.once("connect", () => {
+          if (s.remoteAddress && addresses.includes(s.remoteAddress)) attempt.address = s.remoteAddress;
+        }),
+      );
+      req.end(payload);
+    });
   }
 
   private slot(gen: number): Promise<void> {
@@ -151,36 +353,94 @@ export class FetchBroker {
   }
 }
 
+/**
+ * A `lookup` for net.connect that answers only with `addresses`, the ones checked for `host`, and
+ * never asks DNS: the connection goes where the check looked, whatever the name resolves to by then.
+ */
+export function pinnedLookup(host: string, addresses: readonly string[]): net.LookupFunction {
+  return (hostname, options, callback) => {
+    const f = options.family;
+    const family = f === 4 || f === "IPv4" ? 4 : f === 6 || f === "IPv6" ? 6 : 0;
+    const list = hostname === host ? addresses.filter((a) => family === 0 || net.isIP(a) === family) : [];
+    process.nextTick(() => {
+      if (list.length === 0) {
+        const err = Object.assign(new Error(`${hostname}: no checked address${family ? ` of IPv${family}` : ""}`), { code: "ENOTFOUND", hostname });
+        return callback(err, options.all ? [] : "", 0);
+      }
+      if (options.all) callback(null, list.map((address) => ({ address, family: net.isIP(address) })));
+      else callback(null, list[0]!, net.isIP(list[0]!));
+    });
+  };
+}
+
+/** A URL's hostname without IPv6 brackets. */
+function bare(hostname: string): string {
+  return hostname.startsWith("[") ? hostname.slice(1, -1) : hostname;
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 function fail(m: FetchRequest, error: Failure): FetchResult {
-  return { type: "fetchResult", id: m.id, req: m.req, ok: false, error: { name: error.name, message: error.message.slice(0, 4096) } };
+  return { type: "fetchResult", id: m.id, req: m.req, ok: false, error: { ...error, message: error.message.slice(0, 4096) } };
 }
 
 function describe(e: unknown): string {
-  const err = e as Error & { cause?: { code?: string; message?: string } };
-  return err?.cause?.code ?? err?.cause?.message ?? err?.message ?? String(e);
+  const err = e as Error & { code?: string; cause?: { code?: string; message?: string } };
+  return err?.code ?? err?.cause?.code ?? err?.cause?.message ?? err?.message ?? String(e);
 }
 
-/** The body, or a RangeError once it passes `max` bytes (the download is aborted there). */
-async function readCapped(res: Response, max: number, host: string, controller: AbortController): Promise<Buffer> {
+/** The decoders for a Content-Encoding, outermost last; none when a coding is unknown (the body as it came, as fetch does). */
+function decodersFor(value: string | undefined): Transform[] {
+  const codings = (value ?? "").toLowerCase().split(",").map((s) => s.trim()).filter(Boolean).reverse();
+  if (!codings.every((c) => c === "gzip" || c === "x-gzip" || c === "deflate" || c === "br")) return [];
+  return codings.map((c) => (c === "br" ? zlib.createBrotliDecompress(BROTLI_LENIENT) : c === "deflate" ? zlib.createInflate(ZLIB_LENIENT) : zlib.createGunzip(ZLIB_LENIENT)));
+}
+
+/**
+ * The body, decoded as fetch would, or a RangeError once it passes `max` bytes, on the wire or
+ * decoded (the download is aborted there). Wire bytes are counted on `attempt`.
+ */
+async function readBody(res: http.IncomingMessage, method: string, max: number, host: string, attempt: Attempt): Promise<Buffer> {
   const tooBig = () => new FetchFailure("RangeError", `fetch: the response from ${host} is larger than network.maxResponseBytes (${max} bytes)`);
-  const declared = Number(res.headers.get("content-length"));
+  const declared = Number(res.headers["content-length"]);
   if (Number.isFinite(declared) && declared > max) {
-    controller.abort();
+    res.destroy();
     throw tooBig();
   }
-  if (!res.body) return Buffer.alloc(0);
-  const chunks: Uint8Array[] = [];
+  const chunks: Buffer[] = [];
   let total = 0;
-  const reader = res.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      controller.abort();
-      throw tooBig();
+  const wire = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      attempt.bytesReceived += chunk.length;
+      if (attempt.bytesReceived > max) return cb(tooBig());
+      cb(null, chunk);
+    },
+  });
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      total += chunk.length;
+      if (total > max) return cb(tooBig());
+      chunks.push(chunk);
+      cb();
+    },
+  });
+  const decoders = method === "HEAD" || NULL_BODY.has(res.statusCode ?? 0) ? [] : decodersFor(res.headers["content-encoding"]);
+  try {
+    await pipeline([res, wire, ...decoders, sink]);
+  } catch (e) {
+    if (e instanceof FetchFailure) throw e;
+    const code = (e as { code?: string }).code ?? "";
+    if (decoders.length > 0 && /^(Z_|ERR_BROTLI|ERR__ERROR)/.test(code)) {
+      throw new FetchFailure("TypeError", `fetch: the response from ${host} could not be decoded (content-encoding ${res.headers["content-encoding"]}: ${code})`);
     }
-    chunks.push(value);
+    throw e;
   }
   return Buffer.concat(chunks);
 }

@@ -18,7 +18,7 @@ import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits } from "../../policy/options.js";
 import { ResultGate, type DisplayResult } from "../../protocol/display.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
-import type { Engine, EngineRunOptions, EngineRunResult, NeedsHeavy } from "../engine.js";
+import type { Engine, EngineNetwork, EngineRunOptions, EngineRunResult, NeedsHeavy } from "../engine.js";
 import { FetchBroker } from "./fetch-broker.js";
 import type { WorkerProcess } from "./worker-process.js";
 
@@ -73,6 +73,11 @@ export class WorkerEngine implements Engine {
 
   get pid(): number | undefined {
     return this.worker.pid;
+  }
+
+  /** The record of the guest's fetches; outlives the worker, so it can be read after a kill. */
+  get network(): EngineNetwork | undefined {
+    return this.broker?.log;
   }
 
   async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {

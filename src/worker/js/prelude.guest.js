@@ -340,8 +340,11 @@ function prelude(host) {
     if (!r) return;
     requests.delete(req);
     const m = jsonParse(meta);
-    if (m.error) r.reject(m.error.name === "RangeError" ? new RangeError(m.error.message) : new TypeError(m.error.message));
-    else r.resolve(makeResponse(m, body));
+    if (m.error) {
+      const e = m.error.name === "RangeError" ? new RangeError(m.error.message) : new TypeError(m.error.message);
+      if (m.error.code !== undefined) e.code = m.error.code; // NETWORK_DENIED: the grant refused it
+      r.reject(e);
+    } else r.resolve(makeResponse(m, body));
   };
 
   return { show, describe, fireTimer, fetchDone, moduleSource, clearTimers: () => { timers.clear(); requests.clear(); } };
