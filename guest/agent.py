@@ -614,7 +614,12 @@ class Agent:
             repl = self.repl
             if repl is None or repl["proc"].poll() is not None:
                 repl = self.start_repl()
-        if not repl["ready"].wait(30):
+        # A REPL with warm imports (the data image) takes seconds to say ready, minutes under
+        # software emulation: wait while it lives (the host's time limit bounds the run).
+        deadline = time.monotonic() + 900
+        while not repl["ready"].wait(0.5) and repl["proc"].poll() is None and time.monotonic() < deadline:
+            pass
+        if not repl["ready"].is_set():
             self.chan.send({"type": "result", "id": msg["id"], "value": None, "error": {"name": "ReplExited", "message": "the Python REPL did not start", "traceback": ""}, "durationMs": 0})
             return
         self.repl_run = (msg["id"], oom_kills())

@@ -70,7 +70,7 @@ async function build(hv: Hypervisor, spec: VmSpec, ram: RamMode, dir: string): P
     try {
       // Warm what the first requests of every sandbox use: the REPL and a subprocess.
       const warm = await vm.dispatch({ type: "request", msg: { type: "run", id: vm.client.newId(), code: "1", valueCap: 16 } });
-      if (warm.type !== "result" || warm.value !== "1") throw new WorkerCrashedError("the guest's Python REPL did not answer while warming up");
+      if (warm.type !== "result" || warm.value !== "1") throw new WorkerCrashedError(`the guest's Python REPL did not answer while warming up: ${JSON.stringify(warm).slice(0, 1000)}`);
       await vm.dispatch({ type: "request", msg: { type: "exec", id: vm.client.newId(), argv: ["true"] } });
       await vm.dispatch({ type: "snapshot", into: { dir: tmp, ram }, then: "stop" });
     } finally {
