@@ -557,6 +557,8 @@ class Agent:
             run = self.repl_run
             if run is not None and self.repl is repl:
                 self.chan.send({"type": "output", "id": run[0], "stream": stream, "data": b64(data)})
+            elif run is None:  # before any run (start-up): kept, to say why a REPL did not start
+                repl["tail"] = (repl.get("tail", b"") + data)[-2048:]
 
     def repl_reader(self, repl):
         while True:
@@ -620,7 +622,10 @@ class Agent:
         while not repl["ready"].wait(0.5) and repl["proc"].poll() is None and time.monotonic() < deadline:
             pass
         if not repl["ready"].is_set():
-            self.chan.send({"type": "result", "id": msg["id"], "value": None, "error": {"name": "ReplExited", "message": "the Python REPL did not start", "traceback": ""}, "durationMs": 0})
+            status = repl["proc"].poll()
+            why = "" if status is None else " (it exited with status %s)" % status
+            tail = repl.get("tail", b"").decode("utf-8", "replace").strip()
+            self.chan.send({"type": "result", "id": msg["id"], "value": None, "error": {"name": "ReplExited", "message": "the Python REPL did not start" + why + (":\n" + tail if tail else ""), "traceback": ""}, "durationMs": 0})
             return
         self.repl_run = (msg["id"], oom_kills())
         self.repl_send(repl, {"type": "run", "id": msg["id"], "code": msg.get("code", ""), "valueCap": msg.get("valueCap", 1 << 20)})

@@ -88,7 +88,9 @@ export function qemuArgs(opts: LaunchOptions, extraCmdline: string[] = []): stri
   else ram = `memory-backend-ram,id=ram,size=${spec.memoryMb}M`;
   const args = [
     "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=ram",
-    ...(spec.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", `tcg,tb-size=${TCG_TB_MB}`]),
+    // TCG's default CPU model (qemu64) lacks instructions Debian's numpy/OpenBLAS use (their REPL
+    // died of SIGILL on import); "max" offers every feature TCG emulates.
+    ...(spec.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", `tcg,tb-size=${TCG_TB_MB}`, "-cpu", "max"]),
     "-m", `${spec.memoryMb}M`,
     "-smp", String(spec.vcpus),
     "-object", ram,
