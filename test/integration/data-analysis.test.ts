@@ -17,6 +17,7 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { Sandbox, type DisplayResult, type RunResult } from "../../src/index.js";
 import { agentboxEnv } from "../helpers.js";
 import { ensureDataImage, skipHeavy } from "../heavy.js";
+import { microvm } from "../conformance/heavy.js";
 import { BIN, spawnServer } from "../server-helpers.js";
 
 const run = promisify(execFile);
@@ -123,6 +124,19 @@ describe("data analysis on the data image", { skip: skipHeavy }, () => {
       assert.equal(values[0], values[1]);
       assert.match(values[0]!, /^\(\d+, \d+\)$/);
     });
+  });
+
+  it("microVM backend: the data image's disk and snapshot, with the stack imported; the analysis returns its chart", { skip: microvm.skip }, async () => {
+    // Under software emulation here (TCG): slow, but the same image, agent and warm-up path as KVM.
+    await using sb = await Sandbox.create({ tier: "heavy", backend: "microvm", image: "data", pool: false, limits: { timeoutMs: 120_000 } });
+    assert.deepEqual({ tier: sb.info.tier, backend: "backend" in sb.info ? sb.info.backend : undefined }, { tier: "heavy", backend: "microvm" });
+    assert.equal(sb.options.limits.memoryMb, 1024, "the data image's memory default");
+    const warm = await sb.runCode("import sys; [m in sys.modules for m in ('numpy', 'pandas', 'matplotlib.pyplot')]");
+    assert.equal(warm.value, "[True, True, True]", "imported in the base snapshot");
+    await sb.files.write("/home/user/sales.csv", CSV);
+    const r = await sb.runCode(ANALYSIS);
+    assert.equal(r.error, undefined, r.error?.traceback);
+    checkAnalysis(r.results);
   });
 
   it("CLI: agentbox run --tier heavy --image data --json returns the table and the chart", async () => {
