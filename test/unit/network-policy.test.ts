@@ -148,7 +148,7 @@ describe("network policy: the decision", () => {
 });
 
 describe("network policy: deny", () => {
-  const parse = (network: unknown) => parseTierOptions(optionSchemas, { language: "javascript", network });
+  const parse = (network: unknown) => parseTierOptions(optionSchemas, { language: "javascript", network }) as { network?: { deny: string[] } };
 
   it("deny entries have the allow syntax; a bad one is named by its field; the default is none", () => {
     assert.deepEqual(parse({ allow: ["api.test"] }).network?.deny, []);
