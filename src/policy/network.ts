@@ -133,12 +133,13 @@ function hostMatches(rule: AllowRule, host: string): boolean {
 
 /**
  * Whether the entry `asked` allows nothing `granted` does not (both parsed): the same host, or a
- * name (or "*." name) under a granted "*." name; the granted scheme, or any when it gives none;
- * the same port (absent in both: the default ports). The server's rule for what a client may ask.
+ * name (or "*." name) under a granted "*." name; and every (scheme, port) `asked` covers, `granted`
+ * covers too (so "https://x" is within "x", "https://x:443" within "https://x", "x" not within
+ * "https://x"). The server's rule for what a client may ask.
  */
 export function withinRule(asked: AllowRule, granted: AllowRule): boolean {
-  if (granted.scheme !== undefined && asked.scheme !== granted.scheme) return false;
-  if (asked.port !== granted.port) return false;
+  const pairs = (["http", "https"] as const).filter((sc) => asked.scheme === undefined || asked.scheme === sc).map((sc) => [sc, asked.port ?? (sc === "https" ? 443 : 80)] as const);
+  if (!pairs.every(([sc, port]) => fits(granted, sc, port))) return false;
   if (!granted.wildcard) return !asked.wildcard && asked.host === granted.host;
   const isIp = asked.host.startsWith("[") || net.isIPv4(asked.host);
   return !isIp && (asked.host.endsWith(`.${granted.host}`) || (asked.wildcard && asked.host === granted.host));

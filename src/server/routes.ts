@@ -90,7 +90,7 @@ export const ROUTES = {
     path: "/sandboxes",
     summary: "create a sandbox",
     description:
-      "`network` (JavaScript/TypeScript sandboxes: `{allow, deny?, ...}`) is the operator's to grant: every `network.allow` entry must be within an entry of the API key's `allowNet` when the key has one, else of the server's `--allow-net` list (a `*.name` entry covers names under it; scheme and port must fit). `network.deny` entries (same syntax; without a port they cover every port) win over `allow` and may be anything.",
+      "`network` (JavaScript/TypeScript sandboxes: `{allow, deny?, ...}`) is the operator's to grant: every `network.allow` entry must be within an entry of the API key's `allowNet` when the key has one, else of the server's `--allow-net` list (a `*.name` entry covers names under it; every scheme and port the asked entry covers must be covered). `network.deny` entries (same syntax; without a port they cover every port) win over `allow` and may be anything.",
     body: { kind: "json-resolved", schema: createSandboxRequest, required: true },
     responses: {
       "201": { description: "created", ...json("SandboxInfo") },

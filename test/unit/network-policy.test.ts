@@ -213,6 +213,9 @@ describe("network policy: what a client may ask for (withinRule)", () => {
     assert.ok(!within("corp.test", "*.corp.test"), "the apex is not under *.");
     assert.ok(!within("*.corp.test", "x.corp.test") && !within("*.other.test", "*.corp.test") && !within("x.other.test", "*.corp.test"));
     assert.ok(!within("api.test:8080", "api.test") && !within("api.test", "api.test:8080") && within("api.test:8080", "api.test:8080"));
+    assert.ok(within("https://api.test:443", "https://api.test") && within("https://api.test", "api.test:443") && within("http://api.test:80", "api.test"), "ports compared as the requests they allow");
+    assert.ok(!within("api.test:443", "https://api.test"), "http on 443 too");
+    assert.ok(within("https://api.test:8443", "api.test:8443") && !within("api.test:8443", "https://api.test:8443"));
     assert.ok(within("127.0.0.1:8080", "127.0.0.1:8080") && !within("127.0.0.1:8081", "127.0.0.1:8080") && !within("[::1]", "localhost"));
     assert.ok(!within("localhost", "*.corp.test"));
   });
