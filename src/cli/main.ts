@@ -40,7 +40,7 @@ ${flagHelp(MCP_FLAGS)}
 serve options:
   --host HOST            address to listen on (default ${D.host}; non-loopback needs API keys)
   --port PORT            port (default ${D.port}; 0 picks a free one)
-  --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs","maxCpus","maxDiskMb"}]}
+  --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs","maxCpus","maxDiskMb","allowNet"}]}
                          (else $AGENTBOX_API_KEYS_FILE, or $AGENTBOX_API_KEYS: the same JSON or key1,key2)
   --max-sandboxes N      live sandboxes across all keys and tiers (default ${D.maxSandboxes}); creates past it queue
   --max-heavy N          live heavy-tier sandboxes (default ${D.maxHeavySandboxes}; each also counts in --max-sandboxes)
@@ -49,6 +49,7 @@ serve options:
   --pool N               ready workers kept warm (default ${D.poolSize})
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
   --allow-net HOST       clients may grant JS sandboxes fetch() to HOST ([scheme://]host[:port]); repeatable
+                         (a key's own "allowNet" list replaces it for that key)
 
 exit codes: 0 ok, 1 the code raised, 2 a limit was hit, 64 bad usage, 70 internal error`;
 

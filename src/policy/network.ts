@@ -11,6 +11,12 @@
 //            | an IPv4 address ("127.0.0.1") or a bracketed IPv6 address ("[::1]"), exactly
 //   port     = 1..65535; absent: only the scheme's default port (80 for http, 443 for https; so
 //              without a port an entry allows ports 80 and 443 only, each with its own scheme)
+// Deny (`network.deny`, optional): entries of the same syntax that win over `allow`: a request a
+// deny entry matches is refused whatever `allow` says, and the message names that entry. They
+// match as allow entries do, except that what a deny entry leaves out it does not narrow: no scheme,
+// both; no port, every port (so "evil.example" refuses evil.example:8080 too; a deny meant for
+// one port names it). A deny entry that is an IP address also refuses a name resolving to that
+// address (checkAddresses), so a denied address cannot be reached through an allowed name.
 // A URL is checked after WHATWG parsing (the parse `fetch` itself does), so numeric host forms
 // like `http://2130706433/` are compared as the address they denote ("127.0.0.1"). URLs with
 // credentials (`user:pass@`) and schemes other than http/https are refused.
@@ -74,14 +80,17 @@ export function parseAllowEntry(entry: string): AllowRule | string {
   return rule;
 }
 
-const allowEntry = z.string().superRefine((s, ctx) => {
+/** One entry, `[http(s)://]host[:port]` (network.allow, network.deny, an API key's allowNet). */
+export const networkEntrySchema = z.string().superRefine((s, ctx) => {
   const r = parseAllowEntry(s);
   if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
 });
 
 export const networkSchema = z.strictObject({
   /** Where `fetch` may go; see the matching rules at the top of this file. */
-  allow: z.array(allowEntry).min(1).max(256),
+  allow: z.array(networkEntrySchema).min(1).max(256),
+  /** Where it may not, whatever `allow` says: no port in an entry means every port. */
+  deny: z.array(networkEntrySchema).max(256).default([]),
   /** Per request, from sending to the last byte of the body; never past the run's own deadline. */
   timeoutMs: z.int().min(1).max(600_000).default(10_000),
   /** Largest request body. */
@@ -111,6 +120,31 @@ function fits(rule: AllowRule, scheme: string, port: number): boolean {
   return (rule.scheme === undefined || rule.scheme === scheme) && (rule.port === undefined ? port === defaultPort : port === rule.port);
 }
 
+/** Whether deny `rule` covers requests with `scheme` to `port`: what it leaves out, it does not narrow. */
+function denies(rule: AllowRule, scheme: string, port: number): boolean {
+  return (rule.scheme === undefined || rule.scheme === scheme) && (rule.port === undefined || rule.port === port);
+}
+
+/** Whether `rule`'s host matches the URL host `host` (exact, or "*." for names under it, never an IP). */
+function hostMatches(rule: AllowRule, host: string): boolean {
+  const isIp = host.startsWith("[") || net.isIPv4(host);
+  return rule.wildcard ? !isIp && host.endsWith(`.${rule.host}`) : host === rule.host;
+}
+
+/**
+ * Whether the entry `asked` allows nothing `granted` does not (both parsed): the same host, or a
+ * name (or "*." name) under a granted "*." name; and every (scheme, port) `asked` covers, `granted`
+ * covers too (so "https://x" is within "x", "https://x:443" within "https://x", "x" not within
+ * "https://x"). The server's rule for what a client may ask.
+ */
+export function withinRule(asked: AllowRule, granted: AllowRule): boolean {
+  const pairs = (["http", "https"] as const).filter((sc) => asked.scheme === undefined || asked.scheme === sc).map((sc) => [sc, asked.port ?? (sc === "https" ? 443 : 80)] as const);
+  if (!pairs.every(([sc, port]) => fits(granted, sc, port))) return false;
+  if (!granted.wildcard) return !asked.wildcard && asked.host === granted.host;
+  const isIp = asked.host.startsWith("[") || net.isIPv4(asked.host);
+  return !isIp && (asked.host.endsWith(`.${granted.host}`) || (asked.wildcard && asked.host === granted.host));
+}
+
 /** A URL's scheme (without ":") and port (the scheme's default when it has none). */
 export function schemeAndPort(url: URL): { scheme: string; port: number } {
   const scheme = url.protocol.slice(0, -1);
@@ -118,10 +152,11 @@ export function schemeAndPort(url: URL): { scheme: string; port: number } {
 }
 
 /**
- * Whether `raw` may be fetched under `rules`: the parsed URL, or why not (naming host and grant).
+ * Whether `raw` may be fetched under `rules` and `deny`: the parsed URL, or why not (naming host
+ * and grant; `denied`: the deny entry that refused it). A deny entry wins over any allow entry.
  * `message` is for the guest; `reason`, for the log, never quotes the guest's raw string.
  */
-export function checkUrl(raw: string, rules: readonly AllowRule[]): { ok: true; url: URL } | { ok: false; message: string; reason?: string } {
+export function checkUrl(raw: string, rules: readonly AllowRule[], deny: readonly AllowRule[] = []): { ok: true; url: URL } | { ok: false; message: string; reason?: string; denied?: string } {
   let url: URL;
   try {
     url = new URL(raw);
@@ -132,9 +167,12 @@ export function checkUrl(raw: string, rules: readonly AllowRule[]): { ok: true; 
   if (scheme !== "http" && scheme !== "https") return { ok: false, message: `scheme "${scheme}:" is not allowed (only http and https)` };
   if (url.username || url.password) return { ok: false, message: "URLs with credentials (user:password@) are not allowed" };
   const host = url.hostname;
-  const isIp = host.startsWith("[") || net.isIPv4(host);
-  const hit = rules.some((r) => fits(r, scheme, port) && (r.wildcard ? !isIp && host.endsWith(`.${r.host}`) : host === r.host));
-  if (hit) return { ok: true, url };
+  const refused = deny.find((r) => denies(r, scheme, port) && hostMatches(r, host));
+  if (refused) {
+    const entry = formatRule(refused);
+    return { ok: false, message: `${scheme}://${host}:${port} is denied by network.deny entry "${entry}"`, denied: entry };
+  }
+  if (rules.some((r) => fits(r, scheme, port) && hostMatches(r, host))) return { ok: true, url };
   return { ok: false, message: `${scheme}://${host}:${port} is not in the sandbox's network grant (network.allow)` };
 }
 
@@ -241,23 +279,31 @@ export type AddressDecision = { ok: true; reason: string } | { ok: false; reason
 
 /**
  * Whether a request to `url` (already let through by `checkUrl`) may connect to `addresses`, what
- * its host is or resolved to on the host: each must be public or named (see the top of this file).
- * The reason says which, or which address was refused and the entry that would permit it.
+ * its host is or resolved to on the host: none may be an address a deny entry names, and each must
+ * be public or named (see the top of this file). The reason says which, or which address was
+ * refused and why: the deny entry, or the allow entry that would permit it.
  */
-export function checkAddresses(url: URL, addresses: readonly string[], rules: readonly AllowRule[]): AddressDecision {
+export function checkAddresses(url: URL, addresses: readonly string[], rules: readonly AllowRule[], deny: readonly AllowRule[] = []): AddressDecision {
   const { scheme, port } = schemeAndPort(url);
   const host = url.hostname;
   if (addresses.length === 0) return { ok: false, reason: `${host} has no address` };
-  const fitting = rules.filter((r) => !r.wildcard && fits(r, scheme, port));
   const isIp = (h: string) => h.startsWith("[") || net.isIPv4(h);
+  const keyOf = (r: AllowRule) => classifyAddress(r.host.startsWith("[") ? r.host.slice(1, -1) : r.host).key;
+  const denying = deny.filter((r) => isIp(r.host) && denies(r, scheme, port));
+  const fitting = rules.filter((r) => !r.wildcard && fits(r, scheme, port));
   const reasons: string[] = [];
   for (const address of addresses) {
     const c = classifyAddress(address);
+    const refused = denying.find((r) => keyOf(r) === c.key);
+    if (refused) {
+      const what = isIp(host) ? `${address} is` : `${host} resolves to ${address}, which is`;
+      return { ok: false, reason: `${what} denied by network.deny entry "${formatRule(refused)}"` };
+    }
     if (c.kind === "public") {
       reasons.push(`${address} is public`);
       continue;
     }
-    const byAddress = fitting.find((r) => isIp(r.host) && classifyAddress(r.host.startsWith("[") ? r.host.slice(1, -1) : r.host).key === c.key);
+    const byAddress = fitting.find((r) => isIp(r.host) && keyOf(r) === c.key);
     if (byAddress) {
       reasons.push(`${address} is named in network.allow ("${formatRule(byAddress)}")`);
       continue;

@@ -14,7 +14,7 @@ import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
 import { hasSandboxId, honoPath, openApiDocument, ROUTES, type OperationId, type RouteSpec } from "./routes.js";
 import { createSandboxExtras, type CommandRequest, type CommandResultBody } from "./schemas.js";
-import { parseAllowEntry } from "../policy/network.js";
+import { parseAllowList, withinRule } from "../policy/network.js";
 
 /** Where a streamed operation's chunks go. */
 interface Sink {
@@ -105,7 +105,7 @@ export function createApp(o: AppOptions): Hono<Env> {
         limits[limit] = Math.min(value, q[quota]);
       }
       resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
-      if (opts.tier === "nano" && opts.network) checkNetwork(opts.network.allow, o.netAllow);
+      if (opts.tier === "nano" && opts.network) checkNetwork(opts.network.allow, who, o.netAllow);
       const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs);
       return c.json(info(entry), 201);
     },
@@ -308,15 +308,22 @@ function guestPath(c: Context<Env>): string {
 }
 
 /**
- * A network grant is the operator's to give: every entry a client asks for must be one the server
- * was started with (--allow-net), compared after the same parsing the sandbox applies.
+ * A network grant is the operator's to give: every `network.allow` entry a client asks for must be
+ * within (withinRule, after the parsing the sandbox applies) an entry of its API key's `allowNet`
+ * when the key has one, else of the server's --allow-net list. `network.deny` only narrows the
+ * grant, so a client may list any deny entries it likes.
  */
-function checkNetwork(asked: readonly string[], allowed: readonly string[]): void {
-  if (allowed.length === 0) throw invalid("network", "this server grants no network access (start it with --allow-net HOST)");
-  const canon = (e: string) => JSON.stringify(parseAllowEntry(e));
-  const ok = new Set(allowed.map(canon));
-  asked.forEach((e, i) => {
-    if (!ok.has(canon(e))) throw invalid(`network.allow.${i}`, `${JSON.stringify(e)} is not one of the hosts this server allows (--allow-net)`);
+function checkNetwork(asked: readonly string[], who: Principal, serverAllow: readonly string[]): void {
+  const own = who.allowNet !== undefined;
+  const granted = parseAllowList(who.allowNet ?? serverAllow);
+  const source = own ? `API key "${who.name}"'s allowNet` : "this server's --allow-net";
+  if (granted.length === 0) {
+    throw invalid("network", own ? `API key "${who.name}" is granted no network access (its allowNet is empty)` : "this server grants no network access (start it with --allow-net HOST)");
+  }
+  parseAllowList(asked).forEach((rule, i) => {
+    if (!granted.some((g) => withinRule(rule, g))) {
+      throw invalid(`network.allow.${i}`, `${JSON.stringify(asked[i])} is not within the hosts ${source} grants (${(who.allowNet ?? serverAllow).join(", ")})`);
+    }
   });
 }
 

@@ -1,8 +1,9 @@
 // API keys of the HTTP server: where they come from (a JSON file or an environment variable),
-// the quotas each carries, and the constant-time check of a presented bearer token.
+// the quotas and network grants each carries, and the constant-time check of a presented bearer token.
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { networkEntrySchema } from "../policy/network.js";
 
 /** Quotas of one key; defaults apply to keys that do not set them. */
 export const quotaSchema = z.strictObject({
@@ -25,6 +26,11 @@ const keyEntrySchema = quotaSchema.extend({
   key: z.string().min(16).max(512).optional(),
   /** ... or its SHA-256 in hex, so the file need not hold the secret. */
   sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits").optional(),
+  /**
+   * `network.allow` entries this key's sandboxes may ask for, instead of the server's --allow-net
+   * list ([]: no network for this key). Absent: the server's list.
+   */
+  allowNet: z.array(networkEntrySchema).max(256).optional(),
 }).refine((k) => (k.key === undefined) !== (k.sha256 === undefined), "give exactly one of key or sha256");
 
 export const keyFileSchema = z.strictObject({ keys: z.array(keyEntrySchema).max(10_000) });
@@ -35,6 +41,8 @@ export type Quota = z.output<typeof quotaSchema>;
 export interface Principal {
   name: string;
   quota: Quota;
+  /** The key's own network grant (allowNet), replacing the server's; absent: the server's. */
+  allowNet?: readonly string[];
 }
 
 interface StoredKey extends Principal {
@@ -55,7 +63,8 @@ export class KeyRing {
       if (names.has(k.name)) throw new Error(`API keys: name ${JSON.stringify(k.name)} appears twice`);
       names.add(k.name);
       const digest = k.key !== undefined ? sha256(k.key) : Buffer.from(k.sha256!, "hex");
-      return { name: k.name, quota: { maxSandboxes: k.maxSandboxes, maxMemoryMb: k.maxMemoryMb, maxRunMs: k.maxRunMs, maxCpus: k.maxCpus, maxDiskMb: k.maxDiskMb }, digest };
+      const quota = { maxSandboxes: k.maxSandboxes, maxMemoryMb: k.maxMemoryMb, maxRunMs: k.maxRunMs, maxCpus: k.maxCpus, maxDiskMb: k.maxDiskMb };
+      return { name: k.name, quota, ...(k.allowNet ? { allowNet: k.allowNet } : {}), digest };
     });
     return new KeyRing(keys, keys.length === 0);
   }
@@ -82,7 +91,7 @@ export class KeyRing {
     for (const k of this.keys) {
       if (timingSafeEqual(d, k.digest) && found === undefined) found = k;
     }
-    return found && { name: found.name, quota: found.quota };
+    return found && { name: found.name, quota: found.quota, ...(found.allowNet ? { allowNet: found.allowNet } : {}) };
   }
 }
 

@@ -89,11 +89,13 @@ export const ROUTES = {
     method: "post",
     path: "/sandboxes",
     summary: "create a sandbox",
+    description:
+      "`network` (JavaScript/TypeScript sandboxes: `{allow, deny?, ...}`) is the operator's to grant: every `network.allow` entry must be within an entry of the API key's `allowNet` when the key has one, else of the server's `--allow-net` list (a `*.name` entry covers names under it; every scheme and port the asked entry covers must be covered). `network.deny` entries (same syntax; without a port they cover every port) win over `allow` and may be anything.",
     body: { kind: "json-resolved", schema: createSandboxRequest, required: true },
     responses: {
       "201": { description: "created", ...json("SandboxInfo") },
       ...jsonBody,
-      "400": err("invalid body or options (error.issues), or over this key's memory/run-time/cpu/disk quota"),
+      "400": err("invalid body or options (error.issues), over this key's memory/run-time/cpu/disk quota, or a network.allow entry outside what this key may be granted (its allowNet, else --allow-net)"),
       "401": common["401"],
       "429": err("this key's sandbox quota is used up (QUOTA_EXCEEDED), or the server is at capacity (CAPACITY, after waiting in the queue)"),
       "501": err("tier/language not available in this build or on this host (TIER_UNAVAILABLE)"),

@@ -1,6 +1,7 @@
 // The network grant of JavaScript sandboxes: a guest `fetch` that the host performs for it, only
 // to hosts in `network.allow`, with every redirect hop checked and the grant's caps enforced; names
-// resolved on the host, non-public addresses refused unless named; every attempt in the sandbox's
+// resolved on the host, non-public addresses refused unless named; `network.deny` entries refusing
+// what allow lets through (hosts, redirect hops, resolved addresses); every attempt in the sandbox's
 // network log (library, HTTP route, metrics). The test's HTTP server listens on 127.0.0.1; names
 // other than localhost are mapped in the test's own resolver (the host's dns.lookup, mocked); the
 // worker itself has no network.
@@ -91,6 +92,7 @@ describe("network grant: matching rules", () => {
   it("the option is validated up front and only JS/TS sandboxes take it", async () => {
     await assert.rejects(Sandbox.create({ language: "javascript", network: { allow: ["http://x/y"] } }), (e: unknown) => e instanceof InvalidOptionsError && /network\.allow\.0/.test(e.message));
     await assert.rejects(Sandbox.create({ language: "javascript", network: { allow: [] } }), InvalidOptionsError);
+    await assert.rejects(Sandbox.create({ language: "javascript", network: { allow: ["a.test"], deny: ["a.test/x"] } }), (e: unknown) => e instanceof InvalidOptionsError && /network\.deny\.0/.test(e.message));
     await assert.rejects(Sandbox.create({ language: "python", network: { allow: ["example.com"] } }), (e: unknown) => e instanceof InvalidOptionsError && /javascript/.test(e.message));
   });
 });
@@ -262,6 +264,52 @@ describe("network grant: the host decides (addresses)", () => {
       ],
     );
     assert.equal(log[3]!.url, `http://app.test:${otherPort}/secret`, "the log keeps no query string");
+  });
+
+  it("network.deny wins over allow: a denied host, a redirect to it, a name resolving to a denied address; each refusal names the entry", async (t) => {
+    mapNames(t, { "app.test": ["127.0.0.1"], "secret.corp.test": ["127.0.0.1"], "open.corp.test": ["127.0.0.1"] });
+    await using sb = await Sandbox.create({
+      language: "javascript",
+      network: {
+        allow: [`127.0.0.1:${port}`, `127.0.0.1:${otherPort}`, `app.test:${otherPort}`, `*.corp.test:${port}`],
+        deny: [`127.0.0.1:${otherPort}`, "secret.corp.test"],
+      },
+    });
+    const before = seen.length;
+    assert.deepEqual(await guestFetch(sb, `http://127.0.0.1:${otherPort}/secret`), {
+      name: "TypeError",
+      code: "NETWORK_DENIED",
+      message: `fetch refused: http://127.0.0.1:${otherPort} is denied by network.deny entry "127.0.0.1:${otherPort}"`,
+    });
+    // A deny entry without a port covers every port, though the allow entry gives one.
+    assert.deepEqual(await guestFetch(sb, `http://secret.corp.test:${port}/json`), {
+      name: "TypeError",
+      code: "NETWORK_DENIED",
+      message: `fetch refused: http://secret.corp.test:${port} is denied by network.deny entry "secret.corp.test"`,
+    });
+    assert.deepEqual(await guestFetch(sb, `http://open.corp.test:${port}/json`), { status: 200 });
+    const redirected = await guestFetch(sb, `http://127.0.0.1:${port}/to-other`);
+    assert.equal(redirected.code, "NETWORK_DENIED");
+    assert.equal(redirected.message, `redirect from 127.0.0.1:${port} refused: http://127.0.0.1:${otherPort} is denied by network.deny entry "127.0.0.1:${otherPort}"`);
+    // app.test passes by name; the address it resolves to is denied (though an allow entry names it).
+    assert.deepEqual(await guestFetch(sb, `http://app.test:${otherPort}/secret`), {
+      name: "TypeError",
+      code: "NETWORK_DENIED",
+      message: `fetch refused: app.test resolves to 127.0.0.1, which is denied by network.deny entry "127.0.0.1:${otherPort}"`,
+    });
+    assert.ok(!seen.some((x) => x.startsWith("OTHER")), "the denied server was never contacted");
+    assert.deepEqual(seen.slice(before), ["GET /json", "GET /to-other"]);
+    assert.deepEqual(
+      sb.network.log().map((e) => [e.host, e.port, e.hop, e.decision, e.reason]),
+      [
+        ["127.0.0.1", otherPort, 0, "denied", `http://127.0.0.1:${otherPort} is denied by network.deny entry "127.0.0.1:${otherPort}"`],
+        ["secret.corp.test", port, 0, "denied", `http://secret.corp.test:${port} is denied by network.deny entry "secret.corp.test"`],
+        ["open.corp.test", port, 0, "allowed", `127.0.0.1 is named in network.allow ("127.0.0.1:${port}")`],
+        ["127.0.0.1", port, 0, "allowed", `127.0.0.1 is named in network.allow ("127.0.0.1:${port}")`],
+        ["127.0.0.1", otherPort, 1, "denied", `http://127.0.0.1:${otherPort} is denied by network.deny entry "127.0.0.1:${otherPort}"`],
+        ["app.test", otherPort, 0, "denied", `app.test resolves to 127.0.0.1, which is denied by network.deny entry "127.0.0.1:${otherPort}"`],
+      ],
+    );
   });
 
   it("a sandbox without network has an empty log", async () => {

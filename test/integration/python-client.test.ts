@@ -1,9 +1,11 @@
 // The Python client's own unittest suite (clients/python/tests) against a real `agentbox serve`
-// started here; afterwards neither key has a sandbox left and the server exits cleanly. Its
+// started here (granting network to an HTTP server on 127.0.0.1 that this test runs); afterwards neither key has a sandbox left and the server exits cleanly. Its
 // commands tests need the heavy tier: where gVisor can run they must run (not skip).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { agentboxEnv, isAlive, waitGone } from "../helpers.js";
@@ -19,11 +21,14 @@ describe("Python client (clients/python)", () => {
     const KEY2 = "py-client-key-two-0123456789";
     const keys = { keys: [{ name: "one", key: KEY, maxSandboxes: 4, maxRunMs: 60_000 }, { name: "two", key: KEY2, maxSandboxes: 1 }] };
     if (!skipHeavy) await Promise.all([ensureImage(), ensureDataImage()]);
-    const { proc, url, stderr } = await spawnServer(["--pool", "1"], { AGENTBOX_API_KEYS: JSON.stringify(keys) });
+    const net = http.createServer((_req, res) => res.end("hi"));
+    await new Promise<void>((r) => net.listen(0, "127.0.0.1", r));
+    const netPort = (net.address() as AddressInfo).port;
+    const { proc, url, stderr } = await spawnServer(["--pool", "1", "--allow-net", `127.0.0.1:${netPort}`, "--allow-net", `localhost:${netPort}`], { AGENTBOX_API_KEYS: JSON.stringify(keys) });
     try {
       const py = spawn("python3", ["-m", "unittest", "-v"], {
         cwd: CLIENT_DIR,
-        env: { ...agentboxEnv(), AGENTBOX_TEST_URL: url, AGENTBOX_TEST_KEY: KEY, AGENTBOX_TEST_KEY2: KEY2, AGENTBOX_TEST_DATA_IMAGE: skipHeavy ? "0" : "1", PYTHONDONTWRITEBYTECODE: "1" },
+        env: { ...agentboxEnv(), AGENTBOX_TEST_URL: url, AGENTBOX_TEST_KEY: KEY, AGENTBOX_TEST_KEY2: KEY2, AGENTBOX_TEST_NET_PORT: String(netPort), AGENTBOX_TEST_DATA_IMAGE: skipHeavy ? "0" : "1", PYTHONDONTWRITEBYTECODE: "1" },
         stdio: ["ignore", "pipe", "pipe"],
       });
       let out = "";
@@ -41,6 +46,8 @@ describe("Python client (clients/python)", () => {
         assert.deepEqual(((await r.json()) as { sandboxes: unknown[] }).sandboxes, [], "the client's context managers killed every sandbox");
       }
     } finally {
+      net.closeAllConnections();
+      net.close();
       const workers = childPids(proc.pid);
       proc.kill("SIGTERM");
       const [code] = (await once(proc, "exit")) as [number | null];

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { z } from "zod";
-import { createServer, KeyRing, startServer, type AgentboxServer } from "../../src/server/index.js";
+import { createServer, KeyRing, loadKeys, startServer, type AgentboxServer } from "../../src/server/index.js";
 import { commandRequest, createSandboxRequest } from "../../src/server/schemas.js";
 import { isAlive, waitGone } from "../helpers.js";
 import { childPids } from "../server-helpers.js";
@@ -243,6 +243,46 @@ describe("HTTP API", () => {
       await own.close();
     }
     await assert.rejects(createServer({ keys: KeyRing.none(), netAllow: ["http://user@host/"], log: () => undefined }), /--allow-net/);
+  });
+
+  it("per-key network grants: a key's allowNet replaces --allow-net for it; deny entries are the client's", async () => {
+    const keys = KeyRing.fromEntries([
+      { name: "carol", key: "key-carol-0123456789", allowNet: ["*.corp.test", "127.0.0.1:9"] },
+      { name: "dave", key: "key-dave-01234567890", allowNet: [] },
+      { name: "erin", key: "key-erin-01234567890" },
+    ]);
+    const own = await createServer({ keys, poolSize: 0, netAllow: ["https://api.example.com"], log: () => undefined });
+    try {
+      const post = async (key: string, json: unknown) => {
+        const r = await own.app.request("/sandboxes", { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(json) });
+        const body = (await r.json()) as { id?: string; error?: { message: string; issues?: { path: string; message: string }[] } };
+        if (body.id) await own.app.request(`/sandboxes/${body.id}`, { method: "DELETE", headers: { authorization: `Bearer ${key}` } });
+        return { ...body, status: r.status };
+      };
+      const js = (network: unknown) => ({ language: "javascript", network });
+      // carol: her own list, entries within it (a name under "*.corp.test"), with deny entries of her choosing.
+      assert.equal((await post("key-carol-0123456789", js({ allow: ["api.corp.test", "*.corp.test", "127.0.0.1:9"], deny: ["secret.corp.test", "10.0.0.0"] }))).status, 201);
+      const notHers = await post("key-carol-0123456789", js({ allow: ["127.0.0.1:9", "https://api.example.com"] }));
+      assert.equal(notHers.status, 400);
+      assert.deepEqual(notHers.error!.issues!.map((i) => i.path), ["network.allow.1"]);
+      assert.match(notHers.error!.message, /network\.allow\.1: "https:\/\/api\.example\.com" is not within the hosts API key "carol"'s allowNet grants \(\*\.corp\.test, 127\.0\.0\.1:9\)/);
+      assert.equal((await post("key-carol-0123456789", js({ allow: ["corp.test"] }))).status, 400, "the apex is not under *.corp.test");
+      const badDeny = await post("key-carol-0123456789", js({ allow: ["api.corp.test"], deny: ["api.corp.test", "http://x/y"] }));
+      assert.equal(badDeny.status, 400);
+      assert.deepEqual(badDeny.error!.issues!.map((i) => i.path), ["network.deny.1"]);
+      // dave: allowNet [] takes the server's grant away from him.
+      const none = await post("key-dave-01234567890", js({ allow: ["https://api.example.com"] }));
+      assert.equal(none.status, 400);
+      assert.deepEqual(none.error!.issues!.map((i) => i.path), ["network"]);
+      assert.match(none.error!.message, /API key "dave" is granted no network access \(its allowNet is empty\)/);
+      // erin: no allowNet, so the server's --allow-net list.
+      assert.equal((await post("key-erin-01234567890", js({ allow: ["https://api.example.com"] }))).status, 201);
+      assert.match((await post("key-erin-01234567890", js({ allow: ["x.corp.test"] }))).error!.message, /network\.allow\.0: "x\.corp\.test" is not within the hosts this server's --allow-net grants/);
+    } finally {
+      await own.close();
+    }
+    assert.throws(() => KeyRing.fromEntries([{ name: "x", key: "key-x-0123456789abc", allowNet: ["ok.test", "http://user@host/"] }]), /allowNet/);
+    assert.throws(() => loadKeys(undefined, { AGENTBOX_API_KEYS: JSON.stringify({ keys: [{ name: "x", key: "key-x-0123456789abc", allowNet: ["*.com"] }] }) }), /keys\.0\.allowNet\.0: /);
   });
 
   it("bad input gets a 4xx JSON error naming the problem", async () => {

@@ -1,9 +1,13 @@
 // The network grant's address rules, without a socket: which addresses are public, which are
 // refused unless an entry names them, what names them (an IP entry whose scheme and port fit, or
-// "localhost" for loopback), the port rule, and what the log keeps of a URL.
+// "localhost" for loopback), the port rule, what the log keeps of a URL, deny entries (parsed as
+// allow entries, winning over them) and the server's "within" rule for what a client may ask.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { checkAddresses, checkUrl, classifyAddress, formatRule, parseAllowEntry, parseAllowList, urlForLog, type AddressKind } from "../../src/policy/network.js";
+import { InvalidOptionsError } from "../../src/errors.js";
+import { optionSchemas } from "../../src/engines/registry.js";
+import { parseTierOptions } from "../../src/policy/options.js";
+import { checkAddresses, checkUrl, classifyAddress, formatRule, parseAllowEntry, parseAllowList, urlForLog, withinRule, type AddressKind } from "../../src/policy/network.js";
 
 describe("network policy: address classification", () => {
   it("IPv4: public unicast only; loopback, private, link-local, multicast, unspecified, CGNAT, metadata and reserved ranges are not", () => {
@@ -140,5 +144,79 @@ describe("network policy: the decision", () => {
     assert.equal(urlForLog(new URL("https://user:pw@api.test:8443/a/b?token=secret#frag")), "https://api.test:8443/a/b");
     assert.equal(urlForLog(new URL("http://[::1]/x?q")), "http://[::1]/x");
     assert.equal(urlForLog(new URL(`http://a.test/${"x".repeat(5000)}`)).length, 2049);
+  });
+});
+
+describe("network policy: deny", () => {
+  const parse = (network: unknown) => parseTierOptions(optionSchemas, { language: "javascript", network }) as { network?: { deny: string[] } };
+
+  it("deny entries have the allow syntax; a bad one is named by its field; the default is none", () => {
+    assert.deepEqual(parse({ allow: ["api.test"] }).network?.deny, []);
+    assert.deepEqual(parse({ allow: ["*.corp.test"], deny: ["secret.corp.test", "http://10.0.0.5:8080"] }).network?.deny, ["secret.corp.test", "http://10.0.0.5:8080"]);
+    for (const [deny, pattern] of [
+      [["ok.test", "http://x/y"], /^network\.deny\.1$/],
+      [["*.com"], /^network\.deny\.0$/],
+      ["api.test", /^network\.deny$/],
+    ] as const) {
+      assert.throws(
+        () => parse({ allow: ["api.test"], deny }),
+        (e: unknown) => e instanceof InvalidOptionsError && pattern.test(e.issues[0]!.path) && e.message.includes(e.issues[0]!.path),
+        JSON.stringify(deny),
+      );
+    }
+    assert.throws(() => parse({ deny: ["api.test"] }), (e: unknown) => e instanceof InvalidOptionsError && e.issues[0]!.path === "network.allow", "deny alone grants nothing, so allow is still required");
+  });
+
+  it("deny wins over allow and names its entry; without a port it covers every port, without a scheme both", () => {
+    const allow = parseAllowList(["*.corp.test", "*.corp.test:8443", "api.test", "api.test:8080", "127.0.0.1:9000"]);
+    const deny = parseAllowList(["secret.corp.test", "https://api.test", "127.0.0.1:9000"]);
+    const check = (u: string) => checkUrl(u, allow, deny);
+    assert.deepEqual(check("https://secret.corp.test/x"), { ok: false, message: 'https://secret.corp.test:443 is denied by network.deny entry "secret.corp.test"', denied: "secret.corp.test" });
+    assert.equal(check("https://secret.corp.test:8443/").ok, false, "no port in a deny entry: every port");
+    assert.equal(check("https://x.secret.corp.test/").ok, true, "an exact deny entry does not cover subdomains");
+    assert.equal(check("https://open.corp.test/").ok, true);
+    assert.equal(check("https://api.test/").ok, false);
+    assert.match((check("https://api.test:8080/") as { message: string }).message, /denied by network\.deny entry "https:\/\/api\.test"/);
+    assert.equal(check("http://api.test/").ok, true, "https:// in a deny entry leaves http alone");
+    assert.equal(check("http://api.test:8080/").ok, true);
+    assert.equal((check("http://127.0.0.1:9000/") as { denied?: string }).denied, "127.0.0.1:9000");
+    assert.equal((check("http://2130706433:9000/") as { denied?: string }).denied, "127.0.0.1:9000", "numeric host forms are the address they denote");
+    assert.equal(check("http://nowhere.test/").ok, false);
+    assert.equal((check("http://nowhere.test/") as { denied?: string }).denied, undefined, "not allowed is not denied");
+    const wild = parseAllowList(["*.bad.corp.test"]);
+    assert.equal(checkUrl("https://a.bad.corp.test/", allow, wild).ok, false);
+    assert.equal(checkUrl("https://bad.corp.test/", allow, wild).ok, true, "a *. deny entry, like an allow entry, leaves the apex alone");
+  });
+
+  it("an IP deny entry refuses a name resolving to its address, even an address an allow entry names", () => {
+    const allow = parseAllowList(["app.test", "10.0.0.5", "public.test"]);
+    const deny = parseAllowList(["10.0.0.5", "93.184.215.14"]);
+    assert.deepEqual(checkAddresses(new URL("http://app.test/"), ["10.0.0.5"], allow, deny), { ok: false, reason: 'app.test resolves to 10.0.0.5, which is denied by network.deny entry "10.0.0.5"' });
+    assert.deepEqual(checkAddresses(new URL("http://public.test/"), ["8.8.8.8", "::ffff:93.184.215.14"], allow, deny), {
+      ok: false,
+      reason: 'public.test resolves to ::ffff:93.184.215.14, which is denied by network.deny entry "93.184.215.14"',
+    });
+    assert.equal(checkAddresses(new URL("http://public.test/"), ["8.8.8.8"], allow, deny).ok, true);
+    assert.equal(checkAddresses(new URL("http://app.test/"), ["10.0.0.5"], allow, parseAllowList(["10.0.0.5:8080"])).ok, true, "a deny entry with a port covers that port only");
+    assert.equal(checkAddresses(new URL("http://app.test/"), ["10.0.0.5"], allow, parseAllowList(["app.test"])).ok, true, "a name in deny is checkUrl's business, not the address check's");
+  });
+});
+
+describe("network policy: what a client may ask for (withinRule)", () => {
+  const within = (asked: string, granted: string) => withinRule(parseAllowList([asked])[0]!, parseAllowList([granted])[0]!);
+
+  it("the same entry, a name under a granted *. name, a narrower scheme; never another port or a wider scheme", () => {
+    assert.ok(within("api.test", "api.test") && within("API.test", "api.test"));
+    assert.ok(within("https://api.test", "api.test"), "one scheme of the two granted");
+    assert.ok(!within("api.test", "https://api.test"), "both schemes where one is granted");
+    assert.ok(within("x.corp.test", "*.corp.test") && within("a.b.corp.test", "*.corp.test") && within("*.b.corp.test", "*.corp.test") && within("*.corp.test", "*.corp.test"));
+    assert.ok(!within("corp.test", "*.corp.test"), "the apex is not under *.");
+    assert.ok(!within("*.corp.test", "x.corp.test") && !within("*.other.test", "*.corp.test") && !within("x.other.test", "*.corp.test"));
+    assert.ok(!within("api.test:8080", "api.test") && !within("api.test", "api.test:8080") && within("api.test:8080", "api.test:8080"));
+    assert.ok(within("https://api.test:443", "https://api.test") && within("https://api.test", "api.test:443") && within("http://api.test:80", "api.test"), "ports compared as the requests they allow");
+    assert.ok(!within("api.test:443", "https://api.test"), "http on 443 too");
+    assert.ok(within("https://api.test:8443", "api.test:8443") && !within("api.test:8443", "https://api.test:8443"));
+    assert.ok(within("127.0.0.1:8080", "127.0.0.1:8080") && !within("127.0.0.1:8081", "127.0.0.1:8080") && !within("[::1]", "localhost"));
+    assert.ok(!within("localhost", "*.corp.test"));
   });
 });

@@ -37,7 +37,23 @@ from .errors import (
     TimeoutError,
     WorkerCrashedError,
 )
-from .sandbox import CommandResult, Connection, DisplayResult, EntryInfo, GuestError, Limits, Mount, RunResult, Sandbox, SandboxCommands, SandboxFiles, SandboxInfo
+from .sandbox import (
+    CommandResult,
+    Connection,
+    DisplayResult,
+    EntryInfo,
+    GuestError,
+    Limits,
+    Mount,
+    Network,
+    NetworkLogEntry,
+    RunResult,
+    Sandbox,
+    SandboxCommands,
+    SandboxFiles,
+    SandboxInfo,
+    SandboxNetwork,
+)
 
 __all__ = [
     "AbortedError",
@@ -57,6 +73,8 @@ __all__ = [
     "Limits",
     "MemoryLimitError",
     "Mount",
+    "Network",
+    "NetworkLogEntry",
     "NotFoundError",
     "NotTextError",
     "OutputLimitError",
@@ -70,6 +88,7 @@ __all__ = [
     "SandboxCommands",
     "SandboxFiles",
     "SandboxInfo",
+    "SandboxNetwork",
     "TierUnavailableError",
     "TimeoutError",
     "WorkerCrashedError",

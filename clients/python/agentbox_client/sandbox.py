@@ -1,4 +1,4 @@
-"""The Sandbox class: the TypeScript API (create, run_code, files, commands, kill) over the HTTP API.
+"""The Sandbox class: the TypeScript API (create, run_code, files, commands, network, kill) over the HTTP API.
 
 Standard library only: ``http.client`` for requests, a small Server-Sent Events reader for
 streamed runs. One connection per request keeps the client thread-safe and simple.
@@ -42,6 +42,67 @@ class Mount(TypedDict, total=False):
     hostPath: str
     guestPath: str
     readOnly: bool
+
+
+class Network(TypedDict, total=False):
+    """A JavaScript sandbox's network grant (``fetch`` through the host), as in the TypeScript API.
+
+    ``allow`` (required) and ``deny`` hold ``[http(s)://]host[:port]`` entries; a host matching a
+    ``deny`` entry is refused whatever ``allow`` says (a deny entry without a port covers every
+    port). The server lets a key ask only for hosts within its grant (the key's ``allowNet``, else
+    ``--allow-net``)."""
+
+    allow: List[str]
+    deny: List[str]
+    timeoutMs: int
+    maxRequestBytes: int
+    maxResponseBytes: int
+    maxConcurrent: int
+    maxRedirects: int
+
+
+@dataclass(frozen=True)
+class NetworkLogEntry:
+    """One attempt by the guest to reach the network: a request, or one redirect hop of it.
+
+    ``decision`` is "allowed" (a connection was attempted; ``status`` or ``error`` says how it
+    went), "denied" (the grant, a deny entry or a cap refused it; nothing was sent) or "error" (no
+    connection was attempted, e.g. the name did not resolve); ``reason`` says why. ``url`` has no
+    query string or credentials; no headers or bodies are kept."""
+
+    time: str
+    method: str
+    url: str
+    host: str
+    port: Optional[int]
+    address: Optional[str]
+    hop: int
+    decision: Literal["allowed", "denied", "error"]
+    reason: str
+    status: Optional[int]
+    bytes_sent: int
+    bytes_received: int
+    duration_ms: float
+    error: Optional[str] = None
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "NetworkLogEntry":
+        return NetworkLogEntry(
+            time=str(d["time"]),
+            method=str(d["method"]),
+            url=str(d["url"]),
+            host=str(d["host"]),
+            port=None if d.get("port") is None else int(d["port"]),
+            address=None if d.get("address") is None else str(d["address"]),
+            hop=int(d["hop"]),
+            decision=d["decision"],
+            reason=str(d["reason"]),
+            status=None if d.get("status") is None else int(d["status"]),
+            bytes_sent=int(d["bytesSent"]),
+            bytes_received=int(d["bytesReceived"]),
+            duration_ms=float(d["durationMs"]),
+            error=None if d.get("error") is None else str(d["error"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -417,6 +478,20 @@ def _stream(
     raise AgentboxError("the event stream ended without a result", code="PROTOCOL_ERROR")
 
 
+class SandboxNetwork:
+    """The sandbox's network, as its grant lets the guest use it (JavaScript sandboxes with ``network``)."""
+
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sb = sandbox
+
+    def log(self) -> List[NetworkLogEntry]:
+        """Every attempt of the guest to reach the network, allowed or not: the last 1000, oldest
+        first, one per request and per redirect hop. Empty for a sandbox without network; also
+        answered for a closed sandbox."""
+        d = self._sb._conn.json("GET", f"{self._sb._base}/network/log")
+        return [NetworkLogEntry.from_json(e) for e in d["entries"]]
+
+
 class Sandbox:
     """A sandbox on an agentbox server. Use ``Sandbox.create(...)``, ideally in a ``with`` block."""
 
@@ -426,6 +501,7 @@ class Sandbox:
         self._base = f"/sandboxes/{urllib.parse.quote(info.id, safe='')}"
         self.files = SandboxFiles(self)
         self.commands = SandboxCommands(self)
+        self.network = SandboxNetwork(self)
         self._killed = False
 
     @property
@@ -450,6 +526,7 @@ class Sandbox:
         backend: Optional[Literal["auto", "gvisor", "microvm"]] = None,
         image: Optional[Literal["base", "data"]] = None,
         packages: Optional[List[str]] = None,
+        network: Optional[Network] = None,
         idle_timeout_ms: Optional[int] = None,
         base_url: Optional[str] = None,
         api_key: Optional[str] = None,
@@ -459,11 +536,13 @@ class Sandbox:
 
         ``tier="heavy"`` gives a Debian userland (gVisor) with ``commands.run``; ``backend``,
         ``image`` (``"data"``: numpy, pandas, matplotlib, ... already imported) and ``packages``
-        (extra Debian packages of a built image) apply to it.
+        (extra Debian packages of a built image) apply to it. ``network`` (JavaScript sandboxes:
+        ``{"allow": [...], "deny": [...]}``) gives the guest ``fetch`` to those hosts, within what the
+        server grants this key; ``network.log()`` then records every attempt.
         """
         conn = _connection(base_url, api_key, timeout_s)
         body: Dict[str, Any] = {"language": language, "tier": tier}
-        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("backend", backend), ("image", image), ("packages", packages), ("idleTimeoutMs", idle_timeout_ms)):
+        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("backend", backend), ("image", image), ("packages", packages), ("network", network), ("idleTimeoutMs", idle_timeout_ms)):
             if v is not None:
                 body[k] = dict(v) if isinstance(v, Mapping) else v
         return cls(SandboxInfo.from_json(conn.json("POST", "/sandboxes", body)), conn)

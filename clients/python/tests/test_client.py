@@ -1,8 +1,10 @@
 """Tests of the Python client against a real agentbox server.
 
 The server is $AGENTBOX_TEST_URL with keys $AGENTBOX_TEST_KEY and $AGENTBOX_TEST_KEY2 (how
-`npm test` runs these, through test/integration/python-client.test.ts). Without them, the tests
-start `node bin/agentbox.js serve --port 0` from this repository themselves (needs `npm run build`).
+`npm test` runs these, through test/integration/python-client.test.ts), started with
+`--allow-net 127.0.0.1:P --allow-net localhost:P` for an HTTP server on 127.0.0.1:P
+($AGENTBOX_TEST_NET_PORT) that answers "hi". Without them, the tests start that HTTP server and
+`node bin/agentbox.js serve --port 0` from this repository themselves (needs `npm run build`).
 
     cd clients/python && python3 -m unittest -v
 """
@@ -10,11 +12,13 @@ start `node bin/agentbox.js serve --port 0` from this repository themselves (nee
 from __future__ import annotations
 
 import builtins
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import unittest
 from pathlib import Path
@@ -30,6 +34,7 @@ from agentbox_client import (  # noqa: E402
     FileSystemError,
     InvalidOptionsError,
     NotFoundError,
+    NetworkLogEntry,
     NotTextError,
     QuotaExceededError,
     RequestTimeoutError,
@@ -42,19 +47,36 @@ from agentbox_client import (  # noqa: E402
 URL = ""
 KEY = ""
 KEY2 = ""
+NET_PORT = 0
 _server: Optional[subprocess.Popen[bytes]] = None
+_net: Optional[http.server.ThreadingHTTPServer] = None
+
+
+class _Hi(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"hi")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 def setUpModule() -> None:
-    global URL, KEY, KEY2, _server
+    global URL, KEY, KEY2, NET_PORT, _server, _net
     if os.environ.get("AGENTBOX_TEST_URL"):
         URL, KEY, KEY2 = os.environ["AGENTBOX_TEST_URL"], os.environ["AGENTBOX_TEST_KEY"], os.environ["AGENTBOX_TEST_KEY2"]
+        NET_PORT = int(os.environ["AGENTBOX_TEST_NET_PORT"])
         return
+    _net = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hi)
+    NET_PORT = _net.server_address[1]
+    threading.Thread(target=_net.serve_forever, daemon=True).start()
     KEY, KEY2 = "py-client-key-one-0123456789", "py-client-key-two-0123456789"
     keys = {"keys": [{"name": "one", "key": KEY, "maxSandboxes": 4, "maxRunMs": 60000}, {"name": "two", "key": KEY2, "maxSandboxes": 1}]}
     repo = Path(__file__).resolve().parents[3]
     _server = subprocess.Popen(
-        ["node", str(repo / "bin" / "agentbox.js"), "serve", "--port", "0", "--pool", "1"],
+        ["node", str(repo / "bin" / "agentbox.js"), "serve", "--port", "0", "--pool", "1", "--allow-net", f"127.0.0.1:{NET_PORT}", "--allow-net", f"localhost:{NET_PORT}"],
         env={**os.environ, "AGENTBOX_API_KEYS": json.dumps(keys)},
         stdout=subprocess.PIPE,
     )
@@ -70,6 +92,9 @@ def tearDownModule() -> None:
     if _server is not None:
         _server.terminate()
         _server.wait(timeout=30)
+    if _net is not None:
+        _net.shutdown()
+        _net.server_close()
 
 
 def create(**kw: object) -> Sandbox:
@@ -294,6 +319,36 @@ class CommandsTests(unittest.TestCase):
         with self.assertRaises(InvalidOptionsError) as cm:
             self.sb.commands.run("true", timeout_ms=120_000)  # over the key's maxRunMs
         self.assertEqual(cm.exception.issues[0]["path"], "timeoutMs")
+
+
+class NetworkTests(unittest.TestCase):
+    def test_fetch_with_allow_and_deny_and_the_network_log(self) -> None:
+        allowed, denied = f"http://127.0.0.1:{NET_PORT}/hello?token=x", f"http://localhost:{NET_PORT}/hello"
+        network = {"allow": [f"127.0.0.1:{NET_PORT}", f"localhost:{NET_PORT}"], "deny": ["localhost"]}
+        with create(language="javascript", network=network) as sb:
+            r = sb.run_code(f"const a = await fetch({json.dumps(allowed)});\nlet b;\ntry {{ await fetch({json.dumps(denied)}) }} catch (e) {{ b = [e.code, e.message] }}\n[a.status, await a.text(), b]")
+            self.assertIsNone(r.error, r.error and r.error.traceback)
+            reason = f'http://localhost:{NET_PORT} is denied by network.deny entry "localhost"'
+            self.assertEqual(json.loads(r.value or "null"), [200, "hi", ["NETWORK_DENIED", f"fetch refused: {reason}"]])
+            log = sb.network.log()
+            self.assertEqual([type(e) for e in log], [NetworkLogEntry, NetworkLogEntry])
+            ok, no = log
+            self.assertEqual((ok.method, ok.url, ok.host, ok.port, ok.address, ok.hop, ok.decision, ok.status), ("GET", f"http://127.0.0.1:{NET_PORT}/hello", "127.0.0.1", NET_PORT, "127.0.0.1", 0, "allowed", 200))
+            self.assertEqual((ok.bytes_sent, ok.bytes_received, ok.error), (0, 2, None))
+            self.assertGreaterEqual(ok.duration_ms, 0)
+            self.assertRegex(ok.time, r"^\d{4}-\d\d-\d\dT")
+            self.assertEqual((no.host, no.port, no.address, no.decision, no.reason, no.status, no.bytes_received), ("localhost", NET_PORT, None, "denied", reason, None, 0))
+        with create() as sb:
+            self.assertEqual(sb.network.log(), [])
+
+    def test_network_past_the_servers_grant_names_the_field(self) -> None:
+        with self.assertRaises(InvalidOptionsError) as cm:
+            create(language="javascript", network={"allow": [f"127.0.0.1:{NET_PORT}", "example.com"]})
+        self.assertEqual(cm.exception.issues[0]["path"], "network.allow.1")
+        self.assertIn("--allow-net", cm.exception.message)
+        with self.assertRaises(InvalidOptionsError) as cm:
+            create(language="javascript", network={"allow": [f"127.0.0.1:{NET_PORT}"], "deny": ["not a host"]})
+        self.assertEqual(cm.exception.issues[0]["path"], "network.deny.0")
 
 
 class LifecycleTests(unittest.TestCase):

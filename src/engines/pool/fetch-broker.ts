@@ -1,6 +1,6 @@
 // The host half of a sandbox's network grant: the worker (which has no network at all) asks for a
 // request; this checks the URL against the grant, resolves the name on the host and checks every
-// address (policy/network.ts), then performs the request with node:http/https connected to exactly
+// address (policy/network.ts; `deny` entries first, winning over `allow`), then performs the request with node:http/https connected to exactly
 // the addresses it checked (a pinned `lookup`: no second resolution, so DNS rebinding between the
 // check and the connection has nothing to rebind), one connection per hop, never pooled. It follows
 // redirects itself so every hop is checked the same way, enforces the grant's caps (body sizes,
@@ -142,6 +142,7 @@ export class FetchBroker {
   /** Every attempt of this sandbox's guest, allowed or not. */
   readonly log: NetworkLog;
   private readonly rules: AllowRule[];
+  private readonly deny: AllowRule[];
   private readonly resolve: Resolver;
   private readonly createConnection: FetchBrokerOptions["createConnection"];
   private active = 0;
@@ -155,6 +156,7 @@ export class FetchBroker {
     options: FetchBrokerOptions = {},
   ) {
     this.rules = parseAllowList(grant.allow);
+    this.deny = parseAllowList(grant.deny ?? []);
     this.resolve = options.resolve ?? systemResolver;
     this.createConnection = options.createConnection;
     this.log = options.log ?? new NetworkLog();
@@ -269,8 +271,12 @@ export class FetchBroker {
 
   /** The URL, if the grant lets it through; else the refusal (recorded), naming the grant. */
   private allowedUrl(raw: string, what: string, attempt: Attempt): URL {
-    const r = checkUrl(raw, this.rules);
-    if (!r.ok) throw attempt.deny(new FetchFailure("TypeError", `${what} refused: ${r.message}; allowed: ${this.grant.allow.join(", ")}`), r.reason ?? r.message);
+    const r = checkUrl(raw, this.rules, this.deny);
+    if (!r.ok) {
+      // A deny entry's refusal names that entry; listing what is allowed would not help.
+      const message = r.denied !== undefined ? `${what} refused: ${r.message}` : `${what} refused: ${r.message}; allowed: ${this.grant.allow.join(", ")}`;
+      throw attempt.deny(new FetchFailure("TypeError", message), r.reason ?? r.message);
+    }
     return r.url;
   }
 
@@ -290,7 +296,7 @@ export class FetchBroker {
         throw new FetchFailure("TypeError", `${what} failed: ${host} could not be resolved (${describe(e)})`);
       }
     }
-    const d = checkAddresses(url, addresses, this.rules);
+    const d = checkAddresses(url, addresses, this.rules, this.deny);
     if (!d.ok) throw attempt.deny(new FetchFailure("TypeError", `${what} refused: ${d.reason}`), d.reason);
     attempt.allow(d.reason, addresses[0]!);
     return addresses;
