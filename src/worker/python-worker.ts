@@ -150,7 +150,7 @@ async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | und
     const globals = py.globals.get("dict")();
     py.runPython(fs.readFileSync(new URL("./display.py", import.meta.url), "utf8"), { globals });
     // HTTP through the host (python/net-channel.ts is its other half); the build copies it here too.
-    py.runPython(fs.readFileSync(new URL("./python/network.guest.py", import.meta.url), "utf8"), { globals });
+    py.runPython(fs.readFileSync(new URL("./python/network.guest.py", import.meta.url), "utf8"), { globals, filename: "<agentbox-network>" });
     py.runPython(SETUP, { globals });
   }
   return py;
