@@ -201,6 +201,15 @@ describe("python network grant: urllib.request and http.client", () => {
     assert.equal(slowEntry?.error, "fetch: the run ended");
   });
 
+  it("a guest that ignores SIGINT is not left waiting: its request is abandoned at the time limit", async () => {
+    await using sb = await Sandbox.create({ language: "python", network: { allow: [`127.0.0.1:${port}`], timeoutMs: 60_000 }, limits: { timeoutMs: 500 } });
+    const t0 = Date.now();
+    const r = await sb.runCode(`import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n${urlErrorOf(`urllib.request.urlopen("http://127.0.0.1:${port}/slow")`)}`);
+    assert.ok(Date.now() - t0 < 2500);
+    assert.equal(r.limitHit, "timeoutMs");
+    assert.deepEqual(JSON.parse(r.stdout), { raised: "URLError", reasonType: "NetworkError", reason: "the request was abandoned: the run was interrupted", code: null });
+  });
+
   it("without a grant, urllib and http.client fail clearly and nothing is sent", async () => {
     await using sb = await Sandbox.create({ language: "python" });
     const before = seen.length;

@@ -103,6 +103,7 @@ describe("python net channel (worker side)", () => {
     Atomics.store(t.words, 0, 2);
     assert.throws(() => t.readAll(), (e: unknown) => (e as ErrnoError).errno === 27);
     Atomics.store(t.words, 0, 0);
+    assert.deepEqual(t.readAll().head, { ok: false, error: { name: "TypeError", message: "the request was abandoned: the run was interrupted" } }, "what a guest that ignores SIGINT reads on the retry");
     assert.throws(() => t.readAll(), SyntaxError, "nothing pending: end of file at once");
     t.write(GET()); // a new request may go out
     assert.equal(t.sent.length, 2);

@@ -143,8 +143,10 @@ export class NetChannel {
       }
       if (Atomics.load(words, 0) === 2) {
         // The time limit (or an abort): the request is abandoned and the read fails with EINTR;
-        // CPython checks signals before it retries, and raises KeyboardInterrupt.
+        // CPython checks signals before it retries, and raises KeyboardInterrupt. A guest that
+        // ignores SIGINT reads this answer on the retry instead.
         this.pending = undefined;
+        this.reply({ ok: false, error: { name: "TypeError", message: "the request was abandoned: the run was interrupted" } });
         throw interrupted();
       }
       const left = p.deadline - this.link.now();
