@@ -185,6 +185,8 @@ describe("python network grant: urllib.request and http.client", () => {
     assert.ok(Date.now() - t0 < 2500, "did not wait for the server");
     const isTimeout = await sb.runCode(`import http.client\nc = http.client.HTTPConnection("127.0.0.1", ${port}, timeout=0.2)\nc.request("GET", "/slow")\ntry:\n    c.getresponse()\nexcept TimeoutError as e:\n    print("TimeoutError", e)`);
     assert.equal(isTimeout.stdout, "TimeoutError timed out after 200 ms (the timeout the request was given)\n");
+    const byDefault = await guestJson<Raised>(sb, `import socket\nsocket.setdefaulttimeout(0.25)\n${urlErrorOf(`urllib.request.urlopen("http://127.0.0.1:${port}/slow")`)}`);
+    assert.equal(byDefault.reason, "timed out after 250 ms (the timeout the request was given)");
   });
 
   it("a run's time limit stops a guest blocked on a response; the sandbox lives on", async () => {

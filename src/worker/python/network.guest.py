@@ -155,7 +155,7 @@ def _make_network():
                 host, port = (self._tunnel_host, self._tunnel_port) if self._tunnel_host else (self.host, self.port)
                 method, url, headers, body = parse_request(b"".join(pipe.sent), self.scheme, host, port)
                 pipe.sent = []
-                timeout = self.timeout if self.timeout is not socket._GLOBAL_DEFAULT_TIMEOUT else None
+                timeout = self.timeout if self.timeout is not socket._GLOBAL_DEFAULT_TIMEOUT else socket.getdefaulttimeout()
                 try:
                     answer, data = exchange(method, url, headers, body, timeout)
                 except BaseException:
