@@ -111,7 +111,7 @@ export const FLAGS = {
   "allow-net": {
     value: "HOST",
     multiple: true,
-    help: "JavaScript/TypeScript: give the guest fetch() to HOST ([scheme://]host[:port],\n*.domain for subdomains); repeatable. No network without it. A name that\nresolves to a loopback or private address also needs that address (or localhost).",
+    help: "nano tier: give the guest HTTP to HOST (JavaScript fetch(), Python urllib and\nhttp.client) ([scheme://]host[:port], *.domain for subdomains); repeatable. No\nnetwork without it. A name that resolves to a loopback or private address also\nneeds that address (or localhost).",
     option: "network.allow",
   },
   "results-dir": {

@@ -60,18 +60,15 @@ export type AutoEngineDescriptor = DescriptorBase<"auto", AutoOptions>;
 
 export type EngineDescriptor = NanoEngineDescriptor | HeavyEngineDescriptor | AutoEngineDescriptor;
 
-const NO_NETWORK = "Python would need a bridge from its socket layer to the host's fetch; not built";
-
 function startPythonWasm({ options: o, seed, clock, mounts }: EngineStart<NanoOptions>): Promise<PythonWasmEngine> {
   const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true), "nano") : undefined;
-  return PythonWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts }, pool);
+  return PythonWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts, network: o.network }, pool);
 }
 
 const pythonWasm = {
   id: "python-wasm",
   tier: "nano",
   languages: ["python"] as const,
-  refuses: { network: NO_NETWORK },
   start: startPythonWasm,
   prewarm: () => poolFor("python", () => spawnPythonWorker([], true), "nano")?.fill(),
   info: () => ({}),

@@ -119,8 +119,8 @@ export function sandboxOptionSchemas<const NL extends NameList, const HL extends
     /** Environment variables the guest sees; nothing of the host's leaks in. */
     env: envSchema,
     mounts: z.array(mountSchema).max(32).default([]),
-    /** A guest `fetch` limited to these hosts (see policy/network.ts), for the engines that serve
-     *  it (the registry says which). Default: no network. */
+    /** HTTP through the host, limited to these hosts (see policy/network.ts): JavaScript's `fetch`,
+     *  Python's urllib.request and http.client. Default: no network. */
     network: networkSchema.optional(),
     /** Take a ready worker from the shared pool when one fits (no mounts). */
     pool: z.boolean().default(true),

@@ -35,7 +35,8 @@ export type HostMessage =
       mounts: WorkerMount[];
       /** JavaScript workers: whether run code is TypeScript to type-strip first. */
       language?: "javascript" | "typescript";
-      /** JavaScript workers: a network grant exists, so the guest gets `fetch` (the host checks every URL). */
+      /** A network grant exists: the JavaScript guest gets `fetch`, the Python guest's urllib and
+       *  http.client reach the host (which checks every URL); without it, the worker refuses. */
       network?: { maxRequestBytes: number };
     }
   | {

@@ -36,7 +36,7 @@ export interface ServerOptions {
   maxUploadBytes?: number;
   /** Host directories under which clients may ask for read-only mounts (default none). */
   mountRoots?: string[];
-  /** `network.allow` entries clients may request for JS sandboxes (default none: no network). */
+  /** `network.allow` entries clients may request for nano sandboxes (default none: no network). */
   netAllow?: string[];
   log?: (line: string) => void;
 }

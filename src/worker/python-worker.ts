@@ -21,12 +21,13 @@ import fs from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { isMainThread, MessageChannel, type MessagePort, Worker, workerData } from "node:worker_threads";
+import { isMainThread, MessageChannel, type MessagePort, receiveMessageOnPort, Worker, workerData } from "node:worker_threads";
 import { PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { HostMessage } from "../protocol/messages.js";
 import { ERRNO } from "../vfs/memfs.js";
 import { fatal, INTERRUPT_WORDS, readHostFrames, send, startInterrupter, VIRTUAL_EPOCH_MS } from "./common.js";
 import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
+import type { NetInbox } from "./python/net-channel.js";
 import type { Fn, Pyodide, WasmHooks } from "./python/pyodide.js";
 import { HOME, PythonSession } from "./python/session.js";
 
@@ -148,6 +149,8 @@ async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | und
     // guest/display.py (shared with the heavy tier's agent; the build copies it beside this file) defines _make_display for SETUP.
     const globals = py.globals.get("dict")();
     py.runPython(fs.readFileSync(new URL("./display.py", import.meta.url), "utf8"), { globals });
+    // HTTP through the host (python/net-channel.ts is its other half); the build copies it here too.
+    py.runPython(fs.readFileSync(new URL("./python/network.guest.py", import.meta.url), "utf8"), { globals, filename: "<agentbox-network>" });
     py.runPython(SETUP, { globals });
   }
   return py;
@@ -172,15 +175,28 @@ function harden(py: Pyodide): void {
  */
 function launch(): void {
   const { port1, port2 } = new MessageChannel();
+  // The host's answers to the guest's HTTP requests take a port of their own: the interpreter
+  // thread, blocked inside a request, takes them synchronously (see python/net-channel.ts).
+  const net = new MessageChannel();
+  const netSignal = new Int32Array(new SharedArrayBuffer(4));
   const thread = new Worker(new URL(import.meta.url), {
     argv: process.argv.slice(2),
-    workerData: { port: port2 },
-    transferList: [port2],
+    workerData: { port: port2, netPort: net.port2, netSignal: netSignal.buffer },
+    transferList: [port2, net.port2],
     resourceLimits: { stackSizeMb: INTERPRETER_STACK_MB, maxOldGenerationSizeMb: INTERPRETER_HEAP_MB },
   });
   thread.on("error", (e) => fatal(`interpreter thread failed: ${String(e?.stack ?? e)}`));
   thread.on("exit", (code) => process.exit(code));
-  readHostFrames((msgs) => port1.postMessage(msgs));
+  readHostFrames((msgs) => {
+    const rest = msgs.filter((m) => {
+      if ((m as { type?: unknown }).type !== "fetchResult") return true;
+      net.port1.postMessage(m);
+      Atomics.add(netSignal, 0, 1);
+      Atomics.notify(netSignal, 0);
+      return false;
+    });
+    if (rest.length > 0) port1.postMessage(rest);
+  });
 }
 
 async function main(): Promise<void> {
@@ -202,9 +218,9 @@ async function main(): Promise<void> {
   const snapshot = snapshotFile ? fs.promises.readFile(snapshotFile) : undefined;
   const py = await boot(pyodideDir, snapshot, false);
   harden(py);
-  const session = new PythonSession(py, hooks, words, flag === "warm");
+  const { port, netPort, netSignal } = workerData as { port: MessagePort; netPort: MessagePort; netSignal: SharedArrayBuffer };
+  const session = new PythonSession(py, hooks, words, flag === "warm", netInbox(netPort, new Int32Array(netSignal)));
   await session.start(interrupter);
-  const { port } = workerData as { port: MessagePort };
   port.on("message", (msgs: unknown[]) => {
     for (const m of msgs) {
       try {
@@ -214,6 +230,18 @@ async function main(): Promise<void> {
       }
     }
   });
+}
+
+/** The interpreter thread's end of the answers' port: taken synchronously, waited for on `signal`. */
+function netInbox(port: MessagePort, signal: Int32Array): NetInbox {
+  let seen = Atomics.load(signal, 0);
+  return {
+    take: () => receiveMessageOnPort(port)?.message as unknown,
+    wait: (ms) => {
+      Atomics.wait(signal, 0, seen, ms);
+      seen = Atomics.load(signal, 0);
+    },
+  };
 }
 
 if (isMainThread) launch();

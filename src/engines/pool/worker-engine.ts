@@ -36,7 +36,7 @@ export class WorkerEngine implements Engine {
   private nextId = 0;
   private closed: string | undefined;
 
-  /** The host half of a network grant (JavaScript sandboxes with `network`). */
+  /** The host half of a network grant (nano sandboxes with `network`: JavaScript's fetch, Python's urllib). */
   private readonly broker: FetchBroker | undefined;
 
   protected constructor(

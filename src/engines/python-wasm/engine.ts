@@ -1,6 +1,7 @@
 // The nano-tier Python engine, host side: picks a worker (pooled or fresh; mounts need a fresh
 // one, since a worker's permissions are fixed at spawn) and configures it. Running code, the
 // outer limits and file operations are the shared WorkerEngine's.
+import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits, Mount } from "../../policy/options.js";
 import type { WorkerPool } from "../pool/pool.js";
 import type { EngineRunOptions, EngineRunResult, NanoOnlyRunner, NeedsHeavy } from "../engine.js";
@@ -13,6 +14,8 @@ export interface PythonEngineConfig {
   env: Record<string, string>;
   limits: Limits;
   mounts: Mount[];
+  /** urllib / http.client through the host, limited to these hosts; absent: no network. */
+  network?: NetworkGrant | undefined;
 }
 
 export class PythonWasmEngine extends WorkerEngine implements NanoOnlyRunner {
@@ -22,7 +25,14 @@ export class PythonWasmEngine extends WorkerEngine implements NanoOnlyRunner {
     const worker = fromPool ?? (await spawnPythonWorker(config.mounts));
     const engine = new PythonWasmEngine(worker, config);
     await engine.configure(
-      WorkerEngine.configureMessage({ seed: config.seed, clock: config.clock, env: config.env, limits: config.limits, mounts: config.mounts }),
+      WorkerEngine.configureMessage({
+        seed: config.seed,
+        clock: config.clock,
+        env: config.env,
+        limits: config.limits,
+        mounts: config.mounts,
+        ...(config.network ? { network: { maxRequestBytes: config.network.maxRequestBytes } } : {}),
+      }),
     );
     return engine;
   }

@@ -24,6 +24,7 @@ export function snapshotPath(): string {
     .update(process.version)
     .update(fs.readFileSync(path.join(DIST, "worker", "python-guest.js")))
     .update(fs.readFileSync(path.join(DIST, "worker", "display.py")))
+    .update(fs.readFileSync(path.join(DIST, "worker", "python", "network.guest.py")))
     .update(fs.readFileSync(WORKER_SCRIPT))
     .digest("hex")
     .slice(0, 16);

@@ -19,9 +19,11 @@ export interface DeviceFs {
   unlink(path: string): void;
 }
 
-interface DeviceOps {
+/** A device's operations (Emscripten's stream_ops); `read` for devices the guest reads. */
+export interface DeviceOps {
   close(): void;
   write(stream: unknown, buffer: ArrayBufferView, offset: number, length: number): number;
+  read?(stream: unknown, buffer: Int8Array, offset: number, length: number): number;
   llseek(): number;
 }
 

@@ -37,7 +37,7 @@ export interface Pyodide {
     mount(type: unknown, opts: unknown, mountpoint: string): void;
     lookupPath(p: string, opts?: { follow?: boolean }): { node: EmNode };
   };
-  runPython(code: string, opts?: { globals?: unknown }): unknown;
+  runPython(code: string, opts?: { globals?: unknown; filename?: string }): unknown;
   globals: { get(name: string): PyProxyFn };
   pyimport(name: string): Record<string, PyProxyFn> & { destroy(): void };
   setStdout(opts: { write: (buf: Uint8Array) => number }): void;

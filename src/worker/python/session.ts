@@ -1,7 +1,8 @@
 // One sandbox in a Python worker: dispatches the host's messages (configure, run, fs), sets the
 // per-sandbox state the Wasm import hooks read (memory cap, seeded entropy, virtual clock), runs a
 // cell through the snapshot's `_agentbox.run` and reports its result and the limit it hit (its rich
-// results go out as they happen, through display-channel.ts), and warms a pooled worker's
+// results go out as they happen, through display-channel.ts; its HTTP requests go to the host
+// through net-channel.ts), and warms a pooled worker's
 // first-request paths before it reports ready.
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "../../protocol/frames.js";
 import type { HostMessage, WorkerLimits } from "../../protocol/messages.js";
@@ -9,6 +10,7 @@ import { ResultGate } from "../../protocol/display.js";
 import { beginRun, fatal, REASON_OUTPUT, realNow, seededRng, send, setMuted, settle, VIRTUAL_EPOCH_MS, VIRTUAL_TICK_MS } from "../common.js";
 import { DisplayChannel, type DeviceFs } from "./display-channel.js";
 import { FsBridge } from "./fs-bridge.js";
+import { NetChannel, type NetInbox } from "./net-channel.js";
 import { OutputCapture } from "./output.js";
 import type { Pyodide, PyProxyFn, WasmHooks } from "./pyodide.js";
 
@@ -29,12 +31,14 @@ export class PythonSession {
   private runFn!: PyProxyFn;
   private configureFn!: PyProxyFn;
   private display!: DisplayChannel;
+  private net!: NetChannel;
 
   constructor(
     private readonly py: Pyodide,
     private readonly hooks: WasmHooks,
     private readonly words: Int32Array,
     private readonly warm: boolean,
+    private readonly netInbox: NetInbox,
   ) {
     this.output = new OutputCapture(words);
     this.limits = { memoryBytes: this.hooks.memCapBytes, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
@@ -52,6 +56,10 @@ export class PythonSession {
     this.configureFn = mod.configure!;
     // Before the file system's accounting starts: the device's node comes and goes uncounted.
     this.display = new DisplayChannel(py.FS as unknown as DeviceFs);
+    this.net = new NetChannel(py.FS as unknown as DeviceFs, { inbox: this.netInbox, send, words: this.words, idle: () => this.output.tick(), now: realNow });
+    const netModule = py.pyimport("_agentbox_net");
+    netModule.attach!(this.net.fd);
+    netModule.destroy();
     this.fs = new FsBridge(py, send);
     await interrupter;
     if (this.warm) {
@@ -107,6 +115,8 @@ export class PythonSession {
     this.limits = msg.limits;
     this.hooks.memCapBytes = msg.limits.memoryBytes;
     this.hooks.rng = seededRng(msg.seed);
+    // Without a grant the guest's requests are refused in the worker: nothing reaches the host.
+    this.net.grant = msg.network;
     if (msg.clock === "virtual") {
       const virtualNow = () => (this.hooks.virtualMs += VIRTUAL_TICK_MS);
       Date.now = virtualNow;
@@ -172,6 +182,7 @@ export class PythonSession {
       error = { name: err.type, message: last.startsWith(`${err.type}: `) ? last.slice(err.type.length + 2) : last, traceback: text };
     }
     this.display.end();
+    this.net.endRun();
     // Results the emit hook could not send come with the run's answer: they go out now, in order.
     if (Array.isArray(rawResults)) for (const r of rawResults) shown.add(r);
     else if (rawResults !== undefined && rawResults !== null) note("display: the run's results were not a list; dropped\n");
