@@ -43,14 +43,14 @@ describe("agentbox CLI", () => {
     assert.deepEqual({ ...j, error: j.error.name }, { error: "TimeoutError", stdout: "before\n", stderr: "", limitHit: "timeoutMs", exitCode: 2 });
   });
 
-  it("--allow-net gives a JavaScript guest fetch() to that host only", async () => {
+  it("--allow-net gives a JavaScript guest fetch() and Python urllib to that host only", async () => {
     const server = http.createServer((_req, res) => res.end("pong")).listen(0, "127.0.0.1");
     await new Promise((r) => server.once("listening", r));
     const port = (server.address() as AddressInfo).port;
     // Asynchronous: the test's own server must keep answering while the CLI runs.
     const run = (...args: string[]) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-        execFile(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 60_000 }, (err, stdout, stderr) =>
+        execFile(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 60_000, env: agentboxEnv() }, (err, stdout, stderr) =>
           resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
         );
       });
@@ -65,7 +65,13 @@ describe("agentbox CLI", () => {
       const other = await run("run", "--language", "javascript", "--allow-net", "127.0.0.1:1", "-c", code);
       assert.equal(other.code, 1);
       assert.match(other.stderr, /not in the sandbox's network grant/);
-      assert.equal((await run("run", "--allow-net", `127.0.0.1:${port}`, "-c", "1")).code, 64, "python gets no network grant");
+      const py = `import urllib.request\nurllib.request.urlopen("http://127.0.0.1:${port}/").read().decode()`;
+      const pyOk = await run("run", "--allow-net", `127.0.0.1:${port}`, "-c", py);
+      assert.equal(pyOk.code, 0, pyOk.stderr);
+      assert.equal(pyOk.stdout, "'pong'\n");
+      const pyNone = await run("run", "-c", py);
+      assert.equal(pyNone.code, 1);
+      assert.match(pyNone.stderr, /URLError/);
     } finally {
       server.close();
     }
