@@ -2,7 +2,7 @@
 // to the host as a `fetch` frame, the set of requests of the run in progress, and the delivery of
 // the host's answers to the prelude (`fetchDone`). Every handle made for an answer is freed here.
 import { Scope, type QuickJSHandle } from "quickjs-emscripten-core";
-import { FETCH_LIMITS } from "../../protocol/caps.js";
+import { FETCH_LIMITS, fetchRequestProblem } from "../../protocol/caps.js";
 import type { HostMessage } from "../../protocol/messages.js";
 import type { GuestContext } from "./context.js";
 import { words } from "./state.js";
@@ -37,14 +37,9 @@ export class FetchBridge {
       const h = JSON.parse(v.str(headers, "headers")) as unknown;
       const data = body && ctx.typeof(body) !== "undefined" ? v.bytes(body) : undefined;
       const fail = (name: string, message: string) => ctx.newError({ name, message: `fetch: ${message}` });
-      if (u.length > FETCH_LIMITS.urlChars) throw fail("TypeError", `URL longer than ${FETCH_LIMITS.urlChars} characters`);
-      if (!/^[A-Z]{1,16}$/.test(m)) throw fail("TypeError", `invalid method ${JSON.stringify(m.slice(0, 32))}`);
-      const pairs = Array.isArray(h) ? h : [];
-      if (pairs.length > FETCH_LIMITS.headers) throw fail("TypeError", `more than ${FETCH_LIMITS.headers} headers`);
-      for (const pair of pairs) {
-        const ok = Array.isArray(pair) && pair.length === 2 && typeof pair[0] === "string" && typeof pair[1] === "string";
-        if (!ok || pair[0].length > FETCH_LIMITS.headerNameChars || pair[1].length > FETCH_LIMITS.headerValueChars) throw fail("TypeError", "invalid or oversized header");
-      }
+      const pairs: unknown[] = Array.isArray(h) ? h : [];
+      const problem = fetchRequestProblem(m, u, pairs);
+      if (problem) throw fail("TypeError", problem);
       if (data && data.length > cap) throw fail("RangeError", `the request body of ${data.length} bytes is larger than network.maxRequestBytes (${cap})`);
       if (this.pending.size >= FETCH_LIMITS.inFlight) throw fail("RangeError", `more than ${FETCH_LIMITS.inFlight} requests in flight`);
       const req = ++this.seq;

@@ -8,7 +8,7 @@
 // with EINTR, and CPython's retry loop checks signals and raises KeyboardInterrupt.
 // Everything written is hostile: sizes are capped before anything is decoded, and a guest can have
 // one request at a time. Made after every restore, like the display channel.
-import { FETCH_LIMITS } from "../../protocol/caps.js";
+import { fetchRequestProblem } from "../../protocol/caps.js";
 import type { FetchResult } from "../../protocol/messages.js";
 import type { DeviceFs } from "./display-channel.js";
 
@@ -178,15 +178,11 @@ export function requestProblem(head: unknown): CheckedRequest | string {
   if (typeof head !== "object" || head === null || Array.isArray(head)) return "malformed request: not an object";
   const { method, url, headers, timeoutMs, ...rest } = head as Record<string, unknown>;
   if (Object.keys(rest).length > 0) return "malformed request: unknown fields";
-  if (typeof method !== "string" || !/^[A-Z]{1,16}$/.test(method)) return `invalid method ${JSON.stringify(String(method).slice(0, 32))}`;
+  if (typeof method !== "string") return `invalid method ${JSON.stringify(String(method).slice(0, 32))}`;
   if (typeof url !== "string") return "malformed request: no URL";
-  if (url.length > FETCH_LIMITS.urlChars) return `URL longer than ${FETCH_LIMITS.urlChars} characters`;
   if (!Array.isArray(headers)) return "malformed request: headers are not a list";
-  if (headers.length > FETCH_LIMITS.headers) return `more than ${FETCH_LIMITS.headers} headers`;
-  for (const pair of headers as unknown[]) {
-    const ok = Array.isArray(pair) && pair.length === 2 && typeof pair[0] === "string" && typeof pair[1] === "string";
-    if (!ok || pair[0].length > FETCH_LIMITS.headerNameChars || pair[1].length > FETCH_LIMITS.headerValueChars) return "invalid or oversized header";
-  }
+  const problem = fetchRequestProblem(method, url, headers);
+  if (problem) return problem;
   if (timeoutMs !== undefined && (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs < 0)) return "malformed request: invalid timeoutMs";
   return { method, url, headers: headers as [string, string][], timeoutMs: timeoutMs === undefined ? undefined : Math.min(timeoutMs, 2 ** 31) };
 }
