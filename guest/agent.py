@@ -133,8 +133,11 @@ def b64decode(text):
     return binascii.a2b_base64(text)
 
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 64 << 20
+BINARY = 0x80000000  # a frame length with this bit set: a binary frame (stream id, raw bytes)
+STREAM_CHUNK = 64 << 10  # largest binary frame's data, both ways
+STREAM_WINDOW = 1 << 20  # bytes of a stream either side sends ahead of the other's acks
 MAX_FILE = 40 << 20  # base64 of a file read must fit in one frame
 DIGEST_ROOTS = ("/home/user", "/tmp")  # the sandbox's writable tree: what vfsDigest covers
 CHUNK = 64 << 10
@@ -220,10 +223,19 @@ def read_exact(fd, n):
 
 
 def read_frame(fd):
+    """The next message (a dict), a (stream id, bytes) pair for a binary frame, or None at the end."""
     head = read_exact(fd, 4)
     if head is None:
         return None
     (n,) = struct.unpack(">I", head)
+    if n & BINARY:
+        n &= ~BINARY
+        if n < 4 or n - 4 > STREAM_CHUNK:
+            raise ValueError("binary frame too large")
+        body = read_exact(fd, n)
+        if body is None:
+            return None
+        return struct.unpack(">I", body[:4])[0], body[4:]
     if n > MAX_FRAME:
         raise ValueError("frame too large")
     body = read_exact(fd, n)
@@ -239,7 +251,12 @@ class Channel:
 
     def send(self, msg):
         body = json_dumps(msg).encode()
-        data = struct.pack(">I", len(body)) + body
+        self.write(struct.pack(">I", len(body)) + body)
+
+    def send_data(self, stream, data):
+        self.write(struct.pack(">II", BINARY | (4 + len(data)), stream) + data)
+
+    def write(self, data):
         # An interrupt (SIGINT -> KeyboardInterrupt) must not cut a frame in half: hold it until
         # the frame is out. Only the main thread may change the signal mask's effect here.
         masked = threading.current_thread() is threading.main_thread()
@@ -507,6 +524,7 @@ class Agent:
         self.repl_ready = None
         self.watchdog = None
         self.memory_killed = set()  # sessions the watchdog killed a process of
+        self.streams = Streams(chan)
 
     # ---- REPL -------------------------------------------------------------------------------
     def start_repl(self):
@@ -793,6 +811,9 @@ class Agent:
         limit = msg.get("processMemoryMb")
         if isinstance(limit, int) and limit > 0:
             PROCESS_MEMORY = limit << 20
+        port = msg.get("proxyPort")
+        if isinstance(port, int) and 0 < port < 65536:
+            self.streams.listen(port)
         watch = msg.get("watchdogMemoryMb")
         if isinstance(watch, int) and watch > 0 and self.watchdog is None:
             self.watchdog = MemoryWatchdog(self, watch << 20)
@@ -809,12 +830,15 @@ class Agent:
         handlers = {
             "ping": lambda m: self.chan.send({"type": "pong", "id": m["id"]}),
             "exec": self.do_exec, "kill": self.do_kill, "run": self.do_run, "interrupt": self.do_interrupt,
-            "fs": self.do_fs, "configure": self.do_configure,
+            "fs": self.do_fs, "configure": self.do_configure, "stream": self.streams.control,
         }
         while True:
             msg = read_frame(fd)
             if msg is None:
                 break
+            if isinstance(msg, tuple):
+                self.streams.data(*msg)
+                continue
             h = handlers.get(msg.get("type"))
             if h is None:
                 continue
@@ -836,6 +860,215 @@ class Agent:
                 os.killpg(p.pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def loopback_up():
+    """Bring the loopback interface up (a microVM's kernel starts with it down; gVisor's is up)."""
+    import fcntl
+    import socket
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("16sH14x", b"lo", 0)
+            flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+            if not flags & IFF_UP:
+                fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    except OSError:
+        pass
+
+
+class Streams:
+    """The byte streams this agent carries over its channel: each connection to its egress proxy
+    (opened here, odd ids) and each connection the host makes to a guest port (even ids)."""
+
+    def __init__(self, chan):
+        self.chan = chan
+        self.lock = threading.Lock()
+        self.streams = {}
+        self.next_id = -1
+        self.proxy_port = None
+
+    def listen(self, port):
+        """Accept connections on the loopback's `port` and hand each to the host. Idempotent."""
+        import socket
+        if self.proxy_port == port:
+            return
+        loopback_up()
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", port))
+        srv.listen(128)
+        self.proxy_port = port
+        start_thread(self.accept_loop, srv)
+
+    def accept_loop(self, srv):
+        while True:
+            try:
+                sock, _ = srv.accept()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            with self.lock:
+                self.next_id = (self.next_id + 2) % (1 << 32)
+                sid = self.next_id
+                s = self.streams[sid] = GuestStream(self, sid, sock)
+            self.chan.send({"type": "stream", "op": "open", "stream": sid, "kind": "proxy"})
+            s.start()
+
+    def connect(self, sid, port):
+        import socket
+        try:
+            loopback_up()
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.settimeout(None)
+        except OSError as e:
+            self.chan.send({"type": "stream", "op": "close", "stream": sid, "error": ("%s: %s" % (errno_name(e), e.strerror or e))[:1000]})
+            return
+        with self.lock:
+            s = self.streams[sid] = GuestStream(self, sid, sock)
+        self.chan.send({"type": "stream", "op": "opened", "stream": sid})
+        s.start()
+
+    def control(self, msg):
+        op, sid = msg.get("op"), msg.get("stream")
+        if op == "connect":
+            port = msg.get("port")
+            if isinstance(port, int) and 0 < port < 65536:
+                start_thread(self.connect, sid, port)
+            return
+        s = self.streams.get(sid)
+        if s is None:
+            return
+        if op == "ack":
+            s.credit(int(msg.get("bytes") or 0))
+        elif op == "end":
+            s.host_end()
+        elif op == "close":
+            s.close(tell=False)
+
+    def data(self, sid, data):
+        s = self.streams.get(sid)
+        if s is not None:
+            s.queue_data(data)
+
+    def forget(self, sid):
+        with self.lock:
+            self.streams.pop(sid, None)
+
+
+class GuestStream:
+    """One stream: a reader thread (guest socket -> host, within the host's window) and a writer
+    thread (host -> guest socket, acknowledging what it wrote)."""
+
+    def __init__(self, owner, sid, sock):
+        import collections
+        self.owner, self.sid, self.sock = owner, sid, sock
+        self.chan = owner.chan
+        self.cond = threading.Condition()
+        self.window = STREAM_WINDOW
+        self.queue = collections.deque()
+        self.host_ended = False
+        self.closed = False
+        self.read_done = False
+        self.write_done = False
+
+    def start(self):
+        start_thread(self.reader)
+        start_thread(self.writer)
+
+    def reader(self):
+        while True:
+            try:
+                data = self.sock.recv(STREAM_CHUNK)
+            except OSError as e:
+                return self.close(error=errno_name(e))
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                with self.cond:
+                    while self.window <= 0 and not self.closed:
+                        self.cond.wait()
+                    if self.closed:
+                        return
+                    n = min(len(view), self.window)
+                    self.window -= n
+                self.chan.send_data(self.sid, bytes(view[:n]))
+                view = view[n:]
+        with self.cond:
+            if self.closed:
+                return
+            self.read_done = True
+        self.chan.send({"type": "stream", "op": "end", "stream": self.sid})
+        self.finish_if_done()
+
+    def writer(self):
+        import socket
+        while True:
+            with self.cond:
+                while not self.queue and not self.closed and not self.host_ended:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                if not self.queue:
+                    break
+                data = self.queue.popleft()
+            try:
+                self.sock.sendall(data)
+            except OSError as e:
+                return self.close(error=errno_name(e))
+            self.chan.send({"type": "stream", "op": "ack", "stream": self.sid, "bytes": len(data)})
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        with self.cond:
+            self.write_done = True
+        self.finish_if_done()
+
+    def finish_if_done(self):
+        with self.cond:
+            done = self.read_done and self.write_done
+        if done:
+            self.close()
+
+    def queue_data(self, data):
+        with self.cond:
+            if not self.closed and not self.host_ended:
+                self.queue.append(data)
+                self.cond.notify_all()
+
+    def credit(self, n):
+        with self.cond:
+            self.window = min(STREAM_WINDOW, self.window + max(0, n))
+            self.cond.notify_all()
+
+    def host_end(self):
+        with self.cond:
+            self.host_ended = True
+            self.cond.notify_all()
+
+    def close(self, tell=True, error=None):
+        with self.cond:
+            if self.closed:
+                return
+            self.closed = True
+            self.cond.notify_all()
+        import socket
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the other thread's blocked recv or send
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.owner.forget(self.sid)
+        if tell:
+            msg = {"type": "stream", "op": "close", "stream": self.sid}
+            if error:
+                msg["error"] = error
+            self.chan.send(msg)
 
 
 class Forked:

@@ -93,7 +93,7 @@ const heavyGvisor = {
   backend: "gvisor" as const,
   languages: ["python"] as const,
   start: ({ options: o, seed, mounts }) => {
-    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })) };
+    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })), network: o.network };
     const spec = boxSpec(config);
     const pool = o.pool && mounts.length === 0 ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true }), "heavy") : undefined;
     return GvisorEngine.start(config, pool);
@@ -109,7 +109,7 @@ const heavyMicrovm = {
   backend: "microvm" as const,
   languages: ["python"] as const,
   refuses: { mounts: "the microVM backend shares no file system with the host; copy files in with sb.files.write" },
-  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages) }, o.pool),
+  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), network: o.network }, o.pool),
   // Only where KVM boots it (TCG is for testing) and no mount is asked for.
   auto: async ({ options: o, mounts }) => mounts.length === 0 && (await microvmOnKvm(imagePackages(o.image, o.packages))),
   info: (e) => e.info ?? { backend: "microvm" },

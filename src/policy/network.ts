@@ -101,6 +101,15 @@ export const networkSchema = z.strictObject({
   maxConcurrent: z.int().min(1).max(64).default(4),
   /** Redirects followed per request, each checked against `allow`. 0: a redirect is returned as is. */
   maxRedirects: z.int().min(0).max(20).default(5),
+  // The heavy tier's egress proxy: per connection (a CONNECT tunnel, or one proxied request).
+  /** Heavy tier: connections the proxy holds open to the network at once; more are refused (503). */
+  maxConnections: z.int().min(1).max(1024).default(32),
+  /** Heavy tier: the longest a connection may last, from its check to its close. */
+  connectionTimeoutMs: z.int().min(1).max(24 * 3600_000).default(600_000),
+  /** Heavy tier: bytes one connection may receive from the network; past it the connection is cut. */
+  maxConnectionBytesIn: z.int().min(1).max(64 * 1024 * MiB).default(2048 * MiB),
+  /** Heavy tier: bytes one connection may send to the network; past it the connection is cut. */
+  maxConnectionBytesOut: z.int().min(1).max(64 * 1024 * MiB).default(256 * MiB),
 });
 
 export type NetworkGrantInput = z.input<typeof networkSchema>;
@@ -338,7 +347,7 @@ export const networkLogEntrySchema = z.strictObject({
   /** When the attempt started (ISO 8601). */
   time: z.iso.datetime(),
   method: z.string(),
-  /** scheme://host[:port]/path; "" when the guest's URL did not parse. */
+  /** scheme://host[:port]/path; host:port for a CONNECT tunnel (heavy tier); "" when the guest's URL did not parse. */
   url: z.string(),
   /** The URL's host ("" when it did not parse); IPv6 in brackets. */
   host: z.string(),

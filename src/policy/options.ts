@@ -150,6 +150,10 @@ export function sandboxOptionSchemas<const NL extends NameList, const HL extends
     /** Extra Debian packages on top of the image preset; selects the image built by
      *  `agentbox image build [--preset NAME] --packages A,B`. */
     packages,
+    /** Egress through a proxy the host runs for the sandbox (the guest has no network interface):
+     *  HTTP_PROXY/HTTPS_PROXY are set, so curl, pip, git, requests and urllib use it; every
+     *  connection is checked against this grant (see policy/network.ts). Default: no network. */
+    network: networkSchema.optional(),
     /** Take a ready sandbox from the shared pool when one fits (no mounts). */
     pool: z.boolean().default(true),
   });

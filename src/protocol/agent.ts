@@ -7,9 +7,36 @@ import { z } from "zod";
 import { MAX_RESULTS } from "./display.js";
 import { dirEntrySchema, guestErrorSchema, type FsOp } from "./messages.js";
 
-export const AGENT_PROTOCOL_VERSION = 1;
+export const AGENT_PROTOCOL_VERSION = 2;
 /** Cap on one frame from the agent: a file read (base64) of up to 40 MiB must fit. */
 export const AGENT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
+/** Cap on one binary frame's data (a chunk of a byte stream), both ways. */
+export const STREAM_CHUNK_BYTES = 64 * 1024;
+/**
+ * Bytes of one stream either side may send ahead of the other's acknowledgements: the most a
+ * stream can have buffered at its receiver. A peer that sends past it breaks the protocol.
+ */
+export const STREAM_WINDOW_BYTES = 1024 * 1024;
+/** Streams open at once over one channel (either side's). */
+export const MAX_STREAMS = 1024;
+
+/**
+ * Control of the byte streams multiplexed over the channel (their data travels in binary frames,
+ * protocol/frames.ts). Streams the host opens have even ids, the agent's odd ones.
+ * - open (agent → host): a guest process connected to the agent's egress proxy (`kind` "proxy").
+ * - connect (host → agent): connect stream `stream` to TCP `port` on the guest's loopback; the
+ *   agent answers `opened`, or `close` with an error.
+ * - ack: the receiver passed on `bytes` more of the stream's data (window credit).
+ * - end: the sender will send no more data (half close).
+ * - close: the stream is gone both ways (`error` says why, when it failed).
+ */
+export type StreamControl =
+  | { type: "stream"; op: "open"; stream: number; kind: "proxy" }
+  | { type: "stream"; op: "connect"; stream: number; port: number }
+  | { type: "stream"; op: "opened"; stream: number }
+  | { type: "stream"; op: "ack"; stream: number; bytes: number }
+  | { type: "stream"; op: "end"; stream: number }
+  | { type: "stream"; op: "close"; stream: number; error?: string };
 
 export type AgentRequest =
   | { type: "ping"; id: number }
@@ -17,7 +44,8 @@ export type AgentRequest =
    * `processMemoryMb`: RLIMIT_AS of every guest process; `watchdogMemoryMb`: the sandbox memory use
    * past which the agent SIGKILLs the largest guest process (backends whose limit kills the whole sandbox).
    */
-  | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number }
+  /** `proxyPort`: listen there on the guest's loopback and pass each connection to the host as a stream. */
+  | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number; proxyPort?: number }
   | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string }
   | { type: "kill"; id: number; target: number; signal: "KILL" | "TERM" | "INT" }
   | { type: "run"; id: number; code: string; valueCap: number }
@@ -28,7 +56,17 @@ export type AgentRequest =
 const id = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
 const base64 = z.string().max(AGENT_MAX_FRAME_BYTES).regex(/^[A-Za-z0-9+/]*={0,2}$/);
 
+const streamId = z.int().min(0).max(0xffffffff);
+export const streamControlSchema = z.discriminatedUnion("op", [
+  z.strictObject({ type: z.literal("stream"), op: z.literal("open"), stream: streamId, kind: z.literal("proxy") }),
+  z.strictObject({ type: z.literal("stream"), op: z.literal("opened"), stream: streamId }),
+  z.strictObject({ type: z.literal("stream"), op: z.literal("ack"), stream: streamId, bytes: z.int().min(1).max(STREAM_WINDOW_BYTES) }),
+  z.strictObject({ type: z.literal("stream"), op: z.literal("end"), stream: streamId }),
+  z.strictObject({ type: z.literal("stream"), op: z.literal("close"), stream: streamId, error: z.string().max(1024).optional() }),
+]);
+
 export const agentMessageSchema = z.discriminatedUnion("type", [
+  streamControlSchema,
   z.strictObject({ type: z.literal("ready"), v: z.int(), agent: z.string().max(64), python: z.string().max(64) }),
   z.strictObject({ type: z.literal("pong"), id }),
   z.strictObject({ type: z.literal("output"), id, stream: z.enum(["stdout", "stderr"]), data: base64.max(1024 * 1024) }),

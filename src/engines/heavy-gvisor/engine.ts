@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type { NetworkGrant } from "../../policy/network.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { EngineInfo } from "../engine.js";
@@ -26,6 +27,8 @@ export interface GvisorEngineConfig {
   packages: string[];
   /** Read-only host directories, bind-mounted under /home/user or /tmp (checked by the heavy option schema). */
   mounts?: { hostPath: string; guestPath: string }[];
+  /** Egress through the host's proxy (heavy/egress.ts), limited by this grant. Default: none. */
+  network?: NetworkGrant | undefined;
 }
 
 /** What a gVisor sandbox reports to tests and leak checks. */

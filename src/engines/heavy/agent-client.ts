@@ -4,10 +4,12 @@
 // protocol is failed for good, with every pending request rejected.
 import type { Readable, Writable } from "node:stream";
 import { ProtocolError, WorkerCrashedError } from "../../errors.js";
-import { encodeFrame, FrameDecoder, FrameError } from "../../protocol/frames.js";
-import { AGENT_MAX_FRAME_BYTES, AGENT_PROTOCOL_VERSION, agentMessageSchema, type AgentMessage, type AgentRequest } from "../../protocol/agent.js";
+import { BinaryFrame, encodeBinaryFrame, encodeFrame, FrameDecoder, FrameError } from "../../protocol/frames.js";
+import { AGENT_MAX_FRAME_BYTES, AGENT_PROTOCOL_VERSION, agentMessageSchema, STREAM_CHUNK_BYTES, type AgentMessage, type AgentRequest } from "../../protocol/agent.js";
+import { StreamMux } from "./streams.js";
 
 type Final = Extract<AgentMessage, { type: "pong" | "exit" | "result" | "reply" }>;
+type Message = Exclude<AgentMessage, { type: "stream" }>;
 export type OutputListener = (stream: "stdout" | "stderr", data: Buffer) => void;
 /** Gets a run's `display` frames: the result as the agent sent it, unchecked. */
 export type DisplayListener = (raw: unknown) => void;
@@ -22,7 +24,9 @@ export class AgentClient {
   readonly ready: Promise<Extract<AgentMessage, { type: "ready" }>>;
   private readonly pending = new Map<number, Pending>();
   private readonly displays = new Map<number, DisplayListener>();
-  private readonly decoder = new FrameDecoder(AGENT_MAX_FRAME_BYTES);
+  private readonly decoder = new FrameDecoder(AGENT_MAX_FRAME_BYTES, STREAM_CHUNK_BYTES);
+  /** The byte streams over this channel (egress proxy connections, forwarded ports). */
+  readonly streams: StreamMux;
   private nextId = 0;
   private failure: Error | undefined;
   private readyResolve!: (m: Extract<AgentMessage, { type: "ready" }>) => void;
@@ -43,6 +47,15 @@ export class AgentClient {
     input.on("end", () => this.fail(new WorkerCrashedError("the guest agent closed its channel")));
     input.on("error", (e) => this.fail(new WorkerCrashedError(`the guest agent's channel failed: ${e.message}`)));
     output.on("error", () => undefined);
+    this.streams = new StreamMux({
+      sendControl: (m) => {
+        if (!this.failure) this.output.write(encodeFrame(m));
+      },
+      sendData: (stream, data) => {
+        if (!this.failure) this.output.write(encodeBinaryFrame(stream, data));
+      },
+      fail: (e) => this.fail(e),
+    });
   }
 
   get failed(): Error | undefined {
@@ -84,6 +97,7 @@ export class AgentClient {
     const all = [...this.pending.values()];
     this.pending.clear();
     for (const p of all) p.reject(err);
+    this.streams.closeAll(err);
     this.onFail?.(err);
   }
 
@@ -96,17 +110,23 @@ export class AgentClient {
       return this.fail(new ProtocolError(`guest agent sent a malformed frame: ${(e as FrameError).message}`));
     }
     for (const r of raw) {
+      if (r instanceof BinaryFrame) {
+        this.streams.onData(r.stream, r.data);
+        if (this.failure) return;
+        continue;
+      }
       const parsed = agentMessageSchema.safeParse(r);
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
         return this.fail(new ProtocolError(`guest agent sent an invalid message: ${issue ? `${issue.path.join(".")}: ${issue.message}` : "schema mismatch"}`));
       }
-      this.dispatch(parsed.data);
+      if (parsed.data.type === "stream") this.streams.onControl(parsed.data);
+      else this.dispatch(parsed.data);
       if (this.failure) return;
     }
   }
 
-  private dispatch(m: AgentMessage): void {
+  private dispatch(m: Message): void {
     switch (m.type) {
       case "ready":
         if (m.v !== AGENT_PROTOCOL_VERSION) return this.fail(new ProtocolError(`guest agent speaks protocol v${m.v}, host v${AGENT_PROTOCOL_VERSION}`));

@@ -5,12 +5,14 @@
 // started by their own folders (heavy-gvisor/, microvm/), which hand a live backend to `start`.
 import { randomInt } from "node:crypto";
 import { SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
+import type { NetworkGrant } from "../../policy/network.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
+import type { Engine, EngineNetwork, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
 import type { OutputListener } from "./agent-client.js";
 import { AgentSession } from "./agent-session.js";
+import { EgressProxy, PROXY_PORT, proxyEnv } from "./egress.js";
 import type { HeavyBackend, HeavySavedState } from "./backend.js";
 
 /** What the heavy engine needs besides its backend. */
@@ -19,6 +21,8 @@ export interface HeavySessionConfig {
   env: Record<string, string>;
   /** Seeds Python's `random` in runCode (the heavy tier has no virtual clock or seeded kernel). */
   seed: number | null;
+  /** Egress through the host's proxy (egress.ts), limited by this grant. Default: no network. */
+  network?: NetworkGrant | undefined;
 }
 
 /** How long a failed request waits for the sandbox's end to learn why it died (OOM count, exit). */
@@ -27,6 +31,8 @@ const DEATH_CAUSE_WAIT_MS = 1500;
 export class HeavyEngine<R = unknown> implements Engine {
   private closed: string | undefined;
   private readonly session: AgentSession;
+  /** The sandbox's egress proxy, when its grant gives it network. */
+  private readonly egress: EgressProxy | undefined;
 
   private constructor(
     private backend: HeavyBackend<R>,
@@ -34,6 +40,7 @@ export class HeavyEngine<R = unknown> implements Engine {
   ) {
     const live = () => this.backend; // a checkpoint may swap the backend
     this.session = new AgentSession({ get client() { return live().client; }, call: (m, o) => this.call(m, o), fail: (e) => this.fail(e) }, config.limits, backend.noun);
+    this.egress = config.network ? new EgressProxy(config.network) : undefined;
     this.watch(backend);
   }
 
@@ -45,12 +52,19 @@ export class HeavyEngine<R = unknown> implements Engine {
       await backend.prepare?.();
       // Clones must not share the REPL's random state.
       const seed = config.seed ?? (backend.cloned ? randomInt(0, 2 ** 48 - 1) : null);
-      await engine.call({ type: "configure", id: backend.client.newId(), env: config.env, seed, ...backend.agentConfig });
+      // With network, the agent's proxy listens and HTTP clients are pointed at it; the caller's env wins.
+      const net = config.network ? { env: { ...proxyEnv(), ...config.env }, proxyPort: PROXY_PORT } : { env: config.env };
+      await engine.call({ type: "configure", id: backend.client.newId(), seed, ...backend.agentConfig, ...net });
     } catch (e) {
       await engine.dispose("start failed");
       throw e;
     }
     return engine;
+  }
+
+  /** The record of the guest's network attempts, when it has network. */
+  get network(): EngineNetwork | undefined {
+    return this.egress?.log;
   }
 
   get info(): EngineInfo {
@@ -124,13 +138,17 @@ export class HeavyEngine<R = unknown> implements Engine {
 
   async dispose(reason = "killed"): Promise<void> {
     this.closed ??= reason;
+    this.egress?.close();
     await this.backend.dispose(new WorkerCrashedError(`sandbox closed: ${reason}`));
   }
 
   private watch(backend: HeavyBackend<R>): void {
     backend.onDeath = (e) => {
       this.closed ??= e.message;
+      this.egress?.close();
     };
+    const egress = this.egress;
+    backend.client.streams.onOpen = egress ? (s) => egress.accept(s) : undefined;
   }
 
   /** End the sandbox because it stopped answering; pending requests fail with `err`. */

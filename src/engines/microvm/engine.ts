@@ -3,6 +3,7 @@
 // refreshed with its own entropy and clock before its agent is configured. Out of guest RAM, the guest's own OOM killer ends the
 // greedy process and the VM lives on; a cgroup OOM of the VMM ends the sandbox with MemoryLimitError.
 // `snapshot()` saves the live VM (it keeps running); each restore is an independent VM.
+import type { NetworkGrant } from "../../policy/network.js";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -29,6 +30,8 @@ export interface MicrovmEngineConfig {
   seed: number | null;
   /** Extra Debian packages: selects the image (and artefacts) built with them. */
   packages: string[];
+  /** Egress through the host's proxy (heavy/egress.ts), limited by this grant. Default: none. */
+  network?: NetworkGrant | undefined;
 }
 
 /** What the sandbox reports about its backend. */
