@@ -863,7 +863,8 @@ class Agent:
 
 
 def loopback_up():
-    """Bring the loopback interface up (a microVM's kernel starts with it down; gVisor's is up)."""
+    """Bring the loopback interface up where it is down and the agent may (the microVM's init
+    does it first; gVisor's is up)."""
     import fcntl
     import socket
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1

@@ -169,11 +169,26 @@ def serve_control(fd, msg):
         send(fd, {"type": "error", "id": mid, "message": str(e)[:200]})
 
 
+def loopback_up():
+    """The kernel starts with `lo` down: bring it up, so guest processes reach each other and the
+    agent's egress proxy on 127.0.0.1 (the agent itself lacks CAP_NET_ADMIN). No other interface
+    exists: the VM has no network device."""
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
 def main():
     try:
         socket.sethostname("sandbox")
     except OSError:
         pass
+    try:
+        loopback_up()
+    except OSError as e:
+        log("cannot bring the loopback interface up: %r" % (e,))
     try:
         protect_from_oom_killer()
     except OSError as e:

@@ -19,7 +19,7 @@ import { imageBuildArgs, imagePackages, warmImports, type ImagePreset } from "./
 const run = promisify(execFile);
 
 /** Changes whenever the build steps below change what lands in an image. */
-const BUILD_VERSION = 2;
+const BUILD_VERSION = 3;
 /** What every image holds; extra packages come on top. */
 export const BASE_PACKAGES = ["bash", "coreutils", "dash", "diffutils", "findutils", "grep", "gzip", "procps", "python3", "sed", "tar", "usr-is-merged"];
 const GUEST_DIR = fileURLToPath(new URL("../../../guest/", import.meta.url));
@@ -293,9 +293,33 @@ async function finishRootfs(root: string, alternatives: readonly Alternative[], 
     progress("warning: no gcc; without the statx shim `ls -l` and `stat` fail under older gVisor");
   }
   applyAlternatives(root, alternatives);
+  writeCaBundle(root);
+  // pip in a sandbox installs for the guest user (~/.local; the system's site-packages are read-only):
+  // PEP 668's refusal to touch a distribution's Python protects a machine this sandbox is not.
+  if (fs.existsSync(path.join(root, "usr/lib/python3/dist-packages/pip"))) {
+    fs.writeFileSync(path.join(etc, "pip.conf"), "[global]\nbreak-system-packages = true\ndisable-pip-version-check = true\nno-warn-script-location = true\n");
+  }
   fs.writeFileSync(path.join(root, WARM_PATH.slice(1)), JSON.stringify(warm) + "\n");
   if (process.getuid?.() === 0 && (await has("ldconfig"))) await exec("ldconfig", ["-r", root]);
   await precompile(root, progress);
+}
+
+/**
+ * The CA bundle ca-certificates' postinst (update-ca-certificates, never run here) would make:
+ * every certificate it ships, in one file where OpenSSL, curl, Python and pip look for it.
+ */
+function writeCaBundle(root: string): void {
+  const from = path.join(root, "usr/share/ca-certificates");
+  if (!fs.existsSync(from)) return;
+  const certs = (fs.readdirSync(from, { recursive: true }) as string[]).filter((f) => f.endsWith(".crt")).sort();
+  const bundle = certs.map((f) => fs.readFileSync(path.join(from, f), "utf8").trim() + "\n").join("");
+  fs.mkdirSync(path.join(root, "etc/ssl/certs"), { recursive: true });
+  fs.writeFileSync(path.join(root, "etc/ssl/certs/ca-certificates.crt"), bundle);
+  // OpenSSL's default paths (Python's ssl module) without the openssl package's links.
+  const ssl = path.join(root, "usr/lib/ssl");
+  fs.mkdirSync(ssl, { recursive: true });
+  if (!fs.existsSync(path.join(ssl, "cert.pem"))) fs.symlinkSync("/etc/ssl/certs/ca-certificates.crt", path.join(ssl, "cert.pem"));
+  if (!fs.existsSync(path.join(ssl, "certs"))) fs.symlinkSync("/etc/ssl/certs", path.join(ssl, "certs"));
 }
 
 interface Alternative {

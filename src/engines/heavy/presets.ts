@@ -8,9 +8,16 @@ import { InvalidOptionsError } from "../../errors.js";
 export const IMAGE_PRESETS = {
   /** python3, a shell and coreutils (image.ts BASE_PACKAGES). */
   base: [],
-  /** The data stack from Debian's packages, with fonts so charts render text. */
+  /**
+   * The data stack from Debian's packages, with fonts so charts render text, and the tools an
+   * agent fetches more with (through the sandbox's network grant): pip, git, curl, CA certificates.
+   */
   data: [
+    "ca-certificates",
+    "curl",
     "fonts-dejavu-core",
+    "git",
+    "python3-pip",
     "python3-bs4",
     "python3-lxml",
     "python3-matplotlib",
