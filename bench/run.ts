@@ -8,12 +8,13 @@ import { javascript } from "./javascript.js";
 import { data } from "./data.js";
 import { heavy } from "./heavy.js";
 import { microvm } from "./microvm.js";
+import { network } from "./network.js";
 import type { Row, Section } from "./lib.js";
 import { python } from "./python.js";
 import { server } from "./server.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript, server, heavy, data, microvm];
+const SECTIONS: Section[] = [python, javascript, server, heavy, data, network, microvm];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
