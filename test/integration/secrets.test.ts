@@ -1,0 +1,113 @@
+// Network secrets through real nano sandboxes (JavaScript fetch, Python urllib): the guest holds a
+// placeholder, the secret's host receives the value (Authorization header, ?key= query), any other
+// allowed host receives the placeholder, and nothing that comes back (an echoing server's headers
+// and body, errors, the network log, the sandbox's options) carries the value. The test server
+// listens on 127.0.0.1; "secret.test" and "other.test" map to it in the host's (mocked) resolver.
+import assert from "node:assert/strict";
+import dns from "node:dns/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, it, mock } from "node:test";
+import { Sandbox } from "../../src/index.js";
+import "../helpers.js";
+
+const VALUE = "sk-live-0123456789abcdef/+=&"; // needs escaping in a query: checks the encoding too
+const FORMS = [VALUE, encodeURIComponent(VALUE), new URLSearchParams({ v: VALUE }).toString().slice(2)];
+const leaks = (s: string) => FORMS.some((f) => s.includes(f));
+
+let server: http.Server;
+let port: number;
+const seen: { host: string; authorization: string | null; key: string | null }[] = [];
+
+before(async () => {
+  server = http.createServer((req, res) => {
+    const u = new URL(req.url ?? "/", "http://x");
+    const got = { host: String(req.headers.host), authorization: req.headers.authorization ?? null, key: u.searchParams.get("key") };
+    seen.push(got);
+    if (u.pathname === "/echo") return res.writeHead(200, { "content-type": "application/json", "x-echo-auth": String(req.headers.authorization) }).end(JSON.stringify(got));
+    if (u.pathname === "/hang-up") return req.socket.destroy();
+    res.writeHead(404).end("no");
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  port = (server.address() as AddressInfo).port;
+});
+after(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+function mapNames(t: { after: (fn: () => void) => void }): void {
+  const real = dns.lookup.bind(dns);
+  const m = mock.method(dns, "lookup", async (host: string, options: object) =>
+    host === "secret.test" || host === "other.test" ? [{ address: "127.0.0.1", family: 4 }] : real(host, options as { all: true }),
+  );
+  t.after(() => m.mock.restore());
+}
+
+const network = () => ({
+  allow: [`secret.test:${port}`, `other.test:${port}`, `127.0.0.1:${port}`],
+  secrets: [{ name: "TOKEN", value: VALUE, hosts: [`secret.test:${port}`] }],
+});
+
+describe("network secrets: nano sandboxes", () => {
+  it("JavaScript fetch: the value goes to the secret's host only, never back to the guest", async (t) => {
+    mapNames(t);
+    await using sb = await Sandbox.create({ language: "javascript", network: network() });
+    const p = sb.network.secretPlaceholders().TOKEN!;
+    assert.match(p, /^agentbox-secret-TOKEN-[0-9a-f]{32}$/);
+    seen.length = 0;
+    const code = (host: string) => `
+      const r = await fetch("http://${host}:${port}/echo?key=${p}", { headers: { Authorization: "Bearer ${p}" } });
+      ({ status: r.status, echoed: r.headers.get("x-echo-auth"), body: await r.json(), url: r.url })`;
+    const secret = await sb.runCode(code("secret.test"));
+    assert.equal(secret.error, undefined, secret.error?.traceback);
+    assert.deepEqual(seen[0], { host: `secret.test:${port}`, authorization: `Bearer ${VALUE}`, key: VALUE });
+    const shown = JSON.parse(secret.value!) as { echoed: string; body: { authorization: string; key: string }; url: string };
+    assert.equal(shown.echoed, `Bearer ${p}`);
+    assert.deepEqual(shown.body, { host: `secret.test:${port}`, authorization: `Bearer ${p}`, key: p });
+    const other = await sb.runCode(code("other.test"));
+    assert.equal(other.error, undefined, other.error?.traceback);
+    assert.deepEqual(seen[1], { host: `other.test:${port}`, authorization: `Bearer ${p}`, key: p });
+    const failed = await sb.runCode(`try { await fetch("http://secret.test:${port}/hang-up?key=${p}", { headers: { Authorization: "Bearer ${p}" } }) } catch (e) { String(e) }`);
+    assert.match(failed.value ?? "", /TypeError/);
+    const everything = JSON.stringify([secret, other, failed, sb.network.log(), sb.options]);
+    assert.equal(leaks(everything), false, "no value in results, errors, the log or the options");
+  });
+
+  it("Python urllib: the env holds the placeholder; the value goes to the secret's host only", async (t) => {
+    mapNames(t);
+    await using sb = await Sandbox.create({ language: "python", env: { OTHER: "x" }, network: network() });
+    const p = sb.network.secretPlaceholders().TOKEN!;
+    seen.length = 0;
+    const r = await sb.runCode(
+      [
+        "import json, os, urllib.request, urllib.error",
+        "tok = os.environ['TOKEN']",
+        "out = {'env': tok, 'other': os.environ['OTHER']}",
+        "for host in ('secret.test', 'other.test'):",
+        `    req = urllib.request.Request(f"http://{host}:${port}/echo?key={tok}", headers={'Authorization': 'Bearer ' + tok})`,
+        "    with urllib.request.urlopen(req) as res:",
+        "        out[host] = {'echoed': res.headers['x-echo-auth'], 'body': json.loads(res.read())}",
+        "try:",
+        `    urllib.request.urlopen(urllib.request.Request(f"http://secret.test:${port}/hang-up?key={tok}", headers={'Authorization': 'Bearer ' + tok}))`,
+        "except urllib.error.URLError as e:",
+        "    out['error'] = str(e.reason)",
+        "print(json.dumps(out))",
+      ].join("\n"),
+    );
+    assert.equal(r.error, undefined, r.error?.traceback);
+    const out = JSON.parse(r.stdout) as Record<string, { echoed: string; body: unknown }> & { env: string; other: string; error: string };
+    assert.equal(out.env, p, "the guest's env shows the placeholder");
+    assert.equal(out.other, "x");
+    assert.deepEqual(seen[0], { host: `secret.test:${port}`, authorization: `Bearer ${VALUE}`, key: VALUE });
+    assert.deepEqual(seen[1], { host: `other.test:${port}`, authorization: `Bearer ${p}`, key: p });
+    assert.equal(out["secret.test"]!.echoed, `Bearer ${p}`);
+    assert.deepEqual(out["secret.test"]!.body, { host: `secret.test:${port}`, authorization: `Bearer ${p}`, key: p });
+    assert.ok(out.error, "the hang-up is an error the guest sees");
+    assert.equal(leaks(JSON.stringify([r, sb.network.log(), sb.options])), false);
+  });
+
+  it("an env entry named like a secret is refused at create", async () => {
+    await assert.rejects(Sandbox.create({ language: "python", env: { TOKEN: "mine" }, network: network() }), /env\.TOKEN: is also the name of network\.secrets\.0/);
+  });
+});
