@@ -9,6 +9,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it, mock } from "node:test";
 import { Sandbox } from "../../src/index.js";
+import { createServer, KeyRing } from "../../src/server/index.js";
 import "../helpers.js";
 
 const VALUE = "sk-live-0123456789abcdef/+=&"; // needs escaping in a query: checks the encoding too
@@ -109,5 +110,36 @@ describe("network secrets: nano sandboxes", () => {
 
   it("an env entry named like a secret is refused at create", async () => {
     await assert.rejects(Sandbox.create({ language: "python", env: { TOKEN: "mine" }, network: network() }), /env\.TOKEN: is also the name of network\.secrets\.0/);
+  });
+});
+
+describe("network secrets: the HTTP server", () => {
+  it("create, get, list, run and the network log never show the value; a bad secret's error does not quote it", async () => {
+    const srv = await createServer({ keys: KeyRing.none(), poolSize: 0, netAllow: [`secret.test:${port}`, `other.test:${port}`, `127.0.0.1:${port}`], log: () => undefined });
+    try {
+      const call = async (method: string, path: string, json?: unknown) => {
+        const r = await srv.app.request(path, { method, headers: { "content-type": "application/json" }, ...(json !== undefined ? { body: JSON.stringify(json) } : {}) });
+        return { status: r.status, text: await r.text() };
+      };
+      const created = await call("POST", "/sandboxes", { language: "python", network: network() });
+      assert.equal(created.status, 201, created.text);
+      const id = (JSON.parse(created.text) as { id: string }).id;
+      const texts = [created.text];
+      texts.push((await call("GET", `/sandboxes/${id}`)).text, (await call("GET", "/sandboxes")).text);
+      const run = await call("POST", `/sandboxes/${id}/run`, { code: "import os\nprint(os.environ['TOKEN'])" });
+      assert.equal(run.status, 200, run.text);
+      assert.match(run.text, /agentbox-secret-TOKEN-[0-9a-f]{32}/);
+      const log = await call("GET", `/sandboxes/${id}/network/log`);
+      assert.equal(log.status, 200, log.text);
+      texts.push(run.text, log.text);
+      assert.equal(leaks(texts.join("\n")), false);
+      await call("DELETE", `/sandboxes/${id}`);
+      const bad = await call("POST", "/sandboxes", { language: "python", network: { ...network(), secrets: [{ name: "TOKEN", value: `${VALUE}\r\n`, hosts: ["secret.test"] }] } });
+      assert.equal(bad.status, 400);
+      assert.match(bad.text, /network\.secrets\.0\.value/);
+      assert.equal(leaks(bad.text), false);
+    } finally {
+      await srv.close();
+    }
   });
 });
