@@ -8,7 +8,11 @@ import dns from "node:dns/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it, mock } from "node:test";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { Sandbox } from "../../src/index.js";
+import { createMcpServer } from "../../src/mcp/index.js";
 import { createServer, KeyRing } from "../../src/server/index.js";
 import "../helpers.js";
 
@@ -140,6 +144,35 @@ describe("network secrets: the HTTP server", () => {
       assert.equal(leaks(bad.text), false);
     } finally {
       await srv.close();
+    }
+  });
+});
+
+describe("network secrets: the MCP server", () => {
+  it("tools and results show the placeholder, never the value", async (t) => {
+    mapNames(t);
+    const mcp = createMcpServer({ sandbox: { network: network() } });
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await mcp.server.connect(serverSide);
+    const client = new Client({ name: "agentbox-test", version: "0.0.0" });
+    await client.connect(clientSide);
+    try {
+      const tools = JSON.stringify(await client.listTools());
+      const code = [
+        "import os, urllib.request",
+        "tok = os.environ['TOKEN']",
+        `req = urllib.request.Request(f"http://secret.test:${port}/echo?key={tok}", headers={'Authorization': 'Bearer ' + tok})`,
+        "print(tok, urllib.request.urlopen(req).read().decode())",
+      ].join("\n");
+      seen.length = 0;
+      const r = (await client.callTool({ name: "run_python", arguments: { code } })) as CallToolResult;
+      const text = JSON.stringify(r);
+      assert.match(text, /agentbox-secret-TOKEN-[0-9a-f]{32}/);
+      assert.equal(seen[0]?.authorization, `Bearer ${VALUE}`, "the host still sent the value");
+      assert.equal(leaks(tools + text), false);
+    } finally {
+      await client.close();
+      await mcp.close();
     }
   });
 });
