@@ -45,14 +45,15 @@ export class SecretSet {
   /** `placeholderFor` only for tests that need fixed placeholders. */
   constructor(grants: readonly SecretGrant[] = [], placeholderFor: (name: string) => string = makePlaceholder) {
     this.secrets = grants.map((g) => Object.freeze({ name: g.name, value: g.value, placeholder: placeholderFor(g.name), hosts: Object.freeze(parseAllowList(g.hosts)) }));
-    // A server may hand the value back as it got it, percent-encoded (from a query string, with
-    // "+" for spaces in form encoding) or escaped inside JSON: each form scrubs to the placeholder
-    // (itself the same in all of them).
+    // A server may hand the value back as it got it, percent-encoded (as encodeURIComponent does,
+    // or strictly as RFC 3986 and Python's quote do, or with "+" for spaces in form encoding) or
+    // escaped inside JSON: each form scrubs to the placeholder (itself the same in all of them).
     const forms: string[] = [];
     for (const s of this.secrets) {
       const json = JSON.stringify(s.value).slice(1, -1);
       const form = new URLSearchParams({ v: s.value }).toString().slice(2);
-      for (const f of new Set([s.value, encodeURIComponent(s.value), form, json])) {
+      const strict = encodeURIComponent(s.value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+      for (const f of new Set([s.value, encodeURIComponent(s.value), strict, form, json])) {
         if (this.placeholderOf.has(f)) continue;
         this.placeholderOf.set(f, s.placeholder);
         this.placeholderOf.set(Buffer.from(f).toString("latin1"), s.placeholder);

@@ -14,7 +14,7 @@ import { checkSecretNames, makePlaceholder, PLACEHOLDER_PREFIX, redactSecrets, S
 import type { FetchResult } from "../../src/protocol/messages.js";
 import { Sandbox } from "../../src/index.js";
 
-const VALUE = "s3cr3t/val+ue&x=1 \"q\"";
+const VALUE = "s3cr3t/val+ue&x=1 \"q\" it's";
 const fixed = (name: string) => `${PLACEHOLDER_PREFIX}${name}-00000000000000000000000000000000`;
 const P = fixed("TOKEN");
 
@@ -117,7 +117,8 @@ describe("secrets: which URLs, substitution and scrubbing", () => {
   });
 
   it("scrub turns the value back into the placeholder, raw, percent-encoded, form-encoded or JSON-escaped, in text and bytes", () => {
-    const forms = [VALUE, encodeURIComponent(VALUE), new URLSearchParams({ v: VALUE }).toString().slice(2), JSON.stringify(VALUE).slice(1, -1)];
+    const strict = encodeURIComponent(VALUE).replace("'", "%27");
+    const forms = [VALUE, encodeURIComponent(VALUE), strict, new URLSearchParams({ v: VALUE }).toString().slice(2), JSON.stringify(VALUE).slice(1, -1)];
     for (const f of forms) {
       assert.equal(set.scrub(`a ${f} b other-value c`), `a ${P} b ${O} c`, f);
       assert.equal(set.scrub(Buffer.from(`\u00e9 ${f}\u00ff`)).toString(), `\u00e9 ${P}\u00ff`, f);
@@ -147,9 +148,10 @@ describe("secrets: through the fetch broker", () => {
         res.setHeader("x-query", u.search);
         return res.end(JSON.stringify({ headers: req.headers, url: req.url }));
       }
-      if (u.pathname === "/to-other") {
-        // An open redirect that carries what it got to another host.
-        res.writeHead(302, { location: `http://other.test:${port}/echo?k=${encodeURIComponent(String(req.headers["x-key"]))}` });
+      if (u.pathname === "/to-other" || u.pathname === "/to-other-raw") {
+        // An open redirect that carries what it got to another host (encoded, or as it came).
+        const k = String(req.headers["x-key"]);
+        res.writeHead(302, { location: `http://other.test:${port}/echo?k=${u.pathname === "/to-other" ? encodeURIComponent(k) : k}` });
         return res.end();
       }
       if (u.pathname === "/fail") return req.socket.destroy();
@@ -178,7 +180,7 @@ describe("secrets: through the fetch broker", () => {
   const fetchVia = (b: FetchBroker, url: string, headers: [string, string][] = []) =>
     new Promise<FetchResult>((r) => b.handle({ type: "fetch", id: 1, req: ++req, url, method: "GET", headers }, Date.now() + 10_000, r));
   const everything = (b: FetchBroker, rs: FetchResult[]) => JSON.stringify([rs, b.log.entries()]) + rs.map((r) => (r.ok ? Buffer.from(r.body, "base64").toString() : "")).join("");
-  const leaks = (s: string) => [VALUE, encodeURIComponent(VALUE), JSON.stringify(VALUE).slice(1, -1)].some((f) => s.includes(f));
+  const leaks = (s: string) => [VALUE, encodeURIComponent(VALUE), encodeURIComponent(VALUE).replace("'", "%27"), JSON.stringify(VALUE).slice(1, -1)].some((f) => s.includes(f));
 
   it("the secret's host gets the value in headers and query; the answer echoing it shows the placeholder", async () => {
     const b = make();
@@ -211,16 +213,18 @@ describe("secrets: through the fetch broker", () => {
   });
 
   it("a redirect to another host gets the placeholder, even when the secret's host put the value in the Location", async () => {
-    const b = make();
-    const p = b.secrets.placeholders().TOKEN!;
-    seen.length = 0;
-    const r = await fetchVia(b, `http://secret.test:${port}/to-other`, [["x-key", p]]);
-    assert.ok(r.ok);
-    assert.equal(seen[0]!.headers["x-key"], VALUE);
-    assert.equal(seen[1]!.headers.host, `other.test:${port}`);
-    assert.equal(seen[1]!.headers["x-key"], p, "the next hop is matched again");
-    assert.equal(new URL(seen[1]!.url, "http://x").searchParams.get("k"), p, "the Location's value was scrubbed before the hop");
-    assert.equal(leaks(everything(b, [r])), false);
+    for (const route of ["/to-other", "/to-other-raw"]) {
+      const b = make();
+      const p = b.secrets.placeholders().TOKEN!;
+      seen.length = 0;
+      const r = await fetchVia(b, `http://secret.test:${port}${route}`, [["x-key", p]]);
+      assert.ok(r.ok, route);
+      assert.equal(seen[0]!.headers["x-key"], VALUE);
+      assert.equal(seen[1]!.headers.host, `other.test:${port}`);
+      assert.equal(seen[1]!.headers["x-key"], p, "the next hop is matched again");
+      assert.equal(new URL(seen[1]!.url, "http://x").searchParams.get("k"), p, `${route}: the Location's value was scrubbed before the hop`);
+      assert.equal(leaks(everything(b, [r]) + JSON.stringify(seen.slice(1))), false, route);
+    }
   });
 
   it("errors and the log carry no value", async () => {

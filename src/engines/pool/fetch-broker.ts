@@ -247,7 +247,7 @@ export class FetchBroker {
           try {
             // Scrubbed: a server may put a value it got into the Location; the next hop gets it
             // again only if its URL may (a placeholder otherwise), and the guest never sees it.
-            next = new URL(this.secrets.scrub(new URL(location, url).href));
+            next = new URL(this.secrets.scrub(new URL(this.secrets.scrub(location), url).href));
           } catch {
             throw new FetchFailure("TypeError", `fetch: ${url.host} redirected to an invalid URL`);
           }
