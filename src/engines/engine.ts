@@ -87,6 +87,8 @@ export interface EngineNetwork {
   entries(): NetworkLogEntry[];
   /** Call `listener` with each attempt as it is recorded; returns the function that stops it. */
   watch(listener: (entry: NetworkLogEntry) => void): () => void;
+  /** Each `network.secrets` name → the placeholder the guest sees for it (none: {}). */
+  placeholders?(): Record<string, string>;
 }
 
 export interface Engine {

@@ -4,6 +4,7 @@
 // "auto" backend choice all iterate this list; nothing else names an engine.
 // A new language or backend: a folder under engines/ and one entry in ENGINES.
 import { InvalidOptionsError, TierUnavailableError } from "../errors.js";
+import { checkSecretNames, SecretSet } from "../policy/secrets.js";
 import { autoHeavyOptions, autoNanoOptions, parseOptions, sandboxOptionSchemas, type AutoOptions, type HeavyOptions, type Mount, type NanoOptions, type Tier } from "../policy/options.js";
 import { AutoEngine } from "./auto/engine.js";
 import type { Engine, EngineInfo } from "./engine.js";
@@ -60,9 +61,22 @@ export type AutoEngineDescriptor = DescriptorBase<"auto", AutoOptions>;
 
 export type EngineDescriptor = NanoEngineDescriptor | HeavyEngineDescriptor | AutoEngineDescriptor;
 
+/**
+ * A nano sandbox's guest environment and network secrets: each secret's placeholder (fresh for
+ * this sandbox) in the env under its name, and the same set for the host's fetch broker, which
+ * alone holds the values (policy/secrets.ts). `env` cannot name a secret too (checkNanoSecrets).
+ */
+function nanoGuestEnv(o: NanoOptions): { env: Record<string, string>; secrets?: SecretSet } {
+  if (!o.network || o.network.secrets.length === 0) return { env: o.env };
+  const secrets = new SecretSet(o.network.secrets);
+  return { env: { ...o.env, ...secrets.placeholders() }, secrets };
+}
+
+const checkNanoSecrets = ({ options: o }: EngineStart<NanoOptions>) => checkSecretNames(o.env, o.network?.secrets);
+
 function startPythonWasm({ options: o, seed, clock, mounts }: EngineStart<NanoOptions>): Promise<PythonWasmEngine> {
   const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true), "nano") : undefined;
-  return PythonWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts, network: o.network }, pool);
+  return PythonWasmEngine.start({ seed, clock, ...nanoGuestEnv(o), limits: o.limits, mounts, network: o.network }, pool);
 }
 
 const pythonWasm = {
@@ -70,6 +84,7 @@ const pythonWasm = {
   tier: "nano",
   languages: ["python"] as const,
   start: startPythonWasm,
+  check: checkNanoSecrets,
   prewarm: () => poolFor("python", () => spawnPythonWorker([], true), "nano")?.fill(),
   info: () => ({}),
 } satisfies NanoEngineDescriptor;
@@ -82,8 +97,9 @@ const quickjsWasm = {
     // One pool for both languages: a worker learns at configure time whether it strips types.
     const pool = o.pool ? poolFor("javascript", () => spawnJsWorker(true), "nano") : undefined;
     const language = o.language === "typescript" ? "typescript" : "javascript";
-    return QuickJsWasmEngine.start({ seed, clock, env: o.env, limits: o.limits, mounts, language, network: o.network }, pool);
+    return QuickJsWasmEngine.start({ seed, clock, ...nanoGuestEnv(o), limits: o.limits, mounts, language, network: o.network }, pool);
   },
+  check: checkNanoSecrets,
   info: () => ({}),
 } satisfies NanoEngineDescriptor;
 

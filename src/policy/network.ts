@@ -33,6 +33,16 @@
 // loopback one. An IP literal URL is only ever let through by an entry naming it, so it always
 // passes this check; a name passes only if every address it resolves to does, and the connection
 // then goes to those addresses and no others (the broker pins them; no second lookup).
+// Secrets (`network.secrets`, optional): credentials the guest uses without ever holding them.
+// Each `{ name, value, hosts }` puts a placeholder, not the value, in the guest's environment
+// variable `name`: "agentbox-secret-<name>-<32 hex digits>" (16 random bytes, new per sandbox).
+// The host replaces the placeholder with the value in request header values and in the URL's
+// query string (percent-encoded there), only on requests whose URL a `hosts` entry matches
+// (entries and matching as for `allow`; each redirect hop is matched again), and turns the value
+// back into the placeholder in what returns to the guest (response headers, body, final URL,
+// error messages) and in the network log. A server that transforms the value (hashes, base64,
+// quotes part of it) can still hand the guest something derived from it: give secrets only to
+// hosts that do not. An `env` entry of the same name as a secret is refused (policy/secrets.ts).
 import net from "node:net";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
@@ -86,6 +96,22 @@ export const networkEntrySchema = z.string().superRefine((s, ctx) => {
   if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
 });
 
+/** One `network.secrets` entry; see the top of this file. `value` is never echoed or logged. */
+export const secretSchema = z.strictObject({
+  /** The guest's environment variable that holds the placeholder. */
+  name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are [A-Za-z_][A-Za-z0-9_]*").max(128),
+  /** The credential; it goes in header values, so no CR, LF or NUL. */
+  value: z
+    .string()
+    .min(1)
+    .max(8 * 1024)
+    .refine((v) => !/[\r\n\0]/.test(v), "must not contain CR, LF or NUL"),
+  /** Where the value may be sent: entries as in `allow`. */
+  hosts: z.array(networkEntrySchema).min(1).max(64),
+});
+
+export type SecretGrant = z.output<typeof secretSchema>;
+
 export const networkSchema = z.strictObject({
   /** Where `fetch` may go; see the matching rules at the top of this file. */
   allow: z.array(networkEntrySchema).min(1).max(256),
@@ -110,6 +136,18 @@ export const networkSchema = z.strictObject({
   maxConnectionBytesIn: z.int().min(1).max(64 * 1024 * MiB).default(2048 * MiB),
   /** Heavy tier: bytes one connection may send to the network; past it the connection is cut. */
   maxConnectionBytesOut: z.int().min(1).max(64 * 1024 * MiB).default(256 * MiB),
+  /** Credentials the host adds to requests to their hosts; the guest sees placeholders only. */
+  secrets: z
+    .array(secretSchema)
+    .max(32)
+    .default([])
+    .superRefine((list, ctx) => {
+      const seen = new Set<string>();
+      list.forEach((s, i) => {
+        if (seen.has(s.name)) ctx.addIssue({ code: "custom", path: [i, "name"], message: `${JSON.stringify(s.name)} is the name of an earlier secret` });
+        seen.add(s.name);
+      });
+    }),
 });
 
 export type NetworkGrantInput = z.input<typeof networkSchema>;
@@ -138,6 +176,12 @@ function denies(rule: AllowRule, scheme: string, port: number): boolean {
 function hostMatches(rule: AllowRule, host: string): boolean {
   const isIp = host.startsWith("[") || net.isIPv4(host);
   return rule.wildcard ? !isIp && host.endsWith(`.${rule.host}`) : host === rule.host;
+}
+
+/** Whether `rule` matches a request to `url` as an allow entry would (host, scheme and port). */
+export function ruleMatchesUrl(rule: AllowRule, url: URL): boolean {
+  const { scheme, port } = schemeAndPort(url);
+  return fits(rule, scheme, port) && hostMatches(rule, url.hostname);
 }
 
 /**

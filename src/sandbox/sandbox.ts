@@ -16,6 +16,7 @@ import {
   type RunOptionsInput,
 } from "../policy/options.js";
 import type { NetworkLogEntry } from "../policy/network.js";
+import { redactSecrets } from "../policy/secrets.js";
 import type { DirEntry } from "../protocol/messages.js";
 import { resolveSandboxOptions, type SandboxOptions, type SandboxOptionsInput } from "./resolve.js";
 import type { RunResult } from "./result.js";
@@ -134,6 +135,16 @@ export class SandboxNetwork {
   watch(listener: (entry: NetworkLogEntry) => void): () => void {
     return this.sb.networkRecord?.watch(listener) ?? (() => undefined);
   }
+
+  /**
+   * Each `network.secrets` name → the placeholder the guest holds for it (in its environment
+   * variable of that name; JavaScript on the nano tier has no environment, so write it into the
+   * code). Placeholders are no secret: the host sends the value in their place, to the secret's
+   * hosts only. Empty without secrets.
+   */
+  secretPlaceholders(): Record<string, string> {
+    return this.sb.networkRecord?.placeholders?.() ?? {};
+  }
 }
 
 /** A saved sandbox (heavy tier): `Sandbox.restore(snap)` starts independent copies of it. */
@@ -182,7 +193,8 @@ export class Sandbox {
     options: SandboxOptions,
     seed: number,
   ) {
-    this.options = options;
+    // Secret values stay with the engine: what callers (and the servers) read shows "***".
+    this.options = redactSecrets(options);
     this.seed = seed;
     this.files = new SandboxFiles(this);
     this.commands = new SandboxCommands(this);

@@ -4,7 +4,6 @@
 // host's dns.lookup, mocked) and granted with the loopback address named.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import crypto from "node:crypto";
 import dns from "node:dns/promises";
 import fs from "node:fs";
 import http from "node:http";
@@ -13,39 +12,10 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it, mock } from "node:test";
-import forge from "node-forge";
 import { Sandbox } from "../../src/index.js";
+import { createSandboxCa } from "../../src/policy/tls-ca.js";
 import "../helpers.js";
 import { ensureDataImage, skipHeavy } from "../heavy.js";
-
-/** A CA and a server certificate for `name`, signed by it (PEM). */
-function testCertificates(name: string): { ca: string; cert: string; key: string } {
-  const keys = (bits = 2048) => {
-    const { privateKey } = crypto.generateKeyPairSync("rsa", { modulusLength: bits });
-    const pem = privateKey.export({ type: "pkcs1", format: "pem" }).toString();
-    const priv = forge.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey;
-    return { priv, pub: forge.pki.rsa.setPublicKey(priv.n, priv.e), pem };
-  };
-  const make = (subject: string, pub: forge.pki.PublicKey, issuer: string, signer: forge.pki.PrivateKey, ext: object[]) => {
-    const c = forge.pki.createCertificate();
-    c.publicKey = pub;
-    c.serialNumber = crypto.randomBytes(8).toString("hex");
-    c.validity.notBefore = new Date(Date.now() - 3600_000);
-    c.validity.notAfter = new Date(Date.now() + 86400_000);
-    c.setSubject([{ name: "commonName", value: subject }]);
-    c.setIssuer([{ name: "commonName", value: issuer }]);
-    c.setExtensions(ext);
-    c.sign(signer, forge.md.sha256.create());
-    return forge.pki.certificateToPem(c);
-  };
-  const ca = keys();
-  const leaf = keys();
-  return {
-    ca: make("agentbox test CA", ca.pub, "agentbox test CA", ca.priv, [{ name: "basicConstraints", cA: true }, { name: "keyUsage", keyCertSign: true, cRLSign: true }]),
-    cert: make(name, leaf.pub, "agentbox test CA", ca.priv, [{ name: "subjectAltName", altNames: [{ type: 2, value: name }] }]),
-    key: leaf.pem,
-  };
-}
 
 /** Serve the files under `root` (GET only), as a static web server does. */
 function staticFiles(root: string): http.RequestListener {
@@ -102,9 +72,10 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
     git("commit", "-q", "-m", "first");
     git("clone", "-q", "--bare", work, path.join(dir, "repos", "demo.git"));
     execFileSync("git", ["update-server-info"], { cwd: path.join(dir, "repos", "demo.git") });
-    const certs = testCertificates("git.test");
-    ca = certs.ca;
-    const gitServer = https.createServer({ cert: certs.cert, key: certs.key }, staticFiles(path.join(dir, "repos")));
+    // Its certificate from a CA of the test's own, which the guest is told to trust for git.
+    const testCa = createSandboxCa("agentbox test CA");
+    ca = testCa.caPem;
+    const gitServer = https.createServer({ SNICallback: (name, cb) => cb(null, testCa.secureContextFor(name)) }, staticFiles(path.join(dir, "repos")));
     for (const s of [pypiServer, gitServer]) {
       await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
       servers.push(s);

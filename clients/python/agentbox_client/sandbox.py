@@ -44,6 +44,16 @@ class Mount(TypedDict, total=False):
     readOnly: bool
 
 
+class NetworkSecret(TypedDict):
+    """A credential the guest uses without holding it: the guest's env var ``name`` holds a
+    placeholder; the host sends ``value`` in its place (header values, query string) only to URLs
+    that ``hosts`` entries match. The server never echoes ``value``."""
+
+    name: str
+    value: str
+    hosts: List[str]
+
+
 class Network(TypedDict, total=False):
     """A JavaScript sandbox's network grant (``fetch`` through the host), as in the TypeScript API.
 
@@ -59,6 +69,7 @@ class Network(TypedDict, total=False):
     maxResponseBytes: int
     maxConcurrent: int
     maxRedirects: int
+    secrets: List["NetworkSecret"]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@
 // per-request timeout within the run's deadline, requests in flight), records every attempt in
 // the sandbox's network log, and answers with status, headers and body. Refusals and failures are
 // answers too (a guest TypeError/RangeError naming the rule), never host errors.
+// Secrets (policy/secrets.ts): the guest's URL and headers are kept as the guest wrote them, with
+// placeholders; each hop's values go in only as it is sent, for the secrets its URL may receive,
+// and everything that goes back (answer, error, log entry, the next hop's URL) is scrubbed first.
 import dns from "node:dns/promises";
 import http from "node:http";
 import https from "node:https";
@@ -15,6 +18,7 @@ import { Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { checkAddresses, checkUrl, parseAllowList, schemeAndPort, urlForLog, type AllowRule, type NetworkGrant, type NetworkLogEntry } from "../../policy/network.js";
+import { SecretSet } from "../../policy/secrets.js";
 import type { FetchResult, WorkerMessage } from "../../protocol/messages.js";
 import { NetworkLog } from "./network-log.js";
 
@@ -40,6 +44,11 @@ export interface FetchBrokerOptions {
   createConnection?: http.RequestOptions["createConnection"];
   /** Where attempts are recorded (default: a new ring of NETWORK_LOG_ENTRIES). */
   log?: NetworkLog;
+  /**
+   * The grant's secrets with the placeholders the guest's environment holds (default: a new set
+   * from `grant.secrets`, with fresh placeholders: see `secrets.placeholders()`).
+   */
+  secrets?: SecretSet;
 }
 
 /** Headers a guest may not set: connection management, and Host (the URL decides where it goes). */
@@ -86,6 +95,7 @@ class Attempt {
 
   constructor(
     private readonly log: NetworkLog,
+    private readonly secrets: SecretSet,
     raw: string,
     private readonly method: string,
     private readonly hop: number,
@@ -127,13 +137,13 @@ class Attempt {
       address: this.address,
       hop: this.hop,
       decision,
-      reason,
+      reason: this.secrets.scrub(reason),
       status: this.status,
       bytesSent: this.bytesSent,
       bytesReceived: this.bytesReceived,
       durationMs: Math.round((performance.now() - this.t0) * 10) / 10,
     };
-    if (error !== undefined) e.error = error;
+    if (error !== undefined) e.error = this.secrets.scrub(error);
     this.log.add(e);
   }
 }
@@ -141,6 +151,8 @@ class Attempt {
 export class FetchBroker {
   /** Every attempt of this sandbox's guest, allowed or not. */
   readonly log: NetworkLog;
+  /** The grant's secrets: their placeholders are what the guest's environment must hold. */
+  readonly secrets: SecretSet;
   private readonly rules: AllowRule[];
   private readonly deny: AllowRule[];
   private readonly resolve: Resolver;
@@ -160,6 +172,7 @@ export class FetchBroker {
     this.resolve = options.resolve ?? systemResolver;
     this.createConnection = options.createConnection;
     this.log = options.log ?? new NetworkLog();
+    this.secrets = options.secrets ?? new SecretSet(grant.secrets ?? []);
   }
 
   /** Handle one request of the run in progress; `reply` is called once, unless the run ended first. */
@@ -169,12 +182,12 @@ export class FetchBroker {
       if (gen === this.generation) reply(r);
     };
     if (this.active + this.waiting.length >= MAX_QUEUED) {
-      const f = new Attempt(this.log, m.url, m.method, 0).deny(new FetchFailure("RangeError", `fetch: more than ${MAX_QUEUED} requests queued or in flight`));
-      return answer(fail(m, f.error));
+      const f = new Attempt(this.log, this.secrets, m.url, m.method, 0).deny(new FetchFailure("RangeError", `fetch: more than ${MAX_QUEUED} requests queued or in flight`));
+      return answer(fail(m, f.error, this.secrets));
     }
     this.perform(m, deadline, gen).then(
       (ok) => answer(ok),
-      (e: unknown) => answer(fail(m, e instanceof FetchFailure ? e.error : { name: "TypeError", message: `fetch failed: ${describe(e)}` })),
+      (e: unknown) => answer(fail(m, e instanceof FetchFailure ? e.error : { name: "TypeError", message: `fetch failed: ${describe(e)}` }, this.secrets)),
     );
   }
 
@@ -191,7 +204,7 @@ export class FetchBroker {
     const g = this.grant;
     let method = m.method;
     let body: Buffer | undefined = m.body !== undefined ? Buffer.from(m.body, "base64") : undefined;
-    let attempt = new Attempt(this.log, m.url, method, 0);
+    let attempt = new Attempt(this.log, this.secrets, m.url, method, 0);
     if (body && body.length > g.maxRequestBytes) {
       throw attempt.deny(new FetchFailure("RangeError", `fetch: the request body of ${body.length} bytes is larger than network.maxRequestBytes (${g.maxRequestBytes})`));
     }
@@ -232,7 +245,9 @@ export class FetchBroker {
           attempt.end();
           let next: URL;
           try {
-            next = new URL(location, url);
+            // Scrubbed: a server may put a value it got into the Location; the next hop gets it
+            // again only if its URL may (a placeholder otherwise), and the guest never sees it.
+            next = new URL(this.secrets.scrub(new URL(this.secrets.scrub(location), url).href));
           } catch {
             throw new FetchFailure("TypeError", `fetch: ${url.host} redirected to an invalid URL`);
           }
@@ -242,17 +257,18 @@ export class FetchBroker {
             headers.delete("content-type");
           }
           if (next.origin !== url.origin) for (const h of CREDENTIAL_HEADERS) headers.delete(h);
-          attempt = new Attempt(this.log, next.href, method, hop + 1);
+          attempt = new Attempt(this.log, this.secrets, next.href, method, hop + 1);
           if (hop >= g.maxRedirects) throw attempt.deny(new FetchFailure("TypeError", `fetch: more than ${g.maxRedirects} redirects (network.maxRedirects)`));
           what = `redirect from ${url.host}`;
           url = this.allowedUrl(next.href, what, attempt);
           continue;
         }
-        const data = await readBody(res, method, g.maxResponseBytes, url.host, attempt);
+        const data = this.secrets.scrub(await readBody(res, method, g.maxResponseBytes, url.host, attempt));
         attempt.end();
         const out: [string, string][] = [];
-        for (let i = 0; i + 1 < res.rawHeaders.length && out.length < MAX_RESPONSE_HEADERS; i += 2) out.push([res.rawHeaders[i]!.toLowerCase(), res.rawHeaders[i + 1]!]);
-        return { type: "fetchResult", id: m.id, req: m.req, ok: true, status, statusText: res.statusMessage ?? "", url: url.href, redirected: hop > 0, headers: out, body: data.toString("base64") };
+        const scrub = (t: string) => this.secrets.scrub(t);
+        for (let i = 0; i + 1 < res.rawHeaders.length && out.length < MAX_RESPONSE_HEADERS; i += 2) out.push([scrub(res.rawHeaders[i]!.toLowerCase()), scrub(res.rawHeaders[i + 1]!)]);
+        return { type: "fetchResult", id: m.id, req: m.req, ok: true, status, statusText: scrub(res.statusMessage ?? ""), url: scrub(url.href), redirected: hop > 0, headers: out, body: data.toString("base64") };
       }
     } catch (e) {
       const failure = timedOut
@@ -302,11 +318,19 @@ export class FetchBroker {
     return addresses;
   }
 
-  /** Send one hop over a connection of its own to one of `addresses`; resolves with the response head. */
-  private send(url: URL, method: string, headers: Headers, payload: Buffer | undefined, addresses: string[], signal: AbortSignal, attempt: Attempt): Promise<http.IncomingMessage> {
+  /**
+   * Send one hop over a connection of its own to one of `addresses`; resolves with the response
+   * head. The secrets `url` may receive go into header values and the query string here, and only
+   * here: nothing else holds the request as sent.
+   */
+  private send(guestUrl: URL, method: string, headers: Headers, payload: Buffer | undefined, addresses: string[], signal: AbortSignal, attempt: Attempt): Promise<http.IncomingMessage> {
+    const pairs: [string, string][] = [];
+    headers.forEach((v, k) => pairs.push([k, v]));
+    const sent = this.secrets.substitute(pairs, guestUrl);
+    const url = sent.url;
     const host = bare(url.hostname);
     const h: Record<string, string> = {};
-    headers.forEach((v, k) => (h[k] = v));
+    for (const [k, v] of sent.headers) h[k] = v;
     // fetch's defaults, unless the guest set its own.
     h["accept"] ??= "*/*";
     h["user-agent"] ??= "node";
@@ -393,8 +417,8 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-function fail(m: FetchRequest, error: Failure): FetchResult {
-  return { type: "fetchResult", id: m.id, req: m.req, ok: false, error: { ...error, message: error.message.slice(0, 4096) } };
+function fail(m: FetchRequest, error: Failure, secrets: SecretSet): FetchResult {
+  return { type: "fetchResult", id: m.id, req: m.req, ok: false, error: { ...error, message: secrets.scrub(error.message).slice(0, 4096) } };
 }
 
 function describe(e: unknown): string {

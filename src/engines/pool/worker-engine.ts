@@ -16,6 +16,7 @@ import {
 } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits } from "../../policy/options.js";
+import type { SecretSet } from "../../policy/secrets.js";
 import { ResultGate, type DisplayResult } from "../../protocol/display.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
 import type { Engine, EngineNetwork, EngineRunOptions, EngineRunResult, NeedsHeavy } from "../engine.js";
@@ -41,9 +42,10 @@ export class WorkerEngine implements Engine {
 
   protected constructor(
     private readonly worker: WorkerProcess,
-    private readonly config: { limits: Limits; network?: NetworkGrant | undefined },
+    private readonly config: { limits: Limits; network?: NetworkGrant | undefined; secrets?: SecretSet | undefined },
   ) {
-    this.broker = config.network ? new FetchBroker(config.network) : undefined;
+    // The secrets must be the set whose placeholders the guest's env holds (engines/registry.ts).
+    this.broker = config.network ? new FetchBroker(config.network, config.secrets ? { secrets: config.secrets } : {}) : undefined;
   }
 
   /** The configure message for `limits` and the rest (id filled in by configure()). */
@@ -77,7 +79,9 @@ export class WorkerEngine implements Engine {
 
   /** The record of the guest's fetches; outlives the worker, so it can be read after a kill. */
   get network(): EngineNetwork | undefined {
-    return this.broker?.log;
+    const b = this.broker;
+    if (!b) return undefined;
+    return { entries: () => b.log.entries(), watch: (l) => b.log.watch(l), placeholders: () => b.secrets.placeholders() };
   }
 
   async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {

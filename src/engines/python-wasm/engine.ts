@@ -3,6 +3,7 @@
 // outer limits and file operations are the shared WorkerEngine's.
 import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits, Mount } from "../../policy/options.js";
+import type { SecretSet } from "../../policy/secrets.js";
 import type { WorkerPool } from "../pool/pool.js";
 import type { EngineRunOptions, EngineRunResult, NanoOnlyRunner, NeedsHeavy } from "../engine.js";
 import { WorkerEngine } from "../pool/worker-engine.js";
@@ -16,6 +17,8 @@ export interface PythonEngineConfig {
   mounts: Mount[];
   /** urllib / http.client through the host, limited to these hosts; absent: no network. */
   network?: NetworkGrant | undefined;
+  /** `network.secrets` with the placeholders `env` holds; absent: none. */
+  secrets?: SecretSet | undefined;
 }
 
 export class PythonWasmEngine extends WorkerEngine implements NanoOnlyRunner {

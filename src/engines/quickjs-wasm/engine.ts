@@ -6,6 +6,7 @@ import fs from "node:fs";
 import { InvalidOptionsError } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
 import type { NanoLimits as Limits, Mount } from "../../policy/options.js";
+import type { SecretSet } from "../../policy/secrets.js";
 import type { WorkerPool } from "../pool/pool.js";
 import { WorkerEngine } from "../pool/worker-engine.js";
 import { spawnJsWorker } from "./runtime.js";
@@ -19,6 +20,8 @@ export interface JsEngineConfig {
   mounts: Mount[];
   /** A guest `fetch` through the host, limited to these hosts; absent: no network. */
   network?: NetworkGrant | undefined;
+  /** `network.secrets` with the placeholders `env` holds; absent: none. */
+  secrets?: SecretSet | undefined;
 }
 
 export class QuickJsWasmEngine extends WorkerEngine {
