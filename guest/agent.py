@@ -136,8 +136,8 @@ def b64decode(text):
 PROTOCOL_VERSION = 2
 MAX_FRAME = 64 << 20
 BINARY = 0x80000000  # a frame length with this bit set: a binary frame (stream id, raw bytes)
-STREAM_CHUNK = 64 << 10  # largest binary frame's data, both ways
-STREAM_WINDOW = 1 << 20  # bytes of a stream either side sends ahead of the other's acks
+STREAM_CHUNK = 256 << 10  # largest binary frame's data, both ways
+STREAM_WINDOW = 8 << 20  # bytes of a stream either side sends ahead of the other's acks
 MAX_FILE = 40 << 20  # base64 of a file read must fit in one frame
 DIGEST_ROOTS = ("/home/user", "/tmp")  # the sandbox's writable tree: what vfsDigest covers
 CHUNK = 64 << 10
@@ -814,6 +814,9 @@ class Agent:
         port = msg.get("proxyPort")
         if isinstance(port, int) and 0 < port < 65536:
             self.streams.listen(port)
+        ca = msg.get("caPem")
+        if isinstance(ca, str) and ca:
+            write_ca_bundle(ca)
         watch = msg.get("watchdogMemoryMb")
         if isinstance(watch, int) and watch > 0 and self.watchdog is None:
             self.watchdog = MemoryWatchdog(self, watch << 20)
@@ -860,6 +863,27 @@ class Agent:
                 os.killpg(p.pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def write_ca_bundle(ca):
+    """The CA bundle the guest's TLS clients are pointed at (the host's caEnv): the system's
+    certificates and the sandbox's CA, which signs the host's interception of secrets' hosts.
+    Owned by root in a root-owned directory: guest code cannot swap what its tools trust."""
+    d = "/tmp/.agentbox"
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    os.chmod(d, 0o755)
+    system = b""
+    try:
+        with open("/etc/ssl/certs/ca-certificates.crt", "rb") as f:
+            system = f.read()
+    except OSError:
+        pass
+    for name, data in (("sandbox-ca.pem", ca.encode()), ("ca-bundle.pem", system + b"\n" + ca.encode())):
+        tmp = os.path.join(d, "." + name)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(d, name))
 
 
 def loopback_up():

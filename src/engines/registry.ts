@@ -73,6 +73,12 @@ function nanoGuestEnv(o: NanoOptions): { env: Record<string, string>; secrets?: 
 }
 
 const checkNanoSecrets = ({ options: o }: EngineStart<NanoOptions>) => checkSecretNames(o.env, o.network?.secrets);
+const checkHeavySecrets = ({ options: o }: EngineStart<HeavyOptions>) => checkSecretNames(o.env, o.network?.secrets);
+
+/** A heavy sandbox's secrets, one set per sandbox: the engine puts the placeholders in the guest's env; its egress proxy alone holds the values. */
+function heavySecrets(o: HeavyOptions): SecretSet | undefined {
+  return o.network && o.network.secrets.length > 0 ? new SecretSet(o.network.secrets) : undefined;
+}
 
 function startPythonWasm({ options: o, seed, clock, mounts }: EngineStart<NanoOptions>): Promise<PythonWasmEngine> {
   const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true), "nano") : undefined;
@@ -109,11 +115,12 @@ const heavyGvisor = {
   backend: "gvisor" as const,
   languages: ["python"] as const,
   start: ({ options: o, seed, mounts }) => {
-    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })), network: o.network };
+    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })), network: o.network, secrets: heavySecrets(o) };
     const spec = boxSpec(config);
     const pool = o.pool && mounts.length === 0 ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true }), "heavy") : undefined;
     return GvisorEngine.start(config, pool);
   },
+  check: checkHeavySecrets,
   // The fallback: gVisor serves every heavy configuration.
   auto: () => Promise.resolve(true),
   info: (e) => e.info ?? { backend: "gvisor" },
@@ -125,7 +132,8 @@ const heavyMicrovm = {
   backend: "microvm" as const,
   languages: ["python"] as const,
   refuses: { mounts: "the microVM backend shares no file system with the host; copy files in with sb.files.write" },
-  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), network: o.network }, o.pool),
+  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), network: o.network, secrets: heavySecrets(o) }, o.pool),
+  check: checkHeavySecrets,
   // Only where KVM boots it (TCG is for testing) and no mount is asked for.
   auto: async ({ options: o, mounts }) => mounts.length === 0 && (await microvmOnKvm(imagePackages(o.image, o.packages))),
   info: (e) => e.info ?? { backend: "microvm" },

@@ -6,6 +6,7 @@
 // into a record: response headers and body, the final URL, error messages, log entries. The rules
 // (placeholder format, where values go) are at the top of policy/network.ts.
 import crypto from "node:crypto";
+import { Transform } from "node:stream";
 import { InvalidOptionsError } from "../errors.js";
 import { parseAllowList, ruleMatchesUrl, type AllowRule, type SecretGrant } from "./network.js";
 
@@ -111,6 +112,30 @@ export class SecretSet {
       "latin1",
     );
   }
+}
+
+/**
+ * A stream that scrubs `set`'s values out of a body as it passes (the heavy tier's proxy streams
+ * responses): it holds back the last bytes of each chunk that could begin a value the next chunk
+ * completes, so a value split across chunks is scrubbed too.
+ */
+export function scrubbingStream(set: SecretSet): Transform {
+  const keep = Math.max(0, ...set.secrets.flatMap((s) => [Buffer.byteLength(s.value), Buffer.byteLength(encodeURIComponent(s.value)), Buffer.byteLength(JSON.stringify(s.value))])) * 3;
+  let carry: Buffer = Buffer.alloc(0);
+  return new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      const scrubbed = set.scrub(carry.length > 0 ? Buffer.concat([carry, chunk]) : chunk);
+      if (scrubbed.length <= keep) {
+        carry = scrubbed;
+        return callback();
+      }
+      carry = Buffer.from(scrubbed.subarray(scrubbed.length - keep));
+      callback(null, scrubbed.subarray(0, scrubbed.length - keep));
+    },
+    flush(callback) {
+      callback(null, carry);
+    },
+  });
 }
 
 /**

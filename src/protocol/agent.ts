@@ -11,12 +11,12 @@ export const AGENT_PROTOCOL_VERSION = 2;
 /** Cap on one frame from the agent: a file read (base64) of up to 40 MiB must fit. */
 export const AGENT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 /** Cap on one binary frame's data (a chunk of a byte stream), both ways. */
-export const STREAM_CHUNK_BYTES = 64 * 1024;
+export const STREAM_CHUNK_BYTES = 256 * 1024;
 /**
  * Bytes of one stream either side may send ahead of the other's acknowledgements: the most a
  * stream can have buffered at its receiver. A peer that sends past it breaks the protocol.
  */
-export const STREAM_WINDOW_BYTES = 1024 * 1024;
+export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024;
 /** Streams open at once over one channel (either side's). */
 export const MAX_STREAMS = 1024;
 
@@ -44,8 +44,11 @@ export type AgentRequest =
    * `processMemoryMb`: RLIMIT_AS of every guest process; `watchdogMemoryMb`: the sandbox memory use
    * past which the agent SIGKILLs the largest guest process (backends whose limit kills the whole sandbox).
    */
-  /** `proxyPort`: listen there on the guest's loopback and pass each connection to the host as a stream. */
-  | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number; proxyPort?: number }
+  /**
+   * `proxyPort`: listen there on the guest's loopback and pass each connection to the host as a
+   * stream. `caPem`: the sandbox's CA, to write beside the system's in the guest's CA bundle.
+   */
+  | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number; proxyPort?: number; caPem?: string }
   | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string }
   | { type: "kill"; id: number; target: number; signal: "KILL" | "TERM" | "INT" }
   | { type: "run"; id: number; code: string; valueCap: number }

@@ -7,6 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { NetworkGrant } from "../../policy/network.js";
+import type { SecretSet } from "../../policy/secrets.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { EngineInfo } from "../engine.js";
@@ -29,6 +30,8 @@ export interface GvisorEngineConfig {
   mounts?: { hostPath: string; guestPath: string }[];
   /** Egress through the host's proxy (heavy/egress.ts), limited by this grant. Default: none. */
   network?: NetworkGrant | undefined;
+  /** The grant's secrets (placeholders for the guest's env, values for the proxy alone). */
+  secrets?: SecretSet | undefined;
 }
 
 /** What a gVisor sandbox reports to tests and leak checks. */

@@ -10,16 +10,44 @@
 // way. Every attempt is recorded in the sandbox's network log. A refusal is an HTTP answer (403,
 // 503) whose reason phrase and body say which rule refused it, never a host error. Redirects are
 // the client's to follow: each hop comes back through here and is checked again.
+// Secrets (network.secrets, policy/secrets.ts): the guest's env holds placeholders; a request to
+// one of a secret's hosts gets the value in place of its placeholder in header values and the
+// query, and its response comes back with the value scrubbed (headers and streamed body, sent
+// uncompressed so the scrub sees it). Plain HTTP is rewritten as it passes; HTTPS to a secret's
+// host is intercepted: the tunnel ends here in TLS with a certificate from the sandbox's own CA
+// (tls-ca.ts; the guest trusts it through the CA bundle the agent writes), each request inside is
+// handled as a plain one and sent on over a new, verified TLS connection. Tunnels to every other
+// host pass untouched.
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
 import type { Duplex } from "node:stream";
+import tls from "node:tls";
+import { scrubbingStream, type HeaderPair, type SecretSet } from "../../policy/secrets.js";
+import { createSandboxCa, type SandboxCa } from "../../policy/tls-ca.js";
 import { checkAddresses, checkUrl, parseAllowList, schemeAndPort, urlForLog, type AllowRule, type NetworkGrant, type NetworkLogEntry } from "../../policy/network.js";
 import { pinnedLookup, systemResolver, type Resolver } from "../pool/fetch-broker.js";
 import { NetworkLog } from "../pool/network-log.js";
 
 /** The port the agent's proxy listens on, on the guest's loopback. */
 export const PROXY_PORT = 3128;
+
+/** Where the agent writes the CA bundle (the system's and the sandbox's CA) when secrets are intercepted. */
+export const GUEST_CA_BUNDLE = "/tmp/.agentbox/ca-bundle.pem";
+/** The sandbox's CA alone (for NODE_EXTRA_CA_CERTS, which adds to Node's own list). */
+export const GUEST_SANDBOX_CA = "/tmp/.agentbox/sandbox-ca.pem";
+
+/** What makes the guest's TLS clients trust the bundle: OpenSSL and Python, requests, pip, curl, git, Node. */
+export function caEnv(): Record<string, string> {
+  return {
+    SSL_CERT_FILE: GUEST_CA_BUNDLE,
+    REQUESTS_CA_BUNDLE: GUEST_CA_BUNDLE,
+    PIP_CERT: GUEST_CA_BUNDLE,
+    CURL_CA_BUNDLE: GUEST_CA_BUNDLE,
+    GIT_SSL_CAINFO: GUEST_CA_BUNDLE,
+    NODE_EXTRA_CA_CERTS: GUEST_SANDBOX_CA,
+  };
+}
 
 /** What the guest's commands and REPL get so that HTTP clients use the proxy (lower and upper case). */
 export function proxyEnv(): Record<string, string> {
@@ -38,6 +66,12 @@ export function proxyEnv(): Record<string, string> {
   return env;
 }
 
+/**
+ * How the proxy verifies the servers it connects to over TLS itself (absolute-form https requests,
+ * intercepted tunnels): Node's defaults unless `ca` is set. Only tests set it, to trust a test CA.
+ */
+export const upstreamTls: { ca: string[] | undefined } = { ca: undefined };
+
 /** Request headers that belong to the hop to the proxy, not to the request passed on. */
 const HOP_HEADERS = new Set(["connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]);
 
@@ -45,6 +79,8 @@ export interface EgressProxyOptions {
   /** Default: the system's resolver (fetch-broker.ts systemResolver, which tests can map). */
   resolve?: Resolver;
   log?: NetworkLog;
+  /** The grant's secrets; with any, HTTPS to their hosts is intercepted with a CA of this proxy's own. */
+  secrets?: SecretSet | undefined;
 }
 
 class Refusal extends Error {
@@ -103,6 +139,11 @@ export class EgressProxy {
   private readonly deny: AllowRule[];
   private readonly resolve: Resolver;
   private readonly server: http.Server;
+  /** Serves the requests inside intercepted TLS tunnels (secrets' hosts). */
+  private readonly intercepted: http.Server;
+  private readonly secrets: SecretSet | undefined;
+  /** The sandbox's CA, made when there are secrets to intercept for. */
+  readonly ca: SandboxCa | undefined;
   private active = 0;
   private readonly open = new Set<Duplex>();
   private closed = false;
@@ -115,7 +156,14 @@ export class EgressProxy {
     this.deny = parseAllowList(grant.deny ?? []);
     this.resolve = options.resolve ?? ((host) => systemResolver(host));
     this.log = options.log ?? new NetworkLog();
+    this.secrets = options.secrets && options.secrets.size > 0 ? options.secrets : undefined;
+    this.ca = this.secrets ? createSandboxCa("agentbox sandbox egress") : undefined;
     this.server = http.createServer({ requestTimeout: 0 }, (req, res) => void this.forward(req, res));
+    this.intercepted = http.createServer({ requestTimeout: 0 }, (req, res) => {
+      const origin = (req.socket as tls.TLSSocket & { agentboxOrigin?: string }).agentboxOrigin;
+      void this.forward(req, res, origin);
+    });
+    this.intercepted.on("clientError", (_e, socket: Duplex) => socket.destroy());
     this.server.on("connect", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void this.tunnel(req, socket, head));
     // A plain-HTTP Upgrade (WebSocket) through the proxy is not carried: ws:// URLs get a 501.
     this.server.on("upgrade", (_req: http.IncomingMessage, socket: Duplex) => socket.end("HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
@@ -151,6 +199,7 @@ export class EgressProxy {
       const https_ = this.check(`https://${target}/`);
       const url = https_.ok ? https_.url : this.checkOrRefuse(`http://${target}/`, https_);
       const addresses = await this.addresses(url, attempt);
+      if (this.ca && https_.ok && this.secrets!.forUrl(url).length > 0) return this.intercept(socket, head, url, attempt);
       this.slot(attempt);
       const s = net.connect({ host: bare(url.hostname), port: schemeAndPort(url).port, lookup: pinnedLookup(bare(url.hostname), addresses) });
       upstream = s;
@@ -170,9 +219,30 @@ export class EgressProxy {
     }
   }
 
-  /** A plain-HTTP request in absolute form: checked, then sent on its own connection. */
-  private async forward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const raw = req.url ?? "";
+  /**
+   * A tunnel to a secret's host: TLS ends here (a certificate for the host from the sandbox's CA)
+   * and each request inside is forwarded as a plain one to `url`'s origin, with substitution.
+   */
+  private intercept(socket: Duplex, head: Buffer, url: URL, attempt: Attempt): void {
+    attempt.status = 200;
+    attempt.address = null;
+    attempt.record("allowed", `${attempt.reason}; TLS intercepted: network.secrets names this host (each request inside is logged on its own)`);
+    socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (head.length > 0) socket.unshift(head);
+    const host = bare(url.hostname);
+    const secure = new tls.TLSSocket(socket as net.Socket, { isServer: true, secureContext: this.ca!.secureContextFor(host) });
+    (secure as tls.TLSSocket & { agentboxOrigin?: string }).agentboxOrigin = url.origin;
+    this.track(secure);
+    secure.on("error", () => secure.destroy());
+    this.intercepted.emit("connection", secure);
+  }
+
+  /**
+   * A plain-HTTP request in absolute form (or, with `origin`, one from inside an intercepted
+   * tunnel): checked, then sent on its own connection.
+   */
+  private async forward(req: http.IncomingMessage, res: http.ServerResponse, origin?: string): Promise<void> {
+    const raw = origin !== undefined ? `${origin}${req.url?.startsWith("/") ? req.url : "/"}` : (req.url ?? "");
     const method = req.method ?? "GET";
     let target: Pick<NetworkLogEntry, "url" | "host" | "port"> = { url: "", host: "", port: null };
     let asUrl: URL | undefined;
@@ -189,23 +259,36 @@ export class EgressProxy {
       const url = this.checkOrRefuse(raw);
       const addresses = await this.addresses(url, attempt);
       this.slot(attempt);
-      const headers: http.OutgoingHttpHeaders = {};
+      let pairs: HeaderPair[] = [];
       for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
         const k = req.rawHeaders[i]!;
-        if (HOP_HEADERS.has(k.toLowerCase())) continue;
+        if (!HOP_HEADERS.has(k.toLowerCase())) pairs.push([k, req.rawHeaders[i + 1]!]);
+      }
+      // A secret's host: its values in place of the placeholders, and an uncompressed answer to scrub.
+      const secret = this.secrets !== undefined && this.secrets.forUrl(url).length > 0;
+      let sent = url;
+      if (secret) {
+        const sub = this.secrets!.substitute(pairs, url);
+        pairs = sub.headers.filter(([k]) => k.toLowerCase() !== "accept-encoding");
+        pairs.push(["Accept-Encoding", "identity"]);
+        sent = sub.url;
+      }
+      const headers: http.OutgoingHttpHeaders = {};
+      for (const [k, v] of pairs) {
         const prev = headers[k];
-        headers[k] = prev === undefined ? req.rawHeaders[i + 1]! : ([] as string[]).concat(prev as string | string[], req.rawHeaders[i + 1]!);
+        headers[k] = prev === undefined ? v : ([] as string[]).concat(prev as string | string[], v);
       }
       const host = bare(url.hostname);
       const r = (url.protocol === "https:" ? https : http).request({
         host,
         port: schemeAndPort(url).port,
-        path: `${url.pathname}${url.search}`,
+        path: `${sent.pathname}${sent.search}`,
         method,
         headers,
         lookup: pinnedLookup(host, addresses),
         agent: false,
         servername: net.isIP(host) ? undefined : host,
+        ...(upstreamTls.ca ? { ca: upstreamTls.ca } : {}),
       });
       upstream = r;
       r.on("socket", (s) => {
@@ -231,15 +314,21 @@ export class EgressProxy {
       });
       req.pipe(r);
       r.on("error", (e) => {
-        done(e.message);
-        if (!res.headersSent) this.answer(res, 502, "Bad Gateway", `agentbox: the request to ${url.host} failed: ${e.message}`, "NETWORK_ERROR");
+        const why = this.scrub(e.message);
+        done(why);
+        if (!res.headersSent) this.answer(res, 502, "Bad Gateway", `agentbox: the request to ${url.host} failed: ${why}`, "NETWORK_ERROR");
         else res.destroy();
       });
       r.on("response", (up) => {
         attempt.status = up.statusCode ?? 0;
         const out: string[] = [];
-        for (let i = 0; i + 1 < up.rawHeaders.length; i += 2) if (!HOP_HEADERS.has(up.rawHeaders[i]!.toLowerCase())) out.push(up.rawHeaders[i]!, up.rawHeaders[i + 1]!);
-        res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
+        for (let i = 0; i + 1 < up.rawHeaders.length; i += 2) {
+          const k = up.rawHeaders[i]!.toLowerCase();
+          // A scrubbed body may change length: it goes chunked.
+          if (HOP_HEADERS.has(k) || (secret && k === "content-length")) continue;
+          out.push(secret ? this.secrets!.scrub(up.rawHeaders[i]!) : up.rawHeaders[i]!, secret ? this.secrets!.scrub(up.rawHeaders[i + 1]!) : up.rawHeaders[i + 1]!);
+        }
+        res.writeHead(up.statusCode ?? 502, secret ? this.secrets!.scrub(up.statusMessage ?? "") : up.statusMessage, out);
         up.on("data", (chunk: Buffer) => {
           attempt.bytesReceived += chunk.length;
           if (attempt.bytesReceived > this.grant.maxConnectionBytesIn) {
@@ -249,10 +338,11 @@ export class EgressProxy {
             res.destroy();
           }
         });
-        up.pipe(res);
+        if (secret) up.pipe(scrubbingStream(this.secrets!)).pipe(res);
+        else up.pipe(res);
         up.on("end", () => done());
         up.on("error", (e) => {
-          done(e.message);
+          done(this.scrub(e.message));
           res.destroy();
         });
       });
@@ -265,9 +355,14 @@ export class EgressProxy {
     }
   }
 
+  /** `text` without any secret's value (error messages may quote what was sent). */
+  private scrub(text: string): string {
+    return this.secrets ? this.secrets.scrub(text) : text;
+  }
+
   /** Record a refusal or failure and answer it. */
   private refuse(e: unknown, attempt: Attempt, answer: (status: number, phrase: string, body: string) => void): void {
-    const r = e instanceof Refusal ? e : new Refusal(502, `the connection failed: ${(e as Error).message}`, "", "error");
+    const r = e instanceof Refusal ? e : new Refusal(502, `the connection failed: ${this.scrub((e as Error).message)}`, "", "error");
     if (r.decision === "denied") attempt.record("denied", r.reason);
     else if (attempt.reason) attempt.record("allowed", attempt.reason, r.message);
     else attempt.record("error", r.message);

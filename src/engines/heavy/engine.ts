@@ -6,13 +6,14 @@
 import { randomInt } from "node:crypto";
 import { SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
+import type { SecretSet } from "../../policy/secrets.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { Engine, EngineNetwork, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
 import type { OutputListener } from "./agent-client.js";
 import { AgentSession } from "./agent-session.js";
-import { EgressProxy, PROXY_PORT, proxyEnv } from "./egress.js";
+import { caEnv, EgressProxy, PROXY_PORT, proxyEnv } from "./egress.js";
 import type { HeavyBackend, HeavySavedState } from "./backend.js";
 
 /** What the heavy engine needs besides its backend. */
@@ -23,6 +24,8 @@ export interface HeavySessionConfig {
   seed: number | null;
   /** Egress through the host's proxy (egress.ts), limited by this grant. Default: no network. */
   network?: NetworkGrant | undefined;
+  /** The grant's secrets (placeholders for the guest's env, values for the proxy alone). */
+  secrets?: SecretSet | undefined;
 }
 
 /** How long a failed request waits for the sandbox's end to learn why it died (OOM count, exit). */
@@ -40,7 +43,7 @@ export class HeavyEngine<R = unknown> implements Engine {
   ) {
     const live = () => this.backend; // a checkpoint may swap the backend
     this.session = new AgentSession({ get client() { return live().client; }, call: (m, o) => this.call(m, o), fail: (e) => this.fail(e) }, config.limits, backend.noun);
-    this.egress = config.network ? new EgressProxy(config.network) : undefined;
+    this.egress = config.network ? new EgressProxy(config.network, { secrets: config.secrets }) : undefined;
     this.watch(backend);
   }
 
@@ -52,8 +55,14 @@ export class HeavyEngine<R = unknown> implements Engine {
       await backend.prepare?.();
       // Clones must not share the REPL's random state.
       const seed = config.seed ?? (backend.cloned ? randomInt(0, 2 ** 48 - 1) : null);
-      // With network, the agent's proxy listens and HTTP clients are pointed at it; the caller's env wins.
-      const net = config.network ? { env: { ...proxyEnv(), ...config.env }, proxyPort: PROXY_PORT } : { env: config.env };
+      // With network, the agent's proxy listens and HTTP clients are pointed at it; the caller's env
+      // wins, except over secrets' placeholders (checked at create: no env entry names a secret).
+      // With secrets, the agent also writes the CA bundle that makes TLS clients trust interception.
+      const ca = engine.egress?.ca;
+      const secretEnv = config.secrets?.placeholders() ?? {};
+      const net = config.network
+        ? { env: { ...proxyEnv(), ...(ca ? caEnv() : {}), ...config.env, ...secretEnv }, proxyPort: PROXY_PORT, ...(ca ? { caPem: ca.caPem } : {}) }
+        : { env: config.env };
       await engine.call({ type: "configure", id: backend.client.newId(), seed, ...backend.agentConfig, ...net });
     } catch (e) {
       await engine.dispose("start failed");

@@ -4,6 +4,7 @@
 // greedy process and the VM lives on; a cgroup OOM of the VMM ends the sandbox with MemoryLimitError.
 // `snapshot()` saves the live VM (it keeps running); each restore is an independent VM.
 import type { NetworkGrant } from "../../policy/network.js";
+import type { SecretSet } from "../../policy/secrets.js";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -32,6 +33,8 @@ export interface MicrovmEngineConfig {
   packages: string[];
   /** Egress through the host's proxy (heavy/egress.ts), limited by this grant. Default: none. */
   network?: NetworkGrant | undefined;
+  /** The grant's secrets (placeholders for the guest's env, values for the proxy alone). */
+  secrets?: SecretSet | undefined;
 }
 
 /** What the sandbox reports about its backend. */
