@@ -111,8 +111,14 @@ export const FLAGS = {
   "allow-net": {
     value: "HOST",
     multiple: true,
-    help: "nano tier: give the guest HTTP to HOST (JavaScript fetch(), Python urllib and\nhttp.client) ([scheme://]host[:port], *.domain for subdomains); repeatable. No\nnetwork without it. A name that resolves to a loopback or private address also\nneeds that address (or localhost).",
+    help: "give the guest network access to HOST ([scheme://]host[:port], *.domain for\nsubdomains); repeatable. Nano: JavaScript fetch(), Python urllib and http.client;\nheavy: through the sandbox's proxy (curl, pip, git, requests...). No network\nwithout it. A name that resolves to a loopback or private address also needs that\naddress (or localhost).",
     option: "network.allow",
+  },
+  "deny-net": {
+    value: "HOST",
+    multiple: true,
+    help: "refuse HOST even where --allow-net allows it (no port: every port; an address\nalso refuses names resolving to it); repeatable",
+    option: "network.deny",
   },
   "results-dir": {
     value: "DIR",

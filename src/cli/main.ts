@@ -16,8 +16,8 @@ import { stopped, stopSignal } from "./lifecycle.js";
 import { errorJson } from "./output.js";
 import { ResultFiles } from "./results.js";
 
-const RUN_FLAGS = ["code", "language", "tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "allow-net", "results-dir", "json", "help"] as const satisfies FlagName[];
-const MCP_FLAGS = ["tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "help"] as const satisfies FlagName[];
+const RUN_FLAGS = ["code", "language", "tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "allow-net", "deny-net", "results-dir", "json", "help"] as const satisfies FlagName[];
+const MCP_FLAGS = ["tier", "backend", "image", "memory", "timeout", "cpus", "disk", "packages", "seed", "mount", "env", "allow-net", "deny-net", "help"] as const satisfies FlagName[];
 const D = SERVER_DEFAULTS;
 
 const USAGE = `usage: agentbox <command> [options]

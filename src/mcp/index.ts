@@ -58,6 +58,11 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
   const heavy = base.tier === "heavy";
   /** The Python sandbox is (or may become) a Linux one: run_command exists, only /home/user and /tmp take writes. */
   const linux = heavy || base.tier === "auto";
+  /** What the tools' descriptions say of the network: the operator's grant (--allow-net), or none. */
+  const grant = "network" in base ? base.network : undefined;
+  const networkNote = grant
+    ? `Network: HTTP(S) only to ${grant.allow.join(", ")}${heavy ? " (through a proxy: curl, pip, git and requests work)" : ""}; other hosts are refused.`
+    : "No network.";
   /** The session's run limit is also the most a call may ask for: a caller cannot lift the operator's --timeout. */
   const maxTimeoutMs = base.limits.timeoutMs;
   const timeoutMs = (what: string) =>
@@ -104,7 +109,7 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
           (base.tier === "auto" && lang === "python"
             ? "It starts in CPython on WebAssembly and moves, with its variables and files, to a Debian userland (the sandbox run_command uses) when code needs it (subprocess, a module the WebAssembly Python lacks). "
             : "") +
-          "No network, no host files; memory, time and output are limited. The value of a trailing expression is returned.",
+          `${networkNote} No host files; memory, time and output are limited. The value of a trailing expression is returned.`,
         inputSchema: { code: z.string().describe(`${title} source to run`), timeoutMs: timeoutMs("time limit of this run") },
       },
       async ({ code, timeoutMs }, extra) =>
@@ -130,7 +135,8 @@ export function createMcpServer(opts: McpSessionOptions = {}): AgentboxMcp {
         title: "Run shell command",
         description:
           "Run a shell command (bash -c) in a Linux sandbox that lives for this session: Debian userland with python3 and coreutils, files persist between calls " +
-          "and are shared with run_python and the file tools; the working directory is /home/user. No network, no host files; memory, time and output are limited. " +
+          "and are shared with run_python and the file tools; the working directory is /home/user. " +
+          `${networkNote} No host files; memory, time and output are limited. ` +
           "Returns stdout, stderr and the exit code.",
         inputSchema: {
           command: z.string().min(1).describe("shell command line, run with /bin/bash -c"),
