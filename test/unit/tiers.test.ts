@@ -27,7 +27,7 @@ describe("options by tier", () => {
     issue({ tier: "heavy", limits: { vfsFiles: 10 } }, "limits.vfsFiles", /not used by the heavy tier; it applies to tier "nano"/);
     issue({ backend: "gvisor" }, "backend", /not used by the nano tier/);
     issue({ packages: ["curl"] }, "packages", /not used by the nano tier/);
-    issue({ tier: "heavy", network: { allow: ["example.com"] } }, "network", /not used by the heavy tier; it applies to tier "nano"/);
+    issue({ tier: "auto", network: { allow: ["example.com"] } }, "network", /not used by the auto tier/);
   });
 
   it("values a tier cannot honour are errors naming the field", () => {
