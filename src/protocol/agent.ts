@@ -18,7 +18,8 @@ export type AgentRequest =
    * past which the agent SIGKILLs the largest guest process (backends whose limit kills the whole sandbox).
    */
   | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number }
-  | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string }
+  /** `background`: the agent answers `started` (with the guest pid) once the process runs, before its output. */
+  | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string; background?: boolean }
   | { type: "kill"; id: number; target: number; signal: "KILL" | "TERM" | "INT" }
   | { type: "run"; id: number; code: string; valueCap: number }
   /** Stop run `target`: SIGINT (KeyboardInterrupt) first; `hard` ends the REPL process. */
@@ -31,6 +32,8 @@ const base64 = z.string().max(AGENT_MAX_FRAME_BYTES).regex(/^[A-Za-z0-9+/]*={0,2
 export const agentMessageSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("ready"), v: z.int(), agent: z.string().max(64), python: z.string().max(64) }),
   z.strictObject({ type: z.literal("pong"), id }),
+  /** A background exec's process is running: its pid in the guest. Not final: output and `exit` follow. */
+  z.strictObject({ type: z.literal("started"), id, pid: z.int().min(1).max(2 ** 31 - 1) }),
   z.strictObject({ type: z.literal("output"), id, stream: z.enum(["stdout", "stderr"]), data: base64.max(1024 * 1024) }),
   /**
    * One rich result of run `id` (a display() call, the final expression's bundle) as the REPL
