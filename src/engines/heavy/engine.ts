@@ -8,7 +8,7 @@ import { SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
+import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions } from "../engine.js";
 import type { OutputListener } from "./agent-client.js";
 import { AgentSession } from "./agent-session.js";
 import type { HeavyBackend, HeavySavedState } from "./backend.js";
@@ -77,6 +77,10 @@ export class HeavyEngine<R = unknown> implements Engine {
 
   exec(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult> {
     return this.session.exec(argv, opts);
+  }
+
+  spawn(argv: string[], opts: EngineSpawnOptions): Promise<EngineProcess> {
+    return this.session.spawn(argv, opts);
   }
 
   run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
