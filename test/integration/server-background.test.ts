@@ -96,11 +96,13 @@ for i in range(100):
     const w = await api(srv.url, "GET", `/sandboxes/${id}/commands/${s.json.pid}/wait`);
     assert.deepEqual({ ...w.json, durationMs: 0 }, { exitCode: 4, stdout: "out\n", stderr: "err\n", durationMs: 0 });
 
-    const t = await api(srv.url, "POST", `/sandboxes/${id}/commands`, { cmd: "trap 'echo term; exit 5' TERM; while true; do sleep 0.1; done", background: true });
+    const t = await api(srv.url, "POST", `/sandboxes/${id}/commands`, { cmd: "trap 'echo term; exit 5' TERM; echo ready; while true; do sleep 0.1; done", background: true });
+    // The trap is set once it says so.
+    for (let i = 0; i < 100 && (await api(srv.url, "GET", `/sandboxes/${id}/commands/${t.json.pid}`)).json.stdout !== "ready\n"; i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal((await api(srv.url, "POST", `/sandboxes/${id}/commands/${t.json.pid}/kill`, { signal: "TERM" })).json.killed, true);
     const tw = await api(srv.url, "GET", `/sandboxes/${id}/commands/${t.json.pid}/wait`);
     assert.equal(tw.json.exitCode, 5);
-    assert.equal(tw.json.stdout, "term\n");
+    assert.equal(tw.json.stdout, "ready\nterm\n");
 
     for (const p of ["999999", "abc", "0"]) {
       assert.equal((await api(srv.url, "GET", `/sandboxes/${id}/commands/${p}`)).status, 404);
