@@ -691,6 +691,8 @@ class Agent:
             self.chan.send({"type": "exit", "id": mid, "exitCode": 127, "signal": None, "error": reason[:4000]})
             return
         self.procs[mid] = p
+        if msg.get("background"):  # the host hands the caller a handle now; output and exit follow
+            self.chan.send({"type": "started", "id": mid, "pid": p.pid})
         pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
         if stdin is not None:
             def feed():

@@ -62,6 +62,24 @@ export interface EngineExecResult {
   limitHit?: LimitName | undefined;
 }
 
+/** A background command's options: as a foreground one's, but with no wall clock unless one is given. */
+export interface EngineSpawnOptions extends Omit<EngineExecOptions, "timeoutMs"> {
+  /** Kill the command this long after it started; absent: it runs until it ends, is killed, or the sandbox ends. */
+  timeoutMs?: number | undefined;
+}
+
+/** A command started in the background (heavy tier): running in the guest, not waited for. */
+export interface EngineProcess {
+  /** Its process id in the guest. */
+  readonly pid: number;
+  /** What it has written so far (counted against limits.outputBytes, as a foreground command's). */
+  output(): { stdout: string; stderr: string };
+  /** Settles when it ends, as exec()'s promise does (a result, or the error that ended the sandbox). */
+  readonly done: Promise<EngineExecResult>;
+  /** Send its process group a signal; resolves once a KILL has ended it. False: it had already ended. */
+  kill(signal: "KILL" | "TERM" | "INT"): Promise<boolean>;
+}
+
 /** A saved engine state that can start any number of independent engines. */
 export interface EngineSnapshot {
   /** Start a new engine from this snapshot. */
@@ -111,6 +129,11 @@ export interface Engine {
   makeDir(path: string): Promise<void>;
   /** Run a command (heavy tier); engines without processes leave it out. */
   exec?(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult>;
+  /**
+   * Start a command and resolve once its process runs (heavy tier). It holds nothing of the
+   * engine while it runs: other calls proceed; it ends with the engine.
+   */
+  spawn?(argv: string[], opts: EngineSpawnOptions): Promise<EngineProcess>;
   /** Save the engine's whole state; the engine keeps running. Optional capability. */
   snapshot?(): Promise<EngineSnapshot>;
   /** Ends the engine and everything it started. Idempotent. */

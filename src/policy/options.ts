@@ -336,6 +336,11 @@ export const commandOptionsSchema = z.strictObject({
   env: z.record(envName, z.string().refine((v) => !v.includes("\0"), "must not contain NUL")).optional(),
   /** Bytes fed to the command's standard input. */
   stdin: z.union([z.string(), z.instanceof(Uint8Array)]).optional(),
+  /**
+   * Start the command and return a handle as soon as it runs, without waiting for it (heavy tier).
+   * It then has no time limit unless `timeoutMs` is given.
+   */
+  background: z.boolean().optional(),
 });
 
 export const runOptionsSchema = z.strictObject({
@@ -366,7 +371,8 @@ export type MountInput = z.input<typeof mountSchema>;
 export type Mount = z.output<typeof mountSchema>;
 export type RunOptionsInput = z.input<typeof runOptionsSchema>;
 export type RunOptions = z.output<typeof runOptionsSchema>;
-export type CommandOptionsInput = z.input<typeof commandOptionsSchema>;
+/** A command's options; `background` is added by commands.run's overloads (it changes what run returns). */
+export type CommandOptionsInput = Omit<z.input<typeof commandOptionsSchema>, "background">;
 export type PoolOptionsInput = z.input<typeof poolOptionsSchema>;
 
 /** Parse with a schema, turning failures into one InvalidOptionsError naming every bad field. */

@@ -49,7 +49,8 @@ export type AgentRequest =
    * stream. `caPem`: the sandbox's CA, to write beside the system's in the guest's CA bundle.
    */
   | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number; proxyPort?: number; caPem?: string }
-  | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string }
+  /** `background`: the agent answers `started` (with the guest pid) once the process runs, before its output. */
+  | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string; background?: boolean }
   | { type: "kill"; id: number; target: number; signal: "KILL" | "TERM" | "INT" }
   | { type: "run"; id: number; code: string; valueCap: number }
   /** Stop run `target`: SIGINT (KeyboardInterrupt) first; `hard` ends the REPL process. */
@@ -72,6 +73,8 @@ export const agentMessageSchema = z.discriminatedUnion("type", [
   streamControlSchema,
   z.strictObject({ type: z.literal("ready"), v: z.int(), agent: z.string().max(64), python: z.string().max(64) }),
   z.strictObject({ type: z.literal("pong"), id }),
+  /** A background exec's process is running: its pid in the guest. Not final: output and `exit` follow. */
+  z.strictObject({ type: z.literal("started"), id, pid: z.int().min(1).max(2 ** 31 - 1) }),
   z.strictObject({ type: z.literal("output"), id, stream: z.enum(["stdout", "stderr"]), data: base64.max(1024 * 1024) }),
   /**
    * One rich result of run `id` (a display() call, the final expression's bundle) as the REPL

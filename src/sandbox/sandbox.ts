@@ -2,7 +2,7 @@
 // engine the registry picks, serialises operations on one sandbox, and turns engine answers into
 // the public result shape. It names no engine.
 import { InvalidOptionsError, SandboxClosedError, TierUnavailableError, type LimitName } from "../errors.js";
-import type { Engine, EngineInfo, EngineNetwork, EngineSnapshot } from "../engines/engine.js";
+import type { Engine, EngineExecResult, EngineInfo, EngineNetwork, EngineProcess, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
 import { engineById, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
 import {
@@ -84,8 +84,111 @@ export interface CommandResult {
   limitHit?: LimitName;
 }
 
+/** Where a command runs when no `cwd` is given (the guest agent's default). */
+const DEFAULT_CWD = "/home/user";
+
+/** A background command still running, as `commands.list()` gives it. */
+export interface CommandInfo {
+  /** Its process id in the guest. */
+  pid: number;
+  /** The command as given: the string run by `/bin/bash -c`, or the argv joined by spaces. */
+  cmd: string;
+  argv: string[];
+  cwd: string;
+  startedAt: Date;
+}
+
+/**
+ * A command started with `commands.run(cmd, { background: true })` (heavy tier): it runs in the
+ * sandbox while other calls proceed. `wait()` gives its result as a foreground run would;
+ * `kill()` ends it; it ends with the sandbox (then `wait()` rejects with the error that ended it).
+ */
+export class CommandHandle {
+  readonly pid: number;
+  readonly cmd: string;
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly startedAt: Date;
+  private readonly result: Promise<CommandResult>;
+  private finished: CommandResult | undefined;
+  private settled = false;
+
+  /** @internal */
+  constructor(
+    private readonly process: EngineProcess,
+    info: Omit<CommandInfo, "pid">,
+  ) {
+    this.pid = process.pid;
+    this.cmd = info.cmd;
+    this.argv = info.argv;
+    this.cwd = info.cwd;
+    this.startedAt = info.startedAt;
+    this.result = process.done.then(
+      (r) => (this.finished = toCommandResult(r)),
+      (e: unknown) => {
+        this.settled = true;
+        throw e;
+      },
+    );
+    // A handle nobody waits for must not turn the sandbox's end into an unhandled rejection.
+    this.result.catch(() => undefined);
+  }
+
+  /** True until the command has ended (or the sandbox has). */
+  get running(): boolean {
+    return this.finished === undefined && !this.settled;
+  }
+
+  /** Its exit code once it has ended. */
+  get exitCode(): number | undefined {
+    return this.finished?.exitCode;
+  }
+
+  /** What it has written to stdout so far (limits.outputBytes caps stdout and stderr together). */
+  get stdout(): string {
+    return this.finished?.stdout ?? this.process.output().stdout;
+  }
+
+  get stderr(): string {
+    return this.finished?.stderr ?? this.process.output().stderr;
+  }
+
+  /**
+   * Wait for the command to end: its exit code and everything it wrote, as a foreground
+   * `commands.run` gives them (a `timeoutMs` or `limits.outputBytes` it hit is `limitHit`).
+   * Rejects when the sandbox ends first, with the output so far as `err.result`.
+   */
+  wait(): Promise<CommandResult> {
+    return this.result;
+  }
+
+  /**
+   * Send the command's process group a signal (default SIGKILL, then wait for it to end).
+   * False when it had already ended.
+   */
+  kill(signal: "KILL" | "TERM" | "INT" = "KILL"): Promise<boolean> {
+    if (!this.running) return Promise.resolve(false);
+    return this.process.kill(signal);
+  }
+
+  /** @internal */
+  info(): CommandInfo {
+    return { pid: this.pid, cmd: this.cmd, argv: [...this.argv], cwd: this.cwd, startedAt: this.startedAt };
+  }
+}
+
+function toCommandResult(r: EngineExecResult): CommandResult {
+  const result: CommandResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
+  if (r.signal) result.signal = r.signal;
+  if (r.limitHit) result.limitHit = r.limitHit;
+  return result;
+}
+
 /** Processes in the sandbox, E2B-style (heavy tier). */
 export class SandboxCommands {
+  /** Background commands by guest pid, until they end. */
+  private readonly background = new Map<number, CommandHandle>();
+
   constructor(private readonly sb: Sandbox) {}
 
   /**
@@ -94,23 +197,69 @@ export class SandboxCommands {
    * limits.timeoutMs) or `limits.outputBytes` the command is killed and the result says so with
    * `limitHit` (exit code 137, the output so far); the sandbox lives on. When the sandbox itself
    * ends (or `signal` aborts), the thrown error carries the output so far as `err.result`.
+   *
+   * With `background: true` it resolves as soon as the command's process runs, with a
+   * CommandHandle (pid, wait(), kill(), output so far). The command then holds nothing of the
+   * sandbox: other calls proceed while it runs. It has no time limit unless `timeoutMs` is given;
+   * past `limits.outputBytes` it is killed as a foreground command is (its result has
+   * `limitHit: "outputBytes"`); `signal` kills it. A program that cannot start (no such file, a
+   * bad cwd) rejects with InvalidOptionsError naming why, where a foreground run gives exit 127.
    */
-  run(cmd: string | readonly string[], opts: CommandOptionsInput = {}): Promise<CommandResult> {
+  run(cmd: string | readonly string[], opts: CommandOptionsInput & { background: true }): Promise<CommandHandle>;
+  run(cmd: string | readonly string[], opts?: CommandOptionsInput & { background?: false | undefined }): Promise<CommandResult>;
+  run(cmd: string | readonly string[], opts?: CommandOptionsInput & { background?: boolean | undefined }): Promise<CommandResult | CommandHandle>;
+  run(cmd: string | readonly string[], opts: CommandOptionsInput & { background?: boolean | undefined } = {}): Promise<CommandResult | CommandHandle> {
     const o = parseOptions(commandOptionsSchema, opts);
     const argv = typeof cmd === "string" ? ["/bin/bash", "-c", cmd] : [...cmd];
     if (argv.length === 0 || argv.some((a) => typeof a !== "string" || a.includes("\0"))) {
       throw new InvalidOptionsError([{ path: "cmd", message: "must be a string or a non-empty array of strings without NUL" }]);
     }
+    const stdin = typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin;
+    const common = { signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin };
+    if (o.background) {
+      // The lock is held until the process has started, not while it runs.
+      return this.sb.exclusive(async (e) => {
+        if (!e.spawn) throw this.unavailable();
+        const p = await e.spawn(argv, { ...common, timeoutMs: o.timeoutMs });
+        const h = new CommandHandle(p, { cmd: typeof cmd === "string" ? cmd : argv.join(" "), argv, cwd: o.cwd ?? DEFAULT_CWD, startedAt: new Date() });
+        this.background.set(h.pid, h);
+        const forget = () => {
+          if (this.background.get(h.pid) === h) this.background.delete(h.pid);
+        };
+        h.wait().then(forget, forget);
+        return h;
+      });
+    }
     const timeoutMs = o.timeoutMs ?? this.sb.options.limits.timeoutMs;
     return this.sb.exclusive(async (e) => {
-      if (!e.exec) throw new TierUnavailableError(`commands.run needs a real Linux userland: create the sandbox with { tier: "heavy" } or { tier: "auto" } (this one is tier "${this.sb.options.tier}")`);
-      const stdin = typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin;
-      const r = await e.exec(argv, { timeoutMs, signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin });
-      const result: CommandResult = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
-      if (r.signal) result.signal = r.signal;
-      if (r.limitHit) result.limitHit = r.limitHit;
-      return result;
+      if (!e.exec) throw this.unavailable();
+      return toCommandResult(await e.exec(argv, { ...common, timeoutMs }));
     });
+  }
+
+  /** The background commands still running, oldest first (none once the sandbox has ended). */
+  list(): CommandInfo[] {
+    if (this.sb.closed) return [];
+    return [...this.background.values()].filter((h) => h.running).map((h) => h.info());
+  }
+
+  /** The handle of a background command still running, by its guest pid. */
+  get(pid: number): CommandHandle | undefined {
+    const h = this.background.get(pid);
+    return h?.running && !this.sb.closed ? h : undefined;
+  }
+
+  /**
+   * Kill a background command by its guest pid (SIGKILL unless `signal` says otherwise) and wait
+   * for it to end. False when no background command with that pid is running.
+   */
+  async kill(pid: number, signal: "KILL" | "TERM" | "INT" = "KILL"): Promise<boolean> {
+    const h = this.get(pid);
+    return h ? h.kill(signal) : false;
+  }
+
+  private unavailable(): TierUnavailableError {
+    return new TierUnavailableError(`commands.run needs a real Linux userland: create the sandbox with { tier: "heavy" } or { tier: "auto" } (this one is tier "${this.sb.options.tier}")`);
   }
 }
 
@@ -278,6 +427,11 @@ export class Sandbox {
   /** Save the whole sandbox (processes, memory, files); this sandbox keeps running. Heavy tier. */
   snapshot(): Promise<SandboxSnapshot> {
     return this.exclusive(async (e) => {
+      // A snapshot cannot carry a live command's handle, and the microVM cannot save while a request is in flight.
+      const running = this.commands.list();
+      if (running.length > 0) {
+        throw new InvalidOptionsError([{ path: "snapshot", message: `background commands are running (pid ${running.map((c) => c.pid).join(", ")}): kill them or wait() for them before snapshot()` }]);
+      }
       if (!e.snapshot) throw new TierUnavailableError(`snapshot() needs the heavy tier: create the sandbox with { tier: "heavy" } (this one is tier "${this.options.tier}")`);
       return new SandboxSnapshot(await e.snapshot(), this.options, this.seed, this.descriptor.id);
     });

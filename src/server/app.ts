@@ -6,14 +6,14 @@ import path from "node:path";
 import { Hono, type Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { z } from "zod";
-import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandOptions, type DisplayResult, type RunResult, type Sandbox } from "../index.js";
+import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandHandle, type CommandOptions, type DisplayResult, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import type { KeyRing, Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
 import { hasSandboxId, honoPath, openApiDocument, ROUTES, type OperationId, type RouteSpec } from "./routes.js";
-import { createSandboxExtras, type CommandRequest, type CommandResultBody } from "./schemas.js";
+import { createSandboxExtras, type CommandRequest, type CommandResultBody, type commandStatus } from "./schemas.js";
 import { parseAllowList, withinRule } from "../policy/network.js";
 
 /** Where a streamed operation's chunks go. */
@@ -42,6 +42,15 @@ export interface AppOptions {
 }
 
 type Env = { Variables: { who: Principal } };
+
+/** Ended background commands remembered per sandbox (for GET .../commands/{pid}), beside the running ones. */
+const KEPT_ENDED_COMMANDS = 64;
+
+/** A background command the server started, and how it ended once it has. */
+interface Tracked {
+  handle: CommandHandle;
+  ended?: { result: CommandResultBody } | { error: Error };
+}
 
 /** What a route's handler gets, read and parsed as its table entry says. */
 type Input<R extends RouteSpec> = {
@@ -72,6 +81,9 @@ export function createApp(o: AppOptions): Hono<Env> {
     return c.json(body, status as 400, headers);
   });
   app.notFound((c) => c.json(toHttp(notFound(`no route ${c.req.method} ${c.req.path}`)).body, 404));
+
+  /** Background commands started through this server, per sandbox, by guest pid (running, and the last ended ones). */
+  const background = new WeakMap<Sandbox, Map<number, Tracked>>();
 
   const handlers: Handlers = {
     getHealth: (c) => c.json({ status: "ok", sandboxes: registry.size, heavySandboxes: registry.heavy, queued: registry.queued }),
@@ -129,20 +141,38 @@ export function createApp(o: AppOptions): Hono<Env> {
       checkRunQuota(c, body.timeoutMs);
       return sse(c, (sink) => registry.use(entry, (sb) => observedRun(sb, body.code, { timeoutMs: body.timeoutMs, ...sink })));
     },
-    // As for /run: a client that hangs up kills its command.
+    // As for /run: a client that hangs up kills its command (not a background one: it is meant to outlive the request).
     runCommand: async (c, { entry, body }) => {
       checkRunQuota(c, body.timeoutMs);
+      if (body.background) return c.json(commandInfo(await registry.use(entry, (sb) => startBackground(sb, body))), 202);
       const hangUp: Sink = { signal: c.req.raw.signal, onStdout: () => undefined, onStderr: () => undefined, onResult: () => undefined };
       return c.json(await registry.use(entry, (sb) => observedCommand(sb, body, hangUp)));
     },
     runCommandStream: (c, { entry, body }) => {
       checkRunQuota(c, body.timeoutMs);
+      if (body.background) throw invalid("background", "a background command is started by POST /sandboxes/{id}/commands and waited for by GET /sandboxes/{id}/commands/{pid}/wait");
       // Refused before the stream starts, with the status /commands answers (not 200 and an error event).
       if (entry.sandbox.info.tier === "nano") {
         throw new TierUnavailableError(`commands need a real Linux userland: create the sandbox with { tier: "heavy" } or { tier: "auto" } (this one is tier "nano")`);
       }
       return sse(c, (sink) => registry.use(entry, (sb) => observedCommand(sb, body, sink)));
     },
+
+    // Read without queueing behind a run or touching the idle timer, as the network log.
+    listCommands: (c, { entry }) => c.json({ commands: entry.sandbox.commands.list().map((i) => ({ ...i, startedAt: i.startedAt.toISOString() })) }),
+    getCommand: (c, { entry }) => c.json(commandStatusOf(tracked(c, entry))),
+    // Waiting counts as use of the sandbox (its idle timer does not run out under a waiting client).
+    waitCommand: async (c, { entry }) => {
+      const t = tracked(c, entry);
+      try {
+        return c.json(await registry.use(entry, () => t.handle.wait().then(commandBody)));
+      } catch (e) {
+        if (e instanceof LimitError || !entry.sandbox.closed) throw e;
+        const result = (e as { result?: unknown }).result;
+        throw new HttpError(410, "SANDBOX_CLOSED", `the sandbox ended before command ${t.handle.pid} did: ${(e as Error).message}`, result ? { result } : {});
+      }
+    },
+    killCommand: async (c, { entry, body }) => c.json({ killed: await tracked(c, entry).handle.kill(body.signal) }),
 
     downloadFile: async (c, { entry, guestPath: p }) => {
       const bytes = await registry.use(entry, (sb) => sb.files.read(p, { format: "bytes" }));
@@ -219,25 +249,57 @@ export function createApp(o: AppOptions): Hono<Env> {
 
   /** commands.run with metrics; a limit the sandbox survives is a result with `limitHit`, one that closed it is thrown (422). */
   async function observedCommand(sb: Sandbox, req: CommandRequest, sink?: Sink): Promise<CommandResultBody> {
-    const opts: CommandOptions = sink ? { signal: sink.signal, onStdout: sink.onStdout, onStderr: sink.onStderr } : {};
-    if (req.timeoutMs !== undefined) opts.timeoutMs = req.timeoutMs;
-    if (req.cwd !== undefined) opts.cwd = req.cwd;
-    if (req.env !== undefined) opts.env = req.env;
-    if (req.stdin !== undefined) opts.stdin = req.stdin;
-    if (req.stdinBase64 !== undefined) opts.stdin = new Uint8Array(Buffer.from(req.stdinBase64, "base64"));
+    const opts = commandOptions(req, sink);
     try {
-      const r = await sb.commands.run(req.cmd, opts);
-      metrics.commands.inc({ outcome: r.limitHit ? "limit" : r.exitCode === 0 ? "ok" : "nonzero" });
-      if (r.limitHit) metrics.limitFailures.inc({ limit: r.limitHit });
-      const body: CommandResultBody = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
-      if (r.signal) body.signal = r.signal;
-      if (r.limitHit) body.limitHit = r.limitHit;
-      return body;
+      return counted(commandBody(await sb.commands.run(req.cmd, opts)));
     } catch (e) {
-      metrics.commands.inc({ outcome: e instanceof LimitError ? "limit" : "failed" });
-      if (e instanceof LimitError) metrics.limitFailures.inc({ limit: e.limit });
-      throw e;
+      throw countedFailure(e);
     }
+  }
+
+  /** Start a background command, remember it for its routes, and count it in the metrics when it ends. */
+  async function startBackground(sb: Sandbox, req: CommandRequest): Promise<CommandHandle> {
+    const handle = await sb.commands.run(req.cmd, { ...commandOptions(req), background: true });
+    let mine = background.get(sb);
+    if (!mine) background.set(sb, (mine = new Map()));
+    const t: Tracked = { handle };
+    mine.delete(handle.pid); // a pid the guest reused: the newer command has it (and goes last)
+    mine.set(handle.pid, t);
+    const forgetOld = (all: Map<number, Tracked>) => {
+      const ended = [...all.values()].filter((x) => x.ended);
+      for (const x of ended.slice(0, Math.max(0, ended.length - KEPT_ENDED_COMMANDS))) all.delete(x.handle.pid);
+    };
+    handle.wait().then(
+      (r) => {
+        t.ended = { result: counted(commandBody(r)) };
+        forgetOld(mine);
+      },
+      (e: unknown) => {
+        t.ended = { error: countedFailure(e) };
+        forgetOld(mine);
+      },
+    );
+    return handle;
+  }
+
+  /** The background command {pid} of the caller's sandbox, or 404. */
+  function tracked(c: Context<Env>, entry: Entry): Tracked {
+    const raw = c.req.param("pid") ?? "";
+    const t = /^[1-9][0-9]{0,9}$/.test(raw) ? background.get(entry.sandbox)?.get(Number(raw)) : undefined;
+    if (!t) throw notFound(`no background command with pid ${JSON.stringify(raw)} in sandbox ${entry.id}`);
+    return t;
+  }
+
+  function counted(r: CommandResultBody): CommandResultBody {
+    metrics.commands.inc({ outcome: r.limitHit ? "limit" : r.exitCode === 0 ? "ok" : "nonzero" });
+    if (r.limitHit) metrics.limitFailures.inc({ limit: r.limitHit });
+    return r;
+  }
+
+  function countedFailure(e: unknown): Error {
+    metrics.commands.inc({ outcome: e instanceof LimitError ? "limit" : "failed" });
+    if (e instanceof LimitError) metrics.limitFailures.inc({ limit: e.limit });
+    return e as Error;
   }
 
   async function observedRun(sb: Sandbox, code: string, opts: Parameters<Sandbox["runCode"]>[1]): Promise<RunResult> {
@@ -280,6 +342,35 @@ function sse<C extends Context>(c: C, op: (sink: Sink) => Promise<unknown>): Res
     }
     await chain;
   });
+}
+
+/** A command request's options for the library (the caller's hang-up and stream, when given). */
+function commandOptions(req: CommandRequest, sink?: Sink): CommandOptions {
+  const opts: CommandOptions = sink ? { signal: sink.signal, onStdout: sink.onStdout, onStderr: sink.onStderr } : {};
+  if (req.timeoutMs !== undefined) opts.timeoutMs = req.timeoutMs;
+  if (req.cwd !== undefined) opts.cwd = req.cwd;
+  if (req.env !== undefined) opts.env = req.env;
+  if (req.stdin !== undefined) opts.stdin = req.stdin;
+  if (req.stdinBase64 !== undefined) opts.stdin = new Uint8Array(Buffer.from(req.stdinBase64, "base64"));
+  return opts;
+}
+
+function commandBody(r: Awaited<ReturnType<CommandHandle["wait"]>>): CommandResultBody {
+  const body: CommandResultBody = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, durationMs: r.durationMs };
+  if (r.signal) body.signal = r.signal;
+  if (r.limitHit) body.limitHit = r.limitHit;
+  return body;
+}
+
+function commandInfo(h: CommandHandle) {
+  return { pid: h.pid, cmd: h.cmd, argv: [...h.argv], cwd: h.cwd, startedAt: h.startedAt.toISOString() };
+}
+
+function commandStatusOf(t: Tracked): z.output<typeof commandStatus> {
+  const base = commandInfo(t.handle);
+  if (!t.ended) return { ...base, status: "running", stdout: t.handle.stdout, stderr: t.handle.stderr };
+  if ("error" in t.ended) return { ...base, status: "failed", stdout: t.handle.stdout, stderr: t.handle.stderr, error: t.ended.error.message };
+  return { ...base, status: "exited", ...t.ended.result };
 }
 
 function info(e: Entry) {

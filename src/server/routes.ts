@@ -4,7 +4,7 @@
 // same entries, so a route cannot exist without its documentation or the other way round.
 // Adding a route: an entry here and a handler in app.ts (the compiler asks for it).
 import { z } from "zod";
-import { commandRequest, createSandboxRequest, keepAliveRequest, responseSchemas, runRequest } from "./schemas.js";
+import { commandRequest, createSandboxRequest, keepAliveRequest, killCommandRequest, responseSchemas, runRequest } from "./schemas.js";
 
 /**
  * What an operation reads besides its path: a JSON body parsed by `schema` (an empty body is `{}`
@@ -140,10 +140,12 @@ export const ROUTES = {
     method: "post",
     path: "/sandboxes/{id}/commands",
     summary: "run a command in a heavy-tier sandbox (a tier \"auto\" one moves there first; bash -c for a string, argv for an array) and return its exit code and output",
-    description: "Closing the connection before the answer kills the command.",
+    description:
+      "Closing the connection before the answer kills the command. With `background: true` the answer (202) comes as soon as the command runs, with its pid; it then runs while other requests proceed, until it ends, is killed (POST .../commands/{pid}/kill) or the sandbox ends, and does not keep the sandbox from its idle timeout.",
     body: jsonOf(commandRequest),
     responses: {
       "200": { description: "the command's result, whatever its exit code; a timeout or output limit the sandbox survived is a result with limitHit (the command was killed)", ...json("CommandResult") },
+      "202": { description: "background: true: the command runs; its pid names it in /sandboxes/{id}/commands/{pid}", ...json("CommandInfo") },
       ...jsonBody,
       "400": timeoutQuota,
       "409": replayFailed,
@@ -158,7 +160,45 @@ export const ROUTES = {
     summary: "run a command in a heavy-tier sandbox (a tier \"auto\" one moves there first), streaming its output as Server-Sent Events",
     description: "Errors found before the command starts (body, quota, a nano-tier sandbox) are answered with their status; once the stream has started they come as its `error` event. Closing the connection kills the command.",
     body: jsonOf(commandRequest),
-    responses: { "200": eventStream("CommandResult"), ...jsonBody, "400": timeoutQuota, "501": notHeavy, ...common },
+    responses: { "200": eventStream("CommandResult"), ...jsonBody, "400": err("invalid body (background: true belongs to POST /sandboxes/{id}/commands), or timeoutMs over this key's quota (maxRunMs)"), "501": notHeavy, ...common },
+  },
+  listCommands: {
+    method: "get",
+    path: "/sandboxes/{id}/commands",
+    summary: "the background commands still running",
+    responses: { "200": { description: "oldest first; empty once the sandbox is closed", ...json("CommandList") }, "401": common["401"], "404": common["404"] },
+  },
+  getCommand: {
+    method: "get",
+    path: "/sandboxes/{id}/commands/{pid}",
+    summary: "a background command's state: running with its output so far, or its result",
+    description: "Ended commands are remembered (the last 64 per sandbox) until the sandbox is deleted.",
+    responses: { "200": { description: "ok", ...json("CommandStatus") }, "401": common["401"], "404": err("no such sandbox for this key, or no background command with this pid in it") },
+  },
+  waitCommand: {
+    method: "get",
+    path: "/sandboxes/{id}/commands/{pid}/wait",
+    summary: "wait for a background command to end and return its result",
+    description: "Closing the connection stops the wait, not the command.",
+    responses: {
+      "200": { description: "the command's result, as POST /sandboxes/{id}/commands answers it", ...json("CommandResult") },
+      "401": common["401"],
+      "404": err("no such sandbox for this key, or no background command with this pid in it"),
+      "410": err("the sandbox ended before the command did (error.result: its output so far)"),
+      "422": err("a limit killed the sandbox (error.limit names it; the sandbox is closed)"),
+    },
+  },
+  killCommand: {
+    method: "post",
+    path: "/sandboxes/{id}/commands/{pid}/kill",
+    summary: "signal a background command (SIGKILL by default, then wait for it to end)",
+    body: jsonOf(killCommandRequest, false),
+    responses: {
+      "200": { description: "killed: false when it had already ended", ...json("Killed") },
+      ...jsonBody,
+      ...common,
+      "404": err("no such sandbox for this key, or no background command with this pid in it"),
+    },
   },
   downloadFile: {
     method: "get",
@@ -249,6 +289,7 @@ export const honoPath = (p: string) => p.replace(/\{(\w+)\}/g, ":$1");
 export const hasSandboxId = (p: string) => p.includes("{id}");
 
 const idParam = { name: "id", in: "path", required: true, description: "the sandbox id from POST /sandboxes", schema: { type: "string" } };
+const pidParam = { name: "pid", in: "path", required: true, description: "a background command's pid in the guest (POST /sandboxes/{id}/commands with background: true)", schema: { type: "integer", minimum: 1 } };
 const pathParam = { name: "path", in: "query", required: true, description: "absolute guest path; `..` segments are refused (400)", schema: { type: "string", minLength: 1 } };
 
 /**
@@ -267,7 +308,7 @@ function requestBody(b: BodySpec) {
 function paths(): Record<string, Record<string, unknown>> {
   const out: Record<string, Record<string, unknown>> = {};
   for (const [operationId, r] of Object.entries(ROUTES) as [OperationId, RouteSpec][]) {
-    const parameters = [...(hasSandboxId(r.path) ? [idParam] : []), ...(r.query === "path" ? [pathParam] : [])];
+    const parameters = [...(hasSandboxId(r.path) ? [idParam] : []), ...(r.path.includes("{pid}") ? [pidParam] : []), ...(r.query === "path" ? [pathParam] : [])];
     let item = out[r.path];
     if (!item) item = out[r.path] = parameters.length > 0 ? { parameters } : {};
     else if (JSON.stringify(item.parameters ?? []) !== JSON.stringify(parameters)) throw new Error(`routes: ${r.method} ${r.path} takes other parameters than its path's other operations`);

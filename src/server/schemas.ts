@@ -46,6 +46,12 @@ export const commandRequest = z
     stdin: z.string().optional(),
     /** ... or as base64 bytes (binary-safe); not both. */
     stdinBase64: z.base64().optional(),
+    /**
+     * Start the command and answer 202 with its pid as soon as it runs; it has no time limit
+     * unless timeoutMs is given, and the connection closing does not kill it. See
+     * /sandboxes/{id}/commands/{pid}.
+     */
+    background: z.boolean().optional(),
   })
   .refine((r) => r.stdin === undefined || r.stdinBase64 === undefined, { message: "give stdin or stdinBase64, not both", path: ["stdinBase64"] });
 
@@ -59,6 +65,36 @@ export const commandResult = z.strictObject({
   durationMs: z.number(),
   /** Set when a limit stopped the command and the sandbox lived on: the output is what came before. */
   limitHit: z.enum(LIMIT_NAMES).optional(),
+});
+
+/** A background command, as listed. */
+export const commandInfo = z.strictObject({
+  /** Its process id in the guest: the {pid} of its routes. */
+  pid: z.int(),
+  /** The command as given (an argv joined by spaces). */
+  cmd: z.string(),
+  argv: z.array(z.string()),
+  cwd: z.string(),
+  startedAt: z.iso.datetime(),
+});
+
+/** A background command's state: running (output so far), exited (its result) or failed (the sandbox ended under it). */
+export const commandStatus = commandInfo.extend({
+  status: z.enum(["running", "exited", "failed"]),
+  stdout: z.string(),
+  stderr: z.string(),
+  exitCode: z.int().optional(),
+  signal: z.string().optional(),
+  durationMs: z.number().optional(),
+  limitHit: z.enum(LIMIT_NAMES).optional(),
+  /** status "failed": why (the error that ended the sandbox). */
+  error: z.string().optional(),
+});
+
+/** POST /sandboxes/{id}/commands/{pid}/kill. */
+export const killCommandRequest = z.strictObject({
+  /** The signal sent to the command's process group; KILL (the default) also waits for it to end. */
+  signal: z.enum(["KILL", "TERM", "INT"]).default("KILL"),
 });
 
 export type CommandRequest = z.output<typeof commandRequest>;
@@ -141,6 +177,10 @@ export const responseSchemas = {
   RunResult: runResult,
   DisplayResult: displayResultSchema,
   CommandResult: commandResult,
+  CommandInfo: commandInfo,
+  CommandList: z.strictObject({ commands: z.array(commandInfo) }),
+  CommandStatus: commandStatus,
+  Killed: z.strictObject({ killed: z.boolean() }),
   DirEntry: dirEntrySchema,
   DirListing: z.strictObject({ entries: z.array(dirEntrySchema) }),
   Exists: z.strictObject({ exists: z.boolean() }),

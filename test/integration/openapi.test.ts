@@ -110,6 +110,14 @@ describe("OpenAPI document", () => {
       assert.equal(r.status, 501);
       assert.equal(((await r.json()) as { error: { code: string } }).error.code, "TIER_UNAVAILABLE");
     }
+    // Background commands: none on a nano sandbox; an unknown pid is a 404 on each of its routes.
+    const bg = await req("POST", `${sb}/commands`, "/sandboxes/{id}/commands", JSON.stringify({ cmd: "sleep 1", background: true }));
+    assert.equal(bg.status, 501);
+    assert.equal((await req("GET", `${sb}/commands`, "/sandboxes/{id}/commands")).status, 200);
+    assert.equal((await req("GET", `${sb}/commands/7`, "/sandboxes/{id}/commands/{pid}")).status, 404);
+    assert.equal((await req("GET", `${sb}/commands/7/wait`, "/sandboxes/{id}/commands/{pid}/wait")).status, 404);
+    assert.equal((await req("POST", `${sb}/commands/7/kill`, "/sandboxes/{id}/commands/{pid}/kill", JSON.stringify({ signal: "TERM" }))).status, 404);
+    assert.equal((await req("POST", `${sb}/commands/7/kill`, "/sandboxes/{id}/commands/{pid}/kill", JSON.stringify({ signal: "HUP" }))).status, 400);
     // The `status` a stream's error event carries is part of the Error schema.
     errorBody.parse({ error: { code: "TIMEOUT", name: "TimeoutError", message: "m", limit: "timeoutMs", value: 1, sandboxClosed: true }, status: 422 });
     assert.equal((await req("DELETE", sb, "/sandboxes/{id}")).status, 204);

@@ -8,6 +8,7 @@ describe("public API", () => {
     assert.deepEqual(Object.keys(api).sort(), [
       "AbortedError",
       "AgentboxError",
+      "CommandHandle",
       "FileSystemError",
       "FileSystemQuotaError",
       "HEAVY_BACKENDS",

@@ -38,7 +38,10 @@ from .errors import (
     WorkerCrashedError,
 )
 from .sandbox import (
+    CommandHandle,
+    CommandInfo,
     CommandResult,
+    CommandStatus,
     Connection,
     DisplayResult,
     EntryInfo,
@@ -61,7 +64,10 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CapacityError",
+    "CommandHandle",
+    "CommandInfo",
     "CommandResult",
+    "CommandStatus",
     "Connection",
     "DisplayResult",
     "EntryInfo",

@@ -237,6 +237,82 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
+class CommandInfo:
+    """A background command still running, as ``commands.list()`` gives it. ``pid`` is its
+    process id in the guest; ``cmd`` the command as given (an argv joined by spaces)."""
+
+    pid: int
+    cmd: str
+    argv: List[str]
+    cwd: str
+    started_at: str
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "CommandInfo":
+        return CommandInfo(int(d["pid"]), str(d["cmd"]), [str(a) for a in d["argv"]], str(d["cwd"]), str(d["startedAt"]))
+
+
+@dataclass(frozen=True)
+class CommandStatus:
+    """A background command's state: ``status`` is "running" (output so far), "exited" (its
+    result) or "failed" (the sandbox ended under it: ``error`` says why)."""
+
+    status: Literal["running", "exited", "failed"]
+    stdout: str
+    stderr: str
+    exit_code: Optional[int] = None
+    signal: Optional[str] = None
+    limit_hit: Optional[str] = None
+    error: Optional[str] = None
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "CommandStatus":
+        code = d.get("exitCode")
+        return CommandStatus(d["status"], str(d["stdout"]), str(d["stderr"]), None if code is None else int(code), d.get("signal"), d.get("limitHit"), d.get("error"))
+
+
+class CommandHandle:
+    """A command started with ``commands.run(cmd, background=True)`` (heavy tier): it runs in the
+    sandbox while other calls proceed, until it ends, is killed, or the sandbox ends."""
+
+    def __init__(self, sandbox: "Sandbox", info: CommandInfo) -> None:
+        self._sb = sandbox
+        self.info = info
+        self.pid = info.pid
+
+    @property
+    def _path(self) -> str:
+        return f"{self._sb._base}/commands/{self.pid}"
+
+    def status(self) -> CommandStatus:
+        """Whether it still runs, with its output so far (or its result)."""
+        return CommandStatus.from_json(self._sb._conn.json("GET", self._path))
+
+    @property
+    def stdout(self) -> str:
+        """What it has written to stdout so far (asks the server)."""
+        return self.status().stdout
+
+    @property
+    def stderr(self) -> str:
+        return self.status().stderr
+
+    def wait(self, timeout_s: Optional[float] = None) -> CommandResult:
+        """Wait for it to end and return its result, as a foreground ``commands.run`` would.
+
+        ``timeout_s`` bounds the wait (RequestTimeoutError past it; the command runs on);
+        None waits as long as it runs. Raises SandboxClosedError when the sandbox ends first."""
+        return CommandResult.from_json(self._sb._conn.json("GET", f"{self._path}/wait", timeout_s=timeout_s if timeout_s is not None else 365 * 86400.0))
+
+    def kill(self, signal: Literal["KILL", "TERM", "INT"] = "KILL") -> bool:
+        """Signal its process group (SIGKILL by default, then wait for it to end). False when it had already ended."""
+        return bool(self._sb._conn.json("POST", f"{self._path}/kill", {"signal": signal})["killed"])
+
+    def __repr__(self) -> str:
+        return f"<CommandHandle pid={self.pid} {self.info.cmd!r}>"
+
+
+@dataclass(frozen=True)
 class EntryInfo:
     name: str
     path: str
@@ -430,6 +506,18 @@ class SandboxCommands:
     def __init__(self, sandbox: "Sandbox") -> None:
         self._sb = sandbox
 
+    @overload
+    def run(
+        self,
+        cmd: Union[str, Sequence[str]],
+        *,
+        background: Literal[True],
+        timeout_ms: Optional[int] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Union[str, bytes, None] = None,
+    ) -> CommandHandle: ...
+    @overload
     def run(
         self,
         cmd: Union[str, Sequence[str]],
@@ -440,12 +528,29 @@ class SandboxCommands:
         cwd: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
         stdin: Union[str, bytes, None] = None,
-    ) -> CommandResult:
+        background: Literal[False] = False,
+    ) -> CommandResult: ...
+    def run(
+        self,
+        cmd: Union[str, Sequence[str]],
+        *,
+        on_stdout: Optional[Callable[[str], None]] = None,
+        on_stderr: Optional[Callable[[str], None]] = None,
+        timeout_ms: Optional[int] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Union[str, bytes, None] = None,
+        background: bool = False,
+    ) -> Union[CommandResult, CommandHandle]:
         """Run a command and wait for it: a string runs with ``/bin/bash -c``, a sequence is the argv.
 
         Output streams to on_stdout/on_stderr as it comes (Server-Sent Events). Past ``timeout_ms``
         (default: the sandbox's limits.timeoutMs) the command is killed and the result has
         ``limit_hit == "timeoutMs"``; a non-zero exit code is a result too, not an error.
+
+        ``background=True`` returns a CommandHandle (pid, wait(), kill(), output so far) as soon as
+        the command runs; it then has no time limit unless ``timeout_ms`` is given, and its output
+        is read from the handle (no callbacks). A program that cannot start raises InvalidOptionsError.
         """
         body: Dict[str, Any] = {"cmd": cmd if isinstance(cmd, str) else list(cmd)}
         if timeout_ms is not None:
@@ -459,10 +564,28 @@ class SandboxCommands:
         elif stdin is not None:
             body["stdinBase64"] = base64.b64encode(bytes(stdin)).decode("ascii")
         path = f"{self._sb._base}/commands"
+        if background:
+            if on_stdout is not None or on_stderr is not None:
+                raise ValueError("on_stdout/on_stderr stream a foreground command; read a background one's output from its handle (handle.stdout, handle.wait())")
+            body["background"] = True
+            return CommandHandle(self._sb, CommandInfo.from_json(self._sb._conn.json("POST", path, body)))
         wait_s = self._sb._run_wait_s(timeout_ms)
         if on_stdout is None and on_stderr is None:
             return CommandResult.from_json(self._sb._conn.json("POST", path, body, timeout_s=wait_s))
         return CommandResult.from_json(_stream(self._sb._conn, f"{path}/stream", body, on_stdout, on_stderr, wait_s))
+
+    def list(self) -> List[CommandInfo]:
+        """The background commands still running, oldest first."""
+        return [CommandInfo.from_json(c) for c in self._sb._conn.json("GET", f"{self._sb._base}/commands")["commands"]]
+
+    def connect(self, pid: int) -> CommandHandle:
+        """The handle of a background command by its pid (NotFoundError when the server has none)."""
+        d = self._sb._conn.json("GET", f"{self._sb._base}/commands/{int(pid)}")
+        return CommandHandle(self._sb, CommandInfo.from_json(d))
+
+    def kill(self, pid: int, signal: Literal["KILL", "TERM", "INT"] = "KILL") -> bool:
+        """Kill a background command by its pid (and wait for it to end). False when it had already ended."""
+        return bool(self._sb._conn.json("POST", f"{self._sb._base}/commands/{int(pid)}/kill", {"signal": signal})["killed"])
 
 
 def _stream(

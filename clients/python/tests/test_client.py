@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agentbox_client import (  # noqa: E402
     AgentboxError,
     AuthenticationError,
+    CommandHandle,
     DisplayResult,
     FileSystemError,
     InvalidOptionsError,
@@ -319,6 +320,52 @@ class CommandsTests(unittest.TestCase):
         with self.assertRaises(InvalidOptionsError) as cm:
             self.sb.commands.run("true", timeout_ms=120_000)  # over the key's maxRunMs
         self.assertEqual(cm.exception.issues[0]["path"], "timeoutMs")
+
+
+    def test_background_server_listed_used_waited_for_and_killed(self) -> None:
+        self.sb.files.write("/tmp/pyweb/hi.txt", "hi from python\n")
+        h = self.sb.commands.run("exec python3 -u -m http.server 8767 --bind 127.0.0.1", background=True, cwd="/tmp/pyweb")
+        self.assertIsInstance(h, CommandHandle)
+        self.assertGreater(h.pid, 0)
+        self.assertEqual([c.pid for c in self.sb.commands.list()], [h.pid])
+        self.assertEqual(self.sb.commands.list()[0].cwd, "/tmp/pyweb")
+        # A foreground command proceeds while it runs and reaches it over the guest's loopback.
+        fetch = (
+            "import time, urllib.request\n"
+            "for i in range(100):\n"
+            "    try:\n"
+            "        print(urllib.request.urlopen('http://127.0.0.1:8767/hi.txt', timeout=10).read().decode(), end=''); break\n"
+            "    except OSError: time.sleep(0.2)\n"
+        )
+        self.assertEqual(self.sb.commands.run(["python3", "-c", fetch]).stdout, "hi from python\n")
+        st = h.status()
+        self.assertEqual(st.status, "running")
+        self.assertIn("Serving HTTP on 127.0.0.1 port 8767", st.stdout)
+        self.assertEqual(self.sb.commands.connect(h.pid).pid, h.pid)
+        self.assertTrue(h.kill())
+        r = h.wait(timeout_s=30)
+        self.assertEqual((r.exit_code, r.signal), (137, "SIGKILL"))
+        self.assertEqual(self.sb.commands.list(), [])
+        self.assertFalse(h.kill())
+        self.assertEqual(h.status().status, "exited")
+
+    def test_background_wait_term_and_errors(self) -> None:
+        h = self.sb.commands.run(["sh", "-c", "echo out; sleep 0.3; exit 6"], background=True)
+        r = h.wait()
+        self.assertEqual((r.exit_code, r.stdout), (6, "out\n"))
+        t = self.sb.commands.run("trap 'echo term; exit 5' TERM; echo ready; while true; do sleep 0.1; done", background=True)
+        for _ in range(100):  # the trap is set once it says so
+            if t.stdout == "ready\n":
+                break
+            time.sleep(0.1)
+        self.assertTrue(self.sb.commands.kill(t.pid, "TERM"))
+        self.assertEqual(t.wait().exit_code, 5)
+        with self.assertRaises(NotFoundError):
+            self.sb.commands.connect(999999)
+        with self.assertRaises(InvalidOptionsError):
+            self.sb.commands.run(["/no/such/binary"], background=True)
+        with self.assertRaises(ValueError):
+            self.sb.commands.run("true", background=True, on_stdout=print)  # type: ignore[call-overload]
 
 
 class NetworkTests(unittest.TestCase):

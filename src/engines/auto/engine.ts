@@ -8,7 +8,7 @@
 import path from "node:path";
 import { AbortedError, FileSystemError, ReplayError, SandboxClosedError, TierUnavailableError } from "../../errors.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot, NanoOnlyRunner } from "../engine.js";
+import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions, NanoOnlyRunner } from "../engine.js";
 
 /** Where both tiers keep a sandbox's files: the heavy tier's only writable directories. */
 export const AUTO_WRITABLE_ROOTS = ["/home/user", "/tmp"] as const;
@@ -104,6 +104,14 @@ export class AutoEngine implements Engine {
     const heavy = this.heavy as Engine;
     if (!heavy.exec) throw new TierUnavailableError("the heavy engine of this build runs no commands");
     return heavy.exec(argv, opts);
+  }
+
+  /** A background command, as exec: the first moves the sandbox to the heavy tier. */
+  async spawn(argv: string[], opts: EngineSpawnOptions): Promise<EngineProcess> {
+    if (!this.heavy) await this.moveToHeavy("commands.run starts a background command", opts.signal);
+    const heavy = this.heavy as Engine;
+    if (!heavy.spawn) throw new TierUnavailableError("the heavy engine of this build runs no background commands");
+    return heavy.spawn(argv, opts);
   }
 
   /**

@@ -11,6 +11,8 @@ import { StreamMux } from "./streams.js";
 type Final = Extract<AgentMessage, { type: "pong" | "exit" | "result" | "reply" }>;
 type Message = Exclude<AgentMessage, { type: "stream" }>;
 export type OutputListener = (stream: "stdout" | "stderr", data: Buffer) => void;
+/** Gets a background exec's `started` message: the guest pid of its process. */
+export type StartedListener = (pid: number) => void;
 /** Gets a run's `display` frames: the result as the agent sent it, unchecked. */
 export type DisplayListener = (raw: unknown) => void;
 
@@ -24,6 +26,7 @@ export class AgentClient {
   readonly ready: Promise<Extract<AgentMessage, { type: "ready" }>>;
   private readonly pending = new Map<number, Pending>();
   private readonly displays = new Map<number, DisplayListener>();
+  private readonly starts = new Map<number, StartedListener>();
   private readonly decoder = new FrameDecoder(AGENT_MAX_FRAME_BYTES, STREAM_CHUNK_BYTES);
   /** The byte streams over this channel (egress proxy connections, forwarded ports). */
   readonly streams: StreamMux;
@@ -84,6 +87,15 @@ export class AgentClient {
     return () => void this.displays.delete(id);
   }
 
+  /**
+   * Pass the `started` message of background exec `id` to `fn` (once). Apart from request(), as
+   * watchDisplays, so the backends that carry requests need not know about background commands.
+   */
+  watchStarted(id: number, fn: StartedListener): () => void {
+    this.starts.set(id, fn);
+    return () => void this.starts.delete(id);
+  }
+
   /** Send a message that has no answer of its own (interrupt). */
   send(msg: AgentRequest): void {
     if (!this.failure) this.output.write(encodeFrame(msg));
@@ -136,6 +148,12 @@ export class AgentClient {
         if (p) p.onOutput?.(m.stream, Buffer.from(m.data, "base64"));
         return; // late output of a finished request is dropped
       }
+      case "started": {
+        const fn = this.starts.get(m.id);
+        this.starts.delete(m.id); // one per exec: a repeat from the guest is dropped
+        fn?.(m.pid);
+        return;
+      }
       case "display":
         this.displays.get(m.id)?.(m.result);
         return; // as output: one for a run nobody watches (any more) is dropped
@@ -144,6 +162,7 @@ export class AgentClient {
         if (!p) return; // a late answer (e.g. the exit of a command the host gave up on)
         this.pending.delete(m.id);
         this.displays.delete(m.id); // its results end with its answer, even one in the same chunk
+        this.starts.delete(m.id);
         p.resolve(m);
       }
     }

@@ -3,16 +3,18 @@
 // the backend when the guest does not answer), output caps counted on the host, and the file
 // operations. A backend (gVisor box, microVM) supplies the channel, how a request reports the
 // sandbox's death (e.g. MemoryLimitError), and how the sandbox is ended.
-import { AbortedError, FileSystemError, LimitError, OutputLimitError, TimeoutError, withPartialResult, WorkerCrashedError } from "../../errors.js";
+import { AbortedError, FileSystemError, InvalidOptionsError, LimitError, OutputLimitError, TimeoutError, withPartialResult, WorkerCrashedError } from "../../errors.js";
 import type { Limits } from "../../policy/options.js";
 import { ResultGate } from "../../protocol/display.js";
 import type { AgentMessage, AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { EngineExecOptions, EngineExecResult, EngineRunOptions, EngineRunResult } from "../engine.js";
+import type { EngineExecOptions, EngineExecResult, EngineProcess, EngineRunOptions, EngineRunResult, EngineSpawnOptions } from "../engine.js";
 import type { AgentClient, OutputListener } from "./agent-client.js";
 
 /** Time the guest gets to answer a kill before the host ends the whole sandbox. */
 export const GUEST_ANSWER_MS = 2000;
+/** Most a caller's kill() of a background command waits for its exit frame. */
+const KILL_WAIT_MS = 5000;
 
 export type AgentFinal = Extract<AgentMessage, { type: "pong" | "exit" | "result" | "reply" }>;
 
@@ -37,6 +39,44 @@ export class AgentSession {
   ) {}
 
   async exec(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult> {
+    return this.launch(argv, opts, false).done;
+  }
+
+  /**
+   * Start a background command: resolves with its guest pid once the agent has started it. No
+   * wall clock unless `timeoutMs` is given; its output is capped by limits.outputBytes as a
+   * foreground command's is (killed at the cap: a result with limitHit). A command that cannot
+   * start (no such program, a bad cwd) rejects with InvalidOptionsError naming why.
+   */
+  async spawn(argv: string[], opts: EngineSpawnOptions): Promise<EngineProcess> {
+    const p = this.launch(argv, opts, true);
+    const pid = await Promise.race([p.started, p.done.then(
+      (r) => {
+        // It ended without a start: the agent could not start it (exit 127/126 with its reason).
+        const why = r.stderr.trim().split("\n").pop() ?? `exit ${r.exitCode}`;
+        throw new InvalidOptionsError([{ path: /working directory/.test(why) ? "cwd" : "cmd", message: why }]);
+      },
+    )]);
+    return {
+      pid,
+      output: () => p.out.soFar(),
+      done: p.done,
+      kill: async (signal) => {
+        if (p.ended) return false;
+        p.signal(signal);
+        // A KILL ends it: wait for its exit frame, so a caller sees it gone (not past a guest that does not answer).
+        if (signal === "KILL") await Promise.race([p.done.catch(() => undefined), new Promise((r) => setTimeout(r, KILL_WAIT_MS).unref())]);
+        return true;
+      },
+    };
+  }
+
+  /**
+   * Start a command; `done` settles with its result. Foreground (exec) and background (spawn)
+   * differ only in that a background one reports its pid (`started`) and has a wall clock only
+   * when asked for one.
+   */
+  private launch(argv: string[], opts: EngineExecOptions | EngineSpawnOptions, background: boolean) {
     const { limits } = this;
     const c = this.host.client;
     const id = c.newId();
@@ -44,45 +84,66 @@ export class AgentSession {
     const t0 = performance.now();
     let stopped: Error | undefined;
     let hardTimer: NodeJS.Timeout | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let ended = false;
+    let onStarted!: (pid: number) => void;
+    const started = new Promise<number>((res) => (onStarted = res));
+    const unwatch = background ? c.watchStarted(id, (pid) => onStarted(pid)) : () => undefined;
+    const signal = (sig: "KILL" | "TERM" | "INT") => c.send({ type: "kill", id: c.newId(), target: id, signal: sig });
     const stop = (err: Error) => {
       if (stopped) return;
       stopped = err;
-      c.send({ type: "kill", id: c.newId(), target: id, signal: "KILL" });
+      signal("KILL");
       hardTimer = setTimeout(() => void this.host.fail(err), GUEST_ANSWER_MS);
     };
-    const timer = setTimeout(() => stop(new TimeoutError(opts.timeoutMs, "the command was killed; the sandbox lives on")), opts.timeoutMs);
     const onAbort = () => stop(new AbortedError("command aborted by the caller's signal; it was killed"));
-    if (opts.signal?.aborted) throw new AbortedError();
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    out.onLimit = () => stop(new OutputLimitError(limits.outputBytes, "the command was killed; the sandbox lives on"));
-    try {
-      const req: AgentRequest = { type: "exec", id, argv };
-      if (opts.cwd !== undefined) req.cwd = opts.cwd;
-      if (opts.env !== undefined) req.env = opts.env;
-      if (opts.stdin !== undefined) req.stdin = Buffer.from(opts.stdin).toString("base64");
-      let m: AgentFinal;
+    const done = (async (): Promise<EngineExecResult> => {
+      if (opts.signal?.aborted) throw new AbortedError();
+      const timeoutMs = opts.timeoutMs;
+      if (timeoutMs !== undefined) timer = setTimeout(() => stop(new TimeoutError(timeoutMs, "the command was killed; the sandbox lives on")), timeoutMs);
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
+      out.onLimit = () => stop(new OutputLimitError(limits.outputBytes, "the command was killed; the sandbox lives on"));
       try {
-        m = await this.host.call(req, out.listener);
-      } catch (e) {
-        throw withPartialResult(e, out.finish());
+        const req: AgentRequest = { type: "exec", id, argv };
+        if (opts.cwd !== undefined) req.cwd = opts.cwd;
+        if (opts.env !== undefined) req.env = opts.env;
+        if (opts.stdin !== undefined) req.stdin = Buffer.from(opts.stdin).toString("base64");
+        if (background) req.background = true;
+        let m: AgentFinal;
+        try {
+          m = await this.host.call(req, out.listener);
+        } catch (e) {
+          throw withPartialResult(e, out.finish());
+        }
+        const { stdout, stderr } = out.finish();
+        if (stopped instanceof LimitError) {
+          // Killed at a limit the sandbox survives: a result with the output so far, like runCode's soft limits.
+          return { exitCode: 137, stdout, stderr, signal: "SIGKILL", durationMs: performance.now() - t0, limitHit: stopped.limit };
+        }
+        if (stopped) throw withPartialResult(stopped, { stdout, stderr });
+        if (m.type !== "exit") throw new WorkerCrashedError("the guest agent answered a command with the wrong message");
+        // The command could not be started (127) or the agent's handler failed (126).
+        if (m.error) return { exitCode: m.exitCode, stdout, stderr: stderr + `agentbox: cannot run ${argv[0] ?? ""}: ${m.error}\n`, signal: null, durationMs: performance.now() - t0 };
+        const result: EngineExecResult = { exitCode: m.exitCode, stdout, stderr, signal: m.signal, durationMs: performance.now() - t0 };
+        if (m.oomKilled) result.limitHit = "memoryMb";
+        return result;
+      } finally {
+        ended = true;
+        unwatch();
+        clearTimeout(timer);
+        clearTimeout(hardTimer);
+        opts.signal?.removeEventListener("abort", onAbort);
       }
-      const { stdout, stderr } = out.finish();
-      if (stopped instanceof LimitError) {
-        // Killed at a limit the sandbox survives: a result with the output so far, like runCode's soft limits.
-        return { exitCode: 137, stdout, stderr, signal: "SIGKILL", durationMs: performance.now() - t0, limitHit: stopped.limit };
-      }
-      if (stopped) throw withPartialResult(stopped, { stdout, stderr });
-      if (m.type !== "exit") throw new WorkerCrashedError("the guest agent answered a command with the wrong message");
-      // The command could not be started (127) or the agent's handler failed (126).
-      if (m.error) return { exitCode: m.exitCode, stdout, stderr: stderr + `agentbox: cannot run ${argv[0] ?? ""}: ${m.error}\n`, signal: null, durationMs: performance.now() - t0 };
-      const result: EngineExecResult = { exitCode: m.exitCode, stdout, stderr, signal: m.signal, durationMs: performance.now() - t0 };
-      if (m.oomKilled) result.limitHit = "memoryMb";
-      return result;
-    } finally {
-      clearTimeout(timer);
-      clearTimeout(hardTimer);
-      opts.signal?.removeEventListener("abort", onAbort);
-    }
+    })();
+    return {
+      done,
+      started,
+      out,
+      signal,
+      get ended() {
+        return ended;
+      },
+    };
   }
 
   async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
@@ -213,6 +274,11 @@ class OutputCollector {
   note(text: string): void {
     this.parts.stderr.push(text);
     this.onStderr?.(text);
+  }
+
+  /** What has come so far (a character cut mid-way shows once its rest arrives). */
+  soFar(): { stdout: string; stderr: string } {
+    return { stdout: this.parts.stdout.join(""), stderr: this.parts.stderr.join("") };
   }
 
   finish(): { stdout: string; stderr: string } {

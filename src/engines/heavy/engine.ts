@@ -10,7 +10,7 @@ import type { SecretSet } from "../../policy/secrets.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineNetwork, EngineExecOptions, EngineExecResult, EngineInfo, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
+import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineNetwork, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions } from "../engine.js";
 import type { OutputListener } from "./agent-client.js";
 import { AgentSession } from "./agent-session.js";
 import { caEnv, EgressProxy, PROXY_PORT, proxyEnv } from "./egress.js";
@@ -100,6 +100,10 @@ export class HeavyEngine<R = unknown> implements Engine {
 
   exec(argv: string[], opts: EngineExecOptions): Promise<EngineExecResult> {
     return this.session.exec(argv, opts);
+  }
+
+  spawn(argv: string[], opts: EngineSpawnOptions): Promise<EngineProcess> {
+    return this.session.spawn(argv, opts);
   }
 
   run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
