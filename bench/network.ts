@@ -1,5 +1,5 @@
 // Network through the host: a 100 MB download from a loopback server inside a heavy sandbox (curl
-// through the egress proxy, gVisor, data image) beside curl on the host (throughput ratio; target
+// through the egress proxy, gVisor, the base image with curl) beside curl on the host (throughput ratio; target
 // ≥ 0.5), connection set-up through the proxy (a tiny GET's total time as curl reports it) beside
 // the host's, and Python on the nano tier: a runCode with one urlopen beside a runCode without.
 // The guest's curl is told not to bypass the proxy for 127.0.0.1 (`--noproxy ''`), so the server's
@@ -97,9 +97,9 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
       return { seconds: (performance.now() - t0) / 1000, bytes };
     };
 
-    progress("network: building/finding the data image (curl inside)");
-    await buildImage({ preset: "data", onProgress: (l) => progress(`network: image: ${l}`) });
-    await using sb = await Sandbox.create({ tier: "heavy", backend: "gvisor", image: "data", pool: false, limits: { timeoutMs: 300_000 }, network: { allow: [`127.0.0.1:${port}`] } });
+    progress("network: building/finding the base image with curl");
+    await buildImage({ packages: ["curl"], onProgress: (l) => progress(`network: image: ${l}`) });
+    await using sb = await Sandbox.create({ tier: "heavy", backend: "gvisor", packages: ["curl"], pool: false, limits: { timeoutMs: 300_000 }, network: { allow: [`127.0.0.1:${port}`] } });
     const guestGet = async (path: string): Promise<{ seconds: number; bytes: number }> => {
       const r = await sb.commands.run(`curl -s --noproxy '' -o /dev/null -w '%{time_total} %{size_download}' ${base}${path}`);
       check(r.exitCode === 0, `guest curl failed: ${r.stderr}`);

@@ -212,10 +212,14 @@ class AsGuest:
             os.setegid(0)
 
 
-def read_exact(fd, n):
+def read_exact(source, n):
+    """`n` bytes from a buffered reader (the agent's channel) or a raw fd (the REPL's pipes), or None at the end."""
+    if not isinstance(source, int):
+        data = source.read(n)
+        return data if len(data) == n else None
     buf = bytearray()
     while len(buf) < n:
-        b = os.read(fd, n - len(buf))
+        b = os.read(source, n - len(buf))
         if not b:
             return None
         buf += b
@@ -223,7 +227,9 @@ def read_exact(fd, n):
 
 
 def read_frame(fd):
-    """The next message (a dict), a (stream id, bytes) pair for a binary frame, or None at the end."""
+    """The next message (a dict), a (stream id, bytes) pair for a binary frame, or None at the end.
+    The agent's channel is read through a buffered reader: a frame's head and body (and the next
+    frames) come in one read, which matters under gVisor where each read is costly."""
     head = read_exact(fd, 4)
     if head is None:
         return None
@@ -837,8 +843,9 @@ class Agent:
             "exec": self.do_exec, "kill": self.do_kill, "run": self.do_run, "interrupt": self.do_interrupt,
             "fs": self.do_fs, "configure": self.do_configure, "stream": self.streams.control,
         }
+        reader = open(fd, "rb", buffering=1 << 20, closefd=False)
         while True:
-            msg = read_frame(fd)
+            msg = read_frame(reader)
             if msg is None:
                 break
             if isinstance(msg, tuple):
@@ -998,6 +1005,7 @@ class GuestStream:
         self.closed = False
         self.read_done = False
         self.write_done = False
+        self.busy = False
 
     def start(self):
         start_thread(self.reader)
@@ -1040,10 +1048,14 @@ class GuestStream:
                 if not self.queue:
                     break
                 data = self.queue.popleft()
+                self.busy = True  # data in hand: queue_data must not send past it
             try:
                 self.sock.sendall(data)
             except OSError as e:
                 return self.close(error=errno_name(e))
+            finally:
+                with self.cond:
+                    self.busy = False
             self.chan.send({"type": "stream", "op": "ack", "stream": self.sid, "bytes": len(data)})
         try:
             self.sock.shutdown(socket.SHUT_WR)
@@ -1060,10 +1072,26 @@ class GuestStream:
             self.close()
 
     def queue_data(self, data):
+        import socket
         with self.cond:
-            if not self.closed and not self.host_ended:
-                self.queue.append(data)
-                self.cond.notify_all()
+            if self.closed or self.host_ended:
+                return
+            if not self.queue and not self.busy:
+                # The common case, the reader keeping up: send what the socket takes now, from
+                # this (the channel's) thread, without waking the writer; it sends the rest.
+                try:
+                    n = self.sock.send(data, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError:
+                    n = 0  # the writer meets the error and closes the stream
+                if n:
+                    self.chan.send({"type": "stream", "op": "ack", "stream": self.sid, "bytes": n})
+                    data = data[n:]
+                if not data:
+                    return
+            self.queue.append(data)
+            self.cond.notify_all()
 
     def credit(self, n):
         with self.cond:

@@ -177,8 +177,16 @@ export class AgentStream extends Duplex {
     this.ack();
   }
 
+  // A write is sent on the next turn of the event loop, not at once: writes made meanwhile are
+  // buffered by the stream and come together in _writev, so the frames are few and large (the
+  // cost over the channel is per frame, not per byte).
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (e?: Error | null) => void): void {
-    this.sendChunks(chunk, callback);
+    setImmediate(() => this.sendChunks(chunk, callback));
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (e?: Error | null) => void): void {
+    const all = Buffer.concat(chunks.map((c) => c.chunk));
+    setImmediate(() => this.sendChunks(all, callback));
   }
 
   /** Send what the window allows; the rest (and the write's callback) waits for credit. */
