@@ -48,7 +48,7 @@ serve options:
   --max-starts N         sandboxes starting at once (default: number of CPUs); others wait their turn
   --pool N               ready workers kept warm (default ${D.poolSize})
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
-  --allow-net HOST       clients may grant nano sandboxes HTTP to HOST ([scheme://]host[:port]); repeatable
+  --allow-net HOST       clients may grant sandboxes network access to HOST ([scheme://]host[:port]); repeatable
                          (a key's own "allowNet" list replaces it for that key)
 
 exit codes: 0 ok, 1 the code raised, 2 a limit was hit, 64 bad usage, 70 internal error`;

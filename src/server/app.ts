@@ -117,7 +117,8 @@ export function createApp(o: AppOptions): Hono<Env> {
         limits[limit] = Math.min(value, q[quota]);
       }
       resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
-      if (opts.tier === "nano" && opts.network) checkNetwork(opts.network.allow, who, o.netAllow);
+      // Every tier's grant (nano's fetch broker, heavy's egress proxy) is the operator's to give.
+      if ("network" in opts && opts.network) checkNetwork(opts.network.allow, who, o.netAllow);
       const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs);
       return c.json(info(entry), 201);
     },

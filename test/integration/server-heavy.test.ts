@@ -72,6 +72,12 @@ describe("HTTP API: heavy tier (gVisor)", { skip: skipHeavy }, () => {
     assert.equal(run.json.value, "'from http'");
   });
 
+  it("a heavy sandbox's network is the operator's to grant, as a nano one's: none here, so a grant asked for is a 400", async () => {
+    const r = await api(srv.url, "POST", "/sandboxes", { tier: "heavy", network: { allow: ["pypi.org"] } });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.json.error.message, /network: this server grants no network access \(start it with --allow-net HOST\)/);
+  });
+
   it("streams a command's output as Server-Sent Events while it runs, then the result", async () => {
     const ev = await events(srv.url, `/sandboxes/${id}/commands/stream`, { cmd: "echo first; sleep 0.6; echo err >&2; echo last" });
     assert.equal(ev.at(-1)!.event, "result");
