@@ -26,6 +26,8 @@ export interface EngineStart<O> {
   clock: "virtual" | "real";
   /** Guest paths normalised, host paths resolved to real (symlink-free) directories. */
   mounts: Mount[];
+  /** The sandbox's network secrets when a caller made them already (tier auto: one set, so both sides' guests see the same placeholders). */
+  secrets?: SecretSet | undefined;
 }
 
 interface DescriptorBase<T extends Tier, O> {
@@ -66,9 +68,9 @@ export type EngineDescriptor = NanoEngineDescriptor | HeavyEngineDescriptor | Au
  * this sandbox) in the env under its name, and the same set for the host's fetch broker, which
  * alone holds the values (policy/secrets.ts). `env` cannot name a secret too (checkNanoSecrets).
  */
-function nanoGuestEnv(o: NanoOptions): { env: Record<string, string>; secrets?: SecretSet } {
+function nanoGuestEnv(o: NanoOptions, given?: SecretSet): { env: Record<string, string>; secrets?: SecretSet } {
   if (!o.network || o.network.secrets.length === 0) return { env: o.env };
-  const secrets = new SecretSet(o.network.secrets);
+  const secrets = given ?? new SecretSet(o.network.secrets);
   return { env: { ...o.env, ...secrets.placeholders() }, secrets };
 }
 
@@ -76,13 +78,13 @@ const checkNanoSecrets = ({ options: o }: EngineStart<NanoOptions>) => checkSecr
 const checkHeavySecrets = ({ options: o }: EngineStart<HeavyOptions>) => checkSecretNames(o.env, o.network?.secrets);
 
 /** A heavy sandbox's secrets, one set per sandbox: the engine puts the placeholders in the guest's env; its egress proxy alone holds the values. */
-function heavySecrets(o: HeavyOptions): SecretSet | undefined {
-  return o.network && o.network.secrets.length > 0 ? new SecretSet(o.network.secrets) : undefined;
+function heavySecrets(o: HeavyOptions, given?: SecretSet): SecretSet | undefined {
+  return o.network && o.network.secrets.length > 0 ? (given ?? new SecretSet(o.network.secrets)) : undefined;
 }
 
-function startPythonWasm({ options: o, seed, clock, mounts }: EngineStart<NanoOptions>): Promise<PythonWasmEngine> {
+function startPythonWasm({ options: o, seed, clock, mounts, secrets }: EngineStart<NanoOptions>): Promise<PythonWasmEngine> {
   const pool = o.pool ? poolFor("python", () => spawnPythonWorker([], true), "nano") : undefined;
-  return PythonWasmEngine.start({ seed, clock, ...nanoGuestEnv(o), limits: o.limits, mounts, network: o.network }, pool);
+  return PythonWasmEngine.start({ seed, clock, ...nanoGuestEnv(o, secrets), limits: o.limits, mounts, network: o.network }, pool);
 }
 
 const pythonWasm = {
@@ -114,8 +116,8 @@ const heavyGvisor = {
   tier: "heavy",
   backend: "gvisor" as const,
   languages: ["python"] as const,
-  start: ({ options: o, seed, mounts }) => {
-    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })), network: o.network, secrets: heavySecrets(o) };
+  start: ({ options: o, seed, mounts, secrets }) => {
+    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })), network: o.network, secrets: heavySecrets(o, secrets) };
     const spec = boxSpec(config);
     const pool = o.pool && mounts.length === 0 ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true }), "heavy") : undefined;
     return GvisorEngine.start(config, pool);
@@ -132,7 +134,7 @@ const heavyMicrovm = {
   backend: "microvm" as const,
   languages: ["python"] as const,
   refuses: { mounts: "the microVM backend shares no file system with the host; copy files in with sb.files.write" },
-  start: ({ options: o, seed }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), network: o.network, secrets: heavySecrets(o) }, o.pool),
+  start: ({ options: o, seed, secrets }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), network: o.network, secrets: heavySecrets(o, secrets) }, o.pool),
   check: checkHeavySecrets,
   // Only where KVM boots it (TCG is for testing) and no mount is asked for.
   auto: async ({ options: o, mounts }) => mounts.length === 0 && (await microvmOnKvm(imagePackages(o.image, o.packages))),
@@ -158,7 +160,12 @@ const auto = {
   // The heavy side's options must fit a heavy engine now, not at the first move (e.g. mounts with backend "microvm").
   check: (s) => void candidateEngines(autoSides(s).heavy),
   start: async (s) => {
-    const { nano, heavy } = autoSides(s);
+    const sides = autoSides(s);
+    // One set of secrets: the guest's placeholders stay the same across the move.
+    const grant = s.options.network;
+    const secrets = grant && grant.secrets.length > 0 ? new SecretSet(grant.secrets) : undefined;
+    const nano = { ...sides.nano, secrets };
+    const heavy = { ...sides.heavy, secrets };
     const heavyEngines = candidateEngines(heavy);
     const config = {
       startHeavy: async () => (await startEngine(heavyEngines, heavy)).engine,

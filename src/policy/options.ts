@@ -187,6 +187,9 @@ export function sandboxOptionSchemas<const NL extends NameList, const HL extends
     image: image.optional(),
     /** Extra Debian packages of the heavy tier's image, once the sandbox runs there. */
     packages,
+    /** The same grant on both tiers: Python's urllib through the host broker on nano, the egress
+     *  proxy once on heavy (see policy/network.ts); one network log across the move. */
+    network: networkSchema.optional(),
     /** Take ready workers (nano) and sandboxes (heavy) from the shared pools. */
     pool: z.boolean().default(true),
   });
@@ -221,6 +224,7 @@ export function autoNanoOptions(o: AutoOptions): z.input<AnySchemas["nano"]> {
     clock: "real",
     env: o.env,
     mounts: o.mounts,
+    ...(o.network ? { network: o.network } : {}),
     pool: o.pool,
   };
 }
@@ -241,6 +245,7 @@ export function autoHeavyOptions(o: AutoOptions): z.input<AnySchemas["heavy"]> {
     backend: o.backend,
     ...(o.image !== undefined ? { image: o.image } : {}),
     packages: o.packages,
+    ...(o.network ? { network: o.network } : {}),
     pool: o.pool,
   };
 }

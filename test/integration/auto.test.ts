@@ -5,7 +5,10 @@
 // Heavy cases skip with the reason where gVisor cannot run (then the move is a TierUnavailableError).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { after, before, describe, it } from "node:test";
+import dns from "node:dns/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, it, mock } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
@@ -115,6 +118,39 @@ describe('tier "auto": moving to the heavy tier (gVisor)', { skip: skipHeavy }, 
       await sb.kill();
     }
     assert.ok(await waitFor(cleanBoxes, 15_000), "no gVisor sandbox left");
+  });
+
+  it("one network grant on both tiers: urllib through the host broker on nano, the egress proxy after the move; one log, the same secret placeholder", async (t) => {
+    const seen: string[] = [];
+    const server = http.createServer((req, res) => {
+      seen.push(`${req.url} ${req.headers.authorization}`);
+      res.end("pong");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    const lookup = dns.lookup;
+    const m = mock.method(dns, "lookup", async (host: string, options: object) => (host === "api.test" ? [{ address: "127.0.0.1", family: 4 }] : (lookup as (h: string, o: object) => Promise<unknown>)(host, options)));
+    t.after(() => {
+      m.mock.restore();
+      server.close();
+    });
+    await using sb = await Sandbox.create({
+      tier: "auto",
+      backend: "gvisor",
+      pool: false,
+      network: { allow: [`api.test:${port}`, `127.0.0.1:${port}`], secrets: [{ name: "TOKEN", value: "auto-secret-value", hosts: [`api.test:${port}`] }] },
+    });
+    const call = (path: string) =>
+      `import os, urllib.request\nurllib.request.urlopen(urllib.request.Request("http://api.test:${port}${path}", headers={"Authorization": os.environ["TOKEN"]})).read().decode()`;
+    const onNano = await sb.runCode(call("/nano"));
+    assert.deepEqual([onNano.tier, onNano.value, onNano.error], ["nano", "'pong'", undefined]);
+    const placeholder = (await sb.runCode("os.environ['TOKEN']")).value;
+    const onHeavy = await sb.runCode(`import subprocess\n${call("/heavy")}`);
+    assert.deepEqual([onHeavy.tier, onHeavy.value, onHeavy.error], ["heavy", "'pong'", undefined]);
+    assert.equal((await sb.runCode("os.environ['TOKEN']")).value, placeholder, "the placeholder survives the move");
+    assert.ok(seen.includes("/nano auto-secret-value") && seen.includes("/heavy auto-secret-value"), seen.join("; "));
+    const urls = sb.network.log().map((e) => e.url);
+    assert.ok(urls.includes(`http://api.test:${port}/nano`) && urls.includes(`http://api.test:${port}/heavy`), "one log across the move");
   });
 
   it("commands.run moves it; a snapshot needs it moved, and restores on the heavy tier", async () => {

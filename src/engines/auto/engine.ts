@@ -7,8 +7,9 @@
 // registry (this module imports no other engine).
 import path from "node:path";
 import { AbortedError, FileSystemError, ReplayError, SandboxClosedError, TierUnavailableError } from "../../errors.js";
+import { NETWORK_LOG_ENTRIES, type NetworkLogEntry } from "../../policy/network.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions, NanoOnlyRunner } from "../engine.js";
+import type { Engine, EngineNetwork, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions, NanoOnlyRunner } from "../engine.js";
 
 /** Where both tiers keep a sandbox's files: the heavy tier's only writable directories. */
 export const AUTO_WRITABLE_ROOTS = ["/home/user", "/tmp"] as const;
@@ -44,6 +45,10 @@ export class AutoEngine implements Engine {
   private cellBytes = 0;
   private runs = 0;
   private closed: string | undefined;
+  /** The network record: the nano side's attempts (kept at the move), then the heavy side's. */
+  private earlierAttempts: NetworkLogEntry[] = [];
+  private readonly networkListeners = new Set<(e: NetworkLogEntry) => void>();
+  private unwatchNetwork: (() => void) | undefined;
 
   private constructor(
     side: { nano: NanoSide } | { heavy: Engine },
@@ -51,6 +56,26 @@ export class AutoEngine implements Engine {
   ) {
     if ("nano" in side) this.nano = side.nano;
     else this.heavy = side.heavy;
+    this.followNetwork();
+  }
+
+  /** One record across the move, and one watch: listeners follow the sandbox to the heavy side. */
+  get network(): EngineNetwork | undefined {
+    if (!this.current().network && this.earlierAttempts.length === 0) return undefined;
+    return {
+      entries: () => [...this.earlierAttempts, ...(this.current().network?.entries() ?? [])].slice(-NETWORK_LOG_ENTRIES),
+      watch: (listener) => {
+        this.networkListeners.add(listener);
+        return () => void this.networkListeners.delete(listener);
+      },
+    };
+  }
+
+  private followNetwork(): void {
+    this.unwatchNetwork?.();
+    this.unwatchNetwork = this.current().network?.watch((e) => {
+      for (const l of this.networkListeners) l(e);
+    });
   }
 
   /** A new sandbox: on the nano tier until a cell needs the heavy tier. */
@@ -213,8 +238,10 @@ export class AutoEngine implements Engine {
       throw e;
     }
     this.moving = undefined;
+    this.earlierAttempts = [...this.earlierAttempts, ...(nano.network?.entries() ?? [])].slice(-NETWORK_LOG_ENTRIES);
     this.heavy = heavy;
     this.nano = undefined;
+    this.followNetwork();
     this.cells.length = 0;
     await nano.dispose("moved to the heavy tier");
   }
