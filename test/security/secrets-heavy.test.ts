@@ -1,4 +1,4 @@
-// Network secrets on the heavy tier (gVisor): the guest holds a placeholder; the host's egress
+// Network secrets on the heavy tier (gVisor and the microVM): the guest holds a placeholder; the host's egress
 // proxy puts the value into requests to the secret's hosts only (plain HTTP rewritten in passing,
 // HTTPS intercepted with the sandbox's own CA, which the guest's tools trust through the bundle the
 // agent writes) and scrubs it from what comes back. The value must never be readable in the guest:
@@ -15,12 +15,12 @@ import { InvalidOptionsError, Sandbox } from "../../src/index.js";
 import { upstreamTls } from "../../src/engines/heavy/egress.js";
 import { createSandboxCa } from "../../src/policy/tls-ca.js";
 import "../helpers.js";
-import { gvisor } from "../conformance/heavy.js";
+import { gvisor, microvm, type HeavyBackend } from "../conformance/heavy.js";
 
 const VALUE = "sk-live-0123456789abcdef-SECRET";
 const CONTROL = "sk-test-fedcba9876543210-CONTRL";
 
-describe("heavy tier network secrets (gvisor)", { skip: gvisor.skip }, () => {
+for (const backend of [gvisor, microvm] as HeavyBackend[]) describe(`heavy tier network secrets (${backend.name})`, { skip: backend.skip }, () => {
   const seen: { server: string; auth: string | undefined; url: string }[] = [];
   const servers: http.Server[] = [];
   let httpsPort = 0;
@@ -29,7 +29,7 @@ describe("heavy tier network secrets (gvisor)", { skip: gvisor.skip }, () => {
   const lookup = dns.lookup;
 
   before(async () => {
-    await gvisor.prepare();
+    await backend.prepare();
     const echo =
       (server: string): http.RequestListener =>
       (req, res) => {
@@ -62,7 +62,7 @@ describe("heavy tier network secrets (gvisor)", { skip: gvisor.skip }, () => {
 
   it("the value reaches the secret's hosts only (HTTPS intercepted, plain HTTP), and never the guest", async () => {
     await using sb = await Sandbox.create({
-      ...gvisor.opts,
+      ...backend.opts,
       network: {
         allow: [`api.test:${httpsPort}`, `api.test:${httpPort}`, `other.test:${otherPort}`, `127.0.0.1:${httpsPort}`, `127.0.0.1:${httpPort}`, `127.0.0.1:${otherPort}`],
         secrets: [{ name: "API_TOKEN", value: VALUE, hosts: [`api.test:${httpsPort}`, `api.test:${httpPort}`] }],
@@ -141,12 +141,12 @@ if counts[0] > counts[1]:
 
   it("a tunnel to a host without secrets is not intercepted; an env entry named like a secret is refused", async () => {
     await using sb = await Sandbox.create({
-      ...gvisor.opts,
+      ...backend.opts,
       network: { allow: [`api.test:${httpsPort}`, `127.0.0.1:${httpsPort}`], secrets: [{ name: "T", value: VALUE, hosts: ["elsewhere.test"] }] },
     });
     // The guest trusts the sandbox CA (its bundle) but the test server's certificate comes from another CA: a pass-through tunnel fails verification in the guest.
     const r = await sb.runCode(`import urllib.request\ntry:\n    urllib.request.urlopen("https://api.test:${httpsPort}/", timeout=20)\n    print("verified")\nexcept Exception as e:\n    print(type(e).__name__, "CERTIFICATE_VERIFY_FAILED" in str(e))`);
     assert.equal(r.stdout, "URLError True\n", r.stderr);
-    await assert.rejects(Sandbox.create({ ...gvisor.opts, env: { T: "x" }, network: { allow: ["a.test"], secrets: [{ name: "T", value: VALUE, hosts: ["a.test"] }] } }), InvalidOptionsError);
+    await assert.rejects(Sandbox.create({ ...backend.opts, env: { T: "x" }, network: { allow: ["a.test"], secrets: [{ name: "T", value: VALUE, hosts: ["a.test"] }] } }), InvalidOptionsError);
   });
 });
