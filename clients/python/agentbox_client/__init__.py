@@ -28,6 +28,7 @@ from .errors import (
     NotFoundError,
     NotTextError,
     OutputLimitError,
+    PortUnreachableError,
     ProtocolError,
     QuotaExceededError,
     ReplayError,
@@ -42,6 +43,7 @@ from .sandbox import (
     Connection,
     DisplayResult,
     EntryInfo,
+    ExposedPort,
     GuestError,
     Limits,
     Mount,
@@ -53,6 +55,7 @@ from .sandbox import (
     SandboxFiles,
     SandboxInfo,
     SandboxNetwork,
+    SandboxPorts,
 )
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "Connection",
     "DisplayResult",
     "EntryInfo",
+    "ExposedPort",
     "FileSystemError",
     "FileSystemQuotaError",
     "GuestError",
@@ -78,6 +82,7 @@ __all__ = [
     "NotFoundError",
     "NotTextError",
     "OutputLimitError",
+    "PortUnreachableError",
     "ProtocolError",
     "QuotaExceededError",
     "ReplayError",
@@ -89,6 +94,7 @@ __all__ = [
     "SandboxFiles",
     "SandboxInfo",
     "SandboxNetwork",
+    "SandboxPorts",
     "TierUnavailableError",
     "TimeoutError",
     "WorkerCrashedError",
