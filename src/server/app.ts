@@ -74,8 +74,8 @@ export function createApp(o: AppOptions): Hono<Env> {
 
   app.onError((e, c) => {
     const { status, body, headers } = toHttp(e);
-    // 501 (tier unavailable) is the caller's choice meeting this build, not a server fault.
-    if (status >= 500 && status !== 501 && !(e instanceof HttpError)) o.log(`error: ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
+    // 501 (tier unavailable) is the caller's choice meeting this build, 502 the guest app's port: not server faults.
+    if (status >= 500 && status !== 501 && status !== 502 && !(e instanceof HttpError)) o.log(`error: ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
     return c.json(body, status as 400, headers);
   });
   app.notFound((c) => c.json(toHttp(notFound(`no route ${c.req.method} ${c.req.path}`)).body, 404));
