@@ -169,11 +169,25 @@ def serve_control(fd, msg):
         send(fd, {"type": "error", "id": mid, "message": str(e)[:200]})
 
 
+def loopback_up():
+    """Bring `lo` up: the kernel starts with it down and the agent lacks CAP_NET_ADMIN. The host's
+    connections to guest ports and the egress proxy both run over 127.0.0.1 (no other interface)."""
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
 def main():
     try:
         socket.sethostname("sandbox")
     except OSError:
         pass
+    try:
+        loopback_up()
+    except OSError as e:
+        log("cannot bring the loopback interface up: %r" % (e,))
     try:
         protect_from_oom_killer()
     except OSError as e:
