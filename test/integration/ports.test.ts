@@ -83,6 +83,20 @@ describe("exposed ports (gVisor)", { skip: skipHeavy }, () => {
     await assert.rejects(sb.ports.expose(80.5), InvalidOptionsError);
   });
 
+  it("a listener survives a snapshot (which swaps the gVisor sandbox for its restored self) and forwards to the live one", async () => {
+    await using sb = await Sandbox.create(gvisor.opts);
+    await startGuestApp(sb, "tcp", 7000);
+    const { url } = await sb.ports.expose(7000);
+    assert.equal((await roundTrip(hostPort(url), Buffer.from("before"))).toString(), "before");
+    const snap = await sb.snapshot();
+    try {
+      assert.equal((await roundTrip(hostPort(url), Buffer.from("after"))).toString(), "after");
+      assert.deepEqual(sb.ports.list(), [{ port: 7000, url }]);
+    } finally {
+      await snap.remove();
+    }
+  });
+
   it("no listener outlives its sandbox: kill closes them (and cuts open connections); later exposes are refused", async () => {
     const sb = await Sandbox.create(gvisor.opts);
     await startGuestApp(sb, "tcp", 7000);
