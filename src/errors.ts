@@ -22,7 +22,8 @@ export type AgentboxErrorCode =
   | "PROTOCOL_ERROR"
   | "ABORTED"
   | "IMAGE_BUILD"
-  | "REPLAY_FAILED";
+  | "REPLAY_FAILED"
+  | "PORT_UNREACHABLE";
 
 /**
  * What a run or command had produced when a limit or the caller's signal stopped it in a way the
@@ -183,5 +184,17 @@ export class AbortedError extends AgentboxError {
 export class ImageBuildError extends AgentboxError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("IMAGE_BUILD", message, options);
+  }
+}
+
+/**
+ * A connection to a port on the guest's loopback failed: nothing listens there (ECONNREFUSED) or
+ * it did not answer. The sandbox lives on.
+ */
+export class PortConnectError extends AgentboxError {
+  readonly port: number;
+  constructor(port: number, detail: string) {
+    super("PORT_UNREACHABLE", `cannot connect to port ${port} in the sandbox (${detail}); is a server listening on 127.0.0.1:${port} or 0.0.0.0:${port} there?`);
+    this.port = port;
   }
 }

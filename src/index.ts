@@ -1,6 +1,6 @@
 // agentbox: the public API. Re-exports only; everything else is internal.
-export { Sandbox, SandboxFiles, SandboxCommands, CommandHandle, SandboxNetwork, SandboxSnapshot } from "./sandbox/sandbox.js";
-export type { CommandResult, CommandInfo, SandboxInfo } from "./sandbox/sandbox.js";
+export { Sandbox, SandboxFiles, SandboxCommands, CommandHandle, SandboxNetwork, SandboxPorts, SandboxSnapshot } from "./sandbox/sandbox.js";
+export type { CommandResult, CommandInfo, ExposedPort, SandboxInfo } from "./sandbox/sandbox.js";
 export { buildImage, imageLabel, listImages, removeImage, buildMicrovmArtefacts, IMAGE_PRESETS, IMAGE_PRESET_NAMES } from "./engines/images.js";
 export type { ImageInfo, ImageBuildOptions, ImagePreset, MicrovmArtefacts, MicrovmBuildOptions } from "./engines/images.js";
 export { TIERS, LANGUAGES, HEAVY_BACKENDS } from "./engines/catalog.js";
@@ -27,5 +27,6 @@ export {
   AbortedError,
   ImageBuildError,
   ReplayError,
+  PortConnectError,
 } from "./errors.js";
 export type { AgentboxErrorCode, LimitName, PartialResult } from "./errors.js";

@@ -170,14 +170,13 @@ def serve_control(fd, msg):
 
 
 def loopback_up():
-    """The kernel starts with `lo` down: bring it up, so guest processes reach each other and the
-    agent's egress proxy on 127.0.0.1 (the agent itself lacks CAP_NET_ADMIN). No other interface
-    exists: the VM has no network device."""
+    """Bring `lo` up: the kernel starts with it down and the agent lacks CAP_NET_ADMIN. The host's
+    connections to guest ports and the egress proxy both run over 127.0.0.1 (no other interface)."""
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
 
 
 def main():

@@ -124,6 +124,11 @@ export const FLAGS = {
     value: "DIR",
     help: "write each rich result (display(), a rich final value) to DIR as result-N.png,\n.jpg, .svg, .pdf, .html, .md, .json or .txt (default: a fresh temporary directory,\nmade when the run has results)",
   },
+  expose: {
+    value: "PORT",
+    multiple: true,
+    help: "heavy tier: forward 127.0.0.1:<a free port> on this machine to PORT in the sandbox\nand print its URL to stderr; repeatable. Without --timeout the command may then\nrun up to 24 hours (a server: until it exits or Ctrl-C)",
+  },
   json: { help: "print one JSON object with the whole result" },
   help: { short: "h", help: "this help" },
 } as const satisfies Record<string, FlagSpec>;

@@ -1,11 +1,15 @@
 // The heavy tier's commands: `agentbox exec --tier heavy -- CMD...` (one command in a fresh
 // sandbox) and `agentbox image build|list|rm`. Thin: parse, call the public API, print.
 import { parseArgs } from "node:util";
-import { buildImage, buildMicrovmArtefacts, IMAGE_PRESET_NAMES, imageLabel, InvalidOptionsError, type ImagePreset, LimitError, listImages, removeImage, Sandbox, type AgentboxError, type SandboxOptions } from "../index.js";
-import { flagError, flagHelp, flagOptions, readFlags, UsageError, type FlagName } from "./flags.js";
+import { buildImage, buildMicrovmArtefacts, type CommandOptions, IMAGE_PRESET_NAMES, imageLabel, InvalidOptionsError, type ImagePreset, LimitError, listImages, removeImage, Sandbox, type AgentboxError, type SandboxOptions } from "../index.js";
+import { flagError, flagHelp, flagOptions, parseInteger, readFlags, UsageError, type FlagName } from "./flags.js";
+import { stopSignal } from "./lifecycle.js";
 import { errorJson } from "./output.js";
 
-const EXEC_FLAGS = ["tier", "image", "memory", "timeout", "cpus", "disk", "packages", "backend", "env", "json", "help"] as const satisfies FlagName[];
+const EXEC_FLAGS = ["tier", "image", "memory", "timeout", "cpus", "disk", "packages", "backend", "env", "expose", "json", "help"] as const satisfies FlagName[];
+
+/** How long an exposed server may run when --timeout is not given: the library's longest. */
+const EXPOSE_TIMEOUT_MS = 24 * 3600 * 1000;
 
 export const EXEC_USAGE = `usage: agentbox exec [--tier heavy] [options] -- CMD [ARG...]
 
@@ -13,7 +17,10 @@ export const EXEC_USAGE = `usage: agentbox exec [--tier heavy] [options] -- CMD 
 
 options:
 ${flagHelp(EXEC_FLAGS.filter((f) => f !== "tier" && f !== "help"), { json: "print one JSON object with exitCode, stdout and stderr" })}
-exit codes: 0 the command exited 0, 1 it exited non-zero, 2 a limit was hit, 64 bad usage, 70 internal error`;
+exit codes: 0 the command exited 0, 1 it exited non-zero, 2 a limit was hit, 64 bad usage, 70 internal error,
+130 stopped by Ctrl-C (SIGINT) or SIGTERM
+
+example: agentbox exec --expose 8000 -- python3 -m http.server 8000 --bind 127.0.0.1`;
 
 export const IMAGE_USAGE = `usage: agentbox image build [--preset base|data] [--backend gvisor|microvm] [--packages A,B] [--force] | image list [--json] | image rm ID
 
@@ -49,11 +56,34 @@ export async function execCommand(argv: string[], io: Io): Promise<number> {
     const options = flagOptions(read, EXEC_FLAGS);
     if (options.tier !== undefined && options.tier !== "heavy") throw new UsageError(`--tier: exec needs the heavy tier (a real Linux userland), got ${JSON.stringify(options.tier)}`);
     if (cmd.length === 0) throw new UsageError("give the command after --, e.g. agentbox exec --tier heavy -- ls -l /");
+    const expose = ((v.expose as string[] | undefined) ?? []).map((p) => {
+      const n = parseInteger(p, "expose");
+      if (n < 1 || n > 65535) throw new UsageError(`--expose: expected a port from 1 to 65535, got ${p}`);
+      return n;
+    });
     await Sandbox.configurePool({ size: 0 });
     sb = await Sandbox.create({ ...options, tier: "heavy", pool: false } as SandboxOptions).catch((e: unknown) => {
       throw e instanceof InvalidOptionsError ? flagError(e, EXEC_FLAGS) : e;
     });
-    const r = await sb.commands.run(cmd, json ? {} : { onStdout: io.stdout, onStderr: io.stderr });
+    const runOpts: CommandOptions = json ? {} : { onStdout: io.stdout, onStderr: io.stderr };
+    if (expose.length > 0) {
+      // A server runs until it exits or the user stops it: Ctrl-C ends the command and the sandbox (via finally).
+      runOpts.signal = stopSignal();
+      if (read.raw.timeout === undefined) runOpts.timeoutMs = EXPOSE_TIMEOUT_MS;
+    }
+    const running = sb.commands.run(cmd, runOpts);
+    // Listeners first: a connection before the server listens is closed, not refused at the door.
+    for (const port of expose) io.stderr(`agentbox: port ${port} of the sandbox is at ${(await sb.ports.expose(port)).url}\n`);
+    let r;
+    try {
+      r = await running;
+    } catch (e) {
+      if (runOpts.signal?.aborted) {
+        io.stderr(`agentbox: stopped (${String(runOpts.signal.reason)})\n`);
+        return 130;
+      }
+      throw e;
+    }
     if (json) io.stdout(`${JSON.stringify(r)}\n`);
     else if (r.limitHit) io.stderr(`agentbox: limit hit: limits.${r.limitHit}: the command was killed\n`);
     return r.limitHit ? 2 : r.exitCode === 0 ? 0 : 1;

@@ -1,5 +1,6 @@
 // The one interface every engine (tier × language) implements. The Sandbox façade drives an
 // Engine without knowing which one it is; engines never import the façade or each other.
+import type { Duplex } from "node:stream";
 import type { LimitName } from "../errors.js";
 import type { NetworkLogEntry } from "../policy/network.js";
 import type { DisplayResult } from "../protocol/display.js";
@@ -109,6 +110,25 @@ export interface EngineNetwork {
   placeholders?(): Record<string, string>;
 }
 
+/** A guest port forwarded by a listener on the host's loopback. */
+export interface ExposedPort {
+  /** The port on the guest's loopback. */
+  port: number;
+  /** The port on the host's 127.0.0.1 that forwards to it. */
+  hostPort: number;
+}
+
+/** TCP ports on the guest's loopback, reached from the host (heavy tier: over the agent channel). */
+export interface EnginePorts {
+  /** One connection to `port` on the guest's loopback; rejects when nothing listens there. */
+  connect(port: number): Promise<Duplex>;
+  /** Forward a host listener (127.0.0.1, a free port) to guest `port`; resolves with the host port. Idempotent per port. */
+  expose(port: number): Promise<number>;
+  list(): ExposedPort[];
+  /** Close the listener of guest `port` and its connections. Idempotent. */
+  close(port: number): Promise<void>;
+}
+
 export interface Engine {
   /** Why the engine can no longer be used, or undefined while it can. */
   readonly closedReason: string | undefined;
@@ -134,6 +154,8 @@ export interface Engine {
    * engine while it runs: other calls proceed; it ends with the engine.
    */
   spawn?(argv: string[], opts: EngineSpawnOptions): Promise<EngineProcess>;
+  /** The guest's ports, on engines whose guest runs servers (heavy tier); disposal closes them. */
+  readonly ports?: EnginePorts | undefined;
   /** Save the engine's whole state; the engine keeps running. Optional capability. */
   snapshot?(): Promise<EngineSnapshot>;
   /** Ends the engine and everything it started. Idempotent. */

@@ -2,7 +2,8 @@
 // engine the registry picks, serialises operations on one sandbox, and turns engine answers into
 // the public result shape. It names no engine.
 import { InvalidOptionsError, SandboxClosedError, TierUnavailableError, type LimitName } from "../errors.js";
-import type { Engine, EngineExecResult, EngineInfo, EngineNetwork, EngineProcess, EngineSnapshot } from "../engines/engine.js";
+import type { Duplex } from "node:stream";
+import type { Engine, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
 import { engineById, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
 import {
@@ -296,6 +297,67 @@ export class SandboxNetwork {
   }
 }
 
+/** A guest port the host forwards to: `url` reaches the guest's server from this machine. */
+export interface ExposedPort {
+  /** The port on the guest's loopback. */
+  port: number;
+  /** `http://127.0.0.1:<host port>`: a listener on the host's loopback forwarding to `port`. */
+  url: string;
+}
+
+/**
+ * TCP servers in the sandbox, reached from the host (heavy tier; a tier "auto" sandbox once it
+ * runs there). The guest has no network interface: each connection is a stream over the sandbox's
+ * agent channel to 127.0.0.1:`port` inside it. Not queued behind runs or commands (a server a
+ * running command started can be exposed while it runs).
+ */
+export class SandboxPorts {
+  constructor(private readonly sb: Sandbox) {}
+
+  /**
+   * Listen on the host's 127.0.0.1 (a free port) and forward each connection to `port` in the
+   * sandbox; the same listener when `port` is already exposed. A connection the guest refuses
+   * (nothing listens there yet) is closed. Listeners end with the sandbox (kill, or its death).
+   * Anyone on this machine who can reach 127.0.0.1 can use the URL: it has no authentication.
+   */
+  async expose(port: number): Promise<ExposedPort> {
+    const hostPort = await this.engine(port, "expose").expose(port);
+    return { port, url: `http://127.0.0.1:${hostPort}` };
+  }
+
+  /** The exposed ports, by guest port. */
+  list(): ExposedPort[] {
+    return this.sb.enginePorts?.list().map((p) => ({ port: p.port, url: `http://127.0.0.1:${p.hostPort}` })) ?? [];
+  }
+
+  /** Stop forwarding `port`: its listener closes and its connections are cut. Idempotent. */
+  async close(port: number): Promise<void> {
+    checkPort(port);
+    await this.sb.enginePorts?.close(port);
+  }
+
+  /**
+   * One connection to `port` in the sandbox, as a Node Duplex (what the HTTP server's proxy
+   * uses). Rejects with PortConnectError when nothing listens there.
+   */
+  connect(port: number): Promise<Duplex> {
+    return this.engine(port, "connect").connect(port);
+  }
+
+  private engine(port: number, what: string): EnginePorts {
+    checkPort(port);
+    const reason = this.sb.closedReason;
+    if (reason !== undefined) throw new SandboxClosedError(reason);
+    const ports = this.sb.enginePorts;
+    if (!ports) throw new TierUnavailableError(`ports.${what} needs a server in a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "${this.sb.options.tier}")`);
+    return ports;
+  }
+}
+
+function checkPort(port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidOptionsError([{ path: "port", message: `must be an integer from 1 to 65535, got ${String(port)}` }]);
+}
+
 /** A saved sandbox (heavy tier): `Sandbox.restore(snap)` starts independent copies of it. */
 export class SandboxSnapshot {
   /** @internal */
@@ -333,6 +395,7 @@ export class Sandbox {
   readonly files: SandboxFiles;
   readonly commands: SandboxCommands;
   readonly network: SandboxNetwork;
+  readonly ports: SandboxPorts;
   private queue: Promise<unknown> = Promise.resolve();
   private killed: string | undefined;
 
@@ -348,6 +411,7 @@ export class Sandbox {
     this.files = new SandboxFiles(this);
     this.commands = new SandboxCommands(this);
     this.network = new SandboxNetwork(this);
+    this.ports = new SandboxPorts(this);
   }
 
   /** Start a new, independent sandbox from a snapshot; the snapshot can be restored again. */
@@ -473,6 +537,16 @@ export class Sandbox {
   /** The engine's network record, if its guest has network. @internal */
   get networkRecord(): EngineNetwork | undefined {
     return this.engine.network;
+  }
+
+  /** The engine's ports, if its guest can run servers. @internal */
+  get enginePorts(): EnginePorts | undefined {
+    return this.engine.ports;
+  }
+
+  /** Why the sandbox is closed, or undefined while it is open. @internal */
+  get closedReason(): string | undefined {
+    return this.killed ?? this.engine.closedReason;
   }
 
   /** Run `fn` after every earlier operation on this sandbox has finished. @internal */

@@ -9,9 +9,10 @@ import type { z } from "zod";
 import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandHandle, type CommandOptions, type DisplayResult, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
-import type { KeyRing, Principal } from "./keys.js";
+import { bearerToken, type KeyRing, type Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
+import { ExposedPorts, parsePort, proxyRequest } from "./ports.js";
 import { hasSandboxId, honoPath, openApiDocument, ROUTES, type OperationId, type RouteSpec } from "./routes.js";
 import { createSandboxExtras, type CommandRequest, type CommandResultBody, type commandStatus } from "./schemas.js";
 import { parseAllowList, withinRule } from "../policy/network.js";
@@ -39,7 +40,12 @@ export interface AppOptions {
   /** `network.allow` entries clients may ask for (operator's --allow-net); empty = no network. */
   netAllow: string[];
   log: (line: string) => void;
+  /** The sandboxes' proxied ports (shared with the server's WebSocket upgrade handler); default: the app's own. */
+  ports?: ExposedPorts;
 }
+
+/** What the reverse proxy answers (CONNECT and TRACE are not proxied). */
+const PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 type Env = { Variables: { who: Principal } };
 
@@ -67,6 +73,7 @@ type Handlers = { [K in OperationId]: (c: Context<Env>, input: Input<(typeof ROU
 export function createApp(o: AppOptions): Hono<Env> {
   const app = new Hono<Env>();
   const { registry, metrics } = o;
+  const exposed = o.ports ?? new ExposedPorts();
   const openapi = JSON.stringify(openApiDocument(o.version));
 
   app.use(async (c, next) => {
@@ -76,8 +83,8 @@ export function createApp(o: AppOptions): Hono<Env> {
 
   app.onError((e, c) => {
     const { status, body, headers } = toHttp(e);
-    // 501 (tier unavailable) is the caller's choice meeting this build, not a server fault.
-    if (status >= 500 && status !== 501 && !(e instanceof HttpError)) o.log(`error: ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
+    // 501 (tier unavailable) is the caller's choice meeting this build, 502 the guest app's port: not server faults.
+    if (status >= 500 && status !== 501 && status !== 502 && !(e instanceof HttpError)) o.log(`error: ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
     return c.json(body, status as 400, headers);
   });
   app.notFound((c) => c.json(toHttp(notFound(`no route ${c.req.method} ${c.req.path}`)).body, 404));
@@ -195,6 +202,32 @@ export function createApp(o: AppOptions): Hono<Env> {
     },
     // Read without queueing behind a run (the record is readable while one is in progress) or touching the idle timer.
     getNetworkLog: (c, { entry }) => c.json({ entries: entry.sandbox.network.log() }),
+
+    exposePort: (c, { entry, body }) => {
+      const now = entry.sandbox.info;
+      if (now.tier === "nano" || (now.tier === "auto" && now.current === "nano")) {
+        throw new TierUnavailableError(
+          now.tier === "nano"
+            ? 'ports need a server in a real Linux userland: create the sandbox with { tier: "heavy" } (this one is tier "nano")'
+            : 'ports of a tier "auto" sandbox need it to run on the heavy tier; it still runs on the nano tier (it moves on its first command, or a cell that needs the heavy tier)',
+        );
+      }
+      exposed.expose(entry, body.port);
+      registry.touch(entry);
+      return c.json({ port: body.port, url: proxyUrl(c, entry, body.port) }, 201);
+    },
+    listPorts: (c, { entry }) => c.json({ ports: exposed.list(entry).map((port) => ({ port, url: proxyUrl(c, entry, port) })) }),
+    closePort: (c, { entry }) => {
+      exposed.close(entry, parsePort(c.req.param("port")));
+      return c.body(null, 204);
+    },
+    proxyPort: (c, { entry }) => {
+      const port = parsePort(c.req.param("port"));
+      const url = new URL(c.req.url);
+      // The rest of the path as the client sent it (still percent-encoded), and the query.
+      const rest = (/^\/sandboxes\/[^/]+\/ports\/[^/]+(\/.*)?$/.exec(url.pathname)?.[1] ?? "/") + url.search;
+      return proxyRequest(exposed, registry, entry, port, rest, c.req.raw);
+    },
   };
 
   /**
@@ -203,7 +236,8 @@ export function createApp(o: AppOptions): Hono<Env> {
    * whatever its body.
    */
   const register = (id: OperationId, r: RouteSpec) =>
-    app.on(r.method.toUpperCase(), honoPath(r.path), async (c) => {
+    // A proxy answers every method, and `{rest}` is any number of segments.
+    app.on(r.proxy ? PROXY_METHODS : [r.method.toUpperCase()], r.proxy ? honoPath(r.path).replace("/:rest", "/*") : honoPath(r.path), async (c) => {
       const entry = hasSandboxId(r.path) ? find(c) : undefined;
       const p = r.query === "path" ? guestPath(c) : undefined;
       let body: unknown;
@@ -220,8 +254,7 @@ export function createApp(o: AppOptions): Hono<Env> {
   // Everything below needs a key (unless the server runs without keys on loopback); unknown routes too.
   app.use(async (c, next) => {
     const h = c.req.header("authorization");
-    const m = h === undefined ? undefined : /^Bearer[ ]+(\S+)\s*$/i.exec(h);
-    const who = o.keys.authenticate(m?.[1]);
+    const who = o.keys.authenticate(bearerToken(h));
     if (!who) {
       throw new HttpError(401, "UNAUTHORIZED", h === undefined ? "missing Authorization: Bearer <API key>" : "unknown API key (or not a Bearer token)", {}, { "www-authenticate": "Bearer" });
     }
@@ -372,6 +405,11 @@ function commandStatusOf(t: Tracked): z.output<typeof commandStatus> {
   if (!t.ended) return { ...base, status: "running", stdout: t.handle.stdout, stderr: t.handle.stderr };
   if ("error" in t.ended) return { ...base, status: "failed", stdout: t.handle.stdout, stderr: t.handle.stderr, error: t.ended.error.message };
   return { ...base, status: "exited", ...t.ended.result };
+}
+
+/** This server's reverse-proxy URL of `port` of the sandbox (as the client reached the server). */
+function proxyUrl(c: Context, e: Entry, port: number): string {
+  return `${new URL(c.req.url).origin}/sandboxes/${encodeURIComponent(e.id)}/ports/${port}/`;
 }
 
 function info(e: Entry) {

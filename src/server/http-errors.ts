@@ -7,6 +7,7 @@ import {
   FileSystemQuotaError,
   InvalidOptionsError,
   LimitError,
+  PortConnectError,
   ReplayError,
   SandboxClosedError,
   TierUnavailableError,
@@ -22,6 +23,7 @@ export type ServerErrorCode =
   | "CAPACITY"
   | "SHUTTING_DOWN"
   | "SANDBOX_CLOSED"
+  | "BAD_GATEWAY"
   | "INTERNAL";
 
 /** A refusal by the server itself (not the library): carries its status and code. */
@@ -91,6 +93,11 @@ export function toHttp(e: unknown): { status: number; body: ErrorBody; headers: 
       if (e.cell !== undefined) error.cell = e.cell;
     }
     else if (e instanceof AbortedError) status = 400;
+    else if (e instanceof PortConnectError) {
+      // Nothing listens on the guest port: the sandbox lives on.
+      status = 502;
+      error.port = e.port;
+    }
     else error.sandboxClosed = true; // WorkerCrashedError, ProtocolError: the sandbox is gone
     if (e.result) error.result = e.result; // the output so far of the run or command it stopped
     return { status, body: { error }, headers: {} };

@@ -1,7 +1,9 @@
 // agentbox/server: start the HTTP API on a Node HTTP server. `agentbox serve` is a thin wrapper
 // around startServer(); tests and embedders call it directly (port 0 picks a free port).
 import { readFileSync, realpathSync } from "node:fs";
+import type { IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { availableParallelism } from "node:os";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
@@ -9,6 +11,7 @@ import { Sandbox } from "../index.js";
 import { createApp } from "./app.js";
 import { KeyRing } from "./keys.js";
 import { ServerMetrics } from "./metrics.js";
+import { ExposedPorts, upgradeHandler } from "./ports.js";
 import { SandboxRegistry } from "./registry.js";
 import { parseAllowEntry } from "../policy/network.js";
 
@@ -72,6 +75,8 @@ export interface AgentboxServer {
   app: { fetch: (req: Request) => Response | Promise<Response>; request: Hono["request"] };
   /** Kill every sandbox the server owns and stop the pool. Idempotent. */
   close(): Promise<void>;
+  /** For a Node HTTP server's 'upgrade' event: WebSockets to the sandboxes' proxied ports. */
+  upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
 
 /** The app, its registry and the worker pool, ready to serve requests in-process. */
@@ -90,7 +95,9 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     },
     metrics,
   ));
+  const ports = new ExposedPorts();
   const app = createApp({
+    ports,
     keys,
     registry,
     metrics,
@@ -109,6 +116,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
   let closing: Promise<void> | undefined;
   return {
     app,
+    upgrade: upgradeHandler({ keys, registry, ports }),
     close: () =>
       (closing ??= (async () => {
         await registry.closeAll(); // running requests end with their sandbox's error
@@ -130,6 +138,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     s.once("error", reject);
   });
   server.on("error", (e) => log(`server error: ${e.message}`));
+  server.on("upgrade", inner.upgrade);
   const port = (server.address() as AddressInfo).port;
   let closing: Promise<void> | undefined;
   return {

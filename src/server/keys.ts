@@ -95,6 +95,11 @@ export class KeyRing {
   }
 }
 
+/** The token of an `Authorization: Bearer <token>` header, or undefined for anything else. */
+export function bearerToken(header: string | undefined): string | undefined {
+  return header === undefined ? undefined : /^Bearer[ ]+(\S+)\s*$/i.exec(header)?.[1];
+}
+
 const ANONYMOUS: Principal = { name: "anonymous", quota: quotaSchema.parse({}) };
 
 function sha256(s: string): Buffer {

@@ -4,7 +4,7 @@
 // same entries, so a route cannot exist without its documentation or the other way round.
 // Adding a route: an entry here and a handler in app.ts (the compiler asks for it).
 import { z } from "zod";
-import { commandRequest, createSandboxRequest, keepAliveRequest, killCommandRequest, responseSchemas, runRequest } from "./schemas.js";
+import { commandRequest, createSandboxRequest, exposePortRequest, keepAliveRequest, killCommandRequest, responseSchemas, runRequest } from "./schemas.js";
 
 /**
  * What an operation reads besides its path: a JSON body parsed by `schema` (an empty body is `{}`
@@ -24,6 +24,11 @@ export interface RouteSpec {
   readonly description?: string;
   /** Answered without an API key. */
   readonly public?: true;
+  /**
+   * A reverse proxy (`{port}`, then `{rest}`: the rest of the path): every method is answered, the
+   * body is streamed to the guest unread; the table's method is the one the document shows.
+   */
+  readonly proxy?: true;
   /** `?path=`: an absolute guest path, checked after the sandbox lookup and before the body. */
   readonly query?: "path";
   readonly body?: BodySpec;
@@ -278,6 +283,39 @@ export const ROUTES = {
       "One entry per request and per redirect hop of the guest's fetch: method, URL without query, host, port, the address connected to, the decision (allowed, denied, error) and its reason, status, bytes each way, duration. No headers or bodies. Empty for sandboxes without network. Also answered for a closed sandbox.",
     responses: { "200": { description: "ok", ...json("NetworkLog") }, "401": common["401"], "404": common["404"] },
   },
+  exposePort: {
+    method: "post",
+    path: "/sandboxes/{id}/ports",
+    summary: "expose a port of a heavy-tier sandbox through this server's reverse proxy",
+    description:
+      "Answers with the proxy URL of the port (`/sandboxes/{id}/ports/{port}/`); idempotent. Nothing needs to listen yet: requests to the URL answer 502 until something does. The proxy needs the same `Authorization: Bearer` header as every route (see proxyPort).",
+    body: jsonOf(exposePortRequest),
+    responses: { "201": { description: "exposed", ...json("ExposedPort") }, ...jsonBody, "501": err("the sandbox is nano-tier, or a tier \"auto\" one still on the nano tier (TIER_UNAVAILABLE)"), ...common },
+  },
+  listPorts: { method: "get", path: "/sandboxes/{id}/ports", summary: "the sandbox's exposed ports", responses: { "200": { description: "ok", ...json("PortList") }, "401": common["401"], "404": common["404"] } },
+  closePort: {
+    method: "delete",
+    path: "/sandboxes/{id}/ports/{port}",
+    summary: "stop proxying a port (open proxied connections are cut); idempotent",
+    responses: { "204": { description: "closed" }, "400": err("port not an integer from 1 to 65535"), "401": common["401"], "404": common["404"] },
+  },
+  proxyPort: {
+    method: "get",
+    path: "/sandboxes/{id}/ports/{port}/{rest}",
+    summary: "reverse proxy to an exposed port of the sandbox (any method; WebSocket upgrades too)",
+    description:
+      "Any method: the request goes to 127.0.0.1:{port} inside the sandbox with path `/{rest}` and the query, the body streamed unread, headers passed on except hop-by-hop ones, `Authorization` (the API key is never shown to the guest app), `Host` (set to 127.0.0.1:{port}) and `X-Forwarded-*` (set: `X-Forwarded-Host`, `-Proto`, `-Prefix` = `/sandboxes/{id}/ports/{port}`). The answer is streamed back as the guest app gives it. `Upgrade` requests (WebSocket) are authenticated the same way and then carry bytes both ways. Needs the `Authorization: Bearer` header: no cookie or query token (the guest's pages are served from this server's origin, so a cookie would hand them the API key's power).",
+    proxy: true,
+    responses: {
+      "200": { description: "whatever the guest app answers (any status, headers, body)" },
+      "400": err("port not an integer from 1 to 65535"),
+      "401": common["401"],
+      "404": err("no such sandbox for this key, or the port is not exposed (POST /sandboxes/{id}/ports)"),
+      "410": common["410"],
+      "501": notHeavy,
+      "502": err("nothing listens on the port in the sandbox (PORT_UNREACHABLE, error.port), or the guest app closed the connection without an answer (BAD_GATEWAY)"),
+    },
+  },
 } as const satisfies Record<string, RouteSpec>;
 
 export type OperationId = keyof typeof ROUTES;
@@ -290,6 +328,8 @@ export const hasSandboxId = (p: string) => p.includes("{id}");
 
 const idParam = { name: "id", in: "path", required: true, description: "the sandbox id from POST /sandboxes", schema: { type: "string" } };
 const pidParam = { name: "pid", in: "path", required: true, description: "a background command's pid in the guest (POST /sandboxes/{id}/commands with background: true)", schema: { type: "integer", minimum: 1 } };
+const portParam = { name: "port", in: "path", required: true, description: "a TCP port in the sandbox", schema: { type: "integer", minimum: 1, maximum: 65535 } };
+const restParam = { name: "rest", in: "path", required: true, description: "the rest of the path (any number of segments, may be empty), sent to the guest app", schema: { type: "string" } };
 const pathParam = { name: "path", in: "query", required: true, description: "absolute guest path; `..` segments are refused (400)", schema: { type: "string", minLength: 1 } };
 
 /**
@@ -308,7 +348,7 @@ function requestBody(b: BodySpec) {
 function paths(): Record<string, Record<string, unknown>> {
   const out: Record<string, Record<string, unknown>> = {};
   for (const [operationId, r] of Object.entries(ROUTES) as [OperationId, RouteSpec][]) {
-    const parameters = [...(hasSandboxId(r.path) ? [idParam] : []), ...(r.path.includes("{pid}") ? [pidParam] : []), ...(r.query === "path" ? [pathParam] : [])];
+    const parameters = [...(hasSandboxId(r.path) ? [idParam] : []), ...(r.path.includes("{pid}") ? [pidParam] : []), ...(r.path.includes("{port}") ? [portParam] : []), ...(r.path.includes("{rest}") ? [restParam] : []), ...(r.query === "path" ? [pathParam] : [])];
     let item = out[r.path];
     if (!item) item = out[r.path] = parameters.length > 0 ? { parameters } : {};
     else if (JSON.stringify(item.parameters ?? []) !== JSON.stringify(parameters)) throw new Error(`routes: ${r.method} ${r.path} takes other parameters than its path's other operations`);

@@ -170,6 +170,14 @@ export const health = z.strictObject({
   queued: z.int(),
 });
 
+export const exposePortRequest = z.strictObject({
+  /** The port a server listens on inside the sandbox (127.0.0.1 or 0.0.0.0 there). */
+  port: z.int().min(1).max(65535),
+});
+
+/** A proxied guest port: `url` is this server's reverse proxy to it (needs the same Authorization). */
+export const exposedPort = z.strictObject({ port: z.int(), url: z.string() });
+
 /** Response bodies: named components of the OpenAPI document (a schema used inside another becomes a $ref to it). */
 export const responseSchemas = {
   SandboxInfo: sandboxInfo,
@@ -186,6 +194,8 @@ export const responseSchemas = {
   Exists: z.strictObject({ exists: z.boolean() }),
   NetworkLogEntry: networkLogEntrySchema,
   NetworkLog: z.strictObject({ entries: z.array(networkLogEntrySchema) }),
+  ExposedPort: exposedPort,
+  PortList: z.strictObject({ ports: z.array(exposedPort) }),
   Health: health,
   Error: errorBody,
 } as const;

@@ -28,6 +28,7 @@ from .errors import (
     NotFoundError,
     NotTextError,
     OutputLimitError,
+    PortUnreachableError,
     ProtocolError,
     QuotaExceededError,
     ReplayError,
@@ -45,6 +46,7 @@ from .sandbox import (
     Connection,
     DisplayResult,
     EntryInfo,
+    ExposedPort,
     GuestError,
     Limits,
     Mount,
@@ -56,6 +58,7 @@ from .sandbox import (
     SandboxFiles,
     SandboxInfo,
     SandboxNetwork,
+    SandboxPorts,
 )
 
 __all__ = [
@@ -71,6 +74,7 @@ __all__ = [
     "Connection",
     "DisplayResult",
     "EntryInfo",
+    "ExposedPort",
     "FileSystemError",
     "FileSystemQuotaError",
     "GuestError",
@@ -84,6 +88,7 @@ __all__ = [
     "NotFoundError",
     "NotTextError",
     "OutputLimitError",
+    "PortUnreachableError",
     "ProtocolError",
     "QuotaExceededError",
     "ReplayError",
@@ -95,6 +100,7 @@ __all__ = [
     "SandboxFiles",
     "SandboxInfo",
     "SandboxNetwork",
+    "SandboxPorts",
     "TierUnavailableError",
     "TimeoutError",
     "WorkerCrashedError",

@@ -132,6 +132,12 @@ class ReplayError(AgentboxError):
     copied. The sandbox stays on the nano tier, usable."""
 
 
+class PortUnreachableError(AgentboxError):
+    """A request through a port's proxy URL found nothing listening on the port in the sandbox
+    (502, code ``PORT_UNREACHABLE``, ``body["port"]``), or the server there closed the connection
+    without an answer (``BAD_GATEWAY``). The sandbox lives on."""
+
+
 _BY_CODE: Dict[str, Type[AgentboxError]] = {
     "INVALID_OPTIONS": InvalidOptionsError,
     "TIMEOUT": TimeoutError,
@@ -145,6 +151,8 @@ _BY_CODE: Dict[str, Type[AgentboxError]] = {
     "PROTOCOL_ERROR": ProtocolError,
     "ABORTED": AbortedError,
     "REPLAY_FAILED": ReplayError,
+    "PORT_UNREACHABLE": PortUnreachableError,
+    "BAD_GATEWAY": PortUnreachableError,
     "UNAUTHORIZED": AuthenticationError,
     "NOT_FOUND": NotFoundError,
     "QUOTA_EXCEEDED": QuotaExceededError,

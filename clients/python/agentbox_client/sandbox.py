@@ -626,6 +626,44 @@ class SandboxNetwork:
         return [NetworkLogEntry.from_json(e) for e in d["entries"]]
 
 
+@dataclass(frozen=True)
+class ExposedPort:
+    """A port of a heavy-tier sandbox behind the server's reverse proxy."""
+
+    port: int
+    #: ``<server>/sandboxes/<id>/ports/<port>/``: any method and path under it goes to the port in
+    #: the sandbox (WebSockets too), with the same ``Authorization`` header as the API (see
+    #: ``SandboxPorts.headers``).
+    url: str
+
+
+class SandboxPorts:
+    """Servers in a heavy-tier sandbox, reached through the server's authenticated reverse proxy."""
+
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sb = sandbox
+
+    def expose(self, port: int) -> str:
+        """Expose ``port`` (a server listening on 127.0.0.1 or 0.0.0.0 in the sandbox) and return
+        its proxy URL. Idempotent. Nothing needs to listen yet: until something does, requests
+        to the URL answer 502 (PortUnreachableError). TierUnavailableError on a nano sandbox."""
+        d = self._sb._conn.json("POST", f"{self._sb._base}/ports", {"port": port})
+        return str(d["url"])
+
+    def list(self) -> List[ExposedPort]:
+        d = self._sb._conn.json("GET", f"{self._sb._base}/ports")
+        return [ExposedPort(port=int(p["port"]), url=str(p["url"])) for p in d["ports"]]
+
+    def close(self, port: int) -> None:
+        """Stop proxying ``port``; open connections to it are cut. Idempotent."""
+        self._sb._conn.request("DELETE", f"{self._sb._base}/ports/{int(port)}")
+
+    def headers(self) -> Dict[str, str]:
+        """The headers a request to a proxy URL needs (the API key; none on a server without keys)."""
+        key = self._sb._conn.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 class Sandbox:
     """A sandbox on an agentbox server. Use ``Sandbox.create(...)``, ideally in a ``with`` block."""
 
@@ -636,6 +674,7 @@ class Sandbox:
         self.files = SandboxFiles(self)
         self.commands = SandboxCommands(self)
         self.network = SandboxNetwork(self)
+        self.ports = SandboxPorts(self)
         self._killed = False
 
     @property

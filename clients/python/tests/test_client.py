@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import ClassVar, List, Optional, Tuple
 from unittest import mock
@@ -32,6 +34,7 @@ from agentbox_client import (  # noqa: E402
     AuthenticationError,
     CommandHandle,
     DisplayResult,
+    ExposedPort,
     FileSystemError,
     InvalidOptionsError,
     NotFoundError,
@@ -309,6 +312,33 @@ class CommandsTests(unittest.TestCase):
         self.assertEqual("".join(c[1] for c in chunks if c[0] == "err"), "err\n")
         self.assertEqual(chunks[0][1], "first\n")
         self.assertGreater(finished - chunks[0][2], 0.4, "the first chunk came with the result, not before it")
+
+    def test_ports_expose_a_guest_server_through_the_proxy(self) -> None:
+        launch = "import subprocess, sys; subprocess.Popen(sys.argv[1:], start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"
+        self.sb.files.write("/tmp/www/hi.txt", "hi from the sandbox")
+        self.sb.commands.run(["python3", "-c", launch, "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/tmp/www"])
+        url = self.sb.ports.expose(8000)
+        self.assertEqual(url, f"{URL}/sandboxes/{self.sb.id}/ports/8000/")
+        self.assertEqual(self.sb.ports.expose(8000), url)
+        self.assertEqual(self.sb.ports.list(), [ExposedPort(port=8000, url=url)])
+        body = b""
+        for _ in range(100):  # until the server in the sandbox listens (502 before)
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url + "hi.txt", headers=self.sb.ports.headers()), timeout=10) as resp:
+                    body = resp.read()
+                break
+            except urllib.error.HTTPError as e:
+                self.assertEqual(e.code, 502)
+                time.sleep(0.1)
+        self.assertEqual(body, b"hi from the sandbox")
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(url + "hi.txt", timeout=10)  # no API key
+        self.assertEqual(cm.exception.code, 401)
+        self.sb.ports.close(8000)
+        self.assertEqual(self.sb.ports.list(), [])
+        with self.assertRaises(TierUnavailableError):
+            with create(language="javascript") as nano:
+                nano.ports.expose(8000)
 
     def test_timeout_kills_the_command_and_the_sandbox_lives_on(self) -> None:
         r = self.sb.commands.run("echo before; sleep 30", timeout_ms=400)

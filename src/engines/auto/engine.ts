@@ -9,7 +9,7 @@ import path from "node:path";
 import { AbortedError, FileSystemError, ReplayError, SandboxClosedError, TierUnavailableError } from "../../errors.js";
 import { NETWORK_LOG_ENTRIES, type NetworkLogEntry } from "../../policy/network.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineNetwork, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions, NanoOnlyRunner } from "../engine.js";
+import type { Engine, EngineNetwork, EnginePorts, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions, NanoOnlyRunner } from "../engine.js";
 
 /** Where both tiers keep a sandbox's files: the heavy tier's only writable directories. */
 export const AUTO_WRITABLE_ROOTS = ["/home/user", "/tmp"] as const;
@@ -94,6 +94,26 @@ export class AutoEngine implements Engine {
 
   get info(): EngineInfo | undefined {
     return this.heavy?.info;
+  }
+
+  /**
+   * The heavy side's ports once the sandbox runs there. On the nano tier there is no server to
+   * reach and exposing a port does not move the sandbox (nothing could be listening yet): refused.
+   */
+  readonly ports: EnginePorts = {
+    connect: (port) => this.heavyPorts("connect").connect(port),
+    expose: (port) => this.heavyPorts("expose").expose(port),
+    list: () => this.heavy?.ports?.list() ?? [],
+    close: async (port) => this.heavy?.ports?.close(port),
+  };
+
+  private heavyPorts(what: string): EnginePorts {
+    const ports = this.heavy?.ports;
+    if (ports) return ports;
+    if (this.heavy) throw new TierUnavailableError("the heavy engine of this build exposes no ports");
+    throw new TierUnavailableError(
+      `ports.${what} of a tier "auto" sandbox needs it to run on the heavy tier; it still runs on the nano tier, where no server can listen (it moves when a cell needs the heavy tier or on its first commands.run; or create it with { tier: "heavy" })`,
+    );
   }
 
   get closedReason(): string | undefined {

@@ -4,17 +4,19 @@
 // as its backend does, and turns a backend's checkpoints into engine snapshots. Backends are
 // started by their own folders (heavy-gvisor/, microvm/), which hand a live backend to `start`.
 import { randomInt } from "node:crypto";
-import { SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
+import { PortConnectError, SandboxClosedError, SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
 import type { SecretSet } from "../../policy/secrets.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineNetwork, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions } from "../engine.js";
+import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions } from "../engine.js";
 import type { OutputListener } from "./agent-client.js";
+import type { AgentStream } from "./streams.js";
 import { AgentSession } from "./agent-session.js";
 import { caEnv, EgressProxy, PROXY_PORT, proxyEnv } from "./egress.js";
 import type { HeavyBackend, HeavySavedState } from "./backend.js";
+import { PortForwarder } from "./ports.js";
 
 /** What the heavy engine needs besides its backend. */
 export interface HeavySessionConfig {
@@ -36,6 +38,8 @@ export class HeavyEngine<R = unknown> implements Engine {
   private readonly session: AgentSession;
   /** The sandbox's egress proxy, when its grant gives it network. */
   private readonly egress: EgressProxy | undefined;
+  /** The guest ports exposed on the host; closed with the sandbox. */
+  private readonly forwarder: PortForwarder;
 
   private constructor(
     private backend: HeavyBackend<R>,
@@ -44,6 +48,7 @@ export class HeavyEngine<R = unknown> implements Engine {
     const live = () => this.backend; // a checkpoint may swap the backend
     this.session = new AgentSession({ get client() { return live().client; }, call: (m, o) => this.call(m, o), fail: (e) => this.fail(e) }, config.limits, backend.noun);
     this.egress = config.network ? new EgressProxy(config.network, { secrets: config.secrets }) : undefined;
+    this.forwarder = new PortForwarder((port) => this.connectPort(port));
     this.watch(backend);
   }
 
@@ -74,6 +79,10 @@ export class HeavyEngine<R = unknown> implements Engine {
   /** The record of the guest's network attempts, when it has network. */
   get network(): EngineNetwork | undefined {
     return this.egress?.log;
+  }
+
+  get ports(): EnginePorts {
+    return this.forwarder;
   }
 
   get info(): EngineInfo {
@@ -152,6 +161,7 @@ export class HeavyEngine<R = unknown> implements Engine {
   async dispose(reason = "killed"): Promise<void> {
     this.closed ??= reason;
     this.egress?.close();
+    await this.forwarder.closeAll(this.closed);
     await this.backend.dispose(new WorkerCrashedError(`sandbox closed: ${reason}`));
   }
 
@@ -159,9 +169,21 @@ export class HeavyEngine<R = unknown> implements Engine {
     backend.onDeath = (e) => {
       this.closed ??= e.message;
       this.egress?.close();
+      void this.forwarder.closeAll(this.closed);
     };
     const egress = this.egress;
     backend.client.streams.onOpen = egress ? (s) => egress.accept(s) : undefined;
+  }
+
+  /** A stream to guest `port` on the live backend's channel (a checkpoint may have swapped it). */
+  private async connectPort(port: number): Promise<AgentStream> {
+    if (this.closedReason !== undefined) throw new SandboxClosedError(this.closedReason);
+    try {
+      return await this.backend.client.streams.connect(port);
+    } catch (e) {
+      if (this.closedReason !== undefined) throw new SandboxClosedError(this.closedReason);
+      throw new PortConnectError(port, (e as Error).message.replace(/^guest side of the stream failed: /, ""));
+    }
   }
 
   /** End the sandbox because it stopped answering; pending requests fail with `err`. */

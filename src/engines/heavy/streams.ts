@@ -167,6 +167,10 @@ export class AgentStream extends Duplex {
     if (this.pendingOpen) {
       this.pendingOpen.reject(err ?? new Error("the guest closed the stream"));
       this.pendingOpen = undefined;
+      // Nobody holds a stream that never opened: its error went to connect()'s caller, not an 'error' event.
+      this.push(null);
+      this.destroy();
+      return;
     }
     this.push(null);
     this.destroy(err);
