@@ -13,6 +13,7 @@ import { bearerToken, type KeyRing, type Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
 import { ExposedPorts, parsePort, proxyRequest } from "./ports.js";
+import { SnapshotStore, type SnapshotEntry } from "./snapshots.js";
 import { hasSandboxId, honoPath, openApiDocument, ROUTES, type OperationId, type RouteSpec } from "./routes.js";
 import { createSandboxExtras, type CommandRequest, type CommandResultBody, type commandStatus } from "./schemas.js";
 import { parseAllowList, withinRule } from "../policy/network.js";
@@ -42,6 +43,8 @@ export interface AppOptions {
   log: (line: string) => void;
   /** The sandboxes' proxied ports (shared with the server's WebSocket upgrade handler); default: the app's own. */
   ports?: ExposedPorts;
+  /** The keys' snapshots; default: the app's own (24 h TTL). */
+  snapshots?: SnapshotStore;
 }
 
 /** What the reverse proxy answers (CONNECT and TRACE are not proxied). */
@@ -74,6 +77,13 @@ export function createApp(o: AppOptions): Hono<Env> {
   const app = new Hono<Env>();
   const { registry, metrics } = o;
   const exposed = o.ports ?? new ExposedPorts();
+  const snapshots = o.snapshots ?? new SnapshotStore(24 * 3600_000);
+  /** The caller's snapshot named in the path, or 404 (another key's too). */
+  const snapshotOf = (c: Context<Env>): SnapshotEntry => {
+    const s = snapshots.get(c.get("who").name, c.req.param("snapshotId") ?? "");
+    if (!s) throw notFound("no such snapshot for this API key");
+    return s;
+  };
   const openapi = JSON.stringify(openApiDocument(o.version));
 
   app.use(async (c, next) => {
@@ -131,6 +141,34 @@ export function createApp(o: AppOptions): Hono<Env> {
     },
     listSandboxes: (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(info) }),
     getSandbox: (c, { entry }) => c.json(info(entry)),
+    createSnapshot: async (c, { entry }) => {
+      const s = await snapshots.add(c.get("who"), entry.id, () => registry.use(entry, (sb) => sb.snapshot()));
+      return c.json(snapshotInfo(s), 201);
+    },
+    listSnapshots: (c) => c.json({ snapshots: snapshots.list(c.get("who").name).map(snapshotInfo) }),
+    deleteSnapshot: async (c) => {
+      await snapshots.remove(snapshotOf(c).id);
+      return c.body(null, 204);
+    },
+    restoreSnapshot: async (c, { body }) => {
+      const s = snapshotOf(c);
+      return c.json(info(await registry.restore(c.get("who"), s.snapshot, body.idleTimeoutMs)), 201);
+    },
+    forkSandbox: async (c, { entry, body }) => {
+      const who = c.get("who");
+      // A snapshot taken for the fork alone: not the key's to keep, removed once the forks run.
+      const snap = await registry.use(entry, (sb) => sb.snapshot());
+      const forks: Entry[] = [];
+      try {
+        for (let i = 0; i < body.count; i++) forks.push(await registry.restore(who, snap, body.idleTimeoutMs));
+      } catch (e) {
+        await Promise.allSettled(forks.map((f) => registry.remove(f)));
+        throw e;
+      } finally {
+        await snap.remove();
+      }
+      return c.json({ sandboxes: forks.map(info) }, 201);
+    },
     deleteSandbox: async (c, { entry }) => {
       await registry.remove(entry);
       return c.body(null, 204);
@@ -410,6 +448,17 @@ function commandStatusOf(t: Tracked): z.output<typeof commandStatus> {
 /** This server's reverse-proxy URL of `port` of the sandbox (as the client reached the server). */
 function proxyUrl(c: Context, e: Entry, port: number): string {
   return `${new URL(c.req.url).origin}/sandboxes/${encodeURIComponent(e.id)}/ports/${port}/`;
+}
+
+function snapshotInfo(s: SnapshotEntry) {
+  return {
+    id: s.id,
+    sandboxId: s.sandboxId,
+    tier: s.snapshot.options.tier,
+    language: s.snapshot.options.language,
+    createdAt: new Date(s.createdAt).toISOString(),
+    expiresAt: new Date(s.expiresAt).toISOString(),
+  };
 }
 
 function info(e: Entry) {

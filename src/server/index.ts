@@ -1,5 +1,6 @@
 // agentbox/server: start the HTTP API on a Node HTTP server. `agentbox serve` is a thin wrapper
 // around startServer(); tests and embedders call it directly (port 0 picks a free port).
+import { SnapshotStore } from "./snapshots.js";
 import { readFileSync, realpathSync } from "node:fs";
 import type { IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -39,8 +40,10 @@ export interface ServerOptions {
   maxUploadBytes?: number;
   /** Host directories under which clients may ask for read-only mounts (default none). */
   mountRoots?: string[];
-  /** `network.allow` entries clients may request for nano sandboxes (default none: no network). */
+  /** `network.allow` entries clients may request for their sandboxes (default none: no network). */
   netAllow?: string[];
+  /** How long a snapshot is kept before the server deletes it (default 24 h). */
+  snapshotTtlMs?: number;
   log?: (line: string) => void;
 }
 
@@ -62,6 +65,7 @@ export const SERVER_DEFAULTS = {
   poolSize: 2,
   maxJsonBytes: 4 * 1024 * 1024,
   maxUploadBytes: 64 * 1024 * 1024,
+  snapshotTtlMs: 24 * 3600_000,
 } as const;
 
 export function isLoopback(host: string): boolean {
@@ -96,8 +100,10 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     metrics,
   ));
   const ports = new ExposedPorts();
+  const snapshots = new SnapshotStore(opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs);
   const app = createApp({
     ports,
+    snapshots,
     keys,
     registry,
     metrics,
@@ -120,6 +126,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     close: () =>
       (closing ??= (async () => {
         await registry.closeAll(); // running requests end with their sandbox's error
+        await snapshots.closeAll();
         await Sandbox.shutdownPool();
       })()),
   };

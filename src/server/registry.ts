@@ -4,7 +4,7 @@
 // own, smaller cap (runsc processes, a cgroup, a guest that may fill limits.memoryMb). A create
 // past a cap waits in that cap's FIFO queue (bounded in length and time), then is refused with 429.
 import { randomBytes } from "node:crypto";
-import { Sandbox, type SandboxOptions } from "../index.js";
+import { Sandbox, type SandboxOptions, type SandboxSnapshot } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -122,6 +122,16 @@ export class SandboxRegistry {
   }
 
   async create(who: Principal, options: SandboxOptions, idleTimeoutMs: number): Promise<Entry> {
+    return this.admit(who, options, idleTimeoutMs, () => this.throttledStart(options));
+  }
+
+  /** A new sandbox from a snapshot, under the same caps and quotas as a create. */
+  restore(who: Principal, snapshot: SandboxSnapshot, idleTimeoutMs: number): Promise<Entry> {
+    return this.admit(who, snapshot.options, idleTimeoutMs, () => this.throttled(() => Sandbox.restore(snapshot)));
+  }
+
+  /** Take the key's quota and the server's slots for a sandbox `start` makes, then track it. */
+  private async admit(who: Principal, options: SandboxOptions, idleTimeoutMs: number, start: () => Promise<Sandbox>): Promise<Entry> {
     if (this.closing) throw shuttingDown();
     const held = this.perKey.get(who.name) ?? 0;
     if (held >= who.quota.maxSandboxes) {
@@ -142,7 +152,7 @@ export class SandboxRegistry {
       slot = true;
       if (this.closing) throw shuttingDown();
       const t0 = performance.now();
-      const sandbox = await this.throttledStart(options);
+      const sandbox = await start();
       this.metrics.startSeconds.observe((performance.now() - t0) / 1000);
       this.metrics.sandboxesCreated.inc();
       sandbox.network.watch((e) => this.metrics.networkRequests.inc({ decision: e.decision }));
@@ -238,14 +248,19 @@ export class SandboxRegistry {
     if (holdsHeavySlot(entry.sandbox.options)) this.heavySlots.release();
   }
 
-  private async throttledStart(options: SandboxOptions): Promise<Sandbox> {
-    if (this.starting >= this.opts.maxConcurrentStarts) await new Promise<void>((r) => this.startWaiters.push(r));
-    else this.starting++;
+  private throttledStart(options: SandboxOptions): Promise<Sandbox> {
     // In a burst, a pooled take triggers a refill whose warm-up competes for the same cores as
     // the cold starts behind it (measured: 2x slower bursts); only a lone start uses the pool.
+    return this.throttled((lone) => Sandbox.create({ ...options, pool: options.pool && lone }));
+  }
+
+  /** Run a start in its turn (at most maxConcurrentStarts at once); `lone`: no other start is under way or waiting. */
+  private async throttled<T>(start: (lone: boolean) => Promise<T>): Promise<T> {
+    if (this.starting >= this.opts.maxConcurrentStarts) await new Promise<void>((r) => this.startWaiters.push(r));
+    else this.starting++;
     const lone = this.starting === 1 && this.startWaiters.length === 0;
     try {
-      return await Sandbox.create({ ...options, pool: options.pool && lone });
+      return await start(lone);
     } finally {
       const next = this.startWaiters.shift();
       if (next) next(); // the start turn passes straight on

@@ -4,7 +4,7 @@
 // same entries, so a route cannot exist without its documentation or the other way round.
 // Adding a route: an entry here and a handler in app.ts (the compiler asks for it).
 import { z } from "zod";
-import { commandRequest, createSandboxRequest, exposePortRequest, keepAliveRequest, killCommandRequest, responseSchemas, runRequest } from "./schemas.js";
+import { commandRequest, createSandboxRequest, exposePortRequest, forkRequest, keepAliveRequest, killCommandRequest, responseSchemas, restoreRequest, runRequest } from "./schemas.js";
 
 /**
  * What an operation reads besides its path: a JSON body parsed by `schema` (an empty body is `{}`
@@ -275,6 +275,55 @@ export const ROUTES = {
       "413": err("the sandbox's file system quota (FS_QUOTA, error.limit vfsFiles)"),
     },
   },
+  createSnapshot: {
+    method: "post",
+    path: "/sandboxes/{id}/snapshots",
+    summary: "save the sandbox's whole state as a snapshot of this key (the sandbox runs on)",
+    description:
+      "Heavy tier: memory, processes and files (a gVisor checkpoint or a microVM migration). Tier auto: once it runs on the heavy tier. A snapshot belongs to the key that made it (another key gets 404), counts against its maxSnapshots, and is deleted after the server's snapshot TTL. Not while background commands run (400).",
+    responses: {
+      "201": { description: "saved", ...json("SnapshotInfo") },
+      ...common,
+      "400": err("background commands are running (INVALID_OPTIONS)"),
+      "429": err("this key keeps its maxSnapshots already (QUOTA_EXCEEDED)"),
+      "501": err("the sandbox's tier cannot be saved (TIER_UNAVAILABLE)"),
+    },
+  },
+  listSnapshots: { method: "get", path: "/snapshots", summary: "this key's snapshots, oldest first", responses: { "200": { description: "ok", ...json("SnapshotList") }, "401": common["401"] } },
+  deleteSnapshot: {
+    method: "delete",
+    path: "/snapshots/{snapshotId}",
+    summary: "delete a snapshot and its saved state",
+    responses: { "204": { description: "deleted" }, "401": common["401"], "404": err("no such snapshot for this key") },
+  },
+  restoreSnapshot: {
+    method: "post",
+    path: "/snapshots/{snapshotId}/restore",
+    summary: "start a new sandbox from a snapshot (the snapshot stays, for more restores)",
+    body: jsonOf(restoreRequest, false),
+    responses: {
+      "201": { description: "restored", ...json("SandboxInfo") },
+      ...jsonBody,
+      "401": common["401"],
+      "404": err("no such snapshot for this key"),
+      "429": err("this key's sandbox quota is used up (QUOTA_EXCEEDED), or the server is at capacity (CAPACITY)"),
+    },
+  },
+  forkSandbox: {
+    method: "post",
+    path: "/sandboxes/{id}/fork",
+    summary: "start `count` independent copies of the sandbox as it is now (it runs on)",
+    description: "Each fork is a new sandbox of this key with the state of the original at the fork: variables, files, processes (heavy). Counts against maxSandboxes like creates; no snapshot is kept.",
+    body: jsonOf(forkRequest),
+    responses: {
+      "201": { description: "forked", ...json("ForkResult") },
+      ...jsonBody,
+      ...common,
+      "400": err("invalid body, or background commands are running"),
+      "429": err("this key's sandbox quota is used up (QUOTA_EXCEEDED), or the server is at capacity (CAPACITY)"),
+      "501": err("the sandbox's tier cannot be saved (TIER_UNAVAILABLE)"),
+    },
+  },
   getNetworkLog: {
     method: "get",
     path: "/sandboxes/{id}/network/log",
@@ -327,6 +376,7 @@ export const honoPath = (p: string) => p.replace(/\{(\w+)\}/g, ":$1");
 export const hasSandboxId = (p: string) => p.includes("{id}");
 
 const idParam = { name: "id", in: "path", required: true, description: "the sandbox id from POST /sandboxes", schema: { type: "string" } };
+const snapshotParam = { name: "snapshotId", in: "path", required: true, description: "a snapshot of this key (POST /sandboxes/{id}/snapshots)", schema: { type: "string" } };
 const pidParam = { name: "pid", in: "path", required: true, description: "a background command's pid in the guest (POST /sandboxes/{id}/commands with background: true)", schema: { type: "integer", minimum: 1 } };
 const portParam = { name: "port", in: "path", required: true, description: "a TCP port in the sandbox", schema: { type: "integer", minimum: 1, maximum: 65535 } };
 const restParam = { name: "rest", in: "path", required: true, description: "the rest of the path (any number of segments, may be empty), sent to the guest app", schema: { type: "string" } };
@@ -348,7 +398,7 @@ function requestBody(b: BodySpec) {
 function paths(): Record<string, Record<string, unknown>> {
   const out: Record<string, Record<string, unknown>> = {};
   for (const [operationId, r] of Object.entries(ROUTES) as [OperationId, RouteSpec][]) {
-    const parameters = [...(hasSandboxId(r.path) ? [idParam] : []), ...(r.path.includes("{pid}") ? [pidParam] : []), ...(r.path.includes("{port}") ? [portParam] : []), ...(r.path.includes("{rest}") ? [restParam] : []), ...(r.query === "path" ? [pathParam] : [])];
+    const parameters = [...(hasSandboxId(r.path) ? [idParam] : []), ...(r.path.includes("{pid}") ? [pidParam] : []), ...(r.path.includes("{snapshotId}") ? [snapshotParam] : []), ...(r.path.includes("{port}") ? [portParam] : []), ...(r.path.includes("{rest}") ? [restParam] : []), ...(r.query === "path" ? [pathParam] : [])];
     let item = out[r.path];
     if (!item) item = out[r.path] = parameters.length > 0 ? { parameters } : {};
     else if (JSON.stringify(item.parameters ?? []) !== JSON.stringify(parameters)) throw new Error(`routes: ${r.method} ${r.path} takes other parameters than its path's other operations`);

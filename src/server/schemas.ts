@@ -178,6 +178,31 @@ export const exposePortRequest = z.strictObject({
 /** A proxied guest port: `url` is this server's reverse proxy to it (needs the same Authorization). */
 export const exposedPort = z.strictObject({ port: z.int(), url: z.string() });
 
+export const restoreRequest = z.strictObject({
+  /** The new sandbox's idle timeout (as at create). */
+  idleTimeoutMs: idleTimeoutMs.default(300_000),
+});
+
+export const forkRequest = z.strictObject({
+  /** How many independent copies of the sandbox's current state to start. */
+  count: z.int().min(1).max(16),
+  /** The forks' idle timeout (as at create). */
+  idleTimeoutMs: idleTimeoutMs.default(300_000),
+});
+
+/** A saved sandbox of this key: restore it any number of times (POST /snapshots/{snapshotId}/restore). */
+export const snapshotInfo = z.strictObject({
+  /** `snap_` and 24 hex digits. */
+  id: z.string(),
+  /** The sandbox it was taken of. */
+  sandboxId: z.string(),
+  tier: z.enum(TIERS),
+  language: z.enum(LANGUAGES),
+  createdAt: z.iso.datetime(),
+  /** When the server deletes it (the server's --snapshot-ttl after it was taken). */
+  expiresAt: z.iso.datetime(),
+});
+
 /** Response bodies: named components of the OpenAPI document (a schema used inside another becomes a $ref to it). */
 export const responseSchemas = {
   SandboxInfo: sandboxInfo,
@@ -196,6 +221,9 @@ export const responseSchemas = {
   NetworkLog: z.strictObject({ entries: z.array(networkLogEntrySchema) }),
   ExposedPort: exposedPort,
   PortList: z.strictObject({ ports: z.array(exposedPort) }),
+  SnapshotInfo: snapshotInfo,
+  SnapshotList: z.strictObject({ snapshots: z.array(snapshotInfo) }),
+  ForkResult: z.strictObject({ sandboxes: z.array(sandboxInfo) }),
   Health: health,
   Error: errorBody,
 } as const;

@@ -1,0 +1,95 @@
+// Snapshots and forks over HTTP (heavy tier, gVisor): a snapshot of this key restores into new
+// sandboxes with the original's variables and files; forks start independent copies; another
+// key sees none of it (404); the key's maxSnapshots quota is a 429; deleting removes it.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { KeyRing, startServer, type RunningServer } from "../../src/server/index.js";
+import "../helpers.js";
+import { ensureImage, skipHeavy } from "../heavy.js";
+
+const ALICE = "alice-key-0123456789abcdef";
+const BOB = "bob-key-0123456789abcdef00";
+
+async function api(base: string, key: string, method: string, path: string, json?: unknown) {
+  const res = await fetch(base + path, { method, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: json === undefined ? undefined : JSON.stringify(json) });
+  const text = await res.text();
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const body: any = text && (res.headers.get("content-type") ?? "").includes("json") ? JSON.parse(text) : undefined;
+  return { status: res.status, json: body, text };
+}
+
+describe("HTTP API: snapshots and forks (gVisor)", { skip: skipHeavy }, () => {
+  let srv: RunningServer;
+  before(async () => {
+    await ensureImage();
+    const keys = KeyRing.fromEntries([
+      { name: "alice", key: ALICE, maxSandboxes: 6, maxSnapshots: 1 },
+      { name: "bob", key: BOB, maxSandboxes: 2 },
+    ]);
+    srv = await startServer({ port: 0, keys, poolSize: 0, log: () => undefined });
+  });
+  after(async () => {
+    await srv?.close();
+  });
+
+  it("snapshot → restore (twice) and fork: the original's variables and files; owned by the key; quota; delete", async () => {
+    const a = (method: string, path: string, json?: unknown) => api(srv.url, ALICE, method, path, json);
+    const created = await a("POST", "/sandboxes", { tier: "heavy", backend: "gvisor" });
+    assert.equal(created.status, 201, created.text);
+    const id = created.json.id as string;
+    assert.equal((await a("POST", `/sandboxes/${id}/run`, { code: "x = 41\nopen('/home/user/f.txt', 'w').write('saved')" })).status, 200);
+
+    const snap = await a("POST", `/sandboxes/${id}/snapshots`);
+    assert.equal(snap.status, 201, snap.text);
+    assert.match(snap.json.id, /^snap_[0-9a-f]{24}$/);
+    assert.equal(snap.json.sandboxId, id);
+    assert.equal(snap.json.tier, "heavy");
+    assert.ok(Date.parse(snap.json.expiresAt) > Date.parse(snap.json.createdAt));
+    const sid = snap.json.id as string;
+    // The original runs on, and changes after the snapshot do not reach restores.
+    assert.equal((await a("POST", `/sandboxes/${id}/run`, { code: "x = 0" })).status, 200);
+
+    assert.deepEqual((await a("GET", "/snapshots")).json.snapshots.map((s: { id: string }) => s.id), [sid]);
+    const over = await a("POST", `/sandboxes/${id}/snapshots`);
+    assert.equal(over.status, 429, "maxSnapshots is 1");
+    assert.equal(over.json.error.code, "QUOTA_EXCEEDED");
+
+    // Another key: none of it exists.
+    const b = (method: string, path: string, json?: unknown) => api(srv.url, BOB, method, path, json);
+    assert.deepEqual((await b("GET", "/snapshots")).json.snapshots, []);
+    assert.equal((await b("POST", `/snapshots/${sid}/restore`)).status, 404);
+    assert.equal((await b("DELETE", `/snapshots/${sid}`)).status, 404);
+    assert.equal((await b("POST", `/sandboxes/${id}/fork`, { count: 1 })).status, 404);
+
+    for (let i = 0; i < 2; i++) {
+      const r = await a("POST", `/snapshots/${sid}/restore`);
+      assert.equal(r.status, 201, r.text);
+      assert.notEqual(r.json.id, id);
+      const v = await a("POST", `/sandboxes/${r.json.id}/run`, { code: "(x, open('/home/user/f.txt').read())" });
+      assert.equal(v.json.value, "(41, 'saved')", "the state at the snapshot");
+      assert.equal((await a("DELETE", `/sandboxes/${r.json.id}`)).status, 204);
+    }
+
+    const fork = await a("POST", `/sandboxes/${id}/fork`, { count: 2 });
+    assert.equal(fork.status, 201, fork.text);
+    assert.equal(fork.json.sandboxes.length, 2);
+    const [f1, f2] = fork.json.sandboxes.map((s: { id: string }) => s.id) as [string, string];
+    await a("POST", `/sandboxes/${f1}/run`, { code: "x = 'changed in fork 1'" });
+    assert.equal((await a("POST", `/sandboxes/${f2}/run`, { code: "x" })).json.value, "0", "forks are independent copies of the original now");
+    assert.equal((await a("POST", `/sandboxes/${id}/run`, { code: "x" })).json.value, "0");
+    assert.deepEqual((await a("GET", "/snapshots")).json.snapshots.length, 1, "a fork keeps no snapshot");
+
+    assert.equal((await a("DELETE", `/snapshots/${sid}`)).status, 204);
+    assert.equal((await a("POST", `/snapshots/${sid}/restore`)).status, 404);
+    assert.deepEqual((await a("GET", "/snapshots")).json.snapshots, []);
+  });
+
+  it("a nano sandbox cannot be saved over HTTP yet: 501 naming the tier", async () => {
+    const a = (method: string, path: string, json?: unknown) => api(srv.url, BOB, method, path, json);
+    const created = await a("POST", "/sandboxes", { language: "python" });
+    const r = await a("POST", `/sandboxes/${created.json.id}/snapshots`);
+    assert.equal(r.status, 501, r.text);
+    assert.equal(r.json.error.code, "TIER_UNAVAILABLE");
+    assert.equal((await a("GET", "/snapshots")).json.snapshots.length, 0, "a failed snapshot takes no place");
+  });
+});
