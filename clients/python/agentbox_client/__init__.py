@@ -59,6 +59,7 @@ from .sandbox import (
     SandboxInfo,
     SandboxNetwork,
     SandboxPorts,
+    SnapshotInfo,
 )
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "SandboxClosedError",
     "SandboxCommands",
     "SandboxFiles",
+    "SnapshotInfo",
     "SandboxInfo",
     "SandboxNetwork",
     "SandboxPorts",

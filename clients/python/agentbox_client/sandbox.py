@@ -664,6 +664,22 @@ class SandboxPorts:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A saved sandbox of this key (``sb.snapshot()``): ``Sandbox.restore(snapshot.id)`` starts copies of it."""
+
+    id: str
+    sandbox_id: str
+    tier: str
+    language: str
+    created_at: str
+    expires_at: str
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> "SnapshotInfo":
+        return SnapshotInfo(id=d["id"], sandbox_id=d["sandboxId"], tier=d["tier"], language=d["language"], created_at=d["createdAt"], expires_at=d["expiresAt"])
+
+
 class Sandbox:
     """A sandbox on an agentbox server. Use ``Sandbox.create(...)``, ideally in a ``with`` block."""
 
@@ -763,6 +779,36 @@ class Sandbox:
         if limit_ms is None:  # a server that does not report its limits
             return self._conn.timeout_s
         return max((limit_ms + self.info.limits.get("graceMs", 0)) / 1000.0 + RUN_TIMEOUT_MARGIN_S, 1.0)
+
+    def snapshot(self) -> SnapshotInfo:
+        """Save the sandbox's whole state as a snapshot of this key; the sandbox runs on."""
+        return SnapshotInfo.from_json(self._conn.json("POST", f"{self._base}/snapshots", {}))
+
+    def fork(self, count: int = 1, *, idle_timeout_ms: Optional[int] = None) -> List["Sandbox"]:
+        """``count`` independent copies of this sandbox as it is now, each a new sandbox of this key."""
+        body: Dict[str, Any] = {"count": count}
+        if idle_timeout_ms is not None:
+            body["idleTimeoutMs"] = idle_timeout_ms
+        return [Sandbox(SandboxInfo.from_json(s), self._conn) for s in self._conn.json("POST", f"{self._base}/fork", body)["sandboxes"]]
+
+    @classmethod
+    def restore(cls, snapshot_id: str, *, idle_timeout_ms: Optional[int] = None, base_url: Optional[str] = None, api_key: Optional[str] = None, timeout_s: float = 120.0) -> "Sandbox":
+        """Start a new sandbox from a snapshot of this key (the snapshot stays, for more restores)."""
+        conn = _connection(base_url, api_key, timeout_s)
+        body: Dict[str, Any] = {} if idle_timeout_ms is None else {"idleTimeoutMs": idle_timeout_ms}
+        return cls(SandboxInfo.from_json(conn.json("POST", f"/snapshots/{urllib.parse.quote(snapshot_id, safe='')}/restore", body)), conn)
+
+    @staticmethod
+    def list_snapshots(*, base_url: Optional[str] = None, api_key: Optional[str] = None, timeout_s: float = 120.0) -> List[SnapshotInfo]:
+        """This key's snapshots, oldest first."""
+        conn = _connection(base_url, api_key, timeout_s)
+        return [SnapshotInfo.from_json(s) for s in conn.json("GET", "/snapshots")["snapshots"]]
+
+    @staticmethod
+    def delete_snapshot(snapshot_id: str, *, base_url: Optional[str] = None, api_key: Optional[str] = None, timeout_s: float = 120.0) -> None:
+        """Delete a snapshot of this key and its saved state."""
+        conn = _connection(base_url, api_key, timeout_s)
+        conn.request("DELETE", f"/snapshots/{urllib.parse.quote(snapshot_id, safe='')}")
 
     def refresh(self) -> SandboxInfo:
         self.info = SandboxInfo.from_json(self._conn.json("GET", self._base))

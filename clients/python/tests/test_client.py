@@ -379,6 +379,36 @@ class CommandsTests(unittest.TestCase):
         self.assertFalse(h.kill())
         self.assertEqual(h.status().status, "exited")
 
+    def test_snapshot_restore_fork_and_delete(self) -> None:
+        self.sb.run_code("snap_var = 'saved'")
+        snap = self.sb.snapshot()
+        self.assertTrue(snap.id.startswith("snap_"))
+        self.assertEqual((snap.sandbox_id, snap.tier), (self.sb.id, "heavy"))
+        self.assertIn(snap.id, [s.id for s in Sandbox.list_snapshots(base_url=URL, api_key=KEY)])
+        self.sb.run_code("snap_var = 'changed'")
+        with Sandbox.restore(snap.id, base_url=URL, api_key=KEY) as copy:
+            self.assertNotEqual(copy.id, self.sb.id)
+            self.assertEqual(copy.run_code("snap_var").value, "'saved'")
+        forks = self.sb.fork(2)
+        try:
+            self.assertEqual([f.run_code("snap_var").value for f in forks], ["'changed'", "'changed'"])
+        finally:
+            for f in forks:
+                f.kill()
+        with self.assertRaises(NotFoundError):  # another key's snapshot does not exist for it
+            Sandbox.restore(snap.id, base_url=URL, api_key=KEY2)
+        Sandbox.delete_snapshot(snap.id, base_url=URL, api_key=KEY)
+        self.assertNotIn(snap.id, [s.id for s in Sandbox.list_snapshots(base_url=URL, api_key=KEY)])
+
+    def test_network_through_the_sandboxs_proxy(self) -> None:
+        with create(tier="heavy", network={"allow": [f"localhost:{NET_PORT}"]}) as sb:
+            # localhost is the guest's own in NO_PROXY; without it the request goes to the host's proxy, which resolves localhost on the host.
+            code = "import os, urllib.request\nfor k in ('no_proxy', 'NO_PROXY'):\n    os.environ.pop(k, None)\n" f"urllib.request.urlopen('http://localhost:{NET_PORT}/').read()"
+            self.assertEqual(sb.run_code(code).value, "b'hi'")
+            refused = sb.run_code("import urllib.request, urllib.error\ncode = None\ntry:\n    urllib.request.urlopen('http://example.com/')\nexcept urllib.error.HTTPError as e:\n    code = e.code\ncode")
+            self.assertEqual(refused.value, "403")
+            self.assertEqual([e.decision for e in sb.network.log()], ["allowed", "denied"])
+
     def test_background_wait_term_and_errors(self) -> None:
         h = self.sb.commands.run(["sh", "-c", "echo out; sleep 0.3; exit 6"], background=True)
         r = h.wait()
