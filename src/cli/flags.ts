@@ -13,10 +13,10 @@ export class UsageError extends Error {}
 
 /** A duration: 500ms, 5s, 2m or plain milliseconds. */
 export function parseDuration(s: string, flag = "timeout"): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
-  if (!m) throw new UsageError(`--${flag}: cannot read ${JSON.stringify(s)}; use e.g. 500ms, 5s, 2m`);
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
+  if (!m) throw new UsageError(`--${flag}: cannot read ${JSON.stringify(s)}; use e.g. 500ms, 5s, 2m, 1h`);
   const n = Number(m[1]);
-  return Math.round(m[2] === "s" ? n * 1000 : m[2] === "m" ? n * 60_000 : n);
+  return Math.round(m[2] === "s" ? n * 1000 : m[2] === "m" ? n * 60_000 : m[2] === "h" ? n * 3600_000 : n);
 }
 
 /** HOST:GUEST or HOST:GUEST:rw (read-only unless :rw); the host path is resolved. */

@@ -45,6 +45,7 @@ serve options:
   --max-sandboxes N      live sandboxes across all keys and tiers (default ${D.maxSandboxes}); creates past it queue
   --max-heavy N          live heavy-tier sandboxes (default ${D.maxHeavySandboxes}; each also counts in --max-sandboxes)
   --queue-timeout DURATION  how long a create waits for a slot before 429 (default ${D.queueTimeoutMs / 1000}s)
+  --snapshot-ttl DURATION   how long a snapshot is kept before it is deleted (default ${D.snapshotTtlMs / 3600_000}h)
   --max-starts N         sandboxes starting at once (default: number of CPUs); others wait their turn
   --pool N               ready workers kept warm (default ${D.poolSize})
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
@@ -212,6 +213,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         "max-sandboxes": { type: "string" },
         "max-heavy": { type: "string" },
         "queue-timeout": { type: "string" },
+        "snapshot-ttl": { type: "string" },
         "max-starts": { type: "string" },
         pool: { type: "string" },
         "mount-root": { type: "string", multiple: true },
@@ -231,6 +233,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       ...(v["max-sandboxes"] !== undefined ? { maxSandboxes: parseInteger(v["max-sandboxes"], "max-sandboxes") } : {}),
       ...(v["max-heavy"] !== undefined ? { maxHeavySandboxes: parseInteger(v["max-heavy"], "max-heavy") } : {}),
       ...(v["queue-timeout"] !== undefined ? { queueTimeoutMs: parseDuration(v["queue-timeout"], "queue-timeout") } : {}),
+      ...(v["snapshot-ttl"] !== undefined ? { snapshotTtlMs: parseDuration(v["snapshot-ttl"], "snapshot-ttl") } : {}),
       ...(v["max-starts"] !== undefined ? { maxConcurrentStarts: Math.max(1, parseInteger(v["max-starts"], "max-starts")) } : {}),
       ...(v.pool !== undefined ? { poolSize: parseInteger(v.pool, "pool") } : {}),
       mountRoots: v["mount-root"] ?? [],
