@@ -47,6 +47,9 @@ export interface AppOptions {
   snapshots?: SnapshotStore;
 }
 
+/** Operations on a paused sandbox that leave it paused: they read what the server keeps, or end it. */
+const KEEP_PAUSED = new Set<OperationId>(["getSandbox", "deleteSandbox", "pauseSandbox", "getNetworkLog", "listCommands", "getCommand", "listPorts", "closePort"]);
+
 /** What the reverse proxy answers (CONNECT and TRACE are not proxied). */
 const PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -111,9 +114,9 @@ export function createApp(o: AppOptions): Hono<Env> {
     createSandbox: async (c, { raw: body }) => {
       const who = c.get("who");
       const isObject = typeof body === "object" && body !== null && !Array.isArray(body);
-      const { idleTimeoutMs, pool, ...input } = (isObject ? body : {}) as Record<string, unknown>;
+      const { idleTimeoutMs, idleAction, pool, ...input } = (isObject ? body : {}) as Record<string, unknown>;
       if (pool !== undefined) throw new InvalidOptionsError([{ path: "pool", message: "unknown option (the server decides)" }]);
-      const extras = parseOptions(createSandboxExtras, { idleTimeoutMs });
+      const extras = parseOptions(createSandboxExtras, { idleTimeoutMs, idleAction });
       const resolved = resolveSandboxOptions(isObject ? input : body);
       const opts = resolved.options;
       const limits = opts.limits as Record<string, number>;
@@ -136,11 +139,19 @@ export function createApp(o: AppOptions): Hono<Env> {
       resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
       // Every tier's grant (nano's fetch broker, heavy's egress proxy) is the operator's to give.
       if ("network" in opts && opts.network) checkNetwork(opts.network.allow, who, o.netAllow);
-      const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs);
+      const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs, extras.idleAction);
       return c.json(info(entry), 201);
     },
     listSandboxes: (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(info) }),
     getSandbox: (c, { entry }) => c.json(info(entry)),
+    pauseSandbox: async (c, { entry }) => {
+      await registry.pause(entry);
+      return c.json(info(entry));
+    },
+    resumeSandbox: async (c, { entry }) => {
+      await registry.resume(entry);
+      return c.json(info(entry));
+    },
     createSnapshot: async (c, { entry }) => {
       const s = await snapshots.add(c.get("who"), entry.id, () => registry.use(entry, (sb) => sb.snapshot()));
       return c.json(snapshotInfo(s), 201);
@@ -276,7 +287,7 @@ export function createApp(o: AppOptions): Hono<Env> {
   const register = (id: OperationId, r: RouteSpec) =>
     // A proxy answers every method, and `{rest}` is any number of segments.
     app.on(r.proxy ? PROXY_METHODS : [r.method.toUpperCase()], r.proxy ? honoPath(r.path).replace("/:rest", "/*") : honoPath(r.path), async (c) => {
-      const entry = hasSandboxId(r.path) ? find(c) : undefined;
+      const entry = hasSandboxId(r.path) ? await find(c, id) : undefined;
       const p = r.query === "path" ? guestPath(c) : undefined;
       let body: unknown;
       let raw: unknown;
@@ -302,11 +313,16 @@ export function createApp(o: AppOptions): Hono<Env> {
 
   for (const [id, r] of routes) if (!r.public) register(id, r);
 
-  /** The caller's sandbox, or 404 — the same 404 whether it does not exist or belongs to another key. */
-  function find(c: Context<Env>): Entry {
+  /**
+   * The caller's sandbox, or 404 — the same 404 whether it does not exist or belongs to another key.
+   * A paused one is resumed first, unless the operation only reads what the server keeps about it.
+   */
+  async function find(c: Context<Env>, op: OperationId): Promise<Entry> {
     const id = c.req.param("id") ?? "";
     const e = registry.get(c.get("who").name, id);
     if (!e) throw notFound(`no sandbox ${JSON.stringify(id)} for this API key`);
+    if (!KEEP_PAUSED.has(op)) await registry.resume(e);
+    if (e.paused) return e;
     if (e.sandbox.closed && c.req.method !== "GET" && c.req.method !== "DELETE") {
       throw new HttpError(410, "SANDBOX_CLOSED", `sandbox ${id} is closed; delete it and create a new one`);
     }
@@ -471,11 +487,13 @@ function info(e: Entry) {
     language: o.language,
     limits: o.limits,
     seed: e.sandbox.seed,
-    status: e.sandbox.closed ? "closed" : "running",
+    status: e.paused ? "paused" : e.sandbox.closed ? "closed" : "running",
+    idleAction: e.idleAction,
     createdAt: new Date(e.createdAt).toISOString(),
     lastActiveAt: new Date(e.lastActiveAt).toISOString(),
     idleTimeoutMs: e.idleTimeoutMs,
-    expiresAt: new Date(e.lastActiveAt + e.idleTimeoutMs).toISOString(),
+    // Running: when the idle timeout acts; paused: when the paused sandbox is deleted.
+    expiresAt: new Date(e.paused ? e.paused.expiresAt : e.lastActiveAt + e.idleTimeoutMs).toISOString(),
   };
 }
 

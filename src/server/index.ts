@@ -42,7 +42,7 @@ export interface ServerOptions {
   mountRoots?: string[];
   /** `network.allow` entries clients may request for their sandboxes (default none: no network). */
   netAllow?: string[];
-  /** How long a snapshot is kept before the server deletes it (default 24 h). */
+  /** How long a snapshot, or a paused sandbox, is kept before the server deletes it (default 24 h). */
   snapshotTtlMs?: number;
   log?: (line: string) => void;
 }
@@ -96,6 +96,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
       maxQueue: opts.maxQueue ?? SERVER_DEFAULTS.maxQueue,
       queueTimeoutMs: opts.queueTimeoutMs ?? SERVER_DEFAULTS.queueTimeoutMs,
       maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism(),
+      pausedTtlMs: opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs,
     },
     metrics,
   ));

@@ -7,6 +7,8 @@ export class ServerMetrics {
   readonly registry = new Registry();
   readonly sandboxesCreated: Counter;
   readonly sandboxesExpired: Counter;
+  readonly sandboxesPaused: Counter;
+  readonly sandboxesResumed: Counter;
   readonly runs: Counter<"outcome">;
   readonly limitFailures: Counter<"limit">;
   readonly startSeconds: Histogram;
@@ -22,6 +24,8 @@ export class ServerMetrics {
     new Gauge({ name: "agentbox_create_queue_length", help: "Create requests waiting for a free sandbox slot.", registers, collect() { this.set(queued()); } });
     this.sandboxesCreated = new Counter({ name: "agentbox_sandboxes_created_total", help: "Sandboxes created.", registers });
     this.sandboxesExpired = new Counter({ name: "agentbox_sandboxes_expired_total", help: "Sandboxes killed after their idle timeout.", registers });
+    this.sandboxesPaused = new Counter({ name: "agentbox_sandboxes_paused_total", help: "Sandboxes paused (saved, their process ended): idle with idleAction pause, or asked to.", registers });
+    this.sandboxesResumed = new Counter({ name: "agentbox_sandboxes_resumed_total", help: "Paused sandboxes brought back (by a request that used them, or asked to).", registers });
     this.runs = new Counter({ name: "agentbox_runs_total", help: "runCode calls by outcome: ok, guest_error (the code raised), limit (a limit stopped it), failed (host error).", labelNames: ["outcome"], registers });
     this.limitFailures = new Counter({ name: "agentbox_run_limit_failures_total", help: "Runs stopped or trimmed by a limit, by limit name.", labelNames: ["limit"], registers });
     this.startSeconds = new Histogram({

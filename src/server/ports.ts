@@ -129,6 +129,7 @@ export function upgradeHandler(o: UpgradeOptions): (req: http.IncomingMessage, s
       const id = decodeURIComponent(m[1]!);
       const entry = o.registry.get(who.name, id);
       if (!entry) throw notFound(`no sandbox ${JSON.stringify(id)} for this API key`);
+      await o.registry.resume(entry); // a WebSocket to a paused sandbox brings it back, as any request does
       if (entry.sandbox.closed) throw new HttpError(410, "SANDBOX_CLOSED", `sandbox ${id} is closed; delete it and create a new one`);
       const port = parsePort(m[2]);
       const stream = await o.ports.connect(o.registry, entry, port);

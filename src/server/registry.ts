@@ -3,6 +3,11 @@
 // gVisor sandbox of ~120 MB plus its guest's memory); heavy sandboxes also take a slot of their
 // own, smaller cap (runsc processes, a cgroup, a guest that may fill limits.memoryMb). A create
 // past a cap waits in that cap's FIFO queue (bounded in length and time), then is refused with 429.
+// Pause: a sandbox idle past its timeout (idleAction "pause", the default) or asked to pause is
+// saved (its tier's snapshot) and its process ended: it gives its global and heavy slots back but
+// still counts against its key's maxSandboxes. The next request that uses it resumes it (slots
+// taken again, queueing as a create does); a paused sandbox is deleted after the pause TTL. A
+// sandbox whose tier cannot be saved is killed at idle instead.
 import { randomBytes } from "node:crypto";
 import { Sandbox, type SandboxOptions, type SandboxSnapshot } from "../index.js";
 import { HttpError } from "./http-errors.js";
@@ -20,20 +25,33 @@ export interface RegistryOptions {
   queueTimeoutMs: number;
   /** Sandboxes starting at once. Cold starts are CPU-bound: more than the cores only slows each. */
   maxConcurrentStarts: number;
+  /** How long a paused sandbox is kept before it is deleted (default 24 h). */
+  pausedTtlMs?: number;
 }
+
+export type IdleAction = "pause" | "kill";
 
 export interface Entry {
   readonly id: string;
   readonly owner: string;
-  readonly sandbox: Sandbox;
+  /** The live sandbox; while paused, the one that was paused (closed). A resume replaces it. */
+  sandbox: Sandbox;
   readonly createdAt: number;
   lastActiveAt: number;
   idleTimeoutMs: number;
+  /** What the idle timeout does. */
+  idleAction: IdleAction;
+  /** Set while paused: the saved sandbox, and when it was paused. */
+  paused?: { snapshot: SandboxSnapshot; at: number; expiresAt: number } | undefined;
+  /** A pause or resume under way (requests wait for it). */
+  changing?: Promise<void> | undefined;
   /** Operations in progress; an entry never expires while one runs. */
   busy: number;
   timer: NodeJS.Timeout | undefined;
-  /** Whether it still holds its slots and counts against its key (released once closed). */
+  /** Whether it holds its global (and heavy) slots: not while paused, nor once closed. */
   holdsSlot: boolean;
+  /** Whether it counts against its key's maxSandboxes (until deleted or closed). */
+  counted: boolean;
 }
 
 interface Waiter {
@@ -121,17 +139,78 @@ export class SandboxRegistry {
     return this.slots.waiters.length + this.heavySlots.waiters.length;
   }
 
-  async create(who: Principal, options: SandboxOptions, idleTimeoutMs: number): Promise<Entry> {
-    return this.admit(who, options, idleTimeoutMs, () => this.throttledStart(options));
+  async create(who: Principal, options: SandboxOptions, idleTimeoutMs: number, idleAction: IdleAction = "pause"): Promise<Entry> {
+    return this.admit(who, options, idleTimeoutMs, idleAction, () => this.throttledStart(options));
   }
 
   /** A new sandbox from a snapshot, under the same caps and quotas as a create. */
-  restore(who: Principal, snapshot: SandboxSnapshot, idleTimeoutMs: number): Promise<Entry> {
-    return this.admit(who, snapshot.options, idleTimeoutMs, () => this.throttled(() => Sandbox.restore(snapshot)));
+  restore(who: Principal, snapshot: SandboxSnapshot, idleTimeoutMs: number, idleAction: IdleAction = "pause"): Promise<Entry> {
+    return this.admit(who, snapshot.options, idleTimeoutMs, idleAction, () => this.throttled(() => Sandbox.restore(snapshot)));
+  }
+
+  /**
+   * Save the sandbox and end its process; it gives its slots back (not its place in the key's
+   * quota). Waits for operations in progress (the snapshot takes the sandbox's lock). Throws what
+   * the snapshot throws (e.g. TierUnavailableError), the sandbox untouched then.
+   */
+  pause(entry: Entry): Promise<void> {
+    return this.change(entry, async () => {
+      if (entry.paused || !this.entries.has(entry.id)) return;
+      const snapshot = await entry.sandbox.snapshot();
+      clearTimeout(entry.timer);
+      const at = Date.now();
+      entry.paused = { snapshot, at, expiresAt: at + (this.opts.pausedTtlMs ?? 24 * 3600_000) };
+      this.metrics.sandboxesPaused.inc();
+      await entry.sandbox.kill().catch(() => undefined);
+      this.releaseSlots(entry);
+      // A paused sandbox nobody comes back to is deleted after the pause TTL.
+      entry.timer = setTimeout(() => void this.remove(entry).catch(() => undefined), (this.opts.pausedTtlMs ?? 24 * 3600_000));
+      entry.timer.unref();
+    });
+  }
+
+  /** Bring a paused sandbox back (its slots first, queueing as a create does); a no-op when it runs. */
+  resume(entry: Entry): Promise<void> {
+    if (!entry.paused && !entry.changing) return Promise.resolve();
+    return this.change(entry, async () => {
+      const paused = entry.paused;
+      if (!paused || !this.entries.has(entry.id)) return;
+      clearTimeout(entry.timer);
+      await this.takeSlots(entry.sandbox.options);
+      let sandbox: Sandbox;
+      try {
+        sandbox = await this.throttled(() => Sandbox.restore(paused.snapshot));
+      } catch (e) {
+        this.giveSlots(entry.sandbox.options);
+        entry.timer = setTimeout(() => void this.remove(entry).catch(() => undefined), (this.opts.pausedTtlMs ?? 24 * 3600_000));
+        entry.timer.unref();
+        throw e;
+      }
+      this.watch(sandbox);
+      entry.sandbox = sandbox;
+      entry.paused = undefined;
+      entry.holdsSlot = true;
+      entry.lastActiveAt = Date.now();
+      await paused.snapshot.remove().catch(() => undefined);
+      this.metrics.sandboxesResumed.inc();
+      this.arm(entry);
+    });
+  }
+
+  /** One pause or resume at a time per sandbox; requests meanwhile wait for it. */
+  private async change(entry: Entry, fn: () => Promise<void>): Promise<void> {
+    while (entry.changing) await entry.changing.catch(() => undefined);
+    const p = fn();
+    entry.changing = p;
+    try {
+      await p;
+    } finally {
+      if (entry.changing === p) entry.changing = undefined;
+    }
   }
 
   /** Take the key's quota and the server's slots for a sandbox `start` makes, then track it. */
-  private async admit(who: Principal, options: SandboxOptions, idleTimeoutMs: number, start: () => Promise<Sandbox>): Promise<Entry> {
+  private async admit(who: Principal, options: SandboxOptions, idleTimeoutMs: number, idleAction: IdleAction, start: () => Promise<Sandbox>): Promise<Entry> {
     if (this.closing) throw shuttingDown();
     const held = this.perKey.get(who.name) ?? 0;
     if (held >= who.quota.maxSandboxes) {
@@ -155,13 +234,13 @@ export class SandboxRegistry {
       const sandbox = await start();
       this.metrics.startSeconds.observe((performance.now() - t0) / 1000);
       this.metrics.sandboxesCreated.inc();
-      sandbox.network.watch((e) => this.metrics.networkRequests.inc({ decision: e.decision }));
+      this.watch(sandbox);
       if (this.closing) {
         await sandbox.kill();
         throw shuttingDown();
       }
       const now = Date.now();
-      const entry: Entry = { id: `sb_${randomBytes(12).toString("hex")}`, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, busy: 0, timer: undefined, holdsSlot: true };
+      const entry: Entry = { id: `sb_${randomBytes(12).toString("hex")}`, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, idleAction, busy: 0, timer: undefined, holdsSlot: true, counted: true };
       this.entries.set(entry.id, entry);
       this.arm(entry);
       return entry;
@@ -189,8 +268,9 @@ export class SandboxRegistry {
     return [...this.entries.values()].filter((e) => e.owner === owner).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
   }
 
-  /** Run an operation on a sandbox: counts as activity, holds off expiry while it runs. */
+  /** Run an operation on a sandbox: counts as activity, holds off expiry while it runs; resumes a paused one first. */
   async use<T>(entry: Entry, fn: (sb: Sandbox) => Promise<T>): Promise<T> {
+    await this.resume(entry);
     entry.busy++;
     entry.lastActiveAt = Date.now();
     try {
@@ -214,6 +294,8 @@ export class SandboxRegistry {
     clearTimeout(entry.timer);
     this.entries.delete(entry.id);
     try {
+      await entry.changing?.catch(() => undefined);
+      if (entry.paused) await entry.paused.snapshot.remove();
       await entry.sandbox.kill();
     } finally {
       this.release(entry);
@@ -233,7 +315,15 @@ export class SandboxRegistry {
   private arm(entry: Entry): void {
     clearTimeout(entry.timer);
     entry.timer = setTimeout(() => {
-      if (entry.busy > 0 || !this.entries.has(entry.id)) return; // re-armed when the operation ends
+      if (entry.busy > 0 || !this.entries.has(entry.id) || entry.paused) return; // re-armed when the operation ends
+      if (entry.idleAction === "pause" && !entry.sandbox.closed) {
+        // A tier that cannot be saved (or a failed save) ends the sandbox as "kill" would.
+        this.pause(entry).catch(() => {
+          this.metrics.sandboxesExpired.inc();
+          return this.remove(entry).catch(() => undefined);
+        });
+        return;
+      }
       this.metrics.sandboxesExpired.inc();
       this.remove(entry).catch(() => undefined);
     }, entry.idleTimeoutMs);
@@ -241,11 +331,39 @@ export class SandboxRegistry {
   }
 
   private release(entry: Entry): void {
+    this.releaseSlots(entry);
+    if (!entry.counted) return;
+    entry.counted = false;
+    this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 1) - 1);
+  }
+
+  private releaseSlots(entry: Entry): void {
     if (!entry.holdsSlot) return;
     entry.holdsSlot = false;
-    this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 1) - 1);
+    this.giveSlots(entry.sandbox.options);
+  }
+
+  private giveSlots(options: SandboxOptions): void {
     this.slots.release();
-    if (holdsHeavySlot(entry.sandbox.options)) this.heavySlots.release();
+    if (holdsHeavySlot(options)) this.heavySlots.release();
+  }
+
+  /** The slots a sandbox of `options` holds, heavy first (as a create takes them). */
+  private async takeSlots(options: SandboxOptions): Promise<void> {
+    if (this.closing) throw shuttingDown();
+    const deadline = Date.now() + this.opts.queueTimeoutMs;
+    const heavy = holdsHeavySlot(options);
+    if (heavy) await this.heavySlots.acquire(deadline);
+    try {
+      await this.slots.acquire(deadline);
+    } catch (e) {
+      if (heavy) this.heavySlots.release();
+      throw e;
+    }
+  }
+
+  private watch(sandbox: Sandbox): void {
+    sandbox.network.watch((e) => this.metrics.networkRequests.inc({ decision: e.decision }));
   }
 
   private throttledStart(options: SandboxOptions): Promise<Sandbox> {

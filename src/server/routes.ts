@@ -110,6 +110,20 @@ export const ROUTES = {
   listSandboxes: { method: "get", path: "/sandboxes", summary: "list this key's sandboxes", responses: { "200": { description: "ok", ...json("SandboxList") }, "401": common["401"] } },
   getSandbox: { method: "get", path: "/sandboxes/{id}", summary: "sandbox info", responses: { "200": { description: "ok", ...json("SandboxInfo") }, "401": common["401"], "404": common["404"] } },
   deleteSandbox: { method: "delete", path: "/sandboxes/{id}", summary: "kill the sandbox", responses: { "204": { description: "killed" }, "401": common["401"], "404": common["404"] } },
+  pauseSandbox: {
+    method: "post",
+    path: "/sandboxes/{id}/pause",
+    summary: "save the sandbox and end its process (memory freed); any later request resumes it",
+    description:
+      "Heavy tier: its memory, processes and files (a checkpoint); the sandbox gives its server slots back but still counts against the key's maxSandboxes, and is deleted after the server's --snapshot-ttl unless resumed. Idempotent. Also what the idle timeout does with idleAction \"pause\" (the default).",
+    responses: { "200": { description: "paused", ...json("SandboxInfo") }, ...common, "400": err("background commands are running (INVALID_OPTIONS)"), "501": err("the sandbox's tier cannot be saved (TIER_UNAVAILABLE)") },
+  },
+  resumeSandbox: {
+    method: "post",
+    path: "/sandboxes/{id}/resume",
+    summary: "bring a paused sandbox back (any request that uses it does the same); a no-op for a running one",
+    responses: { "200": { description: "running", ...json("SandboxInfo") }, ...common, "429": err("the server is at capacity (CAPACITY, after waiting in the queue)") },
+  },
   keepAlive: {
     method: "post",
     path: "/sandboxes/{id}/keepalive",

@@ -11,8 +11,13 @@ const idleTimeoutMs = z.int().min(1000).max(24 * 3600 * 1000);
 
 /** The create request's own fields, beside the library's sandbox options. */
 export const createSandboxExtras = z.object({
-  /** The sandbox is killed after this long without a request touching it. */
+  /** After this long without a request touching it, the sandbox is paused (or killed: idleAction). */
   idleTimeoutMs: idleTimeoutMs.default(300_000),
+  /**
+   * "pause" (default): saved and its process ended; the next request to it resumes it (a tier that
+   * cannot be saved is killed instead). "kill": deleted.
+   */
+  idleAction: z.enum(["pause", "kill"]).default("pause"),
 });
 
 /** POST /sandboxes: the library's options of any tier minus `pool` (the server decides), plus
@@ -111,7 +116,9 @@ export const sandboxInfo = z.strictObject({
   language: z.enum(LANGUAGES),
   limits: z.union([nanoLimitsSchema.unwrap(), heavyLimitsSchema.unwrap(), autoLimitsSchema.unwrap()]),
   seed: z.int(),
-  status: z.enum(["running", "closed"]),
+  /** paused: saved, no process; a request that uses it (or POST /resume) brings it back. */
+  status: z.enum(["running", "paused", "closed"]),
+  idleAction: z.enum(["pause", "kill"]),
   createdAt: z.iso.datetime(),
   lastActiveAt: z.iso.datetime(),
   idleTimeoutMs: z.int(),

@@ -84,6 +84,47 @@ describe("HTTP API: snapshots and forks (gVisor)", { skip: skipHeavy }, () => {
     assert.deepEqual((await a("GET", "/snapshots")).json.snapshots, []);
   });
 
+  it("pause and resume: by the idle timeout (idleAction pause, the default) and on request; any request resumes; idleAction kill deletes", async () => {
+    const a = (method: string, path: string, json?: unknown) => api(srv.url, ALICE, method, path, json);
+    const created = await a("POST", "/sandboxes", { tier: "heavy", backend: "gvisor", idleTimeoutMs: 1000 });
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.json.idleAction, "pause");
+    const id = created.json.id as string;
+    await a("POST", `/sandboxes/${id}/run`, { code: "kept = [1, 2, 3]\nopen('/tmp/kept.txt', 'w').write('file kept')" });
+    let info = created.json;
+    for (let i = 0; i < 100 && info.status !== "paused"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      info = (await a("GET", `/sandboxes/${id}`)).json;
+    }
+    assert.equal(info.status, "paused", "the idle timeout paused it");
+    assert.equal((await a("GET", `/sandboxes/${id}`)).json.status, "paused", "reading its info leaves it paused");
+    const m = await a("GET", "/metrics");
+    assert.match(m.text, /agentbox_sandboxes_paused_total 1/);
+    // A request that uses it brings it back, with its variables and files.
+    const r = await a("POST", `/sandboxes/${id}/run`, { code: "(kept, open('/tmp/kept.txt').read())" });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.value, "([1, 2, 3], 'file kept')");
+    assert.equal((await a("GET", `/sandboxes/${id}`)).json.status, "running");
+    // On request, with a longer idle timeout.
+    await a("POST", `/sandboxes/${id}/keepalive`, { idleTimeoutMs: 60_000 });
+    const p = await a("POST", `/sandboxes/${id}/pause`);
+    assert.equal(p.status, 200, p.text);
+    assert.equal(p.json.status, "paused");
+    assert.ok(Date.parse(p.json.expiresAt) > Date.now() + 3600_000, "a paused sandbox is kept for the TTL");
+    const back = await a("POST", `/sandboxes/${id}/resume`);
+    assert.deepEqual([back.status, back.json.status], [200, "running"]);
+    assert.equal((await a("GET", `/sandboxes/${id}/files?path=/tmp/kept.txt`)).text, "file kept");
+    assert.equal((await a("DELETE", `/sandboxes/${id}`)).status, 204);
+
+    const killed = await a("POST", "/sandboxes", { tier: "heavy", backend: "gvisor", idleTimeoutMs: 1000, idleAction: "kill" });
+    let gone = 0;
+    for (let i = 0; i < 100 && gone !== 404; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      gone = (await a("GET", `/sandboxes/${killed.json.id}`)).status;
+    }
+    assert.equal(gone, 404, "idleAction kill deletes it");
+  });
+
   it("a nano sandbox cannot be saved over HTTP yet: 501 naming the tier", async () => {
     const a = (method: string, path: string, json?: unknown) => api(srv.url, BOB, method, path, json);
     const created = await a("POST", "/sandboxes", { language: "python" });

@@ -388,9 +388,9 @@ describe("HTTP API", () => {
     await api("DELETE", `/sandboxes/${third.json.id}`, { key: KEY_B });
   });
 
-  it("idle sandboxes expire after idleTimeoutMs; keepalive restarts the timer", async () => {
-    const idle = (await api("POST", "/sandboxes", { json: { idleTimeoutMs: 1000 } })).json.id as string;
-    const kept = (await api("POST", "/sandboxes", { json: { idleTimeoutMs: 1000 } })).json.id as string;
+  it("idle sandboxes with idleAction kill are deleted after idleTimeoutMs; keepalive restarts the timer", async () => {
+    const idle = (await api("POST", "/sandboxes", { json: { idleTimeoutMs: 1000, idleAction: "kill" } })).json.id as string;
+    const kept = (await api("POST", "/sandboxes", { json: { idleTimeoutMs: 1000, idleAction: "kill" } })).json.id as string;
     for (let i = 0; i < 4; i++) {
       await new Promise((r) => setTimeout(r, 500));
       const k = await api("POST", `/sandboxes/${kept}/keepalive`);

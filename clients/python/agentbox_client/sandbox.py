@@ -327,7 +327,7 @@ class SandboxInfo:
     language: str
     limits: Limits  # every limit of the sandbox's tier; cpus (heavy) is a float, the rest ints
     seed: int
-    status: Literal["running", "closed"]
+    status: Literal["running", "paused", "closed"]
     created_at: str
     last_active_at: str
     idle_timeout_ms: int
@@ -717,6 +717,7 @@ class Sandbox:
         packages: Optional[List[str]] = None,
         network: Optional[Network] = None,
         idle_timeout_ms: Optional[int] = None,
+        idle_action: Optional[Literal["pause", "kill"]] = None,
         base_url: Optional[str] = None,
         api_key: Optional[str] = None,
         timeout_s: float = 120.0,
@@ -731,7 +732,7 @@ class Sandbox:
         """
         conn = _connection(base_url, api_key, timeout_s)
         body: Dict[str, Any] = {"language": language, "tier": tier}
-        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("backend", backend), ("image", image), ("packages", packages), ("network", network), ("idleTimeoutMs", idle_timeout_ms)):
+        for k, v in (("limits", limits), ("seed", seed), ("clock", clock), ("env", env), ("mounts", mounts), ("backend", backend), ("image", image), ("packages", packages), ("network", network), ("idleTimeoutMs", idle_timeout_ms), ("idleAction", idle_action)):
             if v is not None:
                 body[k] = dict(v) if isinstance(v, Mapping) else v
         return cls(SandboxInfo.from_json(conn.json("POST", "/sandboxes", body)), conn)
@@ -779,6 +780,16 @@ class Sandbox:
         if limit_ms is None:  # a server that does not report its limits
             return self._conn.timeout_s
         return max((limit_ms + self.info.limits.get("graceMs", 0)) / 1000.0 + RUN_TIMEOUT_MARGIN_S, 1.0)
+
+    def pause(self) -> SandboxInfo:
+        """Save the sandbox and end its process; any later call on it (or ``resume()``) brings it back."""
+        self.info = SandboxInfo.from_json(self._conn.json("POST", f"{self._base}/pause", {}))
+        return self.info
+
+    def resume(self) -> SandboxInfo:
+        """Bring a paused sandbox back now (a no-op for a running one)."""
+        self.info = SandboxInfo.from_json(self._conn.json("POST", f"{self._base}/resume", {}))
+        return self.info
 
     def snapshot(self) -> SnapshotInfo:
         """Save the sandbox's whole state as a snapshot of this key; the sandbox runs on."""

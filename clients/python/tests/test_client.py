@@ -400,6 +400,15 @@ class CommandsTests(unittest.TestCase):
         Sandbox.delete_snapshot(snap.id, base_url=URL, api_key=KEY)
         self.assertNotIn(snap.id, [s.id for s in Sandbox.list_snapshots(base_url=URL, api_key=KEY)])
 
+    def test_pause_and_resume(self) -> None:
+        self.sb.run_code("paused_var = 'still here'")
+        self.assertEqual(self.sb.pause().status, "paused")
+        self.assertEqual(self.sb.refresh().status, "paused")
+        self.assertEqual(self.sb.run_code("paused_var").value, "'still here'")  # any call resumes it
+        self.assertEqual(self.sb.refresh().status, "running")
+        self.sb.pause()
+        self.assertEqual(self.sb.resume().status, "running")
+
     def test_network_through_the_sandboxs_proxy(self) -> None:
         with create(tier="heavy", network={"allow": [f"localhost:{NET_PORT}"]}) as sb:
             # localhost is the guest's own in NO_PROXY; without it the request goes to the host's proxy, which resolves localhost on the host.
