@@ -56,7 +56,7 @@ describe('tier "auto": the decision, on the nano side', () => {
     ["import pandas as pd", /import of pandas \(not in the nano tier's Python\)/],
     ["import numpy", /import of numpy/],
     ["from matplotlib import pyplot as plt", /import of matplotlib/],
-    ["import requests", /import of requests/],
+    ["import sklearn", /import of sklearn/],
     ["import subprocess\nsubprocess.run(['ls'])", /import of subprocess \(starts processes/],
     ["import multiprocessing", /import of multiprocessing/],
     ["from concurrent.futures import ProcessPoolExecutor", /concurrent\.futures\.ProcessPoolExecutor/],

@@ -70,6 +70,48 @@ interface Raised {
   body?: string;
 }
 
+describe("python network grant: the requests-compatible module", () => {
+  it("get with params and headers, post json and form data, Session headers, raise_for_status, a refusal as ConnectionError", async () => {
+    await using sb = await Sandbox.create({ language: "python", network: { allow: [`127.0.0.1:${port}`] } });
+    const base = `http://127.0.0.1:${port}`;
+    const out = await guestJson<Record<string, unknown>>(
+      sb,
+      `import json, requests
+r = requests.get("${base}/json", headers={"X-Key": "k"}, timeout=10)
+p = requests.post("${base}/echo", json={"a": 1}, headers={"X-Key": "k1"})
+f = requests.post("${base}/echo", data={"b": "2 3"})
+with requests.Session() as s:
+    s.headers["X-Key"] = "session"
+    e = s.put("${base}/echo", data="raw")
+missing = requests.get("${base}/nope")
+try:
+    missing.raise_for_status()
+    status_error = None
+except requests.HTTPError as err:
+    status_error = str(err)
+try:
+    requests.get("http://example.com/")
+    refused = None
+except requests.exceptions.ConnectionError as err:
+    refused = str(err)
+print(json.dumps({"json": r.json(), "status": r.status_code, "ok": r.ok, "ctype": r.headers["Content-Type"], "xtest": r.headers.get("x-TEST"),
+  "post": p.json(), "postStatus": [p.status_code, p.reason], "form": f.json(), "session": e.json(), "missing": [missing.status_code, missing.text, bool(missing)],
+  "statusError": status_error, "refused": refused, "version": requests.__version__, "redirected": requests.get("${base}/to-json").url}))`,
+    );
+    assert.deepEqual(out.json, { hello: "world" });
+    assert.deepEqual([out.status, out.ok, out.ctype, out.xtest], [200, true, "application/json", "yes"]);
+    assert.deepEqual(out.post, { method: "POST", type: "application/json", key: "k1", body: '{"a": 1}' });
+    assert.deepEqual(out.postStatus, [201, "Made"]);
+    assert.deepEqual(out.form, { method: "POST", type: "application/x-www-form-urlencoded", key: null, body: "b=2+3" });
+    assert.deepEqual(out.session, { method: "PUT", type: null, key: "session", body: "raw" });
+    assert.deepEqual(out.missing, [404, "no such page", false]);
+    assert.equal(out.statusError, `404 Client Error: Not Found for url: ${base}/nope`);
+    assert.match(String(out.refused), /^fetch refused: http:\/\/example\.com:80 is not in the sandbox's network grant/);
+    assert.match(String(out.version), /agentbox/);
+    assert.equal(out.redirected, `${base}/json`, "the host followed the redirect; the final URL is reported");
+  });
+});
+
 describe("python network grant: urllib.request and http.client", () => {
   it("GET and POST round trip with headers and body, through urllib and http.client; the log records them", async () => {
     await using sb = await Sandbox.create({ language: "python", network: { allow: [`127.0.0.1:${port}`] } });
