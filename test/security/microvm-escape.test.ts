@@ -13,6 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { ProtocolError, Sandbox, SandboxClosedError, TimeoutError, WorkerCrashedError } from "../../src/index.js";
 import type { MicrovmEngine } from "../../src/engines/microvm/engine.js";
 import { microvmSpec } from "../../src/engines/microvm/engine.js";
+import { AGENT_PROTOCOL_VERSION } from "../../src/protocol/agent.js";
 import type { Hypervisor, VmExit, VmProcess, VmSpec } from "../../src/engines/microvm/hypervisor.js";
 import { QemuHypervisor } from "../../src/engines/microvm/qemu.js";
 import { MicroVm, transition } from "../../src/engines/microvm/vm.js";
@@ -214,7 +215,7 @@ describe("microVM: a malicious agent cannot hurt the host", () => {
   });
 
   it("a frame that breaks the schema: ProtocolError", async () => {
-    const hv = new FakeHypervisor((s) => s.write(frame({ type: "ready", v: 1, agent: "x", python: "3", extra: "nope" })));
+    const hv = new FakeHypervisor((s) => s.write(frame({ type: "ready", v: AGENT_PROTOCOL_VERSION, agent: "x", python: "3", extra: "nope" })));
     await assert.rejects(MicroVm.boot(hv, spec, { timeoutMs: 5000 }), ProtocolError);
   });
 
@@ -228,7 +229,7 @@ describe("microVM: a malicious agent cannot hurt the host", () => {
     let guest!: net.Socket;
     const hv = new FakeHypervisor((s) => {
       guest = s;
-      s.write(frame({ type: "ready", v: 1, agent: "evil", python: "3" }));
+      s.write(frame({ type: "ready", v: AGENT_PROTOCOL_VERSION, agent: "evil", python: "3" }));
     });
     const vm = await MicroVm.boot(hv, spec, { timeoutMs: 5000 });
     assert.equal(vm.state, "ready");
