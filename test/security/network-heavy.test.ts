@@ -90,7 +90,10 @@ for (const backend of [gvisor, microvm] as HeavyBackend[]) {
       assert.deepEqual(a, { status: 200, body: `hello GET /hello?q=1 host=app.test:${app.port}` });
       const env = await sb.runCode("import os\n(os.environ['HTTP_PROXY'], os.environ['https_proxy'], os.environ['NO_PROXY'])");
       assert.equal(env.value, "('http://127.0.0.1:3128', 'http://127.0.0.1:3128', 'localhost,127.0.0.1,::1')");
-      const entry = sb.network.log().at(-1)!;
+      // The Host the server sees is the checked URL's, whatever the guest wrote (no virtual-host steering).
+      const steered = await sb.runCode(`import urllib.request\nurllib.request.urlopen(urllib.request.Request("http://app.test:${app.port}/h", headers={"Host": "evil.test"})).read().decode()`);
+      assert.equal(steered.value, `'hello GET /h host=app.test:${app.port}'`);
+      const entry = sb.network.log().find((e) => e.url.endsWith("/hello"))!;
       assert.equal(entry.decision, "allowed");
       assert.equal(entry.url, `http://app.test:${app.port}/hello`, "no query in the log");
       assert.equal(entry.address, "127.0.0.1");

@@ -262,7 +262,9 @@ export class EgressProxy {
       let pairs: HeaderPair[] = [];
       for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
         const k = req.rawHeaders[i]!;
-        if (!HOP_HEADERS.has(k.toLowerCase())) pairs.push([k, req.rawHeaders[i + 1]!]);
+        // Host is the checked URL's (Node sets it): a guest's own Host could steer a shared front
+        // end (a CDN) to another site, with a secret's value on it.
+        if (!HOP_HEADERS.has(k.toLowerCase()) && k.toLowerCase() !== "host") pairs.push([k, req.rawHeaders[i + 1]!]);
       }
       // A secret's host: its values in place of the placeholders, and an uncompressed answer to scrub.
       const secret = this.secrets !== undefined && this.secrets.forUrl(url).length > 0;
