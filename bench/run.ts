@@ -8,13 +8,14 @@ import { javascript } from "./javascript.js";
 import { data } from "./data.js";
 import { heavy } from "./heavy.js";
 import { microvm } from "./microvm.js";
+import { lifecycle } from "./lifecycle.js";
 import { network } from "./network.js";
 import type { Row, Section } from "./lib.js";
 import { python } from "./python.js";
 import { server } from "./server.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript, server, heavy, data, network, microvm];
+const SECTIONS: Section[] = [python, javascript, server, heavy, data, network, lifecycle, microvm];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");

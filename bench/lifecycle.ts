@@ -1,0 +1,92 @@
+// Lifecycle through the HTTP API (in-process server): pause and resume of a heavy sandbox per
+// backend (POST /pause; the first run after it, which resumes), the resident memory a pause frees
+// (the backend's host processes: runsc or QEMU, summed from /proc before and after), and a
+// snapshot → restore → first result. Prints why and returns no rows for a backend that cannot run.
+import fs from "node:fs";
+import { buildMicrovmArtefacts, buildImage } from "../src/index.js";
+import { gvisorUnavailableReason } from "../src/engines/heavy-gvisor/box.js";
+import { qemuUnavailableReason } from "../src/engines/microvm/qemu.js";
+import { createServer } from "../src/server/index.js";
+import { stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
+
+/** Resident memory of every host process whose command line contains `needle`, bytes. */
+function rssOf(needle: string): number {
+  let total = 0;
+  for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(needle)) continue;
+      const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+      if (m) total += Number(m[1]) * 1024;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
+
+async function runSection({ quick, progress }: SectionContext): Promise<SectionResult> {
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  const summary: Record<string, unknown> = {};
+  const server = await createServer({ poolSize: 0, log: () => undefined });
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await server.app.request(path, { method, headers: { "content-type": "application/json" }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+    const json = (await res.json().catch(() => undefined)) as Record<string, unknown> | undefined;
+    if (res.status >= 300) throw new Error(`bench lifecycle: ${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+    return json!;
+  };
+  const backends = [
+    { name: "gVisor", backend: "gvisor", why: gvisorUnavailableReason(), needle: "runsc", prepare: () => buildImage({}) },
+    { name: "microVM", backend: "microvm", why: qemuUnavailableReason(), needle: "qemu-system", prepare: () => buildMicrovmArtefacts({}) },
+  ] as const;
+  const n = quick ? 3 : 8;
+  try {
+    for (const b of backends) {
+      if (b.why) {
+        notes.push(`${b.name} skipped: ${b.why}`);
+        continue;
+      }
+      progress(`lifecycle: ${b.name}: preparing`);
+      await b.prepare();
+      const pause: number[] = [];
+      const resume: number[] = [];
+      const restore: number[] = [];
+      const freed: number[] = [];
+      const created = await call("POST", "/sandboxes", { tier: "heavy", backend: b.backend, idleTimeoutMs: 3600_000 });
+      const id = created.id as string;
+      await call("POST", `/sandboxes/${id}/run`, { code: "data = bytearray(64 * 1024 * 1024)\nx = 41" });
+      progress(`lifecycle: ${b.name}: pause/resume x${n}`);
+      for (let i = 0; i < n; i++) {
+        const before = rssOf(b.needle);
+        pause.push(await timed(() => call("POST", `/sandboxes/${id}/pause`)));
+        freed.push((before - rssOf(b.needle)) / 2 ** 20);
+        let value: unknown;
+        resume.push(await timed(async () => (value = (await call("POST", `/sandboxes/${id}/run`, { code: "x + 1" })).value)));
+        if (value !== "42") throw new Error(`bench lifecycle: resumed sandbox answered ${String(value)}`);
+      }
+      progress(`lifecycle: ${b.name}: snapshot → restore → first result x${n}`);
+      const snap = await call("POST", `/sandboxes/${id}/snapshots`);
+      for (let i = 0; i < n; i++) {
+        let copy = "";
+        restore.push(
+          await timed(async () => {
+            copy = (await call("POST", `/snapshots/${String(snap.id)}/restore`)).id as string;
+            await call("POST", `/sandboxes/${copy}/run`, { code: "x" });
+          }),
+        );
+        await server.app.request(`/sandboxes/${copy}`, { method: "DELETE" });
+      }
+      await server.app.request(`/snapshots/${String(snap.id)}`, { method: "DELETE" });
+      await server.app.request(`/sandboxes/${id}`, { method: "DELETE" });
+      rows.push(stats(`lifecycle ${b.name}: pause (save, end the process)`, "ms", pause));
+      rows.push(stats(`lifecycle ${b.name}: resume → first result`, "ms", resume));
+      rows.push(stats(`lifecycle ${b.name}: resident memory a pause frees (64 MB in the guest)`, "MB", freed));
+      rows.push(stats(`lifecycle ${b.name}: snapshot restore → first result`, "ms", restore));
+    }
+  } finally {
+    await server.close();
+  }
+  return { rows, notes, summary };
+}
+
+export const lifecycle: Section = { name: "lifecycle", run: runSection };
