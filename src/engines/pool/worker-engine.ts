@@ -188,6 +188,17 @@ export class WorkerEngine implements Engine {
     await this.fsCall({ op: "mkdir", path });
   }
 
+  /** A new seeded stream in the worker (and Python's `random` reseeded from it). */
+  async reseed(seed: number): Promise<void> {
+    const m = await this.call({ type: "reseed", id: ++this.nextId, seed });
+    if (m.type !== "reply" || !m.ok) throw new WorkerCrashedError(`worker refused to reseed: ${m.type === "reply" ? (m.message ?? m.errno) : m.type}`);
+  }
+
+  /** Forget the network record so far (a restored sandbox's replayed requests are not its own). */
+  clearNetworkLog(): void {
+    this.broker?.log.clear();
+  }
+
   async dispose(reason = "killed"): Promise<void> {
     this.closed ??= reason;
     this.worker.kill(new WorkerCrashedError(`sandbox closed: ${reason}`));
