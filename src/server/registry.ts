@@ -3,7 +3,6 @@
 // gVisor sandbox of ~120 MB plus its guest's memory); heavy sandboxes also take a slot of their
 // own, smaller cap (runsc processes, a cgroup, a guest that may fill limits.memoryMb). A create
 // past a cap waits in that cap's FIFO queue (bounded in length and time), then is refused with 429.
-import { randomBytes } from "node:crypto";
 import { Sandbox, type SandboxOptions } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
@@ -23,6 +22,7 @@ export interface RegistryOptions {
 }
 
 export interface Entry {
+  /** The sandbox's own id (sb.id): the server and the library name it alike. */
   readonly id: string;
   readonly owner: string;
   readonly sandbox: Sandbox;
@@ -151,7 +151,7 @@ export class SandboxRegistry {
         throw shuttingDown();
       }
       const now = Date.now();
-      const entry: Entry = { id: `sb_${randomBytes(12).toString("hex")}`, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, busy: 0, timer: undefined, holdsSlot: true };
+      const entry: Entry = { id: sandbox.id, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, busy: 0, timer: undefined, holdsSlot: true };
       this.entries.set(entry.id, entry);
       this.arm(entry);
       return entry;
