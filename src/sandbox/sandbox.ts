@@ -542,8 +542,10 @@ export class Sandbox {
    * snapshot restored `n` times, the snapshot's saved state removed afterwards. This sandbox keeps
    * running. With `seeds` (one per fork) each copy's randomness is re-seeded after the copy (nano:
    * the sandbox's entropy source and Python's `random`; heavy: Python's `random`), and `fork.seed`
-   * reports it; without, the forks continue this sandbox's random stream, so forks of a seeded
-   * nano sandbox draw the same numbers. Fails as snapshot() and restore do; then no fork is left running.
+   * reports it; without, nano forks continue this sandbox's random stream (forks of a seeded nano
+   * sandbox draw the same numbers), while heavy forks have `random` seeded again as any heavy
+   * restore does (with the sandbox's seed when it has one, so they draw alike; else each afresh).
+   * Fails as snapshot() and restore do; then no fork is left running.
    */
   async fork(n: number, opts: ForkOptionsInput = {}): Promise<Sandbox[]> {
     if (!Number.isInteger(n) || n < 1 || n > MAX_FORKS) throw new InvalidOptionsError([{ path: "n", message: `must be an integer from 1 to ${MAX_FORKS}, got ${String(n)}` }]);

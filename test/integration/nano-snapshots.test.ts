@@ -4,10 +4,12 @@
 // seeds, the history cap, removed snapshots, mounts; sb.id; and the heavy tier's fork on gVisor.
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { InvalidOptionsError, ReplayError, Sandbox, SnapshotRemovedError } from "../../src/index.js";
+import { InvalidOptionsError, ReplayError, Sandbox, SnapshotRemovedError, TimeoutError } from "../../src/index.js";
 import { MAX_HISTORY_STEPS } from "../../src/engines/replay/engine.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
 
@@ -147,6 +149,13 @@ describe("nano snapshots: limits and refusals", () => {
     await assert.rejects(sb.snapshot(), (e: unknown) => e instanceof ReplayError && /time limit/.test(e.message));
   });
 
+  it("a guest that replaced what a reseed calls cannot hold a fork: the copy's worker is killed at the time limit", async () => {
+    await using sb = await Sandbox.create({ seed: 8, limits: { timeoutMs: 400, graceMs: 100 } });
+    await sb.runCode("import random\ndef stuck(*a):\n    while True:\n        pass\nrandom.seed = stuck");
+    await assert.rejects(sb.fork(1, { seeds: [1] }), TimeoutError);
+    assert.equal((await sb.runCode("1 + 1")).value, "2", "the parent is not affected");
+  });
+
   it("fork(n) checks n and seeds", async () => {
     await using sb = await Sandbox.create({ language: "javascript" });
     await assert.rejects(sb.fork(0), InvalidOptionsError);
@@ -180,6 +189,49 @@ describe("nano snapshots: limits and refusals", () => {
       await assert.rejects(rw.snapshot(), (e: unknown) => e instanceof InvalidOptionsError && /mounts\.0\.readOnly/.test(e.message));
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("nano snapshots: replay that does not match, network", () => {
+  it("a replayed cell that ends otherwise than it first did fails the restore with a ReplayError naming it", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-nanosnap-"));
+    try {
+      fs.writeFileSync(path.join(dir, "flag.txt"), "ok");
+      await using sb = await Sandbox.create({ mounts: [{ hostPath: dir, guestPath: "/home/user/in" }], seed: 4 });
+      await sb.runCode("x = 1");
+      await sb.runCode("if open('/home/user/in/flag.txt').read() != 'ok':\n    raise RuntimeError('flag changed')");
+      const snap = await sb.snapshot();
+      fs.writeFileSync(path.join(dir, "flag.txt"), "changed");
+      await assert.rejects(Sandbox.restore(snap), (e: unknown) => e instanceof ReplayError && e.cell === 2 && e.guestError?.name === "RuntimeError" && /cell 2/.test(e.message));
+      assert.equal((await sb.runCode("x")).value, "1", "the snapshotted sandbox is not affected");
+      await snap.remove();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("replayed cells repeat their requests; the copy's network log starts empty", async () => {
+    let hits = 0;
+    const server = http.createServer((_req, res) => {
+      hits++;
+      res.end(`hit ${hits}`);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const { port } = server.address() as AddressInfo;
+      await using sb = await Sandbox.create({ language: "javascript", network: { allow: [`127.0.0.1:${port}`] }, seed: 2 });
+      await sb.runCode(`globalThis.body = await (await fetch("http://127.0.0.1:${port}/")).text()`);
+      assert.equal(sb.network.log().length, 1);
+      const snap = await sb.snapshot();
+      await using copy = await Sandbox.restore(snap);
+      assert.equal(hits, 2, "the replay made the request again");
+      assert.deepEqual(copy.network.log(), []);
+      assert.equal((await copy.runCode("body")).value, JSON.stringify("hit 2"), "the copy holds what its replay received");
+      assert.equal(sb.network.log().length, 1);
+      await snap.remove();
+    } finally {
+      server.close();
     }
   });
 });

@@ -195,7 +195,7 @@ export class AutoEngine implements Engine {
     const saved = await heavy.snapshot();
     const config = this.config;
     return {
-      restore: async () => AutoEngine.onHeavy(await saved.restore(), config),
+      restore: async (opts) => AutoEngine.onHeavy(await saved.restore(opts), config),
       remove: () => saved.remove(),
     };
   }
