@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { InvalidOptionsError, ReplayError, Sandbox, SnapshotRemovedError, TimeoutError } from "../../src/index.js";
-import { MAX_HISTORY_STEPS } from "../../src/engines/replay/engine.js";
+import { MAX_HISTORY_BYTES, MAX_HISTORY_STEPS } from "../../src/engines/replay/engine.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
 
 after(() => Sandbox.shutdownPool());
@@ -140,6 +140,14 @@ describe("nano snapshots: limits and refusals", () => {
     await assert.rejects(sb.snapshot(), (e: unknown) => e instanceof ReplayError && /MAX_HISTORY_STEPS/.test(e.message) && new RegExp(String(MAX_HISTORY_STEPS)).test(e.message));
     assert.equal((await sb.runCode("n")).value, String(MAX_HISTORY_STEPS));
     await assert.rejects(sb.fork(2), ReplayError);
+  });
+
+  it("a history past its cap of bytes (code and host-written data) is refused the same way", async () => {
+    await using sb = await Sandbox.create({ language: "javascript", seed: 1 });
+    const MiB = 1024 * 1024;
+    await sb.files.write("/tmp/big.bin", new Uint8Array(MAX_HISTORY_BYTES / 2));
+    for (let i = 0; i * MiB <= MAX_HISTORY_BYTES / 2; i++) await sb.runCode(`// ${"a".repeat(MiB)}\n${i}`);
+    await assert.rejects(sb.snapshot(), (e: unknown) => e instanceof ReplayError && /MAX_HISTORY_BYTES/.test(e.message));
   });
 
   it("a cell stopped by its time limit makes the history unreplayable: snapshot() says why", async () => {
