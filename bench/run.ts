@@ -13,9 +13,10 @@ import { network } from "./network.js";
 import type { Row, Section } from "./lib.js";
 import { python } from "./python.js";
 import { server } from "./server.js";
+import { snapshots } from "./snapshots.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript, server, heavy, data, network, lifecycle, microvm];
+const SECTIONS: Section[] = [python, javascript, snapshots, server, heavy, data, network, lifecycle, microvm];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");

@@ -155,11 +155,17 @@ export function withPartialResult(e: unknown, out: { stdout: string; stderr: str
 }
 
 /**
- * A tier "auto" sandbox could not move to the heavy tier because rebuilding its state there failed:
- * a cell that ran on the nano tier raised (or ran out of time) when replayed on the heavy tier
- * (`cell` says which runCode call, `guestError` what it raised), or its files could not be copied
- * (`cell` undefined). Nothing of the cell that asked for the move ran; the sandbox stays on the
- * nano tier, usable, with its state as it was.
+ * Rebuilding a sandbox's state by replaying its cells failed or cannot be done.
+ *
+ * Tier "auto": the sandbox could not move to the heavy tier: a cell that ran on the nano tier
+ * raised (or ran out of time) when replayed on the heavy tier (`cell` says which runCode call,
+ * `guestError` what it raised), or its files could not be copied (`cell` undefined). Nothing of the
+ * cell that asked for the move ran; the sandbox stays on the nano tier, usable, as it was.
+ *
+ * Nano snapshots (engines/replay): `snapshot()` refuses a history that cannot be replayed (a cell
+ * stopped by its time limit, the history past its cap — the message names it), and
+ * `Sandbox.restore` fails when a replayed cell does not end as it first did (`cell`: its runCode
+ * call in the snapshotted sandbox). The sandbox snapshotted is never affected.
  */
 export class ReplayError extends AgentboxError {
   /** The runCode call (1 = the sandbox's first) whose replay failed; undefined when copying files failed. */

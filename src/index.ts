@@ -7,7 +7,7 @@ export { TIERS, LANGUAGES, HEAVY_BACKENDS } from "./engines/catalog.js";
 export { resolveSandboxOptions, sandboxOptionsForTier } from "./sandbox/resolve.js";
 export type { SandboxOptionsInput as SandboxOptions, SandboxOptions as ResolvedOptions, ResolvedSandboxOptions, Language } from "./sandbox/resolve.js";
 export type { DisplayResult, MimeType, RunResult } from "./sandbox/result.js";
-export type { RunOptionsInput as RunOptions, CommandOptionsInput as CommandOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions, GivenFields, Tier } from "./policy/options.js";
+export type { RunOptionsInput as RunOptions, CommandOptionsInput as CommandOptions, LimitsInput as Limits, MountInput as Mount, PoolOptionsInput as PoolOptions, ForkOptionsInput as ForkOptions, GivenFields, Tier } from "./policy/options.js";
 export type { DirEntry as EntryInfo, GuestError } from "./protocol/messages.js";
 export type { NetworkLogEntry } from "./policy/network.js";
 export {

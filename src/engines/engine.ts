@@ -81,10 +81,20 @@ export interface EngineProcess {
   kill(signal: "KILL" | "TERM" | "INT"): Promise<boolean>;
 }
 
+/** How one restore of a snapshot differs from the saved engine. */
+export interface EngineRestoreOptions {
+  /**
+   * Re-seed the restored engine's randomness with this seed (a fork given its own): what the
+   * engine can re-seed (nano: the worker's entropy and Python's `random`; heavy: `random`).
+   * Absent: it continues as the saved engine would.
+   */
+  seed?: number | undefined;
+}
+
 /** A saved engine state that can start any number of independent engines. */
 export interface EngineSnapshot {
   /** Start a new engine from this snapshot. */
-  restore(): Promise<Engine>;
+  restore(opts?: EngineRestoreOptions): Promise<Engine>;
   /** Delete the saved state. Idempotent. */
   remove(): Promise<void>;
 }
@@ -156,6 +166,11 @@ export interface Engine {
   spawn?(argv: string[], opts: EngineSpawnOptions): Promise<EngineProcess>;
   /** The guest's ports, on engines whose guest runs servers (heavy tier); disposal closes them. */
   readonly ports?: EnginePorts | undefined;
+  /**
+   * Replace the engine's seeded randomness with the stream of `seed` (nano workers: their entropy
+   * source and Python's `random`). Optional capability.
+   */
+  reseed?(seed: number): Promise<void>;
   /** Save the engine's whole state; the engine keeps running. Optional capability. */
   snapshot?(): Promise<EngineSnapshot>;
   /** Ends the engine and everything it started. Idempotent. */

@@ -16,6 +16,7 @@ import { poolFor } from "./pools.js";
 import { PythonWasmEngine } from "./python-wasm/engine.js";
 import { spawnPythonWorker } from "./python-wasm/runtime.js";
 import { QuickJsWasmEngine } from "./quickjs-wasm/engine.js";
+import { ReplayEngine, type ReplayableEngine } from "./replay/engine.js";
 import { spawnJsWorker } from "./quickjs-wasm/runtime.js";
 
 /** What an engine's start gets: the parsed options of its tier and what the resolver derived. */
@@ -87,11 +88,32 @@ function startPythonWasm({ options: o, seed, clock, mounts, secrets }: EngineSta
   return PythonWasmEngine.start({ seed, clock, ...nanoGuestEnv(o, secrets), limits: o.limits, mounts, network: o.network }, pool);
 }
 
+/**
+ * A nano engine wrapped for snapshots by replay (engines/replay): every restore starts the same
+ * engine again from the same resolved options, seed, clock, mounts and secrets (one set, so the
+ * replayed guest sees the placeholders the original saw).
+ */
+function replayable(start: (s: EngineStart<NanoOptions>) => Promise<ReplayableEngine>): (s: EngineStart<NanoOptions>) => Promise<Engine> {
+  return (s) => {
+    const o = s.options;
+    const secrets = s.secrets ?? (o.network && o.network.secrets.length > 0 ? new SecretSet(o.network.secrets) : undefined);
+    const fixed = { ...s, secrets };
+    const rw = s.mounts.findIndex((m) => !m.readOnly);
+    return ReplayEngine.start({
+      start: () => start(fixed),
+      mountPaths: s.mounts.map((m) => m.guestPath),
+      writableMount: rw >= 0 ? { index: rw, guestPath: (s.mounts[rw] as Mount).guestPath } : undefined,
+      vfsBytes: o.limits.vfsBytes,
+      maxEntries: o.limits.vfsFiles + 1024,
+    });
+  };
+}
+
 const pythonWasm = {
   id: "python-wasm",
   tier: "nano",
   languages: ["python"] as const,
-  start: startPythonWasm,
+  start: replayable(startPythonWasm),
   check: checkNanoSecrets,
   prewarm: () => poolFor("python", () => spawnPythonWorker([], true), "nano")?.fill(),
   info: () => ({}),
@@ -101,12 +123,12 @@ const quickjsWasm = {
   id: "quickjs-wasm",
   tier: "nano",
   languages: ["javascript", "typescript"] as const,
-  start: ({ options: o, seed, clock, mounts }) => {
+  start: replayable(({ options: o, seed, clock, mounts, secrets }) => {
     // One pool for both languages: a worker learns at configure time whether it strips types.
     const pool = o.pool ? poolFor("javascript", () => spawnJsWorker(true), "nano") : undefined;
     const language = o.language === "typescript" ? "typescript" : "javascript";
-    return QuickJsWasmEngine.start({ seed, clock, ...nanoGuestEnv(o), limits: o.limits, mounts, language, network: o.network }, pool);
-  },
+    return QuickJsWasmEngine.start({ seed, clock, ...nanoGuestEnv(o, secrets), limits: o.limits, mounts, language, network: o.network }, pool);
+  }),
   check: checkNanoSecrets,
   info: () => ({}),
 } satisfies NanoEngineDescriptor;

@@ -357,6 +357,15 @@ export const runOptionsSchema = z.strictObject({
   onResult: z.custom<(result: DisplayResult) => void>((v) => typeof v === "function", "must be a function").optional(),
 });
 
+/** Most copies one sb.fork(n) makes. */
+export const MAX_FORKS = 16;
+
+export const forkOptionsSchema = z.strictObject({
+  /** One seed per fork: each fork's randomness is re-seeded with its own after the copy. Absent:
+   *  every fork continues its parent's random stream (forks of a seeded sandbox draw alike). */
+  seeds: z.array(z.int().min(0).max(MAX_SEED)).max(MAX_FORKS).optional(),
+});
+
 export const poolOptionsSchema = z.strictObject({
   /** Ready workers kept for sandboxes without mounts. 0 turns the pool off. */
   size: z.int().min(0).max(64).default(2),
@@ -379,6 +388,7 @@ export type RunOptions = z.output<typeof runOptionsSchema>;
 /** A command's options; `background` is added by commands.run's overloads (it changes what run returns). */
 export type CommandOptionsInput = Omit<z.input<typeof commandOptionsSchema>, "background">;
 export type PoolOptionsInput = z.input<typeof poolOptionsSchema>;
+export type ForkOptionsInput = z.input<typeof forkOptionsSchema>;
 
 /** Parse with a schema, turning failures into one InvalidOptionsError naming every bad field. */
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, prefix = ""): z.output<S> {

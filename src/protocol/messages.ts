@@ -51,6 +51,12 @@ export type HostMessage =
       nanoOnly?: boolean;
     }
   | { type: "fs"; id: number; op: FsOp; path: string; data?: string; recursive?: boolean }
+  /**
+   * Replace the sandbox's seeded randomness source with the stream of `seed` (a fork given its
+   * own seed): the worker's entropy (Python's os.urandom, JavaScript's Math.random and crypto),
+   * and Python's `random` module reseeded from it. Answered with a `reply`.
+   */
+  | { type: "reseed"; id: number; seed: number }
   | FetchResult;
 
 /**

@@ -1,6 +1,7 @@
 // The Sandbox façade: the one API every surface uses. It resolves options (resolve.ts), starts the
 // engine the registry picks, serialises operations on one sandbox, and turns engine answers into
 // the public result shape. It names no engine.
+import { randomBytes } from "node:crypto";
 import { InvalidOptionsError, SandboxClosedError, TierUnavailableError, type LimitName } from "../errors.js";
 import type { Duplex } from "node:stream";
 import type { Engine, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineSnapshot } from "../engines/engine.js";
@@ -8,11 +9,14 @@ import { closePools, resizePools, warmPools } from "../engines/pools.js";
 import { engineById, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
 import {
   commandOptionsSchema,
+  forkOptionsSchema,
+  MAX_FORKS,
   normalizeGuestPath,
   parseOptions,
   poolOptionsSchema,
   runOptionsSchema,
   type CommandOptionsInput,
+  type ForkOptionsInput,
   type PoolOptionsInput,
   type RunOptionsInput,
 } from "../policy/options.js";
@@ -358,7 +362,12 @@ function checkPort(port: number): void {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidOptionsError([{ path: "port", message: `must be an integer from 1 to 65535, got ${String(port)}` }]);
 }
 
-/** A saved sandbox (heavy tier): `Sandbox.restore(snap)` starts independent copies of it. */
+/**
+ * A saved sandbox: `Sandbox.restore(snap)` starts independent copies of it, as many as asked.
+ * Heavy tier: a checkpoint of the whole sandbox. Nano tier: the sandbox's history (its cells and
+ * host file operations) and an image of its files, replayed into a fresh sandbox on restore (see
+ * Sandbox.snapshot for what that means).
+ */
 export class SandboxSnapshot {
   /** @internal */
   constructor(
@@ -388,8 +397,15 @@ export type SandboxInfo =
   | { tier: "auto"; current: "nano" }
   | ({ tier: "auto"; current: "heavy" } & EngineInfo);
 
+/** A new sandbox id: `sb_` and 24 hex digits (96 random bits). The server names sandboxes by it. */
+export function newSandboxId(): string {
+  return `sb_${randomBytes(12).toString("hex")}`;
+}
+
 export class Sandbox {
-  /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it). */
+  /** This sandbox's id, `sb_` + 24 hex digits, drawn at creation; a restored or forked sandbox gets its own. */
+  readonly id: string = newSandboxId();
+  /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it; a fork's own when it was given one). */
   readonly seed: number;
   readonly options: SandboxOptions;
   readonly files: SandboxFiles;
@@ -414,11 +430,19 @@ export class Sandbox {
     this.ports = new SandboxPorts(this);
   }
 
-  /** Start a new, independent sandbox from a snapshot; the snapshot can be restored again. */
+  /**
+   * Start a new, independent sandbox from a snapshot (with a new id); the snapshot can be restored
+   * again. A removed snapshot rejects with SnapshotRemovedError; on the nano tier a history that
+   * does not replay as it first ran rejects with ReplayError naming the cell.
+   */
   static async restore(snapshot: SandboxSnapshot): Promise<Sandbox> {
+    return Sandbox.restoreWith(snapshot, undefined);
+  }
+
+  private static async restoreWith(snapshot: SandboxSnapshot, seed: number | undefined): Promise<Sandbox> {
     if (!(snapshot instanceof SandboxSnapshot)) throw new InvalidOptionsError([{ path: "snapshot", message: "must be a SandboxSnapshot from sb.snapshot()" }]);
-    const engine = await snapshot.engineSnapshot.restore();
-    return new Sandbox(engine, engineById(snapshot.engineId), snapshot.options, snapshot.seed);
+    const engine = await snapshot.engineSnapshot.restore(seed === undefined ? {} : { seed });
+    return new Sandbox(engine, engineById(snapshot.engineId), snapshot.options, seed ?? snapshot.seed);
   }
 
   /**
@@ -488,7 +512,19 @@ export class Sandbox {
     return result;
   }
 
-  /** Save the whole sandbox (processes, memory, files); this sandbox keeps running. Heavy tier. */
+  /**
+   * Save the sandbox; it keeps running, and `Sandbox.restore(snap)` starts copies of it. Heavy
+   * tier: its whole state (processes, memory, files). Nano tier: by deterministic replay — the
+   * snapshot holds the cells that completed (those that raised too) and the host's file
+   * operations, in order, plus an image of /home/user and /tmp; a restore replays them in a fresh
+   * sandbox with the same options, seed and clock (output discarded) and puts the files back as
+   * saved. With a seed (and the virtual clock it defaults to) the copy's globals, imports, files
+   * and random stream are exactly the original's; without, what the cells computed from real time
+   * or fresh entropy may differ. Replayed cells repeat their network requests. Refused (ReplayError)
+   * once a cell was stopped by its time limit or an abort, or the history passed its cap
+   * (MAX_HISTORY_STEPS cells and file operations, MAX_HISTORY_BYTES bytes); refused
+   * (InvalidOptionsError) with a read-write mount. Tier "auto": once it runs on the heavy tier.
+   */
   snapshot(): Promise<SandboxSnapshot> {
     return this.exclusive(async (e) => {
       // A snapshot cannot carry a live command's handle, and the microVM cannot save while a request is in flight.
@@ -496,9 +532,38 @@ export class Sandbox {
       if (running.length > 0) {
         throw new InvalidOptionsError([{ path: "snapshot", message: `background commands are running (pid ${running.map((c) => c.pid).join(", ")}): kill them or wait() for them before snapshot()` }]);
       }
-      if (!e.snapshot) throw new TierUnavailableError(`snapshot() needs the heavy tier: create the sandbox with { tier: "heavy" } (this one is tier "${this.options.tier}")`);
+      if (!e.snapshot) throw new TierUnavailableError(`snapshot() is not available on the engine "${this.descriptor.id}" of this build (tier "${this.options.tier}")`);
       return new SandboxSnapshot(await e.snapshot(), this.options, this.seed, this.descriptor.id);
     });
+  }
+
+  /**
+   * `n` (1 to MAX_FORKS) independent copies of this sandbox as it is now, each with its own id: a
+   * snapshot restored `n` times, the snapshot's saved state removed afterwards. This sandbox keeps
+   * running. With `seeds` (one per fork) each copy's randomness is re-seeded after the copy (nano:
+   * the sandbox's entropy source and Python's `random`; heavy: Python's `random`), and `fork.seed`
+   * reports it; without, nano forks continue this sandbox's random stream (forks of a seeded nano
+   * sandbox draw the same numbers), while heavy forks have `random` seeded again as any heavy
+   * restore does (with the sandbox's seed when it has one, so they draw alike; else each afresh).
+   * Fails as snapshot() and restore do; then no fork is left running.
+   */
+  async fork(n: number, opts: ForkOptionsInput = {}): Promise<Sandbox[]> {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_FORKS) throw new InvalidOptionsError([{ path: "n", message: `must be an integer from 1 to ${MAX_FORKS}, got ${String(n)}` }]);
+    const { seeds } = parseOptions(forkOptionsSchema, opts);
+    if (seeds && seeds.length !== n) throw new InvalidOptionsError([{ path: "seeds", message: `must hold one seed per fork (${n}), got ${seeds.length}` }]);
+    const snap = await this.snapshot();
+    try {
+      const settled = await Promise.allSettled(Array.from({ length: n }, (_, i) => Sandbox.restoreWith(snap, seeds?.[i])));
+      const forks = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) {
+        await Promise.all(forks.map((f) => f.kill()));
+        throw failed.reason;
+      }
+      return forks;
+    } finally {
+      await snap.remove();
+    }
   }
 
   /**

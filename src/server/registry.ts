@@ -8,7 +8,6 @@
 // still counts against its key's maxSandboxes. The next request that uses it resumes it (slots
 // taken again, queueing as a create does); a paused sandbox is deleted after the pause TTL. A
 // sandbox whose tier cannot be saved is killed at idle instead.
-import { randomBytes } from "node:crypto";
 import { Sandbox, type SandboxOptions, type SandboxSnapshot } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
@@ -32,6 +31,7 @@ export interface RegistryOptions {
 export type IdleAction = "pause" | "kill";
 
 export interface Entry {
+  /** The sandbox's own id (sb.id): the server and the library name it alike. */
   readonly id: string;
   readonly owner: string;
   /** The live sandbox; while paused, the one that was paused (closed). A resume replaces it. */
@@ -240,7 +240,7 @@ export class SandboxRegistry {
         throw shuttingDown();
       }
       const now = Date.now();
-      const entry: Entry = { id: `sb_${randomBytes(12).toString("hex")}`, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, idleAction, busy: 0, timer: undefined, holdsSlot: true, counted: true };
+      const entry: Entry = { id: sandbox.id, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, idleAction, busy: 0, timer: undefined, holdsSlot: true, counted: true };
       this.entries.set(entry.id, entry);
       this.arm(entry);
       return entry;

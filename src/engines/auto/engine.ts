@@ -5,14 +5,11 @@
 // ran on nano without error there (output discarded), copy the files again (so they end as nano
 // had them, whatever the replay wrote), then dispose of the nano side. Engines are handed in by the
 // registry (this module imports no other engine).
-import path from "node:path";
 import { AbortedError, FileSystemError, ReplayError, SandboxClosedError, TierUnavailableError } from "../../errors.js";
 import { NETWORK_LOG_ENTRIES, type NetworkLogEntry } from "../../policy/network.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { Engine, EngineNetwork, EnginePorts, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions, NanoOnlyRunner } from "../engine.js";
-
-/** Where both tiers keep a sandbox's files: the heavy tier's only writable directories. */
-export const AUTO_WRITABLE_ROOTS = ["/home/user", "/tmp"] as const;
+import { walkFiles, WRITABLE_ROOTS } from "../file-walk.js";
 
 /** Code kept for replay, in total; past it the sandbox can no longer move (a clear error says so). */
 const MAX_REPLAY_CODE_BYTES = 16 * 1024 * 1024;
@@ -198,7 +195,7 @@ export class AutoEngine implements Engine {
     const saved = await heavy.snapshot();
     const config = this.config;
     return {
-      restore: async () => AutoEngine.onHeavy(await saved.restore(), config),
+      restore: async (opts) => AutoEngine.onHeavy(await saved.restore(opts), config),
       remove: () => saved.remove(),
     };
   }
@@ -287,35 +284,18 @@ export class AutoEngine implements Engine {
 
   /** Copy what the nano sandbox holds under /home/user and /tmp into the heavy one (regular files and directories; mounts are on both). */
   private async copyFiles(from: Engine, to: Engine, reason: string): Promise<void> {
-    let budget = this.config.maxCopyEntries;
-    const copyDir = async (dir: string): Promise<void> => {
-      for (const e of await from.list(dir)) {
-        // The listing comes from the worker, which runs guest code: a name is one path segment or skipped.
-        if (e.name === "" || e.name === "." || e.name === ".." || e.name.includes("/") || e.name.includes("\0")) continue;
-        const p = path.posix.join(dir, e.name);
-        if (this.config.mountPaths.some((m) => p === m || p.startsWith(`${m}/`))) continue;
-        if (--budget < 0) throw new ReplayError(`this cell needs the heavy tier (${reason}), but the nano sandbox lists more than ${this.config.maxCopyEntries} files to copy there; the sandbox stays on the nano tier`);
-        if (e.type === "dir") {
-          await to.makeDir(p);
-          await copyDir(p);
-        } else if (e.type === "file") {
-          await to.writeFile(p, await from.readFile(p));
-        }
-        // Symbolic links are not copied: the files API cannot make them on either tier.
-      }
-    };
-    for (const root of AUTO_WRITABLE_ROOTS) {
-      try {
-        if (await from.exists(root)) await copyDir(root);
-      } catch (e) {
-        if (!(e instanceof FileSystemError)) throw e;
-        throw new ReplayError(`this cell needs the heavy tier (${reason}), but copying the sandbox's files there failed: ${e.message}. The sandbox stays on the nano tier; nothing of the cell ran`, { cause: e });
-      }
+    const { maxCopyEntries, mountPaths } = this.config;
+    const tooMany = () => new ReplayError(`this cell needs the heavy tier (${reason}), but the nano sandbox lists more than ${maxCopyEntries} files to copy there; the sandbox stays on the nano tier`);
+    try {
+      await walkFiles(from, { mountPaths, maxEntries: maxCopyEntries, tooMany }, async (e) => (e.type === "dir" ? to.makeDir(e.path) : to.writeFile(e.path, await from.readFile(e.path))));
+    } catch (e) {
+      if (!(e instanceof FileSystemError)) throw e;
+      throw new ReplayError(`this cell needs the heavy tier (${reason}), but copying the sandbox's files there failed: ${e.message}. The sandbox stays on the nano tier; nothing of the cell ran`, { cause: e });
     }
   }
 }
 
 function checkWritable(p: string): void {
-  if (AUTO_WRITABLE_ROOTS.some((r) => p === r || p.startsWith(`${r}/`))) return;
+  if (WRITABLE_ROOTS.some((r) => p === r || p.startsWith(`${r}/`))) return;
   throw new FileSystemError(p, "EROFS", `read-only in a tier "auto" sandbox: only /home/user and /tmp take writes, as on the heavy tier it may move to`);
 }

@@ -10,7 +10,7 @@ import type { SecretSet } from "../../policy/secrets.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions } from "../engine.js";
+import type { Engine, EngineExecOptions, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions } from "../engine.js";
 import type { OutputListener } from "./agent-client.js";
 import type { AgentStream } from "./streams.js";
 import { AgentSession } from "./agent-session.js";
@@ -216,9 +216,10 @@ class HeavySnapshot<R> implements EngineSnapshot {
     private readonly config: HeavySessionConfig,
   ) {}
 
-  async restore(): Promise<Engine> {
+  /** A new sandbox from the checkpoint; `seed` (a fork's own) seeds its `random` in place of the sandbox's. */
+  async restore(opts: EngineRestoreOptions = {}): Promise<Engine> {
     if (this.removed) throw new SnapshotRemovedError();
-    return HeavyEngine.start(await this.saved.restore(), this.config);
+    return HeavyEngine.start(await this.saved.restore(), opts.seed === undefined ? this.config : { ...this.config, seed: opts.seed });
   }
 
   async remove(): Promise<void> {

@@ -32,6 +32,12 @@ export class NetworkLog {
     return [...this.ring.slice(this.oldest), ...this.ring.slice(0, this.oldest)];
   }
 
+  /** Forget every entry (a restored sandbox's record starts empty: its replay's requests are not its own). */
+  clear(): void {
+    this.ring.length = 0;
+    this.oldest = 0;
+  }
+
   /** Call `listener` with each entry from now on; returns the function that stops it. */
   watch(listener: (entry: NetworkLogEntry) => void): () => void {
     this.listeners.add(listener);

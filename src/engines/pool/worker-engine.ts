@@ -188,6 +188,31 @@ export class WorkerEngine implements Engine {
     await this.fsCall({ op: "mkdir", path });
   }
 
+  /**
+   * A new seeded stream in the worker (and Python's `random` reseeded from it). The guest may have
+   * replaced what the reseed calls (`random.seed` is guest-writable), so it runs under the
+   * sandbox's time limit like a cell: past it and the grace the worker is killed.
+   */
+  async reseed(seed: number): Promise<void> {
+    const { limits } = this.config;
+    const timer = setTimeout(() => {
+      const err = new TimeoutError(limits.timeoutMs, "reseeding the sandbox did not finish (guest code replaced what it calls?) and the worker was killed");
+      this.closed ??= err.message;
+      this.worker.kill(err);
+    }, limits.timeoutMs + limits.graceMs);
+    try {
+      const m = await this.call({ type: "reseed", id: ++this.nextId, seed });
+      if (m.type !== "reply" || !m.ok) throw new WorkerCrashedError(`worker refused to reseed: ${m.type === "reply" ? (m.message ?? m.errno) : m.type}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Forget the network record so far (a restored sandbox's replayed requests are not its own). */
+  clearNetworkLog(): void {
+    this.broker?.log.clear();
+  }
+
   async dispose(reason = "killed"): Promise<void> {
     this.closed ??= reason;
     this.worker.kill(new WorkerCrashedError(`sandbox closed: ${reason}`));

@@ -38,6 +38,8 @@ export class JsSession implements Disposable {
   private readonly loop: EventLoop;
   private limits: WorkerLimits = { memoryBytes: 256 * 1024 * 1024, outputBytes: 1 << 20, vfsBytes: 0, vfsFiles: 0 };
   private guest: GuestContext | undefined;
+  /** The sandbox's seeded entropy (Math.random, crypto); replaced by configure and reseed. */
+  private rng: (view: Uint8Array) => void = seededRng(0);
   private runner: CellRunner | undefined;
 
   constructor(private readonly deps: SessionDeps) {
@@ -95,6 +97,10 @@ export class JsSession implements Disposable {
       return;
     }
     if (msg.type === "fs") return this.fs.hostOp(msg.id, msg.op, msg.path, msg.data, msg.recursive);
+    if (msg.type === "reseed") {
+      this.rng = seededRng(msg.seed);
+      return this.send({ type: "reply", id: msg.id, ok: true });
+    }
   }
 
   private configure(msg: Configure, warming = false): void {
@@ -103,7 +109,9 @@ export class JsSession implements Disposable {
     this.limits = msg.limits;
     memCap.bytes = msg.limits.memoryBytes;
     const typescript = msg.language === "typescript";
-    const rng = seededRng(msg.seed);
+    this.rng = seededRng(msg.seed);
+    // Through `this`: a reseed (a fork given its own seed) swaps the stream under the guest's functions.
+    const rng = (view: Uint8Array) => this.rng(view);
     clock.virtual = msg.clock === "virtual";
     clock.virtualMs = VIRTUAL_EPOCH_MS;
     if (clock.virtual) Date.now = virtualNow; // QuickJS's Date reads the clock through Date.now

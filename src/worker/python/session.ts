@@ -108,6 +108,14 @@ export class PythonSession {
     if (!this.configured) return fatal("first message must be configure");
     if (msg.type === "run") return this.run(msg.id, msg.code, msg.nanoOnly === true);
     if (msg.type === "fs") return this.fs.hostOp(msg.id, msg.op, msg.path, msg.data, msg.recursive);
+    if (msg.type === "reseed") return this.reseed(msg.id, msg.seed);
+  }
+
+  /** A new seeded stream, and `random` reseeded from it as configure does (so `random` follows the new seed too). */
+  private reseed(id: number, seed: number): void {
+    this.hooks.rng = seededRng(seed);
+    this.py.runPython("import os as _o, random as _r\n_r.seed(int.from_bytes(_o.urandom(32), 'big'))", { globals: this.py.globals.get("dict")() });
+    send({ type: "reply", id, ok: true });
   }
 
   private configure(msg: Extract<HostMessage, { type: "configure" }>): void {

@@ -1,0 +1,282 @@
+// Snapshots of a nano-tier sandbox by deterministic replay. A Wasm worker's memory cannot be saved
+// and started again cheaply, but its inputs can: this wrapper records, in order, every cell that
+// completed (code, time limit, whether it raised) and every host-side file change (write, remove,
+// mkdir, reseed). A snapshot is that history plus an image of the sandbox's files (/home/user and
+// /tmp); a restore starts a fresh engine with the same options, seed and clock (the registry hands
+// in `start`), replays the history with output discarded, then makes the files equal to the image.
+// With a seed and the virtual clock the replay is byte-identical, so globals, imports, files and
+// the random stream are the original's; docs/ARCHITECTURE.md ("Nano snapshots") says what differs
+// otherwise. Imports no other engine.
+import { InvalidOptionsError, ReplayError, SnapshotRemovedError } from "../../errors.js";
+import type { DirEntry } from "../../protocol/messages.js";
+import type { Engine, EngineNetwork, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
+import { walkFiles, type WalkEntry, type WalkOptions } from "../file-walk.js";
+
+/** Most steps (cells and host file operations) a history holds; past it snapshot() refuses, the sandbox runs on. */
+export const MAX_HISTORY_STEPS = 1000;
+/** Most bytes a history holds: cells' code plus the data of host-written files. */
+export const MAX_HISTORY_BYTES = 8 * 1024 * 1024;
+
+/** One input of the sandbox, in the order it came. */
+type Step =
+  | { kind: "run"; /** Which runCode call of the sandbox (1 = the first). */ n: number; code: string; timeoutMs: number; /** The guest error's name when it raised. */ raised: string | null }
+  | { kind: "write"; path: string; data: Uint8Array }
+  | { kind: "remove"; path: string }
+  | { kind: "mkdir"; path: string }
+  | { kind: "reseed"; seed: number };
+
+interface History {
+  steps: Step[];
+  bytes: number;
+  /** runCode calls so far (the numbering of `run` steps). */
+  runs: number;
+}
+
+/** A nano engine the wrapper drives: a WorkerEngine (Python or JavaScript). */
+export interface ReplayableEngine extends Engine {
+  reseed(seed: number): Promise<void>;
+  clearNetworkLog(): void;
+}
+
+export interface ReplayConfig {
+  /** Start a fresh engine with the sandbox's resolved options, seed, clock, mounts and secrets. */
+  start(): Promise<ReplayableEngine>;
+  /** Guest paths of the mounts: re-mounted by `start`, never part of the file image. */
+  mountPaths: readonly string[];
+  /** A read-write mount, if the sandbox has one (its index in `mounts`): a replay would repeat its writes on the host. */
+  writableMount?: { index: number; guestPath: string } | undefined;
+  /** The sandbox's limits.vfsBytes: the file image is at most this big. */
+  vfsBytes: number;
+  /** Most entries the file image walks. */
+  maxEntries: number;
+}
+
+/** A file image entry: a directory, or a file with its bytes. */
+type ImageEntry = { path: string; type: "dir" } | { path: string; type: "file"; data: Uint8Array };
+
+export class ReplayEngine implements Engine {
+  private readonly history: History;
+  /** Why this sandbox's history can no longer be replayed (a cell stopped mid-way, the cap passed). */
+  private unreplayable: string | undefined;
+
+  private constructor(
+    private readonly inner: ReplayableEngine,
+    private readonly config: ReplayConfig,
+    history: History = { steps: [], bytes: 0, runs: 0 },
+  ) {
+    this.history = history;
+  }
+
+  static async start(config: ReplayConfig): Promise<ReplayEngine> {
+    return new ReplayEngine(await config.start(), config);
+  }
+
+  get closedReason(): string | undefined {
+    return this.inner.closedReason;
+  }
+
+  get pid(): number | undefined {
+    return this.inner.pid;
+  }
+
+  get network(): EngineNetwork | undefined {
+    return this.inner.network;
+  }
+
+  async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
+    const n = ++this.history.runs;
+    const r = await this.inner.run(code, opts);
+    if (r.limitHit === "timeoutMs" || opts.signal?.aborted) {
+      // Interrupted at a point of real time: no replay stops it at the same statement.
+      this.unreplayable ??= `runCode call ${n} was stopped ${r.limitHit === "timeoutMs" ? `by its time limit (${opts.timeoutMs} ms)` : "by the caller's signal"} part-way, at a point a replay cannot reproduce`;
+    } else {
+      this.record({ kind: "run", n, code, timeoutMs: opts.timeoutMs, raised: r.error?.name ?? null }, Buffer.byteLength(code));
+    }
+    return r;
+  }
+
+  async writeFile(path: string, data: Uint8Array): Promise<void> {
+    await this.inner.writeFile(path, data);
+    this.record({ kind: "write", path, data: data.slice() }, data.byteLength + path.length);
+  }
+
+  async remove(path: string): Promise<void> {
+    await this.inner.remove(path);
+    this.record({ kind: "remove", path }, path.length);
+  }
+
+  async makeDir(path: string): Promise<void> {
+    await this.inner.makeDir(path);
+    this.record({ kind: "mkdir", path }, path.length);
+  }
+
+  async reseed(seed: number): Promise<void> {
+    await this.inner.reseed(seed);
+    this.record({ kind: "reseed", seed }, 8);
+  }
+
+  readFile(path: string): Promise<Uint8Array> {
+    return this.inner.readFile(path);
+  }
+
+  list(path: string): Promise<DirEntry[]> {
+    return this.inner.list(path);
+  }
+
+  exists(path: string): Promise<boolean> {
+    return this.inner.exists(path);
+  }
+
+  /** The history so far and an image of the files; the sandbox keeps running. */
+  async snapshot(): Promise<EngineSnapshot> {
+    const rw = this.config.writableMount;
+    if (rw) {
+      throw new InvalidOptionsError([
+        { path: `mounts.${rw.index}.readOnly`, message: `snapshot() of a nano sandbox replays its cells, which would repeat their writes in the host directory mounted read-write at ${rw.guestPath}; mount it read-only to take snapshots` },
+      ]);
+    }
+    if (this.unreplayable) throw new ReplayError(`snapshot() of a nano sandbox replays its history, and this one cannot be replayed: ${this.unreplayable}`);
+    const image = await this.readImage();
+    const h = this.history;
+    return new ReplaySnapshot(this.config, { steps: [...h.steps], bytes: h.bytes, runs: h.runs }, image);
+  }
+
+  async dispose(reason?: string): Promise<void> {
+    await this.inner.dispose(reason);
+  }
+
+  private record(step: Step, bytes: number): void {
+    if (this.unreplayable) return;
+    const h = this.history;
+    if (h.steps.length + 1 > MAX_HISTORY_STEPS || h.bytes + bytes > MAX_HISTORY_BYTES) {
+      // Kept no further: the memory a history holds is capped with it.
+      this.unreplayable = `its history passed the replay cap of ${MAX_HISTORY_STEPS} steps (cells and host file operations) or ${MAX_HISTORY_BYTES} bytes (cells' code and host-written files) (MAX_HISTORY_STEPS, MAX_HISTORY_BYTES); create a new sandbox for work you mean to snapshot, or snapshot earlier`;
+      h.steps.length = 0;
+      h.bytes = 0;
+      return;
+    }
+    h.steps.push(step);
+    h.bytes += bytes;
+  }
+
+  private walkOptions(what: string): WalkOptions {
+    const { mountPaths, maxEntries } = this.config;
+    return { mountPaths, maxEntries, tooMany: () => new ReplayError(`${what}: the sandbox lists more than ${maxEntries} files and directories under /home/user and /tmp`) };
+  }
+
+  /** Every directory and file under /home/user and /tmp, with contents: at most limits.vfsBytes. */
+  private async readImage(): Promise<ImageEntry[]> {
+    const image: ImageEntry[] = [];
+    let bytes = 0;
+    await walkFiles(this.inner, this.walkOptions("snapshot() saves the sandbox's files"), async (e) => {
+      if (e.type === "dir") return void image.push({ path: e.path, type: "dir" });
+      const data = await this.inner.readFile(e.path);
+      bytes += data.byteLength;
+      if (bytes > this.config.vfsBytes) throw new ReplayError(`snapshot() saves the sandbox's files, which hold more than its limits.vfsBytes of ${this.config.vfsBytes} bytes`);
+      image.push({ path: e.path, type: "file", data });
+    });
+    return image;
+  }
+
+  /**
+   * Replay `history` into this (fresh) engine, output discarded, then make its files equal to
+   * `image`. Only what differs is written or removed, so an exact replay writes nothing (a write
+   * would move the virtual clock on); what it does write is recorded like any host operation.
+   */
+  async rebuild(history: History, image: ImageEntry[]): Promise<void> {
+    for (const step of history.steps) {
+      if (step.kind === "run") await this.replayCell(step);
+      else {
+        try {
+          if (step.kind === "write") await this.writeFile(step.path, step.data);
+          else if (step.kind === "remove") await this.remove(step.path);
+          else if (step.kind === "mkdir") await this.makeDir(step.path);
+          else await this.reseed(step.seed);
+        } catch (e) {
+          throw new ReplayError(`restoring the snapshot replays its history, and the host's ${step.kind}${"path" in step ? ` of ${JSON.stringify(step.path)}` : ""} failed there: ${(e as Error).message}`, { cause: e });
+        }
+      }
+    }
+    this.history.runs = history.runs;
+    try {
+      await this.applyImage(image);
+    } catch (e) {
+      if (e instanceof ReplayError) throw e;
+      throw new ReplayError(`restoring the snapshot's files failed: ${(e as Error).message}`, { cause: e });
+    }
+    this.inner.clearNetworkLog();
+  }
+
+  private async replayCell(step: Extract<Step, { kind: "run" }>): Promise<void> {
+    const what = `restoring the snapshot replays its cells, and cell ${step.n} (runCode call ${step.n} of the snapshotted sandbox)`;
+    let r: EngineRunResult;
+    try {
+      r = await this.run(step.code, { timeoutMs: step.timeoutMs });
+    } catch (e) {
+      throw new ReplayError(`${what} failed there: ${(e as Error).message}`, { cell: step.n, cause: e });
+    }
+    if (r.limitHit === "timeoutMs") throw new ReplayError(`${what} did not finish within its time limit of ${step.timeoutMs} ms`, { cell: step.n });
+    const raised = r.error?.name ?? null;
+    if (raised !== step.raised) {
+      const first = step.raised === null ? "ran without error" : `raised ${step.raised}`;
+      const now = r.error ? `raised ${r.error.name}: ${r.error.message}` : "ran without error";
+      throw new ReplayError(`${what} ${now} where it first ${first} (the sandbox is not deterministic: give it a seed)`, { cell: step.n, ...(r.error ? { guestError: r.error } : {}) });
+    }
+  }
+
+  private async applyImage(image: ImageEntry[]): Promise<void> {
+    const have: WalkEntry[] = [];
+    await walkFiles(this.inner, this.walkOptions("restoring the snapshot's files"), async (e) => void have.push(e));
+    const want = new Map(image.map((e) => [e.path, e]));
+    const kept = new Map<string, WalkEntry>();
+    const removed: string[] = [];
+    for (const e of have) {
+      if (removed.some((r) => e.path.startsWith(`${r}/`))) continue;
+      if (want.get(e.path)?.type === e.type) {
+        kept.set(e.path, e);
+        continue;
+      }
+      await this.remove(e.path);
+      removed.push(e.path);
+    }
+    for (const w of image) {
+      const h = kept.get(w.path);
+      if (w.type === "dir") {
+        if (!h) await this.makeDir(w.path);
+        continue;
+      }
+      if (h && h.size === w.data.byteLength && Buffer.from(await this.inner.readFile(w.path)).equals(w.data)) continue;
+      await this.writeFile(w.path, w.data);
+    }
+  }
+}
+
+/** A nano sandbox saved as its history and file image; every restore is an independent sandbox. */
+class ReplaySnapshot implements EngineSnapshot {
+  private removed = false;
+
+  constructor(
+    private readonly config: ReplayConfig,
+    private history: History,
+    private image: ImageEntry[],
+  ) {}
+
+  async restore(opts: EngineRestoreOptions = {}): Promise<Engine> {
+    if (this.removed) throw new SnapshotRemovedError();
+    const engine = await ReplayEngine.start(this.config);
+    try {
+      await engine.rebuild(this.history, this.image);
+      if (opts.seed !== undefined) await engine.reseed(opts.seed);
+    } catch (e) {
+      await engine.dispose("restoring the snapshot failed");
+      throw e;
+    }
+    return engine;
+  }
+
+  async remove(): Promise<void> {
+    this.removed = true;
+    this.history = { steps: [], bytes: 0, runs: 0 };
+    this.image = [];
+  }
+}
