@@ -172,7 +172,11 @@ export interface Engine {
    */
   reseed?(seed: number): Promise<void>;
   /** Save the engine's whole state; the engine keeps running. Optional capability. */
-  snapshot?(): Promise<EngineSnapshot>;
+  /**
+   * `final`: the engine is disposed right after (a pause), so it need not carry on: a backend whose
+   * save stops the sandbox (gVisor's checkpoint) skips restoring a successor.
+   */
+  snapshot?(opts?: { final?: boolean }): Promise<EngineSnapshot>;
   /** Ends the engine and everything it started. Idempotent. */
   dispose(reason?: string): Promise<void>;
 }

@@ -414,9 +414,13 @@ export class Sandbox {
   readonly ports: SandboxPorts;
   private queue: Promise<unknown> = Promise.resolve();
   private killed: string | undefined;
+  /** While paused: the saved engine (its process ended); the next operation restores it. */
+  private pausedState: EngineSnapshot | undefined;
+  /** This process's open sandboxes by id (Sandbox.connect, Sandbox.resume); gone once killed. */
+  private static readonly byId = new Map<string, WeakRef<Sandbox>>();
 
   private constructor(
-    private readonly engine: Engine,
+    private engine: Engine,
     private readonly descriptor: EngineDescriptor,
     options: SandboxOptions,
     seed: number,
@@ -428,6 +432,78 @@ export class Sandbox {
     this.commands = new SandboxCommands(this);
     this.network = new SandboxNetwork(this);
     this.ports = new SandboxPorts(this);
+    Sandbox.byId.set(this.id, new WeakRef(this));
+  }
+
+  /**
+   * The open sandbox of this process with `id` (a paused one is resumed), or undefined when there
+   * is none (killed, never made here). The HTTP server's ids are these ids too.
+   */
+  static async connect(id: string): Promise<Sandbox | undefined> {
+    const sb = Sandbox.byId.get(id)?.deref();
+    if (!sb || sb.killed !== undefined) return undefined;
+    await sb.resume();
+    return sb;
+  }
+
+  /** Resume the paused sandbox `id` of this process; SandboxClosedError when there is none. */
+  static async resume(id: string): Promise<Sandbox> {
+    const sb = await Sandbox.connect(id);
+    if (!sb) throw new SandboxClosedError(`no open sandbox ${JSON.stringify(id)} in this process`);
+    return sb;
+  }
+
+  /** True while paused: saved, its process ended; any operation on it (or resume()) brings it back. */
+  get paused(): boolean {
+    return this.pausedState !== undefined;
+  }
+
+  /**
+   * Save the whole sandbox (as snapshot() does: memory and processes on the heavy tier, the
+   * replayable session and files on the nano tier) and end its process, freeing its memory. It
+   * keeps its id; the next operation on it, `resume()`, `Sandbox.resume(id)` or
+   * `Sandbox.connect(id)` restores it. Exposed ports are closed. Idempotent. Fails as snapshot()
+   * does (a tier that cannot save, background commands running), the sandbox running on then.
+   */
+  pause(): Promise<void> {
+    return this.queued(async () => {
+      if (this.pausedState) return;
+      const reason = this.killed ?? this.engine.closedReason;
+      if (reason !== undefined) throw new SandboxClosedError(reason);
+      this.refuseWhileBackground("pause");
+      if (!this.engine.snapshot) throw new TierUnavailableError(`pause() is not available on the engine "${this.descriptor.id}" of this build (tier "${this.options.tier}")`);
+      const saved = await this.engine.snapshot({ final: true });
+      this.pausedState = saved;
+      await this.engine.dispose("paused");
+    });
+  }
+
+  /** Bring a paused sandbox back now (any operation on it does the same). A no-op when it runs. */
+  resume(): Promise<void> {
+    return this.queued(() => this.wake());
+  }
+
+  private async wake(): Promise<void> {
+    const saved = this.pausedState;
+    if (!saved || this.killed !== undefined) return;
+    this.engine = await saved.restore({});
+    this.pausedState = undefined;
+    await saved.remove().catch(() => undefined);
+  }
+
+  /** A save cannot carry a live command's handle, and the microVM cannot save while a request is in flight. */
+  private refuseWhileBackground(what: "snapshot" | "pause"): void {
+    const running = this.commands.list();
+    if (running.length > 0) {
+      throw new InvalidOptionsError([{ path: what, message: `background commands are running (pid ${running.map((c) => c.pid).join(", ")}): kill them or wait() for them before ${what}()` }]);
+    }
+  }
+
+  /** Run `fn` in this sandbox's turn (after every earlier operation), paused or not. */
+  private queued<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn);
+    this.queue = next.catch(() => undefined);
+    return next;
   }
 
   /**
@@ -527,11 +603,7 @@ export class Sandbox {
    */
   snapshot(): Promise<SandboxSnapshot> {
     return this.exclusive(async (e) => {
-      // A snapshot cannot carry a live command's handle, and the microVM cannot save while a request is in flight.
-      const running = this.commands.list();
-      if (running.length > 0) {
-        throw new InvalidOptionsError([{ path: "snapshot", message: `background commands are running (pid ${running.map((c) => c.pid).join(", ")}): kill them or wait() for them before snapshot()` }]);
-      }
+      this.refuseWhileBackground("snapshot");
       if (!e.snapshot) throw new TierUnavailableError(`snapshot() is not available on the engine "${this.descriptor.id}" of this build (tier "${this.options.tier}")`);
       return new SandboxSnapshot(await e.snapshot(), this.options, this.seed, this.descriptor.id);
     });
@@ -586,12 +658,16 @@ export class Sandbox {
 
   /** True once the sandbox can no longer run code (killed, or its worker died). */
   get closed(): boolean {
-    return this.killed !== undefined || this.engine.closedReason !== undefined;
+    return this.killed !== undefined || (!this.pausedState && this.engine.closedReason !== undefined);
   }
 
-  /** Stop the sandbox and its worker. Idempotent. */
+  /** Stop the sandbox and its worker (a paused one: delete what it saved). Idempotent. */
   async kill(): Promise<void> {
     this.killed ??= "killed by the caller";
+    Sandbox.byId.delete(this.id);
+    const saved = this.pausedState;
+    this.pausedState = undefined;
+    await saved?.remove().catch(() => undefined);
     await this.engine.dispose(this.killed);
   }
 
@@ -611,12 +687,13 @@ export class Sandbox {
 
   /** Why the sandbox is closed, or undefined while it is open. @internal */
   get closedReason(): string | undefined {
-    return this.killed ?? this.engine.closedReason;
+    return this.killed ?? (this.pausedState ? undefined : this.engine.closedReason);
   }
 
-  /** Run `fn` after every earlier operation on this sandbox has finished. @internal */
+  /** Run `fn` after every earlier operation on this sandbox has finished (a paused one resumed first). @internal */
   exclusive<T>(fn: (engine: Engine) => Promise<T>): Promise<T> {
-    const next = this.queue.then(() => {
+    const next = this.queue.then(async () => {
+      if (this.pausedState && this.killed === undefined) await this.wake();
       const reason = this.killed ?? this.engine.closedReason;
       if (reason !== undefined) throw new SandboxClosedError(reason);
       return fn(this.engine);

@@ -34,15 +34,14 @@ export interface Entry {
   /** The sandbox's own id (sb.id): the server and the library name it alike. */
   readonly id: string;
   readonly owner: string;
-  /** The live sandbox; while paused, the one that was paused (closed). A resume replaces it. */
-  sandbox: Sandbox;
+  readonly sandbox: Sandbox;
   readonly createdAt: number;
   lastActiveAt: number;
   idleTimeoutMs: number;
   /** What the idle timeout does. */
   idleAction: IdleAction;
-  /** Set while paused: the saved sandbox, and when it was paused. */
-  paused?: { snapshot: SandboxSnapshot; at: number; expiresAt: number } | undefined;
+  /** Set while paused (sb.pause(): saved, its process ended): when, and when it is deleted unless resumed. */
+  paused?: { at: number; expiresAt: number } | undefined;
   /** A pause or resume under way (requests wait for it). */
   changing?: Promise<void> | undefined;
   /** Operations in progress; an entry never expires while one runs. */
@@ -156,12 +155,11 @@ export class SandboxRegistry {
   pause(entry: Entry): Promise<void> {
     return this.change(entry, async () => {
       if (entry.paused || !this.entries.has(entry.id)) return;
-      const snapshot = await entry.sandbox.snapshot();
+      await entry.sandbox.pause();
       clearTimeout(entry.timer);
       const at = Date.now();
-      entry.paused = { snapshot, at, expiresAt: at + (this.opts.pausedTtlMs ?? 24 * 3600_000) };
+      entry.paused = { at, expiresAt: at + (this.opts.pausedTtlMs ?? 24 * 3600_000) };
       this.metrics.sandboxesPaused.inc();
-      await entry.sandbox.kill().catch(() => undefined);
       this.releaseSlots(entry);
       // A paused sandbox nobody comes back to is deleted after the pause TTL.
       entry.timer = setTimeout(() => void this.remove(entry).catch(() => undefined), (this.opts.pausedTtlMs ?? 24 * 3600_000));
@@ -177,21 +175,17 @@ export class SandboxRegistry {
       if (!paused || !this.entries.has(entry.id)) return;
       clearTimeout(entry.timer);
       await this.takeSlots(entry.sandbox.options);
-      let sandbox: Sandbox;
       try {
-        sandbox = await this.throttled(() => Sandbox.restore(paused.snapshot));
+        await this.throttled(() => entry.sandbox.resume());
       } catch (e) {
         this.giveSlots(entry.sandbox.options);
-        entry.timer = setTimeout(() => void this.remove(entry).catch(() => undefined), (this.opts.pausedTtlMs ?? 24 * 3600_000));
+        entry.timer = setTimeout(() => void this.remove(entry).catch(() => undefined), Math.max(0, paused.expiresAt - Date.now()));
         entry.timer.unref();
         throw e;
       }
-      this.watch(sandbox);
-      entry.sandbox = sandbox;
       entry.paused = undefined;
       entry.holdsSlot = true;
       entry.lastActiveAt = Date.now();
-      await paused.snapshot.remove().catch(() => undefined);
       this.metrics.sandboxesResumed.inc();
       this.arm(entry);
     });
@@ -295,8 +289,7 @@ export class SandboxRegistry {
     this.entries.delete(entry.id);
     try {
       await entry.changing?.catch(() => undefined);
-      if (entry.paused) await entry.paused.snapshot.remove();
-      await entry.sandbox.kill();
+      await entry.sandbox.kill(); // a paused one deletes what it saved
     } finally {
       this.release(entry);
     }

@@ -125,12 +125,29 @@ describe("HTTP API: snapshots and forks (gVisor)", { skip: skipHeavy }, () => {
     assert.equal(gone, 404, "idleAction kill deletes it");
   });
 
-  it("a nano sandbox cannot be saved over HTTP yet: 501 naming the tier", async () => {
+  it("nano sandboxes too (replay): snapshot and restore, and an idle one is paused and comes back with the same id", async () => {
     const a = (method: string, path: string, json?: unknown) => api(srv.url, BOB, method, path, json);
-    const created = await a("POST", "/sandboxes", { language: "python" });
-    const r = await a("POST", `/sandboxes/${created.json.id}/snapshots`);
-    assert.equal(r.status, 501, r.text);
-    assert.equal(r.json.error.code, "TIER_UNAVAILABLE");
-    assert.equal((await a("GET", "/snapshots")).json.snapshots.length, 0, "a failed snapshot takes no place");
+    const created = await a("POST", "/sandboxes", { language: "python", seed: 4, idleTimeoutMs: 1000 });
+    const id = created.json.id as string;
+    await a("POST", `/sandboxes/${id}/run`, { code: "import random\nv = random.random()" });
+    const snap = await a("POST", `/sandboxes/${id}/snapshots`);
+    assert.equal(snap.status, 201, snap.text);
+    const copy = await a("POST", `/snapshots/${snap.json.id}/restore`);
+    assert.equal(copy.status, 201, copy.text);
+    const original = (await a("POST", `/sandboxes/${id}/run`, { code: "(v, random.random())" })).json.value;
+    assert.equal((await a("POST", `/sandboxes/${copy.json.id}/run`, { code: "(v, random.random())" })).json.value, original, "a seeded copy continues the same stream");
+    assert.equal((await a("DELETE", `/sandboxes/${copy.json.id}`)).status, 204);
+    assert.equal((await a("DELETE", `/snapshots/${snap.json.id}`)).status, 204);
+    let status = "";
+    for (let i = 0; i < 100 && status !== "paused"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await a("GET", `/sandboxes/${id}`)).json.status;
+    }
+    assert.equal(status, "paused");
+    const back = await a("POST", `/sandboxes/${id}/run`, { code: "v" });
+    assert.equal(back.status, 200, back.text);
+    assert.equal(back.json.value, String(original).slice(1, String(original).indexOf(",")), "its variables after the pause");
+    assert.equal((await a("GET", `/sandboxes/${id}`)).json.id, id);
+    assert.equal((await a("DELETE", `/sandboxes/${id}`)).status, 204);
   });
 });

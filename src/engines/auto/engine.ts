@@ -187,12 +187,12 @@ export class AutoEngine implements Engine {
   }
 
   /** Save the sandbox: only once it runs on the heavy tier (the nano tier has no snapshots of a live sandbox). */
-  async snapshot(): Promise<EngineSnapshot> {
+  async snapshot(opts: { final?: boolean } = {}): Promise<EngineSnapshot> {
     const heavy = this.heavy;
     if (!heavy?.snapshot) {
       throw new TierUnavailableError('snapshot() of a tier "auto" sandbox needs it to run on the heavy tier; it still runs on the nano tier (it moves when a cell needs the heavy tier, or create it with { tier: "heavy" })');
     }
-    const saved = await heavy.snapshot();
+    const saved = await heavy.snapshot(opts);
     const config = this.config;
     return {
       restore: async (opts) => AutoEngine.onHeavy(await saved.restore(opts), config),

@@ -112,10 +112,12 @@ class GvisorBackend implements HeavyBackend<GvisorResources> {
   }
 
   /** Checkpoint the box (which stops its container) and carry on in a box restored from it. */
-  async checkpoint(): Promise<{ saved: HeavySavedState<GvisorResources>; next: HeavyBackend<GvisorResources> }> {
+  async checkpoint(opts: { final?: boolean } = {}): Promise<{ saved: HeavySavedState<GvisorResources>; next?: HeavyBackend<GvisorResources> }> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-snapshot-"));
     try {
       await this.box.checkpoint(dir);
+      // A pause ends the sandbox anyway: no successor to restore (the checkpoint stopped this one).
+      if (opts.final) return { saved: new GvisorCheckpoint(dir, this.box.spec) };
       const next = new GvisorBackend(await GvisorBox.restore(this.box.spec, dir), true);
       return { saved: new GvisorCheckpoint(dir, this.box.spec), next };
     } catch (e) {

@@ -46,7 +46,7 @@ export interface HeavyBackend<R = unknown> {
    * Save the whole sandbox; it carries on. A backend whose save stops the sandbox (`runsc
    * checkpoint`) restores it from what it saved and returns that as `next`, to be used from then on.
    */
-  checkpoint(): Promise<{ saved: HeavySavedState<R>; next?: HeavyBackend<R> }>;
+  checkpoint(opts?: { final?: boolean }): Promise<{ saved: HeavySavedState<R>; next?: HeavyBackend<R> }>;
   /** The VMM's or sandbox's resident memory, bytes (0 when unknown). */
   rssBytes?(): number;
   /** Hold the event loop open while the sandbox is in use (pooled sandboxes are unref'd). */

@@ -144,9 +144,9 @@ export class HeavyEngine<R = unknown> implements Engine {
   }
 
   /** Save the whole sandbox; it keeps running. Each restore is an independent sandbox. */
-  async snapshot(): Promise<EngineSnapshot> {
+  async snapshot(opts: { final?: boolean } = {}): Promise<EngineSnapshot> {
     try {
-      const { saved, next } = await this.backend.checkpoint();
+      const { saved, next } = await this.backend.checkpoint(opts);
       if (next) {
         this.backend = next;
         this.watch(next);
