@@ -1,4 +1,5 @@
-// Lifecycle through the HTTP API (in-process server): pause and resume of a heavy sandbox per
+// Lifecycle through the HTTP API (in-process server): 50 nano sandboxes paused and resumed on
+// demand (more than the server's live slots); pause and resume of a heavy sandbox per
 // backend (POST /pause; the first run after it, which resumes), the resident memory a pause frees
 // (the backend's host processes: runsc or QEMU, summed from /proc before and after), and a
 // snapshot → restore → first result. Prints why and returns no rows for a backend that cannot run.
@@ -6,7 +7,7 @@ import fs from "node:fs";
 import { buildMicrovmArtefacts, buildImage } from "../src/index.js";
 import { gvisorUnavailableReason } from "../src/engines/heavy-gvisor/box.js";
 import { qemuUnavailableReason } from "../src/engines/microvm/qemu.js";
-import { createServer } from "../src/server/index.js";
+import { createServer, KeyRing } from "../src/server/index.js";
 import { stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
 /** Resident memory of every host process whose command line contains `needle`, bytes. */
@@ -28,9 +29,11 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
   const rows: Row[] = [];
   const notes: string[] = [];
   const summary: Record<string, unknown> = {};
-  const server = await createServer({ poolSize: 0, log: () => undefined });
+  const KEY = "bench-lifecycle-key-0123456789";
+  const keys = KeyRing.fromEntries([{ name: "bench", key: KEY, maxSandboxes: 100 }]);
+  const server = await createServer({ keys, poolSize: 2, maxSandboxes: 16, log: () => undefined });
   const call = async (method: string, path: string, body?: unknown) => {
-    const res = await server.app.request(path, { method, headers: { "content-type": "application/json" }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+    const res = await server.app.request(path, { method, headers: { "content-type": "application/json", authorization: `Bearer ${KEY}` }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
     const json = (await res.json().catch(() => undefined)) as Record<string, unknown> | undefined;
     if (res.status >= 300) throw new Error(`bench lifecycle: ${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
     return json!;
@@ -41,6 +44,30 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
   ] as const;
   const n = quick ? 3 : 8;
   try {
+    // Nano: 50 sandboxes paused (more than the server's 16 live slots), then each resumed on demand by a run.
+    const many = 50;
+    progress(`lifecycle: nano: ${many} sandboxes created and paused`);
+    const ids: string[] = [];
+    const nanoPause: number[] = [];
+    for (let i = 0; i < many; i++) {
+      const id = (await call("POST", "/sandboxes", { language: "python", seed: i, idleTimeoutMs: 3600_000 })).id as string;
+      await call("POST", `/sandboxes/${id}/run`, { code: `x = ${i}` });
+      nanoPause.push(await timed(() => call("POST", `/sandboxes/${id}/pause`)));
+      ids.push(id);
+    }
+    const workers = rssOf("python-worker");
+    progress(`lifecycle: nano: ${many} resumed on demand`);
+    const nanoResume: number[] = [];
+    for (const [i, id] of ids.entries()) {
+      let value: unknown;
+      nanoResume.push(await timed(async () => (value = (await call("POST", `/sandboxes/${id}/run`, { code: "x" })).value)));
+      if (value !== String(i)) throw new Error(`bench lifecycle: resumed nano sandbox ${i} answered ${String(value)}`);
+      await call("POST", `/sandboxes/${id}/pause`); // back to paused: never more than a few live
+    }
+    for (const id of ids) await server.app.request(`/sandboxes/${id}`, { method: "DELETE", headers: { authorization: `Bearer ${KEY}` } });
+    rows.push(stats("lifecycle nano Python: pause (replay history saved, worker ended)", "ms", nanoPause));
+    rows.push(stats(`lifecycle nano Python: ${many} paused, each resumed on demand → first result`, "ms", nanoResume));
+    notes.push(`nano: worker processes' resident memory with ${many} sandboxes paused: ${(workers / 2 ** 20).toFixed(0)} MB (the pool's warm workers only)`);
     for (const b of backends) {
       if (b.why) {
         notes.push(`${b.name} skipped: ${b.why}`);
@@ -74,10 +101,10 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
             await call("POST", `/sandboxes/${copy}/run`, { code: "x" });
           }),
         );
-        await server.app.request(`/sandboxes/${copy}`, { method: "DELETE" });
+        await server.app.request(`/sandboxes/${copy}`, { method: "DELETE", headers: { authorization: `Bearer ${KEY}` } });
       }
-      await server.app.request(`/snapshots/${String(snap.id)}`, { method: "DELETE" });
-      await server.app.request(`/sandboxes/${id}`, { method: "DELETE" });
+      await server.app.request(`/snapshots/${String(snap.id)}`, { method: "DELETE", headers: { authorization: `Bearer ${KEY}` } });
+      await server.app.request(`/sandboxes/${id}`, { method: "DELETE", headers: { authorization: `Bearer ${KEY}` } });
       rows.push(stats(`lifecycle ${b.name}: pause (save, end the process)`, "ms", pause));
       rows.push(stats(`lifecycle ${b.name}: resume → first result`, "ms", resume));
       rows.push(stats(`lifecycle ${b.name}: resident memory a pause frees (64 MB in the guest)`, "MB", freed));
