@@ -395,12 +395,18 @@ export class SandboxSnapshot {
    * disk (TierUnavailableError).
    */
   async persist(dir: string): Promise<void> {
-    if (this.options.network?.secrets.length) throw new SavedStateError("a sandbox with network secrets is not written to disk (their values would be): keep it in memory, or create it without secrets");
-    const engine = this.engineSnapshot;
-    if (!engine.persist) throw new TierUnavailableError(`the engine "${this.engineId}" cannot write its snapshots to disk`);
-    const saved = await engine.persist(dir);
+    const refusal = this.persistRefusal();
+    if (refusal) throw new SavedStateError(refusal);
+    const saved = await (this.engineSnapshot.persist as (dir: string) => Promise<unknown>).call(this.engineSnapshot, dir);
     const meta: z.input<typeof savedSnapshotSchema> = { version: 1, engineId: this.engineId, seed: this.seed, options: this.options, engine: saved };
     fs.writeFileSync(path.join(dir, SNAPSHOT_FILE), JSON.stringify(meta));
+  }
+
+  /** Why `persist` would refuse this snapshot before writing anything, or undefined when it would not. @internal */
+  persistRefusal(): string | undefined {
+    if (this.options.network?.secrets.length) return "a sandbox with network secrets is not written to disk (their values would be)";
+    if (!this.engineSnapshot.persist) return `the engine "${this.engineId}" cannot write its snapshots to disk`;
+    return undefined;
   }
 
   /**
@@ -571,21 +577,21 @@ export class Sandbox {
    * Hand the paused state to `write` (as a SandboxSnapshot to `persist` into a directory it then
    * puts in place; it resolves with that place), then take it back from there
    * (`SandboxSnapshot.load`): the sandbox stays paused, its state now on disk. In the sandbox's
-   * turn, so nothing resumes it meanwhile. Should `write` fail after the payload moved, the saved
+   * turn, so nothing resumes it meanwhile. SavedStateError, the sandbox still paused in memory,
+   * when it cannot be written (`persistRefusal`); should `write` or the load back fail, the saved
    * state is gone with it: the sandbox is then killed (SandboxClosedError on its next use). @internal
    */
   persistPaused(write: (snap: SandboxSnapshot) => Promise<string>): Promise<void> {
     return this.queued(async () => {
       const saved = this.pausedState;
       if (!saved || this.killed !== undefined) throw new SandboxClosedError(this.killed ?? "the sandbox is not paused");
-      let written = false;
+      const snap = new SandboxSnapshot(saved, this.options, this.seed, this.descriptor.id);
+      // Refused before anything moved (secrets, an engine that cannot save): still paused in memory.
+      const refusal = snap.persistRefusal();
+      if (refusal) throw new SavedStateError(refusal);
       try {
-        const dir = await write(new SandboxSnapshot(saved, this.options, this.seed, this.descriptor.id));
-        written = true;
-        this.pausedState = (await SandboxSnapshot.load(dir)).engineSnapshot;
+        this.pausedState = (await SandboxSnapshot.load(await write(snap))).engineSnapshot;
       } catch (e) {
-        // Refused before anything moved (secrets, an engine that cannot save): still paused in memory.
-        if (!written && (e instanceof SavedStateError || e instanceof TierUnavailableError)) throw e;
         this.killed = `its saved state could not be written to disk or read back: ${(e as Error).message}`;
         Sandbox.byId.delete(this.id);
         this.pausedState = undefined;
