@@ -532,7 +532,7 @@ function checkNetwork(asked: readonly string[], who: Principal, serverAllow: rea
   });
 }
 
-function checkMount(m: { hostPath: string; readOnly: boolean }, i: number, roots: string[]): void {
+export function checkMount(m: { hostPath: string; readOnly: boolean }, i: number, roots: string[]): void {
   const field = `mounts.${i}.hostPath`;
   if (roots.length === 0) throw invalid(`mounts.${i}`, "this server allows no mounts (start it with --mount-root DIR)");
   if (!m.readOnly) throw invalid(`mounts.${i}.readOnly`, "the HTTP API grants read-only mounts only");

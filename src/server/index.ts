@@ -8,8 +8,8 @@ import type { Duplex } from "node:stream";
 import { availableParallelism } from "node:os";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
-import { Sandbox } from "../index.js";
-import { createApp } from "./app.js";
+import { Sandbox, type SandboxSnapshot } from "../index.js";
+import { checkMount, createApp } from "./app.js";
 import { KeyRing } from "./keys.js";
 import { ServerMetrics } from "./metrics.js";
 import { ExposedPorts, upgradeHandler } from "./ports.js";
@@ -119,9 +119,12 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
   ));
   const ports = new ExposedPorts();
   const snapshots = new SnapshotStore(opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs, state, log);
+  const mountRoots = (opts.mountRoots ?? []).map((r) => realpathSync(r));
   if (state) {
-    await snapshots.load();
-    await registry.load();
+    // What the directory names is held to this start's rules: its mounts under today's --mount-root.
+    const admit = (s: SandboxSnapshot) => s.options.mounts.forEach((m, i) => checkMount(m, i, mountRoots));
+    await snapshots.load(admit);
+    await registry.load(admit);
     log(`state: ${state.root}: loaded ${snapshots.size} snapshots and ${registry.size} paused sandboxes`);
   }
   const app = createApp({
@@ -133,7 +136,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     version: VERSION,
     maxJsonBytes: opts.maxJsonBytes ?? SERVER_DEFAULTS.maxJsonBytes,
     maxUploadBytes: opts.maxUploadBytes ?? SERVER_DEFAULTS.maxUploadBytes,
-    mountRoots: (opts.mountRoots ?? []).map((r) => realpathSync(r)),
+    mountRoots,
     netAllow: (opts.netAllow ?? []).map((e) => {
       const r = parseAllowEntry(e);
       if (typeof r === "string") throw new Error(`--allow-net: ${r}`);

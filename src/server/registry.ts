@@ -222,10 +222,11 @@ export class SandboxRegistry {
 
   /**
    * At start: the paused sandboxes the state directory holds, back with their ids, owners and
-   * expiry (an expired one is deleted; one that fails its checks or cannot load is moved aside).
+   * expiry (an expired one is deleted; one that fails its checks, cannot load, or `admit` refuses
+   * — the server's mount roots — is moved aside).
    * They count against their keys' maxSandboxes as before the restart.
    */
-  async load(): Promise<void> {
+  async load(admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<void> {
     const state = this.opts.state;
     if (!state) return;
     for (const e of await state.entries("paused")) {
@@ -235,7 +236,9 @@ export class SandboxRegistry {
           state.remove("paused", e.id);
           continue;
         }
-        const sandbox = Sandbox.fromPaused(e.id, await SandboxSnapshot.load(e.dir));
+        const saved = await SandboxSnapshot.load(e.dir);
+        admit(saved);
+        const sandbox = Sandbox.fromPaused(e.id, saved);
         this.watch(sandbox);
         const entry: Entry = {
           id: e.id,

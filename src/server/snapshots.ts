@@ -41,9 +41,10 @@ export class SnapshotStore {
 
   /**
    * Load the snapshots the state directory holds (at start): each with its owner and expiry; an
-   * expired one is deleted, one that fails its checks or cannot be loaded is moved aside (logged).
+   * expired one is deleted, one that fails its checks, cannot be loaded or `admit` refuses (the
+   * server's mount roots) is moved aside (logged).
    */
-  async load(): Promise<void> {
+  async load(admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<void> {
     if (!this.state) return;
     for (const e of await this.state.entries("snapshots")) {
       try {
@@ -53,6 +54,7 @@ export class SnapshotStore {
           continue;
         }
         const snapshot = await SandboxSnapshot.load(e.dir);
+        admit(snapshot);
         this.track({ id: e.id, owner: info.owner, sandboxId: info.sandboxId, snapshot, createdAt: info.createdAt, expiresAt: info.expiresAt });
       } catch (err) {
         this.state.refuse("snapshots", e.id, (err as Error).message);
