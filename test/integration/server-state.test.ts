@@ -1,6 +1,6 @@
 // `agentbox serve --state-dir DIR` across restarts (real server processes): a nano sandbox paused
 // at SIGTERM (--on-shutdown pause) is there after the restart, paused, and a run resumes it with
-// its variables and files (same id); a snapshot restores; the same on the heavy tier (gVisor).
+// its variables and files (same id); a snapshot restores; the same on the heavy tier (gVisor, microVM).
 // What a killed server leaves half-written (.tmp-*) is removed at the next start; an entry whose
 // payload was changed, or whose meta.json names a path outside its directory, is skipped with the
 // reason logged, moved aside, and answers 404 saying why.
@@ -13,6 +13,7 @@ import { after, describe, it } from "node:test";
 import type { ChildProcess } from "node:child_process";
 import "../helpers.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
+import { ensureArtefacts, skipMicrovm } from "../microvm.js";
 import { spawnServer } from "../server-helpers.js";
 
 const KEY = "state-test-key-0123456789abcdef";
@@ -194,6 +195,18 @@ describe("agentbox serve --state-dir", () => {
     await ensureImage();
     const dir = stateDir();
     const { srv, id, sid } = await roundTrip(dir, { tier: "heavy", backend: "gvisor" });
+    try {
+      await checkRestored(srv, id, sid, dir);
+      await stop(srv);
+    } finally {
+      srv.proc.kill("SIGKILL");
+    }
+  });
+
+  it("heavy (microVM): the same", { skip: skipMicrovm }, async () => {
+    await ensureArtefacts();
+    const dir = stateDir();
+    const { srv, id, sid } = await roundTrip(dir, { tier: "heavy", backend: "microvm" });
     try {
       await checkRestored(srv, id, sid, dir);
       await stop(srv);
