@@ -53,11 +53,12 @@ async function stop(s: Server, signal: NodeJS.Signals = "SIGTERM"): Promise<void
 }
 
 /** A sandbox with a variable, a file written by a cell and one uploaded; a snapshot of it; the server stopped with SIGTERM and started again. */
-async function roundTrip(dir: string, create: object): Promise<{ srv: Server; id: string; sid: string }> {
+async function roundTrip(dir: string, create: object, prepare?: (srv: Server, id: string) => Promise<void>): Promise<{ srv: Server; id: string; sid: string }> {
   let srv = await start(dir);
   const created = await srv.api("POST", "/sandboxes", create);
   assert.equal(created.status, 201, created.text);
   const id = created.json.id as string;
+  await prepare?.(srv, id);
   const run = await srv.api("POST", `/sandboxes/${id}/run`, { code: "x = 41\nopen('/home/user/f.txt', 'w').write('saved')" });
   assert.equal(run.status, 200, run.text);
   const up = await fetch(`${srv.url}/sandboxes/${id}/files?path=/tmp/up.bin`, { method: "PUT", headers: { authorization: `Bearer ${KEY}`, "content-type": "application/octet-stream" }, body: new Uint8Array([1, 2, 3, 250]) });
@@ -209,6 +210,46 @@ describe("agentbox serve --state-dir", () => {
     const { srv, id, sid } = await roundTrip(dir, { tier: "heavy", backend: "microvm" });
     try {
       await checkRestored(srv, id, sid, dir);
+      await stop(srv);
+    } finally {
+      srv.proc.kill("SIGKILL");
+    }
+  });
+
+  it("tier auto, once on the heavy tier: the same", { skip: skipHeavy }, async () => {
+    await ensureImage();
+    const dir = stateDir();
+    const { srv, id, sid } = await roundTrip(dir, { tier: "auto" }, async (srv, id) => {
+      const moved = await srv.api("POST", `/sandboxes/${id}/commands`, { cmd: "true" });
+      assert.equal(moved.status, 200, moved.text);
+    });
+    try {
+      await checkRestored(srv, id, sid, dir);
+      const info = await srv.api("GET", `/sandboxes/${id}`);
+      assert.equal(info.json.tier, "auto");
+      await stop(srv);
+    } finally {
+      srv.proc.kill("SIGKILL");
+    }
+  });
+
+  it("a stored sandbox or snapshot whose mount is not under this start's --mount-root is refused", async () => {
+    const dir = stateDir();
+    const allowed = stateDir();
+    fs.writeFileSync(path.join(allowed, "data.txt"), "mounted");
+    let srv = await start(dir, ["--mount-root", allowed]);
+    const c = await srv.api("POST", "/sandboxes", { language: "python", mounts: [{ hostPath: allowed, guestPath: "/home/user/m" }] });
+    assert.equal(c.status, 201, c.text);
+    const id = c.json.id as string;
+    assert.equal((await srv.api("POST", `/sandboxes/${id}/run`, { code: "open('/home/user/m/data.txt').read()" })).json.value, "'mounted'");
+    const snap = await srv.api("POST", `/sandboxes/${id}/snapshots`);
+    assert.equal(snap.status, 201, snap.text);
+    await stop(srv);
+    srv = await start(dir, ["--mount-root", stateDir()]);
+    try {
+      assert.match(srv.stderr(), new RegExp(`skipped paused sandbox "${id}": .*not under a directory this server allows`));
+      assert.match(srv.stderr(), new RegExp(`skipped snapshot "${snap.json.id}": .*not under a directory this server allows`));
+      assert.equal((await srv.api("GET", `/sandboxes/${id}`)).status, 404);
       await stop(srv);
     } finally {
       srv.proc.kill("SIGKILL");
