@@ -405,9 +405,9 @@ export class SandboxRegistry {
 
   /**
    * Stop taking creates, refuse the queue, and end every sandbox (and any still starting). With
-   * `onShutdown: "pause"` and a state directory, running sandboxes are paused and written to disk
-   * first (those that cannot be are killed) and the paused ones on disk are left there for the
-   * next start; otherwise every sandbox is killed.
+   * `onShutdown: "pause"` and a state directory, idle running sandboxes are paused and written to
+   * disk first (those that cannot be, or have a request in progress, are killed) and the paused
+   * ones on disk are left there for the next start; otherwise every sandbox is killed.
    */
   async closeAll(onShutdown: "pause" | "kill" = "kill"): Promise<void> {
     this.closing = true;
@@ -421,8 +421,11 @@ export class SandboxRegistry {
     await Promise.allSettled([...this.entries.values()].map((e) => this.remove(e)));
   }
 
-  /** At a "pause" shutdown: pause and write `entry` (unless it is already on disk), then forget it without deleting what it saved. */
+  /** At a "pause" shutdown: pause and write `entry` (unless it is already on disk or busy), then forget it without deleting what it saved. */
   private async keepForRestart(entry: Entry): Promise<void> {
+    // A request in progress (maybe a loop until its time limit) would hold the shutdown up, and a
+    // cell stopped part-way cannot be replayed anyway: such a sandbox is killed, as without a state dir.
+    if (entry.busy > 0) return;
     if (!entry.paused && !entry.sandbox.closed) {
       try {
         await this.pause(entry);
