@@ -255,4 +255,33 @@ describe("agentbox serve --state-dir", () => {
       srv.proc.kill("SIGKILL");
     }
   });
+
+  it("at SIGTERM a busy sandbox and one whose tier cannot be saved are killed; an idle one is paused", async () => {
+    const dir = stateDir();
+    let srv = await start(dir);
+    const make = async (body: object) => {
+      const c = await srv.api("POST", "/sandboxes", body);
+      assert.equal(c.status, 201, c.text);
+      return c.json.id as string;
+    };
+    const idle = await make({ language: "python" });
+    const busy = await make({ language: "python" });
+    const auto = await make({ tier: "auto" });
+    await srv.api("POST", `/sandboxes/${auto}/run`, { code: "a = 1" });
+    const running = srv.api("POST", `/sandboxes/${busy}/run`, { code: "while True: pass", timeoutMs: 60_000 }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    await stop(srv);
+    await running;
+    assert.ok(Date.now() - t0 < 30_000, "the busy sandbox does not hold the shutdown up");
+    assert.match(srv.stderr(), new RegExp(`sandbox ${auto} could not be paused and is killed`));
+    assert.deepEqual(fs.readdirSync(path.join(dir, "paused")), [idle]);
+    srv = await start(dir);
+    try {
+      assert.deepEqual((await srv.api("GET", "/sandboxes")).json.sandboxes.map((s: { id: string }) => s.id), [idle]);
+      await stop(srv);
+    } finally {
+      srv.proc.kill("SIGKILL");
+    }
+  });
 });
