@@ -23,7 +23,8 @@ export type AgentboxErrorCode =
   | "ABORTED"
   | "IMAGE_BUILD"
   | "REPLAY_FAILED"
-  | "PORT_UNREACHABLE";
+  | "PORT_UNREACHABLE"
+  | "SAVED_STATE_INVALID";
 
 /**
  * What a run or command had produced when a limit or the caller's signal stopped it in a way the
@@ -176,6 +177,18 @@ export class ReplayError extends AgentboxError {
     super("REPLAY_FAILED", message, detail.cause !== undefined ? { cause: detail.cause } : undefined);
     this.cell = detail.cell;
     this.guestError = detail.guestError;
+  }
+}
+
+/**
+ * A saved state read back from disk (`SandboxSnapshot.load`, the server's `--state-dir`) cannot be
+ * used: a file is missing, too big, not what its checksum says, names a path outside its
+ * directory, or refers to an image this host does not have. The message names the file and why.
+ * Nothing of it was started.
+ */
+export class SavedStateError extends AgentboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("SAVED_STATE_INVALID", message, options);
   }
 }
 

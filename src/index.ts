@@ -27,6 +27,7 @@ export {
   AbortedError,
   ImageBuildError,
   ReplayError,
+  SavedStateError,
   PortConnectError,
 } from "./errors.js";
 export type { AgentboxErrorCode, LimitName, PartialResult } from "./errors.js";

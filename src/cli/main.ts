@@ -46,6 +46,8 @@ serve options:
   --max-heavy N          live heavy-tier sandboxes (default ${D.maxHeavySandboxes}; each also counts in --max-sandboxes)
   --queue-timeout DURATION  how long a create waits for a slot before 429 (default ${D.queueTimeoutMs / 1000}s)
   --snapshot-ttl DURATION   how long a snapshot is kept before it is deleted (default ${D.snapshotTtlMs / 3600_000}h)
+  --state-dir DIR        write snapshots and paused sandboxes to DIR (atomic, checksummed) and load them back at start
+  --on-shutdown pause|kill  on SIGTERM/SIGINT: pause running sandboxes into --state-dir (default with it), or kill them
   --max-starts N         sandboxes starting at once (default: number of CPUs); others wait their turn
   --pool N               ready workers kept warm (default ${D.poolSize})
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
@@ -214,6 +216,8 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         "max-heavy": { type: "string" },
         "queue-timeout": { type: "string" },
         "snapshot-ttl": { type: "string" },
+        "state-dir": { type: "string" },
+        "on-shutdown": { type: "string" },
         "max-starts": { type: "string" },
         pool: { type: "string" },
         "mount-root": { type: "string", multiple: true },
@@ -226,6 +230,8 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       return EXIT.ok;
     }
     const keys = loadKeys(v.keys);
+    const onShutdown = v["on-shutdown"];
+    if (onShutdown !== undefined && onShutdown !== "pause" && onShutdown !== "kill") throw new Error(`--on-shutdown: must be "pause" or "kill", got ${JSON.stringify(onShutdown)}`);
     server = await startServer({
       host: v.host ?? D.host,
       port: v.port !== undefined ? parseInteger(v.port, "port") : D.port,
@@ -234,6 +240,8 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       ...(v["max-heavy"] !== undefined ? { maxHeavySandboxes: parseInteger(v["max-heavy"], "max-heavy") } : {}),
       ...(v["queue-timeout"] !== undefined ? { queueTimeoutMs: parseDuration(v["queue-timeout"], "queue-timeout") } : {}),
       ...(v["snapshot-ttl"] !== undefined ? { snapshotTtlMs: parseDuration(v["snapshot-ttl"], "snapshot-ttl") } : {}),
+      ...(v["state-dir"] !== undefined ? { stateDir: v["state-dir"] } : {}),
+      ...(onShutdown !== undefined ? { onShutdown } : {}),
       ...(v["max-starts"] !== undefined ? { maxConcurrentStarts: Math.max(1, parseInteger(v["max-starts"], "max-starts")) } : {}),
       ...(v.pool !== undefined ? { poolSize: parseInteger(v.pool, "pool") } : {}),
       mountRoots: v["mount-root"] ?? [],
@@ -246,7 +254,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
     return EXIT.usage;
   }
   const why = await stopped(stop);
-  io.stderr(`agentbox serve: ${why === "parent exited" ? "the process that started it exited" : why}: shutting down, killing every sandbox\n`);
+  io.stderr(`agentbox serve: ${why === "parent exited" ? "the process that started it exited" : why}: shutting down, ${server.onShutdown === "pause" ? "pausing every sandbox into the state directory" : "killing every sandbox"}\n`);
   await server.close();
   return EXIT.ok;
 }

@@ -97,6 +97,14 @@ export interface EngineSnapshot {
   restore(opts?: EngineRestoreOptions): Promise<Engine>;
   /** Delete the saved state. Idempotent. */
   remove(): Promise<void>;
+  /**
+   * Move (or write) the saved state's payload into `dir`, a directory the caller owns, and return a
+   * JSON-able descriptor of it (paths in it are relative to `dir`). This snapshot is spent
+   * afterwards: the caller loads it again from where `dir` ends up (the engine registry's
+   * `loadEngineSnapshot`), so a directory renamed into place is never referred to by its old name.
+   * Optional: engines whose state cannot leave the process leave it out.
+   */
+  persist?(dir: string): Promise<unknown>;
 }
 
 /** Reported by engines whose backend or accelerator is chosen at start (e.g. the microVM). */

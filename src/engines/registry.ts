@@ -3,20 +3,20 @@
 // and what it reports. Starting, pooling, the option schemas' language/backend names and the
 // "auto" backend choice all iterate this list; nothing else names an engine.
 // A new language or backend: a folder under engines/ and one entry in ENGINES.
-import { InvalidOptionsError, TierUnavailableError } from "../errors.js";
+import { InvalidOptionsError, SavedStateError, TierUnavailableError } from "../errors.js";
 import { checkSecretNames, SecretSet } from "../policy/secrets.js";
 import { autoHeavyOptions, autoNanoOptions, parseOptions, sandboxOptionSchemas, type AutoOptions, type HeavyOptions, type Mount, type NanoOptions, type Tier } from "../policy/options.js";
 import { AutoEngine } from "./auto/engine.js";
-import type { Engine, EngineInfo } from "./engine.js";
+import type { Engine, EngineInfo, EngineSnapshot } from "./engine.js";
 import { GvisorBox } from "./heavy-gvisor/box.js";
-import { boxSpec, GvisorEngine, specKey } from "./heavy-gvisor/engine.js";
+import { boxSpec, GvisorEngine, loadGvisorSnapshot, specKey, type GvisorEngineConfig } from "./heavy-gvisor/engine.js";
 import { imagePackages, IMAGE_PRESET_NAMES } from "./heavy/presets.js";
-import { MicrovmEngine, microvmOnKvm } from "./microvm/engine.js";
+import { loadMicrovmSnapshot, MicrovmEngine, microvmOnKvm, type MicrovmEngineConfig } from "./microvm/engine.js";
 import { poolFor } from "./pools.js";
 import { PythonWasmEngine } from "./python-wasm/engine.js";
 import { spawnPythonWorker } from "./python-wasm/runtime.js";
 import { QuickJsWasmEngine } from "./quickjs-wasm/engine.js";
-import { ReplayEngine, type ReplayableEngine } from "./replay/engine.js";
+import { loadReplaySnapshot, ReplayEngine, type ReplayableEngine, type ReplayConfig } from "./replay/engine.js";
 import { spawnJsWorker } from "./quickjs-wasm/runtime.js";
 
 /** What an engine's start gets: the parsed options of its tier and what the resolver derived. */
@@ -48,6 +48,12 @@ interface DescriptorBase<T extends Tier, O> {
   prewarm?(): void;
   /** What Sandbox.info reports beside the tier. */
   info(engine: Engine): Partial<EngineInfo>;
+  /**
+   * A snapshot of this engine from what its `EngineSnapshot.persist` wrote into `dir` (`saved`: the
+   * descriptor it returned, read back from disk, so unchecked), for a sandbox of these options.
+   * Throws SavedStateError when `saved` or its files are not what this engine wrote.
+   */
+  load?(s: EngineStart<O>, saved: unknown, dir: string): Promise<EngineSnapshot>;
 }
 
 export type NanoEngineDescriptor = DescriptorBase<"nano", NanoOptions>;
@@ -93,19 +99,24 @@ function startPythonWasm({ options: o, seed, clock, mounts, secrets }: EngineSta
  * engine again from the same resolved options, seed, clock, mounts and secrets (one set, so the
  * replayed guest sees the placeholders the original saw).
  */
-function replayable(start: (s: EngineStart<NanoOptions>) => Promise<ReplayableEngine>): (s: EngineStart<NanoOptions>) => Promise<Engine> {
-  return (s) => {
-    const o = s.options;
-    const secrets = s.secrets ?? (o.network && o.network.secrets.length > 0 ? new SecretSet(o.network.secrets) : undefined);
-    const fixed = { ...s, secrets };
-    const rw = s.mounts.findIndex((m) => !m.readOnly);
-    return ReplayEngine.start({
-      start: () => start(fixed),
-      mountPaths: s.mounts.map((m) => m.guestPath),
-      writableMount: rw >= 0 ? { index: rw, guestPath: (s.mounts[rw] as Mount).guestPath } : undefined,
-      vfsBytes: o.limits.vfsBytes,
-      maxEntries: o.limits.vfsFiles + 1024,
-    });
+function replayable(start: (s: EngineStart<NanoOptions>) => Promise<ReplayableEngine>): Pick<NanoEngineDescriptor, "start" | "load"> {
+  return {
+    start: (s) => ReplayEngine.start(replayConfig(start, s)),
+    load: async (s, saved, dir) => loadReplaySnapshot(replayConfig(start, s), saved, dir),
+  };
+}
+
+function replayConfig(start: (s: EngineStart<NanoOptions>) => Promise<ReplayableEngine>, s: EngineStart<NanoOptions>): ReplayConfig {
+  const o = s.options;
+  const secrets = s.secrets ?? (o.network && o.network.secrets.length > 0 ? new SecretSet(o.network.secrets) : undefined);
+  const fixed = { ...s, secrets };
+  const rw = s.mounts.findIndex((m) => !m.readOnly);
+  return {
+    start: () => start(fixed),
+    mountPaths: s.mounts.map((m) => m.guestPath),
+    writableMount: rw >= 0 ? { index: rw, guestPath: (s.mounts[rw] as Mount).guestPath } : undefined,
+    vfsBytes: o.limits.vfsBytes,
+    maxEntries: o.limits.vfsFiles + 1024,
   };
 }
 
@@ -113,7 +124,7 @@ const pythonWasm = {
   id: "python-wasm",
   tier: "nano",
   languages: ["python"] as const,
-  start: replayable(startPythonWasm),
+  ...replayable(startPythonWasm),
   check: checkNanoSecrets,
   prewarm: () => poolFor("python", () => spawnPythonWorker([], true), "nano")?.fill(),
   info: () => ({}),
@@ -123,7 +134,7 @@ const quickjsWasm = {
   id: "quickjs-wasm",
   tier: "nano",
   languages: ["javascript", "typescript"] as const,
-  start: replayable(({ options: o, seed, clock, mounts, secrets }) => {
+  ...replayable(({ options: o, seed, clock, mounts, secrets }) => {
     // One pool for both languages: a worker learns at configure time whether it strips types.
     const pool = o.pool ? poolFor("javascript", () => spawnJsWorker(true), "nano") : undefined;
     const language = o.language === "typescript" ? "typescript" : "javascript";
@@ -133,17 +144,26 @@ const quickjsWasm = {
   info: () => ({}),
 } satisfies NanoEngineDescriptor;
 
+function gvisorConfig({ options: o, seed, mounts, secrets }: EngineStart<HeavyOptions>): GvisorEngineConfig {
+  return { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })), network: o.network, secrets: heavySecrets(o, secrets) };
+}
+
+function microvmConfig({ options: o, seed, secrets }: EngineStart<HeavyOptions>): MicrovmEngineConfig {
+  return { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), network: o.network, secrets: heavySecrets(o, secrets) };
+}
+
 const heavyGvisor = {
   id: "heavy-gvisor",
   tier: "heavy",
   backend: "gvisor" as const,
   languages: ["python"] as const,
-  start: ({ options: o, seed, mounts, secrets }) => {
-    const config = { limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), mounts: mounts.map(({ hostPath, guestPath }) => ({ hostPath, guestPath })), network: o.network, secrets: heavySecrets(o, secrets) };
+  start: (s) => {
+    const config = gvisorConfig(s);
     const spec = boxSpec(config);
-    const pool = o.pool && mounts.length === 0 ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true }), "heavy") : undefined;
+    const pool = s.options.pool && s.mounts.length === 0 ? poolFor(specKey(spec), () => GvisorBox.start(spec, { warm: true }), "heavy") : undefined;
     return GvisorEngine.start(config, pool);
   },
+  load: async (s, saved, dir) => loadGvisorSnapshot(gvisorConfig(s), saved, dir),
   check: checkHeavySecrets,
   // The fallback: gVisor serves every heavy configuration.
   auto: () => Promise.resolve(true),
@@ -156,7 +176,8 @@ const heavyMicrovm = {
   backend: "microvm" as const,
   languages: ["python"] as const,
   refuses: { mounts: "the microVM backend shares no file system with the host; copy files in with sb.files.write" },
-  start: ({ options: o, seed, secrets }) => MicrovmEngine.start({ limits: o.limits, env: o.env, seed, packages: imagePackages(o.image, o.packages), network: o.network, secrets: heavySecrets(o, secrets) }, o.pool),
+  start: (s) => MicrovmEngine.start(microvmConfig(s), s.options.pool),
+  load: (s, saved, dir) => loadMicrovmSnapshot(microvmConfig(s), saved, dir),
   check: checkHeavySecrets,
   // Only where KVM boots it (TCG is for testing) and no mount is asked for.
   auto: async ({ options: o, mounts }) => mounts.length === 0 && (await microvmOnKvm(imagePackages(o.image, o.packages))),
@@ -175,6 +196,23 @@ function autoSides(s: EngineStart<AutoOptions>): { nano: EngineStart<NanoOptions
   };
 }
 
+/** Both sides of a tier "auto" sandbox and the auto engine's config (how it starts its heavy side). */
+function autoConfig(s: EngineStart<AutoOptions>) {
+  const sides = autoSides(s);
+  // One set of secrets: the guest's placeholders stay the same across the move.
+  const grant = s.options.network;
+  const secrets = grant && grant.secrets.length > 0 ? new SecretSet(grant.secrets) : undefined;
+  const nano = { ...sides.nano, secrets };
+  const heavy = { ...sides.heavy, secrets };
+  const heavyEngines = candidateEngines(heavy);
+  const config = {
+    startHeavy: async () => (await startEngine(heavyEngines, heavy)).engine,
+    mountPaths: s.mounts.map((m) => m.guestPath),
+    maxCopyEntries: s.options.limits.vfsFiles + 1024,
+  };
+  return { nano, heavy, config };
+}
+
 const auto = {
   id: "auto",
   tier: "auto",
@@ -182,19 +220,16 @@ const auto = {
   // The heavy side's options must fit a heavy engine now, not at the first move (e.g. mounts with backend "microvm").
   check: (s) => void candidateEngines(autoSides(s).heavy),
   start: async (s) => {
-    const sides = autoSides(s);
-    // One set of secrets: the guest's placeholders stay the same across the move.
-    const grant = s.options.network;
-    const secrets = grant && grant.secrets.length > 0 ? new SecretSet(grant.secrets) : undefined;
-    const nano = { ...sides.nano, secrets };
-    const heavy = { ...sides.heavy, secrets };
-    const heavyEngines = candidateEngines(heavy);
-    const config = {
-      startHeavy: async () => (await startEngine(heavyEngines, heavy)).engine,
-      mountPaths: s.mounts.map((m) => m.guestPath),
-      maxCopyEntries: s.options.limits.vfsFiles + 1024,
-    };
+    const { nano, config } = autoConfig(s);
     return AutoEngine.onNano(await startPythonWasm(nano), config);
+  },
+  // Saved only once on the heavy tier: the heavy side's descriptor, read by the heavy engine that wrote it.
+  load: async (s, saved, dir) => {
+    const { heavy, config } = autoConfig(s);
+    const kind = typeof saved === "object" && saved !== null ? (saved as { kind?: unknown }).kind : undefined;
+    const engine = kind === "gvisor-checkpoint" ? heavyGvisor : kind === "microvm" ? heavyMicrovm : undefined;
+    if (!engine) throw new SavedStateError(`the saved tier "auto" sandbox in ${dir} names no heavy backend this build has (kind ${JSON.stringify(kind)})`);
+    return AutoEngine.heavySnapshot(await engine.load(heavy, saved, dir), config);
   },
   info: (e) => e.info ?? {},
 } satisfies AutoEngineDescriptor;
@@ -272,6 +307,19 @@ export async function startEngine(candidates: readonly EngineDescriptor[], s: En
     }
   }
   throw new TierUnavailableError(`no engine of this build serves tier "${s.options.tier}" with language "${s.options.language}" (engines: ${ENGINES.map(describe).join("; ")})`);
+}
+
+/**
+ * An engine snapshot read back from disk: the engine `engineId` (as SandboxSnapshot.engineId
+ * named it) loads `saved` from `dir` for a sandbox started as `s`. SavedStateError when the
+ * engine is not in this build, cannot load, or refuses what it reads.
+ */
+export async function loadEngineSnapshot(engineId: string, s: EngineStart<NanoOptions | HeavyOptions | AutoOptions>, saved: unknown, dir: string): Promise<EngineSnapshot> {
+  const d = ENGINES.find((e) => e.id === engineId);
+  if (!d) throw new SavedStateError(`the saved state in ${dir} is of the engine "${engineId}", which this build does not have (engines: ${ENGINES.map((e) => e.id).join(", ")})`);
+  if (d.tier !== s.options.tier) throw new SavedStateError(`the saved state in ${dir} is of the ${d.tier}-tier engine "${engineId}", but its options are of tier "${s.options.tier}"`);
+  if (!d.load) throw new SavedStateError(`the engine "${engineId}" cannot load saved states`);
+  return (d.load as (s: EngineStart<unknown>, saved: unknown, dir: string) => Promise<EngineSnapshot>)(s, saved, dir);
 }
 
 /** Warm every engine's pool that has a single kind (called when pools are sized up). */

@@ -2,11 +2,15 @@
 // engine the registry picks, serialises operations on one sandbox, and turns engine answers into
 // the public result shape. It names no engine.
 import { randomBytes } from "node:crypto";
-import { InvalidOptionsError, SandboxClosedError, TierUnavailableError, type LimitName } from "../errors.js";
+import fs from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+import { InvalidOptionsError, SandboxClosedError, SavedStateError, TierUnavailableError, type LimitName } from "../errors.js";
 import type { Duplex } from "node:stream";
 import type { Engine, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
-import { engineById, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
+import { engineById, loadEngineSnapshot, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
+import { readSavedFile } from "../engines/saved-files.js";
 import {
   commandOptionsSchema,
   forkOptionsSchema,
@@ -382,10 +386,85 @@ export class SandboxSnapshot {
     return this.engineSnapshot.remove();
   }
 
+  /**
+   * Write this snapshot into `dir` (an existing, empty directory the caller owns): the engine's
+   * payload (moved there, for heavy checkpoints) and `snapshot.json` (options, seed, engine and
+   * the engine's descriptor of its payload). This object is spent afterwards: restore from
+   * `SandboxSnapshot.load()` of where `dir` ends up. Refused (SavedStateError) for a sandbox with
+   * network secrets (their values are never written to disk) and for engines that cannot save to
+   * disk (TierUnavailableError).
+   */
+  async persist(dir: string): Promise<void> {
+    const refusal = this.persistRefusal();
+    if (refusal) throw new SavedStateError(refusal);
+    const saved = await (this.engineSnapshot.persist as (dir: string) => Promise<unknown>).call(this.engineSnapshot, dir);
+    const meta: z.input<typeof savedSnapshotSchema> = { version: 1, engineId: this.engineId, seed: this.seed, options: this.options, engine: saved };
+    fs.writeFileSync(path.join(dir, SNAPSHOT_FILE), JSON.stringify(meta));
+  }
+
+  /** Why `persist` would refuse this snapshot before writing anything, or undefined when it would not. @internal */
+  persistRefusal(): string | undefined {
+    if (this.options.network?.secrets.length) return "a sandbox with network secrets is not written to disk (their values would be)";
+    if (!this.engineSnapshot.persist) return `the engine "${this.engineId}" cannot write its snapshots to disk`;
+    return undefined;
+  }
+
+  /**
+   * A snapshot from what `persist` wrote into `dir`. Everything read is checked (sizes, the option
+   * schema, each engine's descriptor, paths inside `dir`, the image or artefacts it needs being
+   * built here); SavedStateError names what is wrong. Restores from it as from the original.
+   */
+  static async load(dir: string): Promise<SandboxSnapshot> {
+    let meta: z.output<typeof savedSnapshotSchema>;
+    try {
+      meta = savedSnapshotSchema.parse(JSON.parse(readSavedFile(dir, SNAPSHOT_FILE, MAX_SNAPSHOT_JSON_BYTES).toString("utf8")));
+    } catch (e) {
+      if (e instanceof SavedStateError) throw e;
+      throw new SavedStateError(`${path.join(dir, SNAPSHOT_FILE)} is not a saved snapshot: ${e instanceof z.ZodError ? e.issues.slice(0, 3).map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") : (e as Error).message}`, { cause: e });
+    }
+    let r: ReturnType<typeof resolveSandboxOptions>;
+    try {
+      // The same resolution as at create (clock, mounts' real paths), with the sandbox's own seed.
+      r = resolveSandboxOptions(meta.options);
+    } catch (e) {
+      throw new SavedStateError(`the options saved in ${path.join(dir, SNAPSHOT_FILE)} no longer resolve: ${(e as Error).message}`, { cause: e });
+    }
+    const engine = await loadEngineSnapshot(meta.engineId, { options: r.options, seed: meta.seed, clock: r.clock, mounts: [...r.mounts] }, meta.engine, dir);
+    return new SandboxSnapshot(engine, r.options, meta.seed, meta.engineId);
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     await this.remove();
   }
 }
+
+/** The file a persisted snapshot's own metadata is in, beside its engine's payload. */
+const SNAPSHOT_FILE = "snapshot.json";
+const MAX_SNAPSHOT_JSON_BYTES = 16 * 1024 * 1024;
+const savedSnapshotSchema = z.strictObject({
+  version: z.literal(1),
+  engineId: z.string().max(64),
+  seed: z.number().int().min(0).max(2 ** 53),
+  /** The sandbox's resolved options (secrets never: persist refuses them); checked by the option schema at load. */
+  options: z.record(z.string(), z.unknown()),
+  engine: z.unknown(),
+});
+
+/** Stands in for the engine of a sandbox made paused (from a saved state): nothing runs until it is resumed. */
+const PAUSED_ENGINE: Engine = {
+  closedReason: "paused",
+  pid: undefined,
+  run: () => Promise.reject(new SandboxClosedError("paused")),
+  writeFile: () => Promise.reject(new SandboxClosedError("paused")),
+  readFile: () => Promise.reject(new SandboxClosedError("paused")),
+  list: () => Promise.reject(new SandboxClosedError("paused")),
+  remove: () => Promise.reject(new SandboxClosedError("paused")),
+  exists: () => Promise.reject(new SandboxClosedError("paused")),
+  makeDir: () => Promise.reject(new SandboxClosedError("paused")),
+  dispose: () => Promise.resolve(),
+};
+
+const SANDBOX_ID = /^sb_[0-9a-f]{24}$/;
 
 /**
  * What runs a sandbox. Tier "auto" says which tier it runs on now (`current`), with the heavy
@@ -404,7 +483,7 @@ export function newSandboxId(): string {
 
 export class Sandbox {
   /** This sandbox's id, `sb_` + 24 hex digits, drawn at creation; a restored or forked sandbox gets its own. */
-  readonly id: string = newSandboxId();
+  readonly id: string;
   /** Seed of the sandbox's randomness (the caller's, or the fresh one drawn for it; a fork's own when it was given one). */
   readonly seed: number;
   readonly options: SandboxOptions;
@@ -424,7 +503,9 @@ export class Sandbox {
     private readonly descriptor: EngineDescriptor,
     options: SandboxOptions,
     seed: number,
+    id: string = newSandboxId(),
   ) {
+    this.id = id;
     // Secret values stay with the engine: what callers (and the servers) read shows "***".
     this.options = redactSecrets(options);
     this.seed = seed;
@@ -475,6 +556,48 @@ export class Sandbox {
       const saved = await this.engine.snapshot({ final: true });
       this.pausedState = saved;
       await this.engine.dispose("paused");
+    });
+  }
+
+  /**
+   * A paused sandbox, with the id `id`, from a saved state (`SandboxSnapshot.load` of what
+   * `persistPaused` wrote, in an earlier process): the first operation on it restores it, as
+   * after a pause. @internal
+   */
+  static fromPaused(id: string, saved: SandboxSnapshot): Sandbox {
+    if (!SANDBOX_ID.test(id)) throw new SavedStateError(`${JSON.stringify(id.slice(0, 64))} is not a sandbox id (sb_ and 24 hex digits)`);
+    const open = Sandbox.byId.get(id)?.deref();
+    if (open && open.killed === undefined) throw new SavedStateError(`a sandbox ${id} is already open in this process`);
+    const sb = new Sandbox(PAUSED_ENGINE, engineById(saved.engineId), saved.options, saved.seed, id);
+    sb.pausedState = saved.engineSnapshot;
+    return sb;
+  }
+
+  /**
+   * Hand the paused state to `write` (as a SandboxSnapshot to `persist` into a directory it then
+   * puts in place; it resolves with that place), then take it back from there
+   * (`SandboxSnapshot.load`): the sandbox stays paused, its state now on disk. In the sandbox's
+   * turn, so nothing resumes it meanwhile. SavedStateError, the sandbox still paused in memory,
+   * when it cannot be written (`persistRefusal`); should `write` or the load back fail, the saved
+   * state is gone with it: the sandbox is then killed (SandboxClosedError on its next use). @internal
+   */
+  persistPaused(write: (snap: SandboxSnapshot) => Promise<string>): Promise<void> {
+    return this.queued(async () => {
+      const saved = this.pausedState;
+      if (!saved || this.killed !== undefined) throw new SandboxClosedError(this.killed ?? "the sandbox is not paused");
+      const snap = new SandboxSnapshot(saved, this.options, this.seed, this.descriptor.id);
+      // Refused before anything moved (secrets, an engine that cannot save): still paused in memory.
+      const refusal = snap.persistRefusal();
+      if (refusal) throw new SavedStateError(refusal);
+      try {
+        this.pausedState = (await SandboxSnapshot.load(await write(snap))).engineSnapshot;
+      } catch (e) {
+        this.killed = `its saved state could not be written to disk or read back: ${(e as Error).message}`;
+        Sandbox.byId.delete(this.id);
+        this.pausedState = undefined;
+        await saved.remove().catch(() => undefined);
+        throw e;
+      }
     });
   }
 

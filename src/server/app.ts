@@ -83,8 +83,13 @@ export function createApp(o: AppOptions): Hono<Env> {
   const snapshots = o.snapshots ?? new SnapshotStore(24 * 3600_000);
   /** The caller's snapshot named in the path, or 404 (another key's too). */
   const snapshotOf = (c: Context<Env>): SnapshotEntry => {
-    const s = snapshots.get(c.get("who").name, c.req.param("snapshotId") ?? "");
-    if (!s) throw notFound("no such snapshot for this API key");
+    const id = c.req.param("snapshotId") ?? "";
+    const s = snapshots.get(c.get("who").name, id);
+    if (!s) {
+      // One the state directory held but refused at start: say why it cannot be restored.
+      const refused = snapshots.refusedReason(id);
+      throw notFound(refused ? `snapshot ${id} was not loaded from the state directory and cannot be restored: ${refused}` : "no such snapshot for this API key");
+    }
     return s;
   };
   const openapi = JSON.stringify(openApiDocument(o.version));
@@ -320,7 +325,10 @@ export function createApp(o: AppOptions): Hono<Env> {
   async function find(c: Context<Env>, op: OperationId): Promise<Entry> {
     const id = c.req.param("id") ?? "";
     const e = registry.get(c.get("who").name, id);
-    if (!e) throw notFound(`no sandbox ${JSON.stringify(id)} for this API key`);
+    if (!e) {
+      const refused = registry.refusedReason(id);
+      throw notFound(refused ? `sandbox ${id} was not loaded from the state directory and cannot be resumed: ${refused}` : `no sandbox ${JSON.stringify(id)} for this API key`);
+    }
     if (!KEEP_PAUSED.has(op)) await registry.resume(e);
     if (e.paused) return e;
     if (e.sandbox.closed && c.req.method !== "GET" && c.req.method !== "DELETE") {
@@ -524,7 +532,7 @@ function checkNetwork(asked: readonly string[], who: Principal, serverAllow: rea
   });
 }
 
-function checkMount(m: { hostPath: string; readOnly: boolean }, i: number, roots: string[]): void {
+export function checkMount(m: { hostPath: string; readOnly: boolean }, i: number, roots: string[]): void {
   const field = `mounts.${i}.hostPath`;
   if (roots.length === 0) throw invalid(`mounts.${i}`, "this server allows no mounts (start it with --mount-root DIR)");
   if (!m.readOnly) throw invalid(`mounts.${i}.readOnly`, "the HTTP API grants read-only mounts only");

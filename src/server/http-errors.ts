@@ -10,6 +10,7 @@ import {
   PortConnectError,
   ReplayError,
   SandboxClosedError,
+  SavedStateError,
   TierUnavailableError,
 } from "../index.js";
 
@@ -93,6 +94,7 @@ export function toHttp(e: unknown): { status: number; body: ErrorBody; headers: 
       if (e.cell !== undefined) error.cell = e.cell;
     }
     else if (e instanceof AbortedError) status = 400;
+    else if (e instanceof SavedStateError) status = 500; // the server's state directory: the sandbox is not affected
     else if (e instanceof PortConnectError) {
       // Nothing listens on the guest port: the sandbox lives on.
       status = 502;

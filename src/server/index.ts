@@ -8,12 +8,13 @@ import type { Duplex } from "node:stream";
 import { availableParallelism } from "node:os";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
-import { Sandbox } from "../index.js";
-import { createApp } from "./app.js";
+import { Sandbox, type SandboxSnapshot } from "../index.js";
+import { checkMount, createApp } from "./app.js";
 import { KeyRing } from "./keys.js";
 import { ServerMetrics } from "./metrics.js";
 import { ExposedPorts, upgradeHandler } from "./ports.js";
 import { SandboxRegistry } from "./registry.js";
+import { StateDir } from "./state.js";
 import { parseAllowEntry } from "../policy/network.js";
 
 export { KeyRing, loadKeys, type Principal, type Quota } from "./keys.js";
@@ -44,12 +45,21 @@ export interface ServerOptions {
   netAllow?: string[];
   /** How long a snapshot, or a paused sandbox, is kept before the server deletes it (default 24 h). */
   snapshotTtlMs?: number;
+  /**
+   * A directory where snapshots and paused sandboxes are written (atomically, checksummed) so they
+   * outlive the process: loaded back at start (server/state.ts). Absent: memory only.
+   */
+  stateDir?: string;
+  /** What close() does with running sandboxes: "pause" (write them to the state dir; the default with stateDir) or "kill" (the default without). */
+  onShutdown?: "pause" | "kill";
   log?: (line: string) => void;
 }
 
 export interface RunningServer {
   url: string;
   port: number;
+  /** What close() does with running sandboxes. */
+  onShutdown: "pause" | "kill";
   /** Kill every sandbox the server owns, stop the pool, close the socket. Idempotent. */
   close(): Promise<void>;
 }
@@ -77,8 +87,10 @@ const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.me
 /** The HTTP API without a socket: `app.fetch` (or `app.request()` in tests) serves it in-process. */
 export interface AgentboxServer {
   app: { fetch: (req: Request) => Response | Promise<Response>; request: Hono["request"] };
-  /** Kill every sandbox the server owns and stop the pool. Idempotent. */
+  /** End every sandbox the server owns (kill, or pause into the state directory: `onShutdown`) and stop the pool. Idempotent. */
   close(): Promise<void>;
+  /** What close() does with running sandboxes. */
+  onShutdown: "pause" | "kill";
   /** For a Node HTTP server's 'upgrade' event: WebSockets to the sandboxes' proxied ports. */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
@@ -88,6 +100,9 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
   const keys = opts.keys ?? KeyRing.none();
   const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
   const ref: { registry?: SandboxRegistry } = {};
+  const state = opts.stateDir !== undefined ? StateDir.open(opts.stateDir, log) : undefined;
+  const onShutdown = opts.onShutdown ?? (state ? "pause" : "kill");
+  if (onShutdown === "pause" && !state) throw new Error("--on-shutdown pause needs --state-dir (where the paused sandboxes are written)");
   const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0, () => ref.registry?.heavy ?? 0);
   const registry = (ref.registry = new SandboxRegistry(
     {
@@ -97,11 +112,21 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
       queueTimeoutMs: opts.queueTimeoutMs ?? SERVER_DEFAULTS.queueTimeoutMs,
       maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism(),
       pausedTtlMs: opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs,
+      state,
+      log,
     },
     metrics,
   ));
   const ports = new ExposedPorts();
-  const snapshots = new SnapshotStore(opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs);
+  const snapshots = new SnapshotStore(opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs, state, log);
+  const mountRoots = (opts.mountRoots ?? []).map((r) => realpathSync(r));
+  if (state) {
+    // What the directory names is held to this start's rules: its mounts under today's --mount-root.
+    const admit = (s: SandboxSnapshot) => s.options.mounts.forEach((m, i) => checkMount(m, i, mountRoots));
+    await snapshots.load(admit);
+    await registry.load(admit);
+    log(`state: ${state.root}: loaded ${snapshots.size} snapshots and ${registry.size} paused sandboxes`);
+  }
   const app = createApp({
     ports,
     snapshots,
@@ -111,7 +136,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     version: VERSION,
     maxJsonBytes: opts.maxJsonBytes ?? SERVER_DEFAULTS.maxJsonBytes,
     maxUploadBytes: opts.maxUploadBytes ?? SERVER_DEFAULTS.maxUploadBytes,
-    mountRoots: (opts.mountRoots ?? []).map((r) => realpathSync(r)),
+    mountRoots,
     netAllow: (opts.netAllow ?? []).map((e) => {
       const r = parseAllowEntry(e);
       if (typeof r === "string") throw new Error(`--allow-net: ${r}`);
@@ -123,10 +148,11 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
   let closing: Promise<void> | undefined;
   return {
     app,
+    onShutdown,
     upgrade: upgradeHandler({ keys, registry, ports }),
     close: () =>
       (closing ??= (async () => {
-        await registry.closeAll(); // running requests end with their sandbox's error
+        await registry.closeAll(onShutdown); // running requests end with their sandbox's error (or wait for its pause)
         await snapshots.closeAll();
         await Sandbox.shutdownPool();
       })()),
@@ -152,6 +178,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     port,
+    onShutdown: inner.onShutdown,
     close: () =>
       (closing ??= (async () => {
         const closed = new Promise<void>((r) => server.close(() => r()));

@@ -8,10 +8,25 @@
 // still counts against its key's maxSandboxes. The next request that uses it resumes it (slots
 // taken again, queueing as a create does); a paused sandbox is deleted after the pause TTL. A
 // sandbox whose tier cannot be saved is killed at idle instead.
-import { Sandbox, type SandboxOptions, type SandboxSnapshot } from "../index.js";
+// With a state directory (state.ts) a pause also writes the sandbox's saved state to disk, a resume
+// or delete removes it, and at start the paused sandboxes on disk come back, paused, with their ids;
+// at shutdown (`onShutdown: "pause"`) running sandboxes are paused and written rather than killed.
+import { z } from "zod";
+import { Sandbox, SandboxSnapshot, type SandboxOptions } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
+import type { StateDir } from "./state.js";
+
+/** What a paused sandbox's entry in the state directory keeps beside its saved state. */
+const pausedInfoSchema = z.strictObject({
+  owner: z.string().min(1).max(256),
+  idleTimeoutMs: z.number().int().positive(),
+  idleAction: z.enum(["pause", "kill"]),
+  createdAt: z.number().int().min(0),
+  pausedAt: z.number().int().min(0),
+  expiresAt: z.number().int().min(0),
+});
 
 export interface RegistryOptions {
   /** Live sandboxes across all keys and tiers. */
@@ -26,6 +41,9 @@ export interface RegistryOptions {
   maxConcurrentStarts: number;
   /** How long a paused sandbox is kept before it is deleted (default 24 h). */
   pausedTtlMs?: number;
+  /** Where paused sandboxes are written so they outlive the process (absent: memory only). */
+  state?: StateDir | undefined;
+  log?: ((line: string) => void) | undefined;
 }
 
 export type IdleAction = "pause" | "kill";
@@ -51,6 +69,8 @@ export interface Entry {
   holdsSlot: boolean;
   /** Whether it counts against its key's maxSandboxes (until deleted or closed). */
   counted: boolean;
+  /** Paused, with its saved state in the state directory (a restart brings it back). */
+  persisted?: boolean | undefined;
 }
 
 interface Waiter {
@@ -161,10 +181,92 @@ export class SandboxRegistry {
       entry.paused = { at, expiresAt: at + (this.opts.pausedTtlMs ?? 24 * 3600_000) };
       this.metrics.sandboxesPaused.inc();
       this.releaseSlots(entry);
-      // A paused sandbox nobody comes back to is deleted after the pause TTL.
-      entry.timer = setTimeout(() => void this.remove(entry).catch(() => undefined), (this.opts.pausedTtlMs ?? 24 * 3600_000));
-      entry.timer.unref();
+      this.expireWhenPaused(entry);
+      await this.persist(entry);
     });
+  }
+
+  /** A paused sandbox nobody comes back to is deleted at its expiry. */
+  private expireWhenPaused(entry: Entry): void {
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => void this.remove(entry).catch(() => undefined), Math.max(0, (entry.paused?.expiresAt ?? 0) - Date.now()));
+    entry.timer.unref();
+  }
+
+  /**
+   * Write a paused sandbox's saved state into the state directory. One that cannot be written
+   * (network secrets) stays paused in memory, with a log line; one whose write failed part-way has
+   * lost its saved state and is deleted.
+   */
+  private async persist(entry: Entry): Promise<void> {
+    const state = this.opts.state;
+    const paused = entry.paused;
+    if (!state || !paused) return;
+    const info: z.output<typeof pausedInfoSchema> = { owner: entry.owner, idleTimeoutMs: entry.idleTimeoutMs, idleAction: entry.idleAction, createdAt: entry.createdAt, pausedAt: paused.at, expiresAt: paused.expiresAt };
+    try {
+      await entry.sandbox.persistPaused((snap) => state.write("paused", entry.id, info, (dir) => snap.persist(dir)));
+      entry.persisted = true;
+    } catch (e) {
+      const log = this.opts.log ?? (() => undefined);
+      if (!entry.sandbox.closed) {
+        log(`state: paused sandbox ${entry.id} is kept in memory only (a restart loses it): ${(e as Error).message}`);
+        return;
+      }
+      log(`state: paused sandbox ${entry.id} could not be written to disk and is deleted: ${(e as Error).message}`);
+      // Not this.remove(): it waits for the pause this runs in. The sandbox is killed already.
+      clearTimeout(entry.timer);
+      this.entries.delete(entry.id);
+      this.release(entry);
+    }
+  }
+
+  /**
+   * At start: the paused sandboxes the state directory holds, back with their ids, owners and
+   * expiry (an expired one is deleted; one that fails its checks, cannot load, or `admit` refuses
+   * — the server's mount roots — is moved aside).
+   * They count against their keys' maxSandboxes as before the restart.
+   */
+  async load(admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<void> {
+    const state = this.opts.state;
+    if (!state) return;
+    for (const e of await state.entries("paused")) {
+      try {
+        const info = pausedInfoSchema.parse(e.info);
+        if (info.expiresAt <= Date.now()) {
+          state.remove("paused", e.id);
+          continue;
+        }
+        const saved = await SandboxSnapshot.load(e.dir);
+        admit(saved);
+        const sandbox = Sandbox.fromPaused(e.id, saved);
+        this.watch(sandbox);
+        const entry: Entry = {
+          id: e.id,
+          owner: info.owner,
+          sandbox,
+          createdAt: info.createdAt,
+          lastActiveAt: info.pausedAt,
+          idleTimeoutMs: info.idleTimeoutMs,
+          idleAction: info.idleAction,
+          paused: { at: info.pausedAt, expiresAt: info.expiresAt },
+          busy: 0,
+          timer: undefined,
+          holdsSlot: false,
+          counted: true,
+          persisted: true,
+        };
+        this.entries.set(entry.id, entry);
+        this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 0) + 1);
+        this.expireWhenPaused(entry);
+      } catch (err) {
+        state.refuse("paused", e.id, (err as Error).message);
+      }
+    }
+  }
+
+  /** Why a sandbox id the state directory had was not loaded (a 404 says it), when it was refused. */
+  refusedReason(id: string): string | undefined {
+    return this.opts.state?.refusedReason("paused", id);
   }
 
   /** Bring a paused sandbox back (its slots first, queueing as a create does); a no-op when it runs. */
@@ -184,6 +286,11 @@ export class SandboxRegistry {
         throw e;
       }
       entry.paused = undefined;
+      if (entry.persisted) {
+        // Running again: what was on disk is stale (and its payload used up by the restore).
+        entry.persisted = false;
+        this.opts.state?.remove("paused", entry.id);
+      }
       entry.holdsSlot = true;
       entry.lastActiveAt = Date.now();
       this.metrics.sandboxesResumed.inc();
@@ -290,19 +397,45 @@ export class SandboxRegistry {
     try {
       await entry.changing?.catch(() => undefined);
       await entry.sandbox.kill(); // a paused one deletes what it saved
+      if (entry.persisted) this.opts.state?.remove("paused", entry.id);
     } finally {
       this.release(entry);
     }
   }
 
-  /** Stop taking creates, refuse the queue, kill every sandbox (and any still starting). */
-  async closeAll(): Promise<void> {
+  /**
+   * Stop taking creates, refuse the queue, and end every sandbox (and any still starting). With
+   * `onShutdown: "pause"` and a state directory, idle running sandboxes are paused and written to
+   * disk first (those that cannot be, or have a request in progress, are killed) and the paused
+   * ones on disk are left there for the next start; otherwise every sandbox is killed.
+   */
+  async closeAll(onShutdown: "pause" | "kill" = "kill"): Promise<void> {
     this.closing = true;
     this.heavySlots.rejectAll(shuttingDown);
     this.slots.rejectAll(shuttingDown);
+    if (onShutdown === "pause" && this.opts.state) {
+      await Promise.allSettled([...this.entries.values()].map((e) => this.keepForRestart(e)));
+    }
     await Promise.allSettled([...this.entries.values()].map((e) => this.remove(e)));
     await Promise.allSettled([...this.pending]);
     await Promise.allSettled([...this.entries.values()].map((e) => this.remove(e)));
+  }
+
+  /** At a "pause" shutdown: pause and write `entry` (unless it is already on disk or busy), then forget it without deleting what it saved. */
+  private async keepForRestart(entry: Entry): Promise<void> {
+    // A request in progress (maybe a loop until its time limit) would hold the shutdown up, and a
+    // cell stopped part-way cannot be replayed anyway: such a sandbox is killed, as without a state dir.
+    if (entry.busy > 0) return;
+    if (!entry.paused && !entry.sandbox.closed) {
+      try {
+        await this.pause(entry);
+      } catch (e) {
+        (this.opts.log ?? (() => undefined))(`shutdown: sandbox ${entry.id} could not be paused and is killed: ${(e as Error).message}`);
+      }
+    } else await entry.changing?.catch(() => undefined);
+    if (!entry.persisted) return; // killed with the rest
+    clearTimeout(entry.timer);
+    this.entries.delete(entry.id);
   }
 
   private arm(entry: Entry): void {

@@ -1,12 +1,23 @@
 // The server's snapshots: each belongs to the API key that made it (another key's is a 404, as
 // for sandboxes), counts against that key's maxSnapshots, and expires after the server's
 // snapshot TTL unless deleted first. Restoring one starts a new sandbox and leaves the snapshot
-// (it restores any number of times); deleting removes its saved state. Held in memory: a server
-// restart loses them (saved state on disk across restarts is future work, --state-dir).
+// (it restores any number of times); deleting removes its saved state. With a state directory
+// (state.ts) each is written to disk when taken, deleted from it with the snapshot, and loaded
+// back at start (same owner, same expiry); without one, a server restart loses them.
 import { randomBytes } from "node:crypto";
-import type { SandboxSnapshot } from "../index.js";
+import { z } from "zod";
+import { SandboxSnapshot } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
+import type { StateDir } from "./state.js";
+
+/** What a snapshot's entry in the state directory keeps beside the snapshot itself. */
+const snapshotInfoSchema = z.strictObject({
+  owner: z.string().min(1).max(256),
+  sandboxId: z.string().max(64),
+  createdAt: z.number().int().min(0),
+  expiresAt: z.number().int().min(0),
+});
 
 export interface SnapshotEntry {
   readonly id: string;
@@ -22,7 +33,43 @@ export interface SnapshotEntry {
 export class SnapshotStore {
   private readonly entries = new Map<string, SnapshotEntry>();
 
-  constructor(private readonly ttlMs: number) {}
+  constructor(
+    private readonly ttlMs: number,
+    private readonly state?: StateDir | undefined,
+    private readonly log: (line: string) => void = () => undefined,
+  ) {}
+
+  /**
+   * Load the snapshots the state directory holds (at start): each with its owner and expiry; an
+   * expired one is deleted, one that fails its checks, cannot be loaded or `admit` refuses (the
+   * server's mount roots) is moved aside (logged).
+   */
+  async load(admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<void> {
+    if (!this.state) return;
+    for (const e of await this.state.entries("snapshots")) {
+      try {
+        const info = snapshotInfoSchema.parse(e.info);
+        if (info.expiresAt <= Date.now()) {
+          this.state.remove("snapshots", e.id);
+          continue;
+        }
+        const snapshot = await SandboxSnapshot.load(e.dir);
+        admit(snapshot);
+        this.track({ id: e.id, owner: info.owner, sandboxId: info.sandboxId, snapshot, createdAt: info.createdAt, expiresAt: info.expiresAt });
+      } catch (err) {
+        this.state.refuse("snapshots", e.id, (err as Error).message);
+      }
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Why a snapshot id the state directory had was not loaded (a 404 says it), when it was refused. */
+  refusedReason(id: string): string | undefined {
+    return this.state?.refusedReason("snapshots", id);
+  }
 
   /** Take one of the key's snapshot places for `take` (which makes the snapshot), or 429. */
   async add(who: Principal, sandboxId: string, take: () => Promise<SandboxSnapshot>): Promise<SnapshotEntry> {
@@ -32,17 +79,45 @@ export class SnapshotStore {
     }
     this.reserving.set(who.name, this.reserved(who.name) + 1);
     try {
-      const snapshot = await take();
+      let snapshot = await take();
       const now = Date.now();
       const id = `snap_${randomBytes(12).toString("hex")}`;
-      const timer = setTimeout(() => void this.remove(id), this.ttlMs);
-      timer.unref();
-      const entry: SnapshotEntry = { id, owner: who.name, sandboxId, snapshot, createdAt: now, expiresAt: now + this.ttlMs, timer };
-      this.entries.set(id, entry);
-      return entry;
+      const info: z.output<typeof snapshotInfoSchema> = { owner: who.name, sandboxId, createdAt: now, expiresAt: now + this.ttlMs };
+      if (this.state) snapshot = await this.persist(id, info, snapshot);
+      return this.track({ id, ...info, snapshot });
     } finally {
       this.reserving.set(who.name, this.reserved(who.name) - 1);
     }
+  }
+
+  /**
+   * Write the snapshot into the state directory and load it back from there (what a restart
+   * would load). One whose sandbox cannot be written (network secrets, a backend without it) is
+   * kept in memory only, with a log line; a failure once its payload moved loses it (thrown).
+   */
+  private async persist(id: string, info: z.output<typeof snapshotInfoSchema>, snapshot: SandboxSnapshot): Promise<SandboxSnapshot> {
+    const state = this.state as StateDir;
+    const refusal = snapshot.persistRefusal();
+    if (refusal) {
+      this.log(`state: snapshot ${id} is kept in memory only (a restart loses it): ${refusal}`);
+      return snapshot;
+    }
+    try {
+      const dir = await state.write("snapshots", id, info, (tmp) => snapshot.persist(tmp));
+      return await SandboxSnapshot.load(dir);
+    } catch (e) {
+      await snapshot.remove().catch(() => undefined);
+      state.remove("snapshots", id);
+      throw e;
+    }
+  }
+
+  private track(e: Omit<SnapshotEntry, "timer">): SnapshotEntry {
+    const timer = setTimeout(() => void this.remove(e.id), Math.max(0, e.expiresAt - Date.now()));
+    timer.unref();
+    const entry: SnapshotEntry = { ...e, timer };
+    this.entries.set(e.id, entry);
+    return entry;
   }
 
   /** The entry, if it exists and belongs to `owner`. */
@@ -61,10 +136,22 @@ export class SnapshotStore {
     this.entries.delete(id);
     clearTimeout(e.timer);
     await e.snapshot.remove();
+    this.state?.remove("snapshots", id);
   }
 
+  /** At shutdown: snapshots on disk stay there for the next start; the others are deleted. */
   async closeAll(): Promise<void> {
-    await Promise.allSettled([...this.entries.keys()].map((id) => this.remove(id)));
+    const kept = this.state;
+    await Promise.allSettled(
+      [...this.entries.values()].map(async (e) => {
+        if (kept && kept.has("snapshots", e.id)) {
+          clearTimeout(e.timer);
+          this.entries.delete(e.id);
+          return;
+        }
+        await this.remove(e.id);
+      }),
+    );
   }
 
   private readonly reserving = new Map<string, number>();

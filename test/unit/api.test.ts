@@ -30,6 +30,7 @@ describe("public API", () => {
       "SandboxNetwork",
       "SandboxPorts",
       "SandboxSnapshot",
+      "SavedStateError",
       "SnapshotRemovedError",
       "TIERS",
       "TierUnavailableError",

@@ -152,6 +152,7 @@ _BY_CODE: Dict[str, Type[AgentboxError]] = {
     "ABORTED": AbortedError,
     "REPLAY_FAILED": ReplayError,
     "PORT_UNREACHABLE": PortUnreachableError,
+    "SAVED_STATE_INVALID": AgentboxError,
     "BAD_GATEWAY": PortUnreachableError,
     "UNAUTHORIZED": AuthenticationError,
     "NOT_FOUND": NotFoundError,

@@ -192,12 +192,18 @@ export class AutoEngine implements Engine {
     if (!heavy?.snapshot) {
       throw new TierUnavailableError('snapshot() of a tier "auto" sandbox needs it to run on the heavy tier; it still runs on the nano tier (it moves when a cell needs the heavy tier, or create it with { tier: "heavy" })');
     }
-    const saved = await heavy.snapshot(opts);
-    const config = this.config;
-    return {
+    return AutoEngine.heavySnapshot(await heavy.snapshot(opts), this.config);
+  }
+
+  /** A heavy-side snapshot (taken now, or read back from disk) whose restores are tier "auto" sandboxes on the heavy tier. */
+  static heavySnapshot(saved: EngineSnapshot, config: AutoEngineConfig): EngineSnapshot {
+    const snap: EngineSnapshot = {
       restore: async (opts) => AutoEngine.onHeavy(await saved.restore(opts), config),
       remove: () => saved.remove(),
     };
+    // The heavy side's descriptor as it is: the registry's loader reads it with the heavy engine's.
+    if (saved.persist) snap.persist = (dir) => (saved.persist as (dir: string) => Promise<unknown>).call(saved, dir);
+    return snap;
   }
 
   async dispose(reason = "killed"): Promise<void> {

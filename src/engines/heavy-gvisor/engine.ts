@@ -6,6 +6,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { z } from "zod";
+import { SavedStateError } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
 import type { SecretSet } from "../../policy/secrets.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
@@ -15,7 +17,9 @@ import type { WorkerPool } from "../pool/pool.js";
 import type { OutputListener } from "../heavy/agent-client.js";
 import type { AgentFinal } from "../heavy/agent-session.js";
 import type { AgentConfigExtras, HeavyBackend, HeavySavedState } from "../heavy/backend.js";
-import { HeavyEngine } from "../heavy/engine.js";
+import { HeavyEngine, heavySnapshot } from "../heavy/engine.js";
+import type { EngineSnapshot } from "../engine.js";
+import { moveInto, savedDir } from "../saved-files.js";
 import { requireImage } from "../heavy/image.js";
 import { GvisorBox, guestMemoryLimits, specKey, type BoxSpec } from "./box.js";
 
@@ -135,11 +139,55 @@ class GvisorBackend implements HeavyBackend<GvisorResources> {
   }
 }
 
+/** A checkpoint on disk: the `runsc checkpoint` image directory and the box it was taken of. */
+const savedCheckpointSchema = z.strictObject({
+  kind: z.literal("gvisor-checkpoint"),
+  path: z.literal("checkpoint"),
+  /** The image the container ran: a checkpoint restores only into the same root file system. */
+  image: z.strictObject({ id: z.string().max(128), createdAt: z.string().max(64) }),
+  memoryMb: z.number().int().positive(),
+  cpus: z.number().positive(),
+  diskMb: z.number().int().positive(),
+});
+
+/**
+ * A gVisor snapshot from what `persist` wrote into `dir`, for a sandbox of `config` (its options
+ * as saved): the image must be the one the checkpoint was taken in, built here, and the box's
+ * shape (memory, cpus, disk) must match the options, or the load fails naming what differs.
+ */
+export function loadGvisorSnapshot(config: GvisorEngineConfig, saved: unknown, dir: string): EngineSnapshot {
+  const r = savedCheckpointSchema.safeParse(saved);
+  if (!r.success) throw new SavedStateError(`the saved gVisor checkpoint in ${dir} is not valid: ${r.error.issues.slice(0, 3).map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+  const d = r.data;
+  let spec: BoxSpec;
+  try {
+    spec = boxSpec(config);
+  } catch (e) {
+    throw new SavedStateError(`the saved gVisor checkpoint in ${dir} needs the heavy-tier image ${d.image.id}: ${(e as Error).message}`, { cause: e });
+  }
+  if (spec.image.id !== d.image.id || spec.image.createdAt !== d.image.createdAt) {
+    throw new SavedStateError(`the saved gVisor checkpoint in ${dir} was taken in the image ${d.image.id} built at ${d.image.createdAt}; this host has ${spec.image.id} built at ${spec.image.createdAt} (a checkpoint restores only into the root file system it was taken in)`);
+  }
+  if (spec.memoryMb !== d.memoryMb || spec.cpus !== d.cpus || spec.diskMb !== d.diskMb) {
+    throw new SavedStateError(`the saved gVisor checkpoint in ${dir} is of a box of ${d.memoryMb} MB, ${d.cpus} cpus, ${d.diskMb} MB of disk, which its saved options do not describe`);
+  }
+  return heavySnapshot(new GvisorCheckpoint(savedDir(dir, d.path), spec), config);
+}
+
 class GvisorCheckpoint implements HeavySavedState<GvisorResources> {
   constructor(
-    private readonly dir: string,
+    private dir: string,
     private readonly spec: BoxSpec,
   ) {}
+
+  /** Move the checkpoint image into `into/checkpoint` (loadGvisorSnapshot reads it back). */
+  async persist(into: string): Promise<z.input<typeof savedCheckpointSchema>> {
+    const { image, memoryMb, cpus, diskMb } = this.spec;
+    if (this.spec.agentArgv) throw new SavedStateError("a box with a replaced agent (a test's) is not written to disk");
+    moveInto(this.dir, path.join(into, "checkpoint"));
+    this.dir = path.join(into, "checkpoint");
+    return { kind: "gvisor-checkpoint", path: "checkpoint", image: { id: image.id, createdAt: image.createdAt }, memoryMb, cpus, diskMb };
+  }
 
   async restore(): Promise<HeavyBackend<GvisorResources>> {
     return new GvisorBackend(await GvisorBox.restore(this.spec, this.dir), true);

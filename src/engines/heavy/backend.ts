@@ -60,4 +60,6 @@ export interface HeavySavedState<R = unknown> {
   restore(): Promise<HeavyBackend<R>>;
   /** Delete the saved state. Idempotent. */
   remove(): Promise<void>;
+  /** Move the saved state into `dir` and describe it (relative paths); see EngineSnapshot.persist. */
+  persist?(dir: string): Promise<unknown>;
 }

@@ -4,7 +4,7 @@
 // as its backend does, and turns a backend's checkpoints into engine snapshots. Backends are
 // started by their own folders (heavy-gvisor/, microvm/), which hand a live backend to `start`.
 import { randomInt } from "node:crypto";
-import { PortConnectError, SandboxClosedError, SnapshotRemovedError, WorkerCrashedError } from "../../errors.js";
+import { PortConnectError, SandboxClosedError, SnapshotRemovedError, TierUnavailableError, WorkerCrashedError } from "../../errors.js";
 import type { NetworkGrant } from "../../policy/network.js";
 import type { SecretSet } from "../../policy/secrets.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
@@ -209,6 +209,11 @@ export class HeavyEngine<R = unknown> implements Engine {
   }
 }
 
+/** An engine snapshot of a backend's saved state read back from disk (the backend's own loader made `saved`). */
+export function heavySnapshot<R>(saved: HeavySavedState<R>, config: HeavySessionConfig): EngineSnapshot {
+  return new HeavySnapshot(saved, config);
+}
+
 class HeavySnapshot<R> implements EngineSnapshot {
   private removed = false;
   constructor(
@@ -225,5 +230,11 @@ class HeavySnapshot<R> implements EngineSnapshot {
   async remove(): Promise<void> {
     this.removed = true;
     await this.saved.remove();
+  }
+
+  async persist(dir: string): Promise<unknown> {
+    if (this.removed) throw new SnapshotRemovedError();
+    if (!this.saved.persist) throw new TierUnavailableError("this heavy backend's saved state cannot be written to disk");
+    return this.saved.persist(dir);
   }
 }

@@ -8,13 +8,16 @@ import type { SecretSet } from "../../policy/secrets.js";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { TierUnavailableError, WorkerCrashedError } from "../../errors.js";
+import { z } from "zod";
+import { SavedStateError, TierUnavailableError, WorkerCrashedError } from "../../errors.js";
+import type { EngineSnapshot } from "../engine.js";
+import { moveInto, savedDir } from "../saved-files.js";
 import type { HeavyLimits as Limits } from "../../policy/options.js";
 import type { AgentRequest } from "../../protocol/agent.js";
 import type { OutputListener } from "../heavy/agent-client.js";
 import type { AgentFinal } from "../heavy/agent-session.js";
 import type { AgentConfigExtras, HeavyBackend, HeavySavedState } from "../heavy/backend.js";
-import { HeavyEngine } from "../heavy/engine.js";
+import { HeavyEngine, heavySnapshot } from "../heavy/engine.js";
 import { poolFor } from "../pools.js";
 import { detectAccel, type AccelChoice } from "./accel.js";
 import { buildMicrovmArtefacts, findMicrovmArtefacts, requireMicrovmArtefacts } from "./artefacts.js";
@@ -183,9 +186,40 @@ class MicrovmBackend implements HeavyBackend<MicrovmResources> {
   }
 }
 
+/** A saved VM on disk: its state directory and the VM it was taken of. */
+const savedVmSchema = z.strictObject({
+  kind: z.literal("microvm"),
+  path: z.literal("vm"),
+  ram: z.literal("streamed"),
+  /** The kernel and root disk the VM ran: its state restores only onto the same ones. */
+  artefacts: z.string().max(128),
+  accel: z.enum(["kvm", "tcg"]),
+  memoryMb: z.number().int().positive(),
+  vcpus: z.number().int().positive(),
+  diskMb: z.number().int().positive(),
+});
+
+/**
+ * A microVM snapshot from what `persist` wrote into `dir`, for a sandbox of `config`: the
+ * artefacts, accelerator and VM shape the options give here must be the saved VM's.
+ */
+export async function loadMicrovmSnapshot(config: MicrovmEngineConfig, saved: unknown, dir: string): Promise<EngineSnapshot> {
+  const r = savedVmSchema.safeParse(saved);
+  if (!r.success) throw new SavedStateError(`the saved microVM in ${dir} is not valid: ${r.error.issues.slice(0, 3).map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+  const d = r.data;
+  const { spec, accel } = await microvmSpec(config).catch((e: unknown) => {
+    throw new SavedStateError(`the saved microVM in ${dir} needs the microVM artefacts ${d.artefacts}: ${(e as Error).message}`, { cause: e });
+  });
+  if (spec.artefacts.id !== d.artefacts) throw new SavedStateError(`the saved microVM in ${dir} ran the artefacts ${d.artefacts}; this host has ${spec.artefacts.id} for its options`);
+  if (spec.accel !== d.accel || spec.memoryMb !== d.memoryMb || spec.vcpus !== d.vcpus || spec.diskMb !== d.diskMb) {
+    throw new SavedStateError(`the saved microVM in ${dir} is a ${d.accel} VM of ${d.memoryMb} MB, ${d.vcpus} vCPUs, ${d.diskMb} MB of disk; here its options give ${spec.accel}, ${spec.memoryMb} MB, ${spec.vcpus} vCPUs, ${spec.diskMb} MB`);
+  }
+  return heavySnapshot(new MicrovmSavedVm({ dir: savedDir(dir, d.path), ram: d.ram }, spec, accel), config);
+}
+
 class MicrovmSavedVm implements HeavySavedState<MicrovmResources> {
   constructor(
-    private readonly state: SavedState,
+    private state: SavedState,
     private readonly spec: VmSpec,
     private readonly accel: AccelChoice,
   ) {}
@@ -196,6 +230,16 @@ class MicrovmSavedVm implements HeavySavedState<MicrovmResources> {
 
   async remove(): Promise<void> {
     fs.rmSync(this.state.dir, { recursive: true, force: true });
+  }
+
+  /** Move the VM's state directory into `into/vm` (loadMicrovmSnapshot reads it back). */
+  async persist(into: string): Promise<z.input<typeof savedVmSchema>> {
+    if (this.state.ram !== "streamed") throw new SavedStateError("a VM whose RAM is a shared file is not written to disk");
+    const to = path.join(into, "vm");
+    moveInto(this.state.dir, to);
+    this.state = { ...this.state, dir: to };
+    const { artefacts, accel, memoryMb, vcpus, diskMb } = this.spec;
+    return { kind: "microvm", path: "vm", ram: "streamed", artefacts: artefacts.id, accel, memoryMb, vcpus, diskMb };
   }
 }
 

@@ -7,10 +7,14 @@
 // With a seed and the virtual clock the replay is byte-identical, so globals, imports, files and
 // the random stream are the original's; docs/ARCHITECTURE.md ("Nano snapshots") says what differs
 // otherwise. Imports no other engine.
-import { InvalidOptionsError, ReplayError, SnapshotRemovedError } from "../../errors.js";
+import fs from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+import { InvalidOptionsError, ReplayError, SavedStateError, SnapshotRemovedError } from "../../errors.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { Engine, EngineNetwork, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
 import { walkFiles, type WalkEntry, type WalkOptions } from "../file-walk.js";
+import { readSavedFile } from "../saved-files.js";
 
 /** Most steps (cells and host file operations) a history holds; past it snapshot() refuses, the sandbox runs on. */
 export const MAX_HISTORY_STEPS = 1000;
@@ -279,4 +283,82 @@ class ReplaySnapshot implements EngineSnapshot {
     this.history = { steps: [], bytes: 0, runs: 0 };
     this.image = [];
   }
+
+  /** Write the history and image into `dir` (`loadReplaySnapshot` reads them back). */
+  async persist(dir: string): Promise<unknown> {
+    if (this.removed) throw new SnapshotRemovedError();
+    return writeReplay(dir, this.history, this.image);
+  }
+}
+
+/** A saved history and file image on disk: the JSON below, bytes in `data/<n>` files beside it. */
+const savedReplaySchema = z.strictObject({
+  kind: z.literal("replay"),
+  runs: z.number().int().min(0).max(MAX_HISTORY_STEPS),
+  steps: z
+    .array(
+      z.discriminatedUnion("kind", [
+        z.strictObject({ kind: z.literal("run"), n: z.number().int().min(1).max(MAX_HISTORY_STEPS), code: z.string().max(MAX_HISTORY_BYTES), timeoutMs: z.number().int().positive().max(2 ** 31), raised: z.string().max(256).nullable() }),
+        z.strictObject({ kind: z.literal("write"), path: z.string().min(1).max(4096), data: z.string() }),
+        z.strictObject({ kind: z.literal("remove"), path: z.string().min(1).max(4096) }),
+        z.strictObject({ kind: z.literal("mkdir"), path: z.string().min(1).max(4096) }),
+        z.strictObject({ kind: z.literal("reseed"), seed: z.number().int().min(0).max(2 ** 53) }),
+      ]),
+    )
+    .max(MAX_HISTORY_STEPS),
+  image: z.array(z.discriminatedUnion("type", [z.strictObject({ path: z.string().min(1).max(4096), type: z.literal("dir") }), z.strictObject({ path: z.string().min(1).max(4096), type: z.literal("file"), data: z.string() })])),
+});
+
+/** Data files are named by a running number under data/: never a name a descriptor could choose freely. */
+const DATA_FILE = /^data\/[0-9]{1,7}$/;
+
+function writeReplay(dir: string, history: History, image: ImageEntry[]): z.input<typeof savedReplaySchema> {
+  fs.mkdirSync(path.join(dir, "data"), { recursive: true });
+  let n = 0;
+  const put = (data: Uint8Array): string => {
+    const rel = `data/${n++}`;
+    fs.writeFileSync(path.join(dir, rel), data);
+    return rel;
+  };
+  return {
+    kind: "replay",
+    runs: history.runs,
+    steps: history.steps.map((s) => (s.kind === "write" ? { kind: "write", path: s.path, data: put(s.data) } : s)),
+    image: image.map((e) => (e.type === "file" ? { path: e.path, type: "file", data: put(e.data) } : e)),
+  };
+}
+
+/**
+ * A replay snapshot from what `persist` wrote into `dir`. Every field is checked, each data file
+ * named by its number and size-checked against the history cap (and the image's against the
+ * sandbox's limits.vfsBytes and entry count), so a corrupt or hostile descriptor fails here.
+ */
+export function loadReplaySnapshot(config: ReplayConfig, saved: unknown, dir: string): EngineSnapshot {
+  const r = savedReplaySchema.safeParse(saved);
+  if (!r.success) throw new SavedStateError(`the saved nano history in ${dir} is not valid: ${r.error.issues.slice(0, 3).map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+  const d = r.data;
+  const read = (rel: string, budget: number): Uint8Array => {
+    if (!DATA_FILE.test(rel)) throw new SavedStateError(`the saved nano history in ${dir} names the data file ${JSON.stringify(rel.slice(0, 100))}, which is not one of its own (data/<n>)`);
+    return new Uint8Array(readSavedFile(dir, rel, Math.max(0, budget)));
+  };
+  let historyBytes = 0;
+  const steps: Step[] = d.steps.map((s) => {
+    if (s.kind === "write") {
+      const data = read(s.data, MAX_HISTORY_BYTES - historyBytes);
+      historyBytes += data.byteLength + s.path.length;
+      return { kind: "write", path: s.path, data };
+    }
+    historyBytes += s.kind === "run" ? Buffer.byteLength(s.code) : s.kind === "reseed" ? 8 : s.path.length;
+    return s;
+  });
+  if (historyBytes > MAX_HISTORY_BYTES) throw new SavedStateError(`the saved nano history in ${dir} holds more than ${MAX_HISTORY_BYTES} bytes (MAX_HISTORY_BYTES)`);
+  if (d.image.length > config.maxEntries) throw new SavedStateError(`the saved file image in ${dir} lists ${d.image.length} entries, more than the sandbox's ${config.maxEntries}`);
+  let imageBytes = 0;
+  const image: ImageEntry[] = d.image.map((e) => {
+    if (e.type === "dir") return e;
+    const data = read(e.data, config.vfsBytes - imageBytes);
+    imageBytes += data.byteLength;
+    return { path: e.path, type: "file", data };
+  });
+  return new ReplaySnapshot(config, { steps, bytes: historyBytes, runs: d.runs }, image);
 }
