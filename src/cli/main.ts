@@ -12,6 +12,7 @@ import { parseMcpSandboxOptions, runStdioMcpServer, type McpSessionOptions } fro
 import { loadKeys, SERVER_DEFAULTS, startServer, type RunningServer } from "../server/index.js";
 import { flagError, flagHelp, flagOptions, parseDuration, parseInteger, readFlags, UsageError, type FlagName, type ReadFlags } from "./flags.js";
 import { execCommand, imageCommand } from "./heavy.js";
+import { snapshotCommand } from "./snapshots.js";
 import { stopped, stopSignal } from "./lifecycle.js";
 import { errorJson } from "./output.js";
 import { ResultFiles } from "./results.js";
@@ -30,6 +31,7 @@ commands:
                          --tier auto: Python on nano, moved to heavy when code needs it)
   exec --tier heavy -- CMD...  run a command in a fresh heavy-tier sandbox (agentbox exec -h)
   image build|list|rm    the heavy tier's Debian images (agentbox image -h)
+  snapshot list|rm       a server's saved snapshots in its --state-dir (agentbox snapshot -h)
 
 run options:
 ${flagHelp(RUN_FLAGS)}
@@ -93,6 +95,7 @@ const COMMANDS: Record<string, Command> = {
   mcp: mcpCommand,
   exec: execCommand,
   image: imageCommand,
+  snapshot: snapshotCommand,
 };
 
 export async function main(argv: string[], io: Io = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) }): Promise<number> {

@@ -10,11 +10,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import type { ChildProcess } from "node:child_process";
-import "../helpers.js";
+import { spawnSync, type ChildProcess } from "node:child_process";
+import { agentboxEnv } from "../helpers.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
 import { ensureArtefacts, skipMicrovm } from "../microvm.js";
-import { spawnServer } from "../server-helpers.js";
+import { BIN, spawnServer } from "../server-helpers.js";
 
 const KEY = "state-test-key-0123456789abcdef";
 const dirs: string[] = [];
@@ -103,6 +103,36 @@ describe("agentbox serve --state-dir", () => {
       await stop(srv);
     } finally {
       srv.proc.kill("SIGKILL");
+    }
+  });
+
+  it("agentbox snapshot list|rm on a stopped server's state dir: lists snapshots and paused sandboxes, removes one, refuses an unknown id", async () => {
+    const dir = stateDir();
+    const { srv, id, sid } = await roundTrip(dir, { language: "python", seed: 7 });
+    await stop(srv);
+    const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, "snapshot", ...args], { env: agentboxEnv(), encoding: "utf8" });
+    const listed = cli("list", "--state-dir", dir, "--json");
+    assert.equal(listed.status, 0, listed.stderr);
+    const snaps = JSON.parse(listed.stdout) as { id: string; owner: string }[];
+    assert.deepEqual(snaps.map((e) => e.id), [sid]);
+    assert.equal(snaps[0]!.owner.length > 0, true);
+    assert.deepEqual((JSON.parse(cli("list", "--state-dir", dir, "--paused", "--json").stdout) as { id: string }[]).map((e) => e.id), [id]);
+    assert.match(cli("list", "--state-dir", dir).stdout, new RegExp(`^${sid}  owner=`));
+    const rm = cli("rm", "--state-dir", dir, sid);
+    assert.equal(rm.status, 0, rm.stderr);
+    assert.deepEqual(JSON.parse(cli("list", "--state-dir", dir, "--json").stdout), []);
+    const unknown = cli("rm", "--state-dir", dir, "snap_000000000000000000000000");
+    assert.equal(unknown.status, 1);
+    assert.match(unknown.stderr, /no snapshot "snap_0+"/);
+    assert.equal(cli("list").status, 64, "--state-dir is required");
+    // The next start has the paused sandbox and not the removed snapshot.
+    const again = await start(dir);
+    try {
+      assert.equal((await again.api("GET", `/sandboxes/${id}`)).json.status, "paused");
+      assert.deepEqual((await again.api("GET", "/snapshots")).json.snapshots, []);
+      await stop(again);
+    } finally {
+      again.proc.kill("SIGKILL");
     }
   });
 
