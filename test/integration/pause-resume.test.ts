@@ -3,6 +3,8 @@
 // Sandbox.connect(id)) brings it back exactly: variables, imports, files, the seeded random stream
 // (nano), and the processes the guest left running (heavy).
 import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { Sandbox, SandboxClosedError } from "../../src/index.js";
 import "../helpers.js";
@@ -30,6 +32,22 @@ describe("pause and resume (nano)", () => {
       assert.notEqual(sb.pid, pid);
     });
   }
+
+  it("the network log and its watchers carry across a pause", async (t) => {
+    const server = http.createServer((_req, res) => res.end("ok"));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    t.after(() => server.close());
+    const port = (server.address() as AddressInfo).port;
+    await using sb = await Sandbox.create({ language: "python", network: { allow: [`127.0.0.1:${port}`] } });
+    const seen: string[] = [];
+    sb.network.watch((e) => seen.push(e.url));
+    const get = `import urllib.request\nurllib.request.urlopen("http://127.0.0.1:${port}/a").read()`;
+    assert.equal((await sb.runCode(get)).value, "b'ok'");
+    await sb.pause();
+    assert.equal((await sb.runCode(get.replace("/a", "/b"))).value, "b'ok'");
+    assert.deepEqual(sb.network.log().map((e) => e.url), [`http://127.0.0.1:${port}/a`, `http://127.0.0.1:${port}/b`]);
+    assert.deepEqual(seen, [`http://127.0.0.1:${port}/a`, `http://127.0.0.1:${port}/b`], "the watcher follows the resumed engine (the replay's own request is not recorded)");
+  });
 
   it("Sandbox.connect(id) and Sandbox.resume(id) find this process's sandbox; a killed one is gone", async () => {
     const sb = await Sandbox.create({ language: "python" });
