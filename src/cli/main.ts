@@ -42,7 +42,7 @@ ${flagHelp(MCP_FLAGS)}
 serve options:
   --host HOST            address to listen on (default ${D.host}; non-loopback needs API keys)
   --port PORT            port (default ${D.port}; 0 picks a free one)
-  --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs","maxCpus","maxDiskMb","allowNet"}]}
+  --keys FILE            API keys, JSON {"keys":[{"name","key"|"sha256","maxSandboxes","maxMemoryMb","maxRunMs","maxCpus","maxDiskMb","maxSnapshots","maxSnapshotMb","allowNet"}]}
                          (else $AGENTBOX_API_KEYS_FILE, or $AGENTBOX_API_KEYS: the same JSON or key1,key2)
   --max-sandboxes N      live sandboxes across all keys and tiers (default ${D.maxSandboxes}); creates past it queue
   --max-heavy N          live heavy-tier sandboxes (default ${D.maxHeavySandboxes}; each also counts in --max-sandboxes)

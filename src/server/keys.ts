@@ -19,6 +19,8 @@ export const quotaSchema = z.strictObject({
   maxDiskMb: z.int().min(1).max(64 * 1024).default(1024),
   /** Snapshots the key may keep at once (POST /sandboxes/{id}/snapshots; forks do not keep one). */
   maxSnapshots: z.int().min(0).max(10_000).default(16),
+  /** Disk its snapshots may take together, MiB (measured for snapshots written to --state-dir). */
+  maxSnapshotMb: z.int().min(0).max(1024 * 1024).default(4096),
 });
 
 const keyEntrySchema = quotaSchema.extend({
@@ -65,7 +67,7 @@ export class KeyRing {
       if (names.has(k.name)) throw new Error(`API keys: name ${JSON.stringify(k.name)} appears twice`);
       names.add(k.name);
       const digest = k.key !== undefined ? sha256(k.key) : Buffer.from(k.sha256!, "hex");
-      const quota = { maxSandboxes: k.maxSandboxes, maxMemoryMb: k.maxMemoryMb, maxRunMs: k.maxRunMs, maxCpus: k.maxCpus, maxDiskMb: k.maxDiskMb, maxSnapshots: k.maxSnapshots };
+      const quota = { maxSandboxes: k.maxSandboxes, maxMemoryMb: k.maxMemoryMb, maxRunMs: k.maxRunMs, maxCpus: k.maxCpus, maxDiskMb: k.maxDiskMb, maxSnapshots: k.maxSnapshots, maxSnapshotMb: k.maxSnapshotMb };
       return { name: k.name, quota, ...(k.allowNet ? { allowNet: k.allowNet } : {}), digest };
     });
     return new KeyRing(keys, keys.length === 0);

@@ -3,13 +3,16 @@
 // snapshot TTL unless deleted first. Restoring one starts a new sandbox and leaves the snapshot
 // (it restores any number of times); deleting removes its saved state. With a state directory
 // (state.ts) each is written to disk when taken, deleted from it with the snapshot, and loaded
-// back at start (same owner, same expiry); without one, a server restart loses them.
+// back at start (same owner, same expiry); without one, a server restart loses them. On disk a
+// snapshot's size is known, so a key's maxSnapshotMb bounds the disk its snapshots take (a
+// snapshot kept in memory only, without a state directory, has no measured size).
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { SandboxSnapshot } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
 import type { StateDir } from "./state.js";
+import { duBytes } from "../engines/heavy/image.js";
 
 /** What a snapshot's entry in the state directory keeps beside the snapshot itself. */
 const snapshotInfoSchema = z.strictObject({
@@ -27,6 +30,8 @@ export interface SnapshotEntry {
   readonly snapshot: SandboxSnapshot;
   readonly createdAt: number;
   readonly expiresAt: number;
+  /** Bytes it takes in the state directory; undefined when it is not written there. */
+  readonly bytes?: number | undefined;
   timer: NodeJS.Timeout;
 }
 
@@ -55,7 +60,7 @@ export class SnapshotStore {
         }
         const snapshot = await SandboxSnapshot.load(e.dir);
         admit(snapshot);
-        this.track({ id: e.id, owner: info.owner, sandboxId: info.sandboxId, snapshot, createdAt: info.createdAt, expiresAt: info.expiresAt });
+        this.track({ id: e.id, owner: info.owner, sandboxId: info.sandboxId, snapshot, createdAt: info.createdAt, expiresAt: info.expiresAt, bytes: duBytes(e.dir) });
       } catch (err) {
         this.state.refuse("snapshots", e.id, (err as Error).message);
       }
@@ -83,8 +88,23 @@ export class SnapshotStore {
       const now = Date.now();
       const id = `snap_${randomBytes(12).toString("hex")}`;
       const info: z.output<typeof snapshotInfoSchema> = { owner: who.name, sandboxId, createdAt: now, expiresAt: now + this.ttlMs };
-      if (this.state) snapshot = await this.persist(id, info, snapshot);
-      return this.track({ id, ...info, snapshot });
+      let bytes: number | undefined;
+      if (this.state) ({ snapshot, bytes } = await this.persist(id, info, snapshot));
+      if (bytes !== undefined) {
+        const used = this.list(who.name).reduce((n, e) => n + (e.bytes ?? 0), 0);
+        const cap = who.quota.maxSnapshotMb * 1024 * 1024;
+        if (used + bytes > cap) {
+          await snapshot.remove().catch(() => undefined);
+          this.state?.remove("snapshots", id);
+          throw new HttpError(
+            429,
+            "QUOTA_EXCEEDED",
+            `this snapshot takes ${(bytes / 2 ** 20).toFixed(1)} MiB and this API key's snapshots already take ${(used / 2 ** 20).toFixed(1)} of its ${who.quota.maxSnapshotMb} MiB (quota maxSnapshotMb); delete one first`,
+            { quota: "maxSnapshotMb", value: who.quota.maxSnapshotMb },
+          );
+        }
+      }
+      return this.track({ id, ...info, snapshot, bytes });
     } finally {
       this.reserving.set(who.name, this.reserved(who.name) - 1);
     }
@@ -95,16 +115,16 @@ export class SnapshotStore {
    * would load). One whose sandbox cannot be written (network secrets, a backend without it) is
    * kept in memory only, with a log line; a failure once its payload moved loses it (thrown).
    */
-  private async persist(id: string, info: z.output<typeof snapshotInfoSchema>, snapshot: SandboxSnapshot): Promise<SandboxSnapshot> {
+  private async persist(id: string, info: z.output<typeof snapshotInfoSchema>, snapshot: SandboxSnapshot): Promise<{ snapshot: SandboxSnapshot; bytes?: number }> {
     const state = this.state as StateDir;
     const refusal = snapshot.persistRefusal();
     if (refusal) {
       this.log(`state: snapshot ${id} is kept in memory only (a restart loses it): ${refusal}`);
-      return snapshot;
+      return { snapshot };
     }
     try {
       const dir = await state.write("snapshots", id, info, (tmp) => snapshot.persist(tmp));
-      return await SandboxSnapshot.load(dir);
+      return { snapshot: await SandboxSnapshot.load(dir), bytes: duBytes(dir) };
     } catch (e) {
       await snapshot.remove().catch(() => undefined);
       state.remove("snapshots", id);

@@ -136,6 +136,34 @@ describe("agentbox serve --state-dir", () => {
     }
   });
 
+  it("a key's snapshots on disk are bounded by its maxSnapshotMb (429 naming the quota); each reports its size", async () => {
+    const dir = stateDir();
+    const keys = JSON.stringify({ keys: [{ name: "roomy", key: KEY }, { name: "tiny", key: "tiny-key-0123456789abcdef", maxSnapshotMb: 0 }] });
+    const s = await spawnServer(["--pool", "0", "--state-dir", dir], { AGENTBOX_API_KEYS: keys });
+    try {
+      const call = async (key: string, method: string, p: string, json?: unknown) => {
+        const res = await fetch(s.url + p, { method, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: json === undefined ? undefined : JSON.stringify(json) });
+        return { status: res.status, json: (await res.json()) as any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+      };
+      for (const key of [KEY, "tiny-key-0123456789abcdef"]) {
+        const id = (await call(key, "POST", "/sandboxes", { language: "python" })).json.id as string;
+        await call(key, "POST", `/sandboxes/${id}/run`, { code: "x = 1" });
+        const snap = await call(key, "POST", `/sandboxes/${id}/snapshots`);
+        if (key === KEY) {
+          assert.equal(snap.status, 201, JSON.stringify(snap.json));
+          assert.ok(snap.json.sizeBytes > 0, "the size it takes on disk");
+        } else {
+          assert.equal(snap.status, 429, JSON.stringify(snap.json));
+          assert.match(snap.json.error.message, /quota maxSnapshotMb/);
+          assert.deepEqual((await call(key, "GET", "/snapshots")).json.snapshots, []);
+          assert.equal(fs.readdirSync(path.join(dir, "snapshots")).length, 1, "the refused one left nothing on disk");
+        }
+      }
+    } finally {
+      s.proc.kill("SIGKILL");
+    }
+  });
+
   it("a half-written entry (.tmp-*, or no meta.json) is ignored and cleaned up; a flipped byte or a path outside the entry is refused, logged, moved aside, 404 naming why", async () => {
     const dir = stateDir();
     const { srv: first, id, sid } = await roundTrip(dir, { language: "python", seed: 3 });

@@ -61,7 +61,7 @@ describe("API keys", () => {
   ]);
 
   it("authenticates by key or by its SHA-256, with the key's quotas (defaults filled in)", () => {
-    assert.deepEqual(ring.authenticate("alice-key-0123456789"), { name: "alice", quota: { maxSandboxes: 2, maxMemoryMb: 1024, maxRunMs: 300_000, maxCpus: 2, maxDiskMb: 1024, maxSnapshots: 16 } });
+    assert.deepEqual(ring.authenticate("alice-key-0123456789"), { name: "alice", quota: { maxSandboxes: 2, maxMemoryMb: 1024, maxRunMs: 300_000, maxCpus: 2, maxDiskMb: 1024, maxSnapshots: 16, maxSnapshotMb: 4096 } });
     assert.equal(ring.authenticate("bob-key-0123456789")?.name, "bob");
     assert.equal(ring.authenticate("alice-key-012345678"), undefined);
     assert.equal(ring.authenticate(""), undefined);
