@@ -49,10 +49,14 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
     progress(`lifecycle: nano: ${many} sandboxes created and paused`);
     const ids: string[] = [];
     const nanoPause: number[] = [];
+    const nanoFreed: number[] = [];
     for (let i = 0; i < many; i++) {
       const id = (await call("POST", "/sandboxes", { language: "python", seed: i, idleTimeoutMs: 3600_000 })).id as string;
       await call("POST", `/sandboxes/${id}/run`, { code: `x = ${i}` });
+      await new Promise((r) => setTimeout(r, 200)); // the pool's refill settles, so the difference is this worker's
+      const before = rssOf("python-worker");
       nanoPause.push(await timed(() => call("POST", `/sandboxes/${id}/pause`)));
+      nanoFreed.push((before - rssOf("python-worker")) / 2 ** 20);
       ids.push(id);
     }
     const workers = rssOf("python-worker");
@@ -66,6 +70,7 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
     }
     for (const id of ids) await server.app.request(`/sandboxes/${id}`, { method: "DELETE", headers: { authorization: `Bearer ${KEY}` } });
     rows.push(stats("lifecycle nano Python: pause (replay history saved, worker ended)", "ms", nanoPause));
+    rows.push(stats("lifecycle nano Python: resident memory a pause frees", "MB", nanoFreed));
     rows.push(stats(`lifecycle nano Python: ${many} paused, each resumed on demand → first result`, "ms", nanoResume));
     notes.push(`nano: worker processes' resident memory with ${many} sandboxes paused: ${(workers / 2 ** 20).toFixed(0)} MB (the pool's warm workers only)`);
     for (const b of backends) {
