@@ -27,7 +27,7 @@ import { scrubbingStream, type HeaderPair, type SecretSet } from "../../policy/s
 import { createSandboxCa, type SandboxCa } from "../../policy/tls-ca.js";
 import { checkAddresses, checkUrl, parseAllowList, schemeAndPort, urlForLog, type AllowRule, type NetworkGrant, type NetworkLogEntry } from "../../policy/network.js";
 import { pinnedLookup, systemResolver, type Resolver } from "../pool/fetch-broker.js";
-import { NetworkLog } from "../pool/network-log.js";
+import { LoggedAttempt, NetworkLog } from "../pool/network-log.js";
 
 /** The port the agent's proxy listens on, on the guest's loopback. */
 export const PROXY_PORT = 3128;
@@ -96,41 +96,9 @@ class Refusal extends Error {
 }
 
 /** One connection from its check to its close: recorded in the log exactly once. */
-class Attempt {
-  private readonly time = new Date().toISOString();
-  private readonly t0 = performance.now();
-  private recorded = false;
+class Attempt extends LoggedAttempt {
+  /** Why the address check let it through, once it did. */
   reason = "";
-  address: string | null = null;
-  status: number | null = null;
-  bytesSent = 0;
-  bytesReceived = 0;
-
-  constructor(
-    private readonly log: NetworkLog,
-    private readonly method: string,
-    private readonly target: Pick<NetworkLogEntry, "url" | "host" | "port">,
-  ) {}
-
-  record(decision: NetworkLogEntry["decision"], reason = this.reason, error?: string): void {
-    if (this.recorded) return;
-    this.recorded = true;
-    const e: NetworkLogEntry = {
-      time: this.time,
-      method: this.method,
-      ...this.target,
-      address: this.address,
-      hop: 0,
-      decision,
-      reason,
-      status: this.status,
-      bytesSent: this.bytesSent,
-      bytesReceived: this.bytesReceived,
-      durationMs: Math.round((performance.now() - this.t0) * 10) / 10,
-    };
-    if (error !== undefined) e.error = error;
-    this.log.add(e);
-  }
 }
 
 export class EgressProxy {

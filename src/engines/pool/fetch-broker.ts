@@ -20,7 +20,7 @@ import zlib from "node:zlib";
 import { checkAddresses, checkUrl, parseAllowList, schemeAndPort, urlForLog, type AllowRule, type NetworkGrant, type NetworkLogEntry } from "../../policy/network.js";
 import { SecretSet } from "../../policy/secrets.js";
 import type { FetchResult, WorkerMessage } from "../../protocol/messages.js";
-import { NetworkLog } from "./network-log.js";
+import { LoggedAttempt, NetworkLog } from "./network-log.js";
 
 type FetchRequest = Extract<WorkerMessage, { type: "fetch" }>;
 type Failure = Extract<FetchResult, { ok: false }>["error"];
@@ -80,33 +80,24 @@ class FetchFailure extends Error {
   }
 }
 
+/** The log's view of a request's URL: scheme://host[:port]/path, host and port ("" and null when it did not parse). */
+function logTarget(raw: string): Pick<NetworkLogEntry, "url" | "host" | "port"> {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return { url: "", host: "", port: null };
+  }
+  return { url: urlForLog(url), host: url.hostname, port: url.protocol === "http:" || url.protocol === "https:" ? schemeAndPort(url).port : null };
+}
+
 /** One hop of a request, from the first check to the last byte: recorded in the log exactly once. */
-class Attempt {
-  private readonly time = new Date().toISOString();
-  private readonly t0 = performance.now();
-  private readonly target: Pick<NetworkLogEntry, "url" | "host" | "port">;
-  private recorded = false;
+class Attempt extends LoggedAttempt {
   /** Set once the address check let it through: why. */
   private allowedBecause: string | undefined;
-  address: string | null = null;
-  status: number | null = null;
-  bytesSent = 0;
-  bytesReceived = 0;
 
-  constructor(
-    private readonly log: NetworkLog,
-    private readonly secrets: SecretSet,
-    raw: string,
-    private readonly method: string,
-    private readonly hop: number,
-  ) {
-    let url: URL | undefined;
-    try {
-      url = new URL(raw);
-    } catch {
-      url = undefined;
-    }
-    this.target = url ? { url: urlForLog(url), host: url.hostname, port: url.protocol === "http:" || url.protocol === "https:" ? schemeAndPort(url).port : null } : { url: "", host: "", port: null };
+  constructor(log: NetworkLog, secrets: SecretSet, raw: string, method: string, hop: number) {
+    super(log, method, logTarget(raw), hop, (text) => secrets.scrub(text));
   }
 
   allow(reason: string, address: string): void {
@@ -125,26 +116,6 @@ class Attempt {
   end(error?: string): void {
     if (this.allowedBecause !== undefined) this.record("allowed", this.allowedBecause, error);
     else this.record("error", error ?? "no connection was attempted");
-  }
-
-  private record(decision: NetworkLogEntry["decision"], reason: string, error?: string): void {
-    if (this.recorded) return;
-    this.recorded = true;
-    const e: NetworkLogEntry = {
-      time: this.time,
-      method: this.method,
-      ...this.target,
-      address: this.address,
-      hop: this.hop,
-      decision,
-      reason: this.secrets.scrub(reason),
-      status: this.status,
-      bytesSent: this.bytesSent,
-      bytesReceived: this.bytesReceived,
-      durationMs: Math.round((performance.now() - this.t0) * 10) / 10,
-    };
-    if (error !== undefined) e.error = this.secrets.scrub(error);
-    this.log.add(e);
   }
 }
 

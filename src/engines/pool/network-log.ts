@@ -44,3 +44,48 @@ export class NetworkLog {
     return () => void this.listeners.delete(listener);
   }
 }
+
+/**
+ * One attempt to reach the network, from its check to its end, recorded in `log` exactly once
+ * (the first record() wins) with its duration. The nano broker records one per request hop, the
+ * heavy tier's egress proxy one per connection or proxied request; `scrub` cleans what could quote
+ * a secret's value (reasons, errors).
+ */
+export class LoggedAttempt {
+  private readonly time = new Date().toISOString();
+  private readonly t0 = performance.now();
+  private recorded = false;
+  address: string | null = null;
+  status: number | null = null;
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  constructor(
+    private readonly log: NetworkLog,
+    private readonly method: string,
+    private readonly target: Pick<NetworkLogEntry, "url" | "host" | "port">,
+    private readonly hop = 0,
+    private readonly scrub: (text: string) => string = (text) => text,
+  ) {}
+
+  record(decision: NetworkLogEntry["decision"], reason: string, error?: string): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    const e: NetworkLogEntry = {
+      time: this.time,
+      method: this.method,
+      ...this.target,
+      address: this.address,
+      hop: this.hop,
+      decision,
+      reason: this.scrub(reason),
+      status: this.status,
+      bytesSent: this.bytesSent,
+      bytesReceived: this.bytesReceived,
+      durationMs: Math.round((performance.now() - this.t0) * 10) / 10,
+    };
+    if (error !== undefined) e.error = this.scrub(error);
+    this.log.add(e);
+  }
+}
+
