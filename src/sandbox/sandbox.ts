@@ -24,7 +24,8 @@ import {
   type PoolOptionsInput,
   type RunOptionsInput,
 } from "../policy/options.js";
-import { NETWORK_LOG_ENTRIES, type NetworkLogEntry } from "../policy/network.js";
+import type { NetworkLogEntry } from "../policy/network.js";
+import { CarriedNetworkLog } from "../engines/pool/network-log.js";
 import { redactSecrets } from "../policy/secrets.js";
 import type { DirEntry } from "../protocol/messages.js";
 import { resolveSandboxOptions, type SandboxOptions, type SandboxOptionsInput } from "./resolve.js";
@@ -495,10 +496,8 @@ export class Sandbox {
   private killed: string | undefined;
   /** While paused: the saved engine (its process ended); the next operation restores it. */
   private pausedState: EngineSnapshot | undefined;
-  /** The network attempts of the engines this sandbox ran on before a resume (kept across pauses). */
-  private earlierAttempts: NetworkLogEntry[] = [];
-  private readonly networkListeners = new Set<(entry: NetworkLogEntry) => void>();
-  private unwatchEngine: (() => void) | undefined;
+  /** The guest's network attempts, kept across pauses (each resume runs on a new engine). */
+  private readonly networkLog: CarriedNetworkLog;
   /** This process's open sandboxes by id (Sandbox.connect, Sandbox.resume); gone once killed. */
   private static readonly byId = new Map<string, WeakRef<Sandbox>>();
 
@@ -518,32 +517,17 @@ export class Sandbox {
     this.network = new SandboxNetwork(this);
     this.ports = new SandboxPorts(this);
     Sandbox.byId.set(this.id, new WeakRef(this));
-    this.followNetwork();
+    this.networkLog = new CarriedNetworkLog(engine.network);
   }
 
   /** The attempts kept, oldest first (the last NETWORK_LOG_ENTRIES, across pauses). @internal */
   networkEntries(): NetworkLogEntry[] {
-    return [...this.earlierAttempts, ...(this.engine.network?.entries() ?? [])].slice(-NETWORK_LOG_ENTRIES);
+    return this.networkLog.entries();
   }
 
   /** @internal */
   watchNetwork(listener: (entry: NetworkLogEntry) => void): () => void {
-    this.networkListeners.add(listener);
-    return () => void this.networkListeners.delete(listener);
-  }
-
-  /** Pass the current engine's attempts to this sandbox's listeners (called again after a resume). */
-  private followNetwork(): void {
-    this.unwatchEngine?.();
-    this.unwatchEngine = this.engine.network?.watch((e) => {
-      for (const l of this.networkListeners) {
-        try {
-          l(e);
-        } catch {
-          // a listener's failure is its own
-        }
-      }
-    });
+    return this.networkLog.watch(listener);
   }
 
   /**
@@ -639,10 +623,8 @@ export class Sandbox {
   private async wake(): Promise<void> {
     const saved = this.pausedState;
     if (!saved || this.killed !== undefined) return;
-    const before = this.networkEntries();
     this.engine = await saved.restore({});
-    this.earlierAttempts = before;
-    this.followNetwork();
+    this.networkLog.switchTo(this.engine.network);
     this.pausedState = undefined;
     await saved.remove().catch(() => undefined);
   }

@@ -6,7 +6,7 @@
 // had them, whatever the replay wrote), then dispose of the nano side. Engines are handed in by the
 // registry (this module imports no other engine).
 import { AbortedError, FileSystemError, ReplayError, SandboxClosedError, TierUnavailableError } from "../../errors.js";
-import { NETWORK_LOG_ENTRIES, type NetworkLogEntry } from "../../policy/network.js";
+import { CarriedNetworkLog } from "../pool/network-log.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { Engine, EngineNetwork, EnginePorts, EngineExecOptions, EngineExecResult, EngineInfo, EngineProcess, EngineRunOptions, EngineRunResult, EngineSnapshot, EngineSpawnOptions, NanoOnlyRunner } from "../engine.js";
 import { walkFiles, WRITABLE_ROOTS } from "../file-walk.js";
@@ -43,9 +43,7 @@ export class AutoEngine implements Engine {
   private runs = 0;
   private closed: string | undefined;
   /** The network record: the nano side's attempts (kept at the move), then the heavy side's. */
-  private earlierAttempts: NetworkLogEntry[] = [];
-  private readonly networkListeners = new Set<(e: NetworkLogEntry) => void>();
-  private unwatchNetwork: (() => void) | undefined;
+  private readonly networkLog: CarriedNetworkLog;
 
   private constructor(
     side: { nano: NanoSide } | { heavy: Engine },
@@ -53,26 +51,12 @@ export class AutoEngine implements Engine {
   ) {
     if ("nano" in side) this.nano = side.nano;
     else this.heavy = side.heavy;
-    this.followNetwork();
+    this.networkLog = new CarriedNetworkLog(this.current().network);
   }
 
   /** One record across the move, and one watch: listeners follow the sandbox to the heavy side. */
   get network(): EngineNetwork | undefined {
-    if (!this.current().network && this.earlierAttempts.length === 0) return undefined;
-    return {
-      entries: () => [...this.earlierAttempts, ...(this.current().network?.entries() ?? [])].slice(-NETWORK_LOG_ENTRIES),
-      watch: (listener) => {
-        this.networkListeners.add(listener);
-        return () => void this.networkListeners.delete(listener);
-      },
-    };
-  }
-
-  private followNetwork(): void {
-    this.unwatchNetwork?.();
-    this.unwatchNetwork = this.current().network?.watch((e) => {
-      for (const l of this.networkListeners) l(e);
-    });
+    return this.networkLog.empty ? undefined : this.networkLog;
   }
 
   /** A new sandbox: on the nano tier until a cell needs the heavy tier. */
@@ -261,10 +245,9 @@ export class AutoEngine implements Engine {
       throw e;
     }
     this.moving = undefined;
-    this.earlierAttempts = [...this.earlierAttempts, ...(nano.network?.entries() ?? [])].slice(-NETWORK_LOG_ENTRIES);
+    this.networkLog.switchTo(heavy.network);
     this.heavy = heavy;
     this.nano = undefined;
-    this.followNetwork();
     this.cells.length = 0;
     await nano.dispose("moved to the heavy tier");
   }

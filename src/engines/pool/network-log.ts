@@ -89,3 +89,56 @@ export class LoggedAttempt {
   }
 }
 
+/** What a record of attempts offers its readers (a NetworkLog, an engine's network record). */
+export type NetworkRecord = Pick<NetworkLog, "entries" | "watch">;
+
+/**
+ * One record across the engines a sandbox runs on in turn (tier auto's move to the heavy tier, a
+ * resume after a pause): the earlier engines' attempts are kept before the current one's, and
+ * watchers follow each switch.
+ */
+export class CarriedNetworkLog implements NetworkRecord {
+  private earlier: NetworkLogEntry[] = [];
+  private current: NetworkRecord | undefined;
+  private unwatch: (() => void) | undefined;
+  private readonly listeners = new Set<(entry: NetworkLogEntry) => void>();
+
+  constructor(first: NetworkRecord | undefined) {
+    this.follow(first);
+  }
+
+  /** No engine so far had a network record. */
+  get empty(): boolean {
+    return this.current === undefined && this.earlier.length === 0;
+  }
+
+  /** From now on `next`'s attempts; the current engine's are kept before them. */
+  switchTo(next: NetworkRecord | undefined): void {
+    this.earlier = this.entries();
+    this.follow(next);
+  }
+
+  entries(): NetworkLogEntry[] {
+    return [...this.earlier, ...(this.current?.entries() ?? [])].slice(-NETWORK_LOG_ENTRIES);
+  }
+
+  watch(listener: (entry: NetworkLogEntry) => void): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+
+  private follow(next: NetworkRecord | undefined): void {
+    this.unwatch?.();
+    this.current = next;
+    this.unwatch = next?.watch((e) => {
+      for (const l of this.listeners) {
+        try {
+          l(e);
+        } catch {
+          // A listener's failure is its own.
+        }
+      }
+    });
+  }
+}
+
