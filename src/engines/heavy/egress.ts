@@ -115,6 +115,8 @@ export class EgressProxy {
   private active = 0;
   private readonly open = new Set<Duplex>();
   private closed = false;
+  /** Upstream connections whose slot was given back. */
+  private readonly released = new WeakSet<Duplex>();
 
   constructor(
     private readonly grant: NetworkGrant,
@@ -388,11 +390,11 @@ export class EgressProxy {
     this.active++;
   }
 
+  /** Give back the connection `s` held (once, however many ways it ends). */
   private release(s: Duplex): void {
-    if (!(s as { released?: boolean }).released) {
-      (s as { released?: boolean }).released = true;
-      this.active = Math.max(0, this.active - 1);
-    }
+    if (this.released.has(s)) return;
+    this.released.add(s);
+    this.active = Math.max(0, this.active - 1);
   }
 
   /** Pass bytes both ways, counting and capping them, within the connection's lifetime. */
