@@ -159,7 +159,7 @@ describe("OpenAPI document", () => {
         const { stdout } = await run(process.execPath, ["--import", "tsx", path.join(dir, "program.ts"), url], { cwd: ROOT, env: { ...process.env } }).catch((e: { stdout: string; stderr: string }) =>
           assert.fail(`the generated client failed:\n${e.stdout}\n${e.stderr}\n${stderr()}`),
         );
-        assert.deepEqual(JSON.parse(stdout), { memoryMb: 128, timeoutMs: 30_000, value: "42", stdout: "hi\n", downloaded: "hello, bytes", missing: "FS_ERROR", deleted: 204 });
+        assert.deepEqual(JSON.parse(stdout), { memoryMb: 128, timeoutMs: 30_000, value: "42", stdout: "hi\n", downloaded: "hello, bytes", missing: "FS_ERROR", deleted: 204, paused: "paused", restoredValue: "42", forks: 1, snapshots: 1 });
       } finally {
         proc.kill("SIGTERM");
         await once(proc, "exit");
@@ -170,7 +170,7 @@ describe("OpenAPI document", () => {
   });
 });
 
-/** Create, run, upload, download, delete through the generated types: what a user would write. */
+/** Create, run, upload, download, pause, snapshot, restore, fork, delete through the generated types: what a user would write. */
 const PROGRAM = `import createClient from "openapi-fetch";
 import type { paths } from "./api.js";
 
@@ -197,8 +197,26 @@ const down = await api.GET("/sandboxes/{id}/files", { params: file, parseAs: "ar
 if (!down.data) throw new Error(\`download: \${down.response.status}\`);
 const missing = await api.GET("/sandboxes/{id}/files", { params: { path: { id }, query: { path: "/data/none" } }, parseAs: "arrayBuffer" });
 
+// Lifecycle: pause (status), any request resumes; a snapshot restores into a new sandbox; a fork.
+const paused = await api.POST("/sandboxes/{id}/pause", { params: sandbox });
+if (!paused.data) throw new Error(\`pause: \${paused.error?.error.message}\`);
+const snap = await api.POST("/sandboxes/{id}/snapshots", { params: sandbox });
+if (!snap.data) throw new Error(\`snapshot: \${snap.error?.error.message}\`);
+const restored = await api.POST("/snapshots/{snapshotId}/restore", { params: { path: { snapshotId: snap.data.id } }, body: {} });
+if (!restored.data) throw new Error(\`restore: \${restored.error?.error.message}\`);
+const again = await api.POST("/sandboxes/{id}/run", { params: { path: { id: restored.data.id } }, body: { code: "6 * 7" } });
+const forked = await api.POST("/sandboxes/{id}/fork", { params: sandbox, body: { count: 1 } });
+if (!forked.data) throw new Error(\`fork: \${forked.error?.error.message}\`);
+const listed = await api.GET("/snapshots");
+for (const s of [restored.data, ...forked.data.sandboxes]) await api.DELETE("/sandboxes/{id}", { params: { path: { id: s.id } } });
+await api.DELETE("/snapshots/{snapshotId}", { params: { path: { snapshotId: snap.data.id } } });
+
 const deleted = await api.DELETE("/sandboxes/{id}", { params: sandbox });
-const out: { memoryMb: number; timeoutMs: number; value?: string; stdout: string; downloaded: string; missing?: string; deleted: number } = {
+const out: { memoryMb: number; timeoutMs: number; value?: string; stdout: string; downloaded: string; missing?: string; deleted: number; paused: string; restoredValue?: string; forks: number; snapshots?: number } = {
+  paused: paused.data.status,
+  restoredValue: again.data?.value,
+  forks: forked.data.sandboxes.length,
+  snapshots: listed.data?.snapshots.length,
   memoryMb: limits.memoryMb,
   timeoutMs: limits.timeoutMs,
   value: ran.data.value,
