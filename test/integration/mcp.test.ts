@@ -1,6 +1,8 @@
 // `agentbox mcp` driven over stdio by the official MCP SDK client: tools, session state, files,
 // limits from the command line, JavaScript (a tool error until that engine lands), clean exit.
 import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -113,5 +115,35 @@ describe("agentbox mcp (stdio)", () => {
     for (const w of workers) await waitGone(w);
     assert.deepEqual(workers.filter(isAlive), []);
     assert.doesNotMatch(stderr, /Error/);
+  });
+});
+
+describe("agentbox mcp --allow-net (stdio, the MCP SDK client)", () => {
+  let client: Client;
+  let server: http.Server;
+  let port = 0;
+
+  before(async () => {
+    server = http.createServer((_req, res) => res.end("from the host"));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    port = (server.address() as AddressInfo).port;
+    const transport = new StdioClientTransport({ command: process.execPath, args: [BIN, "mcp", "--allow-net", `127.0.0.1:${port}`, "--deny-net", "evil.example"], env: agentboxEnv(), stderr: "pipe" });
+    client = new Client({ name: "agentbox-test", version: "0.0.0" });
+    await client.connect(transport);
+  });
+  after(async () => {
+    await client.close().catch(() => undefined);
+    server.close();
+  });
+
+  it("the tools say which hosts the grant allows; run_python reaches them and nothing else", async () => {
+    const tool = (await client.listTools()).tools.find((t) => t.name === "run_python")!;
+    assert.match(tool.description ?? "", new RegExp(`Network: HTTP\\(S\\) only to 127\\.0\\.0\\.1:${port}; other hosts are refused\\.`));
+    const ok = (await client.callTool({ name: "run_python", arguments: { code: `import urllib.request\nurllib.request.urlopen("http://127.0.0.1:${port}/").read().decode()` } })) as CallToolResult;
+    assert.equal(ok.isError, false);
+    assert.equal((ok.structuredContent as { value: string }).value, "'from the host'");
+    const refused = (await client.callTool({ name: "run_python", arguments: { code: `import urllib.request\nurllib.request.urlopen("http://evil.example/")` } })) as CallToolResult;
+    assert.equal(refused.isError, true);
+    assert.match(JSON.stringify(refused.content), /denied by network\.deny entry \\"evil\.example\\"/);
   });
 });
