@@ -31,7 +31,7 @@ const LIMITS = {
   /** Wall-clock limit of one runCode call (and the default of commands.run). */
   timeoutMs: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(1).max(24 * 3600 * 1000).default(30_000) },
   /** How long a run may ignore the interrupt before its worker is killed. */
-  graceMs: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(0).max(60_000).default(500) },
+  graceMs: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(0).max(60_000).default(2000) },
   /** stdout + stderr + result value bytes of one run. */
   outputBytes: { tiers: ["nano", "heavy", "auto"], schema: z.int().min(1).max(1024 * MiB).default(1 * MiB) },
   /** Bytes the guest may add to its in-memory file system (host-written files count too). */
