@@ -252,6 +252,8 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       log: (line) => io.stderr(`agentbox serve: ${line}\n`),
     });
     io.stdout(`agentbox: listening on ${server.url} (${keys.open ? "no API keys: loopback only, one anonymous user" : `${keys.size} API keys`})\n`);
+    // E2B's SDKs, unchanged, reach the same sandboxes with these (and an agentbox key as E2B_API_KEY).
+    io.stdout(`agentbox: E2B SDKs: E2B_API_URL=${server.url}/e2b E2B_SANDBOX_URL=${server.url}/e2b/sandbox\n`);
   } catch (e) {
     io.stderr(`agentbox serve: ${(e as Error).message}\n`);
     return EXIT.usage;

@@ -17,6 +17,7 @@ import { SnapshotStore, type SnapshotEntry } from "./snapshots.js";
 import { hasSandboxId, honoPath, openApiDocument, ROUTES, type OperationId, type RouteSpec } from "./routes.js";
 import { createSandboxExtras, type CommandRequest, type CommandResultBody, type commandStatus } from "./schemas.js";
 import { parseAllowList, withinRule } from "../policy/network.js";
+import { createE2bApp, E2bSessions } from "./e2b/index.js";
 
 /** Where a streamed operation's chunks go. */
 interface Sink {
@@ -45,6 +46,8 @@ export interface AppOptions {
   ports?: ExposedPorts;
   /** The keys' snapshots; default: the app's own (24 h TTL). */
   snapshots?: SnapshotStore;
+  /** The E2B-compatible surface's sessions (served under /e2b); default: the app's own. */
+  e2bSessions?: E2bSessions;
 }
 
 /** Operations on a paused sandbox that leave it paused: they read what the server keeps, or end it. */
@@ -116,37 +119,7 @@ export function createApp(o: AppOptions): Hono<Env> {
     getMetrics: async (c) => c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
 
     // The body is the library's sandbox options (checked by its resolver, once) plus idleTimeoutMs.
-    createSandbox: async (c, { raw: body }) => {
-      const who = c.get("who");
-      const isObject = typeof body === "object" && body !== null && !Array.isArray(body);
-      const { idleTimeoutMs, idleAction, pool, ...input } = (isObject ? body : {}) as Record<string, unknown>;
-      if (pool !== undefined) throw new InvalidOptionsError([{ path: "pool", message: "unknown option (the server decides)" }]);
-      const extras = parseOptions(createSandboxExtras, { idleTimeoutMs, idleAction });
-      const resolved = resolveSandboxOptions(isObject ? input : body);
-      const opts = resolved.options;
-      const limits = opts.limits as Record<string, number>;
-      const q = who.quota;
-      // Asked past the key's quota: 400 naming the field. Left to the default: capped to the quota.
-      const capped = [
-        ["memoryMb", "maxMemoryMb"],
-        ["timeoutMs", "maxRunMs"],
-        ["cpus", "maxCpus"],
-        ["diskMb", "maxDiskMb"],
-      ] as const;
-      for (const [limit, quota] of capped) {
-        const value = limits[limit];
-        if (value === undefined) continue; // a limit of the other tier
-        if (resolved.given.limits.has(limit) && value > q[quota]) {
-          throw invalid(`limits.${limit}`, `${value} is over this API key's quota of ${q[quota]} (${quota})`);
-        }
-        limits[limit] = Math.min(value, q[quota]);
-      }
-      resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
-      // Every tier's grant (nano's fetch broker, heavy's egress proxy) is the operator's to give.
-      if ("network" in opts && opts.network) checkNetwork(opts.network.allow, who, o.netAllow);
-      const entry = await registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs, extras.idleAction);
-      return c.json(info(entry), 201);
-    },
+    createSandbox: async (c, { raw: body }) => c.json(info(await createChecked(o, c.get("who"), body)), 201),
     listSandboxes: (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(info) }),
     getSandbox: (c, { entry }) => c.json(info(entry)),
     pauseSandbox: async (c, { entry }) => {
@@ -304,6 +277,9 @@ export function createApp(o: AppOptions): Hono<Env> {
     });
   const routes = Object.entries(ROUTES) as [OperationId, RouteSpec][];
   for (const [id, r] of routes) if (r.public) register(id, r);
+
+  // E2B's SDKs: their own auth (X-API-KEY on the control plane, the sandbox's token inside it).
+  app.route("/e2b", createE2bApp({ ...o, sessions: o.e2bSessions ?? new E2bSessions(registry, o.log) }));
 
   // Everything below needs a key (unless the server runs without keys on loopback); unknown routes too.
   app.use(async (c, next) => {
@@ -511,6 +487,41 @@ function guestPath(c: Context<Env>): string {
   const p = c.req.query("path");
   if (p === undefined) throw invalid("path", "query parameter ?path= is required");
   return normalizeGuestPath(p);
+}
+
+/**
+ * A sandbox for `who` from a create request's body: the library's sandbox options (checked by its
+ * resolver, once) plus idleTimeoutMs and idleAction, held to the key's quotas (asked past one: 400
+ * naming the field; left to the default: capped), its mounts to --mount-root and its network to
+ * the operator's grant. The native API and the E2B-compatible one create through this.
+ */
+export async function createChecked(o: Pick<AppOptions, "registry" | "mountRoots" | "netAllow">, who: Principal, body: unknown): Promise<Entry> {
+  const isObject = typeof body === "object" && body !== null && !Array.isArray(body);
+  const { idleTimeoutMs, idleAction, pool, ...input } = (isObject ? body : {}) as Record<string, unknown>;
+  if (pool !== undefined) throw new InvalidOptionsError([{ path: "pool", message: "unknown option (the server decides)" }]);
+  const extras = parseOptions(createSandboxExtras, { idleTimeoutMs, idleAction });
+  const resolved = resolveSandboxOptions(isObject ? input : body);
+  const opts = resolved.options;
+  const limits = opts.limits as Record<string, number>;
+  const q = who.quota;
+  const capped = [
+    ["memoryMb", "maxMemoryMb"],
+    ["timeoutMs", "maxRunMs"],
+    ["cpus", "maxCpus"],
+    ["diskMb", "maxDiskMb"],
+  ] as const;
+  for (const [limit, quota] of capped) {
+    const value = limits[limit];
+    if (value === undefined) continue; // a limit of the other tier
+    if (resolved.given.limits.has(limit) && value > q[quota]) {
+      throw invalid(`limits.${limit}`, `${value} is over this API key's quota of ${q[quota]} (${quota})`);
+    }
+    limits[limit] = Math.min(value, q[quota]);
+  }
+  resolved.mounts.forEach((m, i) => checkMount(m, i, o.mountRoots));
+  // Every tier's grant (nano's fetch broker, heavy's egress proxy) is the operator's to give.
+  if ("network" in opts && opts.network) checkNetwork(opts.network.allow, who, o.netAllow);
+  return o.registry.create(who, { ...opts, pool: true }, extras.idleTimeoutMs, extras.idleAction);
 }
 
 /**

@@ -15,6 +15,7 @@ import { ServerMetrics } from "./metrics.js";
 import { ExposedPorts, upgradeHandler } from "./ports.js";
 import { SandboxRegistry } from "./registry.js";
 import { StateDir } from "./state.js";
+import { E2bSessions } from "./e2b/index.js";
 import { parseAllowEntry } from "../policy/network.js";
 
 export { KeyRing, loadKeys, type Principal, type Quota } from "./keys.js";
@@ -127,7 +128,9 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     await registry.load(admit);
     log(`state: ${state.root}: loaded ${snapshots.size} snapshots and ${registry.size} paused sandboxes`);
   }
+  const e2bSessions = new E2bSessions(registry, log);
   const app = createApp({
+    e2bSessions,
     ports,
     snapshots,
     keys,
@@ -152,6 +155,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     upgrade: upgradeHandler({ keys, registry, ports }),
     close: () =>
       (closing ??= (async () => {
+        e2bSessions.closeAll();
         await registry.closeAll(onShutdown); // running requests end with their sandbox's error (or wait for its pause)
         await snapshots.closeAll();
         await Sandbox.shutdownPool();

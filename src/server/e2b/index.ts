@@ -1,0 +1,306 @@
+// The E2B-compatible surface: E2B's SDKs (`e2b`, `@e2b/code-interpreter`) pointed at agentbox with
+// E2B_API_URL=<server>/e2b, E2B_SANDBOX_URL=<server>/e2b/sandbox and an agentbox key as E2B_API_KEY.
+// The control plane (REST/JSON, E2B's OpenAPI shapes) is served here; in-sandbox traffic comes to
+// /e2b/sandbox/* with the E2b-Sandbox-Id and E2b-Sandbox-Port headers and goes to the daemon's
+// face (envd.ts: process and filesystem over Connect, /files) or the code interpreter's
+// (interpreter.ts). Both are a second face of the native API's registry: the same sandboxes,
+// keys, quotas and checks.
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import { InvalidOptionsError, type Sandbox } from "../../index.js";
+import { createChecked, type AppOptions } from "../app.js";
+import { HttpError, toHttp } from "../http-errors.js";
+import type { Principal } from "../keys.js";
+import type { Entry } from "../registry.js";
+import { readCapped } from "./connect.js";
+import { envdApp } from "./envd.js";
+import { interpreterApp } from "./interpreter.js";
+import { E2bSessions, ENVD_VERSION, MAX_LIFETIME_MS, type E2bSession } from "./sessions.js";
+
+export { E2bSessions } from "./sessions.js";
+
+/** The port envd listens on in an E2B sandbox, and the code interpreter's (the SDKs send them as E2b-Sandbox-Port). */
+export const ENVD_PORT = 49983;
+export const INTERPRETER_PORT = 49999;
+
+/** What the in-sandbox faces get with each request (Hono bindings). */
+export interface SandboxBindings {
+  entry: Entry;
+  session: E2bSession;
+  who: Principal;
+}
+export type SandboxEnv = { Bindings: SandboxBindings };
+
+export interface E2bOptions extends Pick<AppOptions, "registry" | "keys" | "mountRoots" | "netAllow" | "maxJsonBytes" | "maxUploadBytes" | "log"> {
+  sessions: E2bSessions;
+}
+
+type ControlEnv = { Variables: { who: Principal } };
+
+/** Templates: what each makes. Unknown names are refused with this list. */
+export const TEMPLATES: Record<string, Record<string, unknown>> = {
+  "code-interpreter-v1": { tier: "heavy", language: "python", image: "data" },
+  "code-interpreter": { tier: "heavy", language: "python", image: "data" },
+  base: { tier: "heavy", language: "python", image: "base" },
+  "agentbox-python": { tier: "nano", language: "python" },
+  "agentbox-javascript": { tier: "nano", language: "javascript" },
+};
+
+const metadataSchema = z.record(z.string().min(1).max(256), z.string().max(1024)).refine((m) => Object.keys(m).length <= 64, "at most 64 entries");
+const envVarsSchema = z.record(z.string().min(1).max(256), z.string().max(65_536));
+
+const createBody = z.object({
+  templateID: z.string().min(1).max(256),
+  timeout: z.int().min(1).max(MAX_LIFETIME_MS / 1000).optional(),
+  metadata: metadataSchema.optional(),
+  envVars: envVarsSchema.optional(),
+  autoPause: z.boolean().optional(),
+  allow_internet_access: z.boolean().optional(),
+  network: z
+    .object({
+      allowOut: z.array(z.string().max(512)).max(256).optional(),
+      denyOut: z.array(z.string().max(512)).max(256).optional(),
+    })
+    .loose()
+    .optional(),
+  secure: z.boolean().optional(),
+}).loose();
+
+const timeoutBody = z.object({ timeout: z.int().min(0).max(MAX_LIFETIME_MS / 1000) }).loose();
+const connectBody = z.object({ timeout: z.int().min(0).max(MAX_LIFETIME_MS / 1000).optional() }).loose();
+
+/** E2B's error body: `{ code, message }` with the HTTP status as the code. */
+function e2bError(c: Context, status: number, message: string): Response {
+  return c.json({ code: status, message }, status as 400);
+}
+
+export function createE2bApp(o: E2bOptions): Hono {
+  const app = new Hono();
+  const control = new Hono<ControlEnv>();
+  const { registry, sessions } = o;
+  const envd = envdApp(o);
+  const interpreter = interpreterApp(o);
+
+  const onError = (e: unknown, c: Context): Response => {
+    const { status, body } = toHttp(e);
+    if (status >= 500 && !(e instanceof HttpError)) o.log(`error: e2b ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
+    return e2bError(c, status, body.error.message);
+  };
+  app.onError(onError);
+  control.onError(onError);
+
+  // ---- In-sandbox traffic: routed by E2b-Sandbox-Id / E2b-Sandbox-Port, authorised by the session's token.
+  app.all("/sandbox/*", async (c) => {
+    const id = c.req.header("e2b-sandbox-id");
+    const port = Number(c.req.header("e2b-sandbox-port"));
+    if (!id) return e2bError(c, 400, "missing E2b-Sandbox-Id header (set E2B_SANDBOX_URL only together with an SDK that sends it)");
+    const found = sessions.find(id);
+    // E2B's proxy answers 502 for a sandbox that is not running; the SDKs read it as "not running".
+    if (!found) return e2bError(c, 502, `The sandbox ${id} was not found (it was killed, timed out, or was never connected through the E2B API)`);
+    const { session, entry } = found;
+    if (!E2bSessions.tokenMatches(session, c.req.header("x-access-token"))) {
+      return e2bError(c, 401, "missing or wrong X-Access-Token for this sandbox");
+    }
+    if (entry.paused) await registry.resume(entry);
+    if (entry.sandbox.closed) return e2bError(c, 502, `The sandbox ${id} is not running: ${entry.sandbox.closed}`);
+    const url = new URL(c.req.url);
+    url.pathname = url.pathname.replace(/^\/e2b\/sandbox/, "") || "/";
+    const inner = new Request(url, c.req.raw);
+    const bindings: SandboxBindings = { entry, session, who: session.who };
+    if (port === ENVD_PORT) return envd.fetch(inner, bindings);
+    if (port === INTERPRETER_PORT) return interpreter.fetch(inner, bindings);
+    return e2bError(c, 502, `port ${Number.isFinite(port) ? port : "(missing E2b-Sandbox-Port)"} of sandbox ${id} is not served by agentbox's E2B surface (envd ${ENVD_PORT}, code interpreter ${INTERPRETER_PORT})`);
+  });
+
+  // ---- The control plane.
+  control.get("/health", (c) => c.json({ status: "ok" }));
+  control.use(async (c, next) => {
+    const key = c.req.header("x-api-key") ?? /^Bearer[ ]+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "")?.[1];
+    const who = o.keys.authenticate(key);
+    if (!who) return e2bError(c, 401, key === undefined ? "missing X-API-KEY (set E2B_API_KEY to an agentbox API key)" : "Invalid API key: it is not one of this agentbox server's keys");
+    c.set("who", who);
+    await next();
+  });
+
+  control.post("/v2/sandboxes", async (c) => {
+    const who = c.get("who");
+    const body = parse(createBody, await readJson(c, o.maxJsonBytes));
+    const template = TEMPLATES[body.templateID];
+    if (!template) return e2bError(c, 404, `template '${body.templateID}' not found (agentbox serves: ${Object.keys(TEMPLATES).join(", ")})`);
+    const lifetimeMs = (body.timeout ?? 300) * 1000;
+    const onTimeout = body.autoPause ? "pause" : "kill";
+    const native: Record<string, unknown> = { ...template, idleTimeoutMs: Math.max(1000, lifetimeMs), idleAction: onTimeout };
+    if (body.envVars && Object.keys(body.envVars).length > 0) native.env = body.envVars;
+    const network = networkOf(body, who, o.netAllow);
+    if (network) native.network = network;
+    const entry = await createChecked(o, who, native);
+    const session = sessions.ensure(entry, who, { templateId: body.templateID, metadata: body.metadata ?? {}, lifetimeMs, onTimeout });
+    return c.json(createdBody(session), 201);
+  });
+
+  const list = (c: Context<ControlEnv>) => {
+    const who = c.get("who");
+    const q = new URL(c.req.url).searchParams;
+    const wantMeta = metadataFilter(q.get("metadata"));
+    const states = (q.get("state") ?? "").split(",").filter(Boolean);
+    const template = q.get("template");
+    const startedAfter = q.get("startedAfter") ? Date.parse(q.get("startedAfter")!) : undefined;
+    const rows = registry
+      .list(who.name)
+      .map((e) => ({ e, s: sessions.ensure(e, who) }))
+      .filter(({ e, s }) => (states.length === 0 || states.includes(e.paused ? "paused" : "running")) && Object.entries(wantMeta).every(([k, v]) => s.metadata[k] === v))
+      .filter(({ s }) => !template || s.templateId === template)
+      .filter(({ s }) => startedAfter === undefined || s.startedAt > startedAfter)
+      .map(({ e, s }) => detail(e, s));
+    if (q.get("order") === "desc") rows.reverse();
+    const limit = Math.min(Math.max(Number(q.get("limit") ?? 100) || 100, 1), 1000);
+    const from = Number(q.get("nextToken") ?? 0) || 0;
+    const page = rows.slice(from, from + limit);
+    const headers: Record<string, string> = from + limit < rows.length ? { "x-next-token": String(from + limit) } : {};
+    return c.json(page, 200, headers);
+  };
+  control.get("/v2/sandboxes", list);
+  control.get("/sandboxes", list);
+
+  /** The caller's sandbox named in the path, with its session (made on first sight), or a 404. */
+  const target = (c: Context<ControlEnv>): { entry: Entry; session: E2bSession } => {
+    const id = c.req.param("id") ?? "";
+    const entry = registry.get(c.get("who").name, id);
+    if (!entry) throw new HttpError(404, "NOT_FOUND", `sandbox ${id} not found`);
+    return { entry, session: sessions.ensure(entry, c.get("who")) };
+  };
+
+  control.get("/sandboxes/:id", (c) => {
+    const { entry, session } = target(c);
+    return c.json(detail(entry, session));
+  });
+  control.delete("/sandboxes/:id", async (c) => {
+    const { entry } = target(c);
+    sessions.drop(entry.id);
+    await registry.remove(entry);
+    return c.body(null, 204);
+  });
+  control.post("/sandboxes/:id/timeout", async (c) => {
+    const { session } = target(c);
+    const body = parse(timeoutBody, await readJson(c, o.maxJsonBytes));
+    sessions.extend(session, body.timeout * 1000);
+    return c.body(null, 204);
+  });
+  control.post("/sandboxes/:id/refreshes", async (c) => {
+    const { session } = target(c);
+    const raw = await readJson(c, o.maxJsonBytes, true);
+    const duration = parse(z.object({ duration: z.int().min(0).max(3600).optional() }).loose(), raw).duration;
+    sessions.extend(session, Math.max(session.endAt - Date.now(), (duration ?? 60) * 1000));
+    return c.body(null, 204);
+  });
+  control.post("/sandboxes/:id/pause", async (c) => {
+    const { entry } = target(c);
+    if (entry.paused) return e2bError(c, 409, `sandbox ${entry.id} is already paused`);
+    await registry.pause(entry);
+    return c.body(null, 204);
+  });
+  const resume = async (c: Context<ControlEnv>, fresh: boolean) => {
+    const { entry, session } = target(c);
+    const body = parse(connectBody, await readJson(c, o.maxJsonBytes, true));
+    const wasPaused = !!entry.paused;
+    if (fresh && !wasPaused) return e2bError(c, 409, `sandbox ${entry.id} is not paused`);
+    await registry.resume(entry);
+    if (body.timeout !== undefined) sessions.extend(session, body.timeout * 1000);
+    else if (session.endAt < Date.now() + 1000) sessions.extend(session, 300_000);
+    return c.json(createdBody(session), wasPaused ? 201 : 200);
+  };
+  control.post("/v2/sandboxes/:id/connect", (c) => resume(c, false));
+  control.post("/sandboxes/:id/connect", (c) => resume(c, false));
+  control.post("/sandboxes/:id/resume", (c) => resume(c, true));
+  control.get("/sandboxes/:id/metrics", (c) => {
+    target(c);
+    return c.json([]);
+  });
+  control.all("*", (c) => e2bError(c, 404, `agentbox's E2B surface has no route ${c.req.method} ${c.req.path.replace(/^\/e2b/, "")}`));
+
+  app.route("/", control);
+  return app;
+}
+
+/** The create/connect answer: what the SDK needs to reach the sandbox. */
+function createdBody(s: E2bSession) {
+  return {
+    sandboxID: s.id,
+    templateID: s.templateId,
+    clientID: "agentbox",
+    envdVersion: ENVD_VERSION,
+    envdAccessToken: s.token,
+    trafficAccessToken: null,
+    domain: null,
+  };
+}
+
+/** GET /sandboxes/{id} and list rows: E2B's SandboxDetail / ListedSandbox. */
+function detail(e: Entry, s: E2bSession) {
+  const opts = e.sandbox.options as Sandbox["options"] & { limits: Record<string, number> };
+  const limits = opts.limits;
+  const net = (opts as { network?: { allow: readonly string[]; deny?: readonly string[] } }).network;
+  return {
+    sandboxID: e.id,
+    templateID: s.templateId,
+    clientID: "agentbox",
+    startedAt: new Date(s.startedAt).toISOString(),
+    endAt: new Date(s.endAt).toISOString(),
+    cpuCount: Math.max(1, Math.ceil(limits.cpus ?? 1)),
+    memoryMB: limits.memoryMb ?? 0,
+    diskSizeMB: limits.diskMb ?? Math.round((limits.vfsBytes ?? 0) / 1048576),
+    metadata: s.metadata,
+    state: e.paused ? "paused" : "running",
+    envdVersion: ENVD_VERSION,
+    allowInternetAccess: !!net && net.allow.length > 0,
+    network: net ? { allowOut: [...net.allow], denyOut: [...(net.deny ?? [])] } : { allowOut: [], denyOut: [] },
+    lifecycle: { onTimeout: s.onTimeout, autoResume: s.onTimeout === "pause" },
+    volumeMounts: [],
+  };
+}
+
+/**
+ * The sandbox's network policy from E2B's create fields. E2B's default is internet access on; here
+ * that is whatever the operator grants this key (--allow-net or the key's allowNet), none if
+ * nothing is granted. `allowOut` narrows it to those entries (checked against the grant);
+ * `denyOut` adds deny entries ("0.0.0.0/0", E2B's "everything else", is the default here).
+ */
+function networkOf(body: z.output<typeof createBody>, who: Principal, netAllow: readonly string[]): { allow: string[]; deny?: string[] } | undefined {
+  if (body.allow_internet_access === false) return undefined;
+  const granted = [...(who.allowNet ?? netAllow)];
+  const deny = (body.network?.denyOut ?? []).filter((d) => d !== "0.0.0.0/0" && d !== "::/0");
+  const denyAll = (body.network?.denyOut ?? []).some((d) => d === "0.0.0.0/0");
+  const allow = body.network?.allowOut ?? (denyAll ? [] : granted);
+  if (allow.length === 0) return undefined;
+  return deny.length > 0 ? { allow, deny } : { allow };
+}
+
+/** `metadata=k%3Dv%26k2%3Dv2` (the SDK URL-encodes a query string into one parameter). */
+function metadataFilter(raw: string | null): Record<string, string> {
+  if (!raw) return {};
+  const out: Record<string, string> = {};
+  for (const [k, v] of new URLSearchParams(raw)) out[decodeURIComponent(k)] = decodeURIComponent(v);
+  return out;
+}
+
+function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const r = schema.safeParse(input);
+  if (r.success) return r.data;
+  throw new InvalidOptionsError(r.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })));
+}
+
+async function readJson(c: Context, max: number, optional = false): Promise<unknown> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readCapped(c.req.raw, max);
+  } catch (e) {
+    throw new HttpError(413, "BODY_TOO_LARGE", (e as Error).message);
+  }
+  const text = new TextDecoder().decode(bytes);
+  if (text.trim() === "" && optional) return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new HttpError(400, "INVALID_JSON", `request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
