@@ -70,8 +70,8 @@ const timeoutBody = z.object({ timeout: z.int().min(0).max(MAX_LIFETIME_MS / 100
 const connectBody = z.object({ timeout: z.int().min(0).max(MAX_LIFETIME_MS / 1000).optional() }).loose();
 
 /** E2B's error body: `{ code, message }` with the HTTP status as the code. */
-function e2bError(c: Context, status: number, message: string): Response {
-  return c.json({ code: status, message }, status as 400);
+function e2bError(c: Context, status: number, message: string, headers: Record<string, string> = {}): Response {
+  return c.json({ code: status, message }, status as 400, headers);
 }
 
 export function createE2bApp(o: E2bOptions): Hono {
@@ -82,9 +82,9 @@ export function createE2bApp(o: E2bOptions): Hono {
   const interpreter = interpreterApp(o);
 
   const onError = (e: unknown, c: Context): Response => {
-    const { status, body } = toHttp(e);
-    if (status >= 500 && !(e instanceof HttpError)) o.log(`error: e2b ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
-    return e2bError(c, status, body.error.message);
+    const { status, body, headers } = toHttp(e);
+    if (status >= 500 && status !== 501 && !(e instanceof HttpError)) o.log(`error: e2b ${c.req.method} ${c.req.path}: ${(e as Error)?.stack ?? String(e)}`);
+    return e2bError(c, status, body.error.message, headers);
   };
   app.onError(onError);
   control.onError(onError);
