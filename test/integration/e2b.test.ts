@@ -9,6 +9,11 @@ import { E2B_KEY, startE2bServer, type E2bServer } from "../e2b-helpers.js";
 
 describe("E2B-compatible API: the control plane through the e2b SDK", () => {
   let srv: E2bServer;
+  /** Run code in a sandbox through the native API (the same registry) and return its value. */
+  const nativeRun = async (id: string, code: string) => {
+    const r = await fetch(`${srv.server.url}/sandboxes/${id}/run`, { method: "POST", headers: { authorization: `Bearer ${E2B_KEY}`, "content-type": "application/json" }, body: JSON.stringify({ code }) });
+    return ((await r.json()) as { value?: string }).value;
+  };
   before(async () => {
     srv = await startE2bServer();
   });
@@ -95,6 +100,50 @@ describe("E2B-compatible API: the control plane through the e2b SDK", () => {
       assert.equal(((await again.json()) as { value: string }).value, "43");
     } finally {
       await Sandbox.kill(sb.sandboxId);
+    }
+  });
+
+  it("snapshots: createSnapshot → Sandbox.create(snapshotId) with the state; listSnapshots; deleteSnapshot", async () => {
+    const sb = await Sandbox.create("agentbox-python");
+    try {
+      assert.equal(await nativeRun(sb.sandboxId, "import random\nstate = ['kept']\nlen(state)"), "1");
+      const snap = await sb.createSnapshot({ name: "after-setup" });
+      assert.match(snap.snapshotId, /\S/);
+      assert.deepEqual(snap.names, ["after-setup"]);
+      const listed = await Sandbox.listSnapshots({ sandboxId: sb.sandboxId }).nextItems();
+      assert.deepEqual(listed.map((s) => s.snapshotId), [snap.snapshotId]);
+      const copy = await Sandbox.create(snap.snapshotId);
+      assert.notEqual(copy.sandboxId, sb.sandboxId);
+      assert.equal((await copy.getInfo()).templateId, snap.snapshotId);
+      assert.equal(await nativeRun(copy.sandboxId, "state[0]"), "'kept'");
+      await copy.kill();
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
+      assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false);
+      await assert.rejects(Sandbox.create(snap.snapshotId), /404: template .* not found/);
+    } finally {
+      await sb.kill();
+    }
+  });
+
+  it("fork: count sandboxes from one checkpoint, each with the state and its own future", async () => {
+    const sb = await Sandbox.create("agentbox-python", { metadata: { origin: "yes" } });
+    try {
+      await nativeRun(sb.sandboxId, "log = ['base']");
+      const forks = await sb.fork({ count: 2 });
+      assert.equal(forks.length, 2);
+      const [a, b] = forks.map((f) => {
+        assert.ok(f instanceof Sandbox, String(f));
+        return f;
+      }) as [Sandbox, Sandbox];
+      await nativeRun(a.sandboxId, "log.append('a')");
+      assert.equal(await nativeRun(a.sandboxId, "log"), "['base', 'a']");
+      assert.equal(await nativeRun(b.sandboxId, "log"), "['base']");
+      assert.equal(await nativeRun(sb.sandboxId, "log"), "['base']");
+      assert.deepEqual((await a.getInfo()).metadata, { origin: "yes" });
+      assert.deepEqual(await Sandbox.listSnapshots().nextItems(), []); // the fork's checkpoint is not kept
+      await Promise.all([a.kill(), b.kill()]);
+    } finally {
+      await sb.kill();
     }
   });
 

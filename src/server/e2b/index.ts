@@ -12,6 +12,7 @@ import { createChecked, type AppOptions } from "../app.js";
 import { HttpError, toHttp } from "../http-errors.js";
 import type { Principal } from "../keys.js";
 import type { Entry } from "../registry.js";
+import type { SnapshotStore } from "../snapshots.js";
 import { readCapped } from "./connect.js";
 import { envdApp } from "./envd.js";
 import { interpreterApp } from "./interpreter.js";
@@ -33,6 +34,8 @@ export type SandboxEnv = { Bindings: SandboxBindings };
 
 export interface E2bOptions extends Pick<AppOptions, "registry" | "keys" | "mountRoots" | "netAllow" | "maxJsonBytes" | "maxUploadBytes" | "log"> {
   sessions: E2bSessions;
+  /** The keys' snapshots, shared with the native API (E2B's snapshot ids are these ids). */
+  snapshots: SnapshotStore;
 }
 
 type ControlEnv = { Variables: { who: Principal } };
@@ -125,10 +128,18 @@ export function createE2bApp(o: E2bOptions): Hono {
   control.post("/v2/sandboxes", async (c) => {
     const who = c.get("who");
     const body = parse(createBody, await readJson(c, o.maxJsonBytes));
-    const template = TEMPLATES[body.templateID];
-    if (!template) return e2bError(c, 404, `template '${body.templateID}' not found (agentbox serves: ${Object.keys(TEMPLATES).join(", ")})`);
     const lifetimeMs = (body.timeout ?? 300) * 1000;
     const onTimeout = body.autoPause ? "pause" : "kill";
+    const template = TEMPLATES[body.templateID];
+    // A snapshot's id is a template too (E2B: Sandbox.create(snapshotId)): a new sandbox from it.
+    const snap = template ? undefined : o.snapshots.get(who.name, body.templateID);
+    if (snap) {
+      if (body.envVars && Object.keys(body.envVars).length > 0) throw new HttpError(400, "INVALID_OPTIONS", "envVars: a sandbox made from a snapshot keeps the snapshot's environment");
+      const entry = await registry.restore(who, snap.snapshot, Math.max(1000, lifetimeMs), onTimeout);
+      const session = sessions.ensure(entry, who, { templateId: body.templateID, metadata: body.metadata ?? {}, lifetimeMs, onTimeout });
+      return c.json(createdBody(session), 201);
+    }
+    if (!template) return e2bError(c, 404, `template '${body.templateID}' not found (agentbox serves: ${Object.keys(TEMPLATES).join(", ")}, and this key's snapshot ids)`);
     const native: Record<string, unknown> = { ...template, idleTimeoutMs: Math.max(1000, lifetimeMs), idleAction: onTimeout };
     if (body.envVars && Object.keys(body.envVars).length > 0) native.env = body.envVars;
     const network = networkOf(body, who, o.netAllow);
@@ -212,6 +223,55 @@ export function createE2bApp(o: E2bOptions): Hono {
   control.post("/v2/sandboxes/:id/connect", (c) => resume(c, false));
   control.post("/sandboxes/:id/connect", (c) => resume(c, false));
   control.post("/sandboxes/:id/resume", (c) => resume(c, true));
+  // Snapshots (the native API's, by the same ids) and forks.
+  const snapshotNames = new Map<string, string>();
+  control.post("/sandboxes/:id/snapshots", async (c) => {
+    const { entry } = target(c);
+    const body = parse(z.object({ name: z.string().min(1).max(128).optional() }).loose(), await readJson(c, o.maxJsonBytes, true));
+    const s = await o.snapshots.add(c.get("who"), entry.id, () => registry.use(entry, (sb) => sb.snapshot()));
+    if (body.name) snapshotNames.set(s.id, body.name);
+    return c.json({ snapshotID: s.id, names: body.name ? [body.name] : [] }, 201);
+  });
+  control.get("/snapshots", (c) => {
+    const q = new URL(c.req.url).searchParams;
+    const rows = o.snapshots
+      .list(c.get("who").name)
+      .filter((s) => !q.get("sandboxID") || s.sandboxId === q.get("sandboxID"))
+      .filter((s) => !q.get("name") || snapshotNames.get(s.id) === q.get("name"))
+      .map((s) => ({ snapshotID: s.id, names: snapshotNames.has(s.id) ? [snapshotNames.get(s.id)!] : [] }));
+    return c.json(rows);
+  });
+  control.delete("/templates/:id", async (c) => {
+    const id = c.req.param("id");
+    const s = o.snapshots.get(c.get("who").name, id);
+    if (!s) return e2bError(c, 404, `snapshot ${id} not found (agentbox's built-in templates cannot be deleted)`);
+    snapshotNames.delete(id);
+    await o.snapshots.remove(id);
+    return c.body(null, 204);
+  });
+  control.post("/sandboxes/:id/fork", async (c) => {
+    const { entry, session } = target(c);
+    const who = c.get("who");
+    const body = parse(z.object({ count: z.int().min(1).max(64).optional(), timeout: z.int().min(1).max(MAX_LIFETIME_MS / 1000).optional() }).loose(), await readJson(c, o.maxJsonBytes, true));
+    const lifetimeMs = (body.timeout ?? 300) * 1000;
+    // One snapshot for every fork, not the key's to keep: removed once they run.
+    const snap = await registry.use(entry, (sb) => sb.snapshot());
+    const out: ({ sandbox: ReturnType<typeof createdBody> } | { error: { code: number; message: string } })[] = [];
+    try {
+      for (let i = 0; i < (body.count ?? 1); i++) {
+        try {
+          const fork = await registry.restore(who, snap, Math.max(1000, lifetimeMs), session.onTimeout);
+          out.push({ sandbox: createdBody(sessions.ensure(fork, who, { templateId: session.templateId, metadata: { ...session.metadata }, lifetimeMs, onTimeout: session.onTimeout })) });
+        } catch (e) {
+          const { status, body: err } = toHttp(e);
+          out.push({ error: { code: status, message: err.error.message } });
+        }
+      }
+    } finally {
+      await snap.remove();
+    }
+    return c.json(out, 201);
+  });
   control.get("/sandboxes/:id/metrics", (c) => {
     target(c);
     return c.json([]);
