@@ -3,6 +3,8 @@
 // these fast; the heavy tier's commands, files and code interpreter have their own files
 // (e2b-commands, e2b-files, e2b-interpreter).
 import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { AuthenticationError, NotFoundError, RateLimitError, Sandbox, SandboxError, SandboxNotFoundError } from "e2b";
 import { E2B_KEY, startE2bServer, type E2bServer } from "../e2b-helpers.js";
@@ -223,5 +225,49 @@ describe("E2B-compatible API: the control plane through the e2b SDK", () => {
     } finally {
       await Promise.all(made.map((s) => s.kill()));
     }
+  });
+});
+
+describe("E2B-compatible API: network options map onto the operator's grant", () => {
+  let srv: E2bServer;
+  let web: Server;
+  let port = 0;
+  before(async () => {
+    web = createServer((_req, res) => res.end("hello from the allowed host"));
+    await new Promise<void>((r) => web.listen(0, "127.0.0.1", r));
+    port = (web.address() as AddressInfo).port;
+    srv = await startE2bServer({ netAllow: [`127.0.0.1:${port}`] });
+  });
+  after(async () => {
+    await srv?.close();
+    web?.close();
+  });
+  const fetchFrom = async (id: string) => {
+    const r = await fetch(`${srv.server.url}/sandboxes/${id}/run`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${E2B_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ code: `import urllib.request\ntry:\n    out = urllib.request.urlopen("http://127.0.0.1:${port}/").read().decode()\nexcept Exception as e:\n    out = type(e).__name__\nout` }),
+    });
+    return ((await r.json()) as { value?: string }).value;
+  };
+
+  it("internet access on (E2B's default) is what the operator grants; off is none; allowOut narrows, and must be within the grant", async () => {
+    const open = await Sandbox.create("agentbox-python");
+    const info = await open.getInfo();
+    assert.equal(info.allowInternetAccess, true);
+    assert.deepEqual(info.network?.allowOut, [`127.0.0.1:${port}`]);
+    assert.equal(await fetchFrom(open.sandboxId), "'hello from the allowed host'");
+    await open.kill();
+
+    const closed = await Sandbox.create("agentbox-python", { allowInternetAccess: false });
+    assert.equal((await closed.getInfo()).allowInternetAccess, false);
+    assert.match((await fetchFrom(closed.sandboxId)) ?? "", /^'\w*Error'$/); // refused: no network at all
+    await closed.kill();
+
+    const narrowed = await Sandbox.create("agentbox-python", { network: { allowOut: [`127.0.0.1:${port}`], denyOut: ["0.0.0.0/0"] } });
+    assert.equal(await fetchFrom(narrowed.sandboxId), "'hello from the allowed host'");
+    await narrowed.kill();
+
+    await assert.rejects(Sandbox.create("agentbox-python", { network: { allowOut: ["api.example.com"] } }), /400: invalid options: network\.allow\.0: "api\.example\.com" is not within the hosts this server's --allow-net grants/);
   });
 });
