@@ -13,8 +13,14 @@ export interface E2bServer {
 }
 
 /** Start a server and point this process's E2B SDKs at it (restored by close()). */
-export async function startE2bServer(opts: { netAllow?: string[] } = {}): Promise<E2bServer> {
-  const server = await startServer({ port: 0, keys: KeyRing.fromEntries([{ name: "e2b-user", key: E2B_KEY }]), netAllow: opts.netAllow ?? [], log: () => undefined });
+export async function startE2bServer(opts: { netAllow?: string[]; maxUploadBytes?: number } = {}): Promise<E2bServer> {
+  const server = await startServer({
+    port: 0,
+    keys: KeyRing.fromEntries([{ name: "e2b-user", key: E2B_KEY }]),
+    netAllow: opts.netAllow ?? [],
+    log: () => undefined,
+    ...(opts.maxUploadBytes !== undefined ? { maxUploadBytes: opts.maxUploadBytes } : {}),
+  });
   const env = { E2B_API_URL: `${server.url}/e2b`, E2B_SANDBOX_URL: `${server.url}/e2b/sandbox`, E2B_API_KEY: E2B_KEY };
   const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
   Object.assign(process.env, env);

@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { InvalidOptionsError, SandboxClosedError, SavedStateError, TierUnavailableError, type LimitName } from "../errors.js";
+import { FileSystemError, InvalidOptionsError, SandboxClosedError, SavedStateError, TierUnavailableError, type LimitName } from "../errors.js";
 import type { Duplex } from "node:stream";
 import type { Engine, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineSnapshot } from "../engines/engine.js";
 import { closePools, resizePools, warmPools } from "../engines/pools.js";
@@ -75,6 +75,54 @@ export class SandboxFiles {
     const p = normalizeGuestPath(path);
     return this.sb.exclusive((e) => e.makeDir(p));
   }
+
+  /**
+   * Move a file or directory to `to` (whose parent directories are made), replacing a file there.
+   * The heavy tier renames in the guest (`mv -T`); the nano tier, whose file API has no rename,
+   * copies what is there (at most 10,000 entries) and removes the source, in one exclusive step.
+   * A missing source is ENOENT; a directory onto an existing path, or into itself, is EEXIST/EINVAL.
+   */
+  async rename(from: string, to: string): Promise<void> {
+    const src = normalizeGuestPath(from, "from");
+    const dst = normalizeGuestPath(to, "to");
+    if (src === dst) return;
+    if (dst.startsWith(src === "/" ? "/" : `${src}/`)) throw new FileSystemError(dst, "EINVAL", "cannot move a directory into itself");
+    return this.sb.exclusive(async (e) => {
+      const what = await entryType(e, src);
+      if (!what) throw new FileSystemError(src, "ENOENT", "no such file or directory");
+      const there = await entryType(e, dst);
+      if (there === "dir" || (there && what === "dir")) throw new FileSystemError(dst, "EEXIST", "the destination exists");
+      if (this.sb.options.tier === "heavy" && e.exec) {
+        await e.makeDir(path.posix.dirname(dst));
+        const r = await e.exec(["mv", "-T", "--", src, dst], { timeoutMs: 60_000 });
+        if (r.exitCode !== 0) throw new FileSystemError(src, /No such file/i.test(r.stderr) ? "ENOENT" : /Permission denied/i.test(r.stderr) ? "EACCES" : "EIO", `mv failed: ${r.stderr.trim().slice(0, 300)}`);
+        return;
+      }
+      let budget = 10_000;
+      const copy = async (s: string, d: string, type: "file" | "dir" | "symlink"): Promise<void> => {
+        if (--budget < 0) throw new FileSystemError(src, "E2BIG", "too many entries to move (more than 10000) on this tier");
+        if (type === "dir") {
+          await e.makeDir(d);
+          for (const c of await e.list(s)) {
+            if (c.name === "" || c.name === "." || c.name === ".." || c.name.includes("/") || c.name.includes("\0")) continue;
+            await copy(path.posix.join(s, c.name), path.posix.join(d, c.name), c.type);
+          }
+        } else if (type === "file") {
+          await e.writeFile(d, await e.readFile(s));
+        }
+      };
+      await copy(src, dst, what);
+      await e.remove(src);
+    });
+  }
+}
+
+/** Whether `p` is a file, directory or link (from its parent's listing), or undefined when missing. */
+async function entryType(e: Engine, p: string): Promise<"file" | "dir" | "symlink" | undefined> {
+  if (p === "/") return "dir";
+  if (!(await e.exists(p))) return undefined;
+  const name = path.posix.basename(p);
+  return (await e.list(path.posix.dirname(p))).find((x) => x.name === name)?.type ?? "file";
 }
 
 /** What commands.run() returns: the command's exit code and everything it wrote. */

@@ -279,7 +279,10 @@ export function createApp(o: AppOptions): Hono<Env> {
   for (const [id, r] of routes) if (r.public) register(id, r);
 
   // E2B's SDKs: their own auth (X-API-KEY on the control plane, the sandbox's token inside it).
-  app.route("/e2b", createE2bApp({ ...o, snapshots, sessions: o.e2bSessions ?? new E2bSessions(registry, o.log) }));
+  const e2b = createE2bApp({ ...o, snapshots, sessions: o.e2bSessions ?? new E2bSessions(registry, o.log) });
+  app.route("/e2b", e2b);
+  // Their signed file URLs (sandbox.uploadUrl/downloadUrl) are `/files` at the root of the origin.
+  app.on(["GET", "POST"], "/files", (c) => e2b.fetch(c.req.raw));
 
   // Everything below needs a key (unless the server runs without keys on loopback); unknown routes too.
   app.use(async (c, next) => {

@@ -209,7 +209,12 @@ export function serverStream<E extends object>(app: Hono<E>, service: string, me
         let open = true;
         const sink: StreamSink = {
           send: (m) => {
-            if (open) controller.enqueue(envelope(m));
+            if (!open || hangUp.signal.aborted) return;
+            try {
+              controller.enqueue(envelope(m));
+            } catch {
+              open = false; // the stream was cancelled (the client hung up)
+            }
           },
           signal: hangUp.signal,
         };
@@ -217,8 +222,12 @@ export function serverStream<E extends object>(app: Hono<E>, service: string, me
           if (!open) return;
           open = false;
           clientSignal.removeEventListener("abort", onClientAbort);
-          controller.enqueue(envelope(end, FLAG_END));
-          controller.close();
+          try {
+            controller.enqueue(envelope(end, FLAG_END));
+            controller.close();
+          } catch {
+            // Cancelled by the client's hang-up: nobody to tell.
+          }
         };
         handler(msg, sink, c).then(
           () => finish({}),

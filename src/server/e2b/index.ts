@@ -5,6 +5,7 @@
 // face (envd.ts: process and filesystem over Connect, /files) or the code interpreter's
 // (interpreter.ts). Both are a second face of the native API's registry: the same sandboxes,
 // keys, quotas and checks.
+import { createHash, timingSafeEqual } from "node:crypto";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { InvalidOptionsError, type Sandbox } from "../../index.js";
@@ -100,19 +101,41 @@ export function createE2bApp(o: E2bOptions): Hono {
     const found = sessions.find(id);
     // E2B's proxy answers 502 for a sandbox that is not running; the SDKs read it as "not running".
     if (!found) return e2bError(c, 502, `The sandbox ${id} was not found (it was killed, timed out, or was never connected through the E2B API)`);
-    const { session, entry } = found;
-    if (!E2bSessions.tokenMatches(session, c.req.header("x-access-token"))) {
+    if (!E2bSessions.tokenMatches(found.session, c.req.header("x-access-token"))) {
       return e2bError(c, 401, "missing or wrong X-Access-Token for this sandbox");
     }
-    if (entry.paused) await registry.resume(entry);
-    if (entry.sandbox.closed) return e2bError(c, 502, `The sandbox ${id} is not running: ${entry.sandbox.closed}`);
+    if (port !== ENVD_PORT && port !== INTERPRETER_PORT) {
+      return e2bError(c, 502, `port ${Number.isFinite(port) ? port : "(missing E2b-Sandbox-Port)"} of sandbox ${id} is not served by agentbox's E2B surface (envd ${ENVD_PORT}, code interpreter ${INTERPRETER_PORT})`);
+    }
     const url = new URL(c.req.url);
     url.pathname = url.pathname.replace(/^\/e2b\/sandbox/, "") || "/";
-    const inner = new Request(url, c.req.raw);
+    return forward(c, found, port, new Request(url, c.req.raw));
+  });
+
+  /** A request for `found`'s sandbox, authorised, to its envd or interpreter face (a paused sandbox resumed first). */
+  const forward = async (c: Context, { session, entry }: { session: E2bSession; entry: Entry }, port: number, inner: Request): Promise<Response> => {
+    if (entry.paused) await registry.resume(entry);
+    if (entry.sandbox.closed) return e2bError(c, 502, `The sandbox ${entry.id} is not running: ${entry.sandbox.closed}`);
     const bindings: SandboxBindings = { entry, session, who: session.who };
-    if (port === ENVD_PORT) return envd.fetch(inner, bindings);
-    if (port === INTERPRETER_PORT) return interpreter.fetch(inner, bindings);
-    return e2bError(c, 502, `port ${Number.isFinite(port) ? port : "(missing E2b-Sandbox-Port)"} of sandbox ${id} is not served by agentbox's E2B surface (envd ${ENVD_PORT}, code interpreter ${INTERPRETER_PORT})`);
+    return port === ENVD_PORT ? envd.fetch(inner, bindings) : interpreter.fetch(inner, bindings);
+  };
+
+  // ---- Signed file URLs (sandbox.uploadUrl/downloadUrl): `/files` at the root of E2B_SANDBOX_URL's
+  // origin (the SDK builds them with `new URL("/files", E2B_SANDBOX_URL)`), with neither the sandbox
+  // id nor its token: the signature names the sandbox, being checked against every live session's token.
+  app.on(["GET", "POST"], "/files", (c) => {
+    const q = new URL(c.req.url).searchParams;
+    const signature = q.get("signature");
+    if (!signature) return e2bError(c, 401, "a /files URL without the E2b-Sandbox-Id header needs ?signature= (from sandbox.uploadUrl() or downloadUrl())");
+    const expiration = q.get("signature_expiration");
+    if (expiration !== null && !/^\d{1,12}$/.test(expiration)) return e2bError(c, 400, "signature_expiration must be a Unix time in seconds");
+    if (expiration !== null && Number(expiration) * 1000 < Date.now()) return e2bError(c, 401, "the signed URL has expired");
+    const operation = c.req.method === "GET" ? "read" : "write";
+    const found = signedSession(sessions, { path: q.get("path") ?? "", operation, user: q.get("username") ?? "", expiration, signature });
+    if (!found) return e2bError(c, 401, "the URL's signature is not valid for any running sandbox (wrong path, user, operation or token)");
+    const url = new URL(c.req.url);
+    url.pathname = "/files";
+    return forward(c, found, ENVD_PORT, new Request(url, c.req.raw));
   });
 
   // ---- The control plane.
@@ -280,6 +303,22 @@ export function createE2bApp(o: E2bOptions): Hono {
 
   app.route("/", control);
   return app;
+}
+
+/**
+ * The session whose token made `signature` (E2B's v1: base64 SHA-256 of
+ * `path:operation:user:token[:expiration]`, padding stripped), with its sandbox; every live session
+ * is checked, each in constant time.
+ */
+export function signedSession(sessions: E2bSessions, s: { path: string; operation: "read" | "write"; user: string; expiration: string | null; signature: string }): { session: E2bSession; entry: Entry } | undefined {
+  const given = Buffer.from(s.signature, "utf8");
+  let match: E2bSession | undefined;
+  for (const session of sessions.all()) {
+    const raw = `${s.path}:${s.operation}:${s.user}:${session.token}` + (s.expiration === null ? "" : `:${s.expiration}`);
+    const want = Buffer.from("v1_" + createHash("sha256").update(raw, "utf8").digest("base64").replace(/=+$/, ""), "utf8");
+    if (want.length === given.length && timingSafeEqual(want, given)) match = session;
+  }
+  return match ? sessions.find(match.id) : undefined;
 }
 
 /** The create/connect answer: what the SDK needs to reach the sandbox. */
