@@ -517,10 +517,77 @@ def repl_main(fds=None):
 # The agent.
 
 
+STDIN_PENDING_MAX = 8 << 20  # bytes queued for a command's open stdin and not yet written
+
+
+class StdinFeed:
+    """A background command's open stdin (exec with stdinOpen): what the host sends is written in
+    order by a thread of its own, so a command that does not read never blocks the agent; at most
+    STDIN_PENDING_MAX bytes wait. Closed by the host (EOF for the command) or when it exits."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.cond = threading.Condition()
+        self.chunks = []
+        self.pending = 0
+        self.closing = False
+        self.broken = False
+        try:
+            threading.Thread(target=self.loop, daemon=True).start()
+        except RuntimeError:  # no thread left (a fork bomb): this stdin takes nothing
+            self.broken = True
+            self.close_pipe()
+
+    def put(self, data):
+        """None, or the errno name of why `data` was refused."""
+        with self.cond:
+            if self.closing or self.broken:
+                return "EPIPE"
+            if self.pending + len(data) > STDIN_PENDING_MAX:
+                return "EAGAIN"
+            self.chunks.append(data)
+            self.pending += len(data)
+            self.cond.notify()
+        return None
+
+    def close(self):
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+
+    def loop(self):
+        while True:
+            with self.cond:
+                while not self.chunks and not self.closing and not self.broken:
+                    self.cond.wait()
+                if not self.chunks or self.broken:
+                    break
+                data = self.chunks.pop(0)
+            try:
+                self.pipe.write(data)
+                self.pipe.flush()
+            except (OSError, ValueError):
+                with self.cond:
+                    self.broken = True
+                    self.chunks = []
+                    self.pending = 0
+                break
+            with self.cond:
+                self.pending = max(0, self.pending - len(data))
+        self.close_pipe()
+
+    def close_pipe(self):
+        try:
+            self.pipe.close()
+        except (OSError, ValueError):
+            pass
+
+
 class Agent:
     def __init__(self, chan):
         self.chan = chan
         self.procs = {}  # exec id -> Popen
+        self.stdin_feeds = {}  # exec id -> StdinFeed of a command started with its stdin open
         self.digester = Digester()
         self.env = dict(GUEST_ENV)
         self.seed = None
@@ -680,11 +747,12 @@ class Agent:
         env = dict(self.env)
         env.update(msg.get("env") or {})
         stdin = msg.get("stdin")
+        keep_stdin = bool(msg.get("stdinOpen"))
         try:
             import subprocess  # on first use: loading it in the background slowed the first run down
             p = subprocess.Popen(
                 msg["argv"], cwd=msg.get("cwd") or "/home/user", env=env,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin is not None or keep_stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **child_credentials(),
             )
         except OSError as e:
@@ -700,7 +768,11 @@ class Agent:
         if msg.get("background"):  # the host hands the caller a handle now; output and exit follow
             self.chan.send({"type": "started", "id": mid, "pid": p.pid})
         pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
-        if stdin is not None:
+        if keep_stdin:
+            self.stdin_feeds[mid] = StdinFeed(p.stdin)
+            if stdin is not None:
+                self.stdin_feeds[mid].put(b64decode(stdin))
+        elif stdin is not None:
             def feed():
                 try:
                     p.stdin.write(b64decode(stdin))
@@ -727,6 +799,9 @@ class Agent:
             if t is not None:
                 t.join(0.2)
         self.procs.pop(mid, None)
+        feed = self.stdin_feeds.pop(mid, None)
+        if feed is not None:
+            feed.close()
         sig = None
         if rc < 0:
             try:
@@ -757,6 +832,33 @@ class Agent:
             sig = getattr(signal, "SIG" + msg.get("signal", "KILL"), signal.SIGKILL)
             start_thread(kill_session, p.pid, sig)
         self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
+
+    def do_stdin(self, msg):
+        """Write to (`data`) or close (`close`) the open stdin of background command `target`."""
+        feed = self.stdin_feeds.get(msg.get("target"))
+        err = None
+        if feed is None:
+            err = "ENOENT"
+        elif msg.get("close"):
+            feed.close()
+        else:
+            try:
+                data = b64decode(msg.get("data") or "")
+            except (binascii.Error, ValueError):
+                data = None
+                err = "EINVAL"
+            if data is not None:
+                err = feed.put(data)
+        if err is None:
+            self.chan.send({"type": "reply", "id": msg["id"], "ok": True})
+            return
+        message = {
+            "ENOENT": "the command is not running, or was not started with its stdin open",
+            "EPIPE": "the command's stdin is closed",
+            "EAGAIN": "the command is not reading its stdin: over %d bytes would be waiting" % STDIN_PENDING_MAX,
+            "EINVAL": "the data is not base64",
+        }[err]
+        self.chan.send({"type": "reply", "id": msg["id"], "ok": False, "errno": err, "message": message})
 
     # ---- files ------------------------------------------------------------------------------
     def do_fs(self, msg):
@@ -840,7 +942,7 @@ class Agent:
         self.chan.send({"type": "ready", "v": PROTOCOL_VERSION, "agent": "agentbox-agent", "python": sys.version.split()[0]})
         handlers = {
             "ping": lambda m: self.chan.send({"type": "pong", "id": m["id"]}),
-            "exec": self.do_exec, "kill": self.do_kill, "run": self.do_run, "interrupt": self.do_interrupt,
+            "exec": self.do_exec, "kill": self.do_kill, "stdin": self.do_stdin, "run": self.do_run, "interrupt": self.do_interrupt,
             "fs": self.do_fs, "configure": self.do_configure, "stream": self.streams.control,
         }
         reader = open(fd, "rb", buffering=1 << 20, closefd=False)
@@ -865,7 +967,7 @@ class Agent:
                 elif kind == "run":
                     self.repl_run = None
                     self.chan.send({"type": "result", "id": msg["id"], "value": None, "error": {"name": "AgentError", "message": reason[:60000], "traceback": ""}, "durationMs": 0})
-                elif kind in ("fs", "configure", "kill"):
+                elif kind in ("fs", "configure", "kill", "stdin"):
                     self.chan.send({"type": "reply", "id": msg["id"], "ok": False, "errno": "EAGAIN", "message": reason[:60000]})
         for p in list(self.procs.values()):
             try:

@@ -67,6 +67,8 @@ export interface EngineExecResult {
 export interface EngineSpawnOptions extends Omit<EngineExecOptions, "timeoutMs"> {
   /** Kill the command this long after it started; absent: it runs until it ends, is killed, or the sandbox ends. */
   timeoutMs?: number | undefined;
+  /** Keep its stdin open (after `stdin`'s bytes, if given) for writeStdin()/closeStdin(). */
+  stdinOpen?: boolean | undefined;
 }
 
 /** A command started in the background (heavy tier): running in the guest, not waited for. */
@@ -79,6 +81,13 @@ export interface EngineProcess {
   readonly done: Promise<EngineExecResult>;
   /** Send its process group a signal; resolves once a KILL has ended it. False: it had already ended. */
   kill(signal: "KILL" | "TERM" | "INT"): Promise<boolean>;
+  /**
+   * Write to its stdin (started with `stdinOpen`), in order; resolves once the guest has queued the
+   * bytes. Rejects (InvalidOptionsError) when its stdin is not open, closed, or not being read.
+   */
+  writeStdin?(data: Uint8Array): Promise<void>;
+  /** Close its stdin (EOF for the command). */
+  closeStdin?(): Promise<void>;
 }
 
 /** How one restore of a snapshot differs from the saved engine. */

@@ -342,6 +342,11 @@ export const commandOptionsSchema = z.strictObject({
   /** Bytes fed to the command's standard input. */
   stdin: z.union([z.string(), z.instanceof(Uint8Array)]).optional(),
   /**
+   * Keep a background command's standard input open (after `stdin`'s bytes, if given) for its
+   * handle's writeStdin() and closeStdin().
+   */
+  stdinOpen: z.boolean().optional(),
+  /**
    * Start the command and return a handle as soon as it runs, without waiting for it (heavy tier).
    * It then has no time limit unless `timeoutMs` is given.
    */

@@ -49,8 +49,13 @@ export type AgentRequest =
    * stream. `caPem`: the sandbox's CA, to write beside the system's in the guest's CA bundle.
    */
   | { type: "configure"; id: number; env: Record<string, string>; seed: number | null; processMemoryMb?: number; watchdogMemoryMb?: number; proxyPort?: number; caPem?: string }
-  /** `background`: the agent answers `started` (with the guest pid) once the process runs, before its output. */
-  | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string; background?: boolean }
+  /**
+   * `background`: the agent answers `started` (with the guest pid) once the process runs, before its output.
+   * `stdinOpen`: its stdin stays open for `stdin` requests (after `stdin`'s bytes, if given) until closed or it exits.
+   */
+  | { type: "exec"; id: number; argv: string[]; cwd?: string; env?: Record<string, string>; stdin?: string; background?: boolean; stdinOpen?: boolean }
+  /** Write `data` (base64) to, or `close`, the open stdin of exec `target`; answered by a reply (errno ENOENT, EPIPE, EAGAIN). */
+  | { type: "stdin"; id: number; target: number; data?: string; close?: boolean }
   | { type: "kill"; id: number; target: number; signal: "KILL" | "TERM" | "INT" }
   | { type: "run"; id: number; code: string; valueCap: number }
   /** Stop run `target`: SIGINT (KeyboardInterrupt) first; `hard` ends the REPL process. */

@@ -229,6 +229,24 @@ export class CommandHandle {
     return this.process.kill(signal);
   }
 
+  /**
+   * Write to the command's standard input, in order (it must have been started with
+   * `stdinOpen: true`). Rejects with InvalidOptionsError when its stdin is not open, was closed, or
+   * holds 8 MiB the command has not read yet.
+   */
+  async writeStdin(data: string | Uint8Array): Promise<void> {
+    if (!this.process.writeStdin) throw new TierUnavailableError("this engine cannot write to a running command's stdin");
+    if (!this.running) throw new InvalidOptionsError([{ path: "stdin", message: `command ${this.pid} has ended` }]);
+    await this.process.writeStdin(typeof data === "string" ? new TextEncoder().encode(data) : data);
+  }
+
+  /** Close the command's standard input (EOF for it); it must have been started with `stdinOpen: true`. */
+  async closeStdin(): Promise<void> {
+    if (!this.process.closeStdin) throw new TierUnavailableError("this engine cannot close a running command's stdin");
+    if (!this.running) throw new InvalidOptionsError([{ path: "stdin", message: `command ${this.pid} has ended` }]);
+    await this.process.closeStdin();
+  }
+
   /** @internal */
   info(): CommandInfo {
     return { pid: this.pid, cmd: this.cmd, argv: [...this.argv], cwd: this.cwd, startedAt: this.startedAt };
@@ -274,11 +292,12 @@ export class SandboxCommands {
     }
     const stdin = typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin;
     const common = { signal: o.signal, onStdout: o.onStdout, onStderr: o.onStderr, cwd: o.cwd, env: o.env, stdin };
+    if (o.stdinOpen && !o.background) throw new InvalidOptionsError([{ path: "stdinOpen", message: "only a background command keeps its stdin open" }]);
     if (o.background) {
       // The lock is held until the process has started, not while it runs.
       return this.sb.exclusive(async (e) => {
         if (!e.spawn) throw this.unavailable();
-        const p = await e.spawn(argv, { ...common, timeoutMs: o.timeoutMs });
+        const p = await e.spawn(argv, { ...common, timeoutMs: o.timeoutMs, stdinOpen: o.stdinOpen });
         const h = new CommandHandle(p, { cmd: typeof cmd === "string" ? cmd : argv.join(" "), argv, cwd: o.cwd ?? DEFAULT_CWD, startedAt: new Date() });
         this.background.set(h.pid, h);
         const forget = () => {

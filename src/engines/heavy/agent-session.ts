@@ -68,7 +68,16 @@ export class AgentSession {
         if (signal === "KILL") await Promise.race([p.done.catch(() => undefined), new Promise((r) => setTimeout(r, KILL_WAIT_MS).unref())]);
         return true;
       },
+      writeStdin: (data) => this.stdin(p.id, { data: Buffer.from(data).toString("base64") }),
+      closeStdin: () => this.stdin(p.id, { close: true }),
     };
+  }
+
+  /** A `stdin` request for background exec `target`; a refusal is an InvalidOptionsError naming why. */
+  private async stdin(target: number, what: { data: string } | { close: true }): Promise<void> {
+    const m = await this.host.call({ type: "stdin", id: this.host.client.newId(), target, ...what });
+    if (m.type !== "reply") throw new WorkerCrashedError("the guest agent answered a stdin request with the wrong message");
+    if (!m.ok) throw new InvalidOptionsError([{ path: "stdin", message: `${m.errno ?? "EIO"}: ${m.message ?? "refused"}` }]);
   }
 
   /**
@@ -109,6 +118,7 @@ export class AgentSession {
         if (opts.env !== undefined) req.env = opts.env;
         if (opts.stdin !== undefined) req.stdin = Buffer.from(opts.stdin).toString("base64");
         if (background) req.background = true;
+        if (background && (opts as EngineSpawnOptions).stdinOpen) req.stdinOpen = true;
         let m: AgentFinal;
         try {
           m = await this.host.call(req, out.listener);
@@ -136,6 +146,7 @@ export class AgentSession {
       }
     })();
     return {
+      id,
       done,
       started,
       out,

@@ -204,9 +204,10 @@ export function serverStream<E extends object>(app: Hono<E>, service: string, me
     const clientSignal = c.req.raw.signal;
     const onClientAbort = () => hangUp.abort();
     clientSignal.addEventListener("abort", onClientAbort, { once: true });
+    // Once the client has hung up (cancel) the controller refuses enqueue/close: nothing is sent then.
+    let open = true;
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {
-        let open = true;
         const sink: StreamSink = {
           send: (m) => {
             if (!open || hangUp.signal.aborted) return;
@@ -222,6 +223,7 @@ export function serverStream<E extends object>(app: Hono<E>, service: string, me
           if (!open) return;
           open = false;
           clientSignal.removeEventListener("abort", onClientAbort);
+          if (hangUp.signal.aborted) return;
           try {
             controller.enqueue(envelope(end, FLAG_END));
             controller.close();
@@ -238,7 +240,11 @@ export function serverStream<E extends object>(app: Hono<E>, service: string, me
           },
         );
       },
-      cancel: () => hangUp.abort(),
+      cancel: () => {
+        open = false;
+        clientSignal.removeEventListener("abort", onClientAbort);
+        hangUp.abort();
+      },
     });
     return new Response(body, { status: 200, headers: { "content-type": "application/connect+json" } });
   });
