@@ -196,12 +196,48 @@ describe("E2B code interpreter on the heavy tier (data image)", { skip: skipHeav
     assert.match(main.text ?? "", /a\s+b/);
   });
 
-  it("a matplotlib figure is a png result", async () => {
-    const ex = await sbx.runCode("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()");
+  it("a matplotlib figure is a png result with its chart data", async () => {
+    const ex = await sbx.runCode("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.xlabel('time (s)')\nplt.show()");
     assert.equal(ex.error, undefined, ex.error?.traceback);
-    const png = ex.results.find((r) => r.png);
-    assert.ok(png, JSON.stringify(ex.results.map((r) => r.formats())));
-    assert.deepEqual([...Buffer.from(png.png!, "base64").subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    assert.equal(ex.results.length, 1);
+    const fig = ex.results[0]!;
+    assert.ok(fig.png, JSON.stringify(fig.formats()));
+    assert.deepEqual([...Buffer.from(fig.png, "base64").subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    assert.match(fig.text ?? "", /^<Figure size \d+x\d+ with 1 Axes>$/);
+    const chart = fig.chart as unknown as Record<string, unknown>;
+    assert.equal(chart.type, "line");
+    assert.equal(chart.title, "squares");
+    assert.equal(chart.x_label, "time (s)");
+    assert.equal(chart.x_unit, "s");
+    assert.equal(chart.y_label, null);
+    assert.equal(chart.x_scale, "linear");
+    assert.deepEqual(chart.elements, [{ label: "Line 0", points: [[1, 1], [2, 4], [3, 9]] }]);
+    assert.deepEqual(Object.keys(fig.extra ?? {}), []);
+  });
+
+  it("bar and pie charts; several axes make a superchart", async () => {
+    const bar = await sbx.runCode("plt.bar(['a', 'b', 'c'], [3, 5, 2], label='counts')\nplt.show()");
+    assert.deepEqual((bar.results[0]!.chart as unknown as { type: string; elements: unknown }).elements, [
+      { label: "a", group: "counts", value: 3 },
+      { label: "b", group: "counts", value: 5 },
+      { label: "c", group: "counts", value: 2 },
+    ]);
+    const pie = await sbx.runCode("plt.pie([1, 1], labels=['x', 'y'])\nplt.show()");
+    const pc = pie.results[0]!.chart as unknown as { type: string; elements: { label: string; angle: number }[] };
+    assert.equal(pc.type, "pie");
+    assert.deepEqual(pc.elements.map((e) => [e.label, Math.round(e.angle)]), [["x", 180], ["y", 180]]);
+    const two = await sbx.runCode("fig, (a, b) = plt.subplots(1, 2)\na.scatter([1, 2], [3, 4])\nb.plot(['u', 'v'], [5, 6])\nfig.suptitle('two')\nplt.show()");
+    const sc = two.results[0]!.chart as unknown as { type: string; title: string; elements: { type: string; x_scale: string; elements: { points: unknown }[] }[] };
+    assert.equal(sc.type, "superchart");
+    assert.equal(sc.title, "two");
+    assert.deepEqual(sc.elements.map((e) => e.type), ["scatter", "line"]);
+    assert.equal(sc.elements[1]!.x_scale, "categorical");
+    assert.deepEqual(sc.elements[1]!.elements[0]!.points, [["u", 5], ["v", 6]]);
+    // Data too large for the chart (over 256 KB of JSON): the figure is still its PNG.
+    const big = await sbx.runCode("for k in range(4):\n    plt.plot([i * 1.000001 + k for i in range(10000)])\nplt.show()");
+    assert.equal(big.results.length, 1);
+    assert.ok(big.results[0]!.png);
+    assert.equal(big.results[0]!.chart, undefined);
   });
 
   it("env_vars and a second context work on the heavy tier's REPL too", async () => {

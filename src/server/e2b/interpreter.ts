@@ -16,6 +16,10 @@
 // after the run), as E2B does. Time: E2B's server has no time limit of its own (the SDK's
 // timeoutMs aborts the request, which interrupts the run); here a run is also bounded by the
 // key's maxRunMs, reported as an error line named TimeoutError.
+//
+// Charts: the guest's display machinery (guest/display.py) gives a matplotlib figure, beside its
+// PNG, its data as application/vnd.agentbox.chart+json in E2B's chart shape (line, scatter, bar,
+// pie, superchart; a boxplot reads as lines, as in E2B without patch_artist); it is `chart` here.
 import { Hono, type Context } from "hono";
 import { stream } from "hono/streaming";
 import { randomUUID } from "node:crypto";
@@ -170,6 +174,14 @@ export function resultLine(r: DisplayResult): Record<string, unknown> {
       line.json = JSON.parse(json) as unknown;
     } catch {
       line.json = json;
+    }
+  }
+  const chart = d["application/vnd.agentbox.chart+json"];
+  if (chart !== undefined) {
+    try {
+      line.chart = JSON.parse(chart) as unknown;
+    } catch {
+      // not JSON: no chart (the guest's data is checked here, never trusted)
     }
   }
   line.is_main_result = r.main;
