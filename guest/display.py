@@ -10,7 +10,8 @@ def _make_display(emit=None):
     # emit(result): the tier's way to send a result to the host as it happens (so a caller sees it
     # while the run goes on); it returns True once sent. Results it did not send wait for finish().
     import base64 as b64mod, binascii, json as jsonmod, sys as sysmod
-    allowed = ("text/plain", "text/html", "text/markdown", "image/png", "image/jpeg", "image/svg+xml", "application/json", "application/pdf")
+    allowed = ("text/plain", "text/html", "text/markdown", "image/png", "image/jpeg", "image/svg+xml", "application/json", "application/pdf",
+               "application/vnd.agentbox.chart+json")
     binary = ("image/png", "image/jpeg", "application/pdf")
     reprs = (("text/html", "_repr_html_"), ("text/markdown", "_repr_markdown_"), ("image/svg+xml", "_repr_svg_"),
              ("image/png", "_repr_png_"), ("image/jpeg", "_repr_jpeg_"), ("application/json", "_repr_json_"))
@@ -77,7 +78,116 @@ def _make_display(emit=None):
             note("a matplotlib figure could not be drawn: %s" % describe(exc))
             return None
         drawn.add(id(fig))
-        return {"image/png": b64mod.b64encode(buf.getvalue()).decode("ascii"), "text/plain": repr(fig)}
+        data = {"image/png": b64mod.b64encode(buf.getvalue()).decode("ascii"), "text/plain": repr(fig)}
+        try:
+            chart = figure_chart(fig)
+            text = None if chart is None else jsonmod.dumps(chart, allow_nan=False)
+            if text is not None and len(text) <= MAX_CHART_BYTES:  # never at the cost of the PNG fitting
+                data[CHART] = text
+        except Exception:  # the chart's data is extra: a figure it cannot read is still its PNG
+            pass
+        return data
+
+    # The figure's data as E2B's code interpreter gives it (its `chart`): the type of each axes
+    # (line, scatter, bar, pie, box_and_whisker), its title, labels, units, ticks and scales, and
+    # the plotted elements; several recognised axes make a "superchart". Read from the artists
+    # matplotlib keeps, never by drawing; None when no axes is recognised.
+    CHART = "application/vnd.agentbox.chart+json"
+    MAX_POINTS = 10000
+    MAX_CHART_BYTES = 256 * 1024
+    unit_re = __import__("re").compile(r"\s\((.*?)\)|\[(.*?)\]")  # E2B's: "time (s)" or "[s]"
+
+    def num(v):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return str(v)
+        return f if f == f and f not in (float("inf"), float("-inf")) else None
+
+    def axis_info(ax, which):
+        axis = ax.xaxis if which == "x" else ax.yaxis
+        scale = axis.get_scale()
+        dates = sysmod.modules.get("matplotlib.dates")
+        formatter = axis.get_major_formatter()
+        mapping = getattr(getattr(axis, "units", None), "_mapping", None)
+        if dates is not None and isinstance(formatter, (dates.DateFormatter, dates.AutoDateFormatter, dates.ConciseDateFormatter)):
+            scale = "datetime"
+            conv = lambda v: dates.num2date(v).isoformat()  # noqa: E731
+        elif isinstance(mapping, dict) and mapping:
+            scale = "categorical"
+            names = {float(i): str(k) for k, i in mapping.items()}
+            conv = lambda v: names.get(float(v), num(v))  # noqa: E731
+        else:
+            conv = num
+        ticks = [conv(t) for t in axis.get_ticklocs()]
+        labels = [t.get_text() for t in axis.get_ticklabels()]
+        return scale, conv, ticks, labels
+
+    def label_and_unit(text):
+        m = unit_re.search(text or "")
+        return (text or None), ((m.group(1) or m.group(2)) if m else None)
+
+    def auto_label(label, prefix, name):
+        # matplotlib's own names for unlabelled artists ("_child3", "_container0") become E2B's ("Line 3").
+        if isinstance(label, str) and label.startswith(prefix) and label[len(prefix):].isdigit():
+            return "%s %s" % (name, label[len(prefix):])
+        return label if isinstance(label, str) else ""
+
+    def base2d(ax, kind):
+        out = {"type": kind, "title": ax.get_title()}
+        for which, text in (("x", ax.get_xlabel()), ("y", ax.get_ylabel())):
+            label, unit = label_and_unit(text)
+            out[which + "_label"] = label
+            if unit:
+                out[which + "_unit"] = unit
+        return out
+
+    def axes_chart(ax):
+        patches = sysmod.modules.get("matplotlib.patches")
+        collections = sysmod.modules.get("matplotlib.collections")
+        lines = [l for l in ax.get_lines() if l.get_visible()]
+        wedges = [p for p in ax.patches if patches is not None and isinstance(p, patches.Wedge)]
+        bars = [c for c in getattr(ax, "containers", []) if type(c).__name__ == "BarContainer"]
+        scatters = [c for c in ax.collections if collections is not None and isinstance(c, collections.PathCollection)]
+        if wedges and not lines:
+            return {"type": "pie", "title": ax.get_title(),
+                    "elements": [{"label": w.get_label(), "angle": num(abs(w.theta2 - w.theta1)), "radius": num(w.r)} for w in wedges]}
+        if bars and not lines:
+            chart = base2d(ax, "bar")
+            _, conv, ticks, labels = axis_info(ax, "x")
+            at = {t: l for t, l in zip(ticks, labels)}
+            elements = []
+            for c in bars:
+                group = auto_label(c.get_label(), "_container", "Group")
+                for rect in c.patches:
+                    x = conv(rect.get_x() + rect.get_width() / 2)
+                    elements.append({"label": at.get(x, str(x)), "group": group, "value": num(rect.get_height())})
+            chart["elements"] = elements
+            return chart
+        if lines or scatters:
+            chart = base2d(ax, "line" if lines else "scatter")
+            for which in ("x", "y"):
+                scale, conv, ticks, labels = axis_info(ax, which)
+                chart.update({which + "_scale": scale, which + "_ticks": ticks, which + "_tick_labels": labels})
+            xconv = axis_info(ax, "x")[1]
+            yconv = axis_info(ax, "y")[1]
+            elements = []
+            for artist in (lines or scatters):
+                xy = artist.get_xydata() if lines else artist.get_offsets()
+                points = [[xconv(x), yconv(y)] for x, y in list(xy)[:MAX_POINTS]]
+                elements.append({"label": auto_label(artist.get_label(), "_child", "Line"), "points": points})
+            chart["elements"] = elements
+            return chart
+        return None
+
+    def figure_chart(fig):
+        charts = [c for c in (axes_chart(ax) for ax in fig.get_axes()) if c is not None]
+        if not charts:
+            return None
+        if len(charts) == 1:
+            return charts[0]
+        title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+        return {"type": "superchart", "title": title, "elements": charts}
 
     def show_figures(*args, **kwargs):
         helpers = sysmod.modules.get("matplotlib._pylab_helpers")

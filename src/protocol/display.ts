@@ -15,6 +15,9 @@ export const MIME_TYPES = [
   "image/svg+xml",
   "application/json",
   "application/pdf",
+  // A matplotlib figure's data (chart type, title, labels, ticks, plotted elements) in the shape of
+  // E2B's code interpreter `chart`, beside its image/png (guest/display.py). JSON text.
+  "application/vnd.agentbox.chart+json",
 ] as const;
 export type MimeType = (typeof MIME_TYPES)[number];
 

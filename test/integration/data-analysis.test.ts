@@ -92,8 +92,10 @@ describe("data analysis on the data image", { skip: skipHeavy }, () => {
       assert.equal(r.error, undefined, r.error?.traceback);
       const kinds = (r.results ?? []).map((x) => [x.main, Object.keys(x.data).sort().join("+")]);
       // show()'s figure, the Series as a table, then the figure still open at the end of the cell;
-      // the final value (a list of lines) has no rich form.
-      assert.deepEqual(kinds, [[false, "image/png+text/plain"], [false, "text/html+text/plain"], [false, "image/png+text/plain"]]);
+      // the final value (a list of lines) has no rich form. A figure also carries its chart data.
+      const figure = "application/vnd.agentbox.chart+json+image/png+text/plain";
+      assert.deepEqual(kinds, [[false, figure], [false, "text/html+text/plain"], [false, figure]]);
+      assert.deepEqual(JSON.parse(r.results![2]!.data["application/vnd.agentbox.chart+json"]!).elements, [{ label: "Line 0", points: [[0, 3], [1, 1]] }]);
       assert.match(r.results![1]!.data["text/html"]!, /<table[\s\S]*amount[\s\S]*<\/table>/);
       assert.equal(pngSize(r.results![2]!.data["image/png"]!).width < pngSize(r.results![0]!.data["image/png"]!).width, true, "the 2x2 inch figure is the smaller one");
       const next = await sb.runCode("len(plt.get_fignums())");

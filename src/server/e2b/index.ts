@@ -101,8 +101,11 @@ export function createE2bApp(o: E2bOptions): Hono {
     const found = sessions.find(id);
     // E2B's proxy answers 502 for a sandbox that is not running; the SDKs read it as "not running".
     if (!found) return e2bError(c, 502, `The sandbox ${id} was not found (it was killed, timed out, or was never connected through the E2B API)`);
-    if (!E2bSessions.tokenMatches(found.session, c.req.header("x-access-token"))) {
-      return e2bError(c, 401, "missing or wrong X-Access-Token for this sandbox");
+    // The code interpreter SDK sends the token as E2B-Traffic-Access-Token on its /contexts
+    // requests (X-Access-Token only on /execute): the create/connect answer gives it as both.
+    const token = c.req.header("x-access-token") ?? c.req.header("e2b-traffic-access-token");
+    if (!E2bSessions.tokenMatches(found.session, token)) {
+      return e2bError(c, 401, "missing or wrong X-Access-Token (or E2B-Traffic-Access-Token) for this sandbox");
     }
     if (port !== ENVD_PORT && port !== INTERPRETER_PORT) {
       return e2bError(c, 502, `port ${Number.isFinite(port) ? port : "(missing E2b-Sandbox-Port)"} of sandbox ${id} is not served by agentbox's E2B surface (envd ${ENVD_PORT}, code interpreter ${INTERPRETER_PORT})`);
@@ -329,7 +332,8 @@ function createdBody(s: E2bSession) {
     clientID: "agentbox",
     envdVersion: ENVD_VERSION,
     envdAccessToken: s.token,
-    trafficAccessToken: null,
+    // The same token: @e2b/code-interpreter sends only this one with its /contexts requests.
+    trafficAccessToken: s.token,
     domain: null,
   };
 }
