@@ -26,6 +26,8 @@ int(df.units.sum())
   console.log("total:", execution.text);
   const chart = execution.results.find((r) => r.png);
   console.log("chart png bytes:", chart ? Buffer.from(chart.png, "base64").length : 0);
+  // The chart's data too, so a UI can redraw it (E2B's chart extraction).
+  if (chart?.chart) console.log(`chart: ${chart.chart.type} '${chart.chart.title}' ${chart.chart.elements.length} bars`);
 
   const ls = await sbx.commands.run("ls /home/user && python3 -c 'import sys; print(sys.version_info[0])'");
   console.log("ls:", ls.stdout.trim().split("\n").join(" "));

@@ -3,11 +3,14 @@
 // these fast; the heavy tier's commands, files and code interpreter have their own files
 // (e2b-commands, e2b-files, e2b-interpreter).
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { AuthenticationError, NotFoundError, RateLimitError, Sandbox, SandboxError, SandboxNotFoundError } from "e2b";
+import { fileURLToPath } from "node:url";
 import { E2B_KEY, startE2bServer, type E2bServer } from "../e2b-helpers.js";
+import { ensureDataImage, skipHeavy } from "../heavy.js";
 
 describe("E2B-compatible API: the control plane through the e2b SDK", () => {
   let srv: E2bServer;
@@ -269,5 +272,39 @@ describe("E2B-compatible API: network options map onto the operator's grant", ()
     await narrowed.kill();
 
     await assert.rejects(Sandbox.create("agentbox-python", { network: { allowOut: ["api.example.com"] } }), /400: invalid options: network\.allow\.0: "api\.example\.com" is not within the hosts this server's --allow-net grants/);
+  });
+});
+
+describe("E2B-compatible API: an unmodified E2B script runs with only the three variables set", { skip: skipHeavy }, () => {
+  let srv: E2bServer;
+  before(async () => {
+    await ensureDataImage();
+    srv = await startE2bServer();
+  });
+  after(async () => {
+    await srv?.close();
+  });
+
+  it("examples/e2b-agent.mjs: create (code interpreter template), runCode with a chart, commands, files, kill", async () => {
+    const script = fileURLToPath(new URL("../../examples/e2b-agent.mjs", import.meta.url));
+    // Only what a user sets: the three variables (plus PATH and HOME, which any shell has).
+    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...srv.env };
+    const child = spawn(process.execPath, [script], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((r) => child.on("close", r));
+    assert.equal(code, 0, `exit ${code}\nstdout: ${out}\nstderr: ${err}`);
+    const lines = out.trim().split("\n");
+    assert.equal(lines[0], "stdout: rows: 4");
+    assert.equal(lines[1], "total: 565");
+    const png = Number(/^chart png bytes: (\d+)$/.exec(lines[2] ?? "")?.[1]);
+    assert.ok(png > 5000, lines[2]);
+    assert.equal(lines[3], "chart: bar 'Units per month' 4 bars");
+    assert.equal(lines[4], "ls: sales.csv units.png 3");
+    assert.equal(lines[5], "files: sales.csv units.png");
+    assert.ok(Number(/^saved png bytes: (\d+)$/.exec(lines[6] ?? "")?.[1]) > 5000, lines[6]);
+    assert.deepEqual(await Sandbox.list().nextItems(), []); // the script killed its sandbox
   });
 });
