@@ -8,6 +8,7 @@ import { streamSSE } from "hono/streaming";
 import type { z } from "zod";
 import { InvalidOptionsError, LimitError, resolveSandboxOptions, TierUnavailableError, type CommandHandle, type CommandOptions, type DisplayResult, type RunResult, type Sandbox } from "../index.js";
 import { normalizeGuestPath, parseOptions } from "../policy/options.js";
+import { readCappedBody, readJsonRequest } from "./body.js";
 import { HttpError, invalid, notFound, toHttp } from "./http-errors.js";
 import { bearerToken, type KeyRing, type Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -563,38 +564,12 @@ export function checkMount(m: { hostPath: string; readOnly: boolean }, i: number
 }
 
 /** The request body as bytes, refusing (413) past `max` whatever Content-Length claims. */
-async function readBody(c: Context, max: number): Promise<Uint8Array> {
-  const declared = Number(c.req.header("content-length"));
-  const tooBig = () => new HttpError(413, "BODY_TOO_LARGE", `request body is over the server's limit of ${max} bytes`, { value: max });
-  if (Number.isFinite(declared) && declared > max) throw tooBig();
-  const body = c.req.raw.body;
-  if (!body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.byteLength;
-    if (n > max) {
-      await reader.cancel().catch(() => undefined);
-      throw tooBig();
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
+function readBody(c: Context, max: number): Promise<Uint8Array> {
+  return readCappedBody(c.req.raw, max, () => new HttpError(413, "BODY_TOO_LARGE", `request body is over the server's limit of ${max} bytes`, { value: max }));
 }
 
 async function readJson(c: Context, max: number, optional = false): Promise<unknown> {
-  const bytes = await readBody(c, max);
-  if (bytes.byteLength === 0 && optional) return {};
-  const text = new TextDecoder().decode(bytes);
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new HttpError(400, "INVALID_JSON", `request body is not valid JSON: ${(e as Error).message}`);
-  }
+  const v = await readJsonRequest(c.req.raw, max, optional);
   if (typeof v !== "object" || v === null || Array.isArray(v)) throw new HttpError(400, "INVALID_JSON", "request body must be a JSON object");
   return v;
 }

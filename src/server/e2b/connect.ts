@@ -5,6 +5,7 @@
 // (flags 0x02) that carries the error, if any. Errors are Connect's codes and `{ code, message }`.
 import type { Context, Hono } from "hono";
 import { AbortedError, AgentboxError, FileSystemError, FileSystemQuotaError, InvalidOptionsError, LimitError, SandboxClosedError, TierUnavailableError } from "../../index.js";
+import { readCappedBody } from "../body.js";
 import { HttpError } from "../http-errors.js";
 
 export type ConnectCode =
@@ -128,25 +129,8 @@ function parseJson(bytes: Uint8Array): unknown {
 }
 
 /** The request body as bytes, refused (resource_exhausted) past `max` whatever Content-Length claims. */
-export async function readCapped(req: Request, max: number): Promise<Uint8Array> {
-  const tooBig = () => new ConnectError("resource_exhausted", `request body is over the server's limit of ${max} bytes`);
-  const declared = Number(req.headers.get("content-length"));
-  if (Number.isFinite(declared) && declared > max) throw tooBig();
-  if (!req.body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  const reader = req.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.byteLength;
-    if (n > max) {
-      await reader.cancel().catch(() => undefined);
-      throw tooBig();
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
+export function readCapped(req: Request, max: number): Promise<Uint8Array> {
+  return readCappedBody(req, max, () => new ConnectError("resource_exhausted", `request body is over the server's limit of ${max} bytes`));
 }
 
 /** An object message, or invalid_argument naming what it was. */

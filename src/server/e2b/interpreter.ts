@@ -20,16 +20,16 @@
 // Charts: the guest's display machinery (guest/display.py) gives a matplotlib figure, beside its
 // PNG, its data as application/vnd.agentbox.chart+json in E2B's chart shape (line, scatter, bar,
 // pie, superchart; a boxplot reads as lines, as in E2B without patch_artist); it is `chart` here.
-import { Hono, type Context } from "hono";
+import { Hono } from "hono";
 import { stream } from "hono/streaming";
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import { LimitError } from "../../errors.js";
 import type { Sandbox } from "../../index.js";
 import type { DisplayResult } from "../../protocol/display.js";
+import { readJsonRequest } from "../body.js";
 import { HttpError, toHttp } from "../http-errors.js";
 import type { Entry } from "../registry.js";
-import { readCapped } from "./connect.js";
 import type { E2bOptions, SandboxEnv } from "./index.js";
 
 /** The id of the context that is the sandbox's REPL itself. */
@@ -231,7 +231,7 @@ export function interpreterApp(o: E2bOptions): Hono<SandboxEnv> {
 
   app.post("/execute", async (c) => {
     const { entry, who } = c.env;
-    const body = parse(executeBody, await readJson(c, o.maxJsonBytes));
+    const body = parse(executeBody, await readJsonRequest(c.req.raw, o.maxJsonBytes, false, (reason) => new PlainError(400, reason)));
     if (body.context_id && body.language) throw new PlainError(400, "Only one of context_id or language can be provided");
     const own = sandboxLanguage(entry);
     let ctx: CodeContext;
@@ -309,7 +309,7 @@ export function interpreterApp(o: E2bOptions): Hono<SandboxEnv> {
 
   app.post("/contexts", async (c) => {
     const { entry } = c.env;
-    const body = parse(createContextBody, await readJson(c, o.maxJsonBytes, true));
+    const body = parse(createContextBody, await readJsonRequest(c.req.raw, o.maxJsonBytes, true, (reason) => new PlainError(400, reason)));
     const language = normalizeLanguage(body.language);
     const own = sandboxLanguage(entry);
     if (!runs(own, language)) throw new PlainError(400, `this sandbox runs ${own}, not ${language}`);
@@ -358,20 +358,4 @@ function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
   const r = schema.safeParse(input);
   if (r.success) return r.data;
   throw new PlainError(400, `invalid request: ${r.error.issues.map((i) => `${i.path.map(String).join(".") || "(body)"}: ${i.message}`).join("; ")}`);
-}
-
-async function readJson(c: Context, max: number, optional = false): Promise<unknown> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readCapped(c.req.raw, max);
-  } catch (e) {
-    throw new HttpError(413, "BODY_TOO_LARGE", (e as Error).message);
-  }
-  const text = new TextDecoder().decode(bytes);
-  if (text.trim() === "" && optional) return {};
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (e) {
-    throw new PlainError(400, `request body is not valid JSON: ${(e as Error).message}`);
-  }
 }
