@@ -142,6 +142,131 @@ def _make_display(emit=None):
                 out[which + "_unit"] = unit
         return out
 
+    # Box plots. matplotlib keeps no record of a boxplot on the Axes (no container, as bars have;
+    # no gid; the artists' labels are the automatic "_childN"), and pandas' df.boxplot(),
+    # df.plot(kind="box") and seaborn all go through Axes.bxp, which draws each box as plain
+    # artists: 2 whiskers (2-point lines along the box's axis, from q1 down to the lower whisker
+    # end and from q3 up to the upper one), 0 or 2 caps, the box (a closed 5-point Line2D, or a
+    # PathPatch with patch_artist=True; 11 points when notched), the median (a segment across the
+    # box), maybe a mean, and the fliers (a marker-only line at the box's position). So the signal
+    # is that structure, read from the geometry rather than from the order of ax.lines (which
+    # changed between matplotlib versions): whiskers pair up at one position, their inner ends are
+    # edges of a box centred there, and a median crosses that box. An axes is a box plot only when
+    # every visible line on it is one of these parts: a line chart has no such boxes, and an axes
+    # mixing boxes with other lines stays a line chart rather than lose the lines.
+    MAX_BOX_LINES = 8 * 250  # more lines than 250 boxes draw: not looked at as a box plot (the matching is quadratic)
+
+    def close(a, b, scale=1.0):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b), abs(scale))
+
+    def box_elements(ax, lines, vertical):
+        patches = sysmod.modules.get("matplotlib.patches")
+        pi, vi = (0, 1) if vertical else (1, 0)  # the boxes' position axis, their value axis
+        segs, marks = [], []
+        for order, line in enumerate(lines):
+            try:
+                xy = [(float(p[pi]), float(p[vi])) for p in line.get_xydata()]
+            except Exception:
+                return None
+            if not xy:
+                continue  # an empty flier set (no outliers) draws nothing
+            style = line.get_linestyle()
+            if style in (None, "None", "none", "", " "):
+                marks.append((order, xy))
+            else:
+                segs.append((order, xy))
+        whiskers = {}  # position -> [segment]
+        for order, xy in segs:
+            if len(xy) == 2 and xy[0][0] == xy[1][0]:
+                whiskers.setdefault(xy[0][0], []).append((order, xy))
+        shapes = [xy for _, xy in segs if len(xy) in (5, 11) and xy[0] == xy[-1]]
+        if patches is not None:
+            for p in ax.patches:
+                if isinstance(p, patches.PathPatch) and p.get_visible():
+                    try:
+                        verts = p.get_path().vertices
+                        shapes.append([(float(v[pi]), float(v[vi])) for v in verts])
+                    except Exception:
+                        pass
+        used = set()
+        boxes = []
+        for pos, found in whiskers.items():
+            if len(found) != 2:
+                return None
+            (o1, w1), (o2, w2) = sorted(found, key=lambda f: min(f[1][0][1], f[1][1][1]))
+            lo, q1 = min(w1[0][1], w1[1][1]), max(w1[0][1], w1[1][1])
+            q3, hi = min(w2[0][1], w2[1][1]), max(w2[0][1], w2[1][1])
+            if not (lo <= q1 <= q3 <= hi):
+                return None
+            half = None
+            for shape in shapes:
+                ps = [p for p, _ in shape]
+                vs = [v for _, v in shape]
+                left, right = min(ps), max(ps)
+                if (right > left and close((left + right) / 2, pos, right - left)
+                        and any(close(v, q1) for v in vs) and any(close(v, q3) for v in vs)):
+                    half = (right - left) / 2
+                    break
+            if half is None:
+                return None
+            used.update((o1, o2))
+            # Segments across the box's axis, centred on it: caps (at the whisker ends, half the
+            # box's width), the median, a mean drawn as a line (meanline=True).
+            across = [(o, xy) for o, xy in segs if o not in used and len(xy) == 2 and xy[0][1] == xy[1][1]
+                      and xy[0][0] != xy[1][0] and close((xy[0][0] + xy[1][0]) / 2, pos, half)
+                      and abs(xy[0][0] - xy[1][0]) <= 2 * half * (1 + 1e-9)]
+            for end in (lo, hi):  # the first segment at a whisker's end narrower than the box: its cap
+                for o, xy in across:
+                    if o not in used and close(xy[0][1], end) and abs(xy[0][0] - xy[1][0]) < 2 * half * (1 - 1e-9):
+                        used.add(o)
+                        break
+            median = None
+            for o, xy in across:  # bxp draws the median before a mean line
+                if o not in used and q1 - 1e-9 * max(1.0, abs(q1)) <= xy[0][1] <= q3 + 1e-9 * max(1.0, abs(q3)):
+                    used.add(o)
+                    median = xy[0][1]
+                    break
+            if median is None:
+                return None
+            for o, xy in across:  # one more across the box: a mean line (meanline=True), anywhere
+                if o not in used:
+                    used.add(o)
+                    break
+            # Markers at the box's position: the fliers (drawn last, every one beyond the whisker
+            # ends, as matplotlib picks them) and a mean marker (showmeans=True) before them.
+            here = [(o, xy) for o, xy in marks if all(close(p, pos, half) for p, _ in xy)]
+            if len(here) > 2:
+                return None
+            used.update(o for o, _ in here)
+            outliers = []
+            if here and all(v < lo or v > hi for _, v in here[-1][1]):
+                outliers = [num(v) for _, v in here[-1][1][:MAX_POINTS]]
+            boxes.append((pos, {"min": num(lo), "first_quartile": num(q1), "median": num(median),
+                                "third_quartile": num(q3), "max": num(hi), "outliers": outliers}))
+        if not boxes:
+            return None
+        boxes_drawn = {o for o, xy in segs if len(xy) in (5, 11) and xy[0] == xy[-1]
+                       and any(close((min(p for p, _ in xy) + max(p for p, _ in xy)) / 2, pos) for pos, _ in boxes)}
+        used.update(boxes_drawn)
+        if any(o not in used for o, _ in segs + marks):
+            return None
+        return sorted(boxes, key=lambda b: b[0])
+
+    def box_chart(ax, lines):
+        if len(lines) > MAX_BOX_LINES:
+            return None
+        for vertical in (True, False):
+            boxes = box_elements(ax, lines, vertical)
+            if boxes:
+                break
+        else:
+            return None
+        chart = base2d(ax, "box_and_whisker")
+        _, conv, ticks, labels = axis_info(ax, "x" if vertical else "y")
+        at = {t: l for t, l in zip(ticks, labels)}
+        chart["elements"] = [dict(label=at.get(conv(pos), str(conv(pos))), **element) for pos, element in boxes]
+        return chart
+
     def axes_chart(ax):
         patches = sysmod.modules.get("matplotlib.patches")
         collections = sysmod.modules.get("matplotlib.collections")
@@ -149,6 +274,10 @@ def _make_display(emit=None):
         wedges = [p for p in ax.patches if patches is not None and isinstance(p, patches.Wedge)]
         bars = [c for c in getattr(ax, "containers", []) if type(c).__name__ == "BarContainer"]
         scatters = [c for c in ax.collections if collections is not None and isinstance(c, collections.PathCollection)]
+        if lines:
+            box = box_chart(ax, lines)
+            if box is not None:
+                return box
         if wedges and not lines:
             return {"type": "pie", "title": ax.get_title(),
                     "elements": [{"label": w.get_label(), "angle": num(abs(w.theta2 - w.theta1)), "radius": num(w.r)} for w in wedges]}

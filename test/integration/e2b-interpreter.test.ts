@@ -240,6 +240,50 @@ describe("E2B code interpreter on the heavy tier (data image)", { skip: skipHeav
     assert.equal(big.results[0]!.chart, undefined);
   });
 
+  it("box plots are box_and_whisker charts, vertical or horizontal, lines or patches; a line plot stays a line", async () => {
+    type Box = { label: string; min: number; first_quartile: number; median: number; third_quartile: number; max: number; outliers: number[] };
+    type BoxChart = { type: string; x_label: string | null; y_label: string | null; elements: Box[] };
+    // matplotlib's defaults (numpy's linear percentiles, whis=1.5):
+    // a = [1, 2, 3, 4, 5, 20]: q1 2.25, median 3.5, q3 4.75, IQR 2.5, whisker bounds [-1.5, 8.5]:
+    //   the whiskers end at the data points inside them, 1 and 5; 20 is an outlier.
+    // b = [2, 3, 4, 5, 6]: q1 3, median 4, q3 5, IQR 2, bounds [0, 8]: whiskers 2 and 6, no outliers.
+    const expected: Box[] = [
+      { label: "a", min: 1, first_quartile: 2.25, median: 3.5, third_quartile: 4.75, max: 5, outliers: [20] },
+      { label: "b", min: 2, first_quartile: 3, median: 4, third_quartile: 5, max: 6, outliers: [] },
+    ];
+    const data = "[[1, 2, 3, 4, 5, 20], [2, 3, 4, 5, 6]]";
+    const vertical = await sbx.runCode(`plt.boxplot(${data}, labels=["a", "b"])\nplt.ylabel("value (ms)")\nplt.show()`);
+    assert.equal(vertical.error, undefined, vertical.error?.traceback);
+    assert.equal(vertical.results.length, 1);
+    assert.ok(vertical.results[0]!.png);
+    const v = vertical.results[0]!.chart as unknown as BoxChart;
+    assert.equal(v.type, "box_and_whisker");
+    assert.equal(v.y_label, "value (ms)");
+    assert.equal((v as unknown as { y_unit: string }).y_unit, "ms");
+    assert.deepEqual(v.elements, expected);
+    // patch_artist=True draws each box as a PathPatch instead of a line; vert=False swaps the axes
+    // (the labels are then the y ticks'). The same statistics come out.
+    const horizontal = await sbx.runCode(`plt.boxplot(${data}, labels=["a", "b"], patch_artist=True, vert=False)\nplt.show()`);
+    assert.equal(horizontal.error, undefined, horizontal.error?.traceback);
+    const h = horizontal.results[0]!.chart as unknown as BoxChart;
+    assert.equal(h.type, "box_and_whisker");
+    assert.deepEqual(h.elements, expected);
+    // pandas draws through matplotlib's boxplot: the columns are the labels.
+    // x = [1, 2, 3, 4, 50]: q1 2, median 3, q3 4, bounds [-1, 7]: whiskers 1 and 4, 50 an outlier.
+    const pandas = await sbx.runCode("import pandas as pd\npd.DataFrame({'x': [1, 2, 3, 4, 50], 'y': [3, 4, 5, 6, 7]}).plot(kind='box')\nplt.show()");
+    const p = pandas.results[0]!.chart as unknown as BoxChart;
+    assert.equal(p.type, "box_and_whisker");
+    assert.deepEqual(p.elements.map((e) => [e.label, e.min, e.first_quartile, e.median, e.third_quartile, e.max, e.outliers]), [
+      ["x", 1, 2, 3, 4, 4, [50]],
+      ["y", 3, 4, 5, 6, 7, []],
+    ]);
+    // Ordinary lines, even ones with vertical segments, are not taken for boxes.
+    const line = await sbx.runCode("plt.plot([1, 1, 2, 2], [0, 3, 3, 0])\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()");
+    const l = line.results[0]!.chart as unknown as { type: string; elements: unknown[] };
+    assert.equal(l.type, "line");
+    assert.equal(l.elements.length, 2);
+  });
+
   it("env_vars and a second context work on the heavy tier's REPL too", async () => {
     assert.equal((await sbx.runCode("import os\nos.environ['HEAVY_VAR']", { envs: { HEAVY_VAR: "yes" } })).text, "yes");
     assert.equal((await sbx.runCode("os.environ.get('HEAVY_VAR')")).results.length, 0);

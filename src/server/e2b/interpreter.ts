@@ -19,7 +19,9 @@
 //
 // Charts: the guest's display machinery (guest/display.py) gives a matplotlib figure, beside its
 // PNG, its data as application/vnd.agentbox.chart+json in E2B's chart shape (line, scatter, bar,
-// pie, superchart; a boxplot reads as lines, as in E2B without patch_artist); it is `chart` here.
+// pie, box_and_whisker, superchart); it is `chart` here, passed through as the guest wrote it (the
+// SDK keeps `chart` as it comes, and display.py writes E2B's key names: a box_and_whisker element is
+// label, min, first_quartile, median, third_quartile, max, outliers).
 import { Hono } from "hono";
 import { stream } from "hono/streaming";
 import { randomUUID } from "node:crypto";
