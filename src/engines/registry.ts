@@ -3,6 +3,7 @@
 // and what it reports. Starting, pooling, the option schemas' language/backend names and the
 // "auto" backend choice all iterate this list; nothing else names an engine.
 // A new language or backend: a folder under engines/ and one entry in ENGINES.
+import { z } from "zod";
 import { InvalidOptionsError, SavedStateError, TierUnavailableError } from "../errors.js";
 import { checkSecretNames, SecretSet } from "../policy/secrets.js";
 import { autoHeavyOptions, autoNanoOptions, parseOptions, sandboxOptionSchemas, type AutoOptions, type HeavyOptions, type Mount, type NanoOptions, type Tier } from "../policy/options.js";
@@ -213,20 +214,30 @@ function autoConfig(s: EngineStart<AutoOptions>) {
   return { nano, heavy, config };
 }
 
+/** A tier "auto" sandbox saved on the nano tier: the nano side's replay descriptor, checked in full by loadReplaySnapshot. */
+const savedAutoNanoSchema = z.strictObject({ kind: z.literal("auto-nano"), nano: z.record(z.string(), z.unknown()) });
+
 const auto = {
   id: "auto",
   tier: "auto",
   languages: ["python"] as const,
   // The heavy side's options must fit a heavy engine now, not at the first move (e.g. mounts with backend "microvm").
   check: (s) => void candidateEngines(autoSides(s).heavy),
+  // The nano side records a replayable history (engines/replay), so the sandbox can be saved on either tier.
   start: async (s) => {
     const { nano, config } = autoConfig(s);
-    return AutoEngine.onNano(await startPythonWasm(nano), config);
+    return AutoEngine.onNano(await ReplayEngine.start(replayConfig(startPythonWasm, nano)), config);
   },
-  // Saved only once on the heavy tier: the heavy side's descriptor, read by the heavy engine that wrote it.
+  // On the nano tier: kind "auto-nano" around the nano side's history (checked by loadReplaySnapshot).
+  // On the heavy tier: the heavy side's descriptor, read by the heavy engine that wrote it.
   load: async (s, saved, dir) => {
-    const { heavy, config } = autoConfig(s);
+    const { nano, heavy, config } = autoConfig(s);
     const kind = typeof saved === "object" && saved !== null ? (saved as { kind?: unknown }).kind : undefined;
+    if (kind === "auto-nano") {
+      const r = savedAutoNanoSchema.safeParse(saved);
+      if (!r.success) throw new SavedStateError(`the saved tier "auto" sandbox in ${dir} is not valid: ${r.error.issues.slice(0, 3).map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+      return AutoEngine.nanoSnapshot(loadReplaySnapshot(replayConfig(startPythonWasm, nano), r.data.nano, dir), config);
+    }
     const engine = kind === "gvisor-checkpoint" ? heavyGvisor : kind === "microvm" ? heavyMicrovm : undefined;
     if (!engine) throw new SavedStateError(`the saved tier "auto" sandbox in ${dir} names no heavy backend this build has (kind ${JSON.stringify(kind)})`);
     return AutoEngine.heavySnapshot(await engine.load(heavy, saved, dir), config);

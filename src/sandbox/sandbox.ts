@@ -804,7 +804,8 @@ export class Sandbox {
    * or fresh entropy may differ. Replayed cells repeat their network requests. Refused (ReplayError)
    * once a cell was stopped by its time limit or an abort, or the history passed its cap
    * (MAX_HISTORY_STEPS cells and file operations, MAX_HISTORY_BYTES bytes); refused
-   * (InvalidOptionsError) with a read-write mount. Tier "auto": once it runs on the heavy tier.
+   * (InvalidOptionsError) with a read-write mount. Tier "auto": on the nano tier as nano (a copy
+   * is on nano and can still move, its nano cells replayed there); once moved, as heavy.
    */
   snapshot(): Promise<SandboxSnapshot> {
     return this.exclusive(async (e) => {

@@ -7,7 +7,8 @@
 // saved (its tier's snapshot) and its process ended: it gives its global and heavy slots back but
 // still counts against its key's maxSandboxes. The next request that uses it resumes it (slots
 // taken again, queueing as a create does); a paused sandbox is deleted after the pause TTL. A
-// sandbox whose tier cannot be saved is killed at idle instead.
+// sandbox that cannot be saved (a nano or tier auto-on-nano history that cannot be replayed) is
+// killed at idle instead.
 // With a state directory (state.ts) a pause also writes the sandbox's saved state to disk, a resume
 // or delete removes it, and at start the paused sandboxes on disk come back, paused, with their ids;
 // at shutdown (`onShutdown: "pause"`) running sandboxes are paused and written rather than killed.
@@ -443,7 +444,7 @@ export class SandboxRegistry {
     entry.timer = setTimeout(() => {
       if (entry.busy > 0 || !this.entries.has(entry.id) || entry.paused) return; // re-armed when the operation ends
       if (entry.idleAction === "pause" && !entry.sandbox.closed) {
-        // A tier that cannot be saved (or a failed save) ends the sandbox as "kill" would.
+        // A sandbox that cannot be saved (or a failed save) ends as "kill" would.
         this.pause(entry).catch(() => {
           this.metrics.sandboxesExpired.inc();
           return this.remove(entry).catch(() => undefined);

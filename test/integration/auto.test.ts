@@ -86,6 +86,71 @@ describe('tier "auto": the decision, on the nano side', () => {
   });
 });
 
+describe('tier "auto" on the nano tier: snapshot, pause, fork (replay of its nano history)', () => {
+  // An image that is never built: no heavy side is started here (see the move tests below for one).
+  const never = () => ({ tier: "auto" as const, backend: "gvisor" as const, packages: ["agentbox-test-never-built"] });
+
+  it("snapshot → restore: globals, files and the seeded stream are there, still on the nano tier; the restored copy runs on nano", async () => {
+    await using sb = await Sandbox.create({ ...never(), seed: 11 });
+    const first = await sb.runCode("import random\nx = 41\nopen('/home/user/f.txt', 'w').write('saved')");
+    assert.equal(first.error, undefined, first.error?.traceback);
+    await sb.files.write("/tmp/up.bin", new Uint8Array([1, 2, 250]));
+    assert.equal((await sb.runCode("raise ValueError('raised on nano')")).error?.name, "ValueError");
+    await using snap = await sb.snapshot();
+    await using copy = await Sandbox.restore(snap);
+    assert.deepEqual(copy.info, { tier: "auto", current: "nano" });
+    assert.notEqual(copy.id, sb.id);
+    const code = "(x, open('/home/user/f.txt').read(), list(open('/tmp/up.bin', 'rb').read()), random.random())";
+    const [a, b] = await Promise.all([sb.runCode(code), copy.runCode(code)]);
+    assert.equal(b.error, undefined, b.error?.traceback);
+    assert.equal(b.tier, "nano");
+    assert.match(b.value ?? "", /^\(41, 'saved', \[1, 2, 250\], 0\.\d+\)$/);
+    assert.equal(b.value, a.value, "the copy continues the original's seeded stream");
+    assert.equal((await copy.runCode("x = 1")).tier, "nano");
+    assert.equal((await sb.runCode("x")).value, "41", "the original is untouched by its copy");
+  });
+
+  it("pause and resume: the same id, its variables and files, still on the nano tier", async () => {
+    await using sb = await Sandbox.create({ ...never(), pool: false });
+    await sb.runCode("y = 7\nopen('/tmp/p.txt', 'w').write('kept')");
+    const pid = sb.pid;
+    await sb.pause();
+    assert.equal(sb.paused, true);
+    await waitGone(pid);
+    const r = await sb.runCode("(y, open('/tmp/p.txt').read())");
+    assert.deepEqual([r.tier, r.value], ["nano", "(7, 'kept')"]);
+    assert.equal(sb.paused, false);
+    assert.deepEqual(sb.info, { tier: "auto", current: "nano" });
+  });
+
+  it("fork(2) with seeds: independent copies on the nano tier with the parent's state, each its own stream", async () => {
+    await using sb = await Sandbox.create({ ...never(), seed: 3 });
+    await sb.runCode("import random\nz = [1]");
+    const forks = await sb.fork(2, { seeds: [100, 200] });
+    try {
+      await forks[0]!.runCode("z.append(2)");
+      const values = await Promise.all(forks.map((f) => f.runCode("(z, random.random())")));
+      assert.deepEqual(values.map((v) => v.tier), ["nano", "nano"]);
+      assert.match(values[0]!.value ?? "", /^\(\[1, 2\], /);
+      assert.match(values[1]!.value ?? "", /^\(\[1\], /);
+      assert.notEqual(values[0]!.value?.slice(-20), values[1]!.value?.slice(-20), "own seeds, own streams");
+      assert.deepEqual(forks.map((f) => f.info), [{ tier: "auto", current: "nano" }, { tier: "auto", current: "nano" }]);
+      assert.equal((await sb.runCode("z")).value, "[1]");
+    } finally {
+      await Promise.all(forks.map((f) => f.kill()));
+    }
+  });
+
+  it("a history that cannot be replayed (a cell stopped by its time limit) refuses snapshot() and pause(); the sandbox runs on", async () => {
+    await using sb = await Sandbox.create(never());
+    await sb.runCode("w = 2");
+    assert.equal((await sb.runCode("while True: pass", { timeoutMs: 300 })).limitHit, "timeoutMs");
+    await assert.rejects(sb.snapshot(), (e: unknown) => e instanceof ReplayError && /time limit/.test(e.message));
+    await assert.rejects(sb.pause(), (e: unknown) => e instanceof ReplayError);
+    assert.equal((await sb.runCode("w")).value, "2");
+  });
+});
+
 describe('tier "auto": moving to the heavy tier (gVisor)', { skip: skipHeavy }, () => {
   before(async () => {
     await ensureImage();
@@ -153,10 +218,30 @@ describe('tier "auto": moving to the heavy tier (gVisor)', { skip: skipHeavy }, 
     assert.ok(urls.includes(`http://api.test:${port}/nano`) && urls.includes(`http://api.test:${port}/heavy`), "one log across the move");
   });
 
-  it("commands.run moves it; a snapshot needs it moved, and restores on the heavy tier", async () => {
+  it("a snapshot taken on the nano tier restores on nano, and the restored copy still moves: its nano cells are replayed on heavy", async () => {
+    await using sb = await Sandbox.create({ tier: "auto", backend: "gvisor", pool: false, seed: 9 });
+    await sb.runCode("x = 41\nopen('/home/user/f.txt', 'w').write('from nano')");
+    assert.equal((await sb.runCode("raise ValueError('not replayed')")).error?.name, "ValueError");
+    await sb.files.write("/tmp/up.txt", "uploaded");
+    await using snap = await sb.snapshot();
+    await using copy = await Sandbox.restore(snap);
+    assert.deepEqual(copy.info, { tier: "auto", current: "nano" });
+    assert.deepEqual((await copy.runCode("x")).value, "41");
+    const moved = await copy.runCode("import subprocess\nprint(subprocess.run(['cat', '/home/user/f.txt', '/tmp/up.txt'], capture_output=True, text=True).stdout)\nx + 1");
+    assert.equal(moved.error, undefined, moved.error?.traceback);
+    assert.deepEqual([moved.tier, moved.value, moved.stdout], ["heavy", "42", "from nanouploaded\n"]);
+    assert.deepEqual(copy.info, { tier: "auto", current: "heavy", backend: "gvisor" });
+    assert.deepEqual(sb.info, { tier: "auto", current: "nano" }, "the original stays on nano");
+    // A paused one too: it comes back on nano and moves from there.
+    await sb.pause();
+    const c = await sb.commands.run("cat /home/user/f.txt");
+    assert.deepEqual([c.exitCode, c.stdout], [0, "from nano"]);
+    assert.deepEqual([(await sb.runCode("x")).tier, (await sb.runCode("x")).value], ["heavy", "41"]);
+  });
+
+  it("commands.run moves it; a snapshot taken on the heavy tier restores on the heavy tier", async () => {
     await using sb = await Sandbox.create({ tier: "auto", backend: "gvisor", pool: false });
     await sb.runCode("y = 5");
-    await assert.rejects(sb.snapshot(), (e: unknown) => e instanceof TierUnavailableError && /still runs on the nano tier/.test(e.message));
     await sb.files.write("/home/user/f.txt", "hi");
     const c = await sb.commands.run("cat f.txt; python3 -c 'import sys; print(sys.platform)'");
     assert.deepEqual([c.exitCode, c.stdout], [0, "hilinux\n"]);

@@ -291,6 +291,62 @@ describe("agentbox serve --state-dir", () => {
     }
   });
 
+  it("tier auto, still on the nano tier: the same (its nano history is saved), and it comes back on nano", async () => {
+    const dir = stateDir();
+    const { srv, id, sid } = await roundTrip(dir, { tier: "auto", seed: 5 });
+    try {
+      assert.equal((await srv.api("GET", `/sandboxes/${id}`)).json.current, "nano");
+      await checkRestored(srv, id, sid, dir);
+      const info = await srv.api("GET", `/sandboxes/${id}`);
+      assert.deepEqual([info.json.tier, info.json.current], ["auto", "nano"]);
+      await stop(srv);
+    } finally {
+      srv.proc.kill("SIGKILL");
+    }
+  });
+
+  it("tier auto on the nano tier: paused at idle and written to disk, resumed by the next request; after a restart it is back, and can still move to the heavy tier", async () => {
+    const dir = stateDir();
+    let srv = await start(dir);
+    try {
+      const c = await srv.api("POST", "/sandboxes", { tier: "auto", backend: "gvisor", idleTimeoutMs: 1000 });
+      assert.equal(c.status, 201, c.text);
+      const id = c.json.id as string;
+      assert.equal((await srv.api("POST", `/sandboxes/${id}/run`, { code: "x = 41\nopen('/home/user/f.txt', 'w').write('saved')" })).status, 200);
+      const waitPaused = async () => {
+        let status = "";
+        for (let i = 0; i < 100 && status !== "paused"; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          status = (await srv.api("GET", `/sandboxes/${id}`)).json.status;
+        }
+        assert.equal(status, "paused", `paused at idle, not killed: ${srv.stderr()}`);
+      };
+      await waitPaused();
+      assert.ok(fs.existsSync(path.join(dir, "paused", id, "meta.json")), "written to the state dir");
+      const back = await srv.api("POST", `/sandboxes/${id}/run`, { code: "x += 1\n(x, open('/home/user/f.txt').read())" });
+      assert.deepEqual([back.status, back.json.tier, back.json.value], [200, "nano", "(42, 'saved')"], back.text);
+      assert.equal((await srv.api("GET", `/sandboxes/${id}`)).json.status, "running");
+      await waitPaused();
+      await stop(srv);
+      srv = await start(dir);
+      const info = await srv.api("GET", `/sandboxes/${id}`);
+      assert.deepEqual([info.status, info.json.status, info.json.tier, info.json.current], [200, "paused", "auto", "nano"], info.text);
+      const again = await srv.api("POST", `/sandboxes/${id}/run`, { code: "x" });
+      assert.deepEqual([again.status, again.json.tier, again.json.value], [200, "nano", "42"], again.text);
+      if (!skipHeavy) {
+        await ensureImage();
+        const moved = await srv.api("POST", `/sandboxes/${id}/run`, { code: "import subprocess\nx + 1" });
+        assert.deepEqual([moved.status, moved.json.tier, moved.json.value], [200, "heavy", "43"], moved.text);
+        const cat = await srv.api("POST", `/sandboxes/${id}/commands`, { cmd: "cat /home/user/f.txt" });
+        assert.equal(cat.json.stdout, "saved", cat.text);
+      }
+      assert.equal((await srv.api("DELETE", `/sandboxes/${id}`)).status, 204);
+      await stop(srv);
+    } finally {
+      srv.proc.kill("SIGKILL");
+    }
+  });
+
   it("a stored sandbox or snapshot whose mount is not under this start's --mount-root is refused", async () => {
     const dir = stateDir();
     const allowed = stateDir();
@@ -314,7 +370,7 @@ describe("agentbox serve --state-dir", () => {
     }
   });
 
-  it("at SIGTERM a busy sandbox and one whose tier cannot be saved are killed; an idle one is paused", async () => {
+  it("at SIGTERM a busy sandbox and one whose history cannot be replayed are killed; an idle one and a tier auto one on nano are paused", async () => {
     const dir = stateDir();
     let srv = await start(dir);
     const make = async (body: object) => {
@@ -325,18 +381,24 @@ describe("agentbox serve --state-dir", () => {
     const idle = await make({ language: "python" });
     const busy = await make({ language: "python" });
     const auto = await make({ tier: "auto" });
+    // No tier is unsaveable any more; a sandbox is when a cell was stopped part-way (no replay stops it at the same point).
+    const stopped = await make({ language: "python" });
     await srv.api("POST", `/sandboxes/${auto}/run`, { code: "a = 1" });
+    assert.equal((await srv.api("POST", `/sandboxes/${stopped}/run`, { code: "while True: pass", timeoutMs: 300 })).json.limitHit, "timeoutMs");
     const running = srv.api("POST", `/sandboxes/${busy}/run`, { code: "while True: pass", timeoutMs: 60_000 }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 300));
     const t0 = Date.now();
     await stop(srv);
     await running;
     assert.ok(Date.now() - t0 < 30_000, "the busy sandbox does not hold the shutdown up");
-    assert.match(srv.stderr(), new RegExp(`sandbox ${auto} could not be paused and is killed`));
-    assert.deepEqual(fs.readdirSync(path.join(dir, "paused")), [idle]);
+    assert.match(srv.stderr(), new RegExp(`sandbox ${stopped} could not be paused and is killed: .*time limit`));
+    assert.doesNotMatch(srv.stderr(), new RegExp(`sandbox ${auto} could not be paused`));
+    assert.deepEqual(fs.readdirSync(path.join(dir, "paused")).sort(), [idle, auto].sort());
     srv = await start(dir);
     try {
-      assert.deepEqual((await srv.api("GET", "/sandboxes")).json.sandboxes.map((s: { id: string }) => s.id), [idle]);
+      assert.deepEqual((await srv.api("GET", "/sandboxes")).json.sandboxes.map((s: { id: string }) => s.id).sort(), [idle, auto].sort());
+      const a = await srv.api("POST", `/sandboxes/${auto}/run`, { code: "a + 1" });
+      assert.deepEqual([a.status, a.json.tier, a.json.value], [200, "nano", "2"], a.text);
       await stop(srv);
     } finally {
       srv.proc.kill("SIGKILL");

@@ -84,6 +84,37 @@ describe("SandboxSnapshot.persist / load", () => {
     }
   });
 
+  it("tier auto on the nano tier: written as kind auto-nano around its nano history, loaded back on nano; a hostile wrapper or history is refused", async () => {
+    // An image that is never built: nothing here starts the heavy side.
+    await using sb = await Sandbox.create({ tier: "auto", backend: "gvisor", packages: ["agentbox-test-never-built"], seed: 4, pool: false });
+    await sb.runCode("import random\nx = 41\nopen('/home/user/f.txt', 'w').write('by code')");
+    await sb.files.write("/tmp/host.bin", new Uint8Array([9, 8]));
+    const dir = tmp();
+    await (await sb.snapshot()).persist(dir);
+    const saved = JSON.parse(fs.readFileSync(path.join(dir, "snapshot.json"), "utf8"));
+    assert.deepEqual([saved.engineId, saved.engine.kind, saved.engine.nano.kind], ["auto", "auto-nano", "replay"]);
+    const next = (await sb.runCode("(x, random.random())")).value;
+    await using copy = await Sandbox.restore(await SandboxSnapshot.load(dir));
+    assert.deepEqual(copy.info, { tier: "auto", current: "nano" });
+    const r = await copy.runCode("(x, random.random())");
+    assert.deepEqual([r.tier, r.value], ["nano", next]);
+    assert.equal(await copy.files.read("/home/user/f.txt"), "by code");
+    assert.deepEqual([...(await copy.files.read("/tmp/host.bin", { format: "bytes" }))], [9, 8]);
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const cases: [string, (j: any) => void, RegExp][] = [
+      ["an extra key", (j) => (j.engine.extra = 1), /saved tier "auto" sandbox .* is not valid/],
+      ["no nano history", (j) => delete j.engine.nano, /saved tier "auto" sandbox .* is not valid: nano/],
+      ["a data file outside", (j) => (j.engine.nano.steps.find((s: { kind: string }) => s.kind === "write").data = "../../etc/passwd"), /not one of its own/],
+      ["an unknown kind", (j) => (j.engine.kind = "auto-other"), /names no heavy backend/],
+    ];
+    for (const [what, harm, why] of cases) {
+      const copyDir = tmp();
+      fs.cpSync(dir, copyDir, { recursive: true });
+      editJson(copyDir, harm);
+      await assert.rejects(SandboxSnapshot.load(copyDir), (e: unknown) => e instanceof SavedStateError && why.test(e.message), what);
+    }
+  });
+
   it("a gVisor checkpoint is refused when its image is not the one this host has", async () => {
     const dir = tmp();
     fs.mkdirSync(path.join(dir, "checkpoint"));

@@ -4,7 +4,9 @@
 // start a heavy sandbox, copy the nano sandbox's files (/home/user and /tmp), replay the cells that
 // ran on nano without error there (output discarded), copy the files again (so they end as nano
 // had them, whatever the replay wrote), then dispose of the nano side. Engines are handed in by the
-// registry (this module imports no other engine).
+// registry (this module imports no other engine). On the nano tier the nano side is a replay
+// recorder (engines/replay), so a snapshot (pause, fork) is its history and files; a restore is
+// again on the nano tier, with the cells a later move replays.
 import { AbortedError, FileSystemError, ReplayError, SandboxClosedError, TierUnavailableError } from "../../errors.js";
 import { CarriedNetworkLog } from "../pool/network-log.js";
 import type { DirEntry } from "../../protocol/messages.js";
@@ -33,6 +35,11 @@ interface Cell {
 
 type NanoSide = Engine & NanoOnlyRunner;
 
+/** A nano side restored from a snapshot (engines/replay): it says which of its replayed cells a move replays on the heavy tier. */
+interface RestoredNano extends NanoSide {
+  replayedCells(): { cells: Cell[]; runs: number };
+}
+
 export class AutoEngine implements Engine {
   private nano: NanoSide | undefined;
   private heavy: Engine | undefined;
@@ -59,9 +66,18 @@ export class AutoEngine implements Engine {
     return this.networkLog.empty ? undefined : this.networkLog;
   }
 
-  /** A new sandbox: on the nano tier until a cell needs the heavy tier. */
-  static onNano(nano: NanoSide, config: AutoEngineConfig): AutoEngine {
-    return new AutoEngine({ nano }, config);
+  /**
+   * A new sandbox: on the nano tier until a cell needs the heavy tier. `replayed`: restored from a
+   * snapshot, the cells that ran on the nano tier before it (replayed at a move) and the runCode
+   * calls so far.
+   */
+  static onNano(nano: NanoSide, config: AutoEngineConfig, replayed?: { cells: readonly Cell[]; runs: number }): AutoEngine {
+    const engine = new AutoEngine({ nano }, config);
+    if (replayed) {
+      for (const cell of replayed.cells) engine.remember({ ...cell });
+      engine.runs = replayed.runs;
+    }
+    return engine;
   }
 
   /** A sandbox already on the heavy tier (restored from a snapshot). */
@@ -170,13 +186,45 @@ export class AutoEngine implements Engine {
     return this.current().exists(p);
   }
 
-  /** Save the sandbox: only once it runs on the heavy tier (the nano tier has no snapshots of a live sandbox). */
+  /**
+   * Save the sandbox. On the heavy tier: the heavy side's snapshot. On the nano tier: the nano
+   * side's (a replay of its history, engines/replay, which holds the cells a later move replays);
+   * refused as that one refuses (a read-write mount, a history past its cap or stopped part-way).
+   */
   async snapshot(opts: { final?: boolean } = {}): Promise<EngineSnapshot> {
     const heavy = this.heavy;
-    if (!heavy?.snapshot) {
-      throw new TierUnavailableError('snapshot() of a tier "auto" sandbox needs it to run on the heavy tier; it still runs on the nano tier (it moves when a cell needs the heavy tier, or create it with { tier: "heavy" })');
+    if (heavy) {
+      if (!heavy.snapshot) throw new TierUnavailableError("the heavy engine of this build takes no snapshots");
+      return AutoEngine.heavySnapshot(await heavy.snapshot(opts), this.config);
     }
-    return AutoEngine.heavySnapshot(await heavy.snapshot(opts), this.config);
+    const nano = this.nano as NanoSide;
+    if (!nano.snapshot) throw new TierUnavailableError('snapshot() of a tier "auto" sandbox on the nano tier needs its nano side to record a replayable history, and this build\'s does not');
+    return AutoEngine.nanoSnapshot(await nano.snapshot(opts), this.config);
+  }
+
+  /**
+   * A nano-side snapshot (taken now, or read back from disk) whose restores are tier "auto"
+   * sandboxes still on the nano tier, knowing the cells to replay if they move. On disk: the nano
+   * side's descriptor inside one of kind "auto-nano" (the registry's loader reads it back).
+   */
+  static nanoSnapshot(saved: EngineSnapshot, config: AutoEngineConfig): EngineSnapshot {
+    const snap: EngineSnapshot = {
+      restore: async (opts) => {
+        const nano = (await saved.restore(opts)) as Partial<RestoredNano> & Engine;
+        if (typeof nano.runUnlessHeavy !== "function" || typeof nano.replayedCells !== "function") {
+          await nano.dispose("not a tier \"auto\" nano side");
+          throw new TierUnavailableError('the nano side of this tier "auto" snapshot restores to an engine that cannot run as one');
+        }
+        const restored = nano as RestoredNano;
+        return AutoEngine.onNano(restored, config, restored.replayedCells());
+      },
+      remove: () => saved.remove(),
+    };
+    if (saved.persist) {
+      const persist = saved.persist.bind(saved);
+      snap.persist = async (dir) => ({ kind: "auto-nano", nano: await persist(dir) });
+    }
+    return snap;
   }
 
   /** A heavy-side snapshot (taken now, or read back from disk) whose restores are tier "auto" sandboxes on the heavy tier. */

@@ -10,9 +10,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { InvalidOptionsError, ReplayError, SavedStateError, SnapshotRemovedError } from "../../errors.js";
+import { InvalidOptionsError, ReplayError, SavedStateError, SnapshotRemovedError, TierUnavailableError } from "../../errors.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineNetwork, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSnapshot } from "../engine.js";
+import type { Engine, EngineNetwork, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSnapshot, NanoOnlyRunner, NeedsHeavy } from "../engine.js";
 import { walkFiles, type WalkEntry, type WalkOptions } from "../file-walk.js";
 import { readSavedFile } from "../saved-files.js";
 
@@ -89,7 +89,31 @@ export class ReplayEngine implements Engine {
 
   async run(code: string, opts: EngineRunOptions): Promise<EngineRunResult> {
     const n = ++this.history.runs;
-    const r = await this.inner.run(code, opts);
+    return this.recordRun(n, code, opts, await this.inner.run(code, opts));
+  }
+
+  /**
+   * Tier "auto"'s nano side (NanoOnlyRunner), when the wrapped engine is one: a cell the guest
+   * sends to the heavy tier ran nothing here, so it is not recorded (its runCode call is counted).
+   */
+  async runUnlessHeavy(code: string, opts: EngineRunOptions): Promise<EngineRunResult | NeedsHeavy> {
+    const inner = this.inner as ReplayableEngine & Partial<NanoOnlyRunner>;
+    if (!inner.runUnlessHeavy) throw new TierUnavailableError("this nano engine cannot tell which cells need the heavy tier");
+    const n = ++this.history.runs;
+    const r = await inner.runUnlessHeavy(code, opts);
+    return "needsHeavy" in r ? r : this.recordRun(n, code, opts, r);
+  }
+
+  /**
+   * The cells of the history that ran without error, in order, and the runCode calls so far: what
+   * a tier "auto" sandbox restored from a snapshot replays on the heavy tier if it moves there.
+   */
+  replayedCells(): { cells: { n: number; code: string; timeoutMs: number }[]; runs: number } {
+    const cells = this.history.steps.flatMap((s) => (s.kind === "run" && s.raised === null ? [{ n: s.n, code: s.code, timeoutMs: s.timeoutMs }] : []));
+    return { cells, runs: this.history.runs };
+  }
+
+  private recordRun(n: number, code: string, opts: EngineRunOptions, r: EngineRunResult): EngineRunResult {
     if (r.limitHit === "timeoutMs" || opts.signal?.aborted) {
       // Interrupted at a point of real time: no replay stops it at the same statement.
       this.unreplayable ??= `runCode call ${n} was stopped ${r.limitHit === "timeoutMs" ? `by its time limit (${opts.timeoutMs} ms)` : "by the caller's signal"} part-way, at a point a replay cannot reproduce`;
@@ -215,6 +239,8 @@ export class ReplayEngine implements Engine {
     const what = `restoring the snapshot replays its cells, and cell ${step.n} (runCode call ${step.n} of the snapshotted sandbox)`;
     let r: EngineRunResult;
     try {
+      // Numbered as it first was (runCode calls that recorded nothing leave gaps).
+      this.history.runs = step.n - 1;
       r = await this.run(step.code, { timeoutMs: step.timeoutMs });
     } catch (e) {
       throw new ReplayError(`${what} failed there: ${(e as Error).message}`, { cell: step.n, cause: e });
@@ -294,11 +320,12 @@ class ReplaySnapshot implements EngineSnapshot {
 /** A saved history and file image on disk: the JSON below, bytes in `data/<n>` files beside it. */
 const savedReplaySchema = z.strictObject({
   kind: z.literal("replay"),
-  runs: z.number().int().min(0).max(MAX_HISTORY_STEPS),
+  // runCode calls, not steps: on tier "auto" a call whose cell needed the heavy tier counts but records nothing.
+  runs: z.number().int().min(0).max(2 ** 31),
   steps: z
     .array(
       z.discriminatedUnion("kind", [
-        z.strictObject({ kind: z.literal("run"), n: z.number().int().min(1).max(MAX_HISTORY_STEPS), code: z.string().max(MAX_HISTORY_BYTES), timeoutMs: z.number().int().positive().max(2 ** 31), raised: z.string().max(256).nullable() }),
+        z.strictObject({ kind: z.literal("run"), n: z.number().int().min(1).max(2 ** 31), code: z.string().max(MAX_HISTORY_BYTES), timeoutMs: z.number().int().positive().max(2 ** 31), raised: z.string().max(256).nullable() }),
         z.strictObject({ kind: z.literal("write"), path: z.string().min(1).max(4096), data: z.string() }),
         z.strictObject({ kind: z.literal("remove"), path: z.string().min(1).max(4096) }),
         z.strictObject({ kind: z.literal("mkdir"), path: z.string().min(1).max(4096) }),
