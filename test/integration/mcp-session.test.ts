@@ -109,6 +109,9 @@ describe("MCP server in-process, heavy tier: run_command", { skip: skipHeavy }, 
     await ensureImage();
     mcp = createMcpServer({ sandbox: { tier: "heavy", limits: { timeoutMs: 25_000 } } });
     client = await connect(mcp);
+    // The session's sandbox starts on the first call: started here, so the 1.2 s timeout below
+    // (reset by each progress message) times the command's output, not a cold heavy start.
+    await client.callTool({ name: "run_command", arguments: { command: "true" } });
   });
   after(async () => {
     await client.close();
