@@ -114,6 +114,8 @@ export interface EngineSnapshot {
    * Optional: engines whose state cannot leave the process leave it out.
    */
   persist?(dir: string): Promise<unknown>;
+  /** What the saved state takes now (disk for checkpoints, memory for a replay history), bytes; counted against a key's snapshot quota. */
+  sizeBytes?(): number;
 }
 
 /** Reported by engines whose backend or accelerator is chosen at start (e.g. the microVM). */

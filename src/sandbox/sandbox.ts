@@ -454,6 +454,11 @@ export class SandboxSnapshot {
     return this.engineSnapshot.remove();
   }
 
+  /** What the saved state takes now, bytes: disk for a heavy checkpoint, memory for a nano history and file image; 0 once removed. */
+  sizeBytes(): number {
+    return this.engineSnapshot.sizeBytes?.() ?? 0;
+  }
+
   /**
    * Write this snapshot into `dir` (an existing, empty directory the caller owns): the engine's
    * payload (moved there, for heavy checkpoints) and `snapshot.json` (options, seed, engine and

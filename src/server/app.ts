@@ -462,7 +462,7 @@ function snapshotInfo(s: SnapshotEntry) {
     language: s.snapshot.options.language,
     createdAt: new Date(s.createdAt).toISOString(),
     expiresAt: new Date(s.expiresAt).toISOString(),
-    ...(s.bytes !== undefined ? { sizeBytes: s.bytes } : {}),
+    sizeBytes: s.bytes ?? s.snapshot.sizeBytes(),
   };
 }
 

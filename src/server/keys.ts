@@ -19,7 +19,7 @@ export const quotaSchema = z.strictObject({
   maxDiskMb: z.int().min(1).max(64 * 1024).default(1024),
   /** Snapshots the key may keep at once (POST /sandboxes/{id}/snapshots; forks do not keep one). */
   maxSnapshots: z.int().min(0).max(10_000).default(16),
-  /** Disk its snapshots may take together, MiB (measured for snapshots written to --state-dir). */
+  /** What its snapshots may take together, MiB: disk for checkpoints and for snapshots in --state-dir, memory for nano histories kept in memory. */
   maxSnapshotMb: z.int().min(0).max(1024 * 1024).default(4096),
 });
 

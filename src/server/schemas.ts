@@ -208,8 +208,8 @@ export const snapshotInfo = z.strictObject({
   createdAt: z.iso.datetime(),
   /** When the server deletes it (the server's --snapshot-ttl after it was taken). */
   expiresAt: z.iso.datetime(),
-  /** Bytes it takes in the server's --state-dir (counted against the key's maxSnapshotMb); absent when kept in memory only. */
-  sizeBytes: z.int().optional(),
+  /** Bytes it takes (counted against the key's maxSnapshotMb): disk for a heavy checkpoint or a snapshot in the --state-dir, memory for a nano history held in memory. */
+  sizeBytes: z.int().min(0),
 });
 
 /** Response bodies: named components of the OpenAPI document (a schema used inside another becomes a $ref to it). */

@@ -90,19 +90,19 @@ export class SnapshotStore {
       const info: z.output<typeof snapshotInfoSchema> = { owner: who.name, sandboxId, createdAt: now, expiresAt: now + this.ttlMs };
       let bytes: number | undefined;
       if (this.state) ({ snapshot, bytes } = await this.persist(id, info, snapshot));
-      if (bytes !== undefined) {
-        const used = this.list(who.name).reduce((n, e) => n + (e.bytes ?? 0), 0);
-        const cap = who.quota.maxSnapshotMb * 1024 * 1024;
-        if (used + bytes > cap) {
-          await snapshot.remove().catch(() => undefined);
-          this.state?.remove("snapshots", id);
-          throw new HttpError(
-            429,
-            "QUOTA_EXCEEDED",
-            `this snapshot takes ${(bytes / 2 ** 20).toFixed(1)} MiB and this API key's snapshots already take ${(used / 2 ** 20).toFixed(1)} of its ${who.quota.maxSnapshotMb} MiB (quota maxSnapshotMb); delete one first`,
-            { quota: "maxSnapshotMb", value: who.quota.maxSnapshotMb },
-          );
-        }
+      // Not written to the state directory: what it takes where it is (a checkpoint on disk, a nano history in memory).
+      bytes ??= snapshot.sizeBytes();
+      const used = this.list(who.name).reduce((n, e) => n + (e.bytes ?? 0), 0);
+      const cap = who.quota.maxSnapshotMb * 1024 * 1024;
+      if (used + bytes > cap) {
+        await snapshot.remove().catch(() => undefined);
+        this.state?.remove("snapshots", id);
+        throw new HttpError(
+          429,
+          "QUOTA_EXCEEDED",
+          `this snapshot takes ${(bytes / 2 ** 20).toFixed(1)} MiB and this API key's snapshots already take ${(used / 2 ** 20).toFixed(1)} of its ${who.quota.maxSnapshotMb} MiB (quota maxSnapshotMb); delete one first`,
+          { quota: "maxSnapshotMb", value: who.quota.maxSnapshotMb },
+        );
       }
       return this.track({ id, ...info, snapshot, bytes });
     } finally {

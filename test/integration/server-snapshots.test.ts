@@ -44,6 +44,8 @@ describe("HTTP API: snapshots and forks (gVisor)", { skip: skipHeavy }, () => {
     assert.match(snap.json.id, /^snap_[0-9a-f]{24}$/);
     assert.equal(snap.json.sandboxId, id);
     assert.equal(snap.json.tier, "heavy");
+    // The checkpoint on disk (no state directory here): counted against maxSnapshotMb.
+    assert.ok(snap.json.sizeBytes > 1_000_000, `sizeBytes ${snap.json.sizeBytes}`);
     assert.ok(Date.parse(snap.json.expiresAt) > Date.parse(snap.json.createdAt));
     const sid = snap.json.id as string;
     // The original runs on, and changes after the snapshot do not reach restores.
@@ -149,5 +151,35 @@ describe("HTTP API: snapshots and forks (gVisor)", { skip: skipHeavy }, () => {
     assert.equal(back.json.value, String(original).slice(1, String(original).indexOf(",")), "its variables after the pause");
     assert.equal((await a("GET", `/sandboxes/${id}`)).json.id, id);
     assert.equal((await a("DELETE", `/sandboxes/${id}`)).status, 204);
+  });
+});
+
+describe("HTTP API: maxSnapshotMb without a state directory (what a snapshot takes where it is)", () => {
+  const SMALL = "small-key-0123456789abcdef";
+  let srv: RunningServer;
+  before(async () => {
+    srv = await startServer({ port: 0, keys: KeyRing.fromEntries([{ name: "small", key: SMALL, maxSnapshotMb: 1 }]), log: () => undefined });
+  });
+  after(async () => {
+    await srv?.close();
+  });
+
+  it("a nano snapshot's history and file image count (sizeBytes); past the key's MiB a 429 naming the quota, and nothing is kept", async () => {
+    const s = (method: string, path: string, json?: unknown) => api(srv.url, SMALL, method, path, json);
+    const id = (await s("POST", "/sandboxes", { language: "python" })).json.id as string;
+    assert.equal((await s("POST", `/sandboxes/${id}/run`, { code: "open('/home/user/small.txt', 'w').write('x' * 1000)" })).status, 200);
+    const ok = await s("POST", `/sandboxes/${id}/snapshots`);
+    assert.equal(ok.status, 201, ok.text);
+    // The cell's code plus the 1000-byte file in the image (and its path).
+    assert.ok(ok.json.sizeBytes > 1000 && ok.json.sizeBytes < 2000, `sizeBytes ${ok.json.sizeBytes}`);
+    assert.equal((await s("POST", `/sandboxes/${id}/run`, { code: "open('/home/user/big.bin', 'wb').write(bytes(700_000))" })).status, 200);
+    // 700 kB written by the guest (in the file image only) and 400 kB uploaded by the host (in the image and in the history): ~1.5 MiB.
+    const upload = await fetch(`${srv.url}/sandboxes/${id}/files?path=/home/user/upload.bin`, { method: "PUT", headers: { authorization: `Bearer ${SMALL}` }, body: new Uint8Array(400_000) });
+    assert.equal(upload.status, 204);
+    const over = await s("POST", `/sandboxes/${id}/snapshots`);
+    assert.equal(over.status, 429, over.text);
+    assert.equal(over.json.error.code, "QUOTA_EXCEEDED");
+    assert.match(over.json.error.message, /this snapshot takes 1\.[0-9] MiB .* of its 1 MiB \(quota maxSnapshotMb\)/);
+    assert.equal((await s("GET", "/snapshots")).json.snapshots.length, 1, "the refused snapshot is not kept");
   });
 });

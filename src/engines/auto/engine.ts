@@ -220,6 +220,7 @@ export class AutoEngine implements Engine {
       },
       remove: () => saved.remove(),
     };
+    if (saved.sizeBytes) snap.sizeBytes = saved.sizeBytes.bind(saved);
     if (saved.persist) {
       const persist = saved.persist.bind(saved);
       snap.persist = async (dir) => ({ kind: "auto-nano", nano: await persist(dir) });
@@ -233,6 +234,7 @@ export class AutoEngine implements Engine {
       restore: async (opts) => AutoEngine.onHeavy(await saved.restore(opts), config),
       remove: () => saved.remove(),
     };
+    if (saved.sizeBytes) snap.sizeBytes = saved.sizeBytes.bind(saved);
     // The heavy side's descriptor as it is: the registry's loader reads it with the heavy engine's.
     if (saved.persist) snap.persist = (dir) => (saved.persist as (dir: string) => Promise<unknown>).call(saved, dir);
     return snap;

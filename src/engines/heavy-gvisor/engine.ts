@@ -20,7 +20,7 @@ import type { AgentConfigExtras, HeavyBackend, HeavySavedState } from "../heavy/
 import { HeavyEngine, heavySnapshot } from "../heavy/engine.js";
 import type { EngineSnapshot } from "../engine.js";
 import { moveInto, savedDir } from "../saved-files.js";
-import { requireImage } from "../heavy/image.js";
+import { duBytes, requireImage } from "../heavy/image.js";
 import { GvisorBox, guestMemoryLimits, specKey, type BoxSpec } from "./box.js";
 
 export interface GvisorEngineConfig {
@@ -195,5 +195,9 @@ class GvisorCheckpoint implements HeavySavedState<GvisorResources> {
 
   async remove(): Promise<void> {
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  sizeBytes(): number {
+    return fs.existsSync(this.dir) ? duBytes(this.dir) : 0;
   }
 }

@@ -62,4 +62,6 @@ export interface HeavySavedState<R = unknown> {
   remove(): Promise<void>;
   /** Move the saved state into `dir` and describe it (relative paths); see EngineSnapshot.persist. */
   persist?(dir: string): Promise<unknown>;
+  /** Bytes the saved state takes on disk. */
+  sizeBytes?(): number;
 }

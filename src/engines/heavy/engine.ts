@@ -237,4 +237,8 @@ class HeavySnapshot<R> implements EngineSnapshot {
     if (!this.saved.persist) throw new TierUnavailableError("this heavy backend's saved state cannot be written to disk");
     return this.saved.persist(dir);
   }
+
+  sizeBytes(): number {
+    return this.removed ? 0 : (this.saved.sizeBytes?.() ?? 0);
+  }
 }

@@ -21,7 +21,7 @@ import { HeavyEngine, heavySnapshot } from "../heavy/engine.js";
 import { poolFor } from "../pools.js";
 import { detectAccel, type AccelChoice } from "./accel.js";
 import { buildMicrovmArtefacts, findMicrovmArtefacts, requireMicrovmArtefacts } from "./artefacts.js";
-import { findImage } from "../heavy/image.js";
+import { duBytes, findImage } from "../heavy/image.js";
 import type { Accel, Hypervisor, SavedState, VmSpec } from "./hypervisor.js";
 import { QemuHypervisor } from "./qemu.js";
 import { baseRamMode, baseSnapshot, dropBaseSnapshot } from "./snapshots.js";
@@ -230,6 +230,10 @@ class MicrovmSavedVm implements HeavySavedState<MicrovmResources> {
 
   async remove(): Promise<void> {
     fs.rmSync(this.state.dir, { recursive: true, force: true });
+  }
+
+  sizeBytes(): number {
+    return fs.existsSync(this.state.dir) ? duBytes(this.state.dir) : 0;
   }
 
   /** Move the VM's state directory into `into/vm` (loadMicrovmSnapshot reads it back). */

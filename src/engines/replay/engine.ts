@@ -310,6 +310,11 @@ class ReplaySnapshot implements EngineSnapshot {
     this.image = [];
   }
 
+  /** Memory the history and the file image hold. */
+  sizeBytes(): number {
+    return this.history.bytes + this.image.reduce((n, e) => n + (e.type === "file" ? e.data.byteLength + e.path.length : e.path.length), 0);
+  }
+
   /** Write the history and image into `dir` (`loadReplaySnapshot` reads them back). */
   async persist(dir: string): Promise<unknown> {
     if (this.removed) throw new SnapshotRemovedError();
