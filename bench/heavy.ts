@@ -12,7 +12,9 @@ import type { GvisorEngine } from "../src/engines/heavy-gvisor/engine.js";
 import { writeOciBundle } from "../src/engines/heavy/oci.js";
 import { stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
-const opts = { tier: "heavy", limits: { memoryMb: 256 } } as const;
+/** The options every heavy-tier sandbox of the bench is created with. */
+export const HEAVY_OPTS = { tier: "heavy", limits: { memoryMb: 256 } } as const;
+const opts = HEAVY_OPTS;
 
 function runUntil(cmd: string, args: string[], expect: string): Promise<number> {
   const t0 = performance.now();
@@ -24,6 +26,11 @@ function runUntil(cmd: string, args: string[], expect: string): Promise<number> 
     c.stderr.on("data", (d: Buffer) => (err += d.toString()));
     c.on("close", (code) => (out.includes(expect) ? resolve(performance.now() - t0) : reject(new Error(`${cmd} exited ${code}: ${out} ${err.slice(-500)}`))));
   });
+}
+
+/** `argv` run in a plain chroot of `rootfs` as uid 1000 (no sandbox at all): the floor; resolves once it exits having printed `expect`, ms. */
+export function chrootOnce(rootfs: string, argv: string[], expect: string): Promise<number> {
+  return runUntil("chroot", ["--userspec=1000:1000", rootfs, ...argv], expect);
 }
 
 /** `runsc run` of python3 -c 'print(1)' on the image: gVisor's own floor. */
@@ -90,7 +97,7 @@ async function run({ quick, progress }: SectionContext): Promise<SectionResult> 
   const bare: number[] = [];
   for (let i = 0; i < N.base; i++) {
     // The floor: the image's python3 on the host kernel, no sandbox (a fixed print, not user code).
-    chroot.push(await runUntil("chroot", ["--userspec=1000:1000", image.rootfs, "/usr/bin/python3", "-c", "print(1)"], "1"));
+    chroot.push(await chrootOnce(image.rootfs, ["/usr/bin/python3", "-c", "print(1)"], "1"));
     bare.push(await bareRunsc(image.rootfs));
   }
   rows.push(stats("heavy baseline: chroot python3 -c 'print(1)' (no sandbox)", "ms", chroot));

@@ -1,17 +1,11 @@
 // JavaScript nano tier (QuickJS in Wasm in a worker process): agentbox's start-up and round trip
 // beside Node's own `vm` module (no isolation worth the name: the insecure speed floor) and a bare
 // quickjs-emscripten context in this process (the engine floor, no process boundary).
-import fs from "node:fs";
 import vm from "node:vm";
 import { newQuickJSWASMModuleFromVariant } from "quickjs-emscripten-core";
 import * as variantModule from "@jitl/quickjs-wasmfile-release-sync";
 import { Sandbox } from "../src/index.js";
-import { stats, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
-
-function rssMb(pid: number | undefined): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
-}
+import { rssMb, stats, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
 async function run({ quick, progress }: SectionContext): Promise<SectionResult> {
   const N = { floor: quick ? 200 : 2000, cold: quick ? 3 : 10, pooled: quick ? 5 : 20, roundTrip: quick ? 200 : 2000 };

@@ -1,5 +1,7 @@
 // Shared pieces of `npm run bench`: the row shape, statistics, and the section interface each
-// engine's benchmark file implements (bench/python.ts, ...).
+// engine's benchmark file implements (bench/python.ts, ...), and /proc readers.
+import { readdirSync, readFileSync } from "node:fs";
+
 export interface Row {
   name: string;
   unit: string;
@@ -37,4 +39,35 @@ export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
   await fn();
   return performance.now() - t0;
+}
+
+/** Resident memory of process `pid` (VmRSS), MB. */
+export function rssMb(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+/** Rss and Pss (shared pages split among their sharers) of process `pid`, MB; undefined once it is gone. */
+export function smapsMb(pid: number): { rss: number; pss: number } | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? NaN);
+    return { rss: kb("Rss") / 1024, pss: kb("Pss") / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pids of every process whose command line contains `needle`. */
+export function pidsWithCmdline(needle: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, "utf8").includes(needle)) out.push(Number(d));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return out;
 }

@@ -1,12 +1,15 @@
 // Python nano tier: agentbox's start-up and round-trip costs next to the cold Pyodide baseline.
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Sandbox } from "../src/index.js";
-import { stats, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
+import { rssMb, stats, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
-async function baselineOnce(): Promise<number> {
-  const script = fileURLToPath(new URL("./baseline-pyodide.mjs", import.meta.url));
+/** The baseline script: a fresh Node process that loads Pyodide cold and prints 1. */
+export const BASELINE_SCRIPT = fileURLToPath(new URL("./baseline-pyodide.mjs", import.meta.url));
+
+/** One baseline process, spawn → "1" on its stdout, ms. */
+export async function baselineOnce(): Promise<number> {
+  const script = BASELINE_SCRIPT;
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
@@ -17,11 +20,6 @@ async function baselineOnce(): Promise<number> {
     });
     c.on("exit", (code) => reject(new Error(`baseline exited (${code}) without printing 1: ${JSON.stringify(out)}`)));
   });
-}
-
-function rssMb(pid: number | undefined): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
 }
 
 async function run({ quick, progress }: SectionContext): Promise<SectionResult> {

@@ -6,6 +6,7 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { javascript } from "./javascript.js";
 import { data } from "./data.js";
+import { density } from "./density.js";
 import { e2b } from "./e2b.js";
 import { heavy } from "./heavy.js";
 import { microvm } from "./microvm.js";
@@ -17,7 +18,7 @@ import { server } from "./server.js";
 import { snapshots } from "./snapshots.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript, snapshots, server, heavy, data, network, lifecycle, e2b, microvm];
+const SECTIONS: Section[] = [python, javascript, density, snapshots, server, heavy, data, network, lifecycle, e2b, microvm];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
