@@ -51,7 +51,11 @@ serve options:
   --state-dir DIR        write snapshots and paused sandboxes to DIR (atomic, checksummed) and load them back at start
   --on-shutdown pause|kill  on SIGTERM/SIGINT: pause running sandboxes into --state-dir (default with it), or kill them
   --max-starts N         sandboxes starting at once (default: number of CPUs); others wait their turn
-  --pool N               ready workers kept warm (default ${D.poolSize})
+  --pool N               a fixed pool: N ready workers per language (0: no pool); else adaptive:
+  --pool-min N           ready workers each language's pool keeps when idle (default ${D.poolMin})
+  --pool-max N           most it grows to under a burst of creates (default ${D.poolMax})
+  --pool-budget MB       ready workers of all pools together hold at most MB (default ${D.poolMemoryBudgetMb}; by measured RSS)
+  --pool-idle DURATION   back to --pool-min after this long without creates from the pool (default ${D.poolIdleShrinkMs / 1000}s)
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
   --allow-net HOST       clients may grant sandboxes network access to HOST ([scheme://]host[:port]); repeatable
                          (a key's own "allowNet" list replaces it for that key)
@@ -223,6 +227,10 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         "on-shutdown": { type: "string" },
         "max-starts": { type: "string" },
         pool: { type: "string" },
+        "pool-min": { type: "string" },
+        "pool-max": { type: "string" },
+        "pool-budget": { type: "string" },
+        "pool-idle": { type: "string" },
         "mount-root": { type: "string", multiple: true },
         "allow-net": { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
@@ -247,6 +255,10 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       ...(onShutdown !== undefined ? { onShutdown } : {}),
       ...(v["max-starts"] !== undefined ? { maxConcurrentStarts: Math.max(1, parseInteger(v["max-starts"], "max-starts")) } : {}),
       ...(v.pool !== undefined ? { poolSize: parseInteger(v.pool, "pool") } : {}),
+      ...(v["pool-min"] !== undefined ? { poolMin: parseInteger(v["pool-min"], "pool-min") } : {}),
+      ...(v["pool-max"] !== undefined ? { poolMax: parseInteger(v["pool-max"], "pool-max") } : {}),
+      ...(v["pool-budget"] !== undefined ? { poolMemoryBudgetMb: parseInteger(v["pool-budget"], "pool-budget") } : {}),
+      ...(v["pool-idle"] !== undefined ? { poolIdleShrinkMs: parseDuration(v["pool-idle"], "pool-idle") } : {}),
       mountRoots: v["mount-root"] ?? [],
       netAllow: v["allow-net"] ?? [],
       log: (line) => io.stderr(`agentbox serve: ${line}\n`),

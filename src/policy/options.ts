@@ -371,13 +371,57 @@ export const forkOptionsSchema = z.strictObject({
   seeds: z.array(z.int().min(0).max(MAX_SEED)).max(MAX_FORKS).optional(),
 });
 
-export const poolOptionsSchema = z.strictObject({
-  /** Ready workers kept for sandboxes without mounts. 0 turns the pool off. */
-  size: z.int().min(0).max(64).default(2),
-  /** Heavy tier: ready sandboxes kept per heavy configuration (each holds ~60–100 MB). Default:
-   *  the smaller of `size` and 1, so `size: 0` still turns every pool off. */
-  heavy: z.int().min(0).max(16).optional(),
-});
+export const poolOptionsSchema = z
+  .strictObject({
+    /** A fixed number of ready workers per nano language (default 2). 0 turns the pools off.
+     *  Give `size` or `min`/`max`, not both. */
+    size: z.int().min(0).max(64).optional(),
+    /** Adaptive pools: ready workers each nano language's pool keeps even when idle (default:
+     *  the smaller of 2 and `max`)... */
+    min: z.int().min(0).max(64).optional(),
+    /** ...and the most it grows to under demand (default: the larger of 8 and `min`). Giving
+     *  either makes the pools adaptive. */
+    max: z.int().min(0).max(64).optional(),
+    /** Ready workers of every pool together (nano and heavy) never hold more than this, by a
+     *  per-worker estimate (the measured RSS of a ready worker). Default: no budget. */
+    memoryBudgetMb: z.int().min(1).max(1 << 20).optional(),
+    /** An adaptive pool is sized by the largest burst of takes within 5 s seen in the last
+     *  `idleShrinkMs` (default 30 s); after that long without takes it is back to `min`. */
+    idleShrinkMs: z.int().min(0).max(24 * 3600_000).optional(),
+    /** Heavy tier: ready sandboxes kept per heavy configuration (each holds ~60–100 MB), a fixed
+     *  size. Default: the smaller of `size` (or `min`) and 1, so `size: 0` still turns every pool off. */
+    heavy: z.int().min(0).max(16).optional(),
+  })
+  .refine((o) => o.size === undefined || (o.min === undefined && o.max === undefined), { message: "give size (a fixed pool) or min/max (an adaptive one), not both", path: ["size"] })
+  .refine((o) => o.min === undefined || o.max === undefined || o.min <= o.max, { message: "must not be above max", path: ["min"] });
+
+/** Window in which takes count as one burst (adaptive pools). */
+export const POOL_DEMAND_WINDOW_MS = 5000;
+export const DEFAULT_POOL_IDLE_SHRINK_MS = 30_000;
+
+/** configurePool()'s options resolved: nano pools between `min` and `max` (equal: fixed). */
+export interface PoolConfig {
+  min: number;
+  max: number;
+  heavy: number;
+  memoryBudgetMb: number;
+  idleShrinkMs: number;
+  windowMs: number;
+}
+
+export function resolvePoolOptions(o: z.output<typeof poolOptionsSchema>, defaultHeavy: number): PoolConfig {
+  const adaptive = o.min !== undefined || o.max !== undefined;
+  const max = adaptive ? (o.max ?? Math.max(8, o.min ?? 0)) : (o.size ?? 2);
+  const min = adaptive ? (o.min ?? Math.min(2, max)) : max;
+  return {
+    min,
+    max,
+    heavy: o.heavy ?? Math.min(min, defaultHeavy),
+    memoryBudgetMb: o.memoryBudgetMb ?? Infinity,
+    idleShrinkMs: o.idleShrinkMs ?? DEFAULT_POOL_IDLE_SHRINK_MS,
+    windowMs: POOL_DEMAND_WINDOW_MS,
+  };
+}
 
 export type NanoLimitsInput = z.input<typeof nanoLimitsSchema>;
 export type HeavyLimitsInput = z.input<typeof heavyLimitsSchema>;

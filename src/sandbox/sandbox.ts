@@ -8,7 +8,7 @@ import { z } from "zod";
 import { FileSystemError, InvalidOptionsError, SandboxClosedError, SavedStateError, TierUnavailableError, type LimitName } from "../errors.js";
 import type { Duplex } from "node:stream";
 import type { Engine, EngineExecResult, EngineInfo, EngineNetwork, EnginePorts, EngineProcess, EngineSnapshot } from "../engines/engine.js";
-import { closePools, resizePools, warmPools } from "../engines/pools.js";
+import { closePools, configurePools, DEFAULT_HEAVY_POOL_SIZE, warmPools } from "../engines/pools.js";
 import { engineById, loadEngineSnapshot, prewarmEngines, startEngine, type EngineDescriptor } from "../engines/registry.js";
 import { readSavedFile } from "../engines/saved-files.js";
 import {
@@ -18,6 +18,7 @@ import {
   normalizeGuestPath,
   parseOptions,
   poolOptionsSchema,
+  resolvePoolOptions,
   runOptionsSchema,
   type CommandOptionsInput,
   type ForkOptionsInput,
@@ -751,16 +752,20 @@ export class Sandbox {
   }
 
   /**
-   * Size the shared pools of ready workers (one pool per nano-tier language; 0 turns pooling
-   * off). `heavy` sizes each heavy-tier pool apart (default: the smaller of `size` and 1, as a
-   * ready heavy sandbox holds ~60–100 MB). Engines that warm up ahead (the registry says which)
-   * start filling now; `wait` resolves once the pools are full.
+   * Size the shared pools of ready workers (one pool per nano-tier language). `size` keeps a
+   * fixed number (default 2; 0 turns pooling off). `min`/`max` make them adaptive instead: each
+   * keeps `min` and grows toward the largest burst of takes within 5 s it saw in the last
+   * `idleShrinkMs` (default 30 s), up to `max`. `memoryBudgetMb` caps the ready workers of all
+   * pools together (each kind's worker estimated by its measured RSS). `heavy` sizes each
+   * heavy-tier pool apart (fixed; default: the smaller of `size`/`min` and 1, as a ready heavy
+   * sandbox holds ~60–100 MB). Engines that warm up ahead (the registry says which) start filling
+   * now; `wait` resolves once the pools are full.
    */
   static async configurePool(opts: PoolOptionsInput & { wait?: boolean } = {}): Promise<void> {
     const { wait, ...rest } = opts;
-    const { size, heavy } = parseOptions(poolOptionsSchema, rest);
-    await resizePools(size, heavy);
-    if (size > 0) prewarmEngines();
+    const config = resolvePoolOptions(parseOptions(poolOptionsSchema, rest), DEFAULT_HEAVY_POOL_SIZE);
+    await configurePools(config);
+    if (config.max > 0) prewarmEngines();
     if (wait) await warmPools();
   }
 

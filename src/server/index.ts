@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
 import { availableParallelism } from "node:os";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
-import { Sandbox, type SandboxSnapshot } from "../index.js";
+import { Sandbox, type PoolOptions, type SandboxSnapshot } from "../index.js";
 import { checkMount, createApp } from "./app.js";
 import { KeyRing } from "./keys.js";
 import { ServerMetrics } from "./metrics.js";
@@ -36,8 +36,16 @@ export interface ServerOptions {
   queueTimeoutMs?: number;
   /** Sandboxes starting at once (default: the number of CPUs); the rest wait their turn. */
   maxConcurrentStarts?: number;
-  /** Ready workers kept by the shared pool (default 2; 0 turns it off). */
+  /** A fixed pool: ready workers kept per nano language (0 turns pooling off). Given, the pool is
+   *  fixed and poolMin/poolMax must not be; absent, the pools are adaptive (below). */
   poolSize?: number;
+  /** Adaptive pools (the default): each nano language keeps poolMin (default 2) ready workers and
+   *  grows under demand up to poolMax (default 8), all pools within poolMemoryBudgetMb (default
+   *  1024), back to poolMin after poolIdleShrinkMs (default 30 s) without takes. */
+  poolMin?: number;
+  poolMax?: number;
+  poolMemoryBudgetMb?: number;
+  poolIdleShrinkMs?: number;
   maxJsonBytes?: number;
   maxUploadBytes?: number;
   /** Host directories under which clients may ask for read-only mounts (default none). */
@@ -73,11 +81,30 @@ export const SERVER_DEFAULTS = {
   maxHeavySandboxes: 8,
   maxQueue: 256,
   queueTimeoutMs: 30_000,
-  poolSize: 2,
+  poolMin: 2,
+  poolMax: 8,
+  poolMemoryBudgetMb: 1024,
+  poolIdleShrinkMs: 30_000,
   maxJsonBytes: 4 * 1024 * 1024,
   maxUploadBytes: 64 * 1024 * 1024,
   snapshotTtlMs: 24 * 3600_000,
 } as const;
+
+/** configurePool()'s options from the server's: fixed when poolSize is given, else adaptive. */
+export function poolOptions(opts: Pick<ServerOptions, "poolSize" | "poolMin" | "poolMax" | "poolMemoryBudgetMb" | "poolIdleShrinkMs">): PoolOptions {
+  if (opts.poolSize !== undefined) {
+    if (opts.poolMin !== undefined || opts.poolMax !== undefined) throw new Error("--pool (a fixed pool) and --pool-min/--pool-max (an adaptive one): give one");
+    // A fixed pool is the size asked for: a budget only when one is given.
+    return { size: opts.poolSize, ...(opts.poolMemoryBudgetMb !== undefined ? { memoryBudgetMb: opts.poolMemoryBudgetMb } : {}) };
+  }
+  const max = opts.poolMax ?? Math.max(SERVER_DEFAULTS.poolMax, opts.poolMin ?? 0);
+  return {
+    min: opts.poolMin ?? Math.min(SERVER_DEFAULTS.poolMin, max),
+    max,
+    memoryBudgetMb: opts.poolMemoryBudgetMb ?? SERVER_DEFAULTS.poolMemoryBudgetMb,
+    idleShrinkMs: opts.poolIdleShrinkMs ?? SERVER_DEFAULTS.poolIdleShrinkMs,
+  };
+}
 
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
@@ -147,7 +174,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     }),
     log,
   });
-  await Sandbox.configurePool({ size: opts.poolSize ?? SERVER_DEFAULTS.poolSize });
+  await Sandbox.configurePool(poolOptions(opts));
   let closing: Promise<void> | undefined;
   return {
     app,

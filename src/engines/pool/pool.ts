@@ -13,6 +13,17 @@ export interface Poolable {
 }
 
 const REFILL_DELAY_MS = 250;
+/** After a take found no ready worker (its caller now starts one cold), refills start one at a time for this long. */
+const YIELD_MS = 1000;
+
+export interface WorkerPoolHooks<W> {
+  /** Every take(), `hit` false when no ready worker was there. Called before the refill is scheduled. */
+  onTake?: (hit: boolean) => void;
+  /** A started worker just became ready and joined the pool. */
+  onReady?: (w: W) => void;
+  /** The clock (ms) the yield rule reads; tests pass a fake one. */
+  now?: () => number;
+}
 
 export class WorkerPool<W extends Poolable = WorkerProcess> {
   private readonly ready: W[] = [];
@@ -20,11 +31,18 @@ export class WorkerPool<W extends Poolable = WorkerProcess> {
   private closed = false;
   /** Set when a start failed; cleared by the next take(), so a broken setup does not spin. */
   private failing = false;
+  private lastMissAt = -Infinity;
+  private readonly now: () => number;
+  /** Workers starting at once while refilling (default 1). Start-up is CPU-bound: keep it small. */
+  maxStarting = 1;
 
   constructor(
     private readonly spawnWorker: () => Promise<W>,
     private size: number,
-  ) {}
+    private readonly hooks: WorkerPoolHooks<W> = {},
+  ) {
+    this.now = hooks.now ?? Date.now;
+  }
 
   get targetSize(): number {
     return this.size;
@@ -34,10 +52,15 @@ export class WorkerPool<W extends Poolable = WorkerProcess> {
     return this.ready.length;
   }
 
-  resize(size: number): void {
+  get startingCount(): number {
+    return this.starting;
+  }
+
+  /** Set the target: ready workers above it are killed now; `fill` (default) starts any missing. */
+  resize(size: number, fill = true): void {
     this.size = size;
     while (this.ready.length > size) this.ready.pop()!.kill(new Error("pool shrunk"));
-    this.fill();
+    if (fill) this.fill();
   }
 
   /** A ready, live worker, or undefined when none is ready yet. Starts a replacement. */
@@ -45,6 +68,8 @@ export class WorkerPool<W extends Poolable = WorkerProcess> {
     let w: W | undefined;
     while ((w = this.ready.shift()) && !w.alive);
     this.failing = false;
+    if (!w) this.lastMissAt = this.now();
+    this.hooks.onTake?.(w !== undefined);
     // Refill a moment later: starting a worker takes a core for ~0.3 s, and the sandbox just
     // handed out should not compete with it for its first runs.
     setTimeout(() => this.fill(), REFILL_DELAY_MS).unref();
@@ -52,16 +77,27 @@ export class WorkerPool<W extends Poolable = WorkerProcess> {
     return w;
   }
 
-  /** Start workers until `size` are ready or starting. One at a time: start-up is CPU-bound. */
+  /**
+   * Start workers until `size` are ready or starting: at most `maxStarting` at once, and one at a
+   * time while takes are missing (their callers' cold starts need the cores more than the pool).
+   */
   fill(): void {
-    if (this.closed || this.failing || this.starting > 0 || this.ready.length >= this.size) return;
+    const limit = this.now() - this.lastMissAt < YIELD_MS ? 1 : Math.max(1, this.maxStarting);
+    while (!this.closed && !this.failing && this.starting < limit && this.ready.length + this.starting < this.size) this.startOne();
+  }
+
+  private startOne(): void {
     this.starting++;
     void this.spawnWorker()
       .then(async (w) => {
         w.unref();
         await w.ready;
+        // `starting` still counts this one: it joins if the ready ones leave it room.
         if (this.closed || this.ready.length >= this.size) w.kill(new Error("pool closed"));
-        else this.ready.push(w);
+        else {
+          this.ready.push(w);
+          this.hooks.onReady?.(w);
+        }
       })
       .catch(() => {
         this.failing = true; // a worker that failed to start is not pooled; retry on the next take()
