@@ -51,8 +51,9 @@ describe("exposed ports (gVisor)", { skip: skipHeavy }, () => {
     assert.equal((await fetch(`${e.url}/missing`)).status, 404);
     assert.deepEqual(await sb.ports.expose(8000), e, "exposing the same port again gives the same listener");
     assert.deepEqual(sb.ports.list(), [e]);
-    // Many connections at once, each its own stream over the one channel.
-    const many = await Promise.all(Array.from({ length: 8 }, () => fetch(`${e.url}/hello.txt`).then((r) => r.text())));
+    // Several connections at once, each its own stream over the one channel (4: http.server's
+    // listen backlog is 5, and a loaded guest that accepts late would reset the rest).
+    const many = await Promise.all(Array.from({ length: 4 }, () => fetch(`${e.url}/hello.txt`).then((r) => r.text())));
     assert.ok(many.every((t) => t === "hello from the guest\n"));
     await sb.ports.close(8000);
     await sb.ports.close(8000); // idempotent

@@ -322,7 +322,10 @@ describe("agentbox serve --state-dir", () => {
         assert.equal(status, "paused", `paused at idle, not killed: ${srv.stderr()}`);
       };
       await waitPaused();
-      assert.ok(fs.existsSync(path.join(dir, "paused", id, "meta.json")), "written to the state dir");
+      // The status turns "paused" as the sandbox stops; the state directory's copy is renamed into place just after.
+      const meta = path.join(dir, "paused", id, "meta.json");
+      for (let i = 0; i < 100 && !fs.existsSync(meta); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(fs.existsSync(meta), "written to the state dir");
       const back = await srv.api("POST", `/sandboxes/${id}/run`, { code: "x += 1\n(x, open('/home/user/f.txt').read())" });
       assert.deepEqual([back.status, back.json.tier, back.json.value], [200, "nano", "(42, 'saved')"], back.text);
       assert.equal((await srv.api("GET", `/sandboxes/${id}`)).json.status, "running");
