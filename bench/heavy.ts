@@ -10,7 +10,7 @@ import { buildImage, Sandbox } from "../src/index.js";
 import { gvisorUnavailableReason } from "../src/engines/heavy-gvisor/box.js";
 import type { GvisorEngine } from "../src/engines/heavy-gvisor/engine.js";
 import { writeOciBundle } from "../src/engines/heavy/oci.js";
-import { stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
+import { rssOfMatchingMb, stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
 /** The options every heavy-tier sandbox of the bench is created with. */
 export const HEAVY_OPTS = { tier: "heavy", limits: { memoryMb: 256 } } as const;
@@ -50,21 +50,6 @@ async function bareRunsc(rootfs: string): Promise<number> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function rssOfContainerMb(containerId: string): Promise<number> {
-  return new Promise((resolve) => {
-    const c = spawn("ps", ["-eo", "rss=,args="], { stdio: ["ignore", "pipe", "ignore"] });
-    let out = "";
-    c.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    c.on("close", () => {
-      const kb = out
-        .split("\n")
-        .filter((l) => l.includes(containerId))
-        .reduce((a, l) => a + Number(l.trim().split(/\s+/)[0] ?? 0), 0);
-      resolve(kb / 1024);
-    });
-  });
 }
 
 function cgroupMemoryMb(sb: Sandbox): number {
@@ -156,7 +141,7 @@ async function run({ quick, progress }: SectionContext): Promise<SectionResult> 
   await snap.remove();
 
   await new Promise((r) => setTimeout(r, 1000));
-  const idleRss = await rssOfContainerMb((sb as unknown as { engine: GvisorEngine }).engine.resources.containerId);
+  const idleRss = rssOfMatchingMb((sb as unknown as { engine: GvisorEngine }).engine.resources.containerId);
   const idleCgroup = cgroupMemoryMb(sb);
   await sb.kill();
 

@@ -58,6 +58,11 @@ export function smapsMb(pid: number): { rss: number; pss: number } | undefined {
   }
 }
 
+/** Resident memory (Rss) of every process whose command line contains `needle`, summed, MB. */
+export function rssOfMatchingMb(needle: string): number {
+  return pidsWithCmdline(needle).reduce((n, pid) => n + (smapsMb(pid)?.rss ?? 0), 0);
+}
+
 /** Pids of every process whose command line contains `needle`. */
 export function pidsWithCmdline(needle: string): number[] {
   const out: number[] = [];

@@ -3,27 +3,14 @@
 // backend (POST /pause; the first run after it, which resumes), the resident memory a pause frees
 // (the backend's host processes: runsc or QEMU, summed from /proc before and after), and a
 // snapshot → restore → first result. Prints why and returns no rows for a backend that cannot run.
-import fs from "node:fs";
 import { buildMicrovmArtefacts, buildImage } from "../src/index.js";
 import { gvisorUnavailableReason } from "../src/engines/heavy-gvisor/box.js";
 import { qemuUnavailableReason } from "../src/engines/microvm/qemu.js";
 import { createServer, KeyRing } from "../src/server/index.js";
-import { stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
+import { rssOfMatchingMb, stats, timed, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
 
 /** Resident memory of every host process whose command line contains `needle`, bytes. */
-function rssOf(needle: string): number {
-  let total = 0;
-  for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (!fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(needle)) continue;
-      const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-      if (m) total += Number(m[1]) * 1024;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return total;
-}
+const rssOf = (needle: string): number => rssOfMatchingMb(needle) * 2 ** 20;
 
 async function runSection({ quick, progress }: SectionContext): Promise<SectionResult> {
   const rows: Row[] = [];

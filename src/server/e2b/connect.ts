@@ -162,6 +162,12 @@ export function unary<E extends object>(app: Hono<E>, service: string, method: s
   });
 }
 
+/** How often a stream says it is alive when nothing else is sent: the client's Keepalive-Ping-Interval (seconds, held to 1–300), else 50 s as envd. */
+export function keepaliveMs(header: string | undefined): number {
+  const s = Number(header);
+  return (Number.isFinite(s) && s > 0 ? Math.min(Math.max(s, 1), 300) : 50) * 1000;
+}
+
 /** What a server-streaming handler sends with. */
 export interface StreamSink {
   /** Send one response message. */

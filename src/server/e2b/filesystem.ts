@@ -12,7 +12,7 @@ import { z } from "zod";
 import { FileSystemQuotaError, InvalidOptionsError, type Sandbox } from "../../index.js";
 import { normalizeGuestPath } from "../../policy/options.js";
 import type { Entry } from "../registry.js";
-import { ConnectError, readCapped, serverStream, toConnectError, unary, type ConnectCode, type RpcOptions } from "./connect.js";
+import { ConnectError, keepaliveMs, readCapped, serverStream, toConnectError, unary, type ConnectCode, type RpcOptions } from "./connect.js";
 import type { E2bOptions, SandboxEnv } from "./index.js";
 
 const SERVICE = "filesystem.Filesystem";
@@ -429,8 +429,7 @@ export function registerFilesystem(app: Hono<SandboxEnv>, o: E2bOptions): void {
   // ---- WatchDir: a server stream of a start message, then events (and keepalives).
   serverStream<SandboxEnv>(app, SERVICE, "WatchDir", rpc, async (msg, sink, c) => {
     const release = acquire(c.env.entry.id);
-    const pingS = Number(c.req.header("keepalive-ping-interval"));
-    const keepalive = setInterval(() => sink.send({ keepalive: {} }), (Number.isFinite(pingS) && pingS >= 1 ? Math.min(pingS, 300) : 50) * 1000);
+    const keepalive = setInterval(() => sink.send({ keepalive: {} }), keepaliveMs(c.req.header("keepalive-ping-interval")));
     try {
       const { spec, entry, first } = await startWatch(msg, c);
       sink.send({ start: {} });

@@ -8,7 +8,8 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import { InvalidOptionsError, type Sandbox } from "../../index.js";
+import type { Sandbox } from "../../index.js";
+import { parseOptions } from "../../policy/options.js";
 import { createChecked, type AppOptions } from "../app.js";
 import { HttpError, toHttp } from "../http-errors.js";
 import type { Principal } from "../keys.js";
@@ -153,7 +154,7 @@ export function createE2bApp(o: E2bOptions): Hono {
 
   control.post("/v2/sandboxes", async (c) => {
     const who = c.get("who");
-    const body = parse(createBody, await readJsonRequest(c.req.raw, o.maxJsonBytes));
+    const body = parseOptions(createBody, await readJsonRequest(c.req.raw, o.maxJsonBytes));
     const lifetimeMs = (body.timeout ?? 300) * 1000;
     const onTimeout = body.autoPause ? "pause" : "kill";
     const template = TEMPLATES[body.templateID];
@@ -219,14 +220,14 @@ export function createE2bApp(o: E2bOptions): Hono {
   });
   control.post("/sandboxes/:id/timeout", async (c) => {
     const { session } = target(c);
-    const body = parse(timeoutBody, await readJsonRequest(c.req.raw, o.maxJsonBytes));
+    const body = parseOptions(timeoutBody, await readJsonRequest(c.req.raw, o.maxJsonBytes));
     sessions.extend(session, body.timeout * 1000);
     return c.body(null, 204);
   });
   control.post("/sandboxes/:id/refreshes", async (c) => {
     const { session } = target(c);
     const raw = await readJsonRequest(c.req.raw, o.maxJsonBytes, true);
-    const duration = parse(z.object({ duration: z.int().min(0).max(3600).optional() }).loose(), raw).duration;
+    const duration = parseOptions(z.object({ duration: z.int().min(0).max(3600).optional() }).loose(), raw).duration;
     sessions.extend(session, Math.max(session.endAt - Date.now(), (duration ?? 60) * 1000));
     return c.body(null, 204);
   });
@@ -238,7 +239,7 @@ export function createE2bApp(o: E2bOptions): Hono {
   });
   const resume = async (c: Context<ControlEnv>, fresh: boolean) => {
     const { entry, session } = target(c);
-    const body = parse(connectBody, await readJsonRequest(c.req.raw, o.maxJsonBytes, true));
+    const body = parseOptions(connectBody, await readJsonRequest(c.req.raw, o.maxJsonBytes, true));
     const wasPaused = !!entry.paused;
     if (fresh && !wasPaused) return e2bError(c, 409, `sandbox ${entry.id} is not paused`);
     await registry.resume(entry);
@@ -253,7 +254,7 @@ export function createE2bApp(o: E2bOptions): Hono {
   const snapshotNames = new Map<string, string>();
   control.post("/sandboxes/:id/snapshots", async (c) => {
     const { entry } = target(c);
-    const body = parse(z.object({ name: z.string().min(1).max(128).optional() }).loose(), await readJsonRequest(c.req.raw, o.maxJsonBytes, true));
+    const body = parseOptions(z.object({ name: z.string().min(1).max(128).optional() }).loose(), await readJsonRequest(c.req.raw, o.maxJsonBytes, true));
     const s = await o.snapshots.add(c.get("who"), entry.id, () => registry.use(entry, (sb) => sb.snapshot()));
     if (body.name) snapshotNames.set(s.id, body.name);
     return c.json({ snapshotID: s.id, names: body.name ? [body.name] : [] }, 201);
@@ -278,7 +279,7 @@ export function createE2bApp(o: E2bOptions): Hono {
   control.post("/sandboxes/:id/fork", async (c) => {
     const { entry, session } = target(c);
     const who = c.get("who");
-    const body = parse(z.object({ count: z.int().min(1).max(64).optional(), timeout: z.int().min(1).max(MAX_LIFETIME_MS / 1000).optional() }).loose(), await readJsonRequest(c.req.raw, o.maxJsonBytes, true));
+    const body = parseOptions(z.object({ count: z.int().min(1).max(64).optional(), timeout: z.int().min(1).max(MAX_LIFETIME_MS / 1000).optional() }).loose(), await readJsonRequest(c.req.raw, o.maxJsonBytes, true));
     const lifetimeMs = (body.timeout ?? 300) * 1000;
     // One snapshot for every fork, not the key's to keep: removed once they run.
     const snap = await registry.use(entry, (sb) => sb.snapshot());
@@ -386,8 +387,3 @@ function metadataFilter(raw: string | null): Record<string, string> {
   return out;
 }
 
-function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
-  const r = schema.safeParse(input);
-  if (r.success) return r.data;
-  throw new InvalidOptionsError(r.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })));
-}

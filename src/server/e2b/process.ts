@@ -20,16 +20,14 @@
 // streaming, which the SDKs do not use for commands); they answer `unimplemented` with the reason.
 import type { Context, Hono } from "hono";
 import { z } from "zod";
-import { InvalidOptionsError, LimitError, SandboxClosedError, type CommandHandle, type Sandbox } from "../../index.js";
+import { LimitError, SandboxClosedError, type CommandHandle, type Sandbox } from "../../index.js";
+import { parseOptions } from "../../policy/options.js";
 import type { CommandResult } from "../../sandbox/sandbox.js";
 import type { Entry } from "../registry.js";
-import { ConnectError, serverStream, unary, type RpcOptions, type StreamSink } from "./connect.js";
+import { ConnectError, keepaliveMs, serverStream, unary, type RpcOptions, type StreamSink } from "./connect.js";
 import type { E2bOptions, SandboxEnv } from "./index.js";
 
 const SERVICE = "process.Process";
-
-/** How often a stream says it is alive when nothing else is sent (the SDK asks with Keepalive-Ping-Interval, seconds). */
-const DEFAULT_KEEPALIVE_S = 50;
 
 /** How often a Connect stream to a command agentbox's native API started polls its output. */
 const POLL_MS = 100;
@@ -103,12 +101,6 @@ function procsOf(sb: Sandbox): Map<number, Proc> {
   return m;
 }
 
-function parse<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
-  const r = schema.safeParse(input);
-  if (r.success) return r.data;
-  throw new InvalidOptionsError(r.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })));
-}
-
 /** Processes need a shell: refused on the nano tier (WebAssembly interpreters, no Linux userland). */
 function heavyOnly(entry: Entry): void {
   if (entry.sandbox.options.tier === "nano") {
@@ -140,11 +132,6 @@ function deadlineOf(c: Context<SandboxEnv>): number | undefined {
   const max = c.env.who.quota.maxRunMs;
   if (ms > max) throw new ConnectError("invalid_argument", `timeoutMs ${ms} is over this API key's quota of ${max} (maxRunMs)`);
   return ms;
-}
-
-function keepaliveMs(c: Context<SandboxEnv>): number {
-  const s = Number(c.req.header("keepalive-ping-interval"));
-  return (Number.isFinite(s) && s > 0 ? Math.min(Math.max(s, 1), 300) : DEFAULT_KEEPALIVE_S) * 1000;
 }
 
 /** envd's EndEvent: Go's os.ProcessState (-1 and "signal: killed" for a signal), error = its Wait() error. */
@@ -335,11 +322,11 @@ export function registerProcess(app: Hono<SandboxEnv>, o: E2bOptions): void {
   serverStream(app, SERVICE, "Start", ro, async (raw, sink, c) => {
     const { entry } = c.env;
     heavyOnly(entry);
-    const req = parse(startSchema, raw);
+    const req = parseOptions(startSchema, raw);
     if (req.pty !== undefined && req.pty !== null) throw new ConnectError("unimplemented", "PTYs are not supported by agentbox (sandbox.pty): run commands with sandbox.commands");
     checkUser(c.req.header("authorization"));
     const timeoutMs = deadlineOf(c);
-    const ka = keepaliveMs(c);
+    const ka = keepaliveMs(c.req.header("keepalive-ping-interval"));
     await registry.use(entry, async (sb) => {
       const proc = await startProc(sb, req, timeoutMs);
       sink.send({ event: { start: { pid: proc.pid } } });
@@ -350,9 +337,9 @@ export function registerProcess(app: Hono<SandboxEnv>, o: E2bOptions): void {
   serverStream(app, SERVICE, "Connect", ro, async (raw, sink, c) => {
     const { entry } = c.env;
     heavyOnly(entry);
-    const req = parse(selectedSchema, raw);
+    const req = parseOptions(selectedSchema, raw);
     const deadlineMs = deadlineOf(c);
-    const ka = keepaliveMs(c);
+    const ka = keepaliveMs(c.req.header("keepalive-ping-interval"));
     await registry.use(entry, async (sb) => {
       const { proc, handle } = select(sb, req.process);
       sink.send({ event: { start: { pid: handle.pid } } });
@@ -383,7 +370,7 @@ export function registerProcess(app: Hono<SandboxEnv>, o: E2bOptions): void {
   unary(app, SERVICE, "SendSignal", ro, async (raw, c) => {
     const { entry } = c.env;
     heavyOnly(entry);
-    const req = parse(signalSchema, raw);
+    const req = parseOptions(signalSchema, raw);
     const sig = SIGNALS[String(req.signal ?? "")];
     if (!sig) throw new ConnectError("invalid_argument", `signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM (9 or 15), not ${JSON.stringify(req.signal ?? null)}`);
     return registry.use(entry, async (sb) => {
@@ -398,7 +385,7 @@ export function registerProcess(app: Hono<SandboxEnv>, o: E2bOptions): void {
   unary(app, SERVICE, "SendInput", ro, async (raw, c) => {
     const { entry } = c.env;
     heavyOnly(entry);
-    const req = parse(sendInputSchema, raw);
+    const req = parseOptions(sendInputSchema, raw);
     if (req.input.pty !== undefined) throw new ConnectError("unimplemented", "agentbox has no PTYs: send input to a command's stdin");
     if (req.input.stdin === undefined) throw new ConnectError("invalid_argument", "input.stdin is missing");
     const bytes = Buffer.from(req.input.stdin, "base64");
@@ -410,7 +397,7 @@ export function registerProcess(app: Hono<SandboxEnv>, o: E2bOptions): void {
   unary(app, SERVICE, "CloseStdin", ro, async (raw, c) => {
     const { entry } = c.env;
     heavyOnly(entry);
-    const req = parse(selectedSchema, raw);
+    const req = parseOptions(selectedSchema, raw);
     return registry.use(entry, async (sb) => {
       await select(sb, req.process).handle.closeStdin();
       return {};

@@ -99,17 +99,6 @@ export class E2bSessions {
     this.byId.delete(id);
   }
 
-  /** Sessions of `owner` whose sandboxes still exist. */
-  list(owner: string): { session: E2bSession; entry: Entry }[] {
-    const out: { session: E2bSession; entry: Entry }[] = [];
-    for (const s of [...this.byId.values()]) {
-      if (s.owner !== owner) continue;
-      const f = this.find(s.id);
-      if (f) out.push(f);
-    }
-    return out;
-  }
-
   /** Every live session (its sandbox's traffic may sign URLs with its token). */
   all(): E2bSession[] {
     return [...this.byId.keys()].flatMap((id) => this.find(id)?.session ?? []);
