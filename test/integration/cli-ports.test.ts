@@ -30,7 +30,8 @@ describe("CLI: exec --expose (gVisor)", { skip: skipHeavy }, () => {
       // Until the server in the sandbox listens, connections are closed: retry.
       while (!body.includes("sandbox")) {
         assert.ok(Date.now() < end, `no answer through ${url}: ${stderr}`);
-        body = await fetch(`${url}/hostname`).then((r) => r.text(), () => "");
+        // Each attempt bounded: one whose connection died mid-answer must not wait forever (seen once).
+        body = await fetch(`${url}/hostname`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text(), () => "").catch(() => "");
         if (!body) await new Promise((r) => setTimeout(r, 200));
       }
       assert.equal(body, "sandbox\n");
