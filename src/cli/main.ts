@@ -9,7 +9,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { AgentboxError, InvalidOptionsError, LANGUAGES, LimitError, Sandbox, type DisplayResult, type Language, type RunResult, type SandboxOptions } from "../index.js";
 import { parseMcpSandboxOptions, runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
-import { loadKeys, SERVER_DEFAULTS, startServer, type RunningServer } from "../server/index.js";
+import { CLUSTER_DEFAULTS, loadKeys, parseEndpoints, SERVER_DEFAULTS, startServer, type RunningServer } from "../server/index.js";
 import { flagError, flagHelp, flagOptions, parseDuration, parseInteger, readFlags, UsageError, type FlagName, type ReadFlags } from "./flags.js";
 import { execCommand, imageCommand } from "./heavy.js";
 import { snapshotCommand } from "./snapshots.js";
@@ -59,6 +59,12 @@ serve options:
   --mount-root DIR       clients may mount (read-only) directories under DIR; repeatable
   --allow-net HOST       clients may grant sandboxes network access to HOST ([scheme://]host[:port]); repeatable
                          (a key's own "allowNet" list replaces it for that key)
+  --cluster etcd://HOST:PORT[,HOST:PORT...]  join a cluster coordinated by etcd v3 (else $AGENTBOX_CLUSTER): any
+                         node serves any sandbox; give every node the same --keys and a shared --state-dir
+  --node-id NAME         this node's name in the cluster (default: the host name)
+  --advertise URL        where the other nodes reach this one (default: the URL it listens on)
+  --lease-ttl DURATION   a node that stops answering etcd leaves after this long; its sandboxes then answer 410 (default ${CLUSTER_DEFAULTS.leaseTtlMs / 1000}s)
+  --cluster-prefix P     etcd key prefix, to keep clusters sharing one etcd apart (default ${CLUSTER_DEFAULTS.prefix})
 
 exit codes: 0 ok, 1 the code raised, 2 a limit was hit, 64 bad usage, 70 internal error`;
 
@@ -233,6 +239,11 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         "pool-idle": { type: "string" },
         "mount-root": { type: "string", multiple: true },
         "allow-net": { type: "string", multiple: true },
+        cluster: { type: "string" },
+        "node-id": { type: "string" },
+        advertise: { type: "string" },
+        "lease-ttl": { type: "string" },
+        "cluster-prefix": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -241,6 +252,12 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       return EXIT.ok;
     }
     const keys = loadKeys(v.keys);
+    const clusterSpec = v.cluster ?? process.env.AGENTBOX_CLUSTER;
+    if (clusterSpec === undefined && (v["node-id"] ?? v.advertise ?? v["lease-ttl"] ?? v["cluster-prefix"]) !== undefined) {
+      throw new Error("--node-id, --advertise, --lease-ttl and --cluster-prefix go with --cluster");
+    }
+    if (v.advertise !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(v.advertise)) throw new Error(`--advertise: ${JSON.stringify(v.advertise)} is not an http(s)://HOST:PORT URL`);
+    if (v["cluster-prefix"] !== undefined && !/^\/[A-Za-z0-9_./-]{0,126}\/$/.test(v["cluster-prefix"])) throw new Error("--cluster-prefix: a key prefix like /agentbox/ (starts and ends with /)");
     const onShutdown = v["on-shutdown"];
     if (onShutdown !== undefined && onShutdown !== "pause" && onShutdown !== "kill") throw new Error(`--on-shutdown: must be "pause" or "kill", got ${JSON.stringify(onShutdown)}`);
     server = await startServer({
@@ -261,6 +278,17 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       ...(v["pool-idle"] !== undefined ? { poolIdleShrinkMs: parseDuration(v["pool-idle"], "pool-idle") } : {}),
       mountRoots: v["mount-root"] ?? [],
       netAllow: v["allow-net"] ?? [],
+      ...(clusterSpec !== undefined
+        ? {
+            cluster: {
+              endpoints: parseEndpoints(clusterSpec),
+              ...(v["node-id"] !== undefined ? { nodeId: v["node-id"] } : {}),
+              ...(v.advertise !== undefined ? { advertiseUrl: v.advertise.replace(/\/$/, "") } : {}),
+              ...(v["lease-ttl"] !== undefined ? { leaseTtlMs: parseDuration(v["lease-ttl"], "lease-ttl") } : {}),
+              ...(v["cluster-prefix"] !== undefined ? { prefix: v["cluster-prefix"] } : {}),
+            },
+          }
+        : {}),
       log: (line) => io.stderr(`agentbox serve: ${line}\n`),
     });
     io.stdout(`agentbox: listening on ${server.url} (${keys.open ? "no API keys: loopback only, one anonymous user" : `${keys.size} API keys`})\n`);

@@ -14,7 +14,7 @@ import { bearerToken, type KeyRing, type Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { Entry, SandboxRegistry } from "./registry.js";
 import { ExposedPorts, parsePort, proxyRequest } from "./ports.js";
-import { SnapshotStore, type SnapshotEntry } from "./snapshots.js";
+import { SnapshotStore, snapshotInfo, type SnapshotEntry } from "./snapshots.js";
 import { hasSandboxId, honoPath, openApiDocument, ROUTES, type OperationId, type RouteSpec } from "./routes.js";
 import { createSandboxExtras, type CommandRequest, type CommandResultBody, type commandStatus } from "./schemas.js";
 import { parseAllowList, withinRule } from "../policy/network.js";
@@ -49,6 +49,8 @@ export interface AppOptions {
   snapshots?: SnapshotStore;
   /** The E2B-compatible surface's sessions (served under /e2b); default: the app's own. */
   e2bSessions?: E2bSessions;
+  /** Cluster mode: what `/healthz` adds (this node, the live nodes, whether etcd answers). */
+  clusterHealth?: () => Promise<Record<string, unknown>>;
 }
 
 /** Operations on a paused sandbox that leave it paused: they read what the server keeps, or end it. */
@@ -115,7 +117,7 @@ export function createApp(o: AppOptions): Hono<Env> {
   const background = new WeakMap<Sandbox, Map<number, Tracked>>();
 
   const handlers: Handlers = {
-    getHealth: (c) => c.json({ status: "ok", sandboxes: registry.size, heavySandboxes: registry.heavy, queued: registry.queued }),
+    getHealth: async (c) => c.json({ status: "ok", sandboxes: registry.size, heavySandboxes: registry.heavy, queued: registry.queued, ...(o.clusterHealth ? { cluster: await o.clusterHealth() } : {}) }),
     getOpenApi: (c) => c.body(openapi, 200, { "content-type": "application/json" }),
     getMetrics: async (c) => c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
 
@@ -452,18 +454,6 @@ function commandStatusOf(t: Tracked): z.output<typeof commandStatus> {
 /** This server's reverse-proxy URL of `port` of the sandbox (as the client reached the server). */
 function proxyUrl(c: Context, e: Entry, port: number): string {
   return `${new URL(c.req.url).origin}/sandboxes/${encodeURIComponent(e.id)}/ports/${port}/`;
-}
-
-function snapshotInfo(s: SnapshotEntry) {
-  return {
-    id: s.id,
-    sandboxId: s.sandboxId,
-    tier: s.snapshot.options.tier,
-    language: s.snapshot.options.language,
-    createdAt: new Date(s.createdAt).toISOString(),
-    expiresAt: new Date(s.expiresAt).toISOString(),
-    sizeBytes: s.bytes ?? s.snapshot.sizeBytes(),
-  };
 }
 
 function info(e: Entry) {

@@ -25,6 +25,9 @@ export type ServerErrorCode =
   | "SHUTTING_DOWN"
   | "SANDBOX_CLOSED"
   | "BAD_GATEWAY"
+  | "CLUSTER_UNAVAILABLE"
+  | "NODE_GONE"
+  | "NODE_UNREACHABLE"
   | "INTERNAL";
 
 /** A refusal by the server itself (not the library): carries its status and code. */

@@ -6,7 +6,8 @@ import type { IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { availableParallelism } from "node:os";
-import { serve } from "@hono/node-server";
+import http from "node:http";
+import { getRequestListener, serve } from "@hono/node-server";
 import type { Hono } from "hono";
 import { Sandbox, type PoolOptions, type SandboxSnapshot } from "../index.js";
 import { checkMount, createApp } from "./app.js";
@@ -15,10 +16,13 @@ import { ServerMetrics } from "./metrics.js";
 import { ExposedPorts, upgradeHandler } from "./ports.js";
 import { SandboxRegistry } from "./registry.js";
 import { StateDir } from "./state.js";
-import { E2bSessions } from "./e2b/index.js";
+import { E2bSessions, TEMPLATES } from "./e2b/index.js";
+import { ClusterNode, ClusterRouter, type ClusterOptions } from "./cluster/index.js";
+import { gvisorUnavailableReason } from "../engines/heavy-gvisor/box.js";
 import { parseAllowEntry } from "../policy/network.js";
 
 export { KeyRing, loadKeys, type Principal, type Quota } from "./keys.js";
+export { CLUSTER_DEFAULTS, parseEndpoints, type ClusterOptions } from "./cluster/index.js";
 export { openApiDocument } from "./routes.js";
 
 export interface ServerOptions {
@@ -61,6 +65,12 @@ export interface ServerOptions {
   stateDir?: string;
   /** What close() does with running sandboxes: "pause" (write them to the state dir; the default with stateDir) or "kill" (the default without). */
   onShutdown?: "pause" | "kill";
+  /**
+   * Join a cluster coordinated by etcd (cluster/): any node answers for any sandbox, creates are
+   * placed by room, keys' quotas hold across nodes. With stateDir, that directory is shared by
+   * every node (paused sandboxes and snapshots of a node that is gone resume on another).
+   */
+  cluster?: ClusterOptions;
   log?: (line: string) => void;
 }
 
@@ -121,6 +131,14 @@ export interface AgentboxServer {
   onShutdown: "pause" | "kill";
   /** For a Node HTTP server's 'upgrade' event: WebSockets to the sandboxes' proxied ports. */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Cluster mode: this node's membership and what its router needs of this server. */
+  cluster?: {
+    node: ClusterNode;
+    hasSandbox: (id: string) => boolean;
+    hasSnapshot: (id: string) => boolean;
+    adoptSandbox: (id: string) => Promise<boolean>;
+    adoptSnapshot: (id: string) => Promise<boolean>;
+  };
 }
 
 /** The app, its registry and the worker pool, ready to serve requests in-process. */
@@ -128,19 +146,26 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
   const keys = opts.keys ?? KeyRing.none();
   const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
   const ref: { registry?: SandboxRegistry } = {};
-  const state = opts.stateDir !== undefined ? StateDir.open(opts.stateDir, log) : undefined;
+  const maxSandboxes = opts.maxSandboxes ?? SERVER_DEFAULTS.maxSandboxes;
+  const maxHeavySandboxes = opts.maxHeavySandboxes ?? SERVER_DEFAULTS.maxHeavySandboxes;
+  const cluster = opts.cluster
+    ? new ClusterNode(opts.cluster, () => ref.registry as SandboxRegistry, { maxSandboxes, maxHeavy: maxHeavySandboxes, heavy: gvisorUnavailableReason() === undefined, version: VERSION }, log)
+    : undefined;
+  // A cluster's nodes share the directory: each writes through its own temporary names.
+  const state = opts.stateDir !== undefined ? StateDir.open(opts.stateDir, log, cluster?.nodeId) : undefined;
   const onShutdown = opts.onShutdown ?? (state ? "pause" : "kill");
   if (onShutdown === "pause" && !state) throw new Error("--on-shutdown pause needs --state-dir (where the paused sandboxes are written)");
   const metrics = new ServerMetrics(() => ref.registry?.size ?? 0, () => ref.registry?.queued ?? 0, () => ref.registry?.heavy ?? 0);
   const registry = (ref.registry = new SandboxRegistry(
     {
-      maxSandboxes: opts.maxSandboxes ?? SERVER_DEFAULTS.maxSandboxes,
-      maxHeavySandboxes: opts.maxHeavySandboxes ?? SERVER_DEFAULTS.maxHeavySandboxes,
+      maxSandboxes,
+      maxHeavySandboxes,
       maxQueue: opts.maxQueue ?? SERVER_DEFAULTS.maxQueue,
       queueTimeoutMs: opts.queueTimeoutMs ?? SERVER_DEFAULTS.queueTimeoutMs,
       maxConcurrentStarts: opts.maxConcurrentStarts ?? availableParallelism(),
       pausedTtlMs: opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs,
       state,
+      cluster: cluster?.registryHooks(),
       log,
     },
     metrics,
@@ -148,15 +173,19 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
   const ports = new ExposedPorts();
   const snapshots = new SnapshotStore(opts.snapshotTtlMs ?? SERVER_DEFAULTS.snapshotTtlMs, state, log);
   const mountRoots = (opts.mountRoots ?? []).map((r) => realpathSync(r));
-  if (state) {
-    // What the directory names is held to this start's rules: its mounts under today's --mount-root.
-    const admit = (s: SandboxSnapshot) => s.options.mounts.forEach((m, i) => checkMount(m, i, mountRoots));
+  // What the directory names is held to this start's rules: its mounts under today's --mount-root.
+  const admit = (s: SandboxSnapshot) => s.options.mounts.forEach((m, i) => checkMount(m, i, mountRoots));
+  if (cluster) {
+    // The shared directory holds every node's entries: each is taken on demand, as the catalog gives it to this node.
+    snapshots.hooks = cluster.snapshotHooks();
+  } else if (state) {
     await snapshots.load(admit);
     await registry.load(admit);
     log(`state: ${state.root}: loaded ${snapshots.size} snapshots and ${registry.size} paused sandboxes`);
   }
   const e2bSessions = new E2bSessions(registry, log);
   const app = createApp({
+    ...(cluster ? { clusterHealth: () => cluster.health() } : {}),
     e2bSessions,
     ports,
     snapshots,
@@ -180,11 +209,23 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
     app,
     onShutdown,
     upgrade: upgradeHandler({ keys, registry, ports }),
+    ...(cluster
+      ? {
+          cluster: {
+            node: cluster,
+            hasSandbox: (id: string) => registry.has(id),
+            hasSnapshot: (id: string) => snapshots.has(id),
+            adoptSandbox: async (id: string) => (await registry.adoptPaused(id, admit)) !== undefined,
+            adoptSnapshot: async (id: string) => (await snapshots.adopt(id, admit)) !== undefined,
+          },
+        }
+      : {}),
     close: () =>
       (closing ??= (async () => {
         e2bSessions.closeAll();
         await registry.closeAll(onShutdown); // running requests end with their sandbox's error (or wait for its pause)
         await snapshots.closeAll();
+        await cluster?.close(); // after the pauses: they are recorded before the lease goes
         await Sandbox.shutdownPool();
       })()),
   };
@@ -198,24 +239,69 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }
   const log = opts.log ?? ((line: string) => process.stderr.write(`agentbox serve: ${line}\n`));
   const inner = await createServer({ ...opts, log });
-  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-    const s = serve({ fetch: inner.app.fetch, hostname: host, port: opts.port ?? SERVER_DEFAULTS.port }, () => resolve(s));
+  const c = inner.cluster;
+  const router = c
+    ? new ClusterRouter({
+        store: c.node.store,
+        keys: opts.keys ?? KeyRing.none(),
+        local: getRequestListener(inner.app.fetch),
+        localFetch: async (r) => inner.app.fetch(r),
+        hasSandbox: c.hasSandbox,
+        hasSnapshot: c.hasSnapshot,
+        adoptSandbox: c.adoptSandbox,
+        adoptSnapshot: c.adoptSnapshot,
+        needsHeavy: createNeedsHeavy,
+        e2bSnapshotTemplate: (body) => {
+          const t = (body as { templateID?: unknown } | undefined)?.templateID;
+          return typeof t === "string" && /^snap_[0-9a-f]{24}$/.test(t) ? t : undefined;
+        },
+        maxJsonBytes: opts.maxJsonBytes ?? SERVER_DEFAULTS.maxJsonBytes,
+        log,
+      })
+    : undefined;
+  const server = await new Promise<http.Server>((resolve, reject) => {
+    if (router) {
+      const s = http.createServer((req, res) => router.handle(req, res));
+      s.once("error", reject);
+      s.listen(opts.port ?? SERVER_DEFAULTS.port, host, () => resolve(s));
+      return;
+    }
+    const s = serve({ fetch: inner.app.fetch, hostname: host, port: opts.port ?? SERVER_DEFAULTS.port }, () => resolve(s as http.Server));
     s.once("error", reject);
   });
   server.on("error", (e) => log(`server error: ${e.message}`));
-  server.on("upgrade", inner.upgrade);
+  server.on("upgrade", router ? (req: IncomingMessage, socket: Duplex, head: Buffer) => void router.upgrade(req, socket, head, inner.upgrade) : inner.upgrade);
   const port = (server.address() as AddressInfo).port;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (c) {
+    try {
+      await c.node.join(url);
+    } catch (e) {
+      server.close();
+      await inner.close();
+      throw new Error(`--cluster: could not join through etcd (${c.node.options.endpoints.join(", ")}): ${(e as Error).message}`);
+    }
+    log(`cluster: node ${c.node.nodeId} joined as ${c.node.options.advertiseUrl ?? url}`);
+  }
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    url,
     port,
     onShutdown: inner.onShutdown,
     close: () =>
       (closing ??= (async () => {
         const closed = new Promise<void>((r) => server.close(() => r()));
         await inner.close();
+        router?.close();
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
         await closed;
       })()),
   };
+}
+
+/** Whether a create (native body, or E2B's with its template) needs a node with the heavy tier. */
+function createNeedsHeavy(api: "native" | "e2b", body: unknown): boolean {
+  const o = (typeof body === "object" && body !== null ? body : {}) as Record<string, unknown>;
+  const tier = api === "native" ? o.tier : TEMPLATES[typeof o.templateID === "string" ? o.templateID : ""]?.tier;
+  return tier === "heavy" || tier === "auto";
 }

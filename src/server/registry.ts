@@ -17,7 +17,7 @@ import { Sandbox, SandboxSnapshot, type SandboxOptions } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
 import type { ServerMetrics } from "./metrics.js";
-import type { StateDir } from "./state.js";
+import type { StateDir, StateEntry } from "./state.js";
 
 /** What a paused sandbox's entry in the state directory keeps beside its saved state. */
 const pausedInfoSchema = z.strictObject({
@@ -44,10 +44,24 @@ export interface RegistryOptions {
   pausedTtlMs?: number;
   /** Where paused sandboxes are written so they outlive the process (absent: memory only). */
   state?: StateDir | undefined;
+  /** Cluster mode: the key's quota across nodes and the catalog of where each sandbox lives (cluster/). */
+  cluster?: ClusterHooks | undefined;
   log?: ((line: string) => void) | undefined;
 }
 
 export type IdleAction = "pause" | "kill";
+
+/**
+ * What a clustered server's registry tells the cluster (cluster/index.ts): a create first takes
+ * the key's place across every node (reserve: 429 at the quota, 503 without the store), then
+ * names the node that holds each sandbox as it runs, pauses and goes.
+ */
+export interface ClusterHooks {
+  reserve(who: Principal): Promise<{ commit(entry: Entry): Promise<void>; release(): Promise<void> }>;
+  running(entry: Entry): Promise<void>;
+  paused(entry: Entry): Promise<void>;
+  removed(entry: Entry): Promise<void>;
+}
 
 export interface Entry {
   /** The sandbox's own id (sb.id): the server and the library name it alike. */
@@ -150,6 +164,16 @@ export class SandboxRegistry {
     return this.entries.size;
   }
 
+  /** Running sandboxes (holding a slot: not paused, not closed). */
+  get running(): number {
+    return [...this.entries.values()].filter((e) => e.holdsSlot).length;
+  }
+
+  /** Whether the sandbox `id` is held here (running or paused). */
+  has(id: string): boolean {
+    return this.entries.has(id);
+  }
+
   /** Live heavy-tier sandboxes (holding a heavy slot). */
   get heavy(): number {
     return [...this.entries.values()].filter((e) => e.holdsSlot && holdsHeavySlot(e.sandbox.options)).length;
@@ -184,6 +208,7 @@ export class SandboxRegistry {
       this.releaseSlots(entry);
       this.expireWhenPaused(entry);
       await this.persist(entry);
+      if (this.entries.has(entry.id)) await this.opts.cluster?.paused(entry);
     });
   }
 
@@ -230,38 +255,55 @@ export class SandboxRegistry {
   async load(admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<void> {
     const state = this.opts.state;
     if (!state) return;
-    for (const e of await state.entries("paused")) {
-      try {
-        const info = pausedInfoSchema.parse(e.info);
-        if (info.expiresAt <= Date.now()) {
-          state.remove("paused", e.id);
-          continue;
-        }
-        const saved = await SandboxSnapshot.load(e.dir);
-        admit(saved);
-        const sandbox = Sandbox.fromPaused(e.id, saved);
-        this.watch(sandbox);
-        const entry: Entry = {
-          id: e.id,
-          owner: info.owner,
-          sandbox,
-          createdAt: info.createdAt,
-          lastActiveAt: info.pausedAt,
-          idleTimeoutMs: info.idleTimeoutMs,
-          idleAction: info.idleAction,
-          paused: { at: info.pausedAt, expiresAt: info.expiresAt },
-          busy: 0,
-          timer: undefined,
-          holdsSlot: false,
-          counted: true,
-          persisted: true,
-        };
-        this.entries.set(entry.id, entry);
-        this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 0) + 1);
-        this.expireWhenPaused(entry);
-      } catch (err) {
-        state.refuse("paused", e.id, (err as Error).message);
+    for (const e of await state.entries("paused")) await this.loadPaused(state, e, admit);
+  }
+
+  /**
+   * Cluster mode: the paused sandbox `id` from the shared state directory, which another node
+   * (gone now) or this one before a restart wrote; the catalog has given it to this node. Returns
+   * its entry, or undefined when the directory has no good copy (refused: why is logged).
+   */
+  async adoptPaused(id: string, admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<Entry | undefined> {
+    const state = this.opts.state;
+    const have = this.entries.get(id);
+    if (have || !state) return have;
+    const e = await state.entry("paused", id);
+    if (!e) return undefined;
+    await this.loadPaused(state, e, admit);
+    return this.entries.get(id);
+  }
+
+  private async loadPaused(state: StateDir, e: StateEntry, admit: (snapshot: SandboxSnapshot) => void): Promise<void> {
+    try {
+      const info = pausedInfoSchema.parse(e.info);
+      if (info.expiresAt <= Date.now()) {
+        state.remove("paused", e.id);
+        return;
       }
+      const saved = await SandboxSnapshot.load(e.dir);
+      admit(saved);
+      const sandbox = Sandbox.fromPaused(e.id, saved);
+      this.watch(sandbox);
+      const entry: Entry = {
+        id: e.id,
+        owner: info.owner,
+        sandbox,
+        createdAt: info.createdAt,
+        lastActiveAt: info.pausedAt,
+        idleTimeoutMs: info.idleTimeoutMs,
+        idleAction: info.idleAction,
+        paused: { at: info.pausedAt, expiresAt: info.expiresAt },
+        busy: 0,
+        timer: undefined,
+        holdsSlot: false,
+        counted: true,
+        persisted: true,
+      };
+      this.entries.set(entry.id, entry);
+      this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 0) + 1);
+      this.expireWhenPaused(entry);
+    } catch (err) {
+      state.refuse("paused", e.id, (err as Error).message);
     }
   }
 
@@ -296,6 +338,7 @@ export class SandboxRegistry {
       entry.lastActiveAt = Date.now();
       this.metrics.sandboxesResumed.inc();
       this.arm(entry);
+      await this.opts.cluster?.running(entry);
     });
   }
 
@@ -322,7 +365,10 @@ export class SandboxRegistry {
     const heavy = holdsHeavySlot(options);
     let slot = false;
     let heavySlot = false;
+    let reservation: Awaited<ReturnType<ClusterHooks["reserve"]>> | undefined;
     const work = (async () => {
+      // The key's place across the cluster before any slot or CPU is spent on the start.
+      if (this.opts.cluster) reservation = await this.opts.cluster.reserve(who);
       // Heavy first: a heavy create waiting for its own cap does not sit on a global slot.
       const deadline = Date.now() + this.opts.queueTimeoutMs;
       if (heavy) {
@@ -343,6 +389,15 @@ export class SandboxRegistry {
       }
       const now = Date.now();
       const entry: Entry = { id: sandbox.id, owner: who.name, sandbox, createdAt: now, lastActiveAt: now, idleTimeoutMs, idleAction, busy: 0, timer: undefined, holdsSlot: true, counted: true };
+      if (reservation) {
+        // Named in the catalog before anyone hears of it: the next request may reach another node.
+        try {
+          await reservation.commit(entry);
+        } catch (e) {
+          await sandbox.kill();
+          throw e;
+        }
+      }
       this.entries.set(entry.id, entry);
       this.arm(entry);
       return entry;
@@ -352,6 +407,7 @@ export class SandboxRegistry {
       return await work;
     } catch (e) {
       this.perKey.set(who.name, (this.perKey.get(who.name) ?? 1) - 1);
+      await reservation?.release().catch(() => undefined);
       if (slot) this.slots.release();
       if (heavySlot) this.heavySlots.release();
       throw e;
@@ -462,6 +518,7 @@ export class SandboxRegistry {
     if (!entry.counted) return;
     entry.counted = false;
     this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 1) - 1);
+    void this.opts.cluster?.removed(entry).catch(() => undefined);
   }
 
   private releaseSlots(entry: Entry): void {

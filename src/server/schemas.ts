@@ -175,6 +175,14 @@ export const health = z.strictObject({
   sandboxes: z.int(),
   heavySandboxes: z.int(),
   queued: z.int(),
+  /** Cluster mode only: this node, whether it reaches etcd, and the live nodes. */
+  cluster: z
+    .strictObject({
+      node: z.string(),
+      store: z.enum(["ok", "unreachable"]),
+      nodes: z.array(z.string()),
+    })
+    .optional(),
 });
 
 export const exposePortRequest = z.strictObject({

@@ -11,7 +11,7 @@ import { z } from "zod";
 import { SandboxSnapshot } from "../index.js";
 import { HttpError } from "./http-errors.js";
 import type { Principal } from "./keys.js";
-import type { StateDir } from "./state.js";
+import type { StateDir, StateEntry } from "./state.js";
 import { duBytes } from "../engines/heavy/image.js";
 
 /** What a snapshot's entry in the state directory keeps beside the snapshot itself. */
@@ -35,8 +35,29 @@ export interface SnapshotEntry {
   timer: NodeJS.Timeout;
 }
 
+/** What a clustered server tells the catalog of its snapshots (cluster/index.ts). */
+export interface SnapshotHooks {
+  added(e: SnapshotEntry, persisted: boolean): Promise<void>;
+  removed(id: string): Promise<void>;
+}
+
+/** A snapshot as the API shows it (`GET /snapshots`, and the cluster catalog's copy). */
+export function snapshotInfo(s: SnapshotEntry) {
+  return {
+    id: s.id,
+    sandboxId: s.sandboxId,
+    tier: s.snapshot.options.tier,
+    language: s.snapshot.options.language,
+    createdAt: new Date(s.createdAt).toISOString(),
+    expiresAt: new Date(s.expiresAt).toISOString(),
+    sizeBytes: s.bytes ?? s.snapshot.sizeBytes(),
+  };
+}
+
 export class SnapshotStore {
   private readonly entries = new Map<string, SnapshotEntry>();
+  /** Cluster mode: the catalog is told of every snapshot made and removed here. */
+  hooks: SnapshotHooks | undefined;
 
   constructor(
     private readonly ttlMs: number,
@@ -51,19 +72,34 @@ export class SnapshotStore {
    */
   async load(admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<void> {
     if (!this.state) return;
-    for (const e of await this.state.entries("snapshots")) {
-      try {
-        const info = snapshotInfoSchema.parse(e.info);
-        if (info.expiresAt <= Date.now()) {
-          this.state.remove("snapshots", e.id);
-          continue;
-        }
-        const snapshot = await SandboxSnapshot.load(e.dir);
-        admit(snapshot);
-        this.track({ id: e.id, owner: info.owner, sandboxId: info.sandboxId, snapshot, createdAt: info.createdAt, expiresAt: info.expiresAt, bytes: duBytes(e.dir) });
-      } catch (err) {
-        this.state.refuse("snapshots", e.id, (err as Error).message);
+    for (const e of await this.state.entries("snapshots")) await this.loadOne(this.state, e, admit);
+  }
+
+  /**
+   * Cluster mode: the snapshot `id` from the shared state directory (written by a node that is
+   * gone, or by this one before a restart), as the catalog gave it to this node; undefined when
+   * the directory has no good copy.
+   */
+  async adopt(id: string, admit: (snapshot: SandboxSnapshot) => void = () => undefined): Promise<SnapshotEntry | undefined> {
+    const have = this.entries.get(id);
+    if (have || !this.state) return have;
+    const e = await this.state.entry("snapshots", id);
+    if (e) await this.loadOne(this.state, e, admit);
+    return this.entries.get(id);
+  }
+
+  private async loadOne(state: StateDir, e: StateEntry, admit: (snapshot: SandboxSnapshot) => void): Promise<void> {
+    try {
+      const info = snapshotInfoSchema.parse(e.info);
+      if (info.expiresAt <= Date.now()) {
+        state.remove("snapshots", e.id);
+        return;
       }
+      const snapshot = await SandboxSnapshot.load(e.dir);
+      admit(snapshot);
+      this.track({ id: e.id, owner: info.owner, sandboxId: info.sandboxId, snapshot, createdAt: info.createdAt, expiresAt: info.expiresAt, bytes: duBytes(e.dir) });
+    } catch (err) {
+      state.refuse("snapshots", e.id, (err as Error).message);
     }
   }
 
@@ -104,7 +140,9 @@ export class SnapshotStore {
           { quota: "maxSnapshotMb", value: who.quota.maxSnapshotMb },
         );
       }
-      return this.track({ id, ...info, snapshot, bytes });
+      const entry = this.track({ id, ...info, snapshot, bytes });
+      await this.hooks?.added(entry, this.state?.has("snapshots", id) ?? false);
+      return entry;
     } finally {
       this.reserving.set(who.name, this.reserved(who.name) - 1);
     }
@@ -140,6 +178,11 @@ export class SnapshotStore {
     return entry;
   }
 
+  /** Whether the snapshot `id` is held here. */
+  has(id: string): boolean {
+    return this.entries.has(id);
+  }
+
   /** The entry, if it exists and belongs to `owner`. */
   get(owner: string, id: string): SnapshotEntry | undefined {
     const e = this.entries.get(id);
@@ -157,6 +200,7 @@ export class SnapshotStore {
     clearTimeout(e.timer);
     await e.snapshot.remove();
     this.state?.remove("snapshots", id);
+    await this.hooks?.removed(id);
   }
 
   /** At shutdown: snapshots on disk stay there for the next start; the others are deleted. */

@@ -43,18 +43,26 @@ export class StateDir {
   private constructor(
     readonly root: string,
     private readonly log: (line: string) => void,
+    /** Names of this process's temporary directories: `.tmp-` (`.tmp-<node>~` on a directory the cluster's nodes share). */
+    private readonly tmp: string,
   ) {}
 
-  /** Open (creating) `root`; half-written entries a killed process left (.tmp-*) are deleted. */
-  static open(root: string, log: (line: string) => void): StateDir {
+  /**
+   * Open (creating) `root`; half-written entries a killed process left (.tmp-*) are deleted. A
+   * directory the nodes of a cluster share (`node`: this node's id) is written through
+   * `.tmp-<node>~*` names, and only this node's own leftovers are deleted (another node may be
+   * writing its own at this moment).
+   */
+  static open(root: string, log: (line: string) => void, node?: string): StateDir {
     const abs = path.resolve(root);
+    const tmp = node === undefined ? ".tmp-" : `.tmp-${node}~`;
     for (const kind of ["snapshots", "paused"] as const) fs.mkdirSync(path.join(abs, kind), { recursive: true, mode: 0o700 });
     for (const name of fs.readdirSync(abs)) {
-      if (!name.startsWith(".tmp-")) continue;
+      if (!name.startsWith(tmp)) continue;
       fs.rmSync(path.join(abs, name), { recursive: true, force: true });
       log(`state: removed ${name}, an entry a stopped server had not finished writing`);
     }
-    return new StateDir(abs, log);
+    return new StateDir(abs, log, tmp);
   }
 
   /**
@@ -64,7 +72,7 @@ export class StateDir {
    */
   async write(kind: StateKind, id: string, info: Record<string, unknown>, fill: (dir: string) => Promise<void>): Promise<string> {
     if (!ID[kind].test(id)) throw new Error(`state: ${JSON.stringify(id)} is not a ${kind} id`);
-    const tmp = path.join(this.root, `.tmp-${randomBytes(8).toString("hex")}`);
+    const tmp = path.join(this.root, `${this.tmp}${randomBytes(8).toString("hex")}`);
     fs.mkdirSync(tmp, { mode: 0o700 });
     try {
       await fill(tmp);
@@ -76,7 +84,7 @@ export class StateDir {
       fsyncDirs(tmp);
       const final = path.join(this.root, kind, id);
       // An entry of this id already there (a sandbox paused again) is replaced whole.
-      const old = fs.existsSync(final) ? path.join(this.root, `.tmp-old-${randomBytes(8).toString("hex")}`) : undefined;
+      const old = fs.existsSync(final) ? path.join(this.root, `${this.tmp}old-${randomBytes(8).toString("hex")}`) : undefined;
       if (old) fs.renameSync(final, old);
       fs.renameSync(tmp, final);
       fsyncPath(path.join(this.root, kind));
@@ -99,8 +107,13 @@ export class StateDir {
     const dir = path.join(this.root, kind, id);
     if (!fs.existsSync(dir)) return;
     // Renamed first: a stop during the delete leaves a .tmp-* the next start removes, not half an entry.
-    const trash = path.join(this.root, `.tmp-rm-${randomBytes(8).toString("hex")}`);
-    fs.renameSync(dir, trash);
+    const trash = path.join(this.root, `${this.tmp}rm-${randomBytes(8).toString("hex")}`);
+    try {
+      fs.renameSync(dir, trash);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return; // another node removed it first
+      throw e;
+    }
     fs.rmSync(trash, { recursive: true, force: true });
   }
 
@@ -121,6 +134,22 @@ export class StateDir {
       }
     }
     return out;
+  }
+
+  /**
+   * One entry, checked as entries() checks each (refused and moved aside when it fails); undefined
+   * when there is none of that id. For a cluster's shared directory, read on demand.
+   */
+  async entry(kind: StateKind, id: string): Promise<StateEntry | undefined> {
+    if (!ID[kind].test(id)) return undefined;
+    const dir = path.join(this.root, kind, id);
+    if (!fs.existsSync(dir)) return undefined;
+    try {
+      return await verify(kind, id, dir);
+    } catch (e) {
+      this.refuse(kind, id, (e as Error).message);
+      return undefined;
+    }
   }
 
   /** Move an entry aside as .corrupt-<id> (never used again) and log why. */

@@ -1,0 +1,466 @@
+// Any node answers any request: a request that names a sandbox or snapshot another node holds is
+// forwarded to that node as it came (method, path, headers, body streamed both ways, so SSE,
+// NDJSON and Connect streams keep flowing, and a client that hangs up cancels the forwarded
+// request); a create goes to the node with the most room for its tier; lists are gathered from
+// every live node. The receiving node checks the caller's key first (keys are the same on every
+// node), so another key's sandbox is the same 404 here as on its own node, and the owning node
+// checks it again. A sandbox whose node has left the cluster (its lease ended) answers 410, never
+// a hang; a paused one on the shared state directory is taken over by this node instead.
+// A request that arrives forwarded (x-agentbox-forwarded) is always served locally: no loops.
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import { readCappedBody } from "../body.js";
+import { HttpError, toHttp } from "../http-errors.js";
+import { bearerToken, type KeyRing, type Principal } from "../keys.js";
+import type { ClusterStore, NodeInfo } from "./store.js";
+
+export const FORWARDED = "x-agentbox-forwarded";
+
+/** What a request names, by its method and path (and, for E2B's in-sandbox traffic, a header). */
+export type Route =
+  | { kind: "local" }
+  | { kind: "sandbox"; id: string; auth: Auth }
+  | { kind: "snapshot"; id: string; auth: Auth }
+  | { kind: "create"; api: "native" | "e2b" }
+  | { kind: "list"; what: "sandboxes" | "e2b-sandboxes" | "e2b-snapshots" }
+  | { kind: "snapshots" };
+
+/** How the caller is known: the native API's Bearer key, the E2B control plane's X-API-KEY, or (E2B in-sandbox traffic) the sandbox's own token, which only its node can check. */
+type Auth = "bearer" | "e2b" | "token";
+
+const SANDBOX = /^sb_[0-9a-f]{24}$/;
+const SNAPSHOT = /^snap_[0-9a-f]{24}$/;
+
+export function classify(method: string, pathname: string, header: (name: string) => string | undefined): Route {
+  const seg = pathname.split("/").slice(1);
+  const id = (s: string | undefined, re: RegExp) => {
+    try {
+      const v = decodeURIComponent(s ?? "");
+      return re.test(v) ? v : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  if (seg[0] === "sandboxes") {
+    if (seg.length === 1) return method === "POST" ? { kind: "create", api: "native" } : method === "GET" ? { kind: "list", what: "sandboxes" } : { kind: "local" };
+    const sid = id(seg[1], SANDBOX);
+    return sid ? { kind: "sandbox", id: sid, auth: "bearer" } : { kind: "local" };
+  }
+  if (seg[0] === "snapshots") {
+    if (seg.length === 1) return method === "GET" ? { kind: "snapshots" } : { kind: "local" };
+    const snap = id(seg[1], SNAPSHOT);
+    return snap ? { kind: "snapshot", id: snap, auth: "bearer" } : { kind: "local" };
+  }
+  if (seg[0] !== "e2b") return { kind: "local" };
+  if (seg[1] === "sandbox") {
+    const sid = id(header("e2b-sandbox-id"), SANDBOX);
+    return sid ? { kind: "sandbox", id: sid, auth: "token" } : { kind: "local" };
+  }
+  const rest = seg[1] === "v2" ? seg.slice(2) : seg.slice(1);
+  if (rest[0] === "sandboxes") {
+    if (rest.length === 1) return method === "POST" ? { kind: "create", api: "e2b" } : method === "GET" ? { kind: "list", what: "e2b-sandboxes" } : { kind: "local" };
+    const sid = id(rest[1], SANDBOX);
+    return sid ? { kind: "sandbox", id: sid, auth: "e2b" } : { kind: "local" };
+  }
+  if (rest[0] === "snapshots" && rest.length === 1 && method === "GET") return { kind: "list", what: "e2b-snapshots" };
+  if (rest[0] === "templates" && rest.length === 2 && method === "DELETE") {
+    const snap = id(rest[1], SNAPSHOT);
+    return snap ? { kind: "snapshot", id: snap, auth: "e2b" } : { kind: "local" };
+  }
+  return { kind: "local" };
+}
+
+export interface RouterOptions {
+  store: ClusterStore;
+  keys: KeyRing;
+  /** This node's own app, for a request it serves (the request untouched). */
+  local: (req: IncomingMessage, res: ServerResponse) => void;
+  /** This node's own app, for a request whose body the router has read (a create it placed here). */
+  localFetch: (req: Request) => Promise<Response>;
+  /** Whether this node holds the sandbox / snapshot now. */
+  hasSandbox: (id: string) => boolean;
+  hasSnapshot: (id: string) => boolean;
+  /** Take over a paused sandbox / a snapshot from the shared state directory (the catalog gave it to this node): whether it is here now. */
+  adoptSandbox: (id: string) => Promise<boolean>;
+  adoptSnapshot: (id: string) => Promise<boolean>;
+  /** Whether a create body asks for a tier that needs a heavy slot (heavy, auto; E2B: a heavy template). */
+  needsHeavy: (api: "native" | "e2b", body: unknown) => boolean;
+  /** A snapshot id an E2B create names as its template (it must run where the snapshot is). */
+  e2bSnapshotTemplate: (body: unknown) => string | undefined;
+  maxJsonBytes: number;
+  log: (line: string) => void;
+}
+
+export class ClusterRouter {
+  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  /** Creates sent to each node and not answered yet: counted against its room until its next publish. */
+  private readonly placing = new Map<string, number>();
+
+  constructor(private readonly o: RouterOptions) {}
+
+  /** The HTTP server's request handler. */
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.route(req, res).catch((e: unknown) => this.fail(req, res, e));
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.headers[FORWARDED] !== undefined) return this.o.local(req, res);
+    const url = new URL(req.url ?? "/", "http://node");
+    const route = classify(req.method ?? "GET", url.pathname, (h) => header(req, h));
+    switch (route.kind) {
+      case "local":
+        return this.o.local(req, res);
+      case "sandbox":
+        return this.toSandbox(req, res, route.id, route.auth);
+      case "snapshot":
+        return this.toSnapshot(req, res, route.id, route.auth);
+      case "create":
+        return this.create(req, res, route.api);
+      case "list":
+        return this.gather(req, res, route.what);
+      case "snapshots":
+        return this.listSnapshots(req, res);
+    }
+  }
+
+  /** Where the sandbox `id` is served: here, forwarded to its node, taken over from a dead node, or 410. */
+  private async toSandbox(req: IncomingMessage, res: ServerResponse, id: string, auth: Auth): Promise<void> {
+    const target = await this.sandboxTarget(req, id, auth);
+    if (target === "local") return this.o.local(req, res);
+    return this.forward(req, res, target);
+  }
+
+  private async sandboxTarget(req: IncomingMessage, id: string, auth: Auth): Promise<NodeInfo | "local"> {
+    if (this.o.hasSandbox(id)) return "local";
+    const who = auth === "token" ? undefined : this.caller(req, auth);
+    // A caller without a good key gets this node's own 401 (in its API's format).
+    if (auth !== "token" && !who) return "local";
+    const record = await this.read(() => this.o.store.record(id), "find the sandbox's node");
+    // Unknown, or another key's: this node's own 404.
+    if (!record || (who && record.owner !== who.name)) return "local";
+    const store = this.o.store;
+    if (record.node === store.nodeId) {
+      // Recorded here but not loaded: paused on the shared directory before a restart.
+      if (record.state === "paused" && record.persisted) await this.o.adoptSandbox(id);
+      return "local";
+    }
+    const node = store.node(record.node);
+    if (node) return node;
+    if (record.state === "paused" && record.persisted) {
+      const mine = await this.read(() => store.adopt(record), "take over the paused sandbox");
+      if (mine && (await this.o.adoptSandbox(id))) {
+        this.o.log(`cluster: took over paused sandbox ${id} from node ${record.node}, which left`);
+        return "local";
+      }
+      // Another node took it first: ask again where it is.
+      const now = await this.read(() => store.record(id), "find the sandbox's node");
+      const there = now && store.node(now.node);
+      if (there && now.node !== store.nodeId) return there;
+    }
+    throw gone("sandbox", id, record.node);
+  }
+
+  private async toSnapshot(req: IncomingMessage, res: ServerResponse, id: string, auth: Auth): Promise<void> {
+    const target = await this.snapshotTarget(req, id, auth);
+    if (target === "local") return this.o.local(req, res);
+    return this.forward(req, res, target);
+  }
+
+  private async snapshotTarget(req: IncomingMessage, id: string, auth: Auth): Promise<NodeInfo | "local"> {
+    if (this.o.hasSnapshot(id)) return "local";
+    const who = this.caller(req, auth);
+    if (!who) return "local";
+    const store = this.o.store;
+    const record = await this.read(() => store.snapshot(id), "find the snapshot's node");
+    if (!record || record.owner !== who.name) return "local";
+    const node = record.node === store.nodeId ? undefined : store.node(record.node);
+    if (node) return node;
+    // Its node is gone (or is this one, restarted): from the shared directory, when it was written there.
+    if (record.persisted && (await this.o.adoptSnapshot(id))) return "local";
+    throw gone("snapshot", id, record.node);
+  }
+
+  /** A create: placed on the node with the most room for its tier (this one on a tie). */
+  private async create(req: IncomingMessage, res: ServerResponse, api: "native" | "e2b"): Promise<void> {
+    const who = this.caller(req, api === "native" ? "bearer" : "e2b");
+    if (!who) return this.o.local(req, res);
+    const body = await readCappedBody(toWebRequest(req), this.o.maxJsonBytes, () => new HttpError(413, "BODY_TOO_LARGE", `request body is over the server's limit of ${this.o.maxJsonBytes} bytes`, { value: this.o.maxJsonBytes }));
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.from(body).toString("utf8"));
+    } catch {
+      parsed = undefined; // this node's own handler says what is wrong with it
+    }
+    let target: NodeInfo | "local";
+    const snap = api === "e2b" ? this.o.e2bSnapshotTemplate(parsed) : undefined;
+    if (snap) target = await this.snapshotTarget(req, snap, "e2b");
+    else target = this.place(this.o.needsHeavy(api, parsed));
+    if (target === "local") return send(res, await this.o.localFetch(webRequest(req, body)));
+    this.placing.set(target.id, (this.placing.get(target.id) ?? 0) + 1);
+    res.once("close", () => this.placing.set(target.id, Math.max(0, (this.placing.get(target.id) ?? 1) - 1)));
+    return this.forward(req, res, target, body);
+  }
+
+  /** The live node with the most free slots for the tier (heavy: its heavy slots too), less the creates already sent its way. */
+  private place(heavy: boolean): NodeInfo | "local" {
+    const store = this.o.store;
+    const nodes = store.liveNodes().filter((n) => !heavy || n.tiers.includes("heavy"));
+    if (nodes.length === 0) {
+      throw new HttpError(503, "CAPACITY", heavy ? "no node of the cluster serves the heavy tier now" : "no node of the cluster is live now", {}, { "retry-after": "2" });
+    }
+    const room = (n: NodeInfo) => {
+      const free = n.maxSandboxes - n.sandboxes - n.queued - (this.placing.get(n.id) ?? 0);
+      return heavy ? Math.min(free, n.maxHeavy - n.heavy) : free;
+    };
+    let best = nodes[0]!;
+    for (const n of nodes.slice(1)) {
+      const d = room(n) - room(best);
+      if (d > 0 || (d === 0 && n.id === store.nodeId)) best = n;
+    }
+    return best.id === store.nodeId ? "local" : best;
+  }
+
+  /** `GET /sandboxes` (and E2B's lists): every live node's answer for the caller, merged. */
+  private async gather(req: IncomingMessage, res: ServerResponse, what: "sandboxes" | "e2b-sandboxes" | "e2b-snapshots"): Promise<void> {
+    const who = this.caller(req, what === "sandboxes" ? "bearer" : "e2b");
+    if (!who) return this.o.local(req, res);
+    const url = new URL(req.url ?? "/", "http://node");
+    // E2B's pages are cut here, from every node's whole list.
+    const limit = Math.min(Math.max(Number(url.searchParams.get("limit") ?? 100) || 100, 1), 1000);
+    const from = Number(url.searchParams.get("nextToken") ?? 0) || 0;
+    url.searchParams.delete("limit");
+    url.searchParams.delete("nextToken");
+    const path = url.pathname + url.search;
+    const answers = await Promise.all(
+      this.o.store.liveNodes().map(async (n) => {
+        try {
+          const r = n.id === this.o.store.nodeId ? await this.o.localFetch(webRequest(req, undefined, path)) : await this.fetchFrom(n, req, path);
+          if (r.status !== 200) return { status: r.status, body: await r.text() };
+          return { status: 200, rows: (await r.json()) as unknown };
+        } catch {
+          return undefined; // a node that cannot answer now: left out of the list
+        }
+      }),
+    );
+    const failed = answers.find((a) => a && a.status !== 200);
+    if (failed && "body" in failed) return send(res, new Response(failed.body, { status: failed.status, headers: { "content-type": "application/json" } }));
+    if (what === "sandboxes") {
+      const rows = answers.flatMap((a) => ((a?.rows as { sandboxes?: { createdAt: string; id: string }[] } | undefined)?.sandboxes ?? []));
+      rows.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || (a.id < b.id ? -1 : 1));
+      return send(res, Response.json({ sandboxes: rows }));
+    }
+    const rows = answers.flatMap((a) => (Array.isArray(a?.rows) ? (a.rows as { startedAt?: string }[]) : []));
+    if (what === "e2b-sandboxes") {
+      rows.sort((a, b) => (a.startedAt ?? "").localeCompare(b.startedAt ?? ""));
+      if (url.searchParams.get("order") === "desc") rows.reverse();
+    }
+    const page = rows.slice(from, from + limit);
+    return send(res, Response.json(page, { headers: from + limit < rows.length ? { "x-next-token": String(from + limit) } : {} }));
+  }
+
+  /** `GET /snapshots`: the caller's snapshots, from the catalog (any node's, a gone node's too when on shared storage). */
+  private async listSnapshots(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const who = this.caller(req, "bearer");
+    if (!who) return this.o.local(req, res);
+    const store = this.o.store;
+    const records = await this.read(() => store.snapshotsOf(who.name), "list the snapshots");
+    const rows = records
+      .filter((r) => r.persisted || r.node === store.nodeId || store.node(r.node))
+      .map((r) => r.info as { createdAt?: string; id?: string })
+      .sort((a, b) => String(a.createdAt).localeCompare(String(b.createdAt)) || (String(a.id) < String(b.id) ? -1 : 1));
+    return send(res, Response.json({ snapshots: rows }));
+  }
+
+  /** The request, streamed both ways, to `node`; `body`: one the router read already. */
+  private forward(req: IncomingMessage, res: ServerResponse, node: NodeInfo, body?: Uint8Array): Promise<void> {
+    return new Promise((resolve) => {
+      const headers = forwardHeaders(req, this.o.store.nodeId);
+      if (body) {
+        delete headers["transfer-encoding"];
+        headers["content-length"] = String(body.byteLength);
+      }
+      const out = http.request(new URL(req.url ?? "/", node.url), { method: req.method, headers, agent: this.agent });
+      const connectTimer = setTimeout(() => out.destroy(new Error("connect timeout")), 3000);
+      out.on("socket", (s) => {
+        if (!s.connecting) clearTimeout(connectTimer);
+        else s.once("connect", () => clearTimeout(connectTimer));
+      });
+      out.on("response", (answer) => {
+        clearTimeout(connectTimer);
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, responseHeaders(answer));
+        res.flushHeaders();
+        answer.pipe(res);
+        answer.on("end", () => resolve());
+        answer.on("error", () => {
+          res.destroy();
+          resolve();
+        });
+      });
+      out.on("error", (e) => {
+        clearTimeout(connectTimer);
+        if (!res.headersSent) {
+          // The node died under the request: 410 once its lease has ended, until then 503 (retry).
+          const err = this.o.store.node(node.id)
+            ? new HttpError(503, "NODE_UNREACHABLE", `node ${node.id} (${node.url}) does not answer: ${e.message}; if it has died, its sandboxes answer 410 within the cluster's lease time`, { node: node.id }, { "retry-after": "2" })
+            : gone("sandbox", "", node.id);
+          this.fail(req, res, err);
+        } else res.destroy();
+        resolve();
+      });
+      // A client that hangs up ends the forwarded request (a run is interrupted as on its own node).
+      res.on("close", () => {
+        if (!res.writableFinished) out.destroy();
+      });
+      if (body) out.end(body);
+      else req.pipe(out);
+    });
+  }
+
+  /** A WebSocket upgrade (a sandbox's exposed port): here, or piped as bytes to the sandbox's node. */
+  async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, local: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): Promise<void> {
+    try {
+      if (req.headers[FORWARDED] !== undefined) return local(req, socket, head);
+      const url = new URL(req.url ?? "/", "http://node");
+      const route = classify(req.method ?? "GET", url.pathname, (h) => header(req, h));
+      if (route.kind !== "sandbox") return local(req, socket, head);
+      const target = await this.sandboxTarget(req, route.id, route.auth);
+      if (target === "local") return local(req, socket, head);
+      const u = new URL(target.url);
+      const upstream = net.connect(Number(u.port || 80), u.hostname);
+      upstream.setTimeout(3000, () => upstream.destroy());
+      upstream.once("connect", () => {
+        upstream.setTimeout(0);
+        const headers = forwardHeaders(req, this.o.store.nodeId, true);
+        const lines = [`${req.method} ${req.url} HTTP/1.1`, ...Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => `${k}: ${x}`) : v === undefined ? [] : [`${k}: ${v}`]))];
+        upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
+        if (head.length > 0) upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      });
+      upstream.on("error", () => socket.destroy());
+      socket.on("error", () => upstream.destroy());
+      socket.on("close", () => upstream.destroy());
+      upstream.on("close", () => socket.destroy());
+    } catch (e) {
+      const { status, body } = toHttp(e);
+      const text = JSON.stringify(body);
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+    }
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private fetchFrom(n: NodeInfo, req: IncomingMessage, path: string): Promise<Response> {
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(forwardHeaders(req, this.o.store.nodeId))) if (typeof v === "string") headers.set(k, v);
+    headers.delete("content-length");
+    headers.delete("host");
+    return fetch(new URL(path, n.url), { headers, signal: AbortSignal.timeout(5000) });
+  }
+
+  /** The caller's principal by the route's way of authenticating, or undefined (their own node answers the 401). */
+  private caller(req: IncomingMessage, auth: Auth): Principal | undefined {
+    if (auth === "bearer") return this.o.keys.authenticate(bearerToken(header(req, "authorization")));
+    const key = header(req, "x-api-key") ?? /^Bearer[ ]+(\S+)\s*$/i.exec(header(req, "authorization") ?? "")?.[1];
+    return this.o.keys.authenticate(key);
+  }
+
+  /** A store read; unreachable: 503 naming what could not be done. */
+  private async read<T>(op: () => Promise<T>, what: string): Promise<T> {
+    try {
+      return await op();
+    } catch (e) {
+      if (e instanceof HttpError) throw e;
+      throw new HttpError(503, "CLUSTER_UNAVAILABLE", `the cluster store (etcd) is unreachable, so this node cannot ${what}: ${(e as Error).message}; retry later`, {}, { "retry-after": "2" });
+    }
+  }
+
+  /** An error answer in the format of the API the request used (E2B's { code, message } under /e2b). */
+  private fail(req: IncomingMessage, res: ServerResponse, e: unknown): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const { status, body, headers } = toHttp(e);
+    if (!(e instanceof HttpError)) this.o.log(`cluster: ${req.method} ${req.url}: ${(e as Error)?.stack ?? String(e)}`);
+    const e2b = (req.url ?? "").startsWith("/e2b");
+    const payload = e2b ? { code: status, message: body.error.message } : body;
+    req.resume(); // an unread body must not hold the connection
+    res.writeHead(status, { ...headers, "content-type": "application/json" });
+    res.end(JSON.stringify(payload));
+  }
+}
+
+function gone(what: "sandbox" | "snapshot", id: string, node: string): HttpError {
+  return new HttpError(410, "NODE_GONE", `${what}${id ? ` ${id}` : ""} was on node ${node}, which has left the cluster (its lease ended); it is gone with its node${what === "sandbox" ? " (a sandbox paused to the shared state directory would have been taken over)" : ""}`, { node });
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "proxy-authenticate"]);
+
+function forwardHeaders(req: IncomingMessage, self: string, upgrade = false): Record<string, string | string[] | undefined> {
+  const out: Record<string, string | string[] | undefined> = {};
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (!upgrade && HOP_BY_HOP.has(k) && k !== "transfer-encoding") continue;
+    out[k] = v;
+  }
+  out[FORWARDED] = self;
+  const fwd = req.socket.remoteAddress;
+  if (fwd) out["x-forwarded-for"] = req.headers["x-forwarded-for"] ? `${String(req.headers["x-forwarded-for"])}, ${fwd}` : fwd;
+  return out;
+}
+
+function responseHeaders(answer: IncomingMessage): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+  return out;
+}
+
+/** The request's body as a web stream, for readCappedBody. */
+function toWebRequest(req: IncomingMessage): Request {
+  return new Request("http://node/", {
+    method: "POST",
+    headers: req.headers["content-length"] ? { "content-length": String(req.headers["content-length"]) } : {},
+    body: new ReadableStream({
+      start(controller) {
+        req.on("data", (c: Buffer) => controller.enqueue(new Uint8Array(c)));
+        req.on("end", () => controller.close());
+        req.on("error", (e) => controller.error(e));
+      },
+    }),
+    duplex: "half",
+  } as RequestInit);
+}
+
+/** A web Request for this node's app from the incoming one (its body read already, or none). */
+function webRequest(req: IncomingMessage, body?: Uint8Array, path?: string): Request {
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v === undefined || HOP_BY_HOP.has(k) || k === "content-length") continue;
+    headers.set(k, Array.isArray(v) ? v.join(", ") : v);
+  }
+  const method = path ? "GET" : (req.method ?? "GET");
+  return new Request(new URL(path ?? req.url ?? "/", `http://${header(req, "host") ?? "node"}`), { method, headers, ...(body && method !== "GET" && method !== "HEAD" ? { body } : {}) });
+}
+
+/** Write a web Response to the Node response, streaming its body. */
+async function send(res: ServerResponse, r: Response): Promise<void> {
+  const headers: Record<string, string> = {};
+  r.headers.forEach((v, k) => {
+    headers[k] = v;
+  });
+  res.writeHead(r.status, headers);
+  if (!r.body) {
+    res.end();
+    return;
+  }
+  for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) res.write(chunk);
+  res.end();
+}

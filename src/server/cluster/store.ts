@@ -1,0 +1,456 @@
+// The cluster's shared state in etcd (`agentbox serve --cluster etcd://…`). Nothing here decides
+// by itself: etcd holds who is alive (a lease per node), where each sandbox and snapshot lives
+// (the catalog) and each key's count of sandboxes across nodes (quota), and this module reads and
+// writes it. Layout, under one prefix (default /agentbox/):
+//   nodes/<node>                 the node's NodeInfo, on its lease: gone when the node is
+//   sandboxes/<id>               SandboxRecord: which node holds it, its owner, running or paused
+//   snapshots/<id>               SnapshotRecord: which node made it, its owner, what `GET /snapshots` shows
+//   owners/<sha256(key)>/<id>    one per sandbox the key holds: on the holder's lease while running
+//                                (a dead node's sandboxes stop counting when its lease ends), without
+//                                one while paused on shared storage (they still count)
+//   owners/<sha256(key)>/~<uuid> a create's reservation, on the lease, until it commits or fails
+// A create takes its place in the key's quota with one transaction: count the key's entries at
+// revision R, then put the reservation only if no entry in that range changed after R (etcd's
+// compare over a key range). A concurrent create fails the compare and counts again, so two nodes
+// can never both take the last place. Deletes cannot make the count wrong in the unsafe direction.
+// What comes back from etcd is checked (zod), as any input: a store is shared with other programs.
+import { createHash, randomUUID } from "node:crypto";
+import { Etcd3, type IKeyValue, type Lease, type Watcher } from "etcd3";
+import { z } from "zod";
+import { HttpError } from "../http-errors.js";
+
+const nodeInfoSchema = z.strictObject({
+  id: z.string().min(1).max(128),
+  /** Where other nodes reach this node's API. */
+  url: z.string().url().max(512),
+  /** Tiers it serves: "nano" always; "heavy" when it has a heavy backend and --max-heavy > 0. */
+  tiers: z.array(z.enum(["nano", "heavy"])).max(2),
+  maxSandboxes: z.int().min(0),
+  maxHeavy: z.int().min(0),
+  /** Live (running) sandboxes, heavy ones among them, and creates waiting for a slot. */
+  sandboxes: z.int().min(0),
+  heavy: z.int().min(0),
+  queued: z.int().min(0),
+  startedAt: z.int().min(0),
+  version: z.string().max(64),
+});
+export type NodeInfo = z.output<typeof nodeInfoSchema>;
+
+const sandboxRecordSchema = z.strictObject({
+  id: z.string().regex(/^sb_[0-9a-f]{24}$/),
+  node: z.string().min(1).max(128),
+  owner: z.string().min(1).max(256),
+  tier: z.enum(["nano", "heavy", "auto"]),
+  state: z.enum(["running", "paused"]),
+  /** Paused with its saved state in the shared state directory: another node can resume it. */
+  persisted: z.boolean(),
+  createdAt: z.int().min(0),
+});
+export type SandboxRecord = z.output<typeof sandboxRecordSchema>;
+
+const snapshotRecordSchema = z.strictObject({
+  id: z.string().regex(/^snap_[0-9a-f]{24}$/),
+  node: z.string().min(1).max(128),
+  owner: z.string().min(1).max(256),
+  /** The snapshot's info as `GET /snapshots` shows it (answered from the catalog by any node). */
+  info: z.record(z.string(), z.unknown()),
+  /** Written to the shared state directory: another node can restore it. */
+  persisted: z.boolean(),
+});
+export type SnapshotRecord = z.output<typeof snapshotRecordSchema>;
+
+/** Largest value the store accepts back (a record is well under 1 KiB). */
+const MAX_VALUE_BYTES = 64 * 1024;
+
+export interface ClusterStoreOptions {
+  /** etcd endpoints, `http://host:port`. */
+  endpoints: string[];
+  /** Key prefix (default "/agentbox/"). */
+  prefix?: string;
+  nodeId: string;
+  /** Seconds a node's lease lives without a keep-alive: how long a dead node's sandboxes keep answering as if it lived. */
+  leaseTtlS: number;
+  log: (line: string) => void;
+}
+
+/** A create's place in its key's quota until it commits (the sandbox exists) or is released (it failed). */
+export interface Reservation {
+  commit(record: Omit<SandboxRecord, "node" | "state" | "persisted">): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** The store is down or slower than a request may wait: a clear 503, never a hang. */
+export function storeUnavailable(what: string, e: unknown): HttpError {
+  return new HttpError(503, "CLUSTER_UNAVAILABLE", `the cluster store (etcd) is unreachable, so this node cannot ${what}: ${(e as Error)?.message ?? String(e)}; retry later`, {}, { "retry-after": "2" });
+}
+
+export class ClusterStore {
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private lease: Lease | undefined;
+  /** The granted lease's id (what puts on it name). */
+  private leaseIdValue: string | undefined;
+  private readonly nodes = new Map<string, NodeInfo>();
+  private readonly records = new Map<string, SandboxRecord>();
+  private watchers: Watcher[] = [];
+  private closed = false;
+  /** Catalog writes that failed (store down) and are retried in order, per sandbox id. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private info: NodeInfo | undefined;
+  /** Resolves when this node's lease is granted again after it was lost. */
+  private regrant: Promise<void> | undefined;
+
+  constructor(private readonly opts: ClusterStoreOptions) {
+    this.prefix = opts.prefix ?? "/agentbox/";
+    this.client = new Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: 2000,
+      // Every unary call has a deadline: an unreachable store is a 503, never a request that hangs.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 3000 }),
+    });
+  }
+
+  get nodeId(): string {
+    return this.opts.nodeId;
+  }
+
+  /** Join: grant the lease, publish `info`, and start watching nodes and the catalog. */
+  async join(info: NodeInfo): Promise<void> {
+    this.info = info;
+    await this.grant();
+    await this.syncNodes();
+    this.watchers.push(
+      await this.client
+        .watch()
+        .prefix(this.key("nodes/"))
+        .create()
+        .then((w) =>
+          w
+            .on("put", (kv) => this.onNode(kv, true))
+            .on("delete", (kv) => this.onNode(kv, false))
+            .on("connected", () => void this.syncNodes().catch(() => undefined)),
+        ),
+      await this.client
+        .watch()
+        .prefix(this.key("sandboxes/"))
+        .create()
+        .then((w) =>
+          w
+            .on("put", (kv) => {
+              const r = parseRecord(sandboxRecordSchema, kv.value);
+              if (r) this.records.set(r.id, r);
+            })
+            .on("delete", (kv) => this.records.delete(kv.key.toString().slice(this.key("sandboxes/").length))),
+        ),
+    );
+  }
+
+  /** A lease with this node's record on it; when the lease is lost (store unreachable past the TTL) a new one is granted and every running sandbox of this node put back on it. */
+  private async grant(): Promise<void> {
+    const lease = this.client.lease(this.opts.leaseTtlS);
+    lease.on("lost", (e) => {
+      if (this.closed || this.lease !== lease) return;
+      this.opts.log(`cluster: lease lost (${e.message}); joining again when etcd answers`);
+      this.regrant = this.rejoin().finally(() => {
+        this.regrant = undefined;
+      });
+    });
+    this.leaseIdValue = await lease.grant();
+    this.lease = lease;
+    if (this.info) await lease.put(this.key(`nodes/${this.opts.nodeId}`)).value(JSON.stringify(this.info));
+  }
+
+  private async rejoin(): Promise<void> {
+    for (let delay = 500; !this.closed; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await this.grant();
+        // The sandboxes still here count against their keys again, on the new lease. A record
+        // another node took over meanwhile (it adopted a paused sandbox) is left to that node.
+        for (const r of await this.listRecords()) {
+          if (r.node !== this.opts.nodeId || r.state !== "running") continue;
+          await this.lease!.put(this.ownerKey(r.owner, r.id)).value("");
+        }
+        this.opts.log("cluster: joined again with a new lease");
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  /** Publish this node's load (capacity and counts); a failure is retried at the next publish. */
+  async publish(info: NodeInfo): Promise<void> {
+    this.info = info;
+    if (this.regrant) return; // published again by the rejoin
+    if (!this.lease) throw new Error("this node has no lease yet");
+    await this.lease.put(this.key(`nodes/${this.opts.nodeId}`)).value(JSON.stringify(info));
+  }
+
+  /** Live nodes (lease held), as last seen by the watch. */
+  liveNodes(): NodeInfo[] {
+    return [...this.nodes.values()];
+  }
+
+  node(id: string): NodeInfo | undefined {
+    return this.nodes.get(id);
+  }
+
+  /** A sandbox's record: from the watched cache, else (created a moment ago elsewhere) read from the store. */
+  async record(id: string): Promise<SandboxRecord | undefined> {
+    const cached = this.records.get(id);
+    if (cached) return cached;
+    const raw = await this.client.get(this.key(`sandboxes/${id}`)).buffer();
+    const r = raw ? parseRecord(sandboxRecordSchema, raw) : undefined;
+    if (r) this.records.set(r.id, r);
+    return r;
+  }
+
+  async snapshot(id: string): Promise<SnapshotRecord | undefined> {
+    const raw = await this.client.get(this.key(`snapshots/${id}`)).buffer();
+    return raw ? parseRecord(snapshotRecordSchema, raw) : undefined;
+  }
+
+  /** Every snapshot record of `owner` (what `GET /snapshots` lists on any node). */
+  async snapshotsOf(owner: string): Promise<SnapshotRecord[]> {
+    const all = await this.client.getAll().prefix(this.key("snapshots/")).buffers();
+    return Object.values(all)
+      .map((v) => parseRecord(snapshotRecordSchema, v))
+      .filter((r): r is SnapshotRecord => r !== undefined && r.owner === owner);
+  }
+
+  private async listRecords(): Promise<SandboxRecord[]> {
+    const all = await this.client.getAll().prefix(this.key("sandboxes/")).buffers();
+    return Object.values(all)
+      .map((v) => parseRecord(sandboxRecordSchema, v))
+      .filter((r): r is SandboxRecord => r !== undefined);
+  }
+
+  /**
+   * Take a place in `owner`'s quota of `max` sandboxes across the cluster (429 at it, 503 when
+   * the store cannot be reached). The place is on this node's lease until commit().
+   */
+  async reserve(owner: string, max: number): Promise<Reservation> {
+    const dir = this.key(`owners/${ownerHash(owner)}/`);
+    const mine = `${dir}~${randomUUID()}`;
+    try {
+      if (this.regrant) throw new Error("this node lost its lease and is joining again");
+      for (let attempt = 0; ; attempt++) {
+        const range = await this.client.kv.range({ key: Buffer.from(dir), range_end: prefixEnd(dir), count_only: true });
+        const held = Number(range.count);
+        if (held >= max) {
+          throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may hold ${max} live sandboxes across the cluster (quota maxSandboxes); delete one first`, { quota: "maxSandboxes", value: max });
+        }
+        const rev = String(range.header.revision);
+        const res = await this.client.kv.txn({
+          // Nothing in the key's range was put after the count's revision (etcd ≥ 3.3 compares a range).
+          compare: [{ key: Buffer.from(dir), range_end: prefixEnd(dir), target: "Mod", result: "Less", mod_revision: String(BigInt(rev) + 1n) } as never],
+          success: [{ request_put: { key: Buffer.from(mine), value: Buffer.from(""), lease: this.leaseId() } }],
+          failure: [],
+        });
+        if (res.succeeded) break;
+        if (attempt >= 20) throw new HttpError(503, "CLUSTER_UNAVAILABLE", "too many concurrent creates for this API key; retry", {}, { "retry-after": "1" });
+      }
+    } catch (e) {
+      if (e instanceof HttpError) throw e;
+      throw storeUnavailable("check the key's quota across the cluster", e);
+    }
+    let done = false;
+    return {
+      commit: async (r) => {
+        done = true;
+        const record: SandboxRecord = { ...r, node: this.opts.nodeId, state: "running", persisted: false };
+        try {
+          await this.client.kv.txn({
+            compare: [],
+            success: [
+              { request_delete_range: { key: Buffer.from(mine) } },
+              { request_put: { key: Buffer.from(this.ownerKey(r.owner, r.id)), value: Buffer.from(""), lease: this.leaseId() } },
+              { request_put: { key: Buffer.from(this.key(`sandboxes/${r.id}`)), value: Buffer.from(JSON.stringify(record)) } },
+            ],
+            failure: [],
+          });
+          this.records.set(r.id, record);
+        } catch (e) {
+          throw storeUnavailable("record the new sandbox in the cluster catalog", e);
+        }
+      },
+      release: async () => {
+        if (done) return;
+        done = true;
+        await this.client.delete().key(mine).catch(() => undefined); // on the lease anyway
+      },
+    };
+  }
+
+  /** The sandbox runs here (again): counted on this node's lease. */
+  running(r: Pick<SandboxRecord, "id" | "owner" | "tier" | "createdAt">): Promise<void> {
+    return this.write(r.id, async () => {
+      const record: SandboxRecord = { ...r, node: this.opts.nodeId, state: "running", persisted: false };
+      await this.client.kv.txn({
+        compare: [],
+        success: [
+          { request_put: { key: Buffer.from(this.ownerKey(r.owner, r.id)), value: Buffer.from(""), lease: this.leaseId() } },
+          { request_put: { key: Buffer.from(this.key(`sandboxes/${r.id}`)), value: Buffer.from(JSON.stringify(record)) } },
+        ],
+        failure: [],
+      });
+      this.records.set(r.id, record);
+    });
+  }
+
+  /** Paused here; `persisted`: on shared storage, so it outlives this node (its quota place too). */
+  paused(r: Pick<SandboxRecord, "id" | "owner" | "tier" | "createdAt">, persisted: boolean): Promise<void> {
+    return this.write(r.id, async () => {
+      const record: SandboxRecord = { ...r, node: this.opts.nodeId, state: "paused", persisted };
+      await this.client.kv.txn({
+        compare: [],
+        success: [
+          { request_put: { key: Buffer.from(this.ownerKey(r.owner, r.id)), value: Buffer.from(""), lease: persisted ? "0" : this.leaseId() } },
+          { request_put: { key: Buffer.from(this.key(`sandboxes/${r.id}`)), value: Buffer.from(JSON.stringify(record)) } },
+        ],
+        failure: [],
+      });
+      this.records.set(r.id, record);
+    });
+  }
+
+  /** Gone (deleted, expired, killed): out of the catalog and the key's count. */
+  removed(r: Pick<SandboxRecord, "id" | "owner">): Promise<void> {
+    this.records.delete(r.id);
+    return this.write(r.id, async () => {
+      await this.client.kv.txn({
+        compare: [],
+        success: [{ request_delete_range: { key: Buffer.from(this.ownerKey(r.owner, r.id)) } }, { request_delete_range: { key: Buffer.from(this.key(`sandboxes/${r.id}`)) } }],
+        failure: [],
+      });
+    });
+  }
+
+  /**
+   * Take over a sandbox whose node is gone (its paused state is on shared storage): succeeds for
+   * exactly one node, by comparing the record as read. Returns whether this node got it.
+   */
+  async adopt(r: SandboxRecord): Promise<boolean> {
+    const key = this.key(`sandboxes/${r.id}`);
+    const taken: SandboxRecord = { ...r, node: this.opts.nodeId };
+    const res = await this.client.kv.txn({
+      compare: [{ key: Buffer.from(key), target: "Value", result: "Equal", value: Buffer.from(JSON.stringify(r)) }],
+      success: [{ request_put: { key: Buffer.from(key), value: Buffer.from(JSON.stringify(taken)) } }],
+      failure: [],
+    });
+    if (res.succeeded) this.records.set(r.id, taken);
+    else this.records.delete(r.id); // read it again next time
+    return res.succeeded;
+  }
+
+  /** A snapshot made here (or adopted from a dead node). */
+  putSnapshot(r: Omit<SnapshotRecord, "node">): Promise<void> {
+    return this.write(r.id, () => this.client.put(this.key(`snapshots/${r.id}`)).value(JSON.stringify({ ...r, node: this.opts.nodeId })).then(() => undefined));
+  }
+
+  removeSnapshot(id: string): Promise<void> {
+    return this.write(id, () => this.client.delete().key(this.key(`snapshots/${id}`)).then(() => undefined));
+  }
+
+  /** Whether the store answers now (what `/healthz` reports). */
+  async reachable(): Promise<boolean> {
+    try {
+      await this.client.get(this.key("nodes/")).options({ deadline: Date.now() + 1000 });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Leave: the node's record and running sandboxes' places go with the lease; paused ones on shared storage stay. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await Promise.allSettled([...this.chains.values()]);
+    this.closed = true;
+    for (const w of this.watchers) await w.cancel().catch(() => undefined);
+    await this.lease?.revoke().catch(() => undefined);
+    this.client.close();
+  }
+
+  /**
+   * A catalog write, after the earlier ones for the same id: tried now (the caller waits), and
+   * when the store is down kept and retried in the background until it answers (a delete must
+   * not be lost, or the key's count stays high).
+   */
+  private write(id: string, op: () => Promise<void>): Promise<void> {
+    const prev = this.chains.get(id) ?? Promise.resolve();
+    const first = prev.then(op);
+    const chain = first.catch(async (e: unknown) => {
+      this.opts.log(`cluster: catalog write for ${id} failed (${(e as Error).message}); retrying in the background`);
+      for (let delay = 500; !this.closed; delay = Math.min(delay * 2, 5000)) {
+        await new Promise((r) => setTimeout(r, delay));
+        try {
+          await op();
+          return;
+        } catch {
+          // still down
+        }
+      }
+    });
+    this.chains.set(id, chain);
+    void chain.then(() => {
+      if (this.chains.get(id) === chain) this.chains.delete(id);
+    });
+    return first.catch(() => undefined);
+  }
+
+  private async syncNodes(): Promise<void> {
+    const all = await this.client.getAll().prefix(this.key("nodes/")).buffers();
+    this.nodes.clear();
+    for (const v of Object.values(all)) {
+      const n = parseRecord(nodeInfoSchema, v);
+      if (n) this.nodes.set(n.id, n);
+    }
+  }
+
+  private onNode(kv: IKeyValue, alive: boolean): void {
+    const id = kv.key.toString().slice(this.key("nodes/").length);
+    if (!alive) {
+      if (this.nodes.delete(id)) this.opts.log(`cluster: node ${id} left (its lease ended)`);
+      return;
+    }
+    const n = parseRecord(nodeInfoSchema, kv.value);
+    if (!n) return;
+    if (!this.nodes.has(id)) this.opts.log(`cluster: node ${id} joined (${n.url})`);
+    this.nodes.set(id, n);
+  }
+
+  private leaseId(): string {
+    if (this.leaseIdValue === undefined) throw new Error("this node has no lease yet");
+    return this.leaseIdValue;
+  }
+
+  private ownerKey(owner: string, id: string): string {
+    return this.key(`owners/${ownerHash(owner)}/${id}`);
+  }
+
+  private key(rest: string): string {
+    return this.prefix + rest;
+  }
+}
+
+function ownerHash(owner: string): string {
+  return createHash("sha256").update(owner).digest("hex").slice(0, 32);
+}
+
+/** The first key after every key starting with `prefix` (etcd's range end for a prefix). */
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  b[b.length - 1]! += 1;
+  return b;
+}
+
+function parseRecord<T>(schema: z.ZodType<T>, raw: Buffer): T | undefined {
+  if (raw.length > MAX_VALUE_BYTES) return undefined;
+  try {
+    const r = schema.safeParse(JSON.parse(raw.toString("utf8")));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
