@@ -49,6 +49,8 @@ export interface AppOptions {
   snapshots?: SnapshotStore;
   /** The E2B-compatible surface's sessions (served under /e2b); default: the app's own. */
   e2bSessions?: E2bSessions;
+  /** Cluster mode: this node's id, shown in sandbox info as `node`. */
+  nodeId?: string;
   /** Cluster mode: what `/healthz` adds (this node, the live nodes, whether etcd answers). */
   clusterHealth?: () => Promise<Record<string, unknown>>;
 }
@@ -85,6 +87,7 @@ type Handlers = { [K in OperationId]: (c: Context<Env>, input: Input<(typeof ROU
 export function createApp(o: AppOptions): Hono<Env> {
   const app = new Hono<Env>();
   const { registry, metrics } = o;
+  const show = (e: Entry) => info(e, o.nodeId);
   const exposed = o.ports ?? new ExposedPorts();
   const snapshots = o.snapshots ?? new SnapshotStore(24 * 3600_000);
   /** The caller's snapshot named in the path, or 404 (another key's too). */
@@ -122,16 +125,16 @@ export function createApp(o: AppOptions): Hono<Env> {
     getMetrics: async (c) => c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
 
     // The body is the library's sandbox options (checked by its resolver, once) plus idleTimeoutMs.
-    createSandbox: async (c, { raw: body }) => c.json(info(await createChecked(o, c.get("who"), body)), 201),
-    listSandboxes: (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(info) }),
-    getSandbox: (c, { entry }) => c.json(info(entry)),
+    createSandbox: async (c, { raw: body }) => c.json(show(await createChecked(o, c.get("who"), body)), 201),
+    listSandboxes: (c) => c.json({ sandboxes: registry.list(c.get("who").name).map(show) }),
+    getSandbox: (c, { entry }) => c.json(show(entry)),
     pauseSandbox: async (c, { entry }) => {
       await registry.pause(entry);
-      return c.json(info(entry));
+      return c.json(show(entry));
     },
     resumeSandbox: async (c, { entry }) => {
       await registry.resume(entry);
-      return c.json(info(entry));
+      return c.json(show(entry));
     },
     createSnapshot: async (c, { entry }) => {
       const s = await snapshots.add(c.get("who"), entry.id, () => registry.use(entry, (sb) => sb.snapshot()));
@@ -144,7 +147,7 @@ export function createApp(o: AppOptions): Hono<Env> {
     },
     restoreSnapshot: async (c, { body }) => {
       const s = snapshotOf(c);
-      return c.json(info(await registry.restore(c.get("who"), s.snapshot, body.idleTimeoutMs)), 201);
+      return c.json(show(await registry.restore(c.get("who"), s.snapshot, body.idleTimeoutMs)), 201);
     },
     forkSandbox: async (c, { entry, body }) => {
       const who = c.get("who");
@@ -159,7 +162,7 @@ export function createApp(o: AppOptions): Hono<Env> {
       } finally {
         await snap.remove();
       }
-      return c.json({ sandboxes: forks.map(info) }, 201);
+      return c.json({ sandboxes: forks.map(show) }, 201);
     },
     deleteSandbox: async (c, { entry }) => {
       await registry.remove(entry);
@@ -167,7 +170,7 @@ export function createApp(o: AppOptions): Hono<Env> {
     },
     keepAlive: (c, { entry, body }) => {
       registry.touch(entry, body.idleTimeoutMs);
-      return c.json(info(entry));
+      return c.json(show(entry));
     },
 
     // A client that hangs up (or times out) interrupts its run instead of leaving it to its time limit.
@@ -456,7 +459,7 @@ function proxyUrl(c: Context, e: Entry, port: number): string {
   return `${new URL(c.req.url).origin}/sandboxes/${encodeURIComponent(e.id)}/ports/${port}/`;
 }
 
-function info(e: Entry) {
+function info(e: Entry, node?: string) {
   const o = e.sandbox.options;
   const now = e.sandbox.info;
   return {
@@ -473,6 +476,7 @@ function info(e: Entry) {
     idleTimeoutMs: e.idleTimeoutMs,
     // Running: when the idle timeout acts; paused: when the paused sandbox is deleted.
     expiresAt: new Date(e.paused ? e.paused.expiresAt : e.lastActiveAt + e.idleTimeoutMs).toISOString(),
+    ...(node !== undefined ? { node } : {}),
   };
 }
 

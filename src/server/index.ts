@@ -185,7 +185,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
   }
   const e2bSessions = new E2bSessions(registry, log);
   const app = createApp({
-    ...(cluster ? { clusterHealth: () => cluster.health() } : {}),
+    ...(cluster ? { clusterHealth: () => cluster.health(), nodeId: cluster.nodeId } : {}),
     e2bSessions,
     ports,
     snapshots,

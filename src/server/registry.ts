@@ -242,7 +242,7 @@ export class SandboxRegistry {
       // Not this.remove(): it waits for the pause this runs in. The sandbox is killed already.
       clearTimeout(entry.timer);
       this.entries.delete(entry.id);
-      this.release(entry);
+      void this.release(entry);
     }
   }
 
@@ -436,7 +436,7 @@ export class SandboxRegistry {
     } finally {
       entry.busy--;
       entry.lastActiveAt = Date.now();
-      if (entry.sandbox.closed) this.release(entry);
+      if (entry.sandbox.closed) void this.release(entry);
       if (this.entries.has(entry.id)) this.arm(entry);
     }
   }
@@ -456,7 +456,8 @@ export class SandboxRegistry {
       await entry.sandbox.kill(); // a paused one deletes what it saved
       if (entry.persisted) this.opts.state?.remove("paused", entry.id);
     } finally {
-      this.release(entry);
+      // Out of the cluster's catalog before the caller hears of it (the key's place is free then).
+      await this.release(entry);
     }
   }
 
@@ -513,12 +514,12 @@ export class SandboxRegistry {
     entry.timer.unref();
   }
 
-  private release(entry: Entry): void {
+  private release(entry: Entry): Promise<void> {
     this.releaseSlots(entry);
-    if (!entry.counted) return;
+    if (!entry.counted) return Promise.resolve();
     entry.counted = false;
     this.perKey.set(entry.owner, (this.perKey.get(entry.owner) ?? 1) - 1);
-    void this.opts.cluster?.removed(entry).catch(() => undefined);
+    return this.opts.cluster?.removed(entry).catch(() => undefined) ?? Promise.resolve();
   }
 
   private releaseSlots(entry: Entry): void {

@@ -123,6 +123,8 @@ export const sandboxInfo = z.strictObject({
   lastActiveAt: z.iso.datetime(),
   idleTimeoutMs: z.int(),
   expiresAt: z.iso.datetime(),
+  /** Cluster mode only: the node that holds the sandbox (any node answers for it). */
+  node: z.string().optional(),
 });
 
 export const runResult = z.strictObject({

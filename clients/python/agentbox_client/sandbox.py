@@ -334,6 +334,8 @@ class SandboxInfo:
     expires_at: str
     #: tier="auto" only: the tier it runs on now ("nano", or "heavy" once code needed it).
     current: Optional[str] = None
+    #: cluster mode only: the node that holds the sandbox (any node answers for it).
+    node: Optional[str] = None
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "SandboxInfo":
@@ -349,6 +351,7 @@ class SandboxInfo:
             idle_timeout_ms=int(d["idleTimeoutMs"]),
             expires_at=str(d["expiresAt"]),
             current=str(d["current"]) if isinstance(d.get("current"), str) else None,
+            node=str(d["node"]) if isinstance(d.get("node"), str) else None,
         )
 
 

@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream";
 import { readCappedBody } from "../body.js";
 import { HttpError, toHttp } from "../http-errors.js";
 import { bearerToken, type KeyRing, type Principal } from "../keys.js";
-import type { ClusterStore, NodeInfo } from "./store.js";
+import type { ClusterStore, NodeInfo, SandboxRecord } from "./store.js";
 
 export const FORWARDED = "x-agentbox-forwarded";
 
@@ -128,10 +128,21 @@ export class ClusterRouter {
   private async toSandbox(req: IncomingMessage, res: ServerResponse, id: string, auth: Auth): Promise<void> {
     const target = await this.sandboxTarget(req, id, auth);
     if (target === "local") return this.o.local(req, res);
-    return this.forward(req, res, target);
+    if ("gone" in target) {
+      // Deleting a sandbox that went with its node clears its record: the caller's cleanup succeeds.
+      if (req.method === "DELETE" && auth !== "token" && new URL(req.url ?? "/", "http://node").pathname.replace(/\/$/, "").endsWith(id)) {
+        await this.read(() => this.o.store.removed(target.gone), "delete the sandbox's record");
+        req.resume();
+        res.writeHead(204).end();
+        return;
+      }
+      throw gone("sandbox", id, target.gone.node);
+    }
+    return this.forwardOr(req, res, target, () => this.toSandbox(req, res, id, auth));
   }
 
-  private async sandboxTarget(req: IncomingMessage, id: string, auth: Auth): Promise<NodeInfo | "local"> {
+  /** Here, the node to forward to, or (its node left the cluster, nothing to take over) the record of a sandbox gone with its node. */
+  private async sandboxTarget(req: IncomingMessage, id: string, auth: Auth): Promise<NodeInfo | "local" | { gone: SandboxRecord }> {
     if (this.o.hasSandbox(id)) return "local";
     const who = auth === "token" ? undefined : this.caller(req, auth);
     // A caller without a good key gets this node's own 401 (in its API's format).
@@ -158,13 +169,13 @@ export class ClusterRouter {
       const there = now && store.node(now.node);
       if (there && now.node !== store.nodeId) return there;
     }
-    throw gone("sandbox", id, record.node);
+    return { gone: record };
   }
 
   private async toSnapshot(req: IncomingMessage, res: ServerResponse, id: string, auth: Auth): Promise<void> {
     const target = await this.snapshotTarget(req, id, auth);
     if (target === "local") return this.o.local(req, res);
-    return this.forward(req, res, target);
+    return this.forwardOr(req, res, target, () => this.toSnapshot(req, res, id, auth));
   }
 
   private async snapshotTarget(req: IncomingMessage, id: string, auth: Auth): Promise<NodeInfo | "local"> {
@@ -197,9 +208,18 @@ export class ClusterRouter {
     if (snap) target = await this.snapshotTarget(req, snap, "e2b");
     else target = this.place(this.o.needsHeavy(api, parsed));
     if (target === "local") return send(res, await this.o.localFetch(webRequest(req, body)));
-    this.placing.set(target.id, (this.placing.get(target.id) ?? 0) + 1);
-    res.once("close", () => this.placing.set(target.id, Math.max(0, (this.placing.get(target.id) ?? 1) - 1)));
-    return this.forward(req, res, target, body);
+    const to = target;
+    this.placing.set(to.id, (this.placing.get(to.id) ?? 0) + 1);
+    try {
+      // A node that left a moment ago: placed again among the live ones (this one at worst).
+      if ((await this.forward(req, res, to, body)) === "done") return;
+      if (await this.read(() => this.o.store.nodeAlive(to.id), "check whether the chosen node is alive")) throw unreachable(to, new Error("connection refused"));
+      const next = snap ? await this.snapshotTarget(req, snap, "e2b") : this.place(this.o.needsHeavy(api, parsed));
+      if (next === "local") return send(res, await this.o.localFetch(webRequest(req, body)));
+      if ((await this.forward(req, res, next, body)) === "unreachable") throw unreachable(next, new Error("connection refused"));
+    } finally {
+      this.placing.set(to.id, Math.max(0, (this.placing.get(to.id) ?? 1) - 1));
+    }
   }
 
   /** The live node with the most free slots for the tier (heavy: its heavy slots too), less the creates already sent its way. */
@@ -272,8 +292,12 @@ export class ClusterRouter {
     return send(res, Response.json({ snapshots: rows }));
   }
 
-  /** The request, streamed both ways, to `node`; `body`: one the router read already. */
-  private forward(req: IncomingMessage, res: ServerResponse, node: NodeInfo, body?: Uint8Array): Promise<void> {
+  /**
+   * The request, streamed both ways, to `node`; `body`: one the router read already. The request
+   * body is sent once the connection is up, so a node that cannot be reached at all leaves the
+   * request untouched: "unreachable", for the caller to route again (the node may have just left).
+   */
+  private forward(req: IncomingMessage, res: ServerResponse, node: NodeInfo, body?: Uint8Array): Promise<"done" | "unreachable"> {
     return new Promise((resolve) => {
       const headers = forwardHeaders(req, this.o.store.nodeId);
       if (body) {
@@ -281,40 +305,57 @@ export class ClusterRouter {
         headers["content-length"] = String(body.byteLength);
       }
       const out = http.request(new URL(req.url ?? "/", node.url), { method: req.method, headers, agent: this.agent });
+      let sent = false;
+      const start = () => {
+        clearTimeout(connectTimer);
+        if (sent) return;
+        sent = true;
+        if (body) out.end(body);
+        else req.pipe(out);
+      };
       const connectTimer = setTimeout(() => out.destroy(new Error("connect timeout")), 3000);
       out.on("socket", (s) => {
-        if (!s.connecting) clearTimeout(connectTimer);
-        else s.once("connect", () => clearTimeout(connectTimer));
+        if (!s.connecting) start();
+        else s.once("connect", start);
       });
       out.on("response", (answer) => {
         clearTimeout(connectTimer);
         res.writeHead(answer.statusCode ?? 502, answer.statusMessage, responseHeaders(answer));
         res.flushHeaders();
         answer.pipe(res);
-        answer.on("end", () => resolve());
+        answer.on("end", () => resolve("done"));
         answer.on("error", () => {
           res.destroy();
-          resolve();
+          resolve("done");
         });
       });
       out.on("error", (e) => {
         clearTimeout(connectTimer);
+        if (!sent) return resolve("unreachable");
         if (!res.headersSent) {
           // The node died under the request: 410 once its lease has ended, until then 503 (retry).
-          const err = this.o.store.node(node.id)
-            ? new HttpError(503, "NODE_UNREACHABLE", `node ${node.id} (${node.url}) does not answer: ${e.message}; if it has died, its sandboxes answer 410 within the cluster's lease time`, { node: node.id }, { "retry-after": "2" })
-            : gone("sandbox", "", node.id);
+          const err = this.o.store.node(node.id) ? unreachable(node, e) : gone("sandbox", "", node.id);
           this.fail(req, res, err);
         } else res.destroy();
-        resolve();
+        resolve("done");
       });
       // A client that hangs up ends the forwarded request (a run is interrupted as on its own node).
       res.on("close", () => {
         if (!res.writableFinished) out.destroy();
       });
-      if (body) out.end(body);
-      else req.pipe(out);
     });
+  }
+
+  /**
+   * Forward to `node`; when it cannot be reached, ask the store (not the watch's view) whether it
+   * still holds its lease: if not, it is forgotten and `again` routes the request anew (a drained
+   * node's sandbox is then taken over at once); if so, 503 (retry).
+   */
+  private async forwardOr(req: IncomingMessage, res: ServerResponse, node: NodeInfo, again: () => Promise<void>, body?: Uint8Array): Promise<void> {
+    if ((await this.forward(req, res, node, body)) === "done") return;
+    const alive = await this.read(() => this.o.store.nodeAlive(node.id), "check whether the sandbox's node is alive");
+    if (!alive) return again();
+    throw unreachable(node, new Error("connection refused"));
   }
 
   /** A WebSocket upgrade (a sandbox's exposed port): here, or piped as bytes to the sandbox's node. */
@@ -326,6 +367,7 @@ export class ClusterRouter {
       if (route.kind !== "sandbox") return local(req, socket, head);
       const target = await this.sandboxTarget(req, route.id, route.auth);
       if (target === "local") return local(req, socket, head);
+      if ("gone" in target) throw gone("sandbox", route.id, target.gone.node);
       const u = new URL(target.url);
       const upstream = net.connect(Number(u.port || 80), u.hostname);
       upstream.setTimeout(3000, () => upstream.destroy());
@@ -392,6 +434,10 @@ export class ClusterRouter {
     res.writeHead(status, { ...headers, "content-type": "application/json" });
     res.end(JSON.stringify(payload));
   }
+}
+
+function unreachable(node: NodeInfo, e: Error): HttpError {
+  return new HttpError(503, "NODE_UNREACHABLE", `node ${node.id} (${node.url}) does not answer: ${e.message}; if it has died, its sandboxes answer 410 once its lease ends`, { node: node.id }, { "retry-after": "2" });
 }
 
 function gone(what: "sandbox" | "snapshot", id: string, node: string): HttpError {

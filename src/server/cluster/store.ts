@@ -195,6 +195,13 @@ export class ClusterStore {
     return this.nodes.get(id);
   }
 
+  /** Whether `id` holds its lease now, asked of the store (not the watch's view); a node found gone is forgotten at once. */
+  async nodeAlive(id: string): Promise<boolean> {
+    const alive = (await this.client.get(this.key(`nodes/${id}`)).buffer()) !== null;
+    if (!alive) this.nodes.delete(id);
+    return alive;
+  }
+
   /** A sandbox's record: from the watched cache, else (created a moment ago elsewhere) read from the store. */
   async record(id: string): Promise<SandboxRecord | undefined> {
     const cached = this.records.get(id);
@@ -332,15 +339,23 @@ export class ClusterStore {
    */
   async adopt(r: SandboxRecord): Promise<boolean> {
     const key = this.key(`sandboxes/${r.id}`);
-    const taken: SandboxRecord = { ...r, node: this.opts.nodeId };
-    const res = await this.client.kv.txn({
-      compare: [{ key: Buffer.from(key), target: "Value", result: "Equal", value: Buffer.from(JSON.stringify(r)) }],
+    const res = await this.client.kv.range({ key: Buffer.from(key) });
+    const kv = res.kvs[0];
+    const now = kv ? parseRecord(sandboxRecordSchema, kv.value) : undefined;
+    // Still the record the caller decided on (same node, still paused on shared storage).
+    if (!kv || !now || now.node !== r.node || now.state !== "paused" || !now.persisted) {
+      this.records.delete(r.id);
+      return false;
+    }
+    const taken: SandboxRecord = { ...now, node: this.opts.nodeId };
+    const txn = await this.client.kv.txn({
+      compare: [{ key: Buffer.from(key), target: "Mod", result: "Equal", mod_revision: kv.mod_revision }],
       success: [{ request_put: { key: Buffer.from(key), value: Buffer.from(JSON.stringify(taken)) } }],
       failure: [],
     });
-    if (res.succeeded) this.records.set(r.id, taken);
+    if (txn.succeeded) this.records.set(r.id, taken);
     else this.records.delete(r.id); // read it again next time
-    return res.succeeded;
+    return txn.succeeded;
   }
 
   /** A snapshot made here (or adopted from a dead node). */
