@@ -30,6 +30,8 @@ export interface EtcdMember {
   clientUrl: string;
   proc: ChildProcess;
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Start it again (same name, ports and data directory) after kill(). */
+  restart(): void;
 }
 
 export interface EtcdCluster {
@@ -48,9 +50,7 @@ export async function startEtcd(n = 3): Promise<EtcdCluster> {
   const initial = names.map((name, i) => `${name}=${peer(i)}`).join(",");
   const members: EtcdMember[] = names.map((name, i) => {
     const clientUrl = `http://127.0.0.1:${ports[2 * i]}`;
-    const proc = spawn(
-      "etcd",
-      [
+    const args = [
         `--name=${name}`,
         `--data-dir=${path.join(dir, name)}`,
         `--listen-client-urls=${clientUrl}`,
@@ -63,25 +63,32 @@ export async function startEtcd(n = 3): Promise<EtcdCluster> {
         // Tests want quick elections on a loaded 2-core machine, not WAN defaults.
         "--heartbeat-interval=100",
         "--election-timeout=1000",
-      ],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
-    let err = "";
-    proc.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
-    proc.on("exit", (code, sig) => {
-      if (code !== 0 && sig === null) process.stderr.write(`etcd ${name} exited ${code}: ${err}\n`);
-    });
-    return {
+    ];
+    const launch = () => {
+      const proc = spawn("etcd", args, { stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      proc.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+      proc.on("exit", (code, sig) => {
+        if (code !== 0 && sig === null) process.stderr.write(`etcd ${name} exited ${code}: ${err}\n`);
+      });
+      return proc;
+    };
+    const member: EtcdMember = {
       name,
       clientUrl,
-      proc,
+      proc: launch(),
       kill: (signal: NodeJS.Signals = "SIGKILL") =>
         new Promise<void>((resolve) => {
+          const proc = member.proc;
           if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
           proc.once("exit", () => resolve());
           proc.kill(signal);
         }),
+      restart: () => {
+        member.proc = launch();
+      },
     };
+    return member;
   });
   const spec = `etcd://${members.map((m) => new URL(m.clientUrl).host).join(",")}`;
   // Ready when every member reports health (a leader is elected).

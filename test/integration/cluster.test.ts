@@ -16,7 +16,9 @@ import { fileURLToPath } from "node:url";
 import { Sandbox as E2bSandbox } from "@e2b/code-interpreter";
 import { agentboxEnv } from "../helpers.js";
 import { etcdUnavailableReason, startEtcd, startNode, until, type EtcdCluster, type Node } from "../cluster-helpers.js";
+import WebSocket from "ws";
 import { ensureImage, skipHeavy } from "../heavy.js";
+import { GUEST_APP } from "../ports.js";
 
 const skip = etcdUnavailableReason();
 if (skip) console.log(`# skipped: cluster tests: ${skip}`);
@@ -155,14 +157,67 @@ describe("cluster: 3 etcd members, 3 agentbox nodes", { skip }, () => {
     for (const id of [made[1]!.id, last.id]) assert.equal((await bob[0]!.req("DELETE", `/sandboxes/${id}`)).status, 204);
   });
 
-  it("a heavy create through the nano-only node lands on a node with the heavy tier", { skip: skipHeavy }, async () => {
+  it("a heavy create through the nano-only node lands on a node with the heavy tier; its exposed ports (HTTP, WebSocket) work through the nano-only node", { skip: skipHeavy }, async () => {
     await ensureImage();
     const c = nodes.find((n) => n.id === "c")!;
     const sb = await api(c).json<Info>("POST", "/sandboxes", { tier: "heavy", language: "python" });
     assert.ok(sb.node === "a" || sb.node === "b", `placed on ${sb.node}`);
     const r = await api(c).json<{ stdout: string; exitCode: number }>("POST", `/sandboxes/${sb.id}/commands`, { cmd: "echo hi from $(uname -s)" });
     assert.deepEqual([r.exitCode, r.stdout], [0, "hi from Linux\n"]);
+    // A web app in the sandbox, previewed through node c (which forwards to the sandbox's node).
+    const up = await fetch(`${c.url}/sandboxes/${sb.id}/files?path=/tmp/guest_app.py`, { method: "PUT", headers: { authorization: `Bearer ${KEY}` }, body: GUEST_APP });
+    assert.equal(up.status, 204);
+    const launch = "import subprocess, sys; subprocess.Popen(sys.argv[1:], start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)";
+    for (const [mode, port] of [["http", 8000], ["ws", 8001]] as const) {
+      await api(c).json("POST", `/sandboxes/${sb.id}/commands`, { cmd: ["python3", "-c", launch, "python3", "/tmp/guest_app.py", mode, String(port)] });
+      await api(c).json("POST", `/sandboxes/${sb.id}/commands`, { cmd: ["python3", "-c", `import socket, time\nfor _ in range(100):\n    try:\n        socket.create_connection(("127.0.0.1", ${port}), 1).close(); break\n    except OSError:\n        time.sleep(0.1)`] });
+    }
+    const exposed = await api(c).json<{ url: string }>("POST", `/sandboxes/${sb.id}/ports`, { port: 8000 });
+    assert.equal(exposed.url, `${c.url}/sandboxes/${sb.id}/ports/8000/`, "the URL names the node the client asked");
+    const page = await fetch(`${exposed.url}deep?q=1`, { headers: { authorization: `Bearer ${KEY}` } });
+    assert.equal(page.status, 200);
+    assert.equal(((await page.json()) as { path: string }).path, "/deep?q=1");
+    await api(c).json("POST", `/sandboxes/${sb.id}/ports`, { port: 8001 });
+    const ws = new WebSocket(`${c.url.replace(/^http/, "ws")}/sandboxes/${sb.id}/ports/8001/chat`, { headers: { authorization: `Bearer ${KEY}` } });
+    const first = await new Promise<string>((resolve, reject) => {
+      ws.once("message", (d) => resolve(String(d)));
+      ws.once("unexpected-response", (_q, res) => reject(new Error(`refused with ${res.statusCode}`)));
+      ws.once("error", reject);
+    });
+    assert.equal((JSON.parse(first) as { requestLine: string }).requestLine, "GET /chat HTTP/1.1");
+    const echoed = new Promise<string>((resolve) => ws.once("message", (d) => resolve(String(d))));
+    ws.send("through node c");
+    assert.equal(await echoed, "through node c");
+    ws.close();
+    // Another key cannot open it through any node.
+    const refused = await new Promise<number>((resolve) => {
+      const w = new WebSocket(`${c.url.replace(/^http/, "ws")}/sandboxes/${sb.id}/ports/8001/`, { headers: { authorization: `Bearer ${KEY2}` } });
+      w.once("unexpected-response", (_q, res) => resolve(res.statusCode ?? 0));
+      w.once("open", () => resolve(101));
+      w.once("error", () => resolve(-1));
+    });
+    assert.equal(refused, 404);
     assert.equal((await api(c).req("DELETE", `/sandboxes/${sb.id}`)).status, 204);
+  });
+
+  it("snapshots: taken through one node, listed through every node, restored and deleted through others", async () => {
+    const sb = await api(nodes[0]!).json<Info>("POST", "/sandboxes", { language: "python" });
+    const others = nodes.filter((n) => n.id !== sb.node);
+    await api(others[0]!).json("POST", `/sandboxes/${sb.id}/run`, { code: "snapped = [1, 2, 3]" });
+    const snap = await api(others[0]!).json<{ id: string; sandboxId: string }>("POST", `/sandboxes/${sb.id}/snapshots`);
+    assert.equal(snap.sandboxId, sb.id);
+    for (const n of nodes) {
+      const l = await api(n).json<{ snapshots: { id: string }[] }>("GET", "/snapshots");
+      assert.deepEqual(l.snapshots.map((x) => x.id), [snap.id], `listed through ${n.id}`);
+      assert.deepEqual((await api(n, KEY2).json<{ snapshots: unknown[] }>("GET", "/snapshots")).snapshots, [], "not another key's");
+      assert.equal((await api(n, KEY2).req("POST", `/snapshots/${snap.id}/restore`, {})).status, 404);
+    }
+    const restored = await api(others[1]!).json<Info>("POST", `/snapshots/${snap.id}/restore`, {});
+    assert.equal(restored.node, sb.node, "restored where the snapshot is");
+    assert.equal((await api(others[1]!).json<{ value?: string }>("POST", `/sandboxes/${restored.id}/run`, { code: "sum(snapped)" })).value, "6");
+    assert.equal((await api(others[1]!).req("DELETE", `/snapshots/${snap.id}`)).status, 204);
+    for (const n of nodes) assert.deepEqual((await api(n).json<{ snapshots: unknown[] }>("GET", "/snapshots")).snapshots, []);
+    for (const id of [sb.id, restored.id]) assert.equal((await api(others[0]!).req("DELETE", `/sandboxes/${id}`)).status, 204);
   });
 
   it("the E2B SDK, unchanged, creates through one node and runs through another", async () => {
@@ -321,7 +376,7 @@ print("ok", sb.info.node)
     nodes = nodes.filter((n) => n !== victim);
   });
 
-  it("an etcd member killed: the cluster goes on; all of etcd gone: creates are refused (503), running sandboxes keep answering", async () => {
+  it("an etcd member killed: the cluster goes on; all of etcd gone: creates are refused (503), running sandboxes keep answering; etcd back: creates again", async () => {
     await etcd.members[0]!.kill("SIGKILL");
     const sb = await until(
       async () => {
@@ -345,5 +400,27 @@ print("ok", sb.info.node)
     assert.equal((await api(via).json<{ value?: string }>("POST", `/sandboxes/${sb.id}/run`, { code: "y * 6" })).value, "42");
     const h = (await (await fetch(`${owner.url}/healthz`)).json()) as { cluster: { store: string } };
     assert.equal(h.cluster.store, "unreachable");
+    // etcd back (every member, same data): the nodes join again (new leases) and take creates.
+    for (const m of etcd.members) m.restart();
+    const next = await until(
+      async () => {
+        const r = await api(via).req("POST", "/sandboxes", { language: "python" }, 10_000).catch(() => undefined);
+        return r?.status === 201 ? ((await r.json()) as Info) : (await r?.arrayBuffer(), undefined);
+      },
+      40_000,
+      "a create once etcd is back",
+    );
+    assert.equal((await api(owner).json<{ value?: string }>("POST", `/sandboxes/${next.id}/run`, { code: "2 + 2" })).value, "4");
+    // The sandbox from before the outage is still there, through either node, and counts again.
+    assert.equal((await api(via).json<{ value?: string }>("POST", `/sandboxes/${sb.id}/run`, { code: "y" })).value, "7");
+    const h2 = await until(
+      async () => {
+        const x = (await (await fetch(`${owner.url}/healthz`)).json()) as { cluster: { store: string; nodes: string[] } };
+        return x.cluster.store === "ok" && x.cluster.nodes.length === nodes.length ? x : undefined;
+      },
+      20_000,
+      "every node back in the cluster",
+    );
+    assert.deepEqual(h2.cluster.nodes, nodes.map((n) => n.id).sort());
   });
 });

@@ -15,7 +15,8 @@
 // can never both take the last place. Deletes cannot make the count wrong in the unsafe direction.
 // What comes back from etcd is checked (zod), as any input: a store is shared with other programs.
 import { createHash, randomUUID } from "node:crypto";
-import { Etcd3, type IKeyValue, type Lease, type Watcher } from "etcd3";
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
+import { Etcd3, isRecoverableError, type IKeyValue, type Lease, type Watcher } from "etcd3";
 import { z } from "zod";
 import { HttpError } from "../http-errors.js";
 
@@ -107,6 +108,13 @@ export class ClusterStore {
       dialTimeout: 2000,
       // Every unary call has a deadline: an unreachable store is a 503, never a request that hangs.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 3000 }),
+      // A member that fails is skipped for 1 s (the library's default, 5 s, outlasts an election:
+      // every member fails once while a new leader is chosen); a failed call is tried again on
+      // another member, with a short backoff, up to 5 times.
+      faultHandling: {
+        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: 5, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 800 }) }),
+      },
     });
   }
 
