@@ -256,6 +256,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           return typeof t === "string" && /^snap_[0-9a-f]{24}$/.test(t) ? t : undefined;
         },
         maxJsonBytes: opts.maxJsonBytes ?? SERVER_DEFAULTS.maxJsonBytes,
+        maxUploadBytes: opts.maxUploadBytes ?? SERVER_DEFAULTS.maxUploadBytes,
         log,
       })
     : undefined;

@@ -234,6 +234,22 @@ describe("cluster: 3 etcd members, 3 agentbox nodes", { skip }, () => {
         const listed = await E2bSandbox.list().nextItems();
         assert.ok(listed.some((s) => s.sandboxId === sbx.sandboxId), `listed through ${n.id}`);
       }
+      // Signed file URLs name no sandbox: whichever node they reach finds the one whose token signed them.
+      await sbx.files.write("/home/user/signed.txt", "signed bytes");
+      for (const n of nodes) {
+        point(n);
+        const there = await E2bSandbox.connect(sbx.sandboxId);
+        const down = await fetch(await there.downloadUrl("/home/user/signed.txt"));
+        assert.equal(await down.text(), "signed bytes", `download through ${n.id}`);
+        const form = new FormData();
+        form.append("file", new Blob([`up via ${n.id}`]), "up.txt");
+        const up = await fetch(await there.uploadUrl(`/home/user/up-${n.id}.txt`), { method: "POST", body: form });
+        assert.equal(up.status, 200, await up.clone().text());
+        assert.equal(await there.files.read(`/home/user/up-${n.id}.txt`), `up via ${n.id}`);
+        const forged = new URL(await there.downloadUrl("/home/user/signed.txt"));
+        forged.searchParams.set("path", "/home/user/other.txt");
+        assert.equal((await fetch(forged)).status, 401, "a forged signature fails on every node");
+      }
       point(nodes[2]!);
       await E2bSandbox.kill(sbx.sandboxId);
     } finally {

@@ -24,7 +24,8 @@ export type Route =
   | { kind: "snapshot"; id: string; auth: Auth }
   | { kind: "create"; api: "native" | "e2b" }
   | { kind: "list"; what: "sandboxes" | "e2b-sandboxes" | "e2b-snapshots" }
-  | { kind: "snapshots" };
+  | { kind: "snapshots" }
+  | { kind: "signed-files" };
 
 /** How the caller is known: the native API's Bearer key, the E2B control plane's X-API-KEY, or (E2B in-sandbox traffic) the sandbox's own token, which only its node can check. */
 type Auth = "bearer" | "e2b" | "token";
@@ -32,7 +33,9 @@ type Auth = "bearer" | "e2b" | "token";
 const SANDBOX = /^sb_[0-9a-f]{24}$/;
 const SNAPSHOT = /^snap_[0-9a-f]{24}$/;
 
-export function classify(method: string, pathname: string, header: (name: string) => string | undefined): Route {
+export function classify(method: string, pathname: string, header: (name: string) => string | undefined, search = ""): Route {
+  // E2B's signed file URLs name no sandbox (only its token can check the signature): asked of each node.
+  if (pathname === "/files" && (method === "GET" || method === "POST") && new URLSearchParams(search).has("signature")) return { kind: "signed-files" };
   const seg = pathname.split("/").slice(1);
   const id = (s: string | undefined, re: RegExp) => {
     try {
@@ -89,6 +92,7 @@ export interface RouterOptions {
   /** A snapshot id an E2B create names as its template (it must run where the snapshot is). */
   e2bSnapshotTemplate: (body: unknown) => string | undefined;
   maxJsonBytes: number;
+  maxUploadBytes: number;
   log: (line: string) => void;
 }
 
@@ -107,8 +111,10 @@ export class ClusterRouter {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.headers[FORWARDED] !== undefined) return this.o.local(req, res);
     const url = new URL(req.url ?? "/", "http://node");
-    const route = classify(req.method ?? "GET", url.pathname, (h) => header(req, h));
+    const route = classify(req.method ?? "GET", url.pathname, (h) => header(req, h), url.search);
     switch (route.kind) {
+      case "signed-files":
+        return this.signedFiles(req, res);
       case "local":
         return this.o.local(req, res);
       case "sandbox":
@@ -279,6 +285,25 @@ export class ClusterRouter {
     return send(res, Response.json(page, { headers: from + limit < rows.length ? { "x-next-token": String(from + limit) } : {} }));
   }
 
+  /**
+   * An E2B signed `/files` URL: the signature is checked against the tokens of the sandboxes a
+   * node holds, so this node tries itself, then each other live node, until one does not answer
+   * 401 (the body, an upload, is read once, within the upload limit).
+   */
+  private async signedFiles(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body =
+      req.method === "POST" ? await readCappedBody(toWebRequest(req), this.o.maxUploadBytes, () => new HttpError(413, "BODY_TOO_LARGE", `request body is over the server's limit of ${this.o.maxUploadBytes} bytes`, { value: this.o.maxUploadBytes })) : undefined;
+    const here = await this.o.localFetch(webRequest(req, body));
+    if (here.status !== 401) return send(res, here);
+    for (const n of this.o.store.liveNodes()) {
+      if (n.id === this.o.store.nodeId) continue;
+      const r = await this.fetchFrom(n, req, req.url ?? "/", body).catch(() => undefined);
+      if (r && r.status !== 401) return send(res, r);
+      await r?.arrayBuffer();
+    }
+    return send(res, here);
+  }
+
   /** `GET /snapshots`: the caller's snapshots, from the catalog (any node's, a gone node's too when on shared storage). */
   private async listSnapshots(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const who = this.caller(req, "bearer");
@@ -395,12 +420,14 @@ export class ClusterRouter {
     this.agent.destroy();
   }
 
-  private fetchFrom(n: NodeInfo, req: IncomingMessage, path: string): Promise<Response> {
+  /** `path` of node `n`, with the caller's headers (a GET, or `body` as a POST). */
+  private fetchFrom(n: NodeInfo, req: IncomingMessage, path: string, body?: Uint8Array): Promise<Response> {
     const headers = new Headers();
     for (const [k, v] of Object.entries(forwardHeaders(req, this.o.store.nodeId))) if (typeof v === "string") headers.set(k, v);
     headers.delete("content-length");
+    headers.delete("transfer-encoding");
     headers.delete("host");
-    return fetch(new URL(path, n.url), { headers, signal: AbortSignal.timeout(5000) });
+    return fetch(new URL(path, n.url), { method: body ? "POST" : "GET", headers, ...(body ? { body } : {}), signal: AbortSignal.timeout(body ? 60_000 : 5000) });
   }
 
   /** The caller's principal by the route's way of authenticating, or undefined (their own node answers the 401). */
