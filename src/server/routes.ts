@@ -41,7 +41,12 @@ const ref = (name: Name) => ({ $ref: `#/components/schemas/${name}` });
 const json = (name: Name) => ({ content: { "application/json": { schema: ref(name) } } });
 const err = (description: string) => ({ description, ...json("Error") });
 const bytes = { type: "string", format: "binary", contentMediaType: "application/octet-stream" };
-const common = { "401": err("missing or unknown API key"), "404": err("no such sandbox for this key"), "410": err("the sandbox is closed (a limit killed it, or its worker died)") };
+const common = {
+  "401": err("missing or unknown API key"),
+  "404": err("no such sandbox for this key"),
+  "410": err("the sandbox is closed (a limit killed it, or its worker died); in cluster mode also: its node left the cluster (NODE_GONE)"),
+  "503": err("cluster mode: the sandbox's node does not answer yet (NODE_UNREACHABLE, with Retry-After), or etcd is unreachable (CLUSTER_UNAVAILABLE)"),
+};
 const jsonBody = {
   "400": err("invalid body (INVALID_JSON, or INVALID_OPTIONS with error.issues naming each field)"),
   "413": err("request body over the server's limit (4 MiB by default; BODY_TOO_LARGE)"),
@@ -104,7 +109,7 @@ export const ROUTES = {
       "401": common["401"],
       "429": err("this key's sandbox quota is used up (QUOTA_EXCEEDED), or the server is at capacity (CAPACITY, after waiting in the queue)"),
       "501": err("tier/language not available in this build or on this host (TIER_UNAVAILABLE)"),
-      "503": err("the server is shutting down"),
+      "503": err("the server is shutting down (SHUTTING_DOWN); in cluster mode also: etcd is unreachable (CLUSTER_UNAVAILABLE), or no live node serves the tier (CAPACITY)"),
     },
   },
   listSandboxes: { method: "get", path: "/sandboxes", summary: "list this key's sandboxes", responses: { "200": { description: "ok", ...json("SandboxList") }, "401": common["401"] } },
