@@ -134,7 +134,8 @@ export interface AgentboxServer {
   /** Cluster mode: this node's membership and what its router needs of this server. */
   cluster?: {
     node: ClusterNode;
-    hasSandbox: (id: string) => boolean;
+    hasSandbox: (id: string) => "running" | "paused" | false;
+    forgetSandbox: (id: string) => void;
     hasSnapshot: (id: string) => boolean;
     adoptSandbox: (id: string) => Promise<boolean>;
     adoptSnapshot: (id: string) => Promise<boolean>;
@@ -213,7 +214,8 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
       ? {
           cluster: {
             node: cluster,
-            hasSandbox: (id: string) => registry.has(id),
+            hasSandbox: (id: string) => registry.holds(id),
+            forgetSandbox: (id: string) => registry.forget(id),
             hasSnapshot: (id: string) => snapshots.has(id),
             adoptSandbox: async (id: string) => (await registry.adoptPaused(id, admit)) !== undefined,
             adoptSnapshot: async (id: string) => (await snapshots.adopt(id, admit)) !== undefined,
@@ -247,6 +249,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         local: getRequestListener(inner.app.fetch),
         localFetch: async (r) => inner.app.fetch(r),
         hasSandbox: c.hasSandbox,
+        forgetSandbox: c.forgetSandbox,
         hasSnapshot: c.hasSnapshot,
         adoptSandbox: c.adoptSandbox,
         adoptSnapshot: c.adoptSnapshot,

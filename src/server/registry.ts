@@ -169,9 +169,26 @@ export class SandboxRegistry {
     return [...this.entries.values()].filter((e) => e.holdsSlot).length;
   }
 
-  /** Whether the sandbox `id` is held here (running or paused). */
-  has(id: string): boolean {
-    return this.entries.has(id);
+  /** Whether the sandbox `id` is held here, and how: "running" (or closed, or changing), "paused", or false. */
+  holds(id: string): "running" | "paused" | false {
+    const e = this.entries.get(id);
+    if (!e) return false;
+    return e.paused && !e.changing ? "paused" : "running";
+  }
+
+  /**
+   * Cluster mode: drop a paused sandbox another node took over (its saved state, on the shared
+   * directory, is that node's now): forgotten without deleting anything or telling the catalog.
+   */
+  forget(id: string): void {
+    const e = this.entries.get(id);
+    if (!e || !e.paused || e.changing) return;
+    clearTimeout(e.timer);
+    this.entries.delete(id);
+    if (e.counted) {
+      e.counted = false;
+      this.perKey.set(e.owner, (this.perKey.get(e.owner) ?? 1) - 1);
+    }
   }
 
   /** Live heavy-tier sandboxes (holding a heavy slot). */

@@ -335,6 +335,41 @@ print("ok", sb.info.node)
     for (const m of made) await api(other).req("DELETE", `/sandboxes/${m.id}`);
   });
 
+  it("a node cut off from etcd past its lease (SIGSTOP) comes back: a paused sandbox another node took over meanwhile is that node's, through either", async () => {
+    await restartDead();
+    const sb = await api(nodes[0]!).json<Info>("POST", "/sandboxes", { language: "python" });
+    const holder = by(sb.node!);
+    const other = nodes.find((n) => n !== holder)!;
+    await api(holder).json("POST", `/sandboxes/${sb.id}/run`, { code: "z = 'kept'" });
+    await api(holder).json("POST", `/sandboxes/${sb.id}/pause`);
+    holder.proc.kill("SIGSTOP");
+    try {
+      const r = await until(
+        async () => {
+          const x = await api(other).req("POST", `/sandboxes/${sb.id}/run`, { code: "z" });
+          return x.status === 200 ? ((await x.json()) as { value?: string }) : (await x.arrayBuffer(), undefined);
+        },
+        (LEASE_S + 8) * 1000,
+        "the stopped node's paused sandbox taken over",
+      );
+      assert.equal(r.value, "'kept'");
+    } finally {
+      holder.proc.kill("SIGCONT");
+    }
+    // The holder wakes up with its old paused copy in memory: the catalog says the other node has it.
+    const through = await until(
+      async () => {
+        const x = await api(holder).req("POST", `/sandboxes/${sb.id}/run`, { code: "z + '!'" }, 10_000).catch(() => undefined);
+        return x?.status === 200 ? ((await x.json()) as { value?: string }) : (await x?.arrayBuffer(), undefined);
+      },
+      20_000,
+      "the woken node to answer for the sandbox",
+    );
+    assert.equal(through.value, "'kept!'");
+    assert.equal((await api(holder).json<Info>("GET", `/sandboxes/${sb.id}`)).node, other.id, "served by the node that took it over");
+    assert.equal((await api(holder).req("DELETE", `/sandboxes/${sb.id}`)).status, 204);
+  });
+
   it("a node killed with SIGKILL under load: its sandboxes answer 410 within the lease time, the others are unaffected, no request hangs", async () => {
     await restartDead();
     await new Promise((r) => setTimeout(r, 1300));

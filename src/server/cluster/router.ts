@@ -82,7 +82,10 @@ export interface RouterOptions {
   /** This node's own app, for a request whose body the router has read (a create it placed here). */
   localFetch: (req: Request) => Promise<Response>;
   /** Whether this node holds the sandbox / snapshot now. */
-  hasSandbox: (id: string) => boolean;
+  /** Whether this node holds the sandbox now: "running", "paused", or false. */
+  hasSandbox: (id: string) => "running" | "paused" | false;
+  /** Drop a paused sandbox this node holds but the catalog gave to another node (taken over while this node was cut off from etcd): forgotten, its saved state left to the new holder. */
+  forgetSandbox: (id: string) => void;
   hasSnapshot: (id: string) => boolean;
   /** Take over a paused sandbox / a snapshot from the shared state directory (the catalog gave it to this node): whether it is here now. */
   adoptSandbox: (id: string) => Promise<boolean>;
@@ -149,7 +152,17 @@ export class ClusterRouter {
 
   /** Here, the node to forward to, or (its node left the cluster, nothing to take over) the record of a sandbox gone with its node. */
   private async sandboxTarget(req: IncomingMessage, id: string, auth: Auth): Promise<NodeInfo | "local" | { gone: SandboxRecord }> {
-    if (this.o.hasSandbox(id)) return "local";
+    const here = this.o.hasSandbox(id);
+    if (here === "running") return "local";
+    if (here === "paused") {
+      // Before resuming it here: still this node's? Another node takes a paused sandbox over when
+      // this one loses its lease (cut off from etcd long enough).
+      // etcd unreachable: it is served here, as everything this node holds.
+      const now = await this.o.store.freshRecord(id).catch(() => "unknown" as const);
+      if (now === "unknown" || !now || now.node === this.o.store.nodeId) return "local";
+      this.o.log(`cluster: paused sandbox ${id} was taken over by node ${now.node} while this node was cut off; forgetting it here`);
+      this.o.forgetSandbox(id);
+    }
     const who = auth === "token" ? undefined : this.caller(req, auth);
     // A caller without a good key gets this node's own 401 (in its API's format).
     if (auth !== "token" && !who) return "local";
@@ -339,6 +352,12 @@ export class ClusterRouter {
         else req.pipe(out);
       };
       const connectTimer = setTimeout(() => out.destroy(new Error("connect timeout")), 3000);
+      // A node that stops answering without closing its connections (stopped, cut off) is cut
+      // loose when its lease ends: the request never waits longer than the lease.
+      const off = this.o.store.onNodeLeft((left) => {
+        if (left === node.id) out.destroy(new Error(`node ${node.id} left the cluster while this request was in flight; retry`));
+      });
+      out.once("close", off);
       out.on("socket", (s) => {
         if (!s.connecting) start();
         else s.once("connect", start);
@@ -357,11 +376,10 @@ export class ClusterRouter {
       out.on("error", (e) => {
         clearTimeout(connectTimer);
         if (!sent) return resolve("unreachable");
-        if (!res.headersSent) {
-          // The node died under the request: 410 once its lease has ended, until then 503 (retry).
-          const err = this.o.store.node(node.id) ? unreachable(node, e) : gone("sandbox", "", node.id);
-          this.fail(req, res, err);
-        } else res.destroy();
+        // The node died under the request (or left while it was in flight): 503, retry; the retry
+        // finds it gone (410), or its paused sandbox taken over.
+        if (!res.headersSent) this.fail(req, res, unreachable(node, e));
+        else res.destroy();
         resolve("done");
       });
       // A client that hangs up ends the forwarded request (a run is interrupted as on its own node).

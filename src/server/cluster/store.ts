@@ -98,6 +98,7 @@ export class ClusterStore {
   /** Catalog writes that failed (store down) and are retried in order, per sandbox id. */
   private readonly chains = new Map<string, Promise<void>>();
   private info: NodeInfo | undefined;
+  private readonly leftListeners = new Set<(id: string) => void>();
   /** Resolves when this node's lease is granted again after it was lost. */
   private regrant: Promise<void> | undefined;
 
@@ -206,7 +207,7 @@ export class ClusterStore {
   /** Whether `id` holds its lease now, asked of the store (not the watch's view); a node found gone is forgotten at once. */
   async nodeAlive(id: string): Promise<boolean> {
     const alive = (await this.client.get(this.key(`nodes/${id}`)).buffer()) !== null;
-    if (!alive) this.nodes.delete(id);
+    if (!alive && this.nodes.delete(id)) for (const fn of [...this.leftListeners]) fn(id);
     return alive;
   }
 
@@ -218,6 +219,12 @@ export class ClusterStore {
     const r = raw ? parseRecord(sandboxRecordSchema, raw) : undefined;
     if (r) this.records.set(r.id, r);
     return r;
+  }
+
+  /** A sandbox's record as the store has it now (not the watched cache). */
+  async freshRecord(id: string): Promise<SandboxRecord | undefined> {
+    this.records.delete(id);
+    return this.record(id);
   }
 
   async snapshot(id: string): Promise<SnapshotRecord | undefined> {
@@ -377,11 +384,20 @@ export class ClusterStore {
 
   /** Whether the store answers now (what `/healthz` reports). */
   async reachable(): Promise<boolean> {
+    // At most ~1 s whatever the client's retries: a liveness probe must not time out on etcd.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), 1000)));
+    const asked = this.client
+      .get(this.key("nodes/"))
+      .options({ deadline: Date.now() + 1000 })
+      .then(
+        () => true,
+        () => false,
+      );
     try {
-      await this.client.get(this.key("nodes/")).options({ deadline: Date.now() + 1000 });
-      return true;
-    } catch {
-      return false;
+      return await Promise.race([asked, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -431,10 +447,17 @@ export class ClusterStore {
     }
   }
 
+  /** Call `fn` with each node's id as it leaves (its lease ended); returns the unsubscribe. */
+  onNodeLeft(fn: (id: string) => void): () => void {
+    this.leftListeners.add(fn);
+    return () => this.leftListeners.delete(fn);
+  }
+
   private onNode(kv: IKeyValue, alive: boolean): void {
     const id = kv.key.toString().slice(this.key("nodes/").length);
     if (!alive) {
       if (this.nodes.delete(id)) this.opts.log(`cluster: node ${id} left (its lease ended)`);
+      for (const fn of [...this.leftListeners]) fn(id);
       return;
     }
     const n = parseRecord(nodeInfoSchema, kv.value);
