@@ -5,6 +5,7 @@ import { writeFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { javascript } from "./javascript.js";
+import { cluster } from "./cluster.js";
 import { data } from "./data.js";
 import { density } from "./density.js";
 import { e2b } from "./e2b.js";
@@ -18,7 +19,7 @@ import { server } from "./server.js";
 import { snapshots } from "./snapshots.js";
 
 /** Every section, in the order they run. A new engine adds its section here. */
-const SECTIONS: Section[] = [python, javascript, density, snapshots, server, heavy, data, network, lifecycle, e2b, microvm];
+const SECTIONS: Section[] = [python, javascript, density, snapshots, server, heavy, data, network, lifecycle, e2b, microvm, cluster];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes("--quick");
