@@ -136,6 +136,7 @@ export interface AgentboxServer {
     node: ClusterNode;
     hasSandbox: (id: string) => "running" | "paused" | false;
     forgetSandbox: (id: string) => void;
+    localLoad: () => { sandboxes: number; heavy: number; queued: number };
     hasSnapshot: (id: string) => boolean;
     adoptSandbox: (id: string) => Promise<boolean>;
     adoptSnapshot: (id: string) => Promise<boolean>;
@@ -216,6 +217,7 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
             node: cluster,
             hasSandbox: (id: string) => registry.holds(id),
             forgetSandbox: (id: string) => registry.forget(id),
+            localLoad: () => ({ sandboxes: registry.running, heavy: registry.heavy, queued: registry.queued }),
             hasSnapshot: (id: string) => snapshots.has(id),
             adoptSandbox: async (id: string) => (await registry.adoptPaused(id, admit)) !== undefined,
             adoptSnapshot: async (id: string) => (await snapshots.adopt(id, admit)) !== undefined,
@@ -250,6 +252,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         localFetch: async (r) => inner.app.fetch(r),
         hasSandbox: c.hasSandbox,
         forgetSandbox: c.forgetSandbox,
+        localLoad: c.localLoad,
         hasSnapshot: c.hasSnapshot,
         adoptSandbox: c.adoptSandbox,
         adoptSnapshot: c.adoptSnapshot,

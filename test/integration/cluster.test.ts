@@ -83,7 +83,15 @@ describe("cluster: 3 etcd members, 3 agentbox nodes", { skip }, () => {
 
   it("every node sees the others (healthz), and creates spread over the nodes by room", async () => {
     for (const n of nodes) {
-      const h = (await (await fetch(`${n.url}/healthz`)).json()) as { cluster: { node: string; store: string; nodes: string[] } };
+      // Nodes that joined at the same moment see each other once the watch delivers the others.
+      const h = await until(
+        async () => {
+          const x = (await (await fetch(`${n.url}/healthz`)).json()) as { cluster: { node: string; store: string; nodes: string[] } };
+          return x.cluster.nodes.length === 3 ? x : undefined;
+        },
+        10_000,
+        `node ${n.id} to see all three`,
+      );
       assert.deepEqual(h.cluster, { node: n.id, store: "ok", nodes: ["a", "b", "c"] });
     }
     // Created one by one through node a, each after the nodes published their counts.

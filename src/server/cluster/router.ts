@@ -90,6 +90,8 @@ export interface RouterOptions {
   /** Take over a paused sandbox / a snapshot from the shared state directory (the catalog gave it to this node): whether it is here now. */
   adoptSandbox: (id: string) => Promise<boolean>;
   adoptSnapshot: (id: string) => Promise<boolean>;
+  /** This node's live counts (what it publishes each second). */
+  localLoad: () => { sandboxes: number; heavy: number; queued: number };
   /** Whether a create body asks for a tier that needs a heavy slot (heavy, auto; E2B: a heavy template). */
   needsHeavy: (api: "native" | "e2b", body: unknown) => boolean;
   /** A snapshot id an E2B create names as its template (it must run where the snapshot is). */
@@ -112,9 +114,16 @@ export class ClusterRouter {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.headers[FORWARDED] !== undefined) return this.o.local(req, res);
     const url = new URL(req.url ?? "/", "http://node");
     const route = classify(req.method ?? "GET", url.pathname, (h) => header(req, h), url.search);
+    if (req.headers[FORWARDED] !== undefined) {
+      // Forwarded here: served here, never forwarded again. One exception: a paused sandbox this
+      // node no longer owns (a request that waited in this node's socket while it was stopped).
+      if (route.kind === "sandbox" && this.o.hasSandbox(route.id) === "paused" && !(await this.stillMine(route.id))) {
+        throw new HttpError(503, "NODE_UNREACHABLE", `sandbox ${route.id} has moved to another node; retry`, {}, { "retry-after": "1" });
+      }
+      return this.o.local(req, res);
+    }
     switch (route.kind) {
       case "signed-files":
         return this.signedFiles(req, res);
@@ -150,19 +159,29 @@ export class ClusterRouter {
     return this.forwardOr(req, res, target, () => this.toSandbox(req, res, id, auth));
   }
 
+  /**
+   * Before a paused sandbox held here is resumed: is it still this node's? Another node takes a
+   * paused sandbox over when this one loses its lease (stopped, or cut off from etcd long enough).
+   * Not: its copy here is forgotten (the other node's now). etcd unreachable: surely this node's
+   * while its lease is fresh by its own clock; past that, 503.
+   */
+  private async stillMine(id: string): Promise<boolean> {
+    const now = await this.o.store.freshRecord(id).catch(() => "unknown" as const);
+    if (now === "unknown") {
+      if (this.o.store.leaseFresh()) return true;
+      throw new HttpError(503, "CLUSTER_UNAVAILABLE", `sandbox ${id} is paused on this node, but this node cannot reach etcd and may have lost its lease (another node may have taken the sandbox over); retry later`, {}, { "retry-after": "2" });
+    }
+    if (!now || now.node === this.o.store.nodeId) return true;
+    this.o.log(`cluster: paused sandbox ${id} was taken over by node ${now.node} while this node was cut off; forgetting it here`);
+    this.o.forgetSandbox(id);
+    return false;
+  }
+
   /** Here, the node to forward to, or (its node left the cluster, nothing to take over) the record of a sandbox gone with its node. */
   private async sandboxTarget(req: IncomingMessage, id: string, auth: Auth): Promise<NodeInfo | "local" | { gone: SandboxRecord }> {
     const here = this.o.hasSandbox(id);
     if (here === "running") return "local";
-    if (here === "paused") {
-      // Before resuming it here: still this node's? Another node takes a paused sandbox over when
-      // this one loses its lease (cut off from etcd long enough).
-      // etcd unreachable: it is served here, as everything this node holds.
-      const now = await this.o.store.freshRecord(id).catch(() => "unknown" as const);
-      if (now === "unknown" || !now || now.node === this.o.store.nodeId) return "local";
-      this.o.log(`cluster: paused sandbox ${id} was taken over by node ${now.node} while this node was cut off; forgetting it here`);
-      this.o.forgetSandbox(id);
-    }
+    if (here === "paused" && (await this.stillMine(id))) return "local";
     const who = auth === "token" ? undefined : this.caller(req, auth);
     // A caller without a good key gets this node's own 401 (in its API's format).
     if (auth !== "token" && !who) return "local";
@@ -226,7 +245,16 @@ export class ClusterRouter {
     const snap = api === "e2b" ? this.o.e2bSnapshotTemplate(parsed) : undefined;
     if (snap) target = await this.snapshotTarget(req, snap, "e2b");
     else target = this.place(this.o.needsHeavy(api, parsed));
-    if (target === "local") return send(res, await this.o.localFetch(webRequest(req, body)));
+    if (target === "local") {
+      // Counted as placed here until it is running (then the live count has it).
+      const self = this.o.store.nodeId;
+      this.placing.set(self, (this.placing.get(self) ?? 0) + 1);
+      try {
+        return await send(res, await this.o.localFetch(webRequest(req, body)));
+      } finally {
+        this.placing.set(self, Math.max(0, (this.placing.get(self) ?? 1) - 1));
+      }
+    }
     const to = target;
     this.placing.set(to.id, (this.placing.get(to.id) ?? 0) + 1);
     try {
@@ -249,8 +277,10 @@ export class ClusterRouter {
       throw new HttpError(503, "CAPACITY", heavy ? "no node of the cluster serves the heavy tier now" : "no node of the cluster is live now", {}, { "retry-after": "2" });
     }
     const room = (n: NodeInfo) => {
-      const free = n.maxSandboxes - n.sandboxes - n.queued - (this.placing.get(n.id) ?? 0);
-      return heavy ? Math.min(free, n.maxHeavy - n.heavy) : free;
+      // This node's own counts are live; the others' as they last published them (≤ 1 s old).
+      const c = n.id === store.nodeId ? { ...n, ...this.o.localLoad() } : n;
+      const free = c.maxSandboxes - c.sandboxes - c.queued - (this.placing.get(n.id) ?? 0);
+      return heavy ? Math.min(free, c.maxHeavy - c.heavy) : free;
     };
     let best = nodes[0]!;
     for (const n of nodes.slice(1)) {

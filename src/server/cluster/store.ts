@@ -99,6 +99,8 @@ export class ClusterStore {
   private readonly chains = new Map<string, Promise<void>>();
   private info: NodeInfo | undefined;
   private readonly leftListeners = new Set<(id: string) => void>();
+  /** When the lease was last granted or kept alive (what leaseFresh() judges by). */
+  private keptAt = 0;
   /** Resolves when this node's lease is granted again after it was lost. */
   private regrant: Promise<void> | undefined;
 
@@ -164,7 +166,11 @@ export class ClusterStore {
         this.regrant = undefined;
       });
     });
+    lease.on("keepaliveSucceeded", () => {
+      if (this.lease === lease) this.keptAt = Date.now();
+    });
     this.leaseIdValue = await lease.grant();
+    this.keptAt = Date.now();
     this.lease = lease;
     if (this.info) await lease.put(this.key(`nodes/${this.opts.nodeId}`)).value(JSON.stringify(this.info));
   }
@@ -193,6 +199,14 @@ export class ClusterStore {
     if (this.regrant) return; // published again by the rejoin
     if (!this.lease) throw new Error("this node has no lease yet");
     await this.lease.put(this.key(`nodes/${this.opts.nodeId}`)).value(JSON.stringify(info));
+  }
+
+  /**
+   * Whether this node surely still holds its lease: kept alive within the TTL by this process's
+   * own clock (a process stopped or cut off past the TTL may have lost it, whatever it believes).
+   */
+  leaseFresh(): boolean {
+    return !this.regrant && this.lease !== undefined && Date.now() - this.keptAt < this.opts.leaseTtlS * 1000 - 500;
   }
 
   /** Live nodes (lease held), as last seen by the watch. */
