@@ -48,3 +48,71 @@ export async function walkFiles(from: Pick<Engine, "list" | "exists">, opts: Wal
     if (await from.exists(root)) await walk(root);
   }
 }
+
+/**
+ * The entries `walkFiles` visits, in the same order (parents first, as listed), found with the
+ * listings in flight together: each directory is listed as soon as its parent's listing names it,
+ * and both roots' `exists` and `list` go out at once (a root's listing counts only if it exists).
+ * Over a worker's pipe every request is a round trip, so a tree of depth d costs about d + 1 of
+ * them instead of one per directory; for callers that need the whole list before acting on it.
+ */
+export async function listTree(from: Pick<Engine, "list" | "exists">, opts: WalkOptions): Promise<WalkEntry[]> {
+  let budget = opts.maxEntries;
+  const listDir = async (dir: string, listing: Promise<Awaited<ReturnType<Engine["list"]>>>): Promise<WalkEntry[]> => {
+    const here: WalkEntry[] = [];
+    const below: Promise<WalkEntry[]>[] = [];
+    try {
+      for (const e of await listing) {
+        // The listing comes from the worker, which runs guest code: a name is one path segment or skipped.
+        if (e.name === "" || e.name === "." || e.name === ".." || e.name.includes("/") || e.name.includes("\0")) continue;
+        const p = path.posix.join(dir, e.name);
+        if (opts.mountPaths.some((m) => p === m || p.startsWith(`${m}/`))) continue;
+        if (--budget < 0) throw opts.tooMany();
+        if (e.type === "dir") {
+          here.push({ path: p, type: "dir", size: 0 });
+          below.push(listDir(p, from.list(p)));
+        } else if (e.type === "file") {
+          here.push({ path: p, type: "file", size: e.size });
+          below.push(Promise.resolve([]));
+        }
+      }
+    } catch (e) {
+      for (const b of below) b.catch(() => undefined); // subtrees already under way end unobserved
+      throw e;
+    }
+    // Promise.all: a failure in one subtree does not leave the others' rejections unhandled.
+    const subs = await Promise.all(below);
+    return here.flatMap((e, i) => [e, ...subs[i]!]);
+  };
+  const roots = await Promise.all(
+    WRITABLE_ROOTS.map(async (root) => {
+      const listing = from.list(root);
+      listing.catch(() => undefined); // awaited below only when the root exists
+      return (await from.exists(root)) ? listDir(root, listing) : [];
+    }),
+  );
+  return roots.flat();
+}
+
+/**
+ * `f` over `items` with at most `limit` calls in flight, results in `items`' order. After a
+ * failure no further call starts, and the first failure is what it throws.
+ */
+export async function mapLimited<T, R>(items: readonly T[], limit: number, f: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const lane = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await f(items[i]!);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
+}

@@ -219,6 +219,26 @@ describe("nano snapshots: replay that does not match, network", () => {
     }
   });
 
+  it("replayed cells go to the worker together, each under its own time limit: one that no longer ends fails the restore naming it", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-nanosnap-"));
+    try {
+      fs.writeFileSync(path.join(dir, "flag.txt"), "ok");
+      await using sb = await Sandbox.create({ mounts: [{ hostPath: dir, guestPath: "/home/user/in" }], seed: 5 });
+      await sb.runCode("x = 1");
+      await sb.runCode("while open('/home/user/in/flag.txt').read() != 'ok':\n    pass", { timeoutMs: 1500 });
+      await sb.runCode("y = 2");
+      const snap = await sb.snapshot();
+      fs.writeFileSync(path.join(dir, "flag.txt"), "changed");
+      await assert.rejects(Sandbox.restore(snap), (e: unknown) => e instanceof ReplayError && e.cell === 2 && /cell 2/.test(e.message) && /1500 ms/.test(e.message));
+      fs.writeFileSync(path.join(dir, "flag.txt"), "ok");
+      await using copy = await Sandbox.restore(snap);
+      assert.equal((await copy.runCode("x + y")).value, "3");
+      await snap.remove();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("replayed cells repeat their requests; the copy's network log starts empty", async () => {
     let hits = 0;
     const server = http.createServer((_req, res) => {

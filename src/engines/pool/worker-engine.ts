@@ -30,6 +30,7 @@ const RSS_OVERHEAD_BYTES = 384 * MiB;
 const OUTPUT_SLACK_BYTES = 64 * 1024;
 
 type Reply = Extract<WorkerMessage, { type: "reply" }>;
+type RunAnswer = Extract<WorkerMessage, { type: "reply" | "result" | "needsHeavy" }>;
 
 export type ConfigureMessage = Extract<HostMessage, { type: "configure" }>;
 
@@ -93,6 +94,40 @@ export class WorkerEngine implements Engine {
    * of running it (tier "auto"; Python workers); to any other run that answer breaks the protocol.
    */
   protected async runCell(code: string, opts: EngineRunOptions, nanoOnly: boolean): Promise<EngineRunResult | NeedsHeavy> {
+    const run = this.prepareRun(code, opts, nanoOnly);
+    return run.settle(() => run.send());
+  }
+
+  /**
+   * Run `cells` in order, sent to the worker together so it runs them back to back (no round trip
+   * between cells): replaying a history. `each` gets every result in order as it comes; what it
+   * throws ends the series, as does the first failure (which ends the worker, as in `run`). Each
+   * cell keeps its own limits, its time limit counted from when the cell before it answered (the
+   * worker starts it then). A sandbox with a network grant runs them one at a time: a fetch must
+   * name the run in progress.
+   */
+  async runSeries(cells: readonly { code: string; timeoutMs: number }[], each: (index: number, r: EngineRunResult) => void): Promise<void> {
+    if (this.broker || cells.length <= 1) {
+      for (const [i, c] of cells.entries()) each(i, await this.run(c.code, { timeoutMs: c.timeoutMs }));
+      return;
+    }
+    const runs = cells.map((c) => this.prepareRun(c.code, { timeoutMs: c.timeoutMs }, false));
+    let sent: Promise<RunAnswer>[] = [];
+    for (const [i, run] of runs.entries()) {
+      const r = await run.settle(() => {
+        // With the first cell's limits running (as for a single run), every cell goes out.
+        if (i === 0) {
+          sent = runs.map((x) => x.send());
+          for (const p of sent) p.catch(() => undefined); // each is awaited in its turn, unless the series ended first
+        }
+        return sent[i]!;
+      });
+      each(i, r as EngineRunResult);
+    }
+  }
+
+  /** One run's state: `send` puts it on the pipe, `settle` holds its limits while its answer comes. */
+  private prepareRun(code: string, opts: EngineRunOptions, nanoOnly: boolean): { send(): Promise<RunAnswer>; settle(answer: () => Promise<RunAnswer>): Promise<EngineRunResult | NeedsHeavy> } {
     const { limits } = this.config;
     const id = ++this.nextId;
     const w = this.worker;
@@ -108,21 +143,7 @@ export class WorkerEngine implements Engine {
       w.interrupt(id, reason);
       timers.push(setTimeout(() => hardStop(err()), limits.graceMs));
     };
-    timers.push(setTimeout(() => interruptThenKill(INTERRUPT_REASON.timeout, () => new TimeoutError(opts.timeoutMs)), opts.timeoutMs));
     const onAbort = () => interruptThenKill(INTERRUPT_REASON.abort, () => new AbortedError("run aborted by the caller's signal; the worker did not stop and was killed"));
-    if (opts.signal?.aborted) throw new AbortedError();
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    const broker = this.broker;
-    if (broker) {
-      // In-flight requests end with the run (endRun); the interrupt at the deadline wins the race.
-      const deadline = Date.now() + opts.timeoutMs + limits.graceMs;
-      w.onFetch = (m) => {
-        if (m.id !== id) return hardStop(new ProtocolError(`worker sent a fetch for run ${m.id} during run ${id}`));
-        broker.handle(m, deadline, (r) => w.send(r));
-      };
-    }
-    w.watchRss(limits.memoryMb * MiB + 2 * limits.vfsBytes + RSS_OVERHEAD_BYTES, () => new MemoryLimitError(limits.memoryMb, "the worker's resident memory passed its cap and it was killed"));
-
     const onOutput = (stream: "stdout" | "stderr", data: string) => {
       outBytes += Buffer.byteLength(data);
       if (outBytes > limits.outputBytes + OUTPUT_SLACK_BYTES) return hardStop(new OutputLimitError(limits.outputBytes));
@@ -136,31 +157,51 @@ export class WorkerEngine implements Engine {
     };
     // The worker counts results against the output cap with the output; the host counts both again.
     const shown = new ResultGate({ room: () => limits.outputBytes - outBytes, charge: (n) => (outBytes += n) }, (text) => onOutput("stderr", text), opts.onResult);
-    try {
-      const m = await this.call(nanoOnly ? { type: "run", id, code, nanoOnly } : { type: "run", id, code }, onOutput, (r: DisplayResult) => shown.add(r));
-      if (m.type === "needsHeavy" && nanoOnly && stdout === "" && stderr === "") return { needsHeavy: m.reason };
-      if (m.type !== "result") throw new ProtocolError(`worker answered a run with a ${m.type} message`);
-      return {
-        stdout,
-        stderr,
-        value: m.value,
-        error: m.error,
-        limitHit: shown.cut ? "outputBytes" : (m.limitHit as LimitName | null),
-        durationMs: m.durationMs,
-        vfsDigest: m.vfsDigest,
-        results: shown.results,
-      };
-    } catch (e) {
-      this.closed ??= (e as Error).message;
-      await this.dispose(this.closed);
-      throw withPartialResult(e, { stdout, stderr });
-    } finally {
-      for (const t of timers) clearTimeout(t);
-      opts.signal?.removeEventListener("abort", onAbort);
-      w.stopRssWatch();
-      w.onFetch = undefined;
-      broker?.endRun();
-    }
+    const send = () => this.call(nanoOnly ? { type: "run", id, code, nanoOnly } : { type: "run", id, code }, onOutput, (r: DisplayResult) => shown.add(r));
+    const settle = async (answer: () => Promise<RunAnswer>): Promise<EngineRunResult | NeedsHeavy> => {
+      timers.push(setTimeout(() => interruptThenKill(INTERRUPT_REASON.timeout, () => new TimeoutError(opts.timeoutMs)), opts.timeoutMs));
+      if (opts.signal?.aborted) {
+        for (const t of timers) clearTimeout(t);
+        throw new AbortedError();
+      }
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
+      const broker = this.broker;
+      if (broker) {
+        // In-flight requests end with the run (endRun); the interrupt at the deadline wins the race.
+        const deadline = Date.now() + opts.timeoutMs + limits.graceMs;
+        w.onFetch = (m) => {
+          if (m.id !== id) return hardStop(new ProtocolError(`worker sent a fetch for run ${m.id} during run ${id}`));
+          broker.handle(m, deadline, (r) => w.send(r));
+        };
+      }
+      w.watchRss(limits.memoryMb * MiB + 2 * limits.vfsBytes + RSS_OVERHEAD_BYTES, () => new MemoryLimitError(limits.memoryMb, "the worker's resident memory passed its cap and it was killed"));
+      try {
+        const m = await answer();
+        if (m.type === "needsHeavy" && nanoOnly && stdout === "" && stderr === "") return { needsHeavy: m.reason };
+        if (m.type !== "result") throw new ProtocolError(`worker answered a run with a ${m.type} message`);
+        return {
+          stdout,
+          stderr,
+          value: m.value,
+          error: m.error,
+          limitHit: shown.cut ? "outputBytes" : (m.limitHit as LimitName | null),
+          durationMs: m.durationMs,
+          vfsDigest: m.vfsDigest,
+          results: shown.results,
+        };
+      } catch (e) {
+        this.closed ??= (e as Error).message;
+        await this.dispose(this.closed);
+        throw withPartialResult(e, { stdout, stderr });
+      } finally {
+        for (const t of timers) clearTimeout(t);
+        opts.signal?.removeEventListener("abort", onAbort);
+        w.stopRssWatch();
+        w.onFetch = undefined;
+        broker?.endRun();
+      }
+    };
+    return { send, settle };
   }
 
   async writeFile(path: string, data: Uint8Array): Promise<void> {
@@ -227,7 +268,7 @@ export class WorkerEngine implements Engine {
     throw new FileSystemError(req.path, m.errno ?? "EIO", m.message ?? "file system error");
   }
 
-  private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void, onDisplay?: (r: DisplayResult) => void): Promise<Extract<WorkerMessage, { type: "reply" | "result" | "needsHeavy" }>> {
+  private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void, onDisplay?: (r: DisplayResult) => void): Promise<RunAnswer> {
     try {
       const m = await this.worker.request(msg, onOutput, onDisplay);
       if (m.type === "reply" && !m.ok && msg.type === "configure") throw new WorkerCrashedError(`worker refused its configuration: ${m.message ?? m.errno}`);

@@ -13,7 +13,7 @@ import { z } from "zod";
 import { InvalidOptionsError, ReplayError, SavedStateError, SnapshotRemovedError, TierUnavailableError } from "../../errors.js";
 import type { DirEntry } from "../../protocol/messages.js";
 import type { Engine, EngineNetwork, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSnapshot, NanoOnlyRunner, NeedsHeavy } from "../engine.js";
-import { walkFiles, type WalkEntry, type WalkOptions } from "../file-walk.js";
+import { listTree, mapLimited, type WalkEntry, type WalkOptions } from "../file-walk.js";
 import { readSavedFile } from "../saved-files.js";
 
 /** Most steps (cells and host file operations) a history holds; past it snapshot() refuses, the sandbox runs on. */
@@ -36,8 +36,16 @@ interface History {
   runs: number;
 }
 
+/**
+ * File reads sent to the worker before the first answer comes back (snapshot's image, restore's
+ * check): each read is a round trip, so they go out together, as many as this at a time.
+ */
+const READS_IN_FLIGHT = 16;
+
 /** A nano engine the wrapper drives: a WorkerEngine (Python or JavaScript). */
 export interface ReplayableEngine extends Engine {
+  /** Run cells in order with no round trip between them, `each` called on every answer in order (WorkerEngine.runSeries). */
+  runSeries(cells: readonly { code: string; timeoutMs: number }[], each: (index: number, r: EngineRunResult) => void): Promise<void>;
   reseed(seed: number): Promise<void>;
   clearNetworkLog(): void;
 }
@@ -194,16 +202,18 @@ export class ReplayEngine implements Engine {
 
   /** Every directory and file under /home/user and /tmp, with contents: at most limits.vfsBytes. */
   private async readImage(): Promise<ImageEntry[]> {
-    const image: ImageEntry[] = [];
+    const tooBig = () => new ReplayError(`snapshot() saves the sandbox's files, which hold more than its limits.vfsBytes of ${this.config.vfsBytes} bytes`);
+    const entries = await listTree(this.inner, this.walkOptions("snapshot() saves the sandbox's files"));
+    // The listed sizes refuse an oversized image before any read; the bytes read are counted again.
+    if (entries.reduce((n, e) => n + e.size, 0) > this.config.vfsBytes) throw tooBig();
     let bytes = 0;
-    await walkFiles(this.inner, this.walkOptions("snapshot() saves the sandbox's files"), async (e) => {
-      if (e.type === "dir") return void image.push({ path: e.path, type: "dir" });
+    return mapLimited(entries, READS_IN_FLIGHT, async (e): Promise<ImageEntry> => {
+      if (e.type === "dir") return { path: e.path, type: "dir" };
       const data = await this.inner.readFile(e.path);
       bytes += data.byteLength;
-      if (bytes > this.config.vfsBytes) throw new ReplayError(`snapshot() saves the sandbox's files, which hold more than its limits.vfsBytes of ${this.config.vfsBytes} bytes`);
-      image.push({ path: e.path, type: "file", data });
+      if (bytes > this.config.vfsBytes) throw tooBig();
+      return { path: e.path, type: "file", data };
     });
-    return image;
   }
 
   /**
@@ -212,17 +222,25 @@ export class ReplayEngine implements Engine {
    * would move the virtual clock on); what it does write is recorded like any host operation.
    */
   async rebuild(history: History, image: ImageEntry[]): Promise<void> {
-    for (const step of history.steps) {
-      if (step.kind === "run") await this.replayCell(step);
-      else {
-        try {
-          if (step.kind === "write") await this.writeFile(step.path, step.data);
-          else if (step.kind === "remove") await this.remove(step.path);
-          else if (step.kind === "mkdir") await this.makeDir(step.path);
-          else await this.reseed(step.seed);
-        } catch (e) {
-          throw new ReplayError(`restoring the snapshot replays its history, and the host's ${step.kind}${"path" in step ? ` of ${JSON.stringify(step.path)}` : ""} failed there: ${(e as Error).message}`, { cause: e });
-        }
+    const steps = history.steps;
+    for (let i = 0; i < steps.length; ) {
+      const step = steps[i]!;
+      if (step.kind === "run") {
+        // Consecutive cells go to the worker together: it runs them back to back.
+        let j = i;
+        while (j < steps.length && steps[j]!.kind === "run") j++;
+        await this.replayCells(steps.slice(i, j) as Extract<Step, { kind: "run" }>[]);
+        i = j;
+        continue;
+      }
+      i++;
+      try {
+        if (step.kind === "write") await this.writeFile(step.path, step.data);
+        else if (step.kind === "remove") await this.remove(step.path);
+        else if (step.kind === "mkdir") await this.makeDir(step.path);
+        else await this.reseed(step.seed);
+      } catch (e) {
+        throw new ReplayError(`restoring the snapshot replays its history, and the host's ${step.kind}${"path" in step ? ` of ${JSON.stringify(step.path)}` : ""} failed there: ${(e as Error).message}`, { cause: e });
       }
     }
     this.history.runs = history.runs;
@@ -235,28 +253,48 @@ export class ReplayEngine implements Engine {
     this.inner.clearNetworkLog();
   }
 
-  private async replayCell(step: Extract<Step, { kind: "run" }>): Promise<void> {
-    const what = `restoring the snapshot replays its cells, and cell ${step.n} (runCode call ${step.n} of the snapshotted sandbox)`;
-    let r: EngineRunResult;
+  /**
+   * Replay consecutive cells (one series in the worker) and check each as its answer comes, as if
+   * it had run alone: it finished within its time limit and raised what it first raised (or
+   * nothing). Cells after a mismatch may have run too, in a worker the failed restore disposes.
+   */
+  private async replayCells(cells: Extract<Step, { kind: "run" }>[]): Promise<void> {
+    const what = (step: Extract<Step, { kind: "run" }>) => `restoring the snapshot replays its cells, and cell ${step.n} (runCode call ${step.n} of the snapshotted sandbox)`;
+    let done = 0;
+    const check = (k: number, r: EngineRunResult) => {
+      const step = cells[k]!;
+      if (r.limitHit === "timeoutMs") throw new ReplayError(`${what(step)} did not finish within its time limit of ${step.timeoutMs} ms`, { cell: step.n });
+      const raised = r.error?.name ?? null;
+      if (raised !== step.raised) {
+        const first = step.raised === null ? "ran without error" : `raised ${step.raised}`;
+        const now = r.error ? `raised ${r.error.name}: ${r.error.message}` : "ran without error";
+        throw new ReplayError(`${what(step)} ${now} where it first ${first} (the sandbox is not deterministic: give it a seed)`, { cell: step.n, ...(r.error ? { guestError: r.error } : {}) });
+      }
+      // Recorded as the run it replays, numbered as it first was (runCode calls that recorded nothing leave gaps).
+      this.history.runs = step.n;
+      this.recordRun(step.n, step.code, { timeoutMs: step.timeoutMs }, r);
+      done++;
+    };
     try {
-      // Numbered as it first was (runCode calls that recorded nothing leave gaps).
-      this.history.runs = step.n - 1;
-      r = await this.run(step.code, { timeoutMs: step.timeoutMs });
+      await this.inner.runSeries(
+        cells.map((c) => ({ code: c.code, timeoutMs: c.timeoutMs })),
+        check,
+      );
     } catch (e) {
-      throw new ReplayError(`${what} failed there: ${(e as Error).message}`, { cell: step.n, cause: e });
-    }
-    if (r.limitHit === "timeoutMs") throw new ReplayError(`${what} did not finish within its time limit of ${step.timeoutMs} ms`, { cell: step.n });
-    const raised = r.error?.name ?? null;
-    if (raised !== step.raised) {
-      const first = step.raised === null ? "ran without error" : `raised ${step.raised}`;
-      const now = r.error ? `raised ${r.error.name}: ${r.error.message}` : "ran without error";
-      throw new ReplayError(`${what} ${now} where it first ${first} (the sandbox is not deterministic: give it a seed)`, { cell: step.n, ...(r.error ? { guestError: r.error } : {}) });
+      if (e instanceof ReplayError) throw e;
+      const step = cells[Math.min(done, cells.length - 1)]!;
+      throw new ReplayError(`${what(step)} failed there: ${(e as Error).message}`, { cell: step.n, cause: e });
     }
   }
 
   private async applyImage(image: ImageEntry[]): Promise<void> {
-    const have: WalkEntry[] = [];
-    await walkFiles(this.inner, this.walkOptions("restoring the snapshot's files"), async (e) => void have.push(e));
+    // The image's files are read back while the tree is listed (one round trip, not two): after an
+    // exact replay each is there with the image's bytes. A read that fails (not there, not a file)
+    // counts as different; the listing decides what is kept.
+    const files = image.filter((w) => w.type === "file");
+    const readBack = mapLimited(files, READS_IN_FLIGHT, (w) => this.inner.readFile(w.path).catch(() => undefined));
+    readBack.catch(() => undefined); // awaited below unless the listing fails first
+    const have = await listTree(this.inner, this.walkOptions("restoring the snapshot's files"));
     const want = new Map(image.map((e) => [e.path, e]));
     const kept = new Map<string, WalkEntry>();
     const removed: string[] = [];
@@ -269,14 +307,18 @@ export class ReplayEngine implements Engine {
       await this.remove(e.path);
       removed.push(e.path);
     }
+    const read = await readBack;
+    const equal = new Set<string>();
+    files.forEach((w, i) => {
+      const data = read[i];
+      if (w.type === "file" && data && kept.get(w.path)?.size === w.data.byteLength && Buffer.from(data).equals(w.data)) equal.add(w.path);
+    });
     for (const w of image) {
-      const h = kept.get(w.path);
       if (w.type === "dir") {
-        if (!h) await this.makeDir(w.path);
-        continue;
+        if (!kept.has(w.path)) await this.makeDir(w.path);
+      } else if (!equal.has(w.path)) {
+        await this.writeFile(w.path, w.data);
       }
-      if (h && h.size === w.data.byteLength && Buffer.from(await this.inner.readFile(w.path)).equals(w.data)) continue;
-      await this.writeFile(w.path, w.data);
     }
   }
 }
