@@ -138,6 +138,7 @@ MAX_FRAME = 64 << 20
 BINARY = 0x80000000  # a frame length with this bit set: a binary frame (stream id, raw bytes)
 STREAM_CHUNK = 256 << 10  # largest binary frame's data, both ways
 STREAM_WINDOW = 8 << 20  # bytes of a stream either side sends ahead of the other's acks
+ACK_BATCH = 1 << 20  # the channel thread acks a stream's data at the latest once this much is unacked
 MAX_FILE = 40 << 20  # base64 of a file read must fit in one frame
 DIGEST_ROOTS = ("/home/user", "/tmp")  # the sandbox's writable tree: what vfsDigest covers
 CHUNK = 64 << 10
@@ -248,6 +249,77 @@ def read_frame(fd):
     if body is None:
         return None
     return json_loads(body.decode("utf-8"))
+
+
+class ChannelReader:
+    """The agent's channel, read in large reads into one buffer allocated once: under gVisor's
+    ptrace platform every read and every page fault on fresh memory is costly, so a stream's data
+    is handed on as a view into this buffer (valid until the next frame is read), not a copy.
+    `pending()` says whether a whole frame is buffered, so the agent can send what it has batched
+    (acks) before it blocks on the next read."""
+
+    SIZE = 4 << 20  # more than the largest binary frame; a larger JSON frame gets a buffer of its own
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = bytearray(self.SIZE)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+
+    def pending(self):
+        avail = self.end - self.start
+        if avail < 4:
+            return False
+        (n,) = struct.unpack_from(">I", self.buf, self.start)
+        return avail >= 4 + (n & ~BINARY)
+
+    def fill(self, n):
+        """At least `n` bytes buffered (n <= SIZE); False at the end of the channel."""
+        while self.end - self.start < n:
+            if self.start and self.SIZE - self.start < n:
+                left = self.end - self.start
+                self.view[:left] = self.view[self.start:self.end]
+                self.start, self.end = 0, left
+            got = os.readv(self.fd, [self.view[self.end:]])
+            if not got:
+                return False
+            self.end += got
+        return True
+
+    def take(self, n):
+        v = self.view[self.start:self.start + n]
+        self.start += n
+        if self.start == self.end:
+            self.start = self.end = 0
+        return v
+
+    def frame(self):
+        """The next message (a dict), a (stream id, memoryview) pair for a binary frame, or None at the end."""
+        if not self.fill(4):
+            return None
+        (n,) = struct.unpack_from(">I", self.buf, self.start)
+        if n & BINARY:
+            n &= ~BINARY
+            if n < 4 or n - 4 > STREAM_CHUNK:
+                raise ValueError("binary frame too large")
+            if not self.fill(4 + n):
+                return None
+            (sid,) = struct.unpack_from(">I", self.buf, self.start + 4)
+            return sid, self.take(4 + n)[8:]
+        if n > MAX_FRAME:
+            raise ValueError("frame too large")
+        if n + 4 <= self.SIZE:
+            if not self.fill(4 + n):
+                return None
+            return json_loads(str(self.take(4 + n)[4:], "utf-8"))
+        # A frame larger than the buffer (a big file write): what is buffered, then the rest.
+        self.take(4)
+        have = bytes(self.take(self.end - self.start))
+        rest = read_exact(self.fd, n - len(have))
+        if rest is None:
+            return None
+        return json_loads((have + rest).decode("utf-8"))
 
 
 class Channel:
@@ -945,9 +1017,11 @@ class Agent:
             "exec": self.do_exec, "kill": self.do_kill, "stdin": self.do_stdin, "run": self.do_run, "interrupt": self.do_interrupt,
             "fs": self.do_fs, "configure": self.do_configure, "stream": self.streams.control,
         }
-        reader = open(fd, "rb", buffering=1 << 20, closefd=False)
+        reader = ChannelReader(fd)
         while True:
-            msg = read_frame(reader)
+            if not reader.pending():
+                self.streams.flush_acks()  # nothing more to handle without a read: send the acks now
+            msg = reader.frame()
             if msg is None:
                 break
             if isinstance(msg, tuple):
@@ -1023,6 +1097,26 @@ class Streams:
         self.streams = {}
         self.next_id = -1
         self.proxy_port = None
+        # Acks for data the channel thread wrote to a stream's socket, by stream: sent together,
+        # in one write, when the channel has nothing more buffered (or a stream's reach ACK_BATCH).
+        # Only the channel thread touches it.
+        self.acks = {}
+
+    def ack(self, sid, n):
+        total = self.acks.get(sid, 0) + n
+        self.acks[sid] = total
+        if total >= ACK_BATCH:
+            self.flush_acks()
+
+    def flush_acks(self):
+        if not self.acks:
+            return
+        frames = []
+        for sid, n in self.acks.items():
+            body = json_dumps({"type": "stream", "op": "ack", "stream": sid, "bytes": n}).encode()
+            frames.append(struct.pack(">I", len(body)) + body)
+        self.acks.clear()
+        self.chan.write(b"".join(frames))
 
     def listen(self, port):
         """Accept connections on the loopback's `port` and hand each to the host. Idempotent."""
@@ -1114,24 +1208,32 @@ class GuestStream:
         start_thread(self.writer)
 
     def reader(self):
+        # One buffer for the stream's life, with room for the frame's head in front of the data:
+        # a whole read goes out as one frame without a copy or fresh memory (dear under gVisor).
+        buf = bytearray(8 + STREAM_CHUNK)
+        frame = memoryview(buf)
         while True:
             try:
-                data = self.sock.recv(STREAM_CHUNK)
+                got = self.sock.recv_into(frame[8:])
             except OSError as e:
                 return self.close(error=errno_name(e))
-            if not data:
+            if not got:
                 break
-            view = memoryview(data)
-            while view:
+            off = 0
+            while off < got:
                 with self.cond:
                     while self.window <= 0 and not self.closed:
                         self.cond.wait()
                     if self.closed:
                         return
-                    n = min(len(view), self.window)
+                    n = min(got - off, self.window)
                     self.window -= n
-                self.chan.send_data(self.sid, bytes(view[:n]))
-                view = view[n:]
+                if off == 0 and n == got:
+                    struct.pack_into(">II", buf, 0, BINARY | (4 + n), self.sid)
+                    self.chan.write(frame[:8 + n])
+                else:
+                    self.chan.send_data(self.sid, bytes(frame[8 + off:8 + off + n]))
+                off += n
         with self.cond:
             if self.closed:
                 return
@@ -1188,11 +1290,11 @@ class GuestStream:
                 except OSError:
                     n = 0  # the writer meets the error and closes the stream
                 if n:
-                    self.chan.send({"type": "stream", "op": "ack", "stream": self.sid, "bytes": n})
+                    self.owner.ack(self.sid, n)
                     data = data[n:]
                 if not data:
                     return
-            self.queue.append(data)
+            self.queue.append(bytes(data))  # `data` may be a view into the channel's buffer
             self.cond.notify_all()
 
     def credit(self, n):

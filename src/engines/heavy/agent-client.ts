@@ -57,8 +57,10 @@ export class AgentClient {
       sendData: (stream, data) => {
         if (!this.failure) this.output.write(encodeBinaryFrame(stream, data));
       },
+      busy: () => this.output.writableNeedDrain,
       fail: (e) => this.fail(e),
     });
+    output.on("drain", () => this.streams.drained());
   }
 
   get failed(): Error | undefined {

@@ -11,10 +11,15 @@ import { Duplex } from "node:stream";
 import { ProtocolError } from "../../errors.js";
 import { MAX_STREAMS, STREAM_CHUNK_BYTES, STREAM_WINDOW_BYTES, type StreamControl } from "../../protocol/agent.js";
 
+/** Bytes a stream takes from its writer before the channel has sent them (then the writer waits). */
+const OUTBOX_BYTES = 4 * STREAM_CHUNK_BYTES;
+
 /** What the multiplexer needs of the channel. */
 export interface StreamTransport {
   sendControl(msg: StreamControl): void;
   sendData(stream: number, data: Buffer): void;
+  /** True while the channel still holds written frames the other side has not taken in yet. */
+  busy?(): boolean;
   /** Fail the channel for good (a protocol violation). */
   fail(err: Error): void;
 }
@@ -25,6 +30,8 @@ export class StreamMux {
   private readonly streams = new Map<number, AgentStream>();
   private nextId = 0;
   private closed: Error | undefined;
+  /** Streams with data held while the channel was busy: sent when it drains. */
+  private readonly held = new Set<AgentStream>();
   /** Gets each stream the agent opens; without one, they are closed at once. */
   onOpen: StreamOpenListener | undefined;
 
@@ -94,6 +101,22 @@ export class StreamMux {
     for (const s of all) s.remoteClose(err.message);
   }
 
+  /** The channel took in all it was given: the streams holding data send it now. */
+  drained(): void {
+    if (this.held.size === 0) return;
+    const all = [...this.held];
+    this.held.clear();
+    for (const s of all) s.flush();
+  }
+
+  /** @internal */ channelBusy(): boolean {
+    return this.transport.busy?.() ?? false;
+  }
+  /** @internal `s` has data to send once the channel drains. */
+  whenDrained(s: AgentStream): void {
+    this.held.add(s);
+  }
+
   /** @internal */ send(msg: StreamControl): void {
     if (!this.closed) this.transport.sendControl(msg);
   }
@@ -103,6 +126,7 @@ export class StreamMux {
   /** @internal the host side closed `s`. */
   forget(s: AgentStream): void {
     if (this.streams.get(s.id) === s) this.streams.delete(s.id);
+    this.held.delete(s);
   }
 
   private violation(what: string): void {
@@ -119,7 +143,14 @@ export class AgentStream extends Duplex {
   private unacked = 0;
   /** Bytes received beyond what was acknowledged: the guest may not exceed the window. */
   private inFlight = 0;
-  private waiting: { data: Buffer; callback: (e?: Error | null) => void } | undefined;
+  /** Written data not sent yet (window, busy channel), at most about OUTBOX_BYTES. */
+  private outbox: Buffer[] = [];
+  private outboxBytes = 0;
+  /** A write's callback, held while the outbox is full: the writer's backpressure. */
+  private writeCallback: ((e?: Error | null) => void) | undefined;
+  /** _final's callback, held until the outbox is sent (`end` goes after the data). */
+  private finalCallback: ((e?: Error | null) => void) | undefined;
+  private flushScheduled = false;
   private remoteClosed = false;
   private wantsRead = true;
 
@@ -127,7 +158,7 @@ export class AgentStream extends Duplex {
     readonly id: number,
     private readonly mux: StreamMux,
   ) {
-    super({ allowHalfOpen: true });
+    super({ allowHalfOpen: true, writableHighWaterMark: STREAM_CHUNK_BYTES });
   }
 
   /** @internal */ opened(): void {
@@ -138,11 +169,7 @@ export class AgentStream extends Duplex {
 
   /** @internal */ credit(bytes: number): void {
     this.window = Math.min(STREAM_WINDOW_BYTES, this.window + bytes);
-    const w = this.waiting;
-    if (w) {
-      this.waiting = undefined;
-      this.sendChunks(w.data, w.callback);
-    }
+    if (this.outboxBytes > 0 || this.finalCallback) this.schedule();
   }
 
   /** @internal returns false when the guest side overran the window. */
@@ -181,32 +208,100 @@ export class AgentStream extends Duplex {
     this.ack();
   }
 
-  // A write is sent on the next turn of the event loop, not at once: writes made meanwhile are
-  // buffered by the stream and come together in _writev, so the frames are few and large (the
-  // cost over the channel is per frame, not per byte).
+  // Writes go to the outbox and are sent on the next turn of the event loop, or, while the
+  // channel still holds earlier frames, once it drains: what is written meanwhile is sent together,
+  // so the frames are few and large (the cost over the channel, under gVisor above all, is per
+  // frame more than per byte). The write's callback waits only while the outbox is full.
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (e?: Error | null) => void): void {
-    setImmediate(() => this.sendChunks(chunk, callback));
+    this.enqueue([chunk], callback);
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (e?: Error | null) => void): void {
-    const all = Buffer.concat(chunks.map((c) => c.chunk));
-    setImmediate(() => this.sendChunks(all, callback));
+    this.enqueue(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
   }
 
-  /** Send what the window allows; the rest (and the write's callback) waits for credit. */
-  private sendChunks(chunk: Buffer, callback: (e?: Error | null) => void): void {
-    let data = chunk;
-    while (data.length > 0 && this.window > 0) {
-      const n = Math.min(data.length, STREAM_CHUNK_BYTES, this.window);
-      this.mux.sendData(this.id, data.subarray(0, n));
-      this.window -= n;
-      data = data.subarray(n);
+  private enqueue(chunks: Buffer[], callback: (e?: Error | null) => void): void {
+    for (const c of chunks) {
+      if (c.length === 0) continue;
+      this.outbox.push(c);
+      this.outboxBytes += c.length;
     }
-    if (data.length > 0) this.waiting = { data, callback };
-    else callback();
+    this.schedule();
+    if (this.outboxBytes < OUTBOX_BYTES) callback();
+    else this.writeCallback = callback;
+  }
+
+  private schedule(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    if (this.mux.channelBusy()) this.mux.whenDrained(this);
+    else setImmediate(() => this.flush());
+  }
+
+  /** @internal Send what the window allows; the rest waits for credit. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.destroyed) return;
+    if (this.mux.channelBusy()) {
+      this.flushScheduled = true;
+      this.mux.whenDrained(this);
+      return;
+    }
+    while (this.outboxBytes > 0 && this.window > 0) {
+      const n = Math.min(this.outboxBytes, STREAM_CHUNK_BYTES, this.window);
+      this.mux.sendData(this.id, this.takeFromOutbox(n));
+      this.window -= n;
+    }
+    if (this.writeCallback && this.outboxBytes < OUTBOX_BYTES) {
+      const cb = this.writeCallback;
+      this.writeCallback = undefined;
+      cb();
+    }
+    if (this.outboxBytes === 0 && this.finalCallback) {
+      const cb = this.finalCallback;
+      this.finalCallback = undefined;
+      this.mux.send({ type: "stream", op: "end", stream: this.id });
+      cb();
+    }
+  }
+
+  /** The outbox's first `n` bytes, taken out. */
+  private takeFromOutbox(n: number): Buffer {
+    this.outboxBytes -= n;
+    const first = this.outbox[0]!;
+    if (first.length > n) {
+      this.outbox[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (first.length === n) {
+      this.outbox.shift();
+      return first;
+    }
+    const parts: Buffer[] = [];
+    let left = n;
+    while (left > 0) {
+      const b = this.outbox[0]!;
+      if (b.length <= left) {
+        parts.push(b);
+        this.outbox.shift();
+        left -= b.length;
+      } else {
+        parts.push(b.subarray(0, left));
+        this.outbox[0] = b.subarray(left);
+        left = 0;
+      }
+    }
+    return Buffer.concat(parts, n);
   }
 
   override _final(callback: (e?: Error | null) => void): void {
+    if (this.outboxBytes > 0) {
+      this.finalCallback = callback;
+      return this.schedule();
+    }
     this.mux.send({ type: "stream", op: "end", stream: this.id });
     callback();
   }
@@ -215,11 +310,11 @@ export class AgentStream extends Duplex {
     this.mux.forget(this);
     if (!this.remoteClosed) this.mux.send({ type: "stream", op: "close", stream: this.id });
     this.remoteClosed = true;
-    if (this.waiting) {
-      const w = this.waiting;
-      this.waiting = undefined;
-      w.callback(err ?? new Error("stream closed"));
-    }
+    this.outbox = [];
+    this.outboxBytes = 0;
+    for (const cb of [this.writeCallback, this.finalCallback]) cb?.(err ?? new Error("stream closed"));
+    this.writeCallback = undefined;
+    this.finalCallback = undefined;
     callback(err);
   }
 
