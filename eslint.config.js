@@ -23,4 +23,6 @@ export default tseslint.config(
   // Guest-side code (run inside QuickJS, read as text by the worker): a plain script.
   { files: ["src/**/*.guest.js"], languageOptions: { sourceType: "script" } },
   { files: ["bin/**/*.js", "eslint.config.js"], languageOptions: { globals: { process: "readonly", console: "readonly" } } },
+  // Measurement probes (plain Node scripts, not part of npm run bench).
+  { files: ["bench/probes/**/*.mjs"], languageOptions: { globals: { process: "readonly", console: "readonly", performance: "readonly", setTimeout: "readonly", WebAssembly: "readonly", SharedArrayBuffer: "readonly", Atomics: "readonly", URL: "readonly", Buffer: "readonly", gc: "readonly", globalThis: "readonly" } } },
 );
