@@ -59,8 +59,21 @@ export class WorkerEngine implements Engine {
     };
   }
 
-  /** Wait for the worker and send its configuration; on failure the worker is ended. */
-  protected async configure(msg: Omit<ConfigureMessage, "id">): Promise<void> {
+  /**
+   * Send the worker its configuration. A started worker (`pooled` false): wait until it is ready
+   * and for its answer, so a refusal fails the create; on failure the worker is ended. A pooled
+   * worker, already ready: the configuration is sent and not waited for. The worker handles its
+   * messages in order, so the first request goes out at once and saves a round trip; should the
+   * worker refuse or die, the worker is killed with that reason and the request fails with it.
+   */
+  protected async configure(msg: Omit<ConfigureMessage, "id">, pooled = false): Promise<void> {
+    if (pooled) {
+      this.call({ ...msg, id: ++this.nextId }).catch((e: unknown) => {
+        this.closed ??= (e as Error).message;
+        this.worker.kill(e as Error);
+      });
+      return;
+    }
     try {
       await this.worker.ready;
       await this.call({ ...msg, id: ++this.nextId });

@@ -36,6 +36,7 @@ export class PythonWasmEngine extends WorkerEngine implements NanoOnlyRunner {
         mounts: config.mounts,
         ...(config.network ? { network: { maxRequestBytes: config.network.maxRequestBytes } } : {}),
       }),
+      fromPool !== undefined,
     );
     return engine;
   }

@@ -40,6 +40,7 @@ export class QuickJsWasmEngine extends WorkerEngine {
         language: config.language,
         ...(config.network ? { network: { maxRequestBytes: config.network.maxRequestBytes } } : {}),
       }),
+      fromPool !== undefined,
     );
     return engine;
   }

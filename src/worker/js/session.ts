@@ -40,6 +40,17 @@ export class JsSession implements Disposable {
   private guest: GuestContext | undefined;
   /** The sandbox's seeded entropy (Math.random, crypto); replaced by configure and reseed. */
   private rng: (view: Uint8Array) => void = seededRng(0);
+  /** Through `this`: a reseed (a fork given its own seed) swaps the stream under the guest's functions. */
+  private readonly guestRng = (view: Uint8Array) => this.rng(view);
+  /**
+   * A pooled worker's context, built while it waits (after warm-up): runtime, context, host
+   * functions and prelude, which are the same for every sandbox without a network grant and
+   * touch neither the clock nor the entropy stream. The first configure adopts it (setting its
+   * memory limit) instead of building one on the request path; any other configure frees it.
+   */
+  private spare: GuestContext | undefined;
+  /** The virtual clock once the spare was built (see spareContext). */
+  private spareClockMs = VIRTUAL_EPOCH_MS;
   private runner: CellRunner | undefined;
 
   constructor(private readonly deps: SessionDeps) {
@@ -79,7 +90,40 @@ export class JsSession implements Disposable {
     }
     this.dispose();
     this.fs.reset();
+    this.spare = this.spareContext();
     setMuted(false);
+  }
+
+  /**
+   * The spare context, built under the virtual clock from its origin, as configure would build it
+   * for a sandbox with the virtual clock (QuickJS reads the clock while it makes a context): the
+   * clock reads are kept in `spareClockMs` and restored when the spare is adopted, so the guest's
+   * clock starts where it would have. With the real clock the reads went to the virtual one instead,
+   * which the guest cannot see (they seed QuickJS's own Math.random, which the prelude replaces).
+   */
+  private spareContext(): GuestContext {
+    const realDateNow = Date.now;
+    const saved = { ...clock };
+    clock.virtual = true;
+    clock.virtualMs = VIRTUAL_EPOCH_MS;
+    Date.now = virtualNow;
+    try {
+      const spare = this.newContext(this.limits.memoryBytes, undefined);
+      this.spareClockMs = clock.virtualMs;
+      return spare;
+    } finally {
+      Date.now = realDateNow;
+      Object.assign(clock, saved);
+    }
+  }
+
+  private newContext(memoryBytes: number, network: Configure["network"]): GuestContext {
+    return new GuestContext(this.deps.qjs, memoryBytes, (v) => ({
+      ...basicHostFunctions(v, this.output, this.guestRng),
+      ...this.loop.hostFunctions(v),
+      ...this.fs.hostFunctions(v),
+      ...this.fetch.hostFunctions(v, network),
+    }));
   }
 
   handle(msg: HostMessage): void {
@@ -105,28 +149,32 @@ export class JsSession implements Disposable {
 
   private configure(msg: Configure, warming = false): void {
     if (this.runner && !warming) return fatal("configure sent twice");
+    const spare = this.spare;
+    this.spare = undefined;
     this.dispose();
     this.limits = msg.limits;
     memCap.bytes = msg.limits.memoryBytes;
     const typescript = msg.language === "typescript";
     this.rng = seededRng(msg.seed);
-    // Through `this`: a reseed (a fork given its own seed) swaps the stream under the guest's functions.
-    const rng = (view: Uint8Array) => this.rng(view);
     clock.virtual = msg.clock === "virtual";
     clock.virtualMs = VIRTUAL_EPOCH_MS;
     if (clock.virtual) Date.now = virtualNow; // QuickJS's Date reads the clock through Date.now
     try {
       this.fs.configure(msg);
     } catch (e) {
+      spare?.dispose();
       return this.send({ type: "reply", id: msg.id, ok: false, errno: "ENOENT", message: `a mount's host directory cannot be opened: ${(e as Error).message}` });
     }
     if (typescript) this.deps.loadSucrase();
-    const guest = new GuestContext(this.deps.qjs, msg.limits.memoryBytes, (v) => ({
-      ...basicHostFunctions(v, this.output, rng),
-      ...this.loop.hostFunctions(v),
-      ...this.fs.hostFunctions(v),
-      ...this.fetch.hostFunctions(v, msg.network),
-    }));
+    let guest: GuestContext;
+    if (spare && !msg.network && !warming) {
+      guest = spare;
+      guest.rt.setMemoryLimit(msg.limits.memoryBytes);
+      if (clock.virtual) clock.virtualMs = this.spareClockMs;
+    } else {
+      spare?.dispose();
+      guest = this.newContext(msg.limits.memoryBytes, msg.network);
+    }
     const reporter = new Reporter(guest, this.output);
     this.loop.attach(guest, reporter);
     this.guest = guest;
@@ -136,6 +184,8 @@ export class JsSession implements Disposable {
 
   /** Free the sandbox's context (idempotent); the session is unconfigured afterwards. */
   dispose(): void {
+    this.spare?.dispose();
+    this.spare = undefined;
     this.guest?.dispose();
     this.guest = undefined;
     this.runner = undefined;

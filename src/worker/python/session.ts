@@ -99,6 +99,7 @@ export class PythonSession {
     }
     this.handle({ type: "run", id: 1, code: "def f():\n    raise ValueError('warm')\nf()" });
     this.configureFn(env, HOME);
+    this.py.runPython("import gc as _gc\n_gc.collect()\ndel _gc", { globals: this.py.globals.get("dict")() });
     this.configured = false;
     setMuted(false);
   }
