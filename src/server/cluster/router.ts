@@ -395,7 +395,9 @@ export class ClusterRouter {
       out.on("response", (answer) => {
         clearTimeout(connectTimer);
         res.writeHead(answer.statusCode ?? 502, answer.statusMessage, responseHeaders(answer));
-        res.flushHeaders();
+        // A stream's headers go at once (its first event may be seconds away); a sized answer's
+        // go with its body, in one write.
+        if (answer.headers["content-length"] === undefined) res.flushHeaders();
         answer.pipe(res);
         answer.on("end", () => resolve("done"));
         answer.on("error", () => {
