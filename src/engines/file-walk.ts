@@ -2,6 +2,7 @@
 // move and what a nano snapshot saves as its file image are the same walk (/home/user and /tmp,
 // mounts skipped, a budget of entries), written once here. Imports no engine.
 import path from "node:path";
+import type { DirEntry } from "../protocol/messages.js";
 import type { Engine } from "./engine.js";
 
 /** Where a sandbox keeps its files on both tiers: the heavy tier's only writable directories. */
@@ -24,24 +25,36 @@ export interface WalkEntry {
 }
 
 /**
+ * One walk's rule for a listed entry of `dir`: the entry to visit, or undefined for one it skips
+ * (a name that is not one path segment, a mount, anything but a directory or regular file).
+ * Every entry past the name and mount checks spends one of `maxEntries` (throws past it).
+ */
+function entryStep(opts: WalkOptions): (dir: string, e: DirEntry) => WalkEntry | undefined {
+  let budget = opts.maxEntries;
+  return (dir, e) => {
+    // The listing comes from the worker, which runs guest code: a name is one path segment or skipped.
+    if (e.name === "" || e.name === "." || e.name === ".." || e.name.includes("/") || e.name.includes("\0")) return undefined;
+    const p = path.posix.join(dir, e.name);
+    if (opts.mountPaths.some((m) => p === m || p.startsWith(`${m}/`))) return undefined;
+    if (--budget < 0) throw opts.tooMany();
+    if (e.type === "dir") return { path: p, type: "dir", size: 0 };
+    if (e.type === "file") return { path: p, type: "file", size: e.size };
+    return undefined;
+  };
+}
+
+/**
  * Visit every directory and regular file under WRITABLE_ROOTS of `from`, parents first, in the
  * order the engine lists them. Symbolic links are left out: the files API cannot make them.
  */
 export async function walkFiles(from: Pick<Engine, "list" | "exists">, opts: WalkOptions, visit: (e: WalkEntry) => Promise<void>): Promise<void> {
-  let budget = opts.maxEntries;
+  const step = entryStep(opts);
   const walk = async (dir: string): Promise<void> => {
-    for (const e of await from.list(dir)) {
-      // The listing comes from the worker, which runs guest code: a name is one path segment or skipped.
-      if (e.name === "" || e.name === "." || e.name === ".." || e.name.includes("/") || e.name.includes("\0")) continue;
-      const p = path.posix.join(dir, e.name);
-      if (opts.mountPaths.some((m) => p === m || p.startsWith(`${m}/`))) continue;
-      if (--budget < 0) throw opts.tooMany();
-      if (e.type === "dir") {
-        await visit({ path: p, type: "dir", size: 0 });
-        await walk(p);
-      } else if (e.type === "file") {
-        await visit({ path: p, type: "file", size: e.size });
-      }
+    for (const listed of await from.list(dir)) {
+      const e = step(dir, listed);
+      if (!e) continue;
+      await visit(e);
+      if (e.type === "dir") await walk(e.path);
     }
   };
   for (const root of WRITABLE_ROOTS) {
@@ -57,24 +70,16 @@ export async function walkFiles(from: Pick<Engine, "list" | "exists">, opts: Wal
  * them instead of one per directory; for callers that need the whole list before acting on it.
  */
 export async function listTree(from: Pick<Engine, "list" | "exists">, opts: WalkOptions): Promise<WalkEntry[]> {
-  let budget = opts.maxEntries;
+  const step = entryStep(opts);
   const listDir = async (dir: string, listing: Promise<Awaited<ReturnType<Engine["list"]>>>): Promise<WalkEntry[]> => {
     const here: WalkEntry[] = [];
     const below: Promise<WalkEntry[]>[] = [];
     try {
-      for (const e of await listing) {
-        // The listing comes from the worker, which runs guest code: a name is one path segment or skipped.
-        if (e.name === "" || e.name === "." || e.name === ".." || e.name.includes("/") || e.name.includes("\0")) continue;
-        const p = path.posix.join(dir, e.name);
-        if (opts.mountPaths.some((m) => p === m || p.startsWith(`${m}/`))) continue;
-        if (--budget < 0) throw opts.tooMany();
-        if (e.type === "dir") {
-          here.push({ path: p, type: "dir", size: 0 });
-          below.push(listDir(p, from.list(p)));
-        } else if (e.type === "file") {
-          here.push({ path: p, type: "file", size: e.size });
-          below.push(Promise.resolve([]));
-        }
+      for (const listed of await listing) {
+        const e = step(dir, listed);
+        if (!e) continue;
+        here.push(e);
+        below.push(e.type === "dir" ? listDir(e.path, from.list(e.path)) : Promise.resolve([]));
       }
     } catch (e) {
       for (const b of below) b.catch(() => undefined); // subtrees already under way end unobserved
