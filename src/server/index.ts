@@ -17,7 +17,7 @@ import { ExposedPorts, upgradeHandler } from "./ports.js";
 import { SandboxRegistry } from "./registry.js";
 import { StateDir } from "./state.js";
 import { E2bSessions, TEMPLATES } from "./e2b/index.js";
-import { ClusterNode, ClusterRouter, type ClusterOptions } from "./cluster/index.js";
+import { ClusterNode, ClusterRouter, type ClusterOptions, type LocalHoldings } from "./cluster/index.js";
 import { gvisorUnavailableReason } from "../engines/heavy-gvisor/box.js";
 import { parseAllowEntry } from "../policy/network.js";
 
@@ -132,15 +132,7 @@ export interface AgentboxServer {
   /** For a Node HTTP server's 'upgrade' event: WebSockets to the sandboxes' proxied ports. */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** Cluster mode: this node's membership and what its router needs of this server. */
-  cluster?: {
-    node: ClusterNode;
-    hasSandbox: (id: string) => "running" | "paused" | false;
-    forgetSandbox: (id: string) => void;
-    localLoad: () => { sandboxes: number; heavy: number; queued: number };
-    hasSnapshot: (id: string) => boolean;
-    adoptSandbox: (id: string) => Promise<boolean>;
-    adoptSnapshot: (id: string) => Promise<boolean>;
-  };
+  cluster?: { node: ClusterNode; holdings: LocalHoldings };
 }
 
 /** The app, its registry and the worker pool, ready to serve requests in-process. */
@@ -215,12 +207,14 @@ export async function createServer(opts: Omit<ServerOptions, "host" | "port"> = 
       ? {
           cluster: {
             node: cluster,
-            hasSandbox: (id: string) => registry.holds(id),
-            forgetSandbox: (id: string) => registry.forget(id),
-            localLoad: () => ({ sandboxes: registry.running, heavy: registry.heavy, queued: registry.queued }),
-            hasSnapshot: (id: string) => snapshots.has(id),
-            adoptSandbox: async (id: string) => (await registry.adoptPaused(id, admit)) !== undefined,
-            adoptSnapshot: async (id: string) => (await snapshots.adopt(id, admit)) !== undefined,
+            holdings: {
+              hasSandbox: (id: string) => registry.holds(id),
+              forgetSandbox: (id: string) => registry.forget(id),
+              localLoad: () => cluster.load(),
+              hasSnapshot: (id: string) => snapshots.has(id),
+              adoptSandbox: async (id: string) => (await registry.adoptPaused(id, admit)) !== undefined,
+              adoptSnapshot: async (id: string) => (await snapshots.adopt(id, admit)) !== undefined,
+            },
           },
         }
       : {}),
@@ -250,12 +244,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         keys: opts.keys ?? KeyRing.none(),
         local: getRequestListener(inner.app.fetch),
         localFetch: async (r) => inner.app.fetch(r),
-        hasSandbox: c.hasSandbox,
-        forgetSandbox: c.forgetSandbox,
-        localLoad: c.localLoad,
-        hasSnapshot: c.hasSnapshot,
-        adoptSandbox: c.adoptSandbox,
-        adoptSnapshot: c.adoptSnapshot,
+        ...c.holdings,
         needsHeavy: createNeedsHeavy,
         e2bSnapshotTemplate: (body) => {
           const t = (body as { templateID?: unknown } | undefined)?.templateID;

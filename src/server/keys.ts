@@ -104,6 +104,11 @@ export function bearerToken(header: string | undefined): string | undefined {
   return header === undefined ? undefined : /^Bearer[ ]+(\S+)\s*$/i.exec(header)?.[1];
 }
 
+/** The key of an E2B control-plane request: E2B's SDKs send X-API-KEY; a Bearer token works too. */
+export function e2bApiKey(xApiKey: string | undefined, authorization: string | undefined): string | undefined {
+  return xApiKey ?? bearerToken(authorization);
+}
+
 const ANONYMOUS: Principal = { name: "anonymous", quota: quotaSchema.parse({}) };
 
 function sha256(s: string): Buffer {

@@ -9,7 +9,7 @@ import type { ClusterHooks, Entry, SandboxRegistry } from "../registry.js";
 import { snapshotInfo, type SnapshotHooks } from "../snapshots.js";
 import { ClusterStore, type NodeInfo } from "./store.js";
 
-export { ClusterRouter, classify } from "./router.js";
+export { ClusterRouter, classify, type LocalHoldings } from "./router.js";
 export { ClusterStore } from "./store.js";
 
 export interface ClusterOptions {
@@ -110,17 +110,20 @@ export class ClusterNode {
     this.timer.unref();
   }
 
-  private info(url: string): NodeInfo {
+  /** This node's live counts: running sandboxes, heavy ones among them, creates waiting for a slot. */
+  load(): { sandboxes: number; heavy: number; queued: number } {
     const r = this.registry();
+    return { sandboxes: r.running, heavy: r.heavy, queued: r.queued };
+  }
+
+  private info(url: string): NodeInfo {
     return {
       id: this.nodeId,
       url: this.options.advertiseUrl ?? url,
       tiers: this.capacity.heavy && this.capacity.maxHeavy > 0 ? ["nano", "heavy"] : ["nano"],
       maxSandboxes: this.capacity.maxSandboxes,
       maxHeavy: this.capacity.heavy ? this.capacity.maxHeavy : 0,
-      sandboxes: r.running,
-      heavy: r.heavy,
-      queued: r.queued,
+      ...this.load(),
       startedAt: this.startedAt,
       version: this.capacity.version,
     };

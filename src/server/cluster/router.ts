@@ -12,8 +12,8 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import { readCappedBody } from "../body.js";
 import { HttpError, toHttp } from "../http-errors.js";
-import { bearerToken, type KeyRing, type Principal } from "../keys.js";
-import type { ClusterStore, NodeInfo, SandboxRecord } from "./store.js";
+import { bearerToken, e2bApiKey, type KeyRing, type Principal } from "../keys.js";
+import { storeUnavailable, type ClusterStore, type NodeInfo, type SandboxRecord } from "./store.js";
 
 export const FORWARDED = "x-agentbox-forwarded";
 
@@ -100,6 +100,9 @@ export interface RouterOptions {
   maxUploadBytes: number;
   log: (line: string) => void;
 }
+
+/** What the router asks of this node's own server: what it holds, and taking over what the catalog gives it. */
+export type LocalHoldings = Pick<RouterOptions, "hasSandbox" | "forgetSandbox" | "localLoad" | "hasSnapshot" | "adoptSandbox" | "adoptSnapshot">;
 
 export class ClusterRouter {
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
@@ -241,31 +244,23 @@ export class ClusterRouter {
     } catch {
       parsed = undefined; // this node's own handler says what is wrong with it
     }
-    let target: NodeInfo | "local";
     const snap = api === "e2b" ? this.o.e2bSnapshotTemplate(parsed) : undefined;
-    if (snap) target = await this.snapshotTarget(req, snap, "e2b");
-    else target = this.place(this.o.needsHeavy(api, parsed));
-    if (target === "local") {
-      // Counted as placed here until it is running (then the live count has it).
-      const self = this.o.store.nodeId;
-      this.placing.set(self, (this.placing.get(self) ?? 0) + 1);
-      try {
-        return await send(res, await this.o.localFetch(webRequest(req, body)));
-      } finally {
-        this.placing.set(self, Math.max(0, (this.placing.get(self) ?? 1) - 1));
-      }
-    }
-    const to = target;
-    this.placing.set(to.id, (this.placing.get(to.id) ?? 0) + 1);
+    // Where the snapshot is, or the node with the most room; placed again if that node has just left.
+    const placeAndSend = async (): Promise<void> => {
+      const target = snap ? await this.snapshotTarget(req, snap, "e2b") : this.place(this.o.needsHeavy(api, parsed));
+      if (target === "local") return this.placed(this.o.store.nodeId, async () => send(res, await this.o.localFetch(webRequest(req, body))));
+      return this.placed(target.id, () => this.forwardOr(req, res, target, placeAndSend, body));
+    };
+    return placeAndSend();
+  }
+
+  /** `fn` with one more create counted against node `id`'s room until it ends (then its live count has it). */
+  private async placed<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    this.placing.set(id, (this.placing.get(id) ?? 0) + 1);
     try {
-      // A node that left a moment ago: placed again among the live ones (this one at worst).
-      if ((await this.forward(req, res, to, body)) === "done") return;
-      if (await this.read(() => this.o.store.nodeAlive(to.id), "check whether the chosen node is alive")) throw unreachable(to, new Error("connection refused"));
-      const next = snap ? await this.snapshotTarget(req, snap, "e2b") : this.place(this.o.needsHeavy(api, parsed));
-      if (next === "local") return send(res, await this.o.localFetch(webRequest(req, body)));
-      if ((await this.forward(req, res, next, body)) === "unreachable") throw unreachable(next, new Error("connection refused"));
+      return await fn();
     } finally {
-      this.placing.set(to.id, Math.max(0, (this.placing.get(to.id) ?? 1) - 1));
+      this.placing.set(id, Math.max(0, (this.placing.get(id) ?? 1) - 1));
     }
   }
 
@@ -482,9 +477,8 @@ export class ClusterRouter {
 
   /** The caller's principal by the route's way of authenticating, or undefined (their own node answers the 401). */
   private caller(req: IncomingMessage, auth: Auth): Principal | undefined {
-    if (auth === "bearer") return this.o.keys.authenticate(bearerToken(header(req, "authorization")));
-    const key = header(req, "x-api-key") ?? /^Bearer[ ]+(\S+)\s*$/i.exec(header(req, "authorization") ?? "")?.[1];
-    return this.o.keys.authenticate(key);
+    const authorization = header(req, "authorization");
+    return this.o.keys.authenticate(auth === "bearer" ? bearerToken(authorization) : e2bApiKey(header(req, "x-api-key"), authorization));
   }
 
   /** A store read; unreachable: 503 naming what could not be done. */
@@ -493,7 +487,7 @@ export class ClusterRouter {
       return await op();
     } catch (e) {
       if (e instanceof HttpError) throw e;
-      throw new HttpError(503, "CLUSTER_UNAVAILABLE", `the cluster store (etcd) is unreachable, so this node cannot ${what}: ${(e as Error).message}; retry later`, {}, { "retry-after": "2" });
+      throw storeUnavailable(what, e);
     }
   }
 

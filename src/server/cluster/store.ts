@@ -16,7 +16,7 @@
 // What comes back from etcd is checked (zod), as any input: a store is shared with other programs.
 import { createHash, randomUUID } from "node:crypto";
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from "cockatiel";
-import { Etcd3, isRecoverableError, type IKeyValue, type Lease, type Watcher } from "etcd3";
+import { Etcd3, isRecoverableError, type IKeyValue, type IRequestOp, type Lease, type Watcher } from "etcd3";
 import { z } from "zod";
 import { HttpError } from "../http-errors.js";
 
@@ -294,18 +294,9 @@ export class ClusterStore {
     return {
       commit: async (r) => {
         done = true;
-        const record: SandboxRecord = { ...r, node: this.opts.nodeId, state: "running", persisted: false };
         try {
-          await this.client.kv.txn({
-            compare: [],
-            success: [
-              { request_delete_range: { key: Buffer.from(mine) } },
-              { request_put: { key: Buffer.from(this.ownerKey(r.owner, r.id)), value: Buffer.from(""), lease: this.leaseId() } },
-              { request_put: { key: Buffer.from(this.key(`sandboxes/${r.id}`)), value: Buffer.from(JSON.stringify(record)) } },
-            ],
-            failure: [],
-          });
-          this.records.set(r.id, record);
+          // The reservation becomes the sandbox's own place, in the same transaction.
+          await this.place(r, "running", false, [{ request_delete_range: { key: Buffer.from(mine) } }]);
         } catch (e) {
           throw storeUnavailable("record the new sandbox in the cluster catalog", e);
         }
@@ -320,34 +311,31 @@ export class ClusterStore {
 
   /** The sandbox runs here (again): counted on this node's lease. */
   running(r: Pick<SandboxRecord, "id" | "owner" | "tier" | "createdAt">): Promise<void> {
-    return this.write(r.id, async () => {
-      const record: SandboxRecord = { ...r, node: this.opts.nodeId, state: "running", persisted: false };
-      await this.client.kv.txn({
-        compare: [],
-        success: [
-          { request_put: { key: Buffer.from(this.ownerKey(r.owner, r.id)), value: Buffer.from(""), lease: this.leaseId() } },
-          { request_put: { key: Buffer.from(this.key(`sandboxes/${r.id}`)), value: Buffer.from(JSON.stringify(record)) } },
-        ],
-        failure: [],
-      });
-      this.records.set(r.id, record);
-    });
+    return this.write(r.id, () => this.place(r, "running", false));
   }
 
   /** Paused here; `persisted`: on shared storage, so it outlives this node (its quota place too). */
   paused(r: Pick<SandboxRecord, "id" | "owner" | "tier" | "createdAt">, persisted: boolean): Promise<void> {
-    return this.write(r.id, async () => {
-      const record: SandboxRecord = { ...r, node: this.opts.nodeId, state: "paused", persisted };
-      await this.client.kv.txn({
-        compare: [],
-        success: [
-          { request_put: { key: Buffer.from(this.ownerKey(r.owner, r.id)), value: Buffer.from(""), lease: persisted ? "0" : this.leaseId() } },
-          { request_put: { key: Buffer.from(this.key(`sandboxes/${r.id}`)), value: Buffer.from(JSON.stringify(record)) } },
-        ],
-        failure: [],
-      });
-      this.records.set(r.id, record);
+    return this.write(r.id, () => this.place(r, "paused", persisted));
+  }
+
+  /**
+   * Record the sandbox as this node's, in `state`, and its place in its key's count: on this
+   * node's lease, except a paused one saved to shared storage (it outlives the node). `before`:
+   * operations of the same transaction, done first.
+   */
+  private async place(r: Pick<SandboxRecord, "id" | "owner" | "tier" | "createdAt">, state: SandboxRecord["state"], persisted: boolean, before: IRequestOp[] = []): Promise<void> {
+    const record: SandboxRecord = { ...r, node: this.opts.nodeId, state, persisted };
+    await this.client.kv.txn({
+      compare: [],
+      success: [
+        ...before,
+        { request_put: { key: Buffer.from(this.ownerKey(r.owner, r.id)), value: Buffer.from(""), lease: persisted ? "0" : this.leaseId() } },
+        { request_put: { key: Buffer.from(this.key(`sandboxes/${r.id}`)), value: Buffer.from(JSON.stringify(record)) } },
+      ],
+      failure: [],
     });
+    this.records.set(r.id, record);
   }
 
   /** Gone (deleted, expired, killed): out of the catalog and the key's count. */

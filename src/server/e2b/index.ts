@@ -12,7 +12,7 @@ import type { Sandbox } from "../../index.js";
 import { parseOptions } from "../../policy/options.js";
 import { createChecked, type AppOptions } from "../app.js";
 import { HttpError, toHttp } from "../http-errors.js";
-import type { Principal } from "../keys.js";
+import { e2bApiKey, type Principal } from "../keys.js";
 import type { Entry } from "../registry.js";
 import type { SnapshotStore } from "../snapshots.js";
 import { readJsonRequest } from "../body.js";
@@ -145,7 +145,7 @@ export function createE2bApp(o: E2bOptions): Hono {
   // ---- The control plane.
   control.get("/health", (c) => c.json({ status: "ok" }));
   control.use(async (c, next) => {
-    const key = c.req.header("x-api-key") ?? /^Bearer[ ]+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "")?.[1];
+    const key = e2bApiKey(c.req.header("x-api-key"), c.req.header("authorization"));
     const who = o.keys.authenticate(key);
     if (!who) return e2bError(c, 401, key === undefined ? "missing X-API-KEY (set E2B_API_KEY to an agentbox API key)" : "Invalid API key: it is not one of this agentbox server's keys");
     c.set("who", who);
