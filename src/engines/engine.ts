@@ -90,6 +90,49 @@ export interface EngineProcess {
   closeStdin?(): Promise<void>;
 }
 
+/**
+ * One request of a series (EngineSeries): a cell, a host file operation, a reseed, or a query.
+ * Runs, writes, removes, makedirs and reseeds change the sandbox ("steps"); reads, lists and
+ * exists checks only look ("queries").
+ */
+export type EngineSeriesStep =
+  | { kind: "run"; code: string; timeoutMs: number }
+  | { kind: "write"; path: string; data: Uint8Array }
+  | { kind: "remove"; path: string }
+  | { kind: "mkdir"; path: string }
+  | { kind: "reseed"; seed: number }
+  | { kind: "read"; path: string }
+  | { kind: "list"; path: string }
+  | { kind: "exists"; path: string };
+
+/**
+ * What one request of a series answered. A query that failed answers its error (typed, e.g. a
+ * FileSystemError) and the series goes on: it changed nothing. A step that failed ends the series.
+ */
+export type EngineSeriesAnswer =
+  | { kind: "run"; result: EngineRunResult }
+  | { kind: "done" }
+  | { kind: "read"; data: Uint8Array }
+  | { kind: "list"; entries: DirEntry[] }
+  | { kind: "exists"; exists: boolean }
+  | { kind: "failed"; error: Error };
+
+/**
+ * An engine that takes many requests at once (nano workers): all are sent together and the guest
+ * handles them back to back, in order, so a series costs about one round trip, not one each.
+ */
+export interface EngineSeries {
+  /**
+   * Send `steps`, then consume their answers in order: `each` gets every one as it comes, and what
+   * it throws ends the series. A step that fails (or the worker dying) throws its own typed error.
+   * When the requests went out together (`pipelined`), later ones already sent would run on a state
+   * the caller did not expect, so a failure (or a throw from `each`) also ends the engine's worker.
+   * Runs keep their own limits, a run's time limit counted from when the request before it
+   * answered. `done`: the answers consumed.
+   */
+  series(steps: readonly EngineSeriesStep[], each: (index: number, answer: EngineSeriesAnswer) => void): Promise<{ done: number; pipelined: boolean }>;
+}
+
 /** How one restore of a snapshot differs from the saved engine. */
 export interface EngineRestoreOptions {
   /**

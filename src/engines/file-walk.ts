@@ -29,7 +29,7 @@ export interface WalkEntry {
  * (a name that is not one path segment, a mount, anything but a directory or regular file).
  * Every entry past the name and mount checks spends one of `maxEntries` (throws past it).
  */
-function entryStep(opts: WalkOptions): (dir: string, e: DirEntry) => WalkEntry | undefined {
+export function entryStep(opts: WalkOptions): (dir: string, e: DirEntry) => WalkEntry | undefined {
   let budget = opts.maxEntries;
   return (dir, e) => {
     // The listing comes from the worker, which runs guest code: a name is one path segment or skipped.

@@ -19,7 +19,8 @@ import type { NanoLimits as Limits } from "../../policy/options.js";
 import type { SecretSet } from "../../policy/secrets.js";
 import { ResultGate, type DisplayResult } from "../../protocol/display.js";
 import { INTERRUPT_REASON, type DirEntry, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
-import type { Engine, EngineNetwork, EngineRunOptions, EngineRunResult, NeedsHeavy } from "../engine.js";
+import type { Engine, EngineNetwork, EngineRunOptions, EngineRunResult, EngineSeries, EngineSeriesAnswer, EngineSeriesStep, NeedsHeavy } from "../engine.js";
+import { seriesOneByOne } from "../series.js";
 import { FetchBroker } from "./fetch-broker.js";
 import type { WorkerProcess } from "./worker-process.js";
 
@@ -32,9 +33,24 @@ const OUTPUT_SLACK_BYTES = 64 * 1024;
 type Reply = Extract<WorkerMessage, { type: "reply" }>;
 type RunAnswer = Extract<WorkerMessage, { type: "reply" | "result" | "needsHeavy" }>;
 
+type FsRequest = Omit<Extract<HostMessage, { type: "fs" }>, "type" | "id">;
+
+/** A request made ready to go: `send` puts it on the pipe, `settle` waits for (and checks) its answer. */
+interface Prepared<T> {
+  send(): Promise<RunAnswer>;
+  settle(answer: () => Promise<RunAnswer>): Promise<T>;
+}
+
+/** The `fs` request of a host file change. */
+function fsRequest(step: Extract<EngineSeriesStep, { kind: "write" | "remove" | "mkdir" }>): FsRequest {
+  if (step.kind === "write") return { op: "write", path: step.path, data: Buffer.from(step.data.buffer, step.data.byteOffset, step.data.byteLength).toString("base64") };
+  if (step.kind === "remove") return { op: "remove", path: step.path, recursive: true };
+  return { op: "mkdir", path: step.path };
+}
+
 export type ConfigureMessage = Extract<HostMessage, { type: "configure" }>;
 
-export class WorkerEngine implements Engine {
+export class WorkerEngine implements Engine, EngineSeries {
   private nextId = 0;
   private closed: string | undefined;
 
@@ -112,35 +128,85 @@ export class WorkerEngine implements Engine {
   }
 
   /**
-   * Run `cells` in order, sent to the worker together so it runs them back to back (no round trip
-   * between cells): replaying a history. `each` gets every result in order as it comes; what it
-   * throws ends the series, as does the first failure (which ends the worker, as in `run`). Each
-   * cell keeps its own limits, its time limit counted from when the cell before it answered (the
-   * worker starts it then). A sandbox with a network grant runs them one at a time: a fetch must
-   * name the run in progress.
+   * A series of requests (EngineSeries): all sent to the worker together when the first one's turn
+   * comes, so the worker handles them back to back with no round trip between them (replaying a
+   * history and checking its files is one burst). Answers are consumed in order; each run keeps its
+   * own limits, its time limit counted from when the request before it answered (the worker starts
+   * it then). The first failure, or a throw from `each`, kills the worker: the requests after it
+   * are already on the pipe and would run on a state nobody expects. A sandbox with a network
+   * grant sends one request at a time (a fetch must name the run in progress, and a replayed
+   * fetch's answer is not repeatable: nothing may run after the one that went wrong).
    */
-  async runSeries(cells: readonly { code: string; timeoutMs: number }[], each: (index: number, r: EngineRunResult) => void): Promise<void> {
-    if (this.broker || cells.length <= 1) {
-      for (const [i, c] of cells.entries()) each(i, await this.run(c.code, { timeoutMs: c.timeoutMs }));
-      return;
-    }
-    const runs = cells.map((c) => this.prepareRun(c.code, { timeoutMs: c.timeoutMs }, false));
+  async series(steps: readonly EngineSeriesStep[], each: (index: number, answer: EngineSeriesAnswer) => void): Promise<{ done: number; pipelined: boolean }> {
+    if (this.broker || steps.length <= 1) return seriesOneByOne(this, steps, each);
+    const prepared = steps.map((s) => this.prepareStep(s));
     let sent: Promise<RunAnswer>[] = [];
-    for (const [i, run] of runs.entries()) {
-      const r = await run.settle(() => {
-        // With the first cell's limits running (as for a single run), every cell goes out.
-        if (i === 0) {
-          sent = runs.map((x) => x.send());
-          for (const p of sent) p.catch(() => undefined); // each is awaited in its turn, unless the series ended first
-        }
-        return sent[i]!;
-      });
-      each(i, r as EngineRunResult);
+    let done = 0;
+    try {
+      for (const [i, step] of prepared.entries()) {
+        const answer = await step.settle(() => {
+          // With the first request's limits running (as for a single one), every request goes out.
+          if (i === 0) {
+            sent = prepared.map((x) => x.send());
+            for (const p of sent) p.catch(() => undefined); // each is awaited in its turn, unless the series ended first
+          }
+          return sent[i]!;
+        });
+        each(i, answer);
+        done++;
+      }
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      this.closed ??= `request ${done + 1} of a series failed: ${err.message}`;
+      this.worker.kill(err);
+      throw e;
+    }
+    return { done, pipelined: true };
+  }
+
+  /** One request of a series: `send` puts it on the pipe, `settle` holds its limits while its answer comes. */
+  private prepareStep(step: EngineSeriesStep): Prepared<EngineSeriesAnswer> {
+    switch (step.kind) {
+      case "run": {
+        const run = this.prepareRun(step.code, { timeoutMs: step.timeoutMs }, false);
+        return { send: run.send, settle: async (answer) => ({ kind: "run", result: (await run.settle(answer)) as EngineRunResult }) };
+      }
+      case "reseed": {
+        const r = this.prepareReseed(step.seed);
+        return { send: r.send, settle: async (answer) => (await r.settle(answer), { kind: "done" }) };
+      }
+      case "write":
+      case "remove":
+      case "mkdir": {
+        const fsStep = this.prepareFs(fsRequest(step));
+        return { send: fsStep.send, settle: async (answer) => (await fsStep.settle(answer), { kind: "done" }) };
+      }
+      case "read":
+      case "list":
+      case "exists": {
+        const q = this.prepareFs({ op: step.kind, path: step.path });
+        // A query that is refused changed nothing: its error is its answer and the series goes on.
+        return {
+          send: q.send,
+          settle: async (answer) => {
+            let m: Reply;
+            try {
+              m = await q.settle(answer);
+            } catch (e) {
+              if (e instanceof FileSystemError) return { kind: "failed", error: e };
+              throw e;
+            }
+            if (step.kind === "read") return { kind: "read", data: new Uint8Array(Buffer.from(m.data ?? "", "base64")) };
+            if (step.kind === "list") return { kind: "list", entries: m.entries ?? [] };
+            return { kind: "exists", exists: m.exists ?? false };
+          },
+        };
+      }
     }
   }
 
   /** One run's state: `send` puts it on the pipe, `settle` holds its limits while its answer comes. */
-  private prepareRun(code: string, opts: EngineRunOptions, nanoOnly: boolean): { send(): Promise<RunAnswer>; settle(answer: () => Promise<RunAnswer>): Promise<EngineRunResult | NeedsHeavy> } {
+  private prepareRun(code: string, opts: EngineRunOptions, nanoOnly: boolean): Prepared<EngineRunResult | NeedsHeavy> {
     const { limits } = this.config;
     const id = ++this.nextId;
     const w = this.worker;
@@ -218,7 +284,7 @@ export class WorkerEngine implements Engine {
   }
 
   async writeFile(path: string, data: Uint8Array): Promise<void> {
-    await this.fsCall({ op: "write", path, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64") });
+    await this.fsCall(fsRequest({ kind: "write", path, data }));
   }
 
   async readFile(path: string): Promise<Uint8Array> {
@@ -248,18 +314,29 @@ export class WorkerEngine implements Engine {
    * sandbox's time limit like a cell: past it and the grace the worker is killed.
    */
   async reseed(seed: number): Promise<void> {
+    const r = this.prepareReseed(seed);
+    await r.settle(() => r.send());
+  }
+
+  private prepareReseed(seed: number): Prepared<void> {
     const { limits } = this.config;
-    const timer = setTimeout(() => {
-      const err = new TimeoutError(limits.timeoutMs, "reseeding the sandbox did not finish (guest code replaced what it calls?) and the worker was killed");
-      this.closed ??= err.message;
-      this.worker.kill(err);
-    }, limits.timeoutMs + limits.graceMs);
-    try {
-      const m = await this.call({ type: "reseed", id: ++this.nextId, seed });
-      if (m.type !== "reply" || !m.ok) throw new WorkerCrashedError(`worker refused to reseed: ${m.type === "reply" ? (m.message ?? m.errno) : m.type}`);
-    } finally {
-      clearTimeout(timer);
-    }
+    const id = ++this.nextId;
+    return {
+      send: () => this.call({ type: "reseed", id, seed }),
+      settle: async (answer) => {
+        const timer = setTimeout(() => {
+          const err = new TimeoutError(limits.timeoutMs, "reseeding the sandbox did not finish (guest code replaced what it calls?) and the worker was killed");
+          this.closed ??= err.message;
+          this.worker.kill(err);
+        }, limits.timeoutMs + limits.graceMs);
+        try {
+          const m = await answer();
+          if (m.type !== "reply" || !m.ok) throw new WorkerCrashedError(`worker refused to reseed: ${m.type === "reply" ? (m.message ?? m.errno) : m.type}`);
+        } finally {
+          clearTimeout(timer);
+        }
+      },
+    };
   }
 
   /** Forget the network record so far (a restored sandbox's replayed requests are not its own). */
@@ -273,12 +350,23 @@ export class WorkerEngine implements Engine {
     await this.worker.exited$();
   }
 
-  private async fsCall(req: Omit<Extract<HostMessage, { type: "fs" }>, "type" | "id">): Promise<Reply> {
-    const m = await this.call({ type: "fs", id: ++this.nextId, ...req } as HostMessage);
-    if (m.type !== "reply") throw new WorkerCrashedError(`worker answered a file operation with a ${m.type} message`);
-    if (m.ok) return m;
-    if (m.limit) throw new FileSystemQuotaError(m.limit, this.config.limits[m.limit], req.path);
-    throw new FileSystemError(req.path, m.errno ?? "EIO", m.message ?? "file system error");
+  private async fsCall(req: FsRequest): Promise<Reply> {
+    const f = this.prepareFs(req);
+    return f.settle(() => f.send());
+  }
+
+  private prepareFs(req: FsRequest): Prepared<Reply> {
+    const id = ++this.nextId;
+    return {
+      send: () => this.call({ type: "fs", id, ...req } as HostMessage),
+      settle: async (answer) => {
+        const m = await answer();
+        if (m.type !== "reply") throw new WorkerCrashedError(`worker answered a file operation with a ${m.type} message`);
+        if (m.ok) return m;
+        if (m.limit) throw new FileSystemQuotaError(m.limit, this.config.limits[m.limit], req.path);
+        throw new FileSystemError(req.path, m.errno ?? "EIO", m.message ?? "file system error");
+      },
+    };
   }
 
   private async call(msg: HostMessage, onOutput?: (s: "stdout" | "stderr", d: string) => void, onDisplay?: (r: DisplayResult) => void): Promise<RunAnswer> {

@@ -12,8 +12,9 @@ import path from "node:path";
 import { z } from "zod";
 import { InvalidOptionsError, ReplayError, SavedStateError, SnapshotRemovedError, TierUnavailableError } from "../../errors.js";
 import type { DirEntry } from "../../protocol/messages.js";
-import type { Engine, EngineNetwork, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSnapshot, NanoOnlyRunner, NeedsHeavy } from "../engine.js";
-import { listTree, mapLimited, type WalkEntry, type WalkOptions } from "../file-walk.js";
+import type { Engine, EngineNetwork, EngineRestoreOptions, EngineRunOptions, EngineRunResult, EngineSeries, EngineSeriesAnswer, EngineSeriesStep, EngineSnapshot, NanoOnlyRunner, NeedsHeavy } from "../engine.js";
+import { entryStep, listTree, mapLimited, WRITABLE_ROOTS, type WalkOptions } from "../file-walk.js";
+import { seriesOneByOne } from "../series.js";
 import { readSavedFile } from "../saved-files.js";
 
 /** Most steps (cells and host file operations) a history holds; past it snapshot() refuses, the sandbox runs on. */
@@ -42,10 +43,11 @@ interface History {
  */
 const READS_IN_FLIGHT = 16;
 
-/** A nano engine the wrapper drives: a WorkerEngine (Python or JavaScript). */
-export interface ReplayableEngine extends Engine {
-  /** Run cells in order with no round trip between them, `each` called on every answer in order (WorkerEngine.runSeries). */
-  runSeries(cells: readonly { code: string; timeoutMs: number }[], each: (index: number, r: EngineRunResult) => void): Promise<void>;
+/**
+ * A nano engine the wrapper drives: a WorkerEngine (Python or JavaScript). With `series` a restore
+ * is one burst of requests (WorkerEngine.series); without, the same requests go one at a time.
+ */
+export interface ReplayableEngine extends Engine, Partial<EngineSeries> {
   reseed(seed: number): Promise<void>;
   clearNetworkLog(): void;
 }
@@ -218,109 +220,133 @@ export class ReplayEngine implements Engine {
 
   /**
    * Replay `history` into this (fresh) engine, output discarded, then make its files equal to
-   * `image`. Only what differs is written or removed, so an exact replay writes nothing (a write
-   * would move the virtual clock on); what it does write is recorded like any host operation.
+   * `image`. The whole replay and the check of the files go to the worker as one series (one burst,
+   * no round trip between requests): every step of the history, then a listing of each root and of
+   * each directory of the image and a read of each of its files. Only what differs is then written
+   * or removed (a second series), so an exact replay writes nothing (a write would move the virtual
+   * clock on); what it does write is recorded like any host operation. A step that fails kills the
+   * worker (what was sent after it would run on a wrong state) and fails the restore with a
+   * ReplayError whose cause is the step's own error.
    */
   async rebuild(history: History, image: ImageEntry[]): Promise<void> {
     const steps = history.steps;
-    for (let i = 0; i < steps.length; ) {
-      const step = steps[i]!;
-      if (step.kind === "run") {
-        // Consecutive cells go to the worker together: it runs them back to back.
-        let j = i;
-        while (j < steps.length && steps[j]!.kind === "run") j++;
-        await this.replayCells(steps.slice(i, j) as Extract<Step, { kind: "run" }>[]);
-        i = j;
-        continue;
-      }
-      i++;
-      try {
-        if (step.kind === "write") await this.writeFile(step.path, step.data);
-        else if (step.kind === "remove") await this.remove(step.path);
-        else if (step.kind === "mkdir") await this.makeDir(step.path);
-        else await this.reseed(step.seed);
-      } catch (e) {
-        throw new ReplayError(`restoring the snapshot replays its history, and the host's ${step.kind}${"path" in step ? ` of ${JSON.stringify(step.path)}` : ""} failed there: ${(e as Error).message}`, { cause: e });
-      }
-    }
-    this.history.runs = history.runs;
+    const check = imageCheck(image);
+    let at = 0;
     try {
-      await this.applyImage(image);
+      await this.series([...steps.map(seriesStep), ...check.steps], (i, answer) => {
+        if (i < steps.length) this.replayed(steps[i]!, answer);
+        else check.answers.push(answer);
+        at = i + 1;
+      });
     } catch (e) {
       if (e instanceof ReplayError) throw e;
-      throw new ReplayError(`restoring the snapshot's files failed: ${(e as Error).message}`, { cause: e });
+      const step = steps[at];
+      if (!step) throw new ReplayError(`restoring the snapshot's files failed: ${(e as Error).message}`, { cause: e });
+      if (step.kind === "run") throw new ReplayError(`${replayed(step)} failed there: ${(e as Error).message}`, { cell: step.n, cause: e });
+      throw new ReplayError(`restoring the snapshot replays its history, and the host's ${step.kind}${"path" in step ? ` of ${JSON.stringify(step.path)}` : ""} failed there: ${(e as Error).message}`, { cause: e });
+    }
+    this.history.runs = history.runs;
+    const fixes = this.imageFixes(image, check.answers);
+    if (fixes.length > 0) {
+      try {
+        await this.series(fixes, (i) => this.replayed(fixes[i]!, { kind: "done" }));
+      } catch (e) {
+        throw new ReplayError(`restoring the snapshot's files failed: ${(e as Error).message}`, { cause: e });
+      }
     }
     this.inner.clearNetworkLog();
   }
 
-  /**
-   * Replay consecutive cells (one series in the worker) and check each as its answer comes, as if
-   * it had run alone: it finished within its time limit and raised what it first raised (or
-   * nothing). Cells after a mismatch may have run too, in a worker the failed restore disposes.
-   */
-  private async replayCells(cells: Extract<Step, { kind: "run" }>[]): Promise<void> {
-    const what = (step: Extract<Step, { kind: "run" }>) => `restoring the snapshot replays its cells, and cell ${step.n} (runCode call ${step.n} of the snapshotted sandbox)`;
-    let done = 0;
-    const check = (k: number, r: EngineRunResult) => {
-      const step = cells[k]!;
-      if (r.limitHit === "timeoutMs") throw new ReplayError(`${what(step)} did not finish within its time limit of ${step.timeoutMs} ms`, { cell: step.n });
-      const raised = r.error?.name ?? null;
-      if (raised !== step.raised) {
-        const first = step.raised === null ? "ran without error" : `raised ${step.raised}`;
-        const now = r.error ? `raised ${r.error.name}: ${r.error.message}` : "ran without error";
-        throw new ReplayError(`${what(step)} ${now} where it first ${first} (the sandbox is not deterministic: give it a seed)`, { cell: step.n, ...(r.error ? { guestError: r.error } : {}) });
-      }
-      // Recorded as the run it replays, numbered as it first was (runCode calls that recorded nothing leave gaps).
-      this.history.runs = step.n;
-      this.recordRun(step.n, step.code, { timeoutMs: step.timeoutMs }, r);
-      done++;
-    };
-    try {
-      await this.inner.runSeries(
-        cells.map((c) => ({ code: c.code, timeoutMs: c.timeoutMs })),
-        check,
-      );
-    } catch (e) {
-      if (e instanceof ReplayError) throw e;
-      const step = cells[Math.min(done, cells.length - 1)]!;
-      throw new ReplayError(`${what(step)} failed there: ${(e as Error).message}`, { cell: step.n, cause: e });
-    }
+  private series(steps: readonly EngineSeriesStep[], each: (index: number, answer: EngineSeriesAnswer) => void): Promise<{ done: number; pipelined: boolean }> {
+    return this.inner.series ? this.inner.series(steps, each) : seriesOneByOne(this.inner, steps, each);
   }
 
-  private async applyImage(image: ImageEntry[]): Promise<void> {
-    // The image's files are read back while the tree is listed (one round trip, not two): after an
-    // exact replay each is there with the image's bytes. A read that fails (not there, not a file)
-    // counts as different; the listing decides what is kept.
-    const files = image.filter((w) => w.type === "file");
-    const readBack = mapLimited(files, READS_IN_FLIGHT, (w) => this.inner.readFile(w.path).catch(() => undefined));
-    readBack.catch(() => undefined); // awaited below unless the listing fails first
-    const have = await listTree(this.inner, this.walkOptions("restoring the snapshot's files"));
-    const want = new Map(image.map((e) => [e.path, e]));
-    const kept = new Map<string, WalkEntry>();
-    const removed: string[] = [];
-    for (const e of have) {
-      if (removed.some((r) => e.path.startsWith(`${r}/`))) continue;
-      if (want.get(e.path)?.type === e.type) {
-        kept.set(e.path, e);
-        continue;
-      }
-      await this.remove(e.path);
-      removed.push(e.path);
+  /**
+   * One replayed step's answer, checked and recorded as if the step had come alone. A cell must
+   * finish within its time limit and raise what it first raised (or nothing); it is recorded as
+   * the run it replays, numbered as it first was (runCode calls that recorded nothing leave gaps).
+   */
+  private replayed(step: Step, answer: EngineSeriesAnswer): void {
+    if (step.kind !== "run") {
+      this.record(step, step.kind === "write" ? step.data.byteLength + step.path.length : step.kind === "reseed" ? 8 : step.path.length);
+      return;
     }
-    const read = await readBack;
+    if (answer.kind !== "run") throw new ReplayError(`${replayed(step)} got a ${answer.kind} answer`, { cell: step.n });
+    const r = answer.result;
+    if (r.limitHit === "timeoutMs") throw new ReplayError(`${replayed(step)} did not finish within its time limit of ${step.timeoutMs} ms`, { cell: step.n });
+    const raised = r.error?.name ?? null;
+    if (raised !== step.raised) {
+      const first = step.raised === null ? "ran without error" : `raised ${step.raised}`;
+      const now = r.error ? `raised ${r.error.name}: ${r.error.message}` : "ran without error";
+      throw new ReplayError(`${replayed(step)} ${now} where it first ${first} (the sandbox is not deterministic: give it a seed)`, { cell: step.n, ...(r.error ? { guestError: r.error } : {}) });
+    }
+    this.history.runs = step.n;
+    this.recordRun(step.n, step.code, { timeoutMs: step.timeoutMs }, r);
+  }
+
+  /**
+   * What makes the files equal to `image`, from the check's answers: remove what is there but not
+   * in the image (or of another type), make its missing directories, write its files that are
+   * missing or differ. A listing or read that was refused counts as "not there".
+   */
+  private imageFixes(image: ImageEntry[], answers: EngineSeriesAnswer[]): Extract<Step, { kind: "write" | "remove" | "mkdir" }>[] {
+    const step = entryStep(this.walkOptions("restoring the snapshot's files"));
+    const want = new Map(image.map((e) => [e.path, e]));
+    const listed = [...WRITABLE_ROOTS, ...image.filter((e) => e.type === "dir").map((e) => e.path)];
+    const files = image.filter((e) => e.type === "file");
+    const kept = new Map<string, number>(); // path → size (0 for a directory)
+    const removes: Extract<Step, { kind: "remove" }>[] = [];
+    // Roots first, then the image's directories parents first: a directory's listing counts only
+    // when the directory itself was found (and kept) in its parent's.
+    listed.forEach((dir, i) => {
+      const a = answers[i];
+      if (a?.kind !== "list" || (i >= WRITABLE_ROOTS.length && !kept.has(dir))) return;
+      for (const listedEntry of a.entries) {
+        const e = step(dir, listedEntry);
+        if (!e) continue;
+        if (want.get(e.path)?.type === e.type) kept.set(e.path, e.size);
+        else removes.push({ kind: "remove", path: e.path });
+      }
+    });
+    const fixes: Extract<Step, { kind: "write" | "remove" | "mkdir" }>[] = [...removes];
+    const reads = answers.slice(listed.length);
     const equal = new Set<string>();
     files.forEach((w, i) => {
-      const data = read[i];
-      if (w.type === "file" && data && kept.get(w.path)?.size === w.data.byteLength && Buffer.from(data).equals(w.data)) equal.add(w.path);
+      const a = reads[i];
+      if (w.type === "file" && a?.kind === "read" && kept.get(w.path) === w.data.byteLength && Buffer.from(a.data).equals(w.data)) equal.add(w.path);
     });
     for (const w of image) {
       if (w.type === "dir") {
-        if (!kept.has(w.path)) await this.makeDir(w.path);
+        if (!kept.has(w.path)) fixes.push({ kind: "mkdir", path: w.path });
       } else if (!equal.has(w.path)) {
-        await this.writeFile(w.path, w.data);
+        fixes.push({ kind: "write", path: w.path, data: w.data });
       }
     }
+    return fixes;
   }
+}
+
+/** How a replayed cell is named in a ReplayError. */
+function replayed(step: Extract<Step, { kind: "run" }>): string {
+  return `restoring the snapshot replays its cells, and cell ${step.n} (runCode call ${step.n} of the snapshotted sandbox)`;
+}
+
+/** A history step as a request of a series. */
+function seriesStep(s: Step): EngineSeriesStep {
+  return s.kind === "run" ? { kind: "run", code: s.code, timeoutMs: s.timeoutMs } : s;
+}
+
+/**
+ * The queries that check a replay's files against `image`, sent right after the replay: a listing
+ * of each root and of each of the image's directories (parents before children, as the image is
+ * walked), then a read of each of its files. Their answers are pushed onto `answers` in order.
+ */
+function imageCheck(image: ImageEntry[]): { steps: EngineSeriesStep[]; answers: EngineSeriesAnswer[] } {
+  const dirs = [...WRITABLE_ROOTS, ...image.filter((e) => e.type === "dir").map((e) => e.path)];
+  return {
+    steps: [...dirs.map((path): EngineSeriesStep => ({ kind: "list", path })), ...image.filter((e) => e.type === "file").map((e): EngineSeriesStep => ({ kind: "read", path: e.path }))],
+    answers: [],
+  };
 }
 
 /** A nano sandbox saved as its history and file image; every restore is an independent sandbox. */
