@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { InvalidOptionsError, ReplayError, Sandbox, SnapshotRemovedError, TimeoutError } from "../../src/index.js";
+import { FileSystemError, InvalidOptionsError, ReplayError, Sandbox, SnapshotRemovedError, TimeoutError } from "../../src/index.js";
 import { MAX_HISTORY_BYTES, MAX_HISTORY_STEPS } from "../../src/engines/replay/engine.js";
 import { ensureImage, skipHeavy } from "../heavy.js";
 
@@ -213,6 +213,46 @@ describe("nano snapshots: replay that does not match, network", () => {
       fs.writeFileSync(path.join(dir, "flag.txt"), "changed");
       await assert.rejects(Sandbox.restore(snap), (e: unknown) => e instanceof ReplayError && e.cell === 2 && e.guestError?.name === "RuntimeError" && /cell 2/.test(e.message));
       assert.equal((await sb.runCode("x")).value, "1", "the snapshotted sandbox is not affected");
+      await snap.remove();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a replayed host write that now fails kills the copy's worker and fails the restore with a ReplayError caused by the FileSystemError; the next restore works", async (t) => {
+    if (process.platform !== "linux") return t.skip("counts worker processes through /proc (Linux only)");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agentbox-nanosnap-"));
+    // Workers of a sandbox with this mount are the only processes whose command line names `dir`.
+    const workersOfDir = () =>
+      fs.readdirSync("/proc").filter((p) => {
+        if (!/^[0-9]+$/.test(p)) return false;
+        try {
+          return fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes(dir);
+        } catch {
+          return false; // ended while listed
+        }
+      }).length;
+    try {
+      fs.writeFileSync(path.join(dir, "flag.txt"), "ok");
+      await using sb = await Sandbox.create({ mounts: [{ hostPath: dir, guestPath: "/home/user/in" }], seed: 6 });
+      // The replay makes /home/user/d a file instead of a directory when the flag changed: the cell
+      // still ends as it first did, but the host's write into d/ that followed cannot be repeated.
+      assert.equal((await sb.runCode("import os\nif open('/home/user/in/flag.txt').read() == 'ok':\n    os.makedirs('/home/user/d')\nelse:\n    open('/home/user/d', 'w').write('x')")).error, undefined);
+      await sb.files.write("/home/user/d/f.txt", "from the host");
+      await sb.runCode("after = 1");
+      const snap = await sb.snapshot();
+      assert.equal(workersOfDir(), 1);
+      fs.writeFileSync(path.join(dir, "flag.txt"), "changed");
+      await assert.rejects(
+        Sandbox.restore(snap),
+        (e: unknown) => e instanceof ReplayError && e.cause instanceof FileSystemError && e.cause.path === "/home/user/d/f.txt" && /host's write of "\/home\/user\/d\/f\.txt"/.test(e.message),
+      );
+      assert.equal(workersOfDir(), 1, "the failed copy's worker is gone; the original's runs on");
+      fs.writeFileSync(path.join(dir, "flag.txt"), "ok");
+      await using copy = await Sandbox.restore(snap);
+      assert.equal(await copy.files.read("/home/user/d/f.txt"), "from the host");
+      assert.equal((await copy.runCode("after")).value, "1");
+      assert.equal(workersOfDir(), 2);
       await snap.remove();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
