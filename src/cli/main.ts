@@ -64,6 +64,8 @@ serve options:
   --node-id NAME         this node's name in the cluster (default: the host name)
   --advertise URL        where the other nodes reach this one (default: the URL it listens on)
   --lease-ttl DURATION   a node that stops answering etcd leaves after this long; its sandboxes then answer 410 (default ${CLUSTER_DEFAULTS.leaseTtlMs / 1000}s)
+  --gone-retention DURATION  a node gone from the cluster: its running sandboxes answer 410 this long, then 404
+                         (their records are removed; default ${CLUSTER_DEFAULTS.goneRetentionMs / 3_600_000}h)
   --cluster-prefix P     etcd key prefix, to keep clusters sharing one etcd apart (default ${CLUSTER_DEFAULTS.prefix})
 
 exit codes: 0 ok, 1 the code raised, 2 a limit was hit, 64 bad usage, 70 internal error`;
@@ -243,6 +245,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
         "node-id": { type: "string" },
         advertise: { type: "string" },
         "lease-ttl": { type: "string" },
+        "gone-retention": { type: "string" },
         "cluster-prefix": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -253,8 +256,8 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
     }
     const keys = loadKeys(v.keys);
     const clusterSpec = v.cluster ?? process.env.AGENTBOX_CLUSTER;
-    if (clusterSpec === undefined && (v["node-id"] ?? v.advertise ?? v["lease-ttl"] ?? v["cluster-prefix"]) !== undefined) {
-      throw new Error("--node-id, --advertise, --lease-ttl and --cluster-prefix go with --cluster");
+    if (clusterSpec === undefined && (v["node-id"] ?? v.advertise ?? v["lease-ttl"] ?? v["gone-retention"] ?? v["cluster-prefix"]) !== undefined) {
+      throw new Error("--node-id, --advertise, --lease-ttl, --gone-retention and --cluster-prefix go with --cluster");
     }
     if (v.advertise !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(v.advertise)) throw new Error(`--advertise: ${JSON.stringify(v.advertise)} is not an http(s)://HOST:PORT URL`);
     if (v["cluster-prefix"] !== undefined && !/^\/[A-Za-z0-9_./-]{0,126}\/$/.test(v["cluster-prefix"])) throw new Error("--cluster-prefix: a key prefix like /agentbox/ (starts and ends with /)");
@@ -285,6 +288,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
               ...(v["node-id"] !== undefined ? { nodeId: v["node-id"] } : {}),
               ...(v.advertise !== undefined ? { advertiseUrl: v.advertise.replace(/\/$/, "") } : {}),
               ...(v["lease-ttl"] !== undefined ? { leaseTtlMs: parseDuration(v["lease-ttl"], "lease-ttl") } : {}),
+              ...(v["gone-retention"] !== undefined ? { goneRetentionMs: parseDuration(v["gone-retention"], "gone-retention") } : {}),
               ...(v["cluster-prefix"] !== undefined ? { prefix: v["cluster-prefix"] } : {}),
             },
           }

@@ -37,8 +37,9 @@ export interface SnapshotEntry {
 
 /** What a clustered server tells the catalog of its snapshots (cluster/index.ts). */
 export interface SnapshotHooks {
-  added(e: SnapshotEntry, persisted: boolean): Promise<void>;
-  removed(id: string): Promise<void>;
+  /** Take a place in the key's snapshot quota across the cluster (429 when it is full) before the snapshot is taken. */
+  reserve(who: Principal): Promise<{ commit(e: SnapshotEntry, persisted: boolean): Promise<void>; release(): Promise<void> }>;
+  removed(id: string, owner: string): Promise<void>;
 }
 
 /** A snapshot as the API shows it (`GET /snapshots`, and the cluster catalog's copy). */
@@ -118,6 +119,8 @@ export class SnapshotStore {
     if (held >= who.quota.maxSnapshots) {
       throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may keep ${who.quota.maxSnapshots} snapshots (quota maxSnapshots); delete one first`, { quota: "maxSnapshots", value: who.quota.maxSnapshots });
     }
+    // Cluster mode: the key's snapshots on every node count (a place is taken in etcd first).
+    const place = await this.hooks?.reserve(who);
     this.reserving.set(who.name, this.reserved(who.name) + 1);
     try {
       let snapshot = await take();
@@ -141,10 +144,22 @@ export class SnapshotStore {
         );
       }
       const entry = this.track({ id, ...info, snapshot, bytes });
-      await this.hooks?.added(entry, this.state?.has("snapshots", id) ?? false);
+      if (place) {
+        try {
+          // Its size against the key's bytes across the cluster, and its catalog record, in one transaction.
+          await place.commit(entry, this.state?.has("snapshots", id) ?? false);
+        } catch (e) {
+          this.entries.delete(id);
+          clearTimeout(entry.timer);
+          await snapshot.remove().catch(() => undefined);
+          this.state?.remove("snapshots", id);
+          throw e;
+        }
+      }
       return entry;
     } finally {
       this.reserving.set(who.name, this.reserved(who.name) - 1);
+      await place?.release();
     }
   }
 
@@ -200,7 +215,7 @@ export class SnapshotStore {
     clearTimeout(e.timer);
     await e.snapshot.remove();
     this.state?.remove("snapshots", id);
-    await this.hooks?.removed(id);
+    await this.hooks?.removed(id, e.owner);
   }
 
   /** At shutdown: snapshots on disk stay there for the next start; the others are deleted. */

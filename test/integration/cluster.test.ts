@@ -7,8 +7,10 @@
 // sandboxes already running keep answering.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -16,6 +18,7 @@ import { fileURLToPath } from "node:url";
 import { Sandbox as E2bSandbox } from "@e2b/code-interpreter";
 import { agentboxEnv } from "../helpers.js";
 import { etcdUnavailableReason, startEtcd, startNode, until, type EtcdCluster, type Node } from "../cluster-helpers.js";
+import { Etcd3 } from "etcd3";
 import WebSocket from "ws";
 import { ensureImage, skipHeavy } from "../heavy.js";
 import { GUEST_APP } from "../ports.js";
@@ -25,21 +28,35 @@ if (skip) console.log(`# skipped: cluster tests: ${skip}`);
 
 const KEY = "cluster-alice-key-0123456789";
 const KEY2 = "cluster-bob-key-0123456789ab";
+const KEY3 = "cluster-carol-key-0123456789";
 const E2B_KEY = `e2b_${"a7".repeat(20)}`;
 const KEYS = {
   keys: [
     { name: "alice", key: KEY, maxSandboxes: 5 },
     { name: "bob", key: KEY2, maxSandboxes: 2 },
     { name: "e2b-user", key: E2B_KEY, maxSandboxes: 4 },
+    { name: "carol", key: KEY3, maxSandboxes: 3, maxSnapshots: 1 },
   ],
 };
 const LEASE_S = 3;
+/** How long a gone node's running sandboxes answer 410 before the sweep removes their records (then 404). */
+const RETENTION_S = 6;
 const CLIENT_DIR = fileURLToPath(new URL("../../clients/python", import.meta.url));
 
 interface Info {
   id: string;
   node?: string;
   status: string;
+}
+
+/** The keys under `prefix` in etcd, asked directly (what the catalog holds, not what a node says). */
+async function etcdKeys(etcd: EtcdCluster, prefix: string): Promise<string[]> {
+  const client = new Etcd3({ hosts: etcd.spec.replace(/^etcd:\/\//, "").split(",").map((h) => `http://${h}`) });
+  try {
+    return await client.getAll().prefix(prefix).keys();
+  } finally {
+    client.close();
+  }
 }
 
 function api(node: Node, key = KEY) {
@@ -61,7 +78,7 @@ describe("cluster: 3 etcd members, 3 agentbox nodes", { skip }, () => {
   let nodes: Node[] = [];
   let stateDir: string;
   const by = (id: string) => nodes.find((n) => n.id === id)!;
-  const nodeArgs = (id: string) => ["--lease-ttl", `${LEASE_S}s`, "--state-dir", stateDir, "--pool", "0", ...(id === "c" ? ["--max-heavy", "0"] : [])];
+  const nodeArgs = (id: string) => ["--lease-ttl", `${LEASE_S}s`, "--gone-retention", `${RETENTION_S}s`, "--state-dir", stateDir, "--pool", "0", ...(id === "c" ? ["--max-heavy", "0"] : [])];
   /** Bring back every node a test before this one killed (same id, same shared directory), so one failure does not fail the rest. */
   const restartDead = async () => {
     nodes = await Promise.all(nodes.map((n) => (n.proc.exitCode === null && n.proc.signalCode === null ? n : startNode(etcd.spec, n.id, nodeArgs(n.id), { AGENTBOX_API_KEYS: JSON.stringify(KEYS) }))));
@@ -141,6 +158,15 @@ describe("cluster: 3 etcd members, 3 agentbox nodes", { skip }, () => {
     }
     assert.match(text, /event: result/);
     assert.ok(firstAt > 0 && firstAt < 700, `first stdout event after ${firstAt} ms (the run takes ~900 ms): streamed, not buffered`);
+    // An HTTP/1.0 caller that sends no Host: forwarded with one (the owner, asked in HTTP/1.1, requires it).
+    const u = new URL(other.url);
+    const sock = net.connect(Number(u.port), u.hostname);
+    sock.write(`GET /sandboxes/${sb.id} HTTP/1.0\r\nAuthorization: Bearer ${KEY}\r\n\r\n`);
+    let raw = "";
+    sock.on("data", (d: Buffer) => (raw += d.toString()));
+    await once(sock, "close");
+    assert.match(raw, /^HTTP\/1\.[01] 200 /, raw.slice(0, 300));
+    assert.equal((JSON.parse(raw.slice(raw.indexOf("\r\n\r\n") + 4)) as Info).id, sb.id);
     // Bob's key: the same 404 through every node, for a sandbox that exists.
     for (const n of nodes) {
       const r = await api(n, KEY2).req("GET", `/sandboxes/${sb.id}`);
@@ -226,6 +252,32 @@ describe("cluster: 3 etcd members, 3 agentbox nodes", { skip }, () => {
     assert.equal((await api(others[1]!).req("DELETE", `/snapshots/${snap.id}`)).status, 204);
     for (const n of nodes) assert.deepEqual((await api(n).json<{ snapshots: unknown[] }>("GET", "/snapshots")).snapshots, []);
     for (const id of [sb.id, restored.id]) assert.equal((await api(others[0]!).req("DELETE", `/sandboxes/${id}`)).status, 204);
+  });
+
+  it("a key's maxSnapshots holds across the nodes (etcd transactions), and frees when one is deleted", async () => {
+    // Sandboxes on two different nodes (a create through an idle node stays there; the rooms are published each second).
+    const made: Info[] = [];
+    for (const n of nodes) {
+      made.push(await api(n, KEY3).json<Info>("POST", "/sandboxes", { language: "javascript" }));
+      await new Promise((r) => setTimeout(r, 1100));
+    }
+    const first = made[0]!;
+    const second = made.find((m) => m.node !== first.node);
+    assert.ok(second, made.map((m) => m.node).join(","));
+    const carol = api(nodes[0]!, KEY3);
+    const snap = await carol.json<{ id: string }>("POST", `/sandboxes/${first.id}/snapshots`);
+    // On another node, which holds none of carol's snapshots itself: the cluster's count says no.
+    const refused = await carol.req("POST", `/sandboxes/${second.id}/snapshots`);
+    assert.equal(refused.status, 429, await refused.clone().text());
+    const body = (await refused.json()) as { error: { code: string; message: string; details?: { quota?: string } } };
+    assert.equal(body.error.code, "QUOTA_EXCEEDED");
+    assert.match(body.error.message, /maxSnapshots/);
+    assert.equal((await carol.req("DELETE", `/snapshots/${snap.id}`)).status, 204);
+    const again = await carol.json<{ id: string }>("POST", `/sandboxes/${second.id}/snapshots`);
+    assert.equal((await etcdKeys(etcd, `/agentbox/snapshot-owners/${createHash("sha256").update("carol").digest("hex").slice(0, 32)}/`)).length, 1, "one snapshot counted in etcd");
+    assert.equal((await carol.req("DELETE", `/snapshots/${again.id}`)).status, 204);
+    assert.equal((await etcdKeys(etcd, `/agentbox/snapshot-owners/${createHash("sha256").update("carol").digest("hex").slice(0, 32)}/`)).length, 0, "deleting it frees its place");
+    for (const m of made) assert.equal((await carol.req("DELETE", `/sandboxes/${m.id}`)).status, 204);
   });
 
   it("the E2B SDK, unchanged, creates through one node and runs through another", async () => {
@@ -429,10 +481,43 @@ print("ok", sb.info.node)
     for (const m of ours) assert.ok(seen.get(m.id)!.every((s) => s === 200), `${m.id} on a live node: ${seen.get(m.id)!.join(",")}`);
     for (const m of theirs) assert.ok(seen.get(m.id)!.every((s) => s === 200 || s === 503 || s === 410 || s === "cut"), `${m.id}: ${seen.get(m.id)!.join(",")}`);
     for (const m of ours) await api(entry).req("DELETE", `/sandboxes/${m.id}`);
-    // The gone ones stay 410 until deleted; deleting one clears its record (then 404).
-    for (const m of theirs) assert.equal((await api(entry).req("DELETE", `/sandboxes/${m.id}`)).status, 204);
-    assert.equal((await api(entry).req("GET", `/sandboxes/${theirs[0]!.id}`)).status, 404);
+    // The gone ones stay 410 until deleted (deleting one clears its record: then 404) or until the
+    // retention ends (the sweep removes the records: 404 without a delete).
+    const [kept, ...rest] = theirs;
+    for (const m of rest) assert.equal((await api(entry).req("DELETE", `/sandboxes/${m.id}`)).status, 204);
+    if (rest[0]) assert.equal((await api(entry).req("GET", `/sandboxes/${rest[0].id}`)).status, 404);
+    const goneAt = killedAt + goneAfter;
+    const swept = await until(
+      async () => {
+        const r = await api(entry).req("GET", `/sandboxes/${kept!.id}`, undefined, 10_000);
+        await r.arrayBuffer();
+        assert.ok(r.status === 410 || r.status === 404, `${kept!.id}: ${r.status}`);
+        return r.status === 404 ? Date.now() - goneAt : undefined;
+      },
+      (RETENTION_S + 10) * 1000,
+      "the sweep to remove the gone node's records",
+    );
+    assert.ok(swept >= (RETENTION_S - 1.5) * 1000, `404 ${swept} ms after the 410 (retention ${RETENTION_S} s): kept for the retention`);
+    const stale = await etcdKeys(etcd, `/agentbox/sandboxes/${kept!.id}`);
+    assert.equal(stale.length, 0, "the swept record is gone from etcd");
+    assert.equal((await etcdKeys(etcd, `/agentbox/gone/${victim.id}`)).length, 0, "the gone mark goes with the node's last record");
     nodes = nodes.filter((n) => n !== victim);
+  });
+
+  it("a node restarted under its id (after SIGKILL) drops the records its earlier run left", async () => {
+    await restartDead();
+    const c = by("c");
+    await new Promise((r) => setTimeout(r, 1300));
+    // Through c on an idle cluster: placed on c (a tie goes to the entry node) — or wherever it landed.
+    const sb = await api(c).json<Info>("POST", "/sandboxes", { language: "javascript" });
+    const holder = by(sb.node!);
+    assert.equal((await etcdKeys(etcd, `/agentbox/sandboxes/${sb.id}`)).length, 1);
+    await holder.kill("SIGKILL");
+    nodes = nodes.filter((n) => n !== holder);
+    nodes.push(await startNode(etcd.spec, holder.id, nodeArgs(holder.id), { AGENTBOX_API_KEYS: JSON.stringify(KEYS) }));
+    // Joined again at once (its old lease may still be alive): the stale record is gone, no 410 to wait out.
+    assert.equal((await etcdKeys(etcd, `/agentbox/sandboxes/${sb.id}`)).length, 0);
+    for (const n of nodes) assert.equal((await api(n).req("GET", `/sandboxes/${sb.id}`)).status, 404, `through ${n.id}`);
   });
 
   it("an etcd member killed: the cluster goes on; all of etcd gone: creates are refused (503), running sandboxes keep answering; etcd back: creates again", async () => {

@@ -8,9 +8,11 @@ import type { Principal } from "../keys.js";
 import type { ClusterHooks, Entry, SandboxRegistry } from "../registry.js";
 import { snapshotInfo, type SnapshotHooks } from "../snapshots.js";
 import { ClusterStore, type NodeInfo } from "./store.js";
+import { GoneSweeper, SWEEP_DEFAULTS } from "./sweep.js";
 
 export { ClusterRouter, classify, type LocalHoldings } from "./router.js";
 export { ClusterStore } from "./store.js";
+export { GoneSweeper } from "./sweep.js";
 
 export interface ClusterOptions {
   /** etcd endpoints as given: `etcd://host:2379,host2:2379` or `http://host:2379` (one or a list). */
@@ -23,9 +25,11 @@ export interface ClusterOptions {
   leaseTtlMs?: number;
   /** etcd key prefix (default /agentbox/): clusters sharing one etcd keep apart by it. */
   prefix?: string;
+  /** How long a gone node's running sandboxes answer 410 before their records are removed (then 404); default 1 h. */
+  goneRetentionMs?: number;
 }
 
-export const CLUSTER_DEFAULTS = { leaseTtlMs: 10_000, prefix: "/agentbox/" } as const;
+export const CLUSTER_DEFAULTS = { leaseTtlMs: 10_000, prefix: "/agentbox/", goneRetentionMs: SWEEP_DEFAULTS.retentionMs } as const;
 
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -56,6 +60,7 @@ export class ClusterNode {
   private timer: NodeJS.Timeout | undefined;
   private last = "";
   private readonly startedAt = Date.now();
+  private readonly sweeper: GoneSweeper;
 
   constructor(
     readonly options: ClusterOptions,
@@ -71,6 +76,7 @@ export class ClusterNode {
       leaseTtlS: Math.max(2, Math.round((options.leaseTtlMs ?? CLUSTER_DEFAULTS.leaseTtlMs) / 1000)),
       log,
     });
+    this.sweeper = new GoneSweeper(this.store, { retentionMs: options.goneRetentionMs ?? CLUSTER_DEFAULTS.goneRetentionMs, log });
   }
 
   /** What the registry tells the catalog. */
@@ -90,14 +96,21 @@ export class ClusterNode {
 
   snapshotHooks(): SnapshotHooks {
     return {
-      added: (e, persisted) => this.store.putSnapshot({ id: e.id, owner: e.owner, info: snapshotInfo(e), persisted }),
-      removed: (id) => this.store.removeSnapshot(id),
+      reserve: async (who) => {
+        const r = await this.store.reserveSnapshot(who.name, who.quota.maxSnapshots, who.quota.maxSnapshotMb * 1024 * 1024);
+        return {
+          commit: (e, persisted) => r.commit({ id: e.id, owner: e.owner, info: snapshotInfo(e), persisted }, e.bytes ?? e.snapshot.sizeBytes()),
+          release: () => r.release(),
+        };
+      },
+      removed: (id, owner) => this.store.removeSnapshot(id, owner),
     };
   }
 
   /** Join with `url` as this node's address; then publish its room every second (when it changed). */
   async join(url: string): Promise<void> {
     await this.store.join(this.info(url));
+    this.sweeper.start();
     this.timer = setInterval(() => {
       const info = this.info(url);
       const text = JSON.stringify({ ...info, startedAt: 0 });
@@ -136,6 +149,7 @@ export class ClusterNode {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    this.sweeper.stop();
     await this.store.close();
   }
 }

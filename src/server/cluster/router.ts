@@ -104,12 +104,29 @@ export interface RouterOptions {
 /** What the router asks of this node's own server: what it holds, and taking over what the catalog gives it. */
 export type LocalHoldings = Pick<RouterOptions, "hasSandbox" | "forgetSandbox" | "localLoad" | "hasSnapshot" | "adoptSandbox" | "adoptSnapshot">;
 
+/** How long a sandbox's node, once looked up, is used without asking again (dropped sooner on a failure, 404 or 410). */
+const TARGET_TTL_MS = 1000;
+/** Most sandbox targets / key checks remembered (the oldest goes first). */
+const MEMO_MAX = 1024;
+/** A request body up to this size (with its Content-Length) is read before forwarding and sent in one write (and again, should the node have just left). */
+const SMALL_BODY = 64 * 1024;
+
 export class ClusterRouter {
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  /** Node-to-node connections, kept open between requests. */
+  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256, keepAliveMsecs: 1000 });
   /** Creates sent to each node and not answered yet: counted against its room until its next publish. */
   private readonly placing = new Map<string, number>();
+  /** Sandbox id → the node that served it lately and its owner: skips the catalog walk for a run after a run. */
+  private readonly targets = new Map<string, { node: string; owner: string; until: number }>();
+  /** Presented key → its principal (or none): the keys never change while the server runs, so one hash per distinct key. */
+  private readonly principals = new Map<string, Principal | null>();
 
-  constructor(private readonly o: RouterOptions) {}
+  constructor(private readonly o: RouterOptions) {
+    // A node that left takes its cached targets with it.
+    o.store.onNodeLeft((left) => {
+      for (const [id, t] of this.targets) if (t.node === left) this.targets.delete(id);
+    });
+  }
 
   /** The HTTP server's request handler. */
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -146,8 +163,9 @@ export class ClusterRouter {
   }
 
   /** Where the sandbox `id` is served: here, forwarded to its node, taken over from a dead node, or 410. */
-  private async toSandbox(req: IncomingMessage, res: ServerResponse, id: string, auth: Auth): Promise<void> {
-    const target = await this.sandboxTarget(req, id, auth);
+  private async toSandbox(req: IncomingMessage, res: ServerResponse, id: string, auth: Auth, body?: Uint8Array): Promise<void> {
+    const cached = this.cachedTarget(req, id, auth);
+    const target = cached ?? (await this.sandboxTarget(req, id, auth));
     if (target === "local") return this.o.local(req, res);
     if ("gone" in target) {
       // Deleting a sandbox that went with its node clears its record: the caller's cleanup succeeds.
@@ -159,7 +177,42 @@ export class ClusterRouter {
       }
       throw gone("sandbox", id, target.gone.node);
     }
-    return this.forwardOr(req, res, target, () => this.toSandbox(req, res, id, auth));
+    if (auth !== "token") {
+      const owner = this.caller(req, auth)?.name;
+      if (owner) this.remember(this.targets, id, { node: target.id, owner, until: Date.now() + TARGET_TTL_MS });
+    }
+    // A small body is read here: sent in one write, and again should the node turn out to have left.
+    if (body === undefined && hasSmallBody(req)) body = await readSmallBody(req);
+    const forgetTarget = () => void this.targets.delete(id);
+    const again = () => {
+      forgetTarget();
+      return this.toSandbox(req, res, id, auth, body);
+    };
+    return this.forwardOr(req, res, target, again, body, forgetTarget);
+  }
+
+  /**
+   * The node that served sandbox `id` lately, when it is surely still the answer: not held here
+   * now, the same caller (by key) as then, its node still live, looked up under a second ago.
+   * Anything else (or in-sandbox token traffic, which only the node can check): undefined.
+   */
+  private cachedTarget(req: IncomingMessage, id: string, auth: Auth): NodeInfo | undefined {
+    if (auth === "token") return undefined;
+    const t = this.targets.get(id);
+    if (!t) return undefined;
+    const node = t.until > Date.now() && this.o.hasSandbox(id) === false ? this.o.store.node(t.node) : undefined;
+    if (!node) {
+      this.targets.delete(id);
+      return undefined;
+    }
+    return this.caller(req, auth)?.name === t.owner ? node : undefined;
+  }
+
+  /** Put `value` under `key` in a bounded map: the oldest entry goes when it is full. */
+  private remember<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key);
+    if (map.size >= MEMO_MAX) map.delete(map.keys().next().value!);
+    map.set(key, value);
   }
 
   /**
@@ -356,27 +409,27 @@ export class ClusterRouter {
   }
 
   /**
-   * The request, streamed both ways, to `node`; `body`: one the router read already. The request
-   * body is sent once the connection is up, so a node that cannot be reached at all leaves the
-   * request untouched: "unreachable", for the caller to route again (the node may have just left).
+   * The request to `node`: its body streamed (or `body`, one the router read already, in one
+   * write), the answer streamed back. The body is sent once the connection is up, so a node that
+   * cannot be reached at all leaves the request untouched: "unreachable", for the caller to route
+   * again (the node may have just left). `stale`: called when the node says the sandbox is not
+   * (or no longer) there (404, 410) or cannot be reached, so a cached lookup is dropped.
    */
-  private forward(req: IncomingMessage, res: ServerResponse, node: NodeInfo, body?: Uint8Array): Promise<"done" | "unreachable"> {
+  private forward(req: IncomingMessage, res: ServerResponse, node: NodeInfo, body?: Uint8Array, stale?: () => void): Promise<"done" | "unreachable"> {
     return new Promise((resolve) => {
-      const headers = forwardHeaders(req, this.o.store.nodeId);
-      if (body) {
-        delete headers["transfer-encoding"];
-        headers["content-length"] = String(body.byteLength);
-      }
-      const out = http.request(new URL(req.url ?? "/", node.url), { method: req.method, headers, agent: this.agent });
+      const target = new URL(node.url);
+      const headers = rawForwardHeaders(req, this.o.store.nodeId, target.host, body);
+      const out = http.request({ protocol: target.protocol, hostname: target.hostname, port: target.port, path: req.url ?? "/", method: req.method, headers, agent: this.agent });
       let sent = false;
+      let connectTimer: NodeJS.Timeout | undefined;
       const start = () => {
         clearTimeout(connectTimer);
         if (sent) return;
         sent = true;
         if (body) out.end(body);
+        else if (!hasBody(req)) out.end();
         else req.pipe(out);
       };
-      const connectTimer = setTimeout(() => out.destroy(new Error("connect timeout")), 3000);
       // A node that stops answering without closing its connections (stopped, cut off) is cut
       // loose when its lease ends: the request never waits longer than the lease.
       const off = this.o.store.onNodeLeft((left) => {
@@ -384,11 +437,14 @@ export class ClusterRouter {
       });
       out.once("close", off);
       out.on("socket", (s) => {
-        if (!s.connecting) start();
-        else s.once("connect", start);
+        // A kept-alive socket is up already: no connect to wait for (or time).
+        if (!s.connecting) return start();
+        connectTimer = setTimeout(() => out.destroy(new Error("connect timeout")), 3000);
+        s.once("connect", start);
       });
       out.on("response", (answer) => {
         clearTimeout(connectTimer);
+        if (answer.statusCode === 404 || answer.statusCode === 410) stale?.();
         res.writeHead(answer.statusCode ?? 502, answer.statusMessage, responseHeaders(answer));
         // A stream's headers go at once (its first event may be seconds away); a sized answer's
         // go with its body, in one write.
@@ -402,6 +458,7 @@ export class ClusterRouter {
       });
       out.on("error", (e) => {
         clearTimeout(connectTimer);
+        stale?.();
         if (!sent) return resolve("unreachable");
         // The node died under the request (or left while it was in flight): 503, retry; the retry
         // finds it gone (410), or its paused sandbox taken over.
@@ -421,8 +478,8 @@ export class ClusterRouter {
    * still holds its lease: if not, it is forgotten and `again` routes the request anew (a drained
    * node's sandbox is then taken over at once); if so, 503 (retry).
    */
-  private async forwardOr(req: IncomingMessage, res: ServerResponse, node: NodeInfo, again: () => Promise<void>, body?: Uint8Array): Promise<void> {
-    if ((await this.forward(req, res, node, body)) === "done") return;
+  private async forwardOr(req: IncomingMessage, res: ServerResponse, node: NodeInfo, again: () => Promise<void>, body?: Uint8Array, stale?: () => void): Promise<void> {
+    if ((await this.forward(req, res, node, body, stale)) === "done") return;
     const alive = await this.read(() => this.o.store.nodeAlive(node.id), "check whether the sandbox's node is alive");
     if (!alive) return again();
     throw unreachable(node, new Error("connection refused"));
@@ -478,7 +535,14 @@ export class ClusterRouter {
   /** The caller's principal by the route's way of authenticating, or undefined (their own node answers the 401). */
   private caller(req: IncomingMessage, auth: Auth): Principal | undefined {
     const authorization = header(req, "authorization");
-    return this.o.keys.authenticate(auth === "bearer" ? bearerToken(authorization) : e2bApiKey(header(req, "x-api-key"), authorization));
+    const token = auth === "bearer" ? bearerToken(authorization) : e2bApiKey(header(req, "x-api-key"), authorization);
+    if (token === undefined || token.length > 512) return this.o.keys.authenticate(token);
+    // Remembered per presented key (bounded): the SHA-256 and the walk over every key once per key, not per request.
+    const known = this.principals.get(token);
+    if (known !== undefined) return known ?? undefined;
+    const who = this.o.keys.authenticate(token);
+    this.remember(this.principals, token, who ?? null);
+    return who;
   }
 
   /** A store read; unreachable: 503 naming what could not be done. */
@@ -532,6 +596,70 @@ function forwardHeaders(req: IncomingMessage, self: string, upgrade = false): Re
   const fwd = req.socket.remoteAddress;
   if (fwd) out["x-forwarded-for"] = req.headers["x-forwarded-for"] ? `${String(req.headers["x-forwarded-for"])}, ${fwd}` : fwd;
   return out;
+}
+
+/**
+ * The caller's headers as they came (raw names and order, repeated ones kept), without the
+ * hop-by-hop ones, plus who forwarded it; a Host for an HTTP/1.0 caller that sent none (the node
+ * is asked in HTTP/1.1). `body`: read already, so sent with its length, not chunked.
+ */
+function rawForwardHeaders(req: IncomingMessage, self: string, host: string, body: Uint8Array | undefined): string[] {
+  const out: string[] = [];
+  const raw = req.rawHeaders;
+  let hasHost = false;
+  let xff: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const k = raw[i]!.toLowerCase();
+    if (k === "host") hasHost = true;
+    else if (k === FORWARDED) continue;
+    else if (k === "x-forwarded-for") {
+      xff = xff === undefined ? raw[i + 1]! : `${xff}, ${raw[i + 1]!}`;
+      continue;
+    } else if (k === "transfer-encoding" || k === "content-length") {
+      if (body) continue;
+    } else if (HOP_BY_HOP.has(k)) continue;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  if (!hasHost) out.push("host", host);
+  if (body) out.push("content-length", String(body.byteLength));
+  out.push(FORWARDED, self);
+  const from = req.socket.remoteAddress;
+  if (from) out.push("x-forwarded-for", xff === undefined ? from : `${xff}, ${from}`);
+  else if (xff !== undefined) out.push("x-forwarded-for", xff);
+  return out;
+}
+
+/** Whether the request has a body to send on (a length over 0, or chunked). */
+function hasBody(req: IncomingMessage): boolean {
+  const te = req.headers["transfer-encoding"];
+  if (te !== undefined) return true;
+  const cl = req.headers["content-length"];
+  return cl !== undefined && cl !== "0";
+}
+
+/** A body with a Content-Length of at most SMALL_BODY (1 byte or more): read whole before forwarding. */
+function hasSmallBody(req: IncomingMessage): boolean {
+  if (req.headers["transfer-encoding"] !== undefined) return false;
+  const n = Number(req.headers["content-length"] ?? 0);
+  return n > 0 && n <= SMALL_BODY;
+}
+
+/** The request's whole body (its Content-Length, at most SMALL_BODY, is enforced by Node's parser). */
+function readSmallBody(req: IncomingMessage): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > SMALL_BODY) req.destroy(new Error("request body over its Content-Length"));
+      else chunks.push(c);
+    });
+    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+    req.once("error", reject);
+    req.once("close", () => {
+      if (!req.complete) reject(new Error("the caller hung up before sending its whole request body"));
+    });
+  });
 }
 
 function responseHeaders(answer: IncomingMessage): Record<string, string | string[]> {

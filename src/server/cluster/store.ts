@@ -9,6 +9,11 @@
 //                                (a dead node's sandboxes stop counting when its lease ends), without
 //                                one while paused on shared storage (they still count)
 //   owners/<sha256(key)>/~<uuid> a create's reservation, on the lease, until it commits or fails
+//   snapshot-owners/<sha256(key)>/<id>   one per snapshot the key keeps, its size in bytes (on the
+//                                lease unless on shared storage); ~<uuid>: a snapshot being taken
+//   gone/<node>                  when a node that left was first seen gone (put once, if absent):
+//                                its running sandboxes answer 410 until the retention ends, then
+//                                their records go (404); see sweep.ts
 // A create takes its place in the key's quota with one transaction: count the key's entries at
 // revision R, then put the reservation only if no entry in that range changed after R (etcd's
 // compare over a key range). A concurrent create fails the compare and counts again, so two nodes
@@ -60,6 +65,14 @@ const snapshotRecordSchema = z.strictObject({
 });
 export type SnapshotRecord = z.output<typeof snapshotRecordSchema>;
 
+const goneMarkSchema = z.strictObject({ since: z.int().min(0) });
+
+/** A record as the store holds it, with the revision it was last written at (what a compare-and-swap compares). */
+export interface Versioned<T> {
+  value: T;
+  modRevision: string;
+}
+
 /** Largest value the store accepts back (a record is well under 1 KiB). */
 const MAX_VALUE_BYTES = 64 * 1024;
 
@@ -77,6 +90,13 @@ export interface ClusterStoreOptions {
 /** A create's place in its key's quota until it commits (the sandbox exists) or is released (it failed). */
 export interface Reservation {
   commit(record: Omit<SandboxRecord, "node" | "state" | "persisted">): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** A snapshot's place in its key's snapshot quota across the cluster while it is being taken. */
+export interface SnapshotReservation {
+  /** Record the snapshot (its size counted against the key's byte cap: 429 over it) in one transaction. */
+  commit(r: Omit<SnapshotRecord, "node">, bytes: number): Promise<void>;
   release(): Promise<void>;
 }
 
@@ -129,6 +149,7 @@ export class ClusterStore {
   async join(info: NodeInfo): Promise<void> {
     this.info = info;
     await this.grant();
+    await this.dropStale();
     await this.syncNodes();
     this.watchers.push(
       await this.client
@@ -156,6 +177,98 @@ export class ClusterStore {
     );
   }
 
+  /**
+   * This node starting (again) under its id: what an earlier run of it left in the catalog that
+   * this process does not hold (running sandboxes, paused ones not on shared storage, snapshots
+   * not on shared storage) is dropped, and its gone mark with them. Paused sandboxes and
+   * snapshots on the shared directory stay: this node takes them over when asked.
+   */
+  private async dropStale(): Promise<void> {
+    const me = this.opts.nodeId;
+    let dropped = 0;
+    for (const e of await this.sandboxEntries()) {
+      if (e.value.node === me && !(e.value.state === "paused" && e.value.persisted) && (await this.dropSandbox(e))) dropped++;
+    }
+    for (const e of await this.snapshotEntries()) {
+      if (e.value.node === me && !e.value.persisted && (await this.dropSnapshot(e))) dropped++;
+    }
+    await this.client.delete().key(this.key(`gone/${me}`));
+    if (dropped > 0) this.opts.log(`cluster: dropped ${dropped} stale catalog records an earlier run of node ${me} left`);
+  }
+
+  /** Mark node `node` gone since `at` (ms), unless it is marked already: whether this call marked it. */
+  async markGone(node: string, at: number): Promise<boolean> {
+    const key = Buffer.from(this.key(`gone/${node}`));
+    const res = await this.client.kv.txn({
+      compare: [{ key, target: "Create", result: "Equal", create_revision: "0" }],
+      success: [{ request_put: { key, value: Buffer.from(JSON.stringify({ since: at })) } }],
+      failure: [],
+    });
+    return res.succeeded;
+  }
+
+  /** Every gone mark: the node, since when (ms), and the mark's revision. */
+  async goneMarks(): Promise<Versioned<{ node: string; since: number }>[]> {
+    const dir = this.key("gone/");
+    const res = await this.client.kv.range({ key: Buffer.from(dir), range_end: prefixEnd(dir) });
+    const out: Versioned<{ node: string; since: number }>[] = [];
+    for (const kv of res.kvs) {
+      const m = parseRecord(goneMarkSchema, kv.value);
+      if (m) out.push({ value: { node: kv.key.toString().slice(dir.length), since: m.since }, modRevision: String(kv.mod_revision) });
+    }
+    return out;
+  }
+
+  /** Remove node `node`'s gone mark, if it is still the one read (`modRevision`). */
+  async unmarkGone(node: string, modRevision: string): Promise<void> {
+    const key = Buffer.from(this.key(`gone/${node}`));
+    await this.client.kv.txn({ compare: [{ key, target: "Mod", result: "Equal", mod_revision: modRevision }], success: [{ request_delete_range: { key } }], failure: [] });
+  }
+
+  /** Every sandbox record, with its revision. */
+  sandboxEntries(): Promise<Versioned<SandboxRecord>[]> {
+    return this.entries("sandboxes/", sandboxRecordSchema);
+  }
+
+  /** Every snapshot record, with its revision. */
+  snapshotEntries(): Promise<Versioned<SnapshotRecord>[]> {
+    return this.entries("snapshots/", snapshotRecordSchema);
+  }
+
+  private async entries<T>(dir: string, schema: z.ZodType<T>): Promise<Versioned<T>[]> {
+    const start = this.key(dir);
+    const res = await this.client.kv.range({ key: Buffer.from(start), range_end: prefixEnd(start) });
+    const out: Versioned<T>[] = [];
+    for (const kv of res.kvs) {
+      const v = parseRecord(schema, kv.value);
+      if (v) out.push({ value: v, modRevision: String(kv.mod_revision) });
+    }
+    return out;
+  }
+
+  /** Delete a sandbox's record and its place in its key's count, if the record is still the one read: whether it went. */
+  async dropSandbox(e: Versioned<SandboxRecord>): Promise<boolean> {
+    const key = Buffer.from(this.key(`sandboxes/${e.value.id}`));
+    const res = await this.client.kv.txn({
+      compare: [{ key, target: "Mod", result: "Equal", mod_revision: e.modRevision }],
+      success: [{ request_delete_range: { key } }, { request_delete_range: { key: Buffer.from(this.ownerKey(e.value.owner, e.value.id)) } }],
+      failure: [],
+    });
+    if (res.succeeded) this.records.delete(e.value.id);
+    return res.succeeded;
+  }
+
+  /** Delete a snapshot's record (and its share of its key's snapshot quota), if the record is still the one read: whether it went. */
+  async dropSnapshot(e: Versioned<SnapshotRecord>): Promise<boolean> {
+    const key = Buffer.from(this.key(`snapshots/${e.value.id}`));
+    const res = await this.client.kv.txn({
+      compare: [{ key, target: "Mod", result: "Equal", mod_revision: e.modRevision }],
+      success: [{ request_delete_range: { key } }, { request_delete_range: { key: Buffer.from(this.snapshotOwnerKey(e.value.owner, e.value.id)) } }],
+      failure: [],
+    });
+    return res.succeeded;
+  }
+
   /** A lease with this node's record on it; when the lease is lost (store unreachable past the TTL) a new one is granted and every running sandbox of this node put back on it. */
   private async grant(): Promise<void> {
     const lease = this.client.lease(this.opts.leaseTtlS);
@@ -179,6 +292,8 @@ export class ClusterStore {
     for (let delay = 500; !this.closed; delay = Math.min(delay * 2, 5000)) {
       try {
         await this.grant();
+        // Back: not gone (the other nodes may have marked it while it was cut off).
+        await this.client.delete().key(this.key(`gone/${this.opts.nodeId}`));
         // The sandboxes still here count against their keys again, on the new lease. A record
         // another node took over meanwhile (it adopted a paused sandbox) is left to that node.
         for (const r of await this.listRecords()) {
@@ -375,13 +490,78 @@ export class ClusterStore {
     return txn.succeeded;
   }
 
-  /** A snapshot made here (or adopted from a dead node). */
-  putSnapshot(r: Omit<SnapshotRecord, "node">): Promise<void> {
-    return this.write(r.id, () => this.client.put(this.key(`snapshots/${r.id}`)).value(JSON.stringify({ ...r, node: this.opts.nodeId })).then(() => undefined));
+  /** A snapshot gone: out of the catalog and its key's snapshot quota. */
+  removeSnapshot(id: string, owner: string): Promise<void> {
+    return this.write(id, async () => {
+      await this.client.kv.txn({
+        compare: [],
+        success: [{ request_delete_range: { key: Buffer.from(this.key(`snapshots/${id}`)) } }, { request_delete_range: { key: Buffer.from(this.snapshotOwnerKey(owner, id)) } }],
+        failure: [],
+      });
+    });
   }
 
-  removeSnapshot(id: string): Promise<void> {
-    return this.write(id, () => this.client.delete().key(this.key(`snapshots/${id}`)).then(() => undefined));
+  /**
+   * Take a place in `owner`'s snapshot quota across the cluster: `max` snapshots (429 at it),
+   * and, at commit, `maxBytes` in all (429 over it). Both are decided in etcd transactions that
+   * compare the key's whole range with the revision it was read at, so two nodes can never both
+   * take the last place or the last bytes. A place not committed is released (or goes with the lease).
+   */
+  async reserveSnapshot(owner: string, max: number, maxBytes: number): Promise<SnapshotReservation> {
+    const dir = this.key(`snapshot-owners/${ownerHash(owner)}/`);
+    const mine = `${dir}~${randomUUID()}`;
+    const guarded = (rev: string) => [{ key: Buffer.from(dir), range_end: prefixEnd(dir), target: "Mod", result: "Less", mod_revision: String(BigInt(rev) + 1n) } as never];
+    try {
+      if (this.regrant) throw new Error("this node lost its lease and is joining again");
+      for (let attempt = 0; ; attempt++) {
+        const range = await this.client.kv.range({ key: Buffer.from(dir), range_end: prefixEnd(dir), count_only: true });
+        if (Number(range.count) >= max) {
+          throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may keep ${max} snapshots across the cluster (quota maxSnapshots); delete one first`, { quota: "maxSnapshots", value: max });
+        }
+        const res = await this.client.kv.txn({ compare: guarded(String(range.header.revision)), success: [{ request_put: { key: Buffer.from(mine), value: Buffer.from("0"), lease: this.leaseId() } }], failure: [] });
+        if (res.succeeded) break;
+        if (attempt >= 20) throw new HttpError(503, "CLUSTER_UNAVAILABLE", "too many concurrent snapshots for this API key; retry", {}, { "retry-after": "1" });
+      }
+    } catch (e) {
+      if (e instanceof HttpError) throw e;
+      throw storeUnavailable("check the key's snapshot quota across the cluster", e);
+    }
+    let done = false;
+    return {
+      commit: async (r, bytes) => {
+        try {
+          for (let attempt = 0; ; attempt++) {
+            const range = await this.client.kv.range({ key: Buffer.from(dir), range_end: prefixEnd(dir) });
+            let used = 0;
+            for (const kv of range.kvs) if (kv.key.toString() !== mine) used += Math.max(0, Number(kv.value.toString()) || 0);
+            if (used + bytes > maxBytes) {
+              const mb = maxBytes / 2 ** 20;
+              throw new HttpError(429, "QUOTA_EXCEEDED", `this snapshot takes ${(bytes / 2 ** 20).toFixed(1)} MiB and this API key's snapshots already take ${(used / 2 ** 20).toFixed(1)} of its ${mb} MiB across the cluster (quota maxSnapshotMb); delete one first`, { quota: "maxSnapshotMb", value: mb });
+            }
+            const res = await this.client.kv.txn({
+              compare: guarded(String(range.header.revision)),
+              success: [
+                { request_delete_range: { key: Buffer.from(mine) } },
+                { request_put: { key: Buffer.from(this.snapshotOwnerKey(r.owner, r.id)), value: Buffer.from(String(bytes)), lease: r.persisted ? "0" : this.leaseId() } },
+                { request_put: { key: Buffer.from(this.key(`snapshots/${r.id}`)), value: Buffer.from(JSON.stringify({ ...r, node: this.opts.nodeId })) } },
+              ],
+              failure: [],
+            });
+            if (res.succeeded) break;
+            if (attempt >= 20) throw new HttpError(503, "CLUSTER_UNAVAILABLE", "too many concurrent snapshots for this API key; retry", {}, { "retry-after": "1" });
+          }
+          done = true;
+        } catch (e) {
+          if (e instanceof HttpError) throw e;
+          throw storeUnavailable("record the snapshot in the cluster catalog", e);
+        }
+      },
+      release: async () => {
+        if (done) return;
+        done = true;
+        await this.client.delete().key(mine).catch(() => undefined); // on the lease anyway
+      },
+    };
   }
 
   /** Whether the store answers now (what `/healthz` reports). */
@@ -475,6 +655,10 @@ export class ClusterStore {
 
   private ownerKey(owner: string, id: string): string {
     return this.key(`owners/${ownerHash(owner)}/${id}`);
+  }
+
+  private snapshotOwnerKey(owner: string, id: string): string {
+    return this.key(`snapshot-owners/${ownerHash(owner)}/${id}`);
   }
 
   private key(rest: string): string {
