@@ -83,6 +83,18 @@ export class FrameDecoder {
     return out;
   }
 
+  /**
+   * Take back the bytes pushed but not yet returned as frames (a frame read in part), leaving the
+   * decoder empty: another reader of the same stream pushes them first, and nothing is lost.
+   */
+  unread(): Buffer {
+    if (this.failed) throw this.failed;
+    const rest = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return rest;
+  }
+
   private fail(message: string): never {
     this.failed = new FrameError(message);
     this.chunks = [];

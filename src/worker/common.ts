@@ -2,6 +2,7 @@
 // seeded entropy stream, the virtual clock's origin, the interrupter thread, and the idle wait a
 // pooled worker does before it reports ready. Imports only leaves.
 import { createCipheriv, createHash } from "node:crypto";
+import net from "node:net";
 import { Worker } from "node:worker_threads";
 import { FrameDecoder } from "../protocol/frames.js";
 import { OutputTail, OUTPUT_FRAME_CHARS, TAIL_BYTES, writeFrameLocked } from "./output-tail.js";
@@ -76,21 +77,83 @@ export function beginRun(words: Int32Array, id: number): void {
 }
 
 /**
- * Read the host's frames on stdin: `onMessages` gets each chunk's complete messages (not yet
- * schema-checked); a malformed frame is fatal; the host closing stdin ends the worker.
+ * Read the host's frames on stdin (the main thread's relay): `onMessages` gets each chunk's
+ * complete messages (not yet schema-checked); a malformed frame is fatal; the host closing stdin
+ * ends the worker. `first`: bytes of the stream another reader took but did not decode (see
+ * serveStdinDirect); they come before anything read here.
  */
-export function readHostFrames(onMessages: (msgs: unknown[]) => void): void {
+export function readHostFrames(onMessages: (msgs: unknown[]) => void, first?: Buffer): void {
   const decoder = new FrameDecoder();
-  process.stdin.on("data", (chunk: Buffer) => {
+  const take = (chunk: Buffer) => {
     let msgs: unknown[];
     try {
       msgs = decoder.push(chunk);
     } catch (e) {
       return fatal(`bad frame from host: ${(e as Error).message}`);
     }
-    onMessages(msgs);
-  });
+    if (msgs.length > 0) onMessages(msgs);
+  };
+  if (first && first.length > 0) take(first);
+  process.stdin.on("data", take);
   process.stdin.on("end", () => process.exit(0));
+}
+
+/** The message a thread that read stdin itself posts to the main thread to hand it over: the bytes it read but did not decode. */
+export interface StdinHandover {
+  stdinRest: Uint8Array;
+}
+
+export function isStdinHandover(m: unknown): m is StdinHandover {
+  return typeof m === "object" && m !== null && (m as { stdinRest?: unknown }).stdinRest instanceof Uint8Array;
+}
+
+/** A configure granting network: from it on, the worker's main thread relays the host's frames (see serveStdinDirect). */
+export function grantsNetwork(m: unknown): boolean {
+  return typeof m === "object" && m !== null && (m as { type?: unknown }).type === "configure" && (m as { network?: unknown }).network != null;
+}
+
+/**
+ * The engine thread reads the host's frames from fd 0 itself, on its own event loop, and hands
+ * each message to `handle` in order: no hop through the main thread (which cost a pooled sandbox's
+ * first request a thread wake-up per frame). A guest's run blocks this thread, so frames sent
+ * meanwhile wait in the pipe (interrupts come on fd 3, to the interrupter thread).
+ *
+ * Before the first message `relayFrom(m)` accepts (a configure with a network grant: a run then
+ * blocks waiting for the host's fetch answers, which only a thread that is free can read), this
+ * thread stops reading and `relay` gets every byte it read past that message's frame (the rest of
+ * its decoder, a frame read in part, and what the socket had buffered) for the main thread to
+ * decode first; `m` and the messages already decoded with it are still handled here, in order.
+ * fd 0 is not closed (libuv never closes fds 0-2), so the main thread opens it again.
+ */
+export function serveStdinDirect(handle: (m: unknown) => void, relayFrom: (m: unknown) => boolean, relay: (rest: Buffer) => void): void {
+  const decoder = new FrameDecoder();
+  const stdin = new net.Socket({ fd: 0, readable: true, writable: false });
+  let direct = true;
+  const onData = (chunk: Buffer) => {
+    let msgs: unknown[];
+    try {
+      msgs = decoder.push(chunk);
+    } catch (e) {
+      return fatal(`bad frame from host: ${(e as Error).message}`);
+    }
+    for (const m of msgs) {
+      if (direct && relayFrom(m)) {
+        direct = false;
+        stdin.off("data", onData);
+        stdin.off("end", onEnd);
+        stdin.pause();
+        const rest = [decoder.unread()];
+        for (let c = stdin.read() as Buffer | null; c !== null; c = stdin.read() as Buffer | null) rest.push(c);
+        stdin.destroy();
+        relay(Buffer.concat(rest));
+      }
+      handle(m);
+    }
+  };
+  const onEnd = () => process.exit(0);
+  stdin.on("data", onData);
+  stdin.on("end", onEnd);
+  stdin.on("error", (e) => fatal(`reading the host's frames failed: ${e.message}`));
 }
 
 /**

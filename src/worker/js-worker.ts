@@ -16,7 +16,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { isMainThread, MessageChannel, Worker, workerData, type MessagePort } from "node:worker_threads";
 import type { HostMessage } from "../protocol/messages.js";
-import { fatal, readHostFrames, startInterrupter } from "./common.js";
+import { fatal, grantsNetwork, isStdinHandover, readHostFrames, serveStdinDirect, startInterrupter, type StdinHandover } from "./common.js";
 import type { Parse } from "./js-cell.js";
 import type { Transform } from "./js/cell-runner.js";
 import { HostInbox } from "./js/inbox.js";
@@ -37,9 +37,11 @@ declare const WebAssembly: { compile(bytes: Uint8Array): Promise<object> };
 const ENGINE_STACK_MB = 64;
 
 /**
- * The main thread: reads frames from the host and hands them to the engine thread through a
- * message port, bumping `wake` so the engine thread can also wait for them synchronously while it
- * is inside a run. Exits with the engine thread.
+ * The main thread: starts the engine thread, which reads the host's frames itself (see
+ * serveStdinDirect in common.ts) until a configure grants network. Then it hands stdin back, and
+ * this thread reads the frames and passes them on a message port, bumping `wake` so the engine
+ * thread can also wait for them synchronously while a run waits for fetch answers. Exits with the
+ * engine thread.
  */
 function shell(): void {
   const wake = new Int32Array(new SharedArrayBuffer(4));
@@ -52,10 +54,15 @@ function shell(): void {
   });
   engine.on("error", (e) => fatal(`engine thread failed: ${String(e?.stack ?? e)}`));
   engine.on("exit", (code) => process.exit(code));
-  readHostFrames((msgs) => {
-    for (const m of msgs) port1.postMessage(m);
-    Atomics.add(wake, 0, 1);
-    Atomics.notify(wake, 0);
+  port1.once("message", (m: unknown) => {
+    if (!isStdinHandover(m)) return fatal("the engine thread sent something other than stdin");
+    port1.unref();
+    const rest = Buffer.from(m.stdinRest.buffer, m.stdinRest.byteOffset, m.stdinRest.byteLength);
+    readHostFrames((msgs) => {
+      for (const msg of msgs) port1.postMessage(msg);
+      Atomics.add(wake, 0, 1);
+      Atomics.notify(wake, 0);
+    }, rest);
   });
 }
 
@@ -79,7 +86,7 @@ async function engineMain(): Promise<void> {
   const { parse } = createRequire(import.meta.url)(acornEntry) as { parse: Parse };
   const session = new JsSession({ qjs, loadSucrase, parse, inbox: new HostInbox(port, new Int32Array(wake)) });
   await session.start(interrupter, flag === "warm");
-  port.on("message", (m: unknown) => {
+  const handle = (m: unknown) => {
     try {
       session.handle(m as HostMessage);
     } catch (e) {
@@ -90,7 +97,11 @@ async function engineMain(): Promise<void> {
       }
       fatal(`request failed: ${String((e as Error)?.stack ?? e)}`);
     }
-  });
+  };
+  // Relayed by the main thread, once stdin was handed to it (fetch answers are taken from the
+  // port synchronously too, while a run waits: see js/inbox.ts).
+  port.on("message", handle);
+  serveStdinDirect(handle, grantsNetwork, (rest) => port.postMessage({ stdinRest: rest } satisfies StdinHandover));
 }
 
 if (isMainThread) shell();

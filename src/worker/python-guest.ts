@@ -229,6 +229,11 @@ def _make_agentbox():
                 return "os.%s (starts a process; only the heavy tier has processes)" % attr
         return None
 
+    def reseed():
+        import os, random
+        # os.urandom is the sandbox's seeded source, so this reseeds deterministically.
+        random.seed(int.from_bytes(os.urandom(32), "big"))
+
     def configure(env_json, home):
         # Per-sandbox set-up, called directly (no parse) so a pooled worker answers fast.
         import os, random, __main__
@@ -236,8 +241,7 @@ def _make_agentbox():
         os.environ.update(json.loads(env_json))
         os.makedirs(home, exist_ok=True)
         os.chdir(home)
-        # os.urandom is the sandbox's seeded source, so this reseeds deterministically.
-        random.seed(int.from_bytes(os.urandom(32), "big"))
+        reseed()
         keep = ("__name__", "__doc__", "__builtins__", "__loader__", "__spec__", "__package__")
         for k in [k for k in __main__.__dict__ if k not in keep]:
             del __main__.__dict__[k]
@@ -273,6 +277,7 @@ def _make_agentbox():
 
     mod.run = run
     mod.configure = configure
+    mod.reseed = reseed
     mod.close_bridge = close_bridge
     mod.format_error = _format_error
     mod.needs_heavy = needs_heavy

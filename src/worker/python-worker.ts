@@ -25,7 +25,7 @@ import { isMainThread, MessageChannel, type MessagePort, receiveMessageOnPort, W
 import { PROTOCOL_VERSION } from "../protocol/frames.js";
 import type { HostMessage } from "../protocol/messages.js";
 import { ERRNO } from "../vfs/memfs.js";
-import { fatal, INTERRUPT_WORDS, readHostFrames, send, startInterrupter, VIRTUAL_EPOCH_MS } from "./common.js";
+import { fatal, grantsNetwork, INTERRUPT_WORDS, isStdinHandover, readHostFrames, send, serveStdinDirect, startInterrupter, type StdinHandover, VIRTUAL_EPOCH_MS } from "./common.js";
 import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
 import type { NetInbox } from "./python/net-channel.js";
 import type { Fn, Pyodide, WasmHooks } from "./python/pyodide.js";
@@ -169,14 +169,15 @@ function harden(py: Pyodide): void {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Main thread: start the interpreter thread and pass it the host's frames (decoded here, posted
- * on a message port: a piped stdin stream added ~10 ms to a pooled sandbox's first request).
- * Exits with the interpreter thread; the host closing stdin ends both.
+ * Main thread: start the interpreter thread, which reads the host's frames itself (see
+ * serveStdinDirect in common.ts). Once a configure grants network it hands stdin back: from then
+ * on this thread decodes the host's frames and passes them on a message port (the fetch answers on
+ * a port of their own, which the interpreter thread, blocked inside a request, takes
+ * synchronously: see python/net-channel.ts). Exits with the interpreter thread; the host closing
+ * stdin ends both.
  */
 function launch(): void {
   const { port1, port2 } = new MessageChannel();
-  // The host's answers to the guest's HTTP requests take a port of their own: the interpreter
-  // thread, blocked inside a request, takes them synchronously (see python/net-channel.ts).
   const net = new MessageChannel();
   const netSignal = new Int32Array(new SharedArrayBuffer(4));
   const thread = new Worker(new URL(import.meta.url), {
@@ -187,15 +188,20 @@ function launch(): void {
   });
   thread.on("error", (e) => fatal(`interpreter thread failed: ${String(e?.stack ?? e)}`));
   thread.on("exit", (code) => process.exit(code));
-  readHostFrames((msgs) => {
-    const rest = msgs.filter((m) => {
-      if ((m as { type?: unknown }).type !== "fetchResult") return true;
-      net.port1.postMessage(m);
-      Atomics.add(netSignal, 0, 1);
-      Atomics.notify(netSignal, 0);
-      return false;
-    });
-    if (rest.length > 0) port1.postMessage(rest);
+  port1.once("message", (m: unknown) => {
+    if (!isStdinHandover(m)) return fatal("the interpreter thread sent something other than stdin");
+    port1.unref();
+    const rest = Buffer.from(m.stdinRest.buffer, m.stdinRest.byteOffset, m.stdinRest.byteLength);
+    readHostFrames((msgs) => {
+      const others = msgs.filter((msg) => {
+        if ((msg as { type?: unknown }).type !== "fetchResult") return true;
+        net.port1.postMessage(msg);
+        Atomics.add(netSignal, 0, 1);
+        Atomics.notify(netSignal, 0);
+        return false;
+      });
+      if (others.length > 0) port1.postMessage(others);
+    }, rest);
   });
 }
 
@@ -221,15 +227,16 @@ async function main(): Promise<void> {
   const { port, netPort, netSignal } = workerData as { port: MessagePort; netPort: MessagePort; netSignal: SharedArrayBuffer };
   const session = new PythonSession(py, hooks, words, flag === "warm", netInbox(netPort, new Int32Array(netSignal)));
   await session.start(interrupter);
-  port.on("message", (msgs: unknown[]) => {
-    for (const m of msgs) {
-      try {
-        session.handle(m as HostMessage);
-      } catch (e) {
-        fatal(`request failed: ${String((e as Error)?.stack ?? e)}`);
-      }
+  const handle = (m: unknown) => {
+    try {
+      session.handle(m as HostMessage);
+    } catch (e) {
+      fatal(`request failed: ${String((e as Error)?.stack ?? e)}`);
     }
-  });
+  };
+  // Relayed by the main thread, once stdin was handed to it.
+  port.on("message", (msgs: unknown[]) => msgs.forEach(handle));
+  serveStdinDirect(handle, grantsNetwork, (rest) => port.postMessage({ stdinRest: rest } satisfies StdinHandover));
 }
 
 /** The interpreter thread's end of the answers' port: taken synchronously, waited for on `signal`. */

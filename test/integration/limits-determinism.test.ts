@@ -45,6 +45,27 @@ describe("python: determinism", () => {
     assert.match(ja.stdout, /^0\.\d+ \d+\n/);
   });
 
+  it("a pooled sandbox (first configure on the warm-up's state) matches a fresh worker for the same seed and env", async () => {
+    // What the cell finds first: no names left in __main__, the env and directory configure makes.
+    const probe = `print(sorted(k for k in globals() if not k.startswith("__")))
+${DETERMINISM_PROGRAM}
+print(sorted(os.environ.items()), os.getcwd(), random.getstate()[1][:4])`;
+    await Sandbox.configurePool({ size: 1, wait: true });
+    try {
+      for (const env of [undefined, { EXTRA: "1" }]) {
+        await using pooled = await Sandbox.create({ seed: 42, ...(env ? { env } : {}) });
+        await using fresh = await Sandbox.create({ seed: 42, pool: false, ...(env ? { env } : {}) });
+        const a = await pooled.runCode(probe);
+        const b = await fresh.runCode(probe);
+        assert.ok(!a.error && !b.error, a.error?.traceback ?? b.error?.traceback);
+        assert.equal(a.stdout, b.stdout, `env ${JSON.stringify(env)}`);
+        assert.equal(a.vfsDigest, b.vfsDigest);
+      }
+    } finally {
+      await Sandbox.configurePool({ size: 0 });
+    }
+  });
+
   it("the virtual clock starts at 2026-01-01 UTC and moves forward", async () => {
     await using sb = await Sandbox.create({ seed: 5 });
     const r = await sb.runCode("import time, datetime\nt1 = time.time(); t2 = time.time()\n(datetime.datetime.fromtimestamp(t1, datetime.timezone.utc).year, t2 > t1)");

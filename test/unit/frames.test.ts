@@ -22,6 +22,36 @@ describe("frames", () => {
     assert.throws(() => d.push(encodeFrame({})), FrameError, "a failed stream stays failed");
   });
 
+  it("hands a half-read frame to another decoder with unread(), at every split point", () => {
+    const msgs = [{ type: "configure", id: 1, network: { allow: ["example.com"] } }, { type: "run", id: 2, code: "print('é' * 3)" }, { type: "fs", id: 3 }];
+    const wire = Buffer.concat(msgs.map(encodeFrame));
+    const firstEnd = encodeFrame(msgs[0]).length;
+    // The first reader has taken the first frame and any part of what follows; the second gets the rest.
+    for (let cut = firstEnd; cut <= wire.length; cut++) {
+      const a = new FrameDecoder();
+      const taken = a.push(wire.subarray(0, cut));
+      const rest = a.unread();
+      assert.deepEqual(a.unread(), Buffer.alloc(0), "unread() empties the decoder");
+      const b = new FrameDecoder();
+      const out = [...taken, ...b.push(rest), ...b.push(wire.subarray(cut))];
+      assert.deepEqual(out, msgs, `split at ${cut}`);
+      assert.deepEqual(a.push(Buffer.alloc(0)), [], "nothing of the handed-back bytes stays behind");
+    }
+    // A cut inside the 4-byte length itself.
+    const a = new FrameDecoder();
+    assert.deepEqual(a.push(wire.subarray(0, 2)), []);
+    const b = new FrameDecoder();
+    assert.deepEqual([...b.push(a.unread()), ...b.push(wire.subarray(2))], msgs);
+  });
+
+  it("unread() on a failed stream throws its error", () => {
+    const d = new FrameDecoder(16);
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(1_000_000);
+    assert.throws(() => d.push(head), FrameError);
+    assert.throws(() => d.unread(), FrameError);
+  });
+
   it("reports a body that is not JSON", () => {
     const body = Buffer.from("{nope");
     const head = Buffer.alloc(4);

@@ -30,6 +30,13 @@ export class PythonSession {
   private configured = false;
   private runFn!: PyProxyFn;
   private configureFn!: PyProxyFn;
+  private reseedFn!: PyProxyFn;
+  /**
+   * The guest env (as configure's JSON) a pooled worker's warm-up left configured, with a fresh
+   * `__main__`, the home directory made and current, the cell count at 0: a first configure with
+   * the same env only reseeds. Unset once configured, and in a worker that did not warm up.
+   */
+  private pristineEnv: string | undefined;
   private display!: DisplayChannel;
   private net!: NetChannel;
 
@@ -54,6 +61,7 @@ export class PythonSession {
     const mod = py.pyimport("_agentbox");
     this.runFn = mod.run!;
     this.configureFn = mod.configure!;
+    this.reseedFn = mod.reseed!;
     // Before the file system's accounting starts: the device's node comes and goes uncounted.
     this.display = new DisplayChannel(py.FS as unknown as DeviceFs);
     this.net = new NetChannel(py.FS as unknown as DeviceFs, { inbox: this.netInbox, send, words: this.words, idle: () => this.output.tick(), now: realNow });
@@ -66,7 +74,8 @@ export class PythonSession {
       this.warmUp();
       await settle();
     }
-    const version = String(py.runPython("import sys; sys.version"));
+    // Its own globals: `__main__` stays as the warm-up's last configure left it.
+    const version = String(py.runPython("import sys; sys.version", { globals: py.globals.get("dict")() }));
     send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: version, pyodideVersion: py.version });
   }
 
@@ -98,8 +107,10 @@ export class PythonSession {
       this.configureFn(env, HOME);
     }
     this.handle({ type: "run", id: 1, code: "def f():\n    raise ValueError('warm')\nf()" });
-    this.configureFn(env, HOME);
     this.py.runPython("import gc as _gc\n_gc.collect()\ndel _gc", { globals: this.py.globals.get("dict")() });
+    // Last: the state the first configure finds is exactly what configure makes (see pristineEnv).
+    this.configureFn(env, HOME);
+    this.pristineEnv = env;
     this.configured = false;
     setMuted(false);
   }
@@ -115,7 +126,7 @@ export class PythonSession {
   /** A new seeded stream, and `random` reseeded from it as configure does (so `random` follows the new seed too). */
   private reseed(id: number, seed: number): void {
     this.hooks.rng = seededRng(seed);
-    this.py.runPython("import os as _o, random as _r\n_r.seed(int.from_bytes(_o.urandom(32), 'big'))", { globals: this.py.globals.get("dict")() });
+    this.reseedFn();
     send({ type: "reply", id, ok: true });
   }
 
@@ -131,7 +142,12 @@ export class PythonSession {
       Date.now = virtualNow;
       performance.now = () => virtualNow() - VIRTUAL_EPOCH_MS;
     }
-    this.configureFn(JSON.stringify(guestEnv(msg.env)), HOME);
+    // A pooled worker's first configure with the env its warm-up left: only the seeded stream is
+    // new, so only `random` is reseeded from it, as configure would (the same 32 bytes drawn).
+    const env = JSON.stringify(guestEnv(msg.env));
+    if (env === this.pristineEnv) this.reseedFn();
+    else this.configureFn(env, HOME);
+    this.pristineEnv = undefined;
     for (const m of msg.mounts) this.fs.mount(m);
     // Quotas apply from here on: what the host writes counts like what the guest writes.
     this.fs.accounting.quota = { vfsBytes: msg.limits.vfsBytes, vfsFiles: msg.limits.vfsFiles };
