@@ -852,6 +852,10 @@ class Spawner:
             return
         self.pid = early["pid"]
         self.req_fd, self.rep_fd = early["req"], early["rep"]
+        try:
+            self.devnull = os.open(os.devnull, os.O_RDONLY)  # commands' stdin when they get none
+        except OSError:
+            return self.fail()
         self.dead = False
         start_thread(self.reports)
 
@@ -861,7 +865,6 @@ class Spawner:
             self.req = socket.socket(fileno=self.req_fd)
             self.req.settimeout(SPAWN_REPLY_TIMEOUT)
             self.rep = socket.socket(fileno=self.rep_fd)
-            self.devnull = os.open(os.devnull, os.O_RDONLY)
         except OSError:
             self.rep = None
         buf = b""
@@ -1364,8 +1367,8 @@ class Agent:
     def serve(self, fd):
         if EARLY_REPL and "pid" in EARLY_REPL:
             self.adopt_early_repl(EARLY_REPL)  # starting in the background: the first run waits for it
-        self.chan.send({"type": "ready", "v": PROTOCOL_VERSION, "agent": "agentbox-agent", "python": sys.version.split()[0]})
         self.spawner.start(EARLY_SPAWNER)  # commands take the old path until it is ready
+        self.chan.send({"type": "ready", "v": PROTOCOL_VERSION, "agent": "agentbox-agent", "python": sys.version.split()[0]})
         handlers = {
             "ping": lambda m: self.chan.send({"type": "pong", "id": m["id"]}),
             "exec": self.do_exec, "kill": self.do_kill, "stdin": self.do_stdin, "run": self.do_run, "interrupt": self.do_interrupt,
