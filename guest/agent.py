@@ -808,18 +808,32 @@ class SpawnedProc:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.returncode = None
         self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.on_exit = None
 
     def set_exit(self, status, lost=False):
-        if self.done.is_set():
-            return
-        if lost:
-            self.returncode = 255
-        else:
-            try:
-                self.returncode = os.waitstatus_to_exitcode(status)
-            except ValueError:
+        with self.lock:
+            if self.returncode is not None:
+                return
+            if lost:
                 self.returncode = 255
+            else:
+                try:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                except ValueError:
+                    self.returncode = 255
+            hook = self.on_exit
+        if hook is not None:
+            hook()  # before `done`: whoever waits on it may free what the hook uses
         self.done.set()
+
+    def when_exited(self, hook):
+        """Call `hook` (once, from the thread that learns of the exit) when it has exited."""
+        with self.lock:
+            self.on_exit = hook
+            now = self.returncode is not None
+        if now:
+            hook()
 
     def poll(self):
         return self.returncode
@@ -1195,7 +1209,10 @@ class Agent:
         self.procs[mid] = p
         if msg.get("background"):  # the host hands the caller a handle now; output and exit follow
             self.chan.send({"type": "started", "id": mid, "pid": p.pid})
-        pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
+        if isinstance(p, SpawnedProc):
+            start_thread(self.watch, mid, p, oom_kills())
+        else:
+            pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
         if keep_stdin:
             self.stdin_feeds[mid] = StdinFeed(p.stdin)
             if stdin is not None:
@@ -1208,7 +1225,45 @@ class Agent:
                 except (OSError, ValueError):
                     pass
             start_thread(feed)
-        start_thread(self.wait_exit, mid, p, pumps, oom_kills())
+        if not isinstance(p, SpawnedProc):
+            start_thread(self.wait_exit, mid, p, pumps, oom_kills())
+
+    def watch(self, mid, p, kills_before):
+        """A spawner-started command's one thread (a forked one has three): its output from both
+        pipes until they close, then its exit. Once it has exited, pipes a background child still
+        holds are read for at most 0.2 s more, as wait_exit does."""
+        import select
+        poller = select.poll()
+        streams = {p.stdout.fileno(): "stdout", p.stderr.fileno(): "stderr"}
+        for fd in streams:
+            poller.register(fd, select.POLLIN)
+        wake_r, wake_w = os.pipe()
+        poller.register(wake_r, select.POLLIN)
+        p.when_exited(lambda: os.write(wake_w, b"x"))
+        deadline = None
+        while streams:
+            timeout = None if deadline is None else max(0, deadline - time.monotonic()) * 1000
+            events = poller.poll(timeout)
+            if not events and deadline is not None:
+                break
+            for fd, _ in events:
+                if fd == wake_r:
+                    poller.unregister(wake_r)
+                    deadline = time.monotonic() + 0.2
+                    continue
+                try:
+                    data = os.read(fd, CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    poller.unregister(fd)
+                    del streams[fd]
+                elif mid in self.procs:
+                    self.chan.send({"type": "output", "id": mid, "stream": streams[fd], "data": b64(data)})
+        rc = p.wait()
+        os.close(wake_r)  # only now, the hook having run (on an error above they are left open)
+        os.close(wake_w)
+        self.exited(mid, p, rc, kills_before)
 
     def pump(self, mid, stream, pipe):
         fd = pipe.fileno()
@@ -1226,6 +1281,9 @@ class Agent:
         for t in pumps:  # output still in the pipes; a background child holding them is not waited for
             if t is not None:
                 t.join(0.2)
+        self.exited(mid, p, rc, kills_before)
+
+    def exited(self, mid, p, rc, kills_before):
         self.procs.pop(mid, None)
         feed = self.stdin_feeds.pop(mid, None)
         if feed is not None:
