@@ -80,12 +80,15 @@ def fork_spawner():
     """Fork the spawner (see spawner_main) while the agent is small and nothing but os and sys is
     loaded: the child drops to GUEST_UID and execs `agent.py --spawner` with its ends of two
     socket pairs at fds 3 and 4. Dropping must happen before the exec: a root process keeps no
-    capability across exec (the bounding set is empty), so it could not drop afterwards.
-    {"pid", "req", "rep"} (the agent's ends), or None where it cannot be started."""
+    capability across exec (the bounding set is empty), so it could not drop afterwards. The exec
+    waits for the agent's go (Spawner.go: the REPL is ready, or a first command), so the spawner's
+    interpreter does not compete with the agent's and the REPL's start-up for the CPU.
+    {"pid", "req", "rep", "go"} (the agent's ends), or None where it cannot be started."""
     try:
         import _socket
         a_req, s_req = (s.detach() for s in _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET))
         a_rep, s_rep = (s.detach() for s in _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM))
+        go_r, go_w = os.pipe()
     except (ImportError, OSError, AttributeError):
         return None
     try:
@@ -103,17 +106,22 @@ def fork_spawner():
             high = [os.dup2(s_req, 100, inheritable=False), os.dup2(s_rep, 101, inheritable=False)]
             os.dup2(high[0], 3)
             os.dup2(high[1], 4)
+            os.close(go_w)
+            if os.read(go_r, 1) != b"g":  # the agent ended first
+                os._exit(0)
             os.execve(sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__), "--spawner"], GUEST_ENV)
         except BaseException:
             pass
         os._exit(1)
     os.close(s_req)
     os.close(s_rep)
+    os.close(go_r)
     if pid is None:
         os.close(a_req)
         os.close(a_rep)
+        os.close(go_w)
         return None
-    return {"pid": pid, "req": a_req, "rep": a_rep}
+    return {"pid": pid, "req": a_req, "rep": a_rep, "go": go_w}
 
 
 AGENT_START = __name__ == "__main__" and "--repl" not in sys.argv and "--spawner" not in sys.argv
@@ -850,7 +858,7 @@ class Spawner:
     def __init__(self):
         self.pid = None
         self.req = self.rep = None
-        self.req_fd = self.rep_fd = None
+        self.req_fd = self.rep_fd = self.go_fd = None
         self.reaped = False
         self.ready = False
         self.dead = True
@@ -865,13 +873,24 @@ class Spawner:
         if not early:
             return
         self.pid = early["pid"]
-        self.req_fd, self.rep_fd = early["req"], early["rep"]
+        self.req_fd, self.rep_fd, self.go_fd = early["req"], early["rep"], early["go"]
         try:
             self.devnull = os.open(os.devnull, os.O_RDONLY)  # commands' stdin when they get none
         except OSError:
             return self.fail()
         self.dead = False
         start_thread(self.reports)
+
+    def go(self):
+        """Let the spawner start up (once; the REPL is ready, or a command came first)."""
+        with self.lock:
+            fd, self.go_fd = self.go_fd, None
+        if fd is not None:
+            try:
+                os.write(fd, b"g")
+            except OSError:
+                pass
+            os.close(fd)
 
     def reports(self):
         import socket  # here, off the main thread: spawn() uses it once the spawner is ready
@@ -1110,6 +1129,7 @@ class Agent:
             kind = msg.get("type")
             if kind == "ready":
                 repl["ready"].set()
+                self.spawner.go()
             elif kind == "output":
                 run = self.repl_run
                 if run is not None:
@@ -1188,6 +1208,7 @@ class Agent:
         env.update(msg.get("env") or {})
         stdin = msg.get("stdin")
         keep_stdin = bool(msg.get("stdinOpen"))
+        self.spawner.go()
         p = self.spawner.spawn(msg["argv"], env, msg.get("cwd") or "/home/user", stdin is not None or keep_stdin)
         try:
             if p is None:  # no spawner (yet, any more) or it declined: started here, forked and dropped
