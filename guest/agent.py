@@ -76,7 +76,57 @@ def fork_early_repl():
     return {"pid": pid, "req": req_w, "resp": resp_r, "out": out_r, "err": err_r}
 
 
-EARLY_REPL = fork_early_repl() if __name__ == "__main__" and "--repl" not in sys.argv else None
+def fork_spawner():
+    """Fork the spawner (see spawner_main) while the agent is small and nothing but os and sys is
+    loaded: the child drops to GUEST_UID and execs `agent.py --spawner` with its ends of two
+    socket pairs at fds 3 and 4. Dropping must happen before the exec: a root process keeps no
+    capability across exec (the bounding set is empty), so it could not drop afterwards. The exec
+    waits for the agent's go (Spawner.go: the REPL is ready, or a first command), so the spawner's
+    interpreter does not compete with the agent's and the REPL's start-up for the CPU.
+    {"pid", "req", "rep", "go"} (the agent's ends), or None where it cannot be started."""
+    try:
+        import _socket
+        a_req, s_req = (s.detach() for s in _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET))
+        a_rep, s_rep = (s.detach() for s in _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM))
+        go_r, go_w = os.pipe()
+    except (ImportError, OSError, AttributeError):
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = None
+    if pid == 0:
+        try:
+            reset_oom_score()  # while root (the file is root's); what it starts inherits the score
+            become_guest()
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)  # fds 0 and 1 are the host channel: the spawner must not hold it
+            os.dup2(null, 1)
+            high = [os.dup2(s_req, 100, inheritable=False), os.dup2(s_rep, 101, inheritable=False)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+            os.close(go_w)
+            if os.read(go_r, 1) != b"g":  # the agent ended first
+                os._exit(0)
+            os.execve(sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__), "--spawner"], GUEST_ENV)
+        except BaseException:
+            pass
+        os._exit(1)
+    os.close(s_req)
+    os.close(s_rep)
+    os.close(go_r)
+    if pid is None:
+        os.close(a_req)
+        os.close(a_rep)
+        os.close(go_w)
+        return None
+    return {"pid": pid, "req": a_req, "rep": a_rep, "go": go_w}
+
+
+AGENT_START = __name__ == "__main__" and "--repl" not in sys.argv and "--spawner" not in sys.argv
+EARLY_REPL = fork_early_repl() if AGENT_START else None
+EARLY_SPAWNER = fork_spawner() if AGENT_START and "child" not in EARLY_REPL else None  # in the agent, not the REPL
 
 import binascii  # noqa: E402 - after the early fork on purpose
 import resource  # noqa: E402,F401 - loaded here, never in a child between fork and exec
@@ -655,6 +705,342 @@ class StdinFeed:
             pass
 
 
+# ---------------------------------------------------------------------------------------------
+# The spawner: a small process started once, at the agent's start, that has already dropped to
+# GUEST_UID (no groups, no capabilities, own session) and starts commands for the agent with
+# vfork+exec. A root agent cannot do that itself: Python forks (not vforks) a child that must
+# change its uid, and a fork of the agent costs tens of ms under gVisor. The spawner holds
+# nothing the guest lacks (it runs as the guest; it gets a command's argv, env, cwd and pipes),
+# so guest code that kills or ptraces it only loses itself the fast path: the agent falls back
+# to starting commands itself, and trusts no pid the spawner names without checking /proc.
+
+SPAWN_MAX = 60 << 10  # largest spawn request (argv, env, cwd as JSON); larger ones take the old path
+SPAWN_REPLY_TIMEOUT = 10.0  # seconds the agent waits for a spawn's answer before giving up on the spawner
+SPAWNER_REQ_FD, SPAWNER_REP_FD = 3, 4  # the spawner's ends: requests (SOCK_SEQPACKET), exit reports (stream)
+
+
+def cap_eff():
+    """This process's effective capability set, or None where /proc does not say."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def spawner_main():
+    """The spawner process (`agent.py --spawner`, started by fork_spawner as the guest user with
+    its two sockets at SPAWNER_REQ_FD and SPAWNER_REP_FD). Requests: one JSON message each {argv, env,
+    cwd, as} with the command's stdin, stdout and stderr fds; answer {"pid"} or {"error"} (the
+    agent then starts the command itself, for the same error message). Exit statuses go out on
+    the report socket as (pid, wait status) pairs, (0, 0) first to say it is ready. Ends when
+    the agent's end of the request socket closes."""
+    if os.getuid() == 0 or os.geteuid() == 0 or cap_eff() not in (0, None):
+        os._exit(1)  # fork_spawner drops privileges before the exec: this one did not
+    os.chdir("/")
+    import socket
+    import subprocess
+    req = socket.socket(fileno=SPAWNER_REQ_FD)
+    rep = socket.socket(fileno=SPAWNER_REP_FD)
+    spawned = threading.Event()
+
+    def reaper():
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                spawned.wait()
+                spawned.clear()
+                continue
+            try:
+                rep.sendall(struct.pack(">ii", pid, status))
+            except OSError:
+                os._exit(0)
+
+    threading.Thread(target=reaper, daemon=True).start()
+    rep.sendall(struct.pack(">ii", 0, 0))
+    while True:
+        try:
+            data, fds, flags, _ = socket.recv_fds(req, SPAWN_MAX + 1, 3)
+        except OSError:
+            break
+        if not data and not fds:
+            break
+        reply = spawner_start(subprocess, data, fds, flags & socket.MSG_TRUNC or flags & socket.MSG_CTRUNC)
+        for fd in fds:
+            os.close(fd)
+        if "pid" in reply:
+            spawned.set()
+        try:
+            req.send(json_dumps(reply).encode())
+        except OSError:
+            break
+    os._exit(0)
+
+
+def spawner_start(subprocess, data, fds, truncated):
+    """In the spawner: start one command as asked; {"pid": n} or {"error": why}."""
+    if truncated or len(fds) != 3 or len(data) > SPAWN_MAX:
+        return {"error": "bad request"}
+    try:
+        msg = json_loads(data.decode("utf-8"))
+        argv, env, cwd, limit = msg["argv"], msg["env"], msg["cwd"], msg.get("as")
+        if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+            return {"error": "bad argv"}
+        if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+            return {"error": "bad env"}
+        if not isinstance(cwd, str) or not (limit is None or isinstance(limit, int) and limit > 0):
+            return {"error": "bad request"}
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if limit is not None and (hard == resource.RLIM_INFINITY or hard > limit):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # as setup_child does, once for all
+        elif (limit is None) != (hard == resource.RLIM_INFINITY) or limit is not None and hard != limit:
+            return {"error": "memory limit differs"}  # a limit cannot be raised again: the old path
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=fds[0], stdout=fds[1], stderr=fds[2], start_new_session=True, close_fds=True)
+    except Exception as e:  # noqa: BLE001 - any failure: the agent's own path reports it
+        return {"error": ("%s: %s" % (type(e).__name__, e))[:200]}
+    p.returncode = 0  # reaped by the reaper thread (waitpid(-1)), never by Popen itself
+    return {"pid": p.pid}
+
+
+class SpawnedProc:
+    """A command the spawner started, with the part of Popen's interface the agent uses. Its exit
+    status comes from the spawner's reports (Spawner.reports)."""
+
+    def __init__(self, pid, stdin, stdout, stderr):
+        self.pid = pid
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.returncode = None
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.on_exit = None
+
+    def set_exit(self, status, lost=False):
+        with self.lock:
+            if self.returncode is not None:
+                return
+            if lost:
+                self.returncode = 255
+            else:
+                try:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                except ValueError:
+                    self.returncode = 255
+            hook = self.on_exit
+        if hook is not None:
+            hook()  # before `done`: whoever waits on it may free what the hook uses
+        self.done.set()
+
+    def when_exited(self, hook):
+        """Call `hook` (once, from the thread that learns of the exit) when it has exited."""
+        with self.lock:
+            self.on_exit = hook
+            now = self.returncode is not None
+        if now:
+            hook()
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self):
+        self.done.wait()
+        return self.returncode
+
+
+class Spawner:
+    """The agent's side of the spawner: start it, ask it to start commands, read its exit
+    reports. Every failure makes `spawn` return None: the caller starts the command itself."""
+
+    def __init__(self):
+        self.pid = None
+        self.req = self.rep = None
+        self.req_fd = self.rep_fd = self.go_fd = None
+        self.reaped = False
+        self.ready = False
+        self.dead = True
+        self.uid = GUEST_UID if os.getuid() == 0 else os.getuid()  # what its children must run as
+        self.lock = threading.Lock()
+        self.running = {}  # pid -> SpawnedProc not yet reported
+        self.early = {}  # pid -> wait status reported before its spawn was answered
+        self.devnull = None
+
+    def start(self, early):
+        """Take over the spawner fork_spawner started; it says when it is ready (`reports`)."""
+        if not early:
+            return
+        self.pid = early["pid"]
+        self.req_fd, self.rep_fd, self.go_fd = early["req"], early["rep"], early["go"]
+        try:
+            self.devnull = os.open(os.devnull, os.O_RDONLY)  # commands' stdin when they get none
+        except OSError:
+            return self.fail()
+        self.dead = False
+        start_thread(self.reports)
+
+    def go(self):
+        """Let the spawner start up (once; the REPL is ready, or a command came first)."""
+        with self.lock:
+            fd, self.go_fd = self.go_fd, None
+        if fd is not None:
+            try:
+                os.write(fd, b"g")
+            except OSError:
+                pass
+            os.close(fd)
+
+    def reports(self):
+        import socket  # here, off the main thread: spawn() uses it once the spawner is ready
+        try:
+            self.req = socket.socket(fileno=self.req_fd)
+            self.req.settimeout(SPAWN_REPLY_TIMEOUT)
+            self.rep = socket.socket(fileno=self.rep_fd)
+        except OSError:
+            self.rep = None
+        buf = b""
+        while self.rep is not None:
+            try:
+                data = self.rep.recv(4096)
+            except OSError:
+                break
+            if not data:
+                break
+            buf += data
+            while len(buf) >= 8:
+                pid, status = struct.unpack(">ii", buf[:8])
+                buf = buf[8:]
+                if pid == 0:
+                    self.ready = True
+                else:
+                    self.exited(pid, status)
+        self.fail()
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+        with self.lock:
+            self.reaped = True  # its pid may be reused from now on: never signalled again
+            left = list(self.running.values())
+            self.running.clear()
+            self.early.clear()
+        for p in left:
+            start_thread(self.orphan, p)
+
+    def exited(self, pid, status):
+        with self.lock:
+            p = self.running.pop(pid, None)
+            if p is None:
+                if len(self.early) >= 256:  # a spawner flooding made-up reports
+                    self.early.clear()
+                self.early[pid] = status
+                return
+        p.set_exit(status)
+
+    def orphan(self, p):
+        """A command whose spawner ended before it did: reparented to this agent (gVisor's PID 1)
+        it is waited for here; elsewhere init reaps it and its status is lost (255)."""
+        while True:
+            try:
+                done, status = os.waitpid(p.pid, os.WNOHANG)
+                if done:
+                    return p.set_exit(status)
+            except ChildProcessError:
+                if not os.path.exists("/proc/%d" % p.pid):
+                    return p.set_exit(0, lost=True)
+            except OSError:
+                return p.set_exit(0, lost=True)
+            time.sleep(0.05)
+
+    def fail(self):
+        """Stop using the spawner (dead, lying, or stuck) and make sure it is gone."""
+        with self.lock:
+            self.dead = True
+            self.ready = False
+            if self.pid is not None and not self.reaped:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def child_ok(self, pid):
+        """Whether `pid` is the spawner's child running as the guest (or already gone)."""
+        try:
+            with open("/proc/%d/status" % pid, "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f if b":" in line)
+        except FileNotFoundError:
+            return True  # exited and reaped already: its report is on the way
+        except OSError:
+            return False
+        try:
+            return (int(fields[b"PPid"]) == self.pid and all(int(x) == self.uid for x in fields[b"Uid"].split())
+                    and all(int(x) == self.uid for x in fields[b"Gid"].split()))
+        except (KeyError, ValueError):
+            return False
+
+    def spawn(self, argv, env, cwd, with_stdin):
+        """A SpawnedProc for the command, or None (the caller starts it itself)."""
+        if self.dead or not self.ready:
+            return None
+        body = json_dumps({"argv": argv, "env": env, "cwd": cwd, "as": PROCESS_MEMORY}).encode()
+        if len(body) > SPAWN_MAX:
+            return None
+        import socket
+        mine, theirs = [], []
+        try:
+            out_r, out_w = os.pipe()
+            mine.append(out_r)
+            theirs.append(out_w)
+            err_r, err_w = os.pipe()
+            mine.append(err_r)
+            theirs.append(err_w)
+            if with_stdin:
+                in_r, in_w = os.pipe()
+                mine.append(in_w)
+                theirs.append(in_r)
+            else:
+                in_r = in_w = None
+        except OSError:
+            for fd in mine + theirs:
+                os.close(fd)
+            return None
+        try:
+            socket.send_fds(self.req, [body], [in_r if with_stdin else self.devnull, out_w, err_w])
+            reply = self.req.recv(4096)
+        except OSError:  # socket.timeout is one: stuck (stopped by guest code?)
+            reply = None
+            self.fail()
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        pid = None
+        if reply:
+            try:
+                pid = json_loads(reply.decode("utf-8")).get("pid")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                pid = None
+        if pid is not None and not (type(pid) is int and 1 < pid < (1 << 22) and pid != self.pid and self.child_ok(pid)):
+            self.fail()  # a pid that is not its guest child: the spawner is not to be believed
+            pid = None
+        if pid is None:
+            for fd in mine:
+                os.close(fd)
+            return None
+        p = SpawnedProc(pid, open(in_w, "wb") if with_stdin else None, open(out_r, "rb", buffering=0), open(err_r, "rb", buffering=0))
+        with self.lock:
+            status = self.early.pop(pid, None)
+            orphaned = self.reaped  # the spawner ended since it answered: nobody reports this one
+            if status is None and not orphaned:
+                self.running[pid] = p
+        if status is not None:
+            p.set_exit(status)
+        elif orphaned:
+            start_thread(self.orphan, p)
+        return p
+
+
 class Agent:
     def __init__(self, chan):
         self.chan = chan
@@ -670,6 +1056,7 @@ class Agent:
         self.watchdog = None
         self.memory_killed = set()  # sessions the watchdog killed a process of
         self.streams = Streams(chan)
+        self.spawner = Spawner()
 
     # ---- REPL -------------------------------------------------------------------------------
     def start_repl(self):
@@ -742,6 +1129,7 @@ class Agent:
             kind = msg.get("type")
             if kind == "ready":
                 repl["ready"].set()
+                self.spawner.go()
             elif kind == "output":
                 run = self.repl_run
                 if run is not None:
@@ -820,13 +1208,16 @@ class Agent:
         env.update(msg.get("env") or {})
         stdin = msg.get("stdin")
         keep_stdin = bool(msg.get("stdinOpen"))
+        self.spawner.go()
+        p = self.spawner.spawn(msg["argv"], env, msg.get("cwd") or "/home/user", stdin is not None or keep_stdin)
         try:
-            import subprocess  # on first use: loading it in the background slowed the first run down
-            p = subprocess.Popen(
-                msg["argv"], cwd=msg.get("cwd") or "/home/user", env=env,
-                stdin=subprocess.PIPE if stdin is not None or keep_stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **child_credentials(),
-            )
+            if p is None:  # no spawner (yet, any more) or it declined: started here, forked and dropped
+                import subprocess  # on first use: loading it in the background slowed the first run down
+                p = subprocess.Popen(
+                    msg["argv"], cwd=msg.get("cwd") or "/home/user", env=env,
+                    stdin=subprocess.PIPE if stdin is not None or keep_stdin else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **child_credentials(),
+                )
         except OSError as e:
             cwd = msg.get("cwd") or "/home/user"
             if e.filename == cwd and e.errno in (errno_code("ENOENT"), errno_code("ENOTDIR"), errno_code("EACCES")):
@@ -839,7 +1230,10 @@ class Agent:
         self.procs[mid] = p
         if msg.get("background"):  # the host hands the caller a handle now; output and exit follow
             self.chan.send({"type": "started", "id": mid, "pid": p.pid})
-        pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
+        if isinstance(p, SpawnedProc):
+            start_thread(self.watch, mid, p, oom_kills())
+        else:
+            pumps = [start_thread(self.pump, mid, s, pipe) for s, pipe in (("stdout", p.stdout), ("stderr", p.stderr))]
         if keep_stdin:
             self.stdin_feeds[mid] = StdinFeed(p.stdin)
             if stdin is not None:
@@ -852,7 +1246,45 @@ class Agent:
                 except (OSError, ValueError):
                     pass
             start_thread(feed)
-        start_thread(self.wait_exit, mid, p, pumps, oom_kills())
+        if not isinstance(p, SpawnedProc):
+            start_thread(self.wait_exit, mid, p, pumps, oom_kills())
+
+    def watch(self, mid, p, kills_before):
+        """A spawner-started command's one thread (a forked one has three): its output from both
+        pipes until they close, then its exit. Once it has exited, pipes a background child still
+        holds are read for at most 0.2 s more, as wait_exit does."""
+        import select
+        poller = select.poll()
+        streams = {p.stdout.fileno(): "stdout", p.stderr.fileno(): "stderr"}
+        for fd in streams:
+            poller.register(fd, select.POLLIN)
+        wake_r, wake_w = os.pipe()
+        poller.register(wake_r, select.POLLIN)
+        p.when_exited(lambda: os.write(wake_w, b"x"))
+        deadline = None
+        while streams:
+            timeout = None if deadline is None else max(0, deadline - time.monotonic()) * 1000
+            events = poller.poll(timeout)
+            if not events and deadline is not None:
+                break
+            for fd, _ in events:
+                if fd == wake_r:
+                    poller.unregister(wake_r)
+                    deadline = time.monotonic() + 0.2
+                    continue
+                try:
+                    data = os.read(fd, CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    poller.unregister(fd)
+                    del streams[fd]
+                elif mid in self.procs:
+                    self.chan.send({"type": "output", "id": mid, "stream": streams[fd], "data": b64(data)})
+        rc = p.wait()
+        os.close(wake_r)  # only now, the hook having run (on an error above they are left open)
+        os.close(wake_w)
+        self.exited(mid, p, rc, kills_before)
 
     def pump(self, mid, stream, pipe):
         fd = pipe.fileno()
@@ -870,6 +1302,9 @@ class Agent:
         for t in pumps:  # output still in the pipes; a background child holding them is not waited for
             if t is not None:
                 t.join(0.2)
+        self.exited(mid, p, rc, kills_before)
+
+    def exited(self, mid, p, rc, kills_before):
         self.procs.pop(mid, None)
         feed = self.stdin_feeds.pop(mid, None)
         if feed is not None:
@@ -1011,6 +1446,7 @@ class Agent:
     def serve(self, fd):
         if EARLY_REPL and "pid" in EARLY_REPL:
             self.adopt_early_repl(EARLY_REPL)  # starting in the background: the first run waits for it
+        self.spawner.start(EARLY_SPAWNER)  # commands take the old path until it is ready
         self.chan.send({"type": "ready", "v": PROTOCOL_VERSION, "agent": "agentbox-agent", "python": sys.version.split()[0]})
         handlers = {
             "ping": lambda m: self.chan.send({"type": "pong", "id": m["id"]}),
@@ -1561,6 +1997,8 @@ def main():
     global PRIVILEGED
     if "--repl" in sys.argv:
         return repl_main()
+    if "--spawner" in sys.argv:
+        return spawner_main()
     if EARLY_REPL and "child" in EARLY_REPL:
         try:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as the agent's children have it

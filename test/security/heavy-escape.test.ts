@@ -28,7 +28,7 @@ describe("heavy tier security (gVisor)", { skip: skipHeavy }, () => {
   });
 
   it("guest code runs as uid 1000 with no capabilities and cannot touch the root agent", async () => {
-    const agent = await sb.commands.run("ps -eo pid=,user=,args= | grep '[a]gent.py' | grep -v -- --repl");
+    const agent = await sb.commands.run("ps -eo pid=,user=,args= | grep '[a]gent.py' | grep -v -- --repl | grep -v -- --spawner");
     const [pid, user] = agent.stdout.trim().split(/\s+/);
     assert.equal(user, "root", agent.stdout);
     const r = await sb.commands.run(
@@ -48,6 +48,59 @@ describe("heavy tier security (gVisor)", { skip: skipHeavy }, () => {
     await sb.files.write("/home/user/owned.txt", "x");
     assert.equal((await sb.commands.run("stat -c %u:%g /home/user/owned.txt")).stdout, "1000:1000\n");
     assert.equal((await sb.commands.run("echo alive")).stdout, "alive\n");
+  });
+
+  it("commands start through the spawner as the guest (no groups, no capabilities, the memory limit); a guest that kills it only loses the fast path", async () => {
+    const s = await Sandbox.create(heavy);
+    try {
+      // Who started this shell, and with what: its parent's command line, its credentials, the
+      // address-space limit a program it starts inherits.
+      const probe = `p=$(ps -o ppid= -p $$ | tr -d ' '); echo "parent $p $(tr '\\0' ' ' </proc/$p/cmdline)"
+        grep -E '^(Uid|Gid|Groups|CapEff|CapPrm):' /proc/self/status | tr -s '\\t ' '  ' | sed 's/ *$//'
+        python3 -c "import resource; print('as', *resource.getrlimit(resource.RLIMIT_AS))"
+        python3 -c "import ctypes; l = ctypes.CDLL(None, use_errno=True); print('ptrace', l.ptrace(16, 1, 0, 0), ctypes.get_errno())"
+        kill -STOP 1 2>/dev/null && echo STOPPED; kill -0 1 2>/dev/null && echo SIGNALLED; echo end`;
+      const creds = ["Uid: 1000 1000 1000 1000", "Gid: 1000 1000 1000 1000", "Groups:", "CapPrm: 0000000000000000", "CapEff: 0000000000000000"];
+      const check = (out: string, viaSpawner: boolean): string => {
+        const lines = out.trim().split("\n");
+        assert.equal(/agent\.py --spawner/.test(lines[0]!), viaSpawner, out);
+        if (!viaSpawner) assert.match(lines[0]!, /^parent 1 .*agent\.py $/, out);
+        assert.deepEqual(lines.slice(1, 6), creds, out);
+        assert.match(lines[6]!, /^as \d+ \d+$/, out); // a finite limit (RLIM_INFINITY is -1)
+        assert.deepEqual(lines.slice(7), ["ptrace -1 1", "end"], out); // EPERM; the agent (pid 1) cannot be stopped or signalled
+        return lines[6]!;
+      };
+      // The spawner starts up beside the agent: the first commands may take the old path.
+      let first = await s.commands.run(probe);
+      for (let i = 0; i < 50 && !first.stdout.includes("--spawner"); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        first = await s.commands.run(probe);
+      }
+      const limit = check(first.stdout, true);
+      // A request over the spawner's size cap takes the old path, with the same result.
+      const big = await s.commands.run(probe, { env: { BIG: "x".repeat(70_000) } });
+      assert.equal(check(big.stdout, false), limit);
+      // The spawner runs as the guest, so guest code can kill it, with a command it started
+      // still running: that command's exit is still reported, and later commands start the old way.
+      const running = await s.commands.run("sleep 1; echo slept; exit 7", { background: true });
+      const kill = await s.commands.run("for p in $(ps -eo pid=,args= | awk '/agent[.]py --spawner/ {print $1}'); do kill -9 $p && echo KILLED; done");
+      assert.equal(kill.stdout, "KILLED\n");
+      const done = await running.wait();
+      assert.equal(done.exitCode, 7);
+      assert.equal(done.stdout, "slept\n");
+      assert.equal(check((await s.commands.run(probe)).stdout, false), limit);
+      // The rest behaves as before: stdin, env, cwd, a process-group kill, a timeout.
+      const r = await s.commands.run("cat; echo $X; pwd", { stdin: "in\n", env: { X: "y" }, cwd: "/tmp" });
+      assert.equal(r.stdout, "in\ny\n/tmp\n");
+      const bg = await s.commands.run("sleep 30 & sleep 30; echo never", { background: true });
+      assert.equal(await bg.kill(), true);
+      assert.notEqual((await bg.wait()).stdout, "never\n");
+      const capped = await s.commands.run("sleep 30", { timeoutMs: 300 });
+      assert.equal(capped.exitCode, 137);
+      assert.equal((await s.commands.run("ps -eo args= | grep -c '^sleep 30' || true")).stdout, "0\n");
+    } finally {
+      await s.kill();
+    }
   });
 
   it("a guest that floods the agent channel with garbage: ProtocolError, host fine, nothing left", async () => {
