@@ -515,9 +515,24 @@ print("ok", sb.info.node)
     await holder.kill("SIGKILL");
     nodes = nodes.filter((n) => n !== holder);
     nodes.push(await startNode(etcd.spec, holder.id, nodeArgs(holder.id), { AGENTBOX_API_KEYS: JSON.stringify(KEYS) }));
-    // Joined again at once (its old lease may still be alive): the stale record is gone, no 410 to wait out.
+    // Joined again once its old lease ran out (at most the lease time): the stale record is gone, no 410 to wait out.
     assert.equal((await etcdKeys(etcd, `/agentbox/sandboxes/${sb.id}`)).length, 0);
     for (const n of nodes) assert.equal((await api(n).req("GET", `/sandboxes/${sb.id}`)).status, 404, `through ${n.id}`);
+  });
+
+  it("a second process given a live node's --node-id is refused with a clear error; the live node and its sandboxes are untouched", async () => {
+    const live = nodes[0]!;
+    const sb = await api(live).json<Info>("POST", "/sandboxes", { language: "javascript" });
+    const holder = by(sb.node!);
+    const t0 = Date.now();
+    await assert.rejects(
+      startNode(etcd.spec, holder.id, nodeArgs(holder.id), { AGENTBOX_API_KEYS: JSON.stringify(KEYS) }),
+      (e: Error) => e.message.includes(`node id "${holder.id}" is held by another live node`) && e.message.includes("--node-id"),
+    );
+    assert.ok(Date.now() - t0 >= LEASE_S * 1000, "it waited out a lease before refusing (a restarted node's old record would have gone by then)");
+    assert.equal((await etcdKeys(etcd, `/agentbox/sandboxes/${sb.id}`)).length, 1, "the live node's record stays");
+    for (const n of nodes) assert.equal((await api(n).json<{ value?: string }>("POST", `/sandboxes/${sb.id}/run`, { code: "6*7" })).value, "42", `through ${n.id}`);
+    await api(live).req("DELETE", `/sandboxes/${sb.id}`);
   });
 
   it("an etcd member killed: the cluster goes on; all of etcd gone: creates are refused (503), running sandboxes keep answering; etcd back: creates again", async () => {

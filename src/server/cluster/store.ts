@@ -148,7 +148,17 @@ export class ClusterStore {
   /** Join: grant the lease, publish `info`, and start watching nodes and the catalog. */
   async join(info: NodeInfo): Promise<void> {
     this.info = info;
-    await this.grant();
+    // A node restarted after a crash finds its old record until that lease runs out: wait that
+    // long. A record still there after it is held by another live process with the same id.
+    const deadline = Date.now() + this.opts.leaseTtlS * 1000 + 1000;
+    while (!(await this.grant())) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `cluster: node id ${JSON.stringify(this.opts.nodeId)} is held by another live node (its record nodes/${this.opts.nodeId} stayed on a lease kept alive for over ${this.opts.leaseTtlS} s); give each node its own --node-id`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
     await this.dropStale();
     await this.syncNodes();
     this.watchers.push(
@@ -269,8 +279,14 @@ export class ClusterStore {
     return res.succeeded;
   }
 
-  /** A lease with this node's record on it; when the lease is lost (store unreachable past the TTL) a new one is granted and every running sandbox of this node put back on it. */
-  private async grant(): Promise<void> {
+  /**
+   * A lease with this node's record on it; when the lease is lost (store unreachable past the TTL)
+   * a new one is granted and every running sandbox of this node put back on it. The record is
+   * put only where none is (one transaction): false, and the lease revoked, when a record of this
+   * node id is still there on another lease (an earlier run's not yet expired, or a second
+   * process given the same --node-id), which it must never overwrite.
+   */
+  private async grant(): Promise<boolean> {
     const lease = this.client.lease(this.opts.leaseTtlS);
     lease.on("lost", (e) => {
       if (this.closed || this.lease !== lease) return;
@@ -282,16 +298,29 @@ export class ClusterStore {
     lease.on("keepaliveSucceeded", () => {
       if (this.lease === lease) this.keptAt = Date.now();
     });
-    this.leaseIdValue = await lease.grant();
+    const id = await lease.grant();
+    if (this.info) {
+      const key = Buffer.from(this.key(`nodes/${this.opts.nodeId}`));
+      const res = await this.client.kv.txn({
+        compare: [{ key, target: "Create", result: "Equal", create_revision: "0" }],
+        success: [{ request_put: { key, value: Buffer.from(JSON.stringify(this.info)), lease: id } }],
+        failure: [],
+      });
+      if (!res.succeeded) {
+        await lease.revoke().catch(() => undefined);
+        return false;
+      }
+    }
+    this.leaseIdValue = id;
     this.keptAt = Date.now();
     this.lease = lease;
-    if (this.info) await lease.put(this.key(`nodes/${this.opts.nodeId}`)).value(JSON.stringify(this.info));
+    return true;
   }
 
   private async rejoin(): Promise<void> {
     for (let delay = 500; !this.closed; delay = Math.min(delay * 2, 5000)) {
       try {
-        await this.grant();
+        if (!(await this.grant())) throw new Error(`node id ${this.opts.nodeId} is held by another lease`);
         // Back: not gone (the other nodes may have marked it while it was cut off).
         await this.client.delete().key(this.key(`gone/${this.opts.nodeId}`));
         // The sandboxes still here count against their keys again, on the new lease. A record
