@@ -218,9 +218,15 @@ export class WorkerEngine implements Engine, EngineSeries {
       w.kill(err);
       this.closed ??= err.message;
     };
+    let settled = false;
     const interruptThenKill = (reason: number, err: () => Error) => {
       w.interrupt(id, reason);
-      timers.push(setTimeout(() => hardStop(err()), limits.graceMs));
+      // Once more half-way through the grace period (the worker ignores a second request for a run
+      // that already ended): a guest that stopped then answers in time even had the first gone amiss.
+      timers.push(setTimeout(() => w.interrupt(id, reason), limits.graceMs / 2));
+      // At the deadline the kill waits one turn for I/O (setImmediate runs after the poll phase): a
+      // host whose loop ran late reads an answer already in the pipe first, and that answer wins.
+      timers.push(setTimeout(() => setImmediate(() => settled || hardStop(err())), limits.graceMs));
     };
     const onAbort = () => interruptThenKill(INTERRUPT_REASON.abort, () => new AbortedError("run aborted by the caller's signal; the worker did not stop and was killed"));
     const onOutput = (stream: "stdout" | "stderr", data: string) => {
@@ -273,6 +279,7 @@ export class WorkerEngine implements Engine, EngineSeries {
         await this.dispose(this.closed);
         throw withPartialResult(e, { stdout, stderr });
       } finally {
+        settled = true;
         for (const t of timers) clearTimeout(t);
         opts.signal?.removeEventListener("abort", onAbort);
         w.stopRssWatch();
