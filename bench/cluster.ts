@@ -3,9 +3,11 @@
 // (the same tiny run through the sandbox's own node and through another node, interleaved), how
 // fast a burst of creates goes through 3 nodes beside one plain `agentbox serve` with the same
 // flags, and how long a SIGKILLed node's sandboxes take to answer 410 through a survivor.
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { etcdUnavailableReason, startEtcd, startNode, until, type EtcdCluster, type Node } from "../test/cluster-helpers.js";
 import { childPids, spawnServer } from "../test/server-helpers.js";
 import { stats, type Row, type Section, type SectionContext, type SectionResult } from "./lib.js";
@@ -130,27 +132,49 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
         if (r.value !== "1") throw new Error(`bench cluster: run answered ${JSON.stringify(r)}`);
         return ms;
       };
+      // The floor of one more hop here: a bare Node reverse proxy (bench/bare-proxy.mjs) in front of the owner.
+      const bare = spawn(process.execPath, [fileURLToPath(new URL("./bare-proxy.mjs", import.meta.url)), owner.url], { stdio: ["ignore", "pipe", "inherit"] });
+      procs.push({ kill: async () => void bare.kill("SIGKILL") });
+      const bareUrl = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        bare.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          const m = /ready (http:\/\/\S+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        bare.once("exit", (code) => reject(new Error(`bench cluster: bare proxy exited (${code})`)));
+      });
       await quiet(pids());
       for (let i = 0; i < warm; i++) {
         await runVia(owner.url);
         await runVia(other.url);
+        await runVia(bareUrl);
       }
       const direct: number[] = [];
       const routed: number[] = [];
+      const proxied: number[] = [];
+      const order = [
+        [direct, owner.url],
+        [routed, other.url],
+        [proxied, bareUrl],
+      ] as const;
       for (let i = 0; i < n; i++) {
-        // Alternate which goes first, so neither always follows the other.
-        if (i % 2 === 0) {
-          direct.push(await runVia(owner.url));
-          routed.push(await runVia(other.url));
-        } else {
-          routed.push(await runVia(other.url));
-          direct.push(await runVia(owner.url));
+        // Rotate which goes first, so none always follows another.
+        for (let k = 0; k < 3; k++) {
+          const [into, url] = order[(i + k) % 3]!;
+          into.push(await runVia(url));
         }
       }
+      bare.kill("SIGKILL");
       await json(other.url, "DELETE", `/sandboxes/${sb.id}`);
       const d = stats("cluster: POST /run {code:'1'} through the sandbox's own node", "ms", direct);
       const r = stats("cluster: POST /run {code:'1'} through another node (forwarded)", "ms", routed);
-      rows.push(d, r);
+      const b = stats("  baseline: the same through a bare Node reverse proxy in front of the own node", "ms", proxied);
+      rows.push(d, r, b);
+      const bareAdded = b.median - d.median;
+      const barePaired = stats("", "ms", proxied.map((x, i) => x - direct[i]!)).median;
+      summary.bareProxyAddedMsP50 = +bareAdded.toFixed(3);
+      summary.bareProxyAddedMsPairedP50 = +barePaired.toFixed(3);
       const added = r.median - d.median;
       // Each pair ran back to back: the median of their differences is steadier under a shared machine's load drift.
       const paired = stats("", "ms", routed.map((x, i) => x - direct[i]!)).median;
@@ -159,7 +183,8 @@ async function runSection({ quick, progress }: SectionContext): Promise<SectionR
       summary.routingAddedMsP50 = +added.toFixed(3);
       summary.routingAddedMsP95 = +addedP95.toFixed(3);
       summary.routing = { n, directMedianMs: +d.median.toFixed(3), routedMedianMs: +r.median.toFixed(3) };
-      notes.push(`routing adds ${added.toFixed(2)} ms at p50 (target ≤ 1 ms), ${addedP95.toFixed(2)} ms at p95 (n=${n} each, interleaved, after ${warm} warm-up pairs; keep-alive client); median of the per-pair differences ${paired.toFixed(2)} ms`);
+      notes.push(`routing adds ${added.toFixed(2)} ms at p50 (target ≤ 1 ms), ${addedP95.toFixed(2)} ms at p95 (n=${n} each, interleaved, after ${warm} warm-up rounds; keep-alive client); median of the per-pair differences ${paired.toFixed(2)} ms`);
+      notes.push(`a bare Node reverse proxy hop (no agentbox code) adds ${bareAdded.toFixed(2)} ms at p50 (per-pair ${barePaired.toFixed(2)} ms) in the same run: the floor of any extra hop on this machine; routing's own share beyond it ${(added - bareAdded).toFixed(2)} ms`);
     }
 
     // 2. Creates per second: K concurrent nano python creates, cluster vs one plain server.
