@@ -7,19 +7,10 @@ import { FileSystemError } from "../../src/index.js";
 import type { EngineSeriesAnswer } from "../../src/engines/engine.js";
 import { QuickJsWasmEngine } from "../../src/engines/quickjs-wasm/engine.js";
 import { nanoLimitsSchema } from "../../src/policy/options.js";
+import { waitGone } from "../helpers.js";
 
 const start = () =>
   QuickJsWasmEngine.start({ language: "javascript", seed: 1, clock: "virtual", env: {}, limits: nanoLimitsSchema.parse({}), mounts: [] }, undefined);
-
-const alive = (pid: number | undefined): boolean => {
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe("WorkerEngine.series", () => {
   it("sends runs, host file changes and queries at once; answers come in order; a refused query is an answer", async () => {
@@ -70,8 +61,7 @@ describe("WorkerEngine.series", () => {
     assert.deepEqual(seen, [0]);
     assert.match(String(engine.closedReason), /request 2 of a series failed/);
     // Killed by the series itself, not by a dispose: it goes without one.
-    for (let waited = 0; alive(pid) && waited < 3000; waited += 50) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(alive(pid), false, "the worker is gone");
+    await waitGone(pid, 3000); // the worker is gone
     await engine.dispose();
   });
 
