@@ -406,6 +406,27 @@ export class ClusterStore {
   }
 
   /**
+   * Put `mine` (`value`, on this node's lease) under `dir` while fewer than `max` entries are
+   * there (else `full()`): one transaction that holds only if nothing in `dir` was put after the
+   * count was read (etcd ≥ 3.3 compares a range), so two nodes never both take the last place;
+   * retried on a race, 503 after 20.
+   */
+  private async takePlace(dir: string, mine: string, value: string, max: number, what: string, full: () => HttpError): Promise<void> {
+    if (this.regrant) throw new Error("this node lost its lease and is joining again");
+    for (let attempt = 0; ; attempt++) {
+      const range = await this.client.kv.range({ key: Buffer.from(dir), range_end: prefixEnd(dir), count_only: true });
+      if (Number(range.count) >= max) throw full();
+      const res = await this.client.kv.txn({
+        compare: rangeUnchangedSince(dir, String(range.header.revision)),
+        success: [{ request_put: { key: Buffer.from(mine), value: Buffer.from(value), lease: this.leaseId() } }],
+        failure: [],
+      });
+      if (res.succeeded) return;
+      if (attempt >= 20) throw new HttpError(503, "CLUSTER_UNAVAILABLE", `too many concurrent ${what} for this API key; retry`, {}, { "retry-after": "1" });
+    }
+  }
+
+  /**
    * Take a place in `owner`'s quota of `max` sandboxes across the cluster (429 at it, 503 when
    * the store cannot be reached). The place is on this node's lease until commit().
    */
@@ -413,23 +434,7 @@ export class ClusterStore {
     const dir = this.key(`owners/${ownerHash(owner)}/`);
     const mine = `${dir}~${randomUUID()}`;
     try {
-      if (this.regrant) throw new Error("this node lost its lease and is joining again");
-      for (let attempt = 0; ; attempt++) {
-        const range = await this.client.kv.range({ key: Buffer.from(dir), range_end: prefixEnd(dir), count_only: true });
-        const held = Number(range.count);
-        if (held >= max) {
-          throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may hold ${max} live sandboxes across the cluster (quota maxSandboxes); delete one first`, { quota: "maxSandboxes", value: max });
-        }
-        const rev = String(range.header.revision);
-        const res = await this.client.kv.txn({
-          // Nothing in the key's range was put after the count's revision (etcd ≥ 3.3 compares a range).
-          compare: [{ key: Buffer.from(dir), range_end: prefixEnd(dir), target: "Mod", result: "Less", mod_revision: String(BigInt(rev) + 1n) } as never],
-          success: [{ request_put: { key: Buffer.from(mine), value: Buffer.from(""), lease: this.leaseId() } }],
-          failure: [],
-        });
-        if (res.succeeded) break;
-        if (attempt >= 20) throw new HttpError(503, "CLUSTER_UNAVAILABLE", "too many concurrent creates for this API key; retry", {}, { "retry-after": "1" });
-      }
+      await this.takePlace(dir, mine, "", max, "creates", () => new HttpError(429, "QUOTA_EXCEEDED", `this API key may hold ${max} live sandboxes across the cluster (quota maxSandboxes); delete one first`, { quota: "maxSandboxes", value: max }));
     } catch (e) {
       if (e instanceof HttpError) throw e;
       throw storeUnavailable("check the key's quota across the cluster", e);
@@ -539,18 +544,8 @@ export class ClusterStore {
   async reserveSnapshot(owner: string, max: number, maxBytes: number): Promise<SnapshotReservation> {
     const dir = this.key(`snapshot-owners/${ownerHash(owner)}/`);
     const mine = `${dir}~${randomUUID()}`;
-    const guarded = (rev: string) => [{ key: Buffer.from(dir), range_end: prefixEnd(dir), target: "Mod", result: "Less", mod_revision: String(BigInt(rev) + 1n) } as never];
     try {
-      if (this.regrant) throw new Error("this node lost its lease and is joining again");
-      for (let attempt = 0; ; attempt++) {
-        const range = await this.client.kv.range({ key: Buffer.from(dir), range_end: prefixEnd(dir), count_only: true });
-        if (Number(range.count) >= max) {
-          throw new HttpError(429, "QUOTA_EXCEEDED", `this API key may keep ${max} snapshots across the cluster (quota maxSnapshots); delete one first`, { quota: "maxSnapshots", value: max });
-        }
-        const res = await this.client.kv.txn({ compare: guarded(String(range.header.revision)), success: [{ request_put: { key: Buffer.from(mine), value: Buffer.from("0"), lease: this.leaseId() } }], failure: [] });
-        if (res.succeeded) break;
-        if (attempt >= 20) throw new HttpError(503, "CLUSTER_UNAVAILABLE", "too many concurrent snapshots for this API key; retry", {}, { "retry-after": "1" });
-      }
+      await this.takePlace(dir, mine, "0", max, "snapshots", () => new HttpError(429, "QUOTA_EXCEEDED", `this API key may keep ${max} snapshots across the cluster (quota maxSnapshots); delete one first`, { quota: "maxSnapshots", value: max }));
     } catch (e) {
       if (e instanceof HttpError) throw e;
       throw storeUnavailable("check the key's snapshot quota across the cluster", e);
@@ -568,7 +563,7 @@ export class ClusterStore {
               throw new HttpError(429, "QUOTA_EXCEEDED", `this snapshot takes ${(bytes / 2 ** 20).toFixed(1)} MiB and this API key's snapshots already take ${(used / 2 ** 20).toFixed(1)} of its ${mb} MiB across the cluster (quota maxSnapshotMb); delete one first`, { quota: "maxSnapshotMb", value: mb });
             }
             const res = await this.client.kv.txn({
-              compare: guarded(String(range.header.revision)),
+              compare: rangeUnchangedSince(dir, String(range.header.revision)),
               success: [
                 { request_delete_range: { key: Buffer.from(mine) } },
                 { request_put: { key: Buffer.from(this.snapshotOwnerKey(r.owner, r.id)), value: Buffer.from(String(bytes)), lease: r.persisted ? "0" : this.leaseId() } },
@@ -697,6 +692,11 @@ export class ClusterStore {
 
 function ownerHash(owner: string): string {
   return createHash("sha256").update(owner).digest("hex").slice(0, 32);
+}
+
+/** A transaction's compare: nothing in the range under `dir` was put after revision `rev`. */
+function rangeUnchangedSince(dir: string, rev: string): never[] {
+  return [{ key: Buffer.from(dir), range_end: prefixEnd(dir), target: "Mod", result: "Less", mod_revision: String(BigInt(rev) + 1n) } as never];
 }
 
 /** The first key after every key starting with `prefix` (etcd's range end for a prefix). */
