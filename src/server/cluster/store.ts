@@ -258,22 +258,22 @@ export class ClusterStore {
 
   /** Delete a sandbox's record and its place in its key's count, if the record is still the one read: whether it went. */
   async dropSandbox(e: Versioned<SandboxRecord>): Promise<boolean> {
-    const key = Buffer.from(this.key(`sandboxes/${e.value.id}`));
-    const res = await this.client.kv.txn({
-      compare: [{ key, target: "Mod", result: "Equal", mod_revision: e.modRevision }],
-      success: [{ request_delete_range: { key } }, { request_delete_range: { key: Buffer.from(this.ownerKey(e.value.owner, e.value.id)) } }],
-      failure: [],
-    });
-    if (res.succeeded) this.records.delete(e.value.id);
-    return res.succeeded;
+    const gone = await this.deleteIfUnchanged(`sandboxes/${e.value.id}`, this.ownerKey(e.value.owner, e.value.id), e.modRevision);
+    if (gone) this.records.delete(e.value.id);
+    return gone;
   }
 
   /** Delete a snapshot's record (and its share of its key's snapshot quota), if the record is still the one read: whether it went. */
   async dropSnapshot(e: Versioned<SnapshotRecord>): Promise<boolean> {
-    const key = Buffer.from(this.key(`snapshots/${e.value.id}`));
+    return this.deleteIfUnchanged(`snapshots/${e.value.id}`, this.snapshotOwnerKey(e.value.owner, e.value.id), e.modRevision);
+  }
+
+  /** Delete the record at `record` (under the prefix) and the quota entry `ownerKey` in one transaction, if the record's mod revision is still `modRevision`: whether they went. */
+  private async deleteIfUnchanged(record: string, ownerKey: string, modRevision: string): Promise<boolean> {
+    const key = Buffer.from(this.key(record));
     const res = await this.client.kv.txn({
-      compare: [{ key, target: "Mod", result: "Equal", mod_revision: e.modRevision }],
-      success: [{ request_delete_range: { key } }, { request_delete_range: { key: Buffer.from(this.snapshotOwnerKey(e.value.owner, e.value.id)) } }],
+      compare: [{ key, target: "Mod", result: "Equal", mod_revision: modRevision }],
+      success: [{ request_delete_range: { key } }, { request_delete_range: { key: Buffer.from(ownerKey) } }],
       failure: [],
     });
     return res.succeeded;
