@@ -30,6 +30,7 @@ import { CLOSE_BRIDGE, SETUP } from "./python-guest.js";
 import type { NetInbox } from "./python/net-channel.js";
 import type { Fn, Pyodide, WasmHooks } from "./python/pyodide.js";
 import { HOME, PythonSession } from "./python/session.js";
+import { snapshotFromFile } from "./python/snapshot-load.js";
 
 // ---------------------------------------------------------------------------------------------
 // State the Wasm import hooks read. Mutable: a pooled worker is configured after it restored.
@@ -107,7 +108,7 @@ function limitCStack(py: Pyodide): void {
   }
 }
 
-async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | undefined, makeSnapshot: boolean): Promise<Pyodide> {
+async function boot(pyodideDir: string, snapshotFile: string | undefined, makeSnapshot: boolean): Promise<Pyodide> {
   // Under the permission model process.binding is denied; NODEFS only needs the fs constants.
   const proc = process as unknown as { binding: (name: string) => unknown };
   proc.binding = (name: string) => {
@@ -132,18 +133,20 @@ async function boot(pyodideDir: string, snapshotBytes: Promise<Uint8Array> | und
     return asm.default(settings);
   };
   const bootLog: string[] = [];
-  const snapshot = await snapshotBytes;
-  const py = await loadPyodide({
-    indexURL: pyodideDir + path.sep,
-    createPyodideModule,
-    jsglobals: Object.freeze(Object.create(null) as object),
-    env: { HOME, PYTHONHASHSEED: "0", LANG: "C.UTF-8", TZ: "UTC" },
-    stdout: (s: string) => bootLog.push(s),
-    stderr: (s: string) => bootLog.push(s),
-    checkAPIVersion: true,
-    ...(makeSnapshot ? { _makeSnapshot: true } : {}),
-    ...(snapshot ? { _loadSnapshot: snapshot } : {}),
-  });
+  const snapshot = snapshotFile ? snapshotFromFile(snapshotFile) : undefined;
+  const load = () =>
+    loadPyodide({
+      indexURL: pyodideDir + path.sep,
+      createPyodideModule,
+      jsglobals: Object.freeze(Object.create(null) as object),
+      env: { HOME, PYTHONHASHSEED: "0", LANG: "C.UTF-8", TZ: "UTC" },
+      stdout: (s: string) => bootLog.push(s),
+      stderr: (s: string) => bootLog.push(s),
+      checkAPIVersion: true,
+      ...(makeSnapshot ? { _makeSnapshot: true } : {}),
+      ...(snapshot ? { _loadSnapshot: snapshot.bytes } : {}),
+    });
+  const py = await (snapshot ? snapshot.during(load) : load());
   limitCStack(py);
   if (!snapshot) {
     // guest/display.py (shared with the heavy tier's agent; the build copies it beside this file) defines _make_display for SETUP.
@@ -218,11 +221,10 @@ async function main(): Promise<void> {
     send({ type: "ready", v: PROTOCOL_VERSION, pythonVersion: "", pyodideVersion: py.version });
     return;
   }
-  // The interrupt thread and the snapshot read run while the main thread loads the engine.
+  // The interrupt thread starts while this thread loads the engine (the snapshot is read during the restore: python/snapshot-load.ts).
   const words = new Int32Array(new SharedArrayBuffer(4 * INTERRUPT_WORDS)); // see beginRun
   const interrupter = startInterrupter(words);
-  const snapshot = snapshotFile ? fs.promises.readFile(snapshotFile) : undefined;
-  const py = await boot(pyodideDir, snapshot, false);
+  const py = await boot(pyodideDir, snapshotFile, false);
   harden(py);
   const { port, netPort, netSignal } = workerData as { port: MessagePort; netPort: MessagePort; netSignal: SharedArrayBuffer };
   const session = new PythonSession(py, hooks, words, flag === "warm", netInbox(netPort, new Int32Array(netSignal)));
