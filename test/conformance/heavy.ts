@@ -245,14 +245,17 @@ export function heavyConformance(b: HeavyBackend, get: () => Sandbox): void {
     await a.runCode("counter += 1");
     const b2 = await Sandbox.restore(snap);
     const c = await Sandbox.restore(snap);
-    await b2.runCode("counter += 5");
-    assert.equal((await a.runCode("counter")).value, "11");
-    assert.equal((await b2.runCode("counter")).value, "15");
-    assert.equal((await c.runCode("counter")).value, "10");
-    assert.equal(await c.files.read("/home/user/state.txt"), "saved");
-    assert.equal((await c.commands.run("cat state.txt")).stdout, "saved");
     const resources = [a, b2, c].map((s) => b.resources(s));
-    await Promise.all([a.kill(), b2.kill(), c.kill()]);
+    try {
+      await b2.runCode("counter += 5");
+      assert.equal((await a.runCode("counter")).value, "11");
+      assert.equal((await b2.runCode("counter")).value, "15");
+      assert.equal((await c.runCode("counter")).value, "10");
+      assert.equal(await c.files.read("/home/user/state.txt"), "saved");
+      assert.equal((await c.commands.run("cat state.txt")).stdout, "saved");
+    } finally {
+      await Promise.all([a.kill(), b2.kill(), c.kill()]);
+    }
     await snap.remove();
     await assert.rejects(Sandbox.restore(snap));
     for (const r of resources) assert.deepEqual(b.leftovers(r), clean);

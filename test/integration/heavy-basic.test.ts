@@ -6,10 +6,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { before, describe, it } from "node:test";
-import { InvalidOptionsError, Sandbox } from "../../src/index.js";
+import { InvalidOptionsError, Sandbox, TimeoutError } from "../../src/index.js";
 import { DEFAULT_HEAVY_POOL_SIZE, poolSizes } from "../../src/engines/pools.js";
 import "../helpers.js";
-import { ensureImage, skipHeavy } from "../heavy.js";
+import { ensureImage, leftovers, skipHeavy } from "../heavy.js";
 import { gvisor } from "../conformance/heavy.js";
 
 const heavy = gvisor.opts;
@@ -54,6 +54,33 @@ describe("heavy tier (gVisor)", { skip: skipHeavy }, () => {
     for (const d of a) assert.match(d, /^[0-9a-f]{64}$/);
     assert.deepEqual(a, b);
     assert.equal(new Set(a.slice(0, 4)).size, 4, "each change changes the digest");
+  });
+
+  it("a wedged sandbox (every process of it stopped) still dies on a time limit and kill(), leaving nothing", { timeout: 60_000 }, async () => {
+    const s = await Sandbox.create({ ...heavy, pool: false });
+    const res = (s as unknown as { engine: { resources: { containerId: string; dir: string; cgroupDirs: string[] } } }).engine.resources;
+    const procs = res.cgroupDirs.find((d) => fs.existsSync(path.join(d, "cgroup.procs")))!;
+    const pids = fs.readFileSync(path.join(procs, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+    assert.ok(pids.length >= 2, "the sentry and the gofer live in the sandbox's cgroup");
+    for (const pid of pids) process.kill(pid, "SIGSTOP"); // `runsc kill` now blocks on the sandbox forever
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    try {
+      await assert.rejects(s.runCode("1", { timeoutMs: 500 }), TimeoutError);
+      const t0 = Date.now();
+      await s.kill();
+      assert.ok(Date.now() - t0 < 15_000, `kill took ${Date.now() - t0} ms`);
+      assert.deepEqual(leftovers(res), { processes: [], dir: false, cgroups: [] });
+      assert.deepEqual(pids.filter(alive), [], "no process of the sandbox is left");
+    } finally {
+      for (const pid of pids.filter(alive)) process.kill(pid, "SIGKILL");
+    }
   });
 
   it("heavy pools are sized apart from nano ones (configurePool({ heavy }))", async () => {

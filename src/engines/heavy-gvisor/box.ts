@@ -248,30 +248,47 @@ export class GvisorBox {
   /** Checkpoint the box into `imagePath`. The box's container stops; the caller restores from it. */
   async checkpoint(imagePath: string): Promise<void> {
     this.killReason ??= new WorkerCrashedError("checkpointed");
-    const r = await runscCmd(this.dir, ["checkpoint", `--image-path=${imagePath}`, this.containerId]);
+    const r = await runscCmd(this.dir, ["checkpoint", `--image-path=${imagePath}`, this.containerId], RUNSC_CHECKPOINT_MS);
     if (r.code !== 0) throw new WorkerCrashedError(`runsc checkpoint failed: ${r.stderr.trim().split("\n").slice(-2).join(" ")}`);
     await this.dispose(this.killReason);
   }
 
-  /** End the container, the runsc processes, the state dir and the cgroup. Idempotent. */
+  /**
+   * End the container, the runsc processes, the state dir and the cgroup. Idempotent, and bounded:
+   * `runsc kill` and `delete` talk to the sandbox and block for as long as it does not answer (a
+   * stopped or wedged sentry), so each is given RUNSC_CMD_MS; past that, or when the container is
+   * still there, every process in the sandbox's cgroup (sentry, gofer, ptrace stubs) and the runsc
+   * parent are SIGKILLed.
+   */
   dispose(reason: Error): Promise<void> {
     this.killReason ??= reason;
     this.disposing ??= (async () => {
       this.client.fail(this.killReason!);
       if (!this.exited) {
-        await runscCmd(this.dir, ["kill", "--all", this.containerId, "KILL"]);
-        const gone = await Promise.race([this.exitPromise.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
-        if (!gone) {
-          this.child.kill("SIGKILL");
-          await this.exitPromise;
-        }
-      } else await this.exitPromise;
-      await runscCmd(this.dir, ["delete", "--force", this.containerId]);
+        const r = await runscCmd(this.dir, ["kill", "--all", this.containerId, "KILL"], RUNSC_CMD_MS);
+        if (r.code !== 0 || !(await settles(this.exitPromise, 3000))) await this.forceEnd();
+      }
+      // The runsc parent is gone; what holds its stdio (the sentry) may not be.
+      if (!(await settles(this.exitPromise, 1000))) await this.forceEnd();
+      const d = await runscCmd(this.dir, ["delete", "--force", this.containerId], RUNSC_CMD_MS);
+      if (d.code !== 0) this.cgroup.killAll();
       for (let i = 0; i < 50 && !this.cgroup.remove(); i++) await new Promise((r) => setTimeout(r, 20));
       fs.rmSync(this.dir, { recursive: true, force: true });
       live.delete(this);
     })();
     return this.disposing;
+  }
+
+  /** SIGKILL the runsc parent and everything in the cgroup until both are gone (stubs may be forking). */
+  private async forceEnd(): Promise<void> {
+    this.child.kill("SIGKILL");
+    for (let i = 0; i < 10; i++) {
+      this.cgroup.killAll();
+      if (await settles(this.exitPromise, 200)) return;
+    }
+    // Still not closed: something outside the cgroup holds the channel's pipes. Stop waiting on it.
+    for (const s of [this.child.stdin, this.child.stdout, this.child.stderr]) s?.destroy();
+    await settles(this.exitPromise, 1000);
   }
 
   /** Last-resort synchronous end, for process exit. */
@@ -281,6 +298,7 @@ export class GvisorBox {
       this.child.kill("SIGKILL");
       spawnSync(runscPath ?? "runsc", [`--root=${path.join(this.dir, "state")}`, "delete", "--force", this.containerId], { timeout: 2000, stdio: "ignore" });
     }
+    this.cgroup.killAll();
     this.cgroup.remove();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
@@ -319,13 +337,35 @@ export function sweepStale(): number {
   return n;
 }
 
-function runscCmd(dir: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
+/** How long a `runsc kill` or `delete` may take before it is killed (they hang on a wedged sandbox). */
+const RUNSC_CMD_MS = 5000;
+/** `runsc checkpoint` writes the whole sandbox memory out. */
+const RUNSC_CHECKPOINT_MS = 120_000;
+
+/** True when `p` settled within `ms`. */
+function settles(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p.then(() => true, () => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** Run one runsc subcommand on a box's state dir; past `timeoutMs` it is SIGKILLed and reports code null. */
+function runscCmd(dir: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     const c = spawn(runscPath ?? "runsc", [`--root=${path.join(dir, "state")}`, ...args], { stdio: ["ignore", "ignore", "pipe"], env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
     let stderr = "";
+    const timer = setTimeout(() => {
+      stderr += `\nrunsc ${args[0]} did not finish within ${timeoutMs} ms`;
+      c.kill("SIGKILL");
+    }, timeoutMs);
     c.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4096)));
-    c.on("error", (e) => resolve({ code: null, stderr: e.message }));
-    c.on("close", (code) => resolve({ code, stderr }));
+    c.on("error", (e) => {
+      clearTimeout(timer);
+      resolve({ code: null, stderr: e.message });
+    });
+    c.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    });
   });
 }
 
