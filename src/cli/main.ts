@@ -8,11 +8,10 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { AgentboxError, InvalidOptionsError, LANGUAGES, LimitError, Sandbox, type DisplayResult, type Language, type RunResult, type SandboxOptions } from "../index.js";
-import { parseMcpSandboxOptions, runStdioMcpServer, type McpSessionOptions } from "../mcp/index.js";
-import { CLUSTER_DEFAULTS, loadKeys, parseEndpoints, SERVER_DEFAULTS, startServer, type RunningServer } from "../server/index.js";
+import type { McpSessionOptions } from "../mcp/index.js";
+import type { RunningServer } from "../server/index.js";
+import { CLUSTER_DEFAULTS, SERVER_DEFAULTS } from "../server/defaults.js";
 import { flagError, flagHelp, flagOptions, parseDuration, parseInteger, readFlags, UsageError, type FlagName, type ReadFlags } from "./flags.js";
-import { execCommand, imageCommand } from "./heavy.js";
-import { snapshotCommand } from "./snapshots.js";
 import { stopped, stopSignal } from "./lifecycle.js";
 import { errorJson } from "./output.js";
 import { ResultFiles } from "./results.js";
@@ -100,14 +99,18 @@ export interface Io {
 
 export type Command = (argv: string[], io: Io) => Promise<number>;
 
-/** Every subcommand. A new surface (serve, mcp, image, exec) adds its entry here. */
+/**
+ * Every subcommand. A new surface (serve, mcp, image, exec) adds its entry here. What only one
+ * command needs (the HTTP server, the MCP SDK, the image builder) is imported when it runs, so a
+ * one-shot `agentbox run` loads none of it (~0.4 s of start-up it spent on them before).
+ */
 const COMMANDS: Record<string, Command> = {
   run: runCommand,
   serve: serveCommand,
   mcp: mcpCommand,
-  exec: execCommand,
-  image: imageCommand,
-  snapshot: snapshotCommand,
+  exec: async (argv, io) => (await import("./heavy.js")).execCommand(argv, io),
+  image: async (argv, io) => (await import("./heavy.js")).imageCommand(argv, io),
+  snapshot: async (argv, io) => (await import("./snapshots.js")).snapshotCommand(argv, io),
 };
 
 export async function main(argv: string[], io: Io = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) }): Promise<number> {
@@ -254,6 +257,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
       io.stdout(`${USAGE}\n`);
       return EXIT.ok;
     }
+    const { loadKeys, parseEndpoints, startServer } = await import("../server/index.js");
     const keys = loadKeys(v.keys);
     const clusterSpec = v.cluster ?? process.env.AGENTBOX_CLUSTER;
     if (clusterSpec === undefined && (v["node-id"] ?? v.advertise ?? v["lease-ttl"] ?? v["gone-retention"] ?? v["cluster-prefix"]) !== undefined) {
@@ -311,6 +315,7 @@ async function serveCommand(argv: string[], io: Io): Promise<number> {
 /** `agentbox mcp`: MCP over stdio; the run limit options set every session sandbox's options. */
 async function mcpCommand(argv: string[], io: Io): Promise<number> {
   let sandbox: NonNullable<McpSessionOptions["sandbox"]>;
+  const { parseMcpSandboxOptions, runStdioMcpServer } = await import("../mcp/index.js");
   try {
     const read = readFlags(argv, MCP_FLAGS);
     const { values, positionals } = read;

@@ -20,9 +20,11 @@ import { E2bSessions, TEMPLATES } from "./e2b/index.js";
 import { ClusterNode, ClusterRouter, type ClusterOptions, type LocalHoldings } from "./cluster/index.js";
 import { gvisorUnavailableReason } from "../engines/heavy-gvisor/box.js";
 import { parseAllowEntry } from "../policy/network.js";
+import { SERVER_DEFAULTS } from "./defaults.js";
 
 export { KeyRing, loadKeys, type Principal, type Quota } from "./keys.js";
-export { CLUSTER_DEFAULTS, parseEndpoints, type ClusterOptions } from "./cluster/index.js";
+export { parseEndpoints, type ClusterOptions } from "./cluster/index.js";
+export { CLUSTER_DEFAULTS, SERVER_DEFAULTS } from "./defaults.js";
 export { openApiDocument } from "./routes.js";
 
 export interface ServerOptions {
@@ -83,22 +85,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Defaults of startServer() (and so of `agentbox serve`, whose help shows them). */
-export const SERVER_DEFAULTS = {
-  host: "127.0.0.1",
-  port: 8787,
-  maxSandboxes: 16,
-  maxHeavySandboxes: 8,
-  maxQueue: 256,
-  queueTimeoutMs: 30_000,
-  poolMin: 2,
-  poolMax: 8,
-  poolMemoryBudgetMb: 1024,
-  poolIdleShrinkMs: 30_000,
-  maxJsonBytes: 4 * 1024 * 1024,
-  maxUploadBytes: 64 * 1024 * 1024,
-  snapshotTtlMs: 24 * 3600_000,
-} as const;
 
 /** configurePool()'s options from the server's: fixed when poolSize is given, else adaptive. */
 export function poolOptions(opts: Pick<ServerOptions, "poolSize" | "poolMin" | "poolMax" | "poolMemoryBudgetMb" | "poolIdleShrinkMs">): PoolOptions {

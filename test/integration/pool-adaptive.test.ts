@@ -1,6 +1,8 @@
 // Adaptive pools with real workers: a burst of creates grows the JavaScript pool's target (and
 // its ready workers follow), an idle period shrinks it back to min, and the memory budget caps it.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
 import { after, describe, it } from "node:test";
 import { poolSizes, poolStats } from "../../src/engines/pools.js";
 import { Sandbox } from "../../src/index.js";
@@ -24,8 +26,41 @@ async function burst(n: number, afterCreates: () => void = () => undefined): Pro
   }
 }
 
+/** The niceness of every thread of process `pid` (field 19 of /proc/PID/task/TID/stat). */
+function threadNices(pid: number): number[] {
+  return fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+  });
+}
+
+/** This process's live node child processes (the workers: `nice` and `unshare` exec in place). */
+function workers(): number[] {
+  const rows = execFileSync("ps", ["--ppid", String(process.pid), "-o", "pid=,stat=,comm="], { encoding: "utf8" }).split("\n");
+  return rows.map((l) => l.trim().split(/\s+/)).filter(([, stat, comm]) => comm === "node" && !stat?.startsWith("Z")).map(([pid]) => Number(pid));
+}
+
 describe("adaptive pool", () => {
   after(() => Sandbox.configurePool({ size: 0 }));
+
+  it("pool workers boot in the background (nice 10, every thread); a taken one runs at normal priority", { skip: process.platform !== "linux" && "needs /proc" }, async () => {
+    await Sandbox.configurePool({ size: 1 });
+    await burst(1); // the JavaScript pool exists from its first take, and refills
+    await until("a ready JavaScript worker", () => poolStats().javascript?.ready === 1);
+    const pooled = workers();
+    assert.ok(pooled.length >= 1);
+    for (const pid of pooled) assert.deepEqual([...new Set(threadNices(pid))], [10], `pool worker ${pid}: every thread niced`);
+    const sb = await Sandbox.create({ language: "javascript" });
+    try {
+      const pid = (sb as unknown as { engine: { pid: number } }).engine.pid;
+      assert.ok(pooled.includes(pid), "the sandbox got a pooled worker");
+      if (process.getuid?.() === 0) assert.deepEqual([...new Set(threadNices(pid))], [0], "taken: every thread back at nice 0");
+      else console.log("# not root: a taken worker stays niced (raising priority needs CAP_SYS_NICE); not checked");
+      assert.equal((await sb.runCode("1 + 1")).value, "2");
+    } finally {
+      await sb.kill();
+    }
+  });
 
   it("a burst grows the target to max, the pool fills to it, and idleness shrinks it back to min", async () => {
     // idleShrinkMs leaves the pool time to fill (two starts at once) before the burst ages out.

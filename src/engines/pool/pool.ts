@@ -8,6 +8,8 @@ export interface Poolable {
   readonly ready: Promise<unknown>;
   unref(): void;
   ref(): void;
+  /** Back to normal priority once taken (workers that boot in the background). */
+  foreground?(): void;
   kill(reason: Error): void;
   exited$(): Promise<void>;
 }
@@ -73,7 +75,10 @@ export class WorkerPool<W extends Poolable = WorkerProcess> {
     // Refill a moment later: starting a worker takes a core for ~0.3 s, and the sandbox just
     // handed out should not compete with it for its first runs.
     setTimeout(() => this.fill(), REFILL_DELAY_MS).unref();
-    if (w) w.ref();
+    if (w) {
+      w.ref();
+      w.foreground?.();
+    }
     return w;
   }
 

@@ -2,7 +2,8 @@
 // pipe, hard kill, and the outer limits (memory by RSS, output bytes). Everything the worker says
 // is checked against the protocol schema; a worker that breaks the protocol is killed.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { setPriority } from "node:os";
 import type { Writable } from "node:stream";
 import { AgentboxError, ProtocolError, WorkerCrashedError } from "../../errors.js";
 import { encodeFrame, FrameDecoder, FrameError, PROTOCOL_VERSION } from "../../protocol/frames.js";
@@ -14,6 +15,12 @@ export interface WorkerSpawnSpec {
   script: string;
   args: string[];
   nodeFlags: string[];
+  /**
+   * Start at a low CPU priority (nice BACKGROUND_NICE), every thread of it: a pool's refill, which
+   * must not slow the sandboxes that are running (their round trips wait on wake-ups the booting
+   * worker would compete with). `foreground()` restores normal priority when it is taken.
+   */
+  background?: boolean;
 }
 
 type Reply = Extract<WorkerMessage, { type: "reply" | "result" | "needsHeavy" }>;
@@ -22,6 +29,11 @@ type DisplayListener = (result: DisplayResult) => void;
 
 const STDERR_KEEP_BYTES = 16 * 1024;
 const PAGE_BYTES = 4096;
+/** The niceness of a background (pool refill) worker while it boots and waits. */
+const BACKGROUND_NICE = 10;
+/** False once restoring a taken worker's priority was refused (no CAP_SYS_NICE): refills then start at normal priority. */
+let canRestorePriority = process.platform === "linux";
+
 /** How long a killed worker's pending requests wait for its pipes to be read to the end. */
 const DRAIN_AFTER_KILL_MS = 1000;
 
@@ -39,6 +51,7 @@ export class WorkerProcess {
   private readyResolve!: (m: Extract<WorkerMessage, { type: "ready" }>) => void;
   private readyReject!: (e: Error) => void;
   private rssTimer: NodeJS.Timeout | undefined;
+  private niced: boolean;
   /** Set by the engine while a run may use the network grant; a fetch without it breaks the protocol. */
   onFetch: ((m: Extract<WorkerMessage, { type: "fetch" }>) => void) | undefined;
 
@@ -49,7 +62,9 @@ export class WorkerProcess {
     });
     this.ready.catch(() => undefined);
     // `unshare --net -- node ...` execs node in place: the child's pid is the worker's pid.
-    const [cmd, ...prefix] = [...networkIsolation().prefix, process.execPath];
+    // `nice` execs too; every thread the worker starts inherits its priority.
+    this.niced = spec.background === true && canRestorePriority;
+    const [cmd, ...prefix] = [...(this.niced ? ["nice", "-n", String(BACKGROUND_NICE)] : []), ...networkIsolation().prefix, process.execPath];
     this.child = spawn(cmd!, [...prefix, ...spec.nodeFlags, spec.script, ...spec.args], {
       stdio: ["pipe", "pipe", "pipe", "pipe"],
       // Nothing of the host's environment: no secrets, no proxies, a fixed time zone.
@@ -81,6 +96,30 @@ export class WorkerProcess {
   /** Why this worker can no longer serve, once it cannot. */
   get failure(): Error | undefined {
     return this.killReason ?? this.deathError;
+  }
+
+  /**
+   * Back to normal CPU priority (a background worker taken from its pool), every thread of it.
+   * Raising a priority needs CAP_SYS_NICE; without it the worker stays niced (it still runs,
+   * below other processes) and later refills start at normal priority instead.
+   */
+  foreground(): void {
+    if (!this.niced || this.child.pid === undefined) return;
+    this.niced = false;
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${this.child.pid}/task`);
+    } catch {
+      return; // gone
+    }
+    for (const tid of tids) {
+      try {
+        setPriority(Number(tid), 0);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "EACCES" || (e as { info?: { code?: string } }).info?.code === "EACCES") canRestorePriority = false;
+        // else the thread just ended
+      }
+    }
   }
 
   /** Keep the host process's event loop free of this worker (for idle pool workers). */

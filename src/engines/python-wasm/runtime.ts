@@ -114,6 +114,7 @@ export async function spawnPythonWorker(mounts: WorkerMount[] = [], warm = false
       [snap, ...mounts.map((m) => m.hostPath)],
       mounts.filter((m) => !m.readOnly).map((m) => m.hostPath),
     ),
+    background: warm,
   };
   return new WorkerProcess(spec);
 }

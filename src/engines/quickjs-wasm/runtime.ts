@@ -93,5 +93,6 @@ export async function spawnJsWorker(warm = false, mounts: WorkerMount[] = []): P
       [...p.read, ...mounts.map((m) => m.hostPath)],
       mounts.filter((m) => !m.readOnly).map((m) => m.hostPath),
     ),
+    background: warm,
   });
 }

@@ -8,7 +8,8 @@ import type { Principal } from "../keys.js";
 import type { ClusterHooks, Entry, SandboxRegistry } from "../registry.js";
 import { snapshotInfo, type SnapshotHooks } from "../snapshots.js";
 import { ClusterStore, type NodeInfo } from "./store.js";
-import { GoneSweeper, SWEEP_DEFAULTS } from "./sweep.js";
+import { GoneSweeper } from "./sweep.js";
+import { CLUSTER_DEFAULTS } from "../defaults.js";
 
 export { ClusterRouter, classify, type LocalHoldings } from "./router.js";
 export { ClusterStore } from "./store.js";
@@ -29,7 +30,7 @@ export interface ClusterOptions {
   goneRetentionMs?: number;
 }
 
-export const CLUSTER_DEFAULTS = { leaseTtlMs: 10_000, prefix: "/agentbox/", goneRetentionMs: SWEEP_DEFAULTS.retentionMs } as const;
+export { CLUSTER_DEFAULTS };
 
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 

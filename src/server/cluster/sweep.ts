@@ -10,14 +10,15 @@
 // the same id drops its own stale records when it joins (store.ts, dropStale). Every node sweeps;
 // the transactions make doing the same work twice harmless.
 import type { ClusterStore } from "./store.js";
+import { SWEEP_DEFAULTS } from "../defaults.js";
+
+export { SWEEP_DEFAULTS };
 
 export interface SweepOptions {
   /** How long a gone node's sandboxes answer 410 before their records are removed. */
   retentionMs: number;
   log: (line: string) => void;
 }
-
-export const SWEEP_DEFAULTS = { retentionMs: 60 * 60 * 1000 } as const;
 
 export class GoneSweeper {
   private timer: NodeJS.Timeout | undefined;
