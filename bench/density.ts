@@ -52,6 +52,40 @@ function cpuByThreadMs(pid: number): Record<string, number> {
   return out;
 }
 
+/** `n` round trips (a line written, its echo read) to bench/pipe-echo.mjs, one every `intervalMs`, ms. */
+async function pipeRoundTrips(n: number, intervalMs: number): Promise<number[]> {
+  const child = spawn(process.execPath, [new URL("./pipe-echo.mjs", import.meta.url).pathname], { stdio: ["pipe", "pipe", "inherit"] });
+  child.stdout.setEncoding("utf8");
+  const lines: ((line: string) => void)[] = [];
+  let buf = "";
+  child.stdout.on("data", (c: string) => {
+    buf += c;
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      lines.shift()?.(line);
+    }
+  });
+  const once = (msg: string) =>
+    new Promise<number>((resolve, reject) => {
+      const t0 = performance.now();
+      lines.push((line) => (line === msg ? resolve(performance.now() - t0) : reject(new Error(`pipe echo answered ${JSON.stringify(line)}`))));
+      child.stdin.write(`${msg}\n`);
+    });
+  try {
+    await once("warm-up");
+    const xs: number[] = [];
+    for (let i = 0; i < n; i++) {
+      await sleep(intervalMs);
+      xs.push(await once(`ping ${i}`));
+    }
+    return xs;
+  } finally {
+    child.kill();
+  }
+}
+
 /** One process, spawn → exit (code 0 required), ms; with its peak RSS (GNU time's %M: the largest of it and its waited-for children), MB, when /usr/bin/time exists. */
 async function oneShot(argv: string[], env: NodeJS.ProcessEnv, expect: string): Promise<{ ms: number; peakMb: number | undefined }> {
   const useTime = fs.existsSync(TIME);
@@ -156,6 +190,11 @@ async function run({ quick, progress }: SectionContext): Promise<SectionResult> 
         check(`${language}Pooled${intervalMs}msP50`, `${language} pooled create → first result p50, one create per ${intervalMs / 1000} s`, med(r), "le", 2, "ms");
       }
     }
+    // The machine's floor under those rows: one bare round trip to a waiting Node process at the
+    // same pace (a pooled create → first result is at least one, plus the configure's write).
+    progress(`density: baseline pipe round trip every 1000 ms x${n}`);
+    const rt = await pipeRoundTrips(n, 1000);
+    push(stats("density: baseline: bare pipe round trip to an idle Node process, one per 1 s", "ms", rt));
   }
 
   // 3. CPU per cold sandbox (pool off): the worker's utime+stime and this process's, create → first result.
