@@ -1,7 +1,7 @@
 // Host side of one worker process: spawn, framed messages in and out, interrupts on the control
 // pipe, hard kill, and the outer limits (memory by RSS, output bytes). Everything the worker says
 // is checked against the protocol schema; a worker that breaks the protocol is killed.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { setPriority } from "node:os";
 import type { Writable } from "node:stream";
@@ -9,19 +9,9 @@ import { AgentboxError, ProtocolError, WorkerCrashedError } from "../../errors.j
 import { encodeFrame, FrameDecoder, FrameError, PROTOCOL_VERSION } from "../../protocol/frames.js";
 import type { DisplayResult } from "../../protocol/display.js";
 import { workerMessageSchema, type HostMessage, type WorkerMessage } from "../../protocol/messages.js";
-import { networkIsolation } from "./netns.js";
+import { priorityRestoreRefused, spawnWorkerChild, takeEarlyWorker, type WorkerSpawnSpec } from "./spawn.js";
 
-export interface WorkerSpawnSpec {
-  script: string;
-  args: string[];
-  nodeFlags: string[];
-  /**
-   * Start at a low CPU priority (nice BACKGROUND_NICE), every thread of it: a pool's refill, which
-   * must not slow the sandboxes that are running (their round trips wait on wake-ups the booting
-   * worker would compete with). `foreground()` restores normal priority when it is taken.
-   */
-  background?: boolean;
-}
+export type { WorkerSpawnSpec };
 
 type Reply = Extract<WorkerMessage, { type: "reply" | "result" | "needsHeavy" }>;
 type OutputListener = (stream: "stdout" | "stderr", data: string) => void;
@@ -29,11 +19,6 @@ type DisplayListener = (result: DisplayResult) => void;
 
 const STDERR_KEEP_BYTES = 16 * 1024;
 const PAGE_BYTES = 4096;
-/** The niceness of a background (pool refill) worker while it boots and waits. */
-const BACKGROUND_NICE = 10;
-/** False once restoring a taken worker's priority was refused (no CAP_SYS_NICE): refills then start at normal priority. */
-let canRestorePriority = process.platform === "linux";
-
 /** How long a killed worker's pending requests wait for its pipes to be read to the end. */
 const DRAIN_AFTER_KILL_MS = 1000;
 
@@ -62,15 +47,9 @@ export class WorkerProcess {
     });
     this.ready.catch(() => undefined);
     // `unshare --net -- node ...` execs node in place: the child's pid is the worker's pid.
-    // `nice` execs too; every thread the worker starts inherits its priority.
-    this.niced = spec.background === true && canRestorePriority;
-    const [cmd, ...prefix] = [...(this.niced ? ["nice", "-n", String(BACKGROUND_NICE)] : []), ...networkIsolation().prefix, process.execPath];
-    this.child = spawn(cmd!, [...prefix, ...spec.nodeFlags, spec.script, ...spec.args], {
-      stdio: ["pipe", "pipe", "pipe", "pipe"],
-      // Nothing of the host's environment: no secrets, no proxies, a fixed time zone.
-      env: { TZ: "UTC", LANG: "C.UTF-8" },
-      cwd: "/",
-    });
+    // A worker started early for this very spec (the one-shot CLI's) is taken over; else one starts now.
+    const early = takeEarlyWorker(spec);
+    ({ child: this.child, niced: this.niced } = early ? { child: early, niced: false } : spawnWorkerChild(spec));
     this.exitPromise = new Promise((resolve) => this.child.once("exit", () => resolve()));
     this.child.stdout!.on("data", (chunk: Buffer) => this.onData(chunk));
     this.child.stderr!.on("data", (chunk: Buffer) => {
@@ -83,6 +62,7 @@ export class WorkerProcess {
       const detail = this.stderrTail.trim().split("\n").slice(-5).join("\n");
       this.onExit(new WorkerCrashedError(`worker exited (${signal ?? `code ${code}`})${detail ? `: ${detail}` : ""}`));
     });
+    if (early) this.ref(); // it waited unref'd
   }
 
   get pid(): number | undefined {
@@ -116,7 +96,7 @@ export class WorkerProcess {
       try {
         setPriority(Number(tid), 0);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "EACCES" || (e as { info?: { code?: string } }).info?.code === "EACCES") canRestorePriority = false;
+        if ((e as NodeJS.ErrnoException).code === "EACCES" || (e as { info?: { code?: string } }).info?.code === "EACCES") priorityRestoreRefused();
         // else the thread just ended
       }
     }

@@ -1,46 +1,13 @@
 // Where the Python engine's files are, how its worker processes are started (Node flags, the
 // permission model's allow-list), and the memory snapshot every worker restores from.
-import { createHash } from "node:crypto";
 import fs from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { TierUnavailableError } from "../../errors.js";
 import type { WorkerMount } from "../../protocol/messages.js";
-import { cacheDir } from "../cache.js";
-import { DIST, lockedDownFlags, PACKAGE_ROOT } from "../pool/flags.js";
-import { WorkerProcess, type WorkerSpawnSpec } from "../pool/worker-process.js";
+import { WorkerProcess } from "../pool/worker-process.js";
+import { PYODIDE_DIR, pythonServeSpec, snapshotPath, WORKER_SCRIPT, workerFlags } from "./paths.js";
 
-export { PACKAGE_ROOT };
-export const WORKER_SCRIPT = path.join(DIST, "worker", "python-worker.js");
-export const PYODIDE_DIR = path.dirname(createRequire(import.meta.url).resolve("pyodide/package.json"));
-export const PYODIDE_VERSION = (JSON.parse(fs.readFileSync(path.join(PYODIDE_DIR, "package.json"), "utf8")) as { version: string }).version;
-
-
-/** The snapshot file name carries everything that changes its contents. */
-export function snapshotPath(): string {
-  assertBuilt();
-  const h = createHash("sha256")
-    .update(PYODIDE_VERSION)
-    .update(process.version)
-    .update(fs.readFileSync(path.join(DIST, "worker", "python-guest.js")))
-    .update(fs.readFileSync(path.join(DIST, "worker", "display.py")))
-    .update(fs.readFileSync(path.join(DIST, "worker", "python", "network.guest.py")))
-    .update(fs.readFileSync(WORKER_SCRIPT))
-    .digest("hex")
-    .slice(0, 16);
-  return path.join(cacheDir(), `pyodide-${PYODIDE_VERSION}-${h}.snapshot`);
-}
-
-function assertBuilt(): void {
-  if (!fs.existsSync(WORKER_SCRIPT)) {
-    throw new TierUnavailableError(`the worker script ${WORKER_SCRIPT} is missing; run \`npm run build\` in ${PACKAGE_ROOT}`);
-  }
-}
-
-/** Node flags for a Python worker: read-only access to Pyodide, our dist/ and `extraRead`. */
-export function workerFlags(extraRead: string[] = [], extraWrite: string[] = []): string[] {
-  return lockedDownFlags([PYODIDE_DIR, ...extraRead], extraWrite);
-}
+export { PACKAGE_ROOT, PYODIDE_DIR, PYODIDE_VERSION, pythonServeSpec, snapshotPath, WORKER_SCRIPT, workerFlags } from "./paths.js";
 
 let snapshotReady: Promise<string> | undefined;
 
@@ -54,8 +21,7 @@ export function ensureSnapshot(): Promise<string> {
 }
 
 async function makeSnapshot(): Promise<string> {
-  assertBuilt();
-  const file = snapshotPath();
+  const file = snapshotPath(); // throws when the build is missing
   if (fs.existsSync(file)) {
     touch(file);
     return file;
@@ -107,14 +73,5 @@ export function pruneSnapshots(keep: string): void {
 /** `warm`: exercise the interpreter before reporting ready (pool workers, which wait anyway). */
 export async function spawnPythonWorker(mounts: WorkerMount[] = [], warm = false): Promise<WorkerProcess> {
   const snap = await ensureSnapshot();
-  const spec: WorkerSpawnSpec = {
-    script: WORKER_SCRIPT,
-    args: ["serve", PYODIDE_DIR, snap, ...(warm ? ["warm"] : [])],
-    nodeFlags: workerFlags(
-      [snap, ...mounts.map((m) => m.hostPath)],
-      mounts.filter((m) => !m.readOnly).map((m) => m.hostPath),
-    ),
-    background: warm,
-  };
-  return new WorkerProcess(spec);
+  return new WorkerProcess(pythonServeSpec(snap, mounts, warm));
 }
