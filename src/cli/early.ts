@@ -4,13 +4,10 @@
 // is started, and the create takes it over (pool/spawn.ts); any other run, a flag this does not
 // know, or a snapshot not made yet starts nothing here: the normal path decides and reports.
 import fs from "node:fs";
-import path from "node:path";
 import { parseArgs } from "node:util";
 import { spawnEarlyWorker } from "../engines/pool/spawn.js";
 import { pythonServeSpec, snapshotPath } from "../engines/python-wasm/paths.js";
-
-/** Extensions the CLI runs as another language than Python (main.ts pickLanguage). */
-const NOT_PYTHON = /\.(js|mjs|cjs|ts|mts|cts)$/i;
+import { languageOfFile } from "./languages.js";
 
 export function startEarly(argv: string[]): void {
   if (argv[0] !== "run") return;
@@ -19,6 +16,8 @@ export function startEarly(argv: string[]): void {
       args: argv.slice(1),
       strict: true,
       allowPositionals: true,
+      // Only flags that leave the worker as create would start it (mounts and network change
+      // its Node flags; the heavy tier is another engine): any other flag fails this parse.
       options: {
         code: { type: "string", short: "c" },
         language: { type: "string" },
@@ -31,9 +30,8 @@ export function startEarly(argv: string[]): void {
         "results-dir": { type: "string" },
       },
     });
-    const file = positionals[0];
-    const python = values.language === undefined ? file === undefined || !NOT_PYTHON.test(path.extname(file)) : values.language === "python";
-    if (!python || (values.tier ?? "nano") !== "nano" || positionals.length > 1) return;
+    const language = values.language ?? languageOfFile(positionals[0]);
+    if (language !== "python" || (values.tier ?? "nano") !== "nano" || positionals.length > 1) return;
     const snap = snapshotPath();
     if (fs.existsSync(snap)) spawnEarlyWorker(pythonServeSpec(snap, [], false));
   } catch {

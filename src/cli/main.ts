@@ -5,12 +5,12 @@
 // Exit codes: 0 ok, 1 the guest raised, 2 a limit was hit, 64 bad usage, 70 internal failure.
 // Each command is a function (argv after the command name, io) → exit code, listed in COMMANDS.
 import { readFileSync } from "node:fs";
-import path from "node:path";
 import { parseArgs } from "node:util";
 import { AgentboxError, InvalidOptionsError, LANGUAGES, LimitError, Sandbox, type DisplayResult, type Language, type RunResult, type SandboxOptions } from "../index.js";
 import type { McpSessionOptions } from "../mcp/index.js";
 import type { RunningServer } from "../server/index.js";
 import { CLUSTER_DEFAULTS, SERVER_DEFAULTS } from "../server/defaults.js";
+import { languageOfFile } from "./languages.js";
 import { flagError, flagHelp, flagOptions, parseDuration, parseInteger, readFlags, UsageError, type FlagName, type ReadFlags } from "./flags.js";
 import { stopped, stopSignal } from "./lifecycle.js";
 import { errorJson } from "./output.js";
@@ -73,23 +73,13 @@ export const EXIT = { ok: 0, guestError: 1, limit: 2, usage: 64, internal: 70 } 
 
 export { parseDuration, parseMount } from "./flags.js";
 
-const EXTENSIONS: Record<string, Language> = {
-  ".py": "python",
-  ".js": "javascript",
-  ".mjs": "javascript",
-  ".cjs": "javascript",
-  ".ts": "typescript",
-  ".mts": "typescript",
-  ".cts": "typescript",
-};
-
 /** The language to run: --language if given, else from the file's extension, else python. */
 export function pickLanguage(flag: string | undefined, file: string | undefined): Language {
   if (flag !== undefined) {
     if (!(LANGUAGES as readonly string[]).includes(flag)) throw new UsageError(`--language: expected one of ${LANGUAGES.join(", ")}, got ${JSON.stringify(flag)}`);
     return flag as Language;
   }
-  return (file !== undefined && EXTENSIONS[path.extname(file).toLowerCase()]) || "python";
+  return languageOfFile(file);
 }
 
 export interface Io {

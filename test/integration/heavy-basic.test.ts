@@ -8,7 +8,7 @@ import path from "node:path";
 import { before, describe, it } from "node:test";
 import { InvalidOptionsError, Sandbox, TimeoutError } from "../../src/index.js";
 import { DEFAULT_HEAVY_POOL_SIZE, poolSizes } from "../../src/engines/pools.js";
-import "../helpers.js";
+import { isAlive } from "../helpers.js";
 import { ensureImage, leftovers, skipHeavy } from "../heavy.js";
 import { gvisor } from "../conformance/heavy.js";
 
@@ -63,23 +63,15 @@ describe("heavy tier (gVisor)", { skip: skipHeavy }, () => {
     const pids = fs.readFileSync(path.join(procs, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
     assert.ok(pids.length >= 2, "the sentry and the gofer live in the sandbox's cgroup");
     for (const pid of pids) process.kill(pid, "SIGSTOP"); // `runsc kill` now blocks on the sandbox forever
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
     try {
       await assert.rejects(s.runCode("1", { timeoutMs: 500 }), TimeoutError);
       const t0 = Date.now();
       await s.kill();
       assert.ok(Date.now() - t0 < 15_000, `kill took ${Date.now() - t0} ms`);
       assert.deepEqual(leftovers(res), { processes: [], dir: false, cgroups: [] });
-      assert.deepEqual(pids.filter(alive), [], "no process of the sandbox is left");
+      assert.deepEqual(pids.filter(isAlive), [], "no process of the sandbox is left");
     } finally {
-      for (const pid of pids.filter(alive)) process.kill(pid, "SIGKILL");
+      for (const pid of pids.filter(isAlive)) process.kill(pid, "SIGKILL");
     }
   });
 

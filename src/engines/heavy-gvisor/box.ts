@@ -183,7 +183,7 @@ export class GvisorBox {
         }),
       ]);
     } catch (e) {
-      await Promise.race([this.exitPromise, new Promise((r) => setTimeout(r, 1000))]);
+      await settles(this.exitPromise, 1000);
       const detail = this.stderrTail.trim().split("\n").slice(-3).join("\n");
       const err = this.deathError ?? (detail ? new WorkerCrashedError(`the sandbox failed to start: ${detail}`) : (e as Error));
       await this.dispose(err);
@@ -234,7 +234,7 @@ export class GvisorBox {
     if (this.deathError || this.killReason) return;
     // The channel usually ends before the process does; wait a moment for the exit so the
     // OOM count is final.
-    await Promise.race([this.exitPromise, new Promise((r) => setTimeout(r, 1000))]);
+    await settles(this.exitPromise, 1000);
     if (this.killReason) return;
     if (this.cgroup.oomKills() > 0) this.deathError = new MemoryLimitError(this.spec.memoryMb, "the sandbox's memory cgroup ran out and the sandbox was killed");
     else if (e instanceof WorkerCrashedError) {

@@ -46,7 +46,6 @@ export class WorkerProcess {
       this.readyReject = rej;
     });
     this.ready.catch(() => undefined);
-    // `unshare --net -- node ...` execs node in place: the child's pid is the worker's pid.
     // A worker started early for this very spec (the one-shot CLI's) is taken over; else one starts now.
     const early = takeEarlyWorker(spec);
     ({ child: this.child, niced: this.niced } = early ? { child: early, niced: false } : spawnWorkerChild(spec));
