@@ -183,7 +183,7 @@ export class GvisorBox {
         }),
       ]);
     } catch (e) {
-      await settles(this.exitPromise, 1000);
+      await Promise.race([this.exitPromise, new Promise((r) => setTimeout(r, 1000))]);
       const detail = this.stderrTail.trim().split("\n").slice(-3).join("\n");
       const err = this.deathError ?? (detail ? new WorkerCrashedError(`the sandbox failed to start: ${detail}`) : (e as Error));
       await this.dispose(err);
@@ -233,8 +233,9 @@ export class GvisorBox {
   private async onFailure(e: Error): Promise<void> {
     if (this.deathError || this.killReason) return;
     // The channel usually ends before the process does; wait a moment for the exit so the
-    // OOM count is final.
-    await settles(this.exitPromise, 1000);
+    // OOM count is final. A plain race, not settles(): HeavyEngine.call waits on the same exit
+    // and reads `failure` as soon as it resumes, so this must resume first (fewer promise hops).
+    await Promise.race([this.exitPromise, new Promise((r) => setTimeout(r, 1000))]);
     if (this.killReason) return;
     if (this.cgroup.oomKills() > 0) this.deathError = new MemoryLimitError(this.spec.memoryMb, "the sandbox's memory cgroup ran out and the sandbox was killed");
     else if (e instanceof WorkerCrashedError) {
